@@ -1,0 +1,1 @@
+"""Action catalog, business rules, feature encoding, the VW learner and exploration."""

@@ -1,0 +1,212 @@
+"""The configuration file (TOML) as typed, validated settings.
+
+Pydantic does the type checking and names the offending key; cross-references (a combination
+naming an unknown offer, a quiet period after an unknown outcome) are checked here, so a bad
+file fails at start-up with the key and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bandit.errors import ConfigError
+
+Money = Annotated[float, Field(allow_inf_nan=False)]
+Days = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OfferConfig(_Strict):
+    cost: Money = 0.0
+    description: str = ""
+    eligible_if: str | None = None
+
+
+class ChannelConfig(_Strict):
+    cost: Money = 0.0
+    deferred: bool = False
+    eligible_if: str | None = None
+
+
+class CombinationConfig(_Strict):
+    offers: list[Name] = Field(min_length=1)
+    channels: list[Name] = Field(min_length=1)
+    slots: list[Name] = Field(min_length=1)
+
+
+class OutcomeTypeConfig(_Strict):
+    value: Money = 0.0
+    window_days: Days = 30.0
+    attribution: Literal["window", "last_touch", "direct"] = "window"
+    # Offers an outcome may be credited to; empty means any offer, do-nothing included.
+    offers: list[str] = []
+    allow_negative: bool = False
+
+
+class CapConfig(_Strict):
+    max: int = Field(ge=0)
+    days: Days
+    per_channel: bool = False
+
+
+class QuietPeriodConfig(_Strict):
+    after: Name
+    days: Days
+
+
+class SuppressionConfig(_Strict):
+    after: Name
+    offers: list[Name] = Field(min_length=1)
+    days: Days
+
+
+class ContactPolicyConfig(_Strict):
+    caps: list[CapConfig] = []
+    quiet_periods: list[QuietPeriodConfig] = []
+    suppressions: list[SuppressionConfig] = []
+
+
+class NumericFeatureConfig(_Strict):
+    encoding: Literal["raw", "log1p", "bins"] = "raw"
+    edges: list[float] = []
+
+    @model_validator(mode="after")
+    def _edges_for_bins(self) -> NumericFeatureConfig:
+        if self.encoding == "bins":
+            if len(self.edges) < 1 or any(not math.isfinite(e) for e in self.edges):
+                raise ValueError("encoding 'bins' needs a non-empty list of finite edges")
+            if sorted(self.edges) != self.edges or len(set(self.edges)) != len(self.edges):
+                raise ValueError("edges must be strictly increasing")
+        return self
+
+
+class FeaturesConfig(_Strict):
+    non_personal: list[str] = []
+    numeric: dict[str, NumericFeatureConfig] = {}
+
+
+class ConsentConfig(_Strict):
+    personalisation_default: Literal["granted", "denied"] = "denied"
+    contact_default: Literal["granted", "denied"] = "granted"
+
+
+class LearnerConfig(_Strict):
+    policy_id: Name = "champion"
+    exploration: Literal["squarecb", "epsilon"] = "squarecb"
+    epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
+    # Namespace letters to interact: u(ser context), h(istory), n(on-personal context) x o(ffer), c(hannel), s(lot).
+    interactions: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = ["uo", "uc", "us", "ho", "hc", "no", "nc", "ns"]
+    extra_args: list[str] = []
+    # A VW model file to start from; absent or missing means a cold start (uniform exploration).
+    model: str | None = None
+
+
+class ServerConfig(_Strict):
+    address: str = "127.0.0.1:50051"
+    metrics_address: str = "127.0.0.1:9464"
+    store: str = "var/brein.db"
+    seed: int = 0
+    # How long a graceful shutdown waits for in-flight requests, in seconds.
+    shutdown_grace: float = Field(default=10.0, ge=0)
+
+
+class BreinConfig(_Strict):
+    timezone: str = "UTC"
+    currency: str = "EUR"
+    server: ServerConfig = ServerConfig()
+    touchpoints: list[Name] = Field(min_length=1)
+    consent: ConsentConfig = ConsentConfig()
+    offers: dict[Name, OfferConfig] = Field(min_length=1)
+    channels: dict[Name, ChannelConfig] = Field(min_length=1)
+    slots: dict[Name, str] = {}
+    combinations: list[CombinationConfig] = Field(min_length=1)
+    outcomes: dict[Name, OutcomeTypeConfig] = {}
+    contact_policy: ContactPolicyConfig = ContactPolicyConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    learner: LearnerConfig = LearnerConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("slots")
+    @classmethod
+    def _slot_times(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, at in value.items():
+            if name == "now":
+                raise ValueError("'now' is built in (deliver at decision time); do not configure it")
+            try:
+                time.fromisoformat(at)
+            except ValueError:
+                raise ValueError(f"slot {name!r}: expected a time of day like '09:00', got {at!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> BreinConfig:
+        slots = set(self.slots) | {"now"}
+        for i, combo in enumerate(self.combinations):
+            for kind, names, known in (
+                ("offers", combo.offers, self.offers),
+                ("channels", combo.channels, self.channels),
+                ("slots", combo.slots, slots),
+            ):
+                unknown = sorted(set(names) - set(known))
+                if unknown:
+                    raise ValueError(f"combinations[{i}].{kind}: unknown {', '.join(unknown)}")
+        outcome_refs = [(f"contact_policy.quiet_periods[{i}]", q.after) for i, q in enumerate(self.contact_policy.quiet_periods)]
+        outcome_refs += [(f"contact_policy.suppressions[{i}]", s.after) for i, s in enumerate(self.contact_policy.suppressions)]
+        for where, after in outcome_refs:
+            if after not in self.outcomes:
+                raise ValueError(f"{where}.after: unknown outcome type {after!r}")
+        offer_refs = [(f"contact_policy.suppressions[{i}].offers", s.offers) for i, s in enumerate(self.contact_policy.suppressions)]
+        offer_refs += [(f"outcomes.{name}.offers", o.offers) for name, o in self.outcomes.items()]
+        for where, offers in offer_refs:
+            unknown = sorted(set(offers) - set(self.offers) - {"do_nothing"})
+            if unknown:
+                raise ValueError(f"{where}: unknown offer {', '.join(unknown)}")
+        if "do_nothing" in self.offers:
+            raise ValueError("offers.do_nothing: do-nothing is built in and always eligible; do not configure it")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def parse_config(data: dict[str, object], source: str = "config") -> BreinConfig:
+    """Validate a parsed TOML document; raise ConfigError naming the key and the reason."""
+    try:
+        return BreinConfig.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+            problems.append(f"{where}: {item['msg']}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_config(path: str | Path) -> BreinConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_config(data, source=str(path))

@@ -1,0 +1,34 @@
+"""Domain errors. The serving edge maps each to one gRPC status code; the CLI to an exit code."""
+
+
+class BreinError(Exception):
+    """Base of every error Brein raises on purpose."""
+
+
+class ConfigError(BreinError):
+    """The configuration file is invalid; the message names the key and the reason."""
+
+
+class InvalidRequest(BreinError):
+    """A request field is invalid; the message names the field and the reason."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class UnknownDecision(BreinError):
+    """A decision id that the log does not hold."""
+
+    def __init__(self, decision_id: str) -> None:
+        super().__init__(f"decision_id: no decision {decision_id!r} in the log")
+        self.decision_id = decision_id
+
+
+class Conflict(BreinError):
+    """An idempotency key reused with different content."""
+
+
+class StoreUnavailable(BreinError):
+    """The store could not commit; nothing of the failed write remains."""

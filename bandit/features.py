@@ -1,0 +1,106 @@
+"""Feature encoding: a request, its consent and the customer's history become VW namespaces.
+
+Shared namespaces (one letter each, VW interacts namespaces by their first letter):
+  ``u`` the customer's own context features (only with personalisation consent)
+  ``h`` history features from Brein's log (only with personalisation consent)
+  ``n`` non-personal context: touchpoint, local hour and weekday, features the config marks non-personal
+Action namespaces: ``o`` offer, ``c`` channel, ``s`` send-time slot.
+
+The log keeps the raw values as used (``SharedFeatures``); the VW text is derived from them with
+the configured encoding, so an exported log can be re-encoded by another feature set-up.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from bandit.catalog import Action
+from bandit.config import BreinConfig, NumericFeatureConfig
+
+SharedFeatures = dict[str, dict[str, float | str]]
+"""Namespace letter -> feature name -> a number, or a string for a categorical feature."""
+
+DAYS_SINCE_EDGES = (1.0, 7.0, 30.0, 90.0)
+_UNSAFE = str.maketrans({" ": "_", "\t": "_", "\n": "_", "\r": "_", "|": "_", ":": "_"})
+
+
+def vw_safe(text: str) -> str:
+    """VW text format splits on spaces, '|' and ':'; names and categories must not contain them."""
+    return text.translate(_UNSAFE)
+
+
+def _bucket(value: float, edges: tuple[float, ...] | list[float]) -> str:
+    return f"b{bisect_right(edges, value)}"
+
+
+def _signed_log1p(value: float) -> float:
+    return math.copysign(math.log1p(abs(value)), value)
+
+
+def local_hour_weekday(event_time: float, zone: ZoneInfo) -> tuple[int, int]:
+    local = datetime.fromtimestamp(event_time, tz=timezone.utc).astimezone(zone)
+    return local.hour, local.weekday()
+
+
+class FeatureEncoder:
+    def __init__(self, config: BreinConfig) -> None:
+        self._zone = config.zone
+        self._non_personal = frozenset(config.features.non_personal)
+        self._numeric: Mapping[str, NumericFeatureConfig] = config.features.numeric
+
+    def shared_features(
+        self,
+        *,
+        touchpoint: str,
+        event_time: float,
+        numeric: Mapping[str, float],
+        categorical: Mapping[str, str],
+        history: Mapping[str, float],
+        personalised: bool,
+    ) -> SharedFeatures:
+        hour, weekday = local_hour_weekday(event_time, self._zone)
+        non_personal: dict[str, float | str] = {"touchpoint": touchpoint, "hour": str(hour), "weekday": str(weekday)}
+        user: dict[str, float | str] = {}
+        for source in (numeric, categorical):
+            for name, value in source.items():
+                if name in self._non_personal:
+                    non_personal[name] = value
+                elif personalised:
+                    user[name] = value
+        features: SharedFeatures = {"n": non_personal}
+        if personalised:
+            if user:
+                features["u"] = user
+            if history:
+                features["h"] = dict(history)
+        return features
+
+    def _encode(self, namespace: str, name: str, value: float | str) -> str:
+        safe = vw_safe(name)
+        if isinstance(value, str):
+            return f"{safe}={vw_safe(value)}"
+        if namespace == "h" and name.startswith("days_since_"):
+            return f"{safe}={_bucket(value, DAYS_SINCE_EDGES)}"
+        encoding = self._numeric.get(name)
+        if encoding is not None and encoding.encoding == "bins":
+            return f"{safe}={_bucket(value, encoding.edges)}"
+        if encoding is not None and encoding.encoding == "log1p":
+            value = _signed_log1p(value)
+        return f"{safe}:{value:.6g}"
+
+    def shared_line(self, features: SharedFeatures) -> str:
+        parts = ["shared"]
+        for namespace, values in features.items():
+            parts.append(f"|{namespace}")
+            parts.extend(self._encode(namespace, name, value) for name, value in values.items())
+        return " ".join(parts)
+
+
+def action_line(action: Action) -> str:
+    if action.do_nothing:
+        return "|o do_nothing"
+    return f"|o {vw_safe(action.offer)} |c {vw_safe(action.channel)} |s {vw_safe(action.slot)}"

@@ -1,0 +1,79 @@
+"""What a caller sends to decide, and its validation.
+
+Validation happens once, at the edge of the core, and raises InvalidRequest naming the field.
+Times are event times in epoch seconds; ``None`` means "now" and is resolved by validation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bandit.catalog import Catalog
+from bandit.config import BreinConfig
+from bandit.errors import InvalidRequest
+
+ConsentValue = Literal["granted", "denied", "unspecified"]
+
+MAX_FEATURES = 1000
+MAX_TEXT_BYTES = 1024
+MAX_FUTURE_SECONDS = 86_400.0
+EARLIEST_EVENT_TIME = 946_684_800.0  # 2000-01-01T00:00:00Z
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRequest:
+    customer_id: str
+    touchpoint: str
+    request_id: str = ""
+    event_time: float | None = None
+    numeric: Mapping[str, float] = field(default_factory=dict)
+    categorical: Mapping[str, str] = field(default_factory=dict)
+    candidate_actions: tuple[str, ...] = ()
+    personalisation: ConsentValue = "unspecified"
+    contact_consent: Mapping[str, ConsentValue] = field(default_factory=dict)
+
+
+def check_text(field_name: str, value: str, *, required: bool) -> None:
+    if required and not value:
+        raise InvalidRequest(field_name, "is required")
+    if len(value.encode("utf-8")) > MAX_TEXT_BYTES:
+        raise InvalidRequest(field_name, f"longer than {MAX_TEXT_BYTES} bytes")
+
+
+def resolve_event_time(field_name: str, event_time: float | None, now: float) -> float:
+    """The request's event time, or now; refuses times before 2000 or more than a day ahead."""
+    if event_time is None:
+        return now
+    if not math.isfinite(event_time) or event_time < EARLIEST_EVENT_TIME:
+        raise InvalidRequest(field_name, "before 2000-01-01")
+    if event_time > now + MAX_FUTURE_SECONDS:
+        raise InvalidRequest(field_name, "more than a day in the future")
+    return event_time
+
+
+def validate_decision_request(request: DecisionRequest, config: BreinConfig, catalog: Catalog, now: float) -> float:
+    """Check every field of a decision request; return its resolved event time."""
+    check_text("request_id", request.request_id, required=False)
+    check_text("customer_id", request.customer_id, required=True)
+    if request.touchpoint not in config.touchpoints:
+        raise InvalidRequest("channel", f"unknown touchpoint {request.touchpoint[:64]!r}; expected one of {', '.join(config.touchpoints)}")
+    for action in request.candidate_actions:
+        if action not in catalog.by_id:
+            raise InvalidRequest("candidate_actions", f"unknown action id {action[:128]!r}")
+    count = len(request.numeric) + len(request.categorical)
+    if count > MAX_FEATURES:
+        raise InvalidRequest("context", f"{count} features, at most {MAX_FEATURES} allowed")
+    for key, number in request.numeric.items():
+        check_text("context.numeric key", key, required=True)
+        if not math.isfinite(number):
+            raise InvalidRequest(f"context.numeric[{key[:64]!r}]", f"must be a finite number, got {number}")
+    for key, text in request.categorical.items():
+        check_text("context.categorical key", key, required=True)
+        check_text(f"context.categorical[{key[:64]!r}]", text, required=False)
+    for channel in request.contact_consent:
+        if channel not in catalog.channels:
+            raise InvalidRequest("consent.contact", f"unknown channel {channel[:64]!r}")
+    return resolve_event_time("event_time", request.event_time, now)

@@ -1,0 +1,31 @@
+"""Seeded sampling: every decision's draw is reproducible from the server seed and its decision id."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+
+
+def decision_id_for(request_id: str) -> str:
+    """Decision ids follow from request ids, so a replayed request stream gives the same decisions."""
+    return hashlib.blake2b(request_id.encode("utf-8"), digest_size=16, person=b"brein-decision").hexdigest()
+
+
+def new_request_id() -> str:
+    return f"auto-{uuid.uuid4().hex}"
+
+
+def uniform_draw(seed: int, decision_id: str) -> float:
+    """A number in [0, 1) fixed by (seed, decision id)."""
+    digest = hashlib.blake2b(decision_id.encode("utf-8"), digest_size=8, key=seed.to_bytes(16, "big", signed=True)).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def sample_index(pmf: Sequence[float], draw: float) -> int:
+    cumulative = 0.0
+    for index, probability in enumerate(pmf):
+        cumulative += probability
+        if draw < cumulative:
+            return index
+    return max(i for i, p in enumerate(pmf) if p > 0)  # the sum rounded below the draw

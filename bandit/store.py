@@ -1,0 +1,355 @@
+"""The decision log: an interface, and its embedded SQLite implementation (WAL, group commit).
+
+Every write goes through one writer thread that commits whatever is queued in one transaction
+(group commit: one fsync for many concurrent requests) and only then resolves each write's
+future, so a caller that waits on its future holds a durable write. Each write runs in its own
+savepoint: one bad write fails alone, the others in its group still commit. Reads use one
+connection per thread and see only committed data.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from sqlite_utils import Database, Migrations
+
+from bandit.errors import Conflict, StoreUnavailable
+from bandit.history import DAY, HISTORY_DAYS, Contact, CustomerHistory
+from bandit.records import ActivationRecord, DecisionRecord, OutcomeRecord
+
+T = TypeVar("T")
+Write = Callable[[sqlite3.Connection], T]
+CommitListener = Callable[[float, int, bool], None]
+"""Called after every group commit with (seconds, writes in the group, succeeded)."""
+
+MAX_GROUP = 2048
+
+migrations = Migrations("brein.decision_log")
+
+
+@migrations()
+def m001_decision_log(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE decisions (
+            decision_id TEXT PRIMARY KEY,
+            request_id TEXT NOT NULL UNIQUE,
+            customer_id TEXT NOT NULL,
+            touchpoint TEXT NOT NULL,
+            event_time REAL NOT NULL,
+            received_at REAL NOT NULL,
+            action_id TEXT NOT NULL,
+            offer TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            slot TEXT NOT NULL,
+            send_at REAL,
+            probability REAL NOT NULL,
+            exploratory INTEGER NOT NULL,
+            policy_id TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            personalised INTEGER NOT NULL,
+            features TEXT NOT NULL,
+            eligible TEXT NOT NULL,
+            pmf TEXT NOT NULL,
+            exclusions TEXT NOT NULL,
+            contact_consent TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX decisions_customer_time ON decisions (customer_id, event_time)")
+    db.execute("CREATE INDEX decisions_event_time ON decisions (event_time)")
+    db.execute(
+        """CREATE TABLE outcomes (
+            outcome_id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            value REAL NOT NULL,
+            event_time REAL NOT NULL,
+            decision_id TEXT NOT NULL,
+            received_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX outcomes_customer_time ON outcomes (customer_id, event_time)")
+    db.execute(
+        """CREATE TABLE activations (
+            decision_id TEXT PRIMARY KEY,
+            event_time REAL NOT NULL,
+            received_at REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE models (
+            version TEXT PRIMARY KEY,
+            args TEXT NOT NULL,
+            data BLOB NOT NULL,
+            created_at REAL NOT NULL
+        )"""
+    )
+
+
+class DecisionLog(Protocol):
+    """What the core needs from a store; another database can take SQLite's place behind it."""
+
+    def submit(self, write: Write[T]) -> Future[T]: ...
+    def submit_decision(self, record: DecisionRecord) -> Future[None]: ...
+    def submit_outcome(self, record: OutcomeRecord) -> Future[bool]: ...
+    def submit_activation(self, record: ActivationRecord) -> Future[bool]: ...
+    def decision(self, decision_id: str) -> DecisionRecord | None: ...
+    def decision_by_request(self, request_id: str) -> DecisionRecord | None: ...
+    def history(self, customer_id: str, now: float, lookback_days: float) -> CustomerHistory: ...
+    def save_model(self, version: str, args: list[str], data: bytes) -> None: ...
+    def model(self, version: str) -> tuple[list[str], bytes] | None: ...
+    def close(self) -> None: ...
+
+
+_DECISION_COLUMNS = (
+    "decision_id, request_id, customer_id, touchpoint, event_time, received_at, action_id, offer, channel, slot, "
+    "send_at, probability, exploratory, policy_id, model_version, personalised, features, eligible, pmf, "
+    "exclusions, contact_consent"
+)
+_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
+    return (
+        r.decision_id, r.request_id, r.customer_id, r.touchpoint, r.event_time, r.received_at, r.action_id,
+        r.offer, r.channel, r.slot, r.send_at, r.probability, int(r.exploratory), r.policy_id, r.model_version,
+        int(r.personalised), _json(r.features), _json(r.eligible), _json(r.pmf), _json(r.exclusions),
+        _json(r.contact_consent),
+    )  # fmt: skip
+
+
+def _decision_from_row(row: sqlite3.Row) -> DecisionRecord:
+    return DecisionRecord(
+        decision_id=row["decision_id"],
+        request_id=row["request_id"],
+        customer_id=row["customer_id"],
+        touchpoint=row["touchpoint"],
+        event_time=row["event_time"],
+        received_at=row["received_at"],
+        action_id=row["action_id"],
+        offer=row["offer"],
+        channel=row["channel"],
+        slot=row["slot"],
+        send_at=row["send_at"],
+        probability=row["probability"],
+        exploratory=bool(row["exploratory"]),
+        policy_id=row["policy_id"],
+        model_version=row["model_version"],
+        personalised=bool(row["personalised"]),
+        features=json.loads(row["features"]),
+        eligible=tuple(json.loads(row["eligible"])),
+        pmf=tuple(json.loads(row["pmf"])),
+        exclusions=json.loads(row["exclusions"]),
+        contact_consent=json.loads(row["contact_consent"]),
+    )
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 5000")
+    return conn
+
+
+class SQLiteStore:
+    """The embedded default store: one SQLite file in WAL mode, fsync on every group commit."""
+
+    def __init__(self, path: str | Path, *, on_commit: CommitListener | None = None) -> None:
+        self.path = str(path)
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            raise ValueError(f"expected a file path (the log needs WAL and several connections), got {self.path!r}")
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer_conn = _connect(self.path)
+        self._writer_conn.execute("PRAGMA journal_mode = WAL")
+        self._writer_conn.execute("PRAGMA synchronous = FULL")
+        migrations.apply(Database(self._writer_conn))
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[tuple[Write[Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="brein-store-writer", daemon=True)
+        self._closed = False
+        self._writer.start()
+
+    @property
+    def db(self) -> Database:
+        """A sqlite-utils view on this thread's read connection."""
+        return Database(self._reader())
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def submit(self, write: Write[T]) -> Future[T]:
+        """Queue a write; its future resolves once the group it joined is durably committed."""
+        future: Future[T] = Future()
+        if self._closed:
+            future.set_exception(StoreUnavailable("the store is closed"))
+        else:
+            self._queue.put((write, future))
+        return future
+
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            while len(group) < MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                group.append(more)
+            self._commit_group(conn, group)
+
+    def _commit_group(self, conn: sqlite3.Connection, group: list[tuple[Write[Any], Future[Any]]]) -> None:
+        started = time.perf_counter()
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for write, future in group:
+                conn.execute("SAVEPOINT w")
+                try:
+                    results.append((future, write(conn), None))
+                    conn.execute("RELEASE w")
+                except sqlite3.Error as error:
+                    if not isinstance(error, sqlite3.IntegrityError):
+                        raise  # the database itself failed (disk full, I/O): the whole group fails
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    results.append((future, None, error))
+                except Exception as error:  # a write's own failure (a Conflict, ...) fails that write alone
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    results.append((future, None, error))
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolls back by itself when the connection next commits or closes
+            failure = StoreUnavailable(f"the store could not commit: {error}")
+            for _, future in group:
+                future.set_exception(failure)
+            if self._on_commit:
+                self._on_commit(time.perf_counter() - started, len(group), False)
+            return
+        if self._on_commit:
+            self._on_commit(time.perf_counter() - started, len(group), True)
+        for future, value, error in results:
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    def submit_decision(self, record: DecisionRecord) -> Future[None]:
+        row = _decision_row(record)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(_INSERT_DECISION, row)
+
+        return self.submit(write)
+
+    def submit_outcome(self, record: OutcomeRecord) -> Future[bool]:
+        """Resolves to True when the outcome_id was already stored with the same content."""
+        row = (record.outcome_id, record.customer_id, record.type, record.value, record.event_time, record.decision_id, record.received_at)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            existing = conn.execute(
+                "SELECT customer_id, type, value, event_time, decision_id FROM outcomes WHERE outcome_id = ?", (record.outcome_id,)
+            ).fetchone()
+            if existing is None:
+                conn.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                return False
+            if tuple(existing) != row[1:6]:
+                raise Conflict(f"outcome_id {record.outcome_id!r} was already recorded with different content")
+            return True
+
+        return self.submit(write)
+
+    def submit_activation(self, record: ActivationRecord) -> Future[bool]:
+        """Resolves to True when the decision had been activated before (the first time is kept)."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO activations VALUES (?, ?, ?)", (record.decision_id, record.event_time, record.received_at)
+            )
+            return cursor.rowcount == 0
+
+        return self.submit(write)
+
+    def save_model(self, version: str, args: list[str], data: bytes) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (version, _json(args), data, time.time()))
+
+        self.submit(write).result()
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def decision(self, decision_id: str) -> DecisionRecord | None:
+        row = self._reader().execute(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
+        return None if row is None else _decision_from_row(row)
+
+    def decision_by_request(self, request_id: str) -> DecisionRecord | None:
+        row = self._reader().execute(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE request_id = ?", (request_id,)).fetchone()
+        return None if row is None else _decision_from_row(row)
+
+    def history(self, customer_id: str, now: float, lookback_days: float) -> CustomerHistory:
+        conn = self._reader()
+        since = now - max(lookback_days, HISTORY_DAYS) * DAY
+        rows = conn.execute(
+            "SELECT decision_id, event_time, channel, offer FROM decisions WHERE customer_id = ? AND event_time >= ? AND event_time < ? "
+            "AND action_id != 'do_nothing' ORDER BY event_time",
+            (customer_id, since, now),
+        ).fetchall()
+        contacts = tuple(Contact(r[0], r[1], r[2], r[3]) for r in rows)
+        if contacts:
+            last_contact: float | None = contacts[-1].event_time
+        else:
+            last_contact = conn.execute(
+                "SELECT MAX(event_time) FROM decisions WHERE customer_id = ? AND event_time < ? AND action_id != 'do_nothing'",
+                (customer_id, now),
+            ).fetchone()[0]
+        outcomes = conn.execute(
+            "SELECT type, MAX(event_time) FROM outcomes WHERE customer_id = ? AND event_time < ? GROUP BY type", (customer_id, now)
+        ).fetchall()
+        return CustomerHistory(contacts, last_contact, {r[0]: r[1] for r in outcomes})
+
+    def model(self, version: str) -> tuple[list[str], bytes] | None:
+        row = self._reader().execute("SELECT args, data FROM models WHERE version = ?", (version,)).fetchone()
+        return None if row is None else (json.loads(row[0]), bytes(row[1]))
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
+        self._writer_conn.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

@@ -1,0 +1,1 @@
+"""Policy registry, off-policy estimators, replay, gating and the operator CLI."""

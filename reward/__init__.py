@@ -1,0 +1,1 @@
+"""Outcome ingestion, the delayed-reward joiner and customer-level value."""

@@ -1,0 +1,62 @@
+"""Outcome and activation ingestion: validate, resolve defaults, store durably."""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from bandit.config import BreinConfig
+from bandit.errors import InvalidRequest, UnknownDecision
+from bandit.records import ActivationRecord, OutcomeRecord
+from bandit.requests import check_text, resolve_event_time
+from bandit.store import DecisionLog
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeReport:
+    outcome_id: str
+    customer_id: str
+    type: str
+    value: float | None = None
+    event_time: float | None = None
+    decision_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationReport:
+    decision_id: str
+    event_time: float | None = None
+
+
+def outcome_record(report: OutcomeReport, config: BreinConfig, now: float) -> OutcomeRecord:
+    """Check an outcome report and resolve its defaults (value of its type, event time now)."""
+    check_text("outcome_id", report.outcome_id, required=True)
+    check_text("customer_id", report.customer_id, required=True)
+    check_text("decision_id", report.decision_id, required=False)
+    outcome_type = config.outcomes.get(report.type)
+    if outcome_type is None:
+        known = ", ".join(config.outcomes)
+        raise InvalidRequest("type", f"unknown outcome type {report.type[:64]!r}; expected one of {known}")
+    value = outcome_type.value if report.value is None else report.value
+    if not math.isfinite(value):
+        raise InvalidRequest("value", f"must be a finite number, got {value}")
+    if value < 0 and not outcome_type.allow_negative:
+        raise InvalidRequest("value", f"outcome type {report.type!r} does not allow a negative value, got {value}")
+    event_time = resolve_event_time("event_time", report.event_time, now)
+    return OutcomeRecord(report.outcome_id, report.customer_id, report.type, value, event_time, report.decision_id, now)
+
+
+def record_outcome(report: OutcomeReport, config: BreinConfig, store: DecisionLog, now: float) -> tuple[OutcomeRecord, Future[bool]]:
+    """Queue the outcome; the future resolves to True for a duplicate outcome_id once durable."""
+    record = outcome_record(report, config, now)
+    return record, store.submit_outcome(record)
+
+
+def record_activation(report: ActivationReport, store: DecisionLog, now: float) -> Future[bool]:
+    """Queue the activation of a logged decision; resolves to True when it was activated before."""
+    check_text("decision_id", report.decision_id, required=True)
+    event_time = resolve_event_time("event_time", report.event_time, now)
+    if store.decision(report.decision_id) is None:
+        raise UnknownDecision(report.decision_id)
+    return store.submit_activation(ActivationRecord(report.decision_id, event_time, now))

@@ -1,0 +1,236 @@
+"""The `brein` command: run the server, and a small client for the tour and for operators."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.table import Table
+
+from bandit.config import BreinConfig, load_config
+from bandit.errors import BreinError
+from serving import converters
+from serving.pb.brein.v1 import brein_pb2 as pb
+from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+
+console = Console()
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def _config(path: str) -> BreinConfig:
+    try:
+        return load_config(path)
+    except BreinError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _pairs(values: tuple[str, ...], option: str, convert: Callable[[str], Any]) -> dict[str, Any]:
+    result = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=option)
+        try:
+            result[key] = convert(value)
+        except ValueError:
+            raise click.BadParameter(f"{key}: {value!r} is not a number", param_hint=option) from None
+    return result
+
+
+def _event_time(value: datetime | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return {"event_time": converters.timestamp(value.timestamp())}
+
+
+@contextmanager
+def _client(address: str) -> Iterator[pb_grpc.DecisionServiceStub]:
+    with grpc.insecure_channel(address) as channel:
+        try:
+            yield pb_grpc.DecisionServiceStub(channel)
+        except grpc.RpcError as error:
+            raise click.ClickException(f"{error.code().name}: {error.details()}") from None  # type: ignore[attr-defined]
+
+
+def _emit(message: Message, as_json: bool, render: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+    else:
+        render()
+
+
+address_option = click.option("--address", default=DEFAULT_ADDRESS, show_default=True, help="The Brein server's gRPC address.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the response as JSON, for scripts.")
+at_option = click.option("--at", "at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]), help="Event time (UTC); default now.")
+
+
+@click.group()
+def main() -> None:
+    """Brein: the next-best-action decision service."""
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
+@click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def serve(config_path: str, log_level: str) -> None:
+    """Serve gRPC (Decide, DecideBatch, ReportOutcome, Activate, Explain, health, reflection) and metrics."""
+    from serving import logs
+    from serving.server import serve as run
+
+    logs.configure(log_level)
+    config = _config(config_path)
+    try:
+        asyncio.run(run(config))
+    except BreinError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
+def check(config_path: str) -> None:
+    """Validate a config file: its keys, its CEL rules and its catalog."""
+    from bandit.catalog import Catalog
+    from bandit.rules import EligibilityRules
+
+    config = _config(config_path)
+    try:
+        rules = EligibilityRules(config)
+    except BreinError as error:
+        raise click.ClickException(str(error)) from None
+    catalog = Catalog(config)
+    click.echo(f"{config_path}: OK — {len(catalog)} actions, {len(rules.rules)} rules, {len(config.outcomes)} outcome types")
+
+
+@main.command()
+@click.option("--customer", required=True, help="The customer id.")
+@click.option("--channel", required=True, help="The calling touchpoint (web, app, ...).")
+@click.option("--request-id", default="", help="Idempotency key; default a new one.")
+@click.option("--numeric", "-n", multiple=True, metavar="NAME=NUMBER", help="A numeric context feature (repeatable).")
+@click.option("--categorical", "-c", multiple=True, metavar="NAME=VALUE", help="A categorical context feature (repeatable).")
+@click.option("--candidate", multiple=True, help="Restrict to this action id (repeatable).")
+@click.option("--consent", type=click.Choice(["granted", "denied", "unspecified"]), default="unspecified", show_default=True,
+              help="Personalisation consent.")  # fmt: skip
+@click.option("--no-contact", multiple=True, metavar="CHANNEL", help="The customer gave no contact consent for this channel.")
+@at_option
+@address_option
+@json_option
+def decide(
+    customer: str, channel: str, request_id: str, numeric: tuple[str, ...], categorical: tuple[str, ...], candidate: tuple[str, ...],
+    consent: str, no_contact: tuple[str, ...], at: datetime | None, address: str, as_json: bool,
+) -> None:  # fmt: skip
+    """Ask the server for the next best action for one customer."""
+    request = pb.DecideRequest(
+        request_id=request_id or f"cli-{uuid.uuid4().hex}",
+        customer_id=customer,
+        channel=channel,
+        context=pb.Context(numeric=_pairs(numeric, "--numeric", float), categorical=_pairs(categorical, "--categorical", str)),
+        candidate_actions=candidate,
+        consent=pb.Consent(
+            personalisation={"granted": pb.CONSENT_STATE_GRANTED, "denied": pb.CONSENT_STATE_DENIED}.get(consent, 0),
+            contact={c: pb.CONSENT_STATE_DENIED for c in no_contact},
+        ),
+        **_event_time(at),
+    )
+    with _client(address) as stub:
+        response = stub.Decide(request)
+
+    def render() -> None:
+        kind = "exploring" if response.exploratory else "greedy"
+        console.print(f"decision [bold]{response.decision_id}[/]: [bold green]{response.action.id}[/] "
+                      f"p={response.probability:.3f} ({kind}; policy {response.policy_id}, model {response.model_version})")  # fmt: skip
+        table = Table("action", "probability")
+        for ranked in response.ranking:
+            table.add_row(ranked.action_id, f"{ranked.probability:.4f}")
+        console.print(table)
+
+    _emit(response, as_json, render)
+
+
+@main.command()
+@click.option("--customer", required=True, help="The customer id.")
+@click.option("--type", "outcome_type", required=True, help="A configured outcome type.")
+@click.option("--value", type=float, help="Money; default the type's value.")
+@click.option("--outcome-id", default="", help="Idempotency key; default a new one.")
+@click.option("--decision-id", default="", help="Attribute directly to this decision.")
+@at_option
+@address_option
+@json_option
+def outcome(
+    customer: str, outcome_type: str, value: float | None, outcome_id: str, decision_id: str, at: datetime | None, address: str,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Report an outcome (renewal, complaint, ...) for a customer."""
+    request = pb.ReportOutcomeRequest(
+        outcome_id=outcome_id or f"cli-{uuid.uuid4().hex}", customer_id=customer, type=outcome_type, decision_id=decision_id,
+        **_event_time(at),
+    )  # fmt: skip
+    if value is not None:
+        request.value = value
+    with _client(address) as stub:
+        response = stub.ReportOutcome(request)
+    _emit(response, as_json, lambda: console.print(
+        f"outcome {request.outcome_id}: {outcome_type} worth {response.value:g}" + (" (duplicate, stored before)" if response.duplicate else "")
+    ))  # fmt: skip
+
+
+@main.command()
+@click.argument("decision_id")
+@at_option
+@address_option
+@json_option
+def activate(decision_id: str, at: datetime | None, address: str, as_json: bool) -> None:
+    """Tell the server the channel really delivered a decision's action."""
+    with _client(address) as stub:
+        response = stub.Activate(pb.ActivateRequest(decision_id=decision_id, **_event_time(at)))
+    _emit(response, as_json, lambda: console.print(f"activated {decision_id}" + (" (before)" if response.duplicate else "")))
+
+
+@main.command()
+@click.argument("decision_id")
+@address_option
+@json_option
+def explain(decision_id: str, address: str, as_json: bool) -> None:
+    """Why was this customer shown this action."""
+    with _client(address) as stub:
+        response = stub.Explain(pb.ExplainRequest(decision_id=decision_id))
+
+    def render() -> None:
+        when = datetime.fromtimestamp(response.event_time.seconds, tz=timezone.utc).isoformat()
+        console.print(f"[bold]{response.decision_id}[/] for customer {response.customer_id} via {response.channel} at {when}")
+        console.print(f"chose [bold green]{response.action.id}[/] with p={response.probability:.3f}"
+                      f"{' (exploration)' if response.exploratory else ''}; policy {response.policy_id}, model {response.model_version}; "
+                      f"{'personalised' if response.personalised else 'not personalised (no consent)'}")  # fmt: skip
+        eligible = Table("eligible action", "probability", title="Eligible")
+        for ranked in response.eligible:
+            eligible.add_row(ranked.action_id, f"{ranked.probability:.4f}")
+        console.print(eligible)
+        if response.removed:
+            removed = Table("action", "removed because", title="Removed")
+            for item in response.removed:
+                removed.add_row(item.action_id, item.reason)
+            console.print(removed)
+        features = Table("namespace", "feature", "value", title="Features used")
+        for f in response.features:
+            features.add_row(f.namespace, f.name, f.category or f"{f.value:g}")
+        console.print(features)
+        if response.contributions:
+            contributions = Table("feature", "contribution to cost (negative favours)", title="Top contributions")
+            for c in response.contributions:
+                contributions.add_row(c.feature, f"{c.contribution:+.4f}")
+            console.print(contributions)
+        if response.contributions_note:
+            console.print(response.contributions_note)
+
+    _emit(response, as_json, render)

@@ -1,0 +1,36 @@
+"""Prometheus metrics on a registry that is passed in (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.decide_latency = Histogram(
+            "brein_decide_latency_seconds", "Decide latency inside the server, commit included", buckets=LATENCY_BUCKETS, registry=registry
+        )
+        self.decisions = Counter("brein_decisions", "Decisions logged", ["action", "channel", "policy"], registry=registry)
+        self.rpc_errors = Counter("brein_rpc_errors", "RPCs answered with an error, by method and status code", ["method", "code"], registry=registry)
+        self.outcomes = Counter("brein_outcomes", "Outcomes stored, by type", ["type"], registry=registry)
+        self.activations = Counter("brein_activations", "Activations stored", registry=registry)
+        self.store_commit = Histogram(
+            "brein_store_commit_seconds", "Duration of one group commit to the store", buckets=LATENCY_BUCKETS, registry=registry
+        )
+        self.store_commit_writes = Counter("brein_store_committed_writes", "Writes committed to the store", registry=registry)
+        self.store_commit_failures = Counter("brein_store_commit_failures", "Group commits that failed", registry=registry)
+        self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
+
+    def on_commit(self, seconds: float, writes: int, succeeded: bool) -> None:
+        self.store_commit.observe(seconds)
+        if succeeded:
+            self.store_commit_writes.inc(writes)
+        else:
+            self.store_commit_failures.inc()
+
+    def serving(self, policy_id: str, version: str) -> None:
+        self.model_version.clear()
+        self.model_version.labels(policy_id, version).set(1)

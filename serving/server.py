@@ -1,0 +1,88 @@
+"""The gRPC server: DecisionService, the standard health service and server reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from bandit.config import BreinConfig
+from serving.app import Brain
+from serving.metrics import Metrics
+from serving.pb.brein.v1 import brein_pb2 as pb
+from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from serving.servicer import DecisionServicer
+
+log = logging.getLogger("brein.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    brain: Brain
+    metrics: Metrics
+
+    async def stop(self, grace: float) -> None:
+        """Graceful: report NOT_SERVING, let in-flight requests finish, then close the store."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self.brain.close()
+
+
+async def create_server(brain: Brain, metrics: Metrics, address: str) -> RunningServer:
+    """Bind and start; ``address`` may end in ':0' to take a free port (tests bind 127.0.0.1:0)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(brain, metrics), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    policy = brain.decider.policy
+    metrics.serving(policy.policy_id, policy.model.version)
+    return RunningServer(server, port, health_servicer, brain, metrics)
+
+
+async def serve(config: BreinConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    host, _, port = config.server.metrics_address.rpartition(":")
+    http_server, _ = start_http_server(int(port), addr=host, registry=registry)
+    brain = Brain(config, on_commit=metrics.on_commit)
+    running = await create_server(brain, metrics, config.server.address)
+    log.info(
+        "serving on %s (port %d), metrics on http://%s/metrics, store %s, %d actions, policy %s model %s",
+        config.server.address, running.port, config.server.metrics_address, config.server.store, len(brain.catalog),
+        brain.decider.policy.policy_id, brain.decider.policy.model.version,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining in-flight requests for up to %.0f s", config.server.shutdown_grace)
+    await running.stop(config.server.shutdown_grace)
+    http_server.shutdown()
+    log.info("stopped")
