@@ -84,7 +84,7 @@ class VWPolicy:
             for i, action in enumerate(example.actions):
                 line = self._parser.parse_line(action_line(action))
                 if i == example.chosen:
-                    line.set_label(CBLabel(cost=example.cost, probability=example.probability, action=i))
+                    line.set_label(CBLabel(label=(example.cost, example.probability)))
                 lines.append(line)
             self._workspace.learn_one(lines)
             self.examples_learned += 1

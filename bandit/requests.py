@@ -47,7 +47,9 @@ def resolve_event_time(field_name: str, event_time: float | None, now: float) ->
     """The request's event time, or now; refuses times before 2000 or more than a day ahead."""
     if event_time is None:
         return now
-    if not math.isfinite(event_time) or event_time < EARLIEST_EVENT_TIME:
+    if not math.isfinite(event_time):
+        raise InvalidRequest(field_name, f"must be a finite time, got {event_time}")
+    if event_time < EARLIEST_EVENT_TIME:
         raise InvalidRequest(field_name, "before 2000-01-01")
     if event_time > now + MAX_FUTURE_SECONDS:
         raise InvalidRequest(field_name, "more than a day in the future")

@@ -73,9 +73,10 @@ async def serve(config: BreinConfig) -> None:
     brain = Brain(config, on_commit=metrics.on_commit)
     running = await create_server(brain, metrics, config.server.address)
     log.info(
-        "serving on %s (port %d), metrics on http://%s/metrics, store %s, %d actions, policy %s model %s",
-        config.server.address, running.port, config.server.metrics_address, config.server.store, len(brain.catalog),
+        "serving on %s, metrics on %s, store %s, %d actions, policy %s model %s",
+        config.server.address, config.server.metrics_address, config.server.store, len(brain.catalog),
         brain.decider.policy.policy_id, brain.decider.policy.model.version,
+        extra={"port": running.port, "metrics_port": http_server.server_port},
     )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

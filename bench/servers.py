@@ -1,0 +1,101 @@
+"""The benchmark's servers, each in a process of its own: Brein's real server, and a no-op twin.
+
+The no-op server is made by ``create_server`` itself with the servicer swapped for one that
+answers every Decide with one fixed, realistic DecideResponse (sampled from a real decision at
+start-up) and does nothing else. So both servers have the same grpc.aio options, health service
+and reflection, whatever ``create_server`` does now or later; the only difference is the handler.
+
+The parent talks to a server process over a pipe: it receives ``("ready", port)``, may send
+``"cpu"`` (answered with the process's CPU seconds, all threads) and ends it with ``"stop"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import time
+from collections.abc import AsyncIterator
+from multiprocessing.connection import Connection
+from typing import Any
+from unittest import mock
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from bandit.config import parse_config
+from bench.workload import customers, decide_request
+from serving import converters, server
+from serving.app import Brain
+from serving.metrics import Metrics
+from serving.pb.brein.v1 import brein_pb2 as pb
+from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+
+KINDS = ("decide", "noop")
+
+
+class NoopServicer(pb_grpc.DecisionServiceServicer):
+    """Decide and DecideBatch answered with a fixed response: the cost of gRPC alone."""
+
+    def __init__(self, response: pb.DecideResponse) -> None:
+        self.response = response
+
+    async def Decide(self, request: pb.DecideRequest, context: grpc.aio.ServicerContext) -> pb.DecideResponse:
+        return self.response
+
+    async def DecideBatch(
+        self, request_iterator: AsyncIterator[pb.DecideBatchRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.DecideBatchResponse]:
+        async for chunk in request_iterator:
+            response = pb.DecideBatchResponse()
+            for _ in chunk.items:
+                response.results.add(decision=self.response)
+            yield response
+
+
+def sample_response(brain: Brain, seed: int) -> pb.DecideResponse:
+    """A real decision for a workload customer, converted as the servicer converts it."""
+    message = decide_request(customers(1, seed)[0], request_id="noop-sample")
+    pending = brain.decider.decide_and_wait(converters.decision_request(message))
+    return converters.decide_response(pending)
+
+
+async def _serve(kind: str, config_data: dict[str, Any], store_path: str, seed: int, conn: Connection) -> None:
+    brain = Brain(parse_config(config_data), store_path)
+    metrics = Metrics(CollectorRegistry())
+    if kind == "noop":
+        noop = NoopServicer(sample_response(brain, seed))
+        with mock.patch.object(server, "DecisionServicer", lambda brain, metrics: noop):
+            running = await server.create_server(brain, metrics, "127.0.0.1:0")
+    else:
+        running = await server.create_server(brain, metrics, "127.0.0.1:0")
+    conn.send(("ready", running.port))
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            command = await loop.run_in_executor(None, conn.recv)
+            if command == "cpu":
+                conn.send(time.process_time())
+            elif command == "stop":
+                break
+            else:
+                raise ValueError(f"expected 'cpu' or 'stop', got {command!r}")
+    finally:
+        await running.stop(2.0)
+
+
+def serve(kind: str, config_data: dict[str, Any], store_path: str, seed: int, conn: Connection, profile: str | None) -> None:
+    """A server process's entry point; with ``profile``, cProfile's stats of the event-loop thread
+    (where the handlers run) go to that file."""
+    if kind not in KINDS:
+        raise ValueError(f"expected kind in {KINDS}, got {kind!r}")
+    profiler = cProfile.Profile() if profile else None
+    if profiler is not None:
+        profiler.enable()
+    try:
+        asyncio.run(_serve(kind, config_data, store_path, seed, conn))
+    finally:
+        if profiler is not None and profile is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        conn.send("stopped")
+        conn.close()

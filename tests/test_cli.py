@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from serving.cli import main
+from tests.conftest import EXAMPLE, LiveServer
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, command in group.commands.items():
+        found.append(prefix + (name,))
+        if isinstance(command, click.Group):
+            found += _commands(command, prefix + (name,))
+    return found
+
+
+@pytest.mark.parametrize("path", _commands(main), ids=" ".join)
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*path, "--help"])
+    assert result.exit_code == 0
+    command: click.Command = main
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    assert command.help and command.help.strip()
+
+
+def test_check_accepts_the_example_and_refuses_a_bad_file(tmp_path: Path) -> None:
+    ok = CliRunner().invoke(main, ["check", "--config", str(EXAMPLE)])
+    assert ok.exit_code == 0 and "OK — 52 actions" in ok.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text(EXAMPLE.read_text().replace("cost = 60.0", "cost = 'a lot'"))
+    refused = CliRunner().invoke(main, ["check", "--config", str(bad)])
+    assert refused.exit_code == 1
+    assert "offers.renewal_discount.cost: Input should be a valid number" in refused.output
+
+
+def test_tour_decide_outcome_activate_explain(live: LiveServer) -> None:
+    runner = CliRunner()
+    address = ["--address", live.address]
+    decided = runner.invoke(main, ["decide", "--customer", "c1", "--channel", "app", "-n", "months_to_contract_end=2", "-c", "plan=basic",
+                                   "--consent", "granted", "--at", "2026-05-30T10:00:00", "--json", *address])  # fmt: skip
+    assert decided.exit_code == 0, decided.output
+    decision = json.loads(decided.output)
+    assert decision["policy_id"] == "champion" and decision["ranking"]
+    table = runner.invoke(main, ["decide", "--customer", "c2", "--channel", "web", "--at", "2026-05-30T10:00:00", *address])
+    assert table.exit_code == 0 and "probability" in table.output
+    outcome = runner.invoke(main, ["outcome", "--customer", "c1", "--type", "contract_renewal", "--at", "2026-06-02T10:00:00", *address])
+    assert outcome.exit_code == 0 and "contract_renewal worth 240" in outcome.output
+    activated = runner.invoke(main, ["activate", decision["decision_id"], "--at", "2026-05-30T10:01:00", *address])
+    assert activated.exit_code == 0 and f"activated {decision['decision_id']}" in activated.output
+    explained = runner.invoke(main, ["explain", decision["decision_id"], *address])
+    assert explained.exit_code == 0 and "Eligible" in explained.output and "months_to_contract_end" in explained.output
+
+
+def test_client_errors_are_one_line_and_non_zero(live: LiveServer) -> None:
+    result = CliRunner().invoke(main, ["decide", "--customer", "c1", "--channel", "fax", "--address", live.address])
+    assert result.exit_code == 1
+    assert "INVALID_ARGUMENT: channel: unknown touchpoint 'fax'" in result.output
+    malformed = CliRunner().invoke(main, ["decide", "--customer", "c1", "--channel", "app", "-n", "tenure", "--address", live.address])
+    assert malformed.exit_code == 2 and "expected NAME=VALUE" in malformed.output
+    missing = CliRunner().invoke(main, ["explain", "nope", "--address", live.address])
+    assert missing.exit_code == 1 and "NOT_FOUND" in missing.output

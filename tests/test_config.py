@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bandit.catalog import DO_NOTHING, Catalog
+from bandit.config import load_config, parse_config
+from bandit.errors import ConfigError
+from bandit.rules import EligibilityRules
+from tests.conftest import EXAMPLE, example_data
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(EXAMPLE)
+    catalog = Catalog(config)
+    assert catalog.actions[0].id == DO_NOTHING
+    assert len(catalog) == 1 + 5 * 3 * 3 + 3 * 1 * 2
+    assert catalog.by_id["renewal_discount/outbound_call/evening"].cost == pytest.approx(60.0 + 4.0)
+    assert len(EligibilityRules(config).rules) == 6
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(example_data())
+    *parents, last = path.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_with("offers.renewal.cost", "cheap"), "offers.renewal.cost: Input should be a valid number"),
+        (_with("offers.renewal.colour", "red"), "offers.renewal.colour: Extra inputs are not permitted"),
+        (_with("timezone", "Mars/Olympus"), "unknown time zone 'Mars/Olympus'"),
+        (_with("slots.morning", "9 o'clock"), "expected a time of day like '09:00'"),
+        (_with("slots.now", "10:00"), "'now' is built in"),
+        (_with("combinations", [{"offers": ["gold"], "channels": ["email"], "slots": ["morning"]}]), "combinations[0].offers: unknown gold"),
+        (_with("contact_policy.quiet_periods", [{"after": "fire", "days": 3}]), "quiet_periods[0].after: unknown outcome type 'fire'"),
+        (_with("outcomes.complaint.window_days", 0), "outcomes.complaint.window_days: Input should be greater than 0"),
+        (_with("features.numeric.tenure_months", {"encoding": "bins", "edges": [3.0, 1.0]}), "edges must be strictly increasing"),
+        (_with("offers.do_nothing", {"cost": 0}), "do-nothing is built in"),
+        (_with("touchpoints", []), "touchpoints: List should have at least 1 item"),
+    ],
+)
+def test_bad_config_names_key_and_reason(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(data)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("numeric.x >", "offers.renewal.eligible_if: invalid CEL rule 'numeric.x >'"),
+        ("undefined_thing > 2", "offers.renewal.eligible_if: rule 'undefined_thing > 2' cannot run"),
+        ('"yes"', "must give true or false, gives str"),
+    ],
+)
+def test_invalid_rule_fails_at_start_up_with_rule_and_reason(rule: str, message: str) -> None:
+    config = parse_config(_with("offers.renewal.eligible_if", rule))
+    with pytest.raises(ConfigError) as error:
+        EligibilityRules(config)
+    assert message in str(error.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("offers = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)

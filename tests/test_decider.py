@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bandit.catalog import DO_NOTHING
+from bandit.config import BreinConfig, parse_config
+from bandit.decider import ServingPolicy
+from bandit.errors import InvalidRequest
+from bandit.features import FeatureEncoder
+from bandit.learner import COLD_START, LabelledExample, VWPolicy, vw_arguments
+from bandit.requests import DecisionRequest
+from reward.ingest import OutcomeReport
+from serving.app import Brain
+from tests.conftest import T0, Clock, example_data
+
+DAY = 86_400.0
+CONTEXT: dict[str, Any] = {
+    "numeric": {"months_to_contract_end": 2.0, "tenure_months": 30.0, "handset_age_months": 24.0},
+    "categorical": {"plan": "basic", "has_app": "yes", "region": "north"},
+}
+
+
+def request(customer: str = "c1", request_id: str = "r1", at: float = T0, **overrides: Any) -> DecisionRequest:
+    fields: dict[str, Any] = {
+        "customer_id": customer,
+        "touchpoint": "app",
+        "request_id": request_id,
+        "event_time": at,
+        "personalisation": "granted",
+        **CONTEXT,
+    }
+    fields.update(overrides)
+    return DecisionRequest(**fields)
+
+
+def test_cold_start_is_uniform_over_the_eligible_actions(brain: Brain) -> None:
+    record = brain.decider.decide_and_wait(request()).record
+    assert record.model_version == COLD_START
+    assert record.exploratory
+    assert len(record.eligible) == len(brain.catalog)  # every rule passes for this context
+    assert record.pmf == pytest.approx([1 / len(record.eligible)] * len(record.eligible))
+    assert record.probability == pytest.approx(1 / len(record.eligible))
+    assert record.action_id in record.eligible
+
+
+def test_same_request_id_returns_the_same_decision_and_logs_nothing_new(brain: Brain) -> None:
+    first = brain.decider.decide_and_wait(request())
+    again = brain.decider.decide_and_wait(request(at=T0 + 60))
+    assert again.replayed and not first.replayed
+    assert again.record == first.record
+    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+    with pytest.raises(InvalidRequest, match="request_id: already used for a decision about another customer"):
+        brain.decider.decide(request(customer="c2"))
+
+
+def test_in_flight_duplicate_is_the_same_decision(brain: Brain) -> None:
+    first = brain.decider.decide(request())
+    second = brain.decider.decide(request())
+    assert second.record is first.record
+    second.committed.result()
+    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+
+
+def test_sampling_is_reproducible_from_seed_and_decision_id(make_brain: Callable[..., Brain], config_data: dict[str, Any]) -> None:
+    def choices(seed: int) -> list[str]:
+        config_data["server"]["seed"] = seed
+        brain = make_brain(parse_config(config_data))
+        return [brain.decider.decide_and_wait(request(f"c{i}", f"r{i}")).record.action_id for i in range(40)]
+
+    assert choices(7) == choices(7)
+    assert choices(7) != choices(8)
+
+
+def test_candidate_actions_restrict_and_do_nothing_stays(brain: Brain) -> None:
+    record = brain.decider.decide_and_wait(request(candidate_actions=("renewal/email/morning",))).record
+    assert set(record.eligible) == {DO_NOTHING, "renewal/email/morning"}
+
+
+def test_rules_remove_offers_and_channels(brain: Brain) -> None:
+    context = {"numeric": {"months_to_contract_end": 9.0}, "categorical": {"plan": "unlimited"}}
+    record = brain.decider.decide_and_wait(request(touchpoint="web", **context)).record
+    offers = {a.split("/")[0] for a in record.eligible}
+    channels = {a.split("/")[1] for a in record.eligible if a != DO_NOTHING}
+    assert offers == {DO_NOTHING, "sim_only"}  # renewal needs <= 4 months, upsell not on unlimited, handset needs age
+    assert channels == {"email", "sms"}  # no app, and no outbound call when the web shop asks
+    reasons = brain.explain(record.decision_id).removed
+    assert dict(reasons)["renewal/email/morning"].startswith("offers.renewal.eligible_if")
+    assert "needs 'handset_age_months'" not in dict(reasons)["new_handset/email/morning"]  # has() guards it
+
+
+def test_consent(brain: Brain) -> None:
+    denied = brain.decider.decide_and_wait(request(personalisation="denied", contact_consent={"sms": "denied"})).record
+    assert set(denied.features) == {"n"}  # only non-personal context
+    assert denied.features["n"]["region"] == "north"  # marked non-personal in the config
+    assert not denied.personalised
+    assert not any("/sms/" in a for a in denied.eligible)
+    assert dict(brain.explain(denied.decision_id).removed)["renewal/sms/morning"] == "no contact consent for sms"
+    granted = brain.decider.decide_and_wait(request("c2", "r2")).record
+    assert granted.personalised and granted.features["u"]["plan"] == "basic"
+    unspecified = brain.decider.decide_and_wait(request("c3", "r3", personalisation="unspecified")).record
+    assert not unspecified.personalised  # the example config: unspecified counts as denied
+
+
+def _contact(brain: Brain, customer: str, request_id: str, at: float, action: str) -> None:
+    brain.decider.decide_and_wait(request(customer, request_id, at=at, candidate_actions=(action,)))
+
+
+def test_contact_caps_across_channels(brain: Brain, clock: Clock) -> None:
+    decide = brain.decider.decide_and_wait
+    # Force contacts: a single candidate and do-nothing, until the contact happens.
+    made = 0
+    for i in range(60):
+        record = decide(request("c1", f"r{i}", at=T0 + i, candidate_actions=("renewal/email/morning",))).record
+        made += record.action_id != DO_NOTHING
+        if made == 1:
+            break
+    later = decide(request("c1", "next", at=T0 + 100)).record
+    assert not any("/email/" in a for a in later.eligible)  # 1 e-mail per day
+    assert any("/sms/" in a for a in later.eligible)
+    reasons = dict(brain.explain(later.decision_id).removed)
+    assert reasons["renewal/email/evening"] == "contact cap: at most 1 email contact(s) per 1 day"
+    for i in range(200):
+        record = decide(request("c1", f"s{i}", at=T0 + 200 + i, candidate_actions=("renewal/sms/morning",))).record
+        if record.action_id != DO_NOTHING:
+            break
+    capped = decide(request("c1", "capped", at=T0 + 2 * DAY)).record
+    assert capped.eligible == (DO_NOTHING,)  # 2 contacts per 7 days
+    assert capped.features["h"]["contacts_7d"] == 2.0
+    free = decide(request("c1", "free", at=T0 + 8 * DAY)).record
+    assert len(free.eligible) > 1
+
+
+def test_quiet_period_and_suppression_from_outcomes(brain: Brain, clock: Clock) -> None:
+    _, stored = brain.report_outcome(OutcomeReport("o1", "c1", "complaint", event_time=T0))
+    stored.result()
+    quiet = brain.decider.decide_and_wait(request("c1", "q", at=T0 + 5 * DAY)).record
+    assert quiet.eligible == (DO_NOTHING,)
+    assert dict(brain.explain(quiet.decision_id).removed)["sim_only/sms/evening"].startswith("quiet period: complaint 5.0 days ago")
+    brain.report_outcome(OutcomeReport("o2", "c2", "contract_renewal", event_time=T0))[1].result()
+    renewed = brain.decider.decide_and_wait(request("c2", "s", at=T0 + 10 * DAY)).record
+    assert not any(a.startswith(("renewal", "new_handset")) for a in renewed.eligible)
+    assert any(a.startswith("sim_only") for a in renewed.eligible)
+    assert renewed.features["h"]["days_since_contract_renewal"] == pytest.approx(10.0)
+
+
+def test_in_flight_decisions_count_in_history(brain: Brain) -> None:
+    pendings = [brain.decider.decide(request("c9", f"r{i}", at=T0 + i, candidate_actions=("sim_only/sms/morning",))) for i in range(40)]
+    for pending in pendings:
+        pending.committed.result()
+    contacts = [p.record for p in pendings if p.record.action_id != DO_NOTHING]
+    assert len(contacts) == 1  # 1 sms per day, even though none was committed when the next was decided
+
+
+def _trained(config: BreinConfig, favourite: str, brain: Brain) -> VWPolicy:
+    policy = VWPolicy(vw_arguments(config.learner))
+    encoder = FeatureEncoder(config)
+    actions = brain.catalog.actions
+    for i in range(600):
+        features = encoder.shared_features(
+            touchpoint="app", event_time=T0 + i, numeric=CONTEXT["numeric"], categorical=CONTEXT["categorical"], history={}, personalised=True
+        )
+        chosen = i % len(actions)
+        cost = -1.0 if actions[chosen].id == favourite else 0.0
+        policy.learn(LabelledExample(encoder.shared_line(features), actions, chosen, 1 / len(actions), cost))
+    return VWPolicy(policy.args, policy.serialize())
+
+
+def test_trained_model_serves_its_pmf_over_eligible_only_and_explains(brain: Brain, config: BreinConfig) -> None:
+    model = _trained(config, "sim_only/sms/evening", brain)
+    brain.store.save_model(model.version, model.args, model.serialize())
+    brain.decider.swap_policy(ServingPolicy("trained", model))
+    records = [brain.decider.decide_and_wait(request(f"c{i}", f"r{i}")).record for i in range(30)]
+    record = records[0]
+    assert record.model_version == model.version and record.policy_id == "trained"
+    favourite = record.eligible.index("sim_only/sms/evening")
+    assert record.pmf[favourite] == max(record.pmf) > 0.5
+    assert sum(record.pmf) == pytest.approx(1.0)
+    assert sum(r.action_id == "sim_only/sms/evening" for r in records) > 15
+    assert any(r.exploratory for r in records) or all(r.action_id == "sim_only/sms/evening" for r in records)
+    restricted = brain.decider.decide_and_wait(request("x", "x", candidate_actions=("renewal/email/morning",))).record
+    assert len(restricted.pmf) == 2 and sum(restricted.pmf) == pytest.approx(1.0)
+    chosen = next(r for r in records if r.action_id == "sim_only/sms/evening")
+    explanation = brain.explain(chosen.decision_id)
+    names = [name for name, _ in explanation.contributions]
+    assert explanation.contributions and explanation.contributions_note == ""
+    assert any("sim_only" in n or "sms" in n or "evening" in n for n in names)
+    assert all(abs(a[1]) >= abs(b[1]) for a, b in zip(explanation.contributions, explanation.contributions[1:]))
+
+
+def test_bad_requests_are_refused_with_the_field(brain: Brain, clock: Clock) -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"customer_id": ""}, "customer_id: is required"),
+        ({"touchpoint": "fax"}, "channel: unknown touchpoint 'fax'"),
+        ({"candidate_actions": ("gold/email/morning",)}, "candidate_actions: unknown action id 'gold/email/morning'"),
+        ({"numeric": {"x": float("nan")}}, "context.numeric['x']: must be a finite number, got nan"),
+        ({"numeric": {"x": float("inf")}}, "must be a finite number, got inf"),
+        ({"numeric": {f"f{i}": 1.0 for i in range(1001)}}, "features, at most 1000 allowed"),
+        ({"categorical": {"k" * 1025: "v"}}, "context.categorical key: longer than 1024 bytes"),
+        ({"categorical": {"k": "v" * 1025}}, "longer than 1024 bytes"),
+        ({"event_time": clock.now + 2 * DAY}, "event_time: more than a day in the future"),
+        ({"event_time": 900_000_000.0}, "event_time: before 2000-01-01"),
+        ({"contact_consent": {"pigeon": "granted"}}, "consent.contact: unknown channel 'pigeon'"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(InvalidRequest) as error:
+            brain.decider.decide(request(**overrides))
+        assert message in str(error.value)
+    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 0
+
+
+def test_example_config_keeps_outbound_call_for_non_web(config: BreinConfig) -> None:
+    assert "outbound_call" in example_data()["channels"]

@@ -1,0 +1,141 @@
+"""`brein serve` as a real process: SIGKILL loses no acknowledged decision; SIGTERM drains."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from serving.pb.brein.v1 import brein_pb2 as pb
+from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from tests.conftest import EXAMPLE
+
+
+class ServerProcess:
+    def __init__(self, workdir: Path) -> None:
+        text = EXAMPLE.read_text().replace("127.0.0.1:50051", "127.0.0.1:0").replace("127.0.0.1:9464", "127.0.0.1:0")
+        (workdir / "brein.toml").write_text(text)
+        self.store = workdir / "var" / "brein.db"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "serve", "--config", "brein.toml"],
+            cwd=workdir, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.log: list[dict[str, object]] = []
+        deadline = time.monotonic() + 30
+        assert self.process.stderr is not None
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                raise AssertionError(f"server exited with {self.process.wait()}: {self.log}")
+            entry = json.loads(line)
+            self.log.append(entry)
+            if str(entry["message"]).startswith("serving on"):
+                self.port = int(entry["port"])  # type: ignore[call-overload]
+                break
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
+
+    def _read_rest(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(json.loads(line))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path)
+    yield process
+    process.stop()
+
+
+def _request(worker: int, i: int) -> pb.DecideRequest:
+    return pb.DecideRequest(
+        request_id=f"w{worker}-{i}", customer_id=f"c{worker}-{i % 50}", channel="app",
+        context=pb.Context(numeric={"months_to_contract_end": 2.0}), consent=pb.Consent(personalisation=pb.CONSENT_STATE_GRANTED),
+    )  # fmt: skip
+
+
+def _hammer(port: int, worker: int, acknowledged: list[str], stop: threading.Event, errors: list[grpc.StatusCode]) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.DecisionServiceStub(channel)
+        i = 0
+        while not stop.is_set():
+            try:
+                acknowledged.append(stub.Decide(_request(worker, i), timeout=5).decision_id)
+            except grpc.RpcError as error:
+                errors.append(error.code())
+                if error.code() == grpc.StatusCode.UNAVAILABLE:
+                    return
+            i += 1
+
+
+def _load(server: ServerProcess, seconds: float, workers: int = 6) -> tuple[list[str], list[grpc.StatusCode], threading.Event, list[threading.Thread]]:
+    acknowledged: list[str] = []
+    errors: list[grpc.StatusCode] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=_hammer, args=(server.port, w, acknowledged, stop, errors)) for w in range(workers)]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    return acknowledged, errors, stop, threads
+
+
+def _stored(store: Path) -> set[str]:
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return {row[0] for row in conn.execute("SELECT decision_id FROM decisions")}
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_sigkill_loses_no_acknowledged_decision(server: ServerProcess, round_: int) -> None:
+    acknowledged, _, stop, threads = _load(server, 1.0 + 0.3 * round_)
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(timeout=10)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert len(acknowledged) > 50
+    missing = set(acknowledged) - _stored(server.store)
+    assert not missing, f"{len(missing)} acknowledged decisions lost"
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_cleanly(server: ServerProcess) -> None:
+    signalled = threading.Event()
+
+    def chunks() -> Iterator[pb.DecideBatchRequest]:
+        for i in range(30):  # a campaign stream that is still sending for a second after SIGTERM
+            yield pb.DecideBatchRequest(items=[_request(99, 10 * i + j) for j in range(10)])
+            if i == 10:
+                server.process.send_signal(signal.SIGTERM)
+                signalled.set()
+            time.sleep(0.05)
+
+    acknowledged, errors, stop, threads = _load(server, 0.5)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        results = [r for response in pb_grpc.DecisionServiceStub(channel).DecideBatch(chunks(), timeout=30) for r in response.results]
+    assert signalled.is_set()
+    assert len(results) == 300 and all(r.HasField("decision") for r in results)
+    assert server.process.wait(timeout=30) == 0
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    # Unary calls that arrive once shutdown has begun are refused, never half-done.
+    assert set(errors) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+    stored = _stored(server.store)
+    assert set(acknowledged) <= stored and {r.decision.decision_id for r in results} <= stored
+    messages = [str(e["message"]) for e in server.log]
+    assert any(m.startswith("shutting down") for m in messages) and messages[-1] == "stopped"

@@ -1,0 +1,157 @@
+"""DecisionService on a live server on loopback: the contract, health, reflection, bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.descriptor_pb2 import FileDescriptorProto
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from serving import converters
+from serving.pb.brein.v1 import brein_pb2 as pb
+from tests.conftest import T0, LiveServer
+
+DAY = 86_400.0
+
+
+def decide_request(customer: str = "c1", request_id: str = "r1", **overrides: Any) -> pb.DecideRequest:
+    message = pb.DecideRequest(
+        request_id=request_id,
+        customer_id=customer,
+        channel="app",
+        event_time=converters.timestamp(T0),
+        context=pb.Context(numeric={"months_to_contract_end": 2.0}, categorical={"plan": "basic", "has_app": "yes"}),
+        consent=pb.Consent(personalisation=pb.CONSENT_STATE_GRANTED),
+    )
+    for name, value in overrides.items():
+        if isinstance(value, pb.Context | pb.Consent | Timestamp):
+            getattr(message, name).CopyFrom(value)
+        elif name == "candidate_actions":
+            message.candidate_actions[:] = value
+        else:
+            setattr(message, name, value)
+    return message
+
+
+def test_decide_returns_a_logged_decision(live: LiveServer) -> None:
+    response = live.stub.Decide(decide_request())
+    assert response.decision_id and response.policy_id == "champion"
+    assert response.action.id in {r.action_id for r in response.ranking}
+    assert sum(r.probability for r in response.ranking) == pytest.approx(1.0)
+    assert [r.probability for r in response.ranking] == sorted((r.probability for r in response.ranking), reverse=True)
+    assert response.probability == pytest.approx(next(r.probability for r in response.ranking if r.action_id == response.action.id))
+    if not response.action.do_nothing:
+        assert response.action.send_at.seconds >= int(T0)
+    again = live.stub.Decide(decide_request())
+    assert again.replayed and again.decision_id == response.decision_id and again.action == response.action
+    record = live.running.brain.store.decision(response.decision_id)
+    assert record is not None and record.customer_id == "c1"
+    assert live.sample("brein_decide_latency_seconds_count") == 2
+    assert live.sample("brein_decisions_total", {"action": response.action.id, "channel": response.action.channel, "policy": "champion"}) == 1
+    assert live.sample("brein_store_committed_writes_total") == 1
+
+
+def test_outcome_activation_and_explain(live: LiveServer) -> None:
+    decision = live.stub.Decide(decide_request())
+    outcome = pb.ReportOutcomeRequest(outcome_id="o1", customer_id="c1", type="contract_renewal", decision_id=decision.decision_id,
+                                      event_time=converters.timestamp(T0 + 3 * DAY))  # fmt: skip
+    first = live.stub.ReportOutcome(outcome)
+    assert not first.duplicate and first.value == 240.0
+    assert live.stub.ReportOutcome(outcome).duplicate
+    outcome.value = 100.0
+    with pytest.raises(grpc.RpcError) as conflict:
+        live.stub.ReportOutcome(outcome)
+    assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert live.sample("brein_outcomes_total", {"type": "contract_renewal"}) == 1
+    activation = pb.ActivateRequest(decision_id=decision.decision_id, event_time=converters.timestamp(T0 + 60))
+    assert not live.stub.Activate(activation).duplicate
+    assert live.stub.Activate(activation).duplicate
+    explanation = live.stub.Explain(pb.ExplainRequest(decision_id=decision.decision_id))
+    assert explanation.action == decision.action and explanation.probability == decision.probability
+    assert explanation.personalised and explanation.customer_id == "c1"
+    assert {f.name for f in explanation.features} >= {"months_to_contract_end", "plan", "touchpoint", "hour"}
+    assert len(explanation.eligible) + len(explanation.removed) == len(live.running.brain.catalog)
+    assert "cold start" in explanation.contributions_note
+
+
+def test_decide_batch_streams_results_in_order_with_item_errors(live: LiveServer) -> None:
+    chunks = [
+        pb.DecideBatchRequest(items=[decide_request(f"c{i}", f"b{i}") for i in range(50)]),
+        pb.DecideBatchRequest(items=[decide_request("c-bad", "bad", channel="fax"), decide_request("c60", "b60")]),
+    ]
+    responses = list(live.stub.DecideBatch(iter(chunks)))
+    assert [len(r.results) for r in responses] == [50, 2]
+    assert all(r.HasField("decision") for r in responses[0].results)
+    bad, good = responses[1].results
+    assert bad.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "unknown touchpoint 'fax'" in bad.error.message
+    assert good.decision.decision_id
+    count = live.running.brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    assert count == 51
+    assert live.sample("brein_rpc_errors_total", {"method": "DecideBatch", "code": "INVALID_ARGUMENT"}) == 1
+
+
+BAD_INPUT = [
+    ("Decide", decide_request(customer=""), grpc.StatusCode.INVALID_ARGUMENT, "customer_id: is required"),
+    ("Decide", decide_request(channel="fax"), grpc.StatusCode.INVALID_ARGUMENT, "channel: unknown touchpoint 'fax'"),
+    ("Decide", decide_request(candidate_actions=["x/y/z"]), grpc.StatusCode.INVALID_ARGUMENT, "candidate_actions: unknown action id 'x/y/z'"),
+    ("Decide", decide_request(context=pb.Context(numeric={"a": float("nan")})), grpc.StatusCode.INVALID_ARGUMENT, "context.numeric['a']"),
+    ("Decide", decide_request(context=pb.Context(numeric={"a": float("-inf")})), grpc.StatusCode.INVALID_ARGUMENT, "finite"),
+    ("Decide", decide_request(context=pb.Context(numeric={f"f{i}": 1.0 for i in range(1001)})), grpc.StatusCode.INVALID_ARGUMENT,
+     "at most 1000 allowed"),
+    ("Decide", decide_request(context=pb.Context(categorical={"k": "v" * 1025})), grpc.StatusCode.INVALID_ARGUMENT, "longer than 1024 bytes"),
+    ("Decide", decide_request(event_time=converters.timestamp(T0 + 400 * DAY)), grpc.StatusCode.INVALID_ARGUMENT,
+     "event_time: more than a day in the future"),
+    ("Decide", decide_request(event_time=converters.timestamp(900_000_000)), grpc.StatusCode.INVALID_ARGUMENT, "event_time: before 2000"),
+    ("Decide", decide_request(consent=pb.Consent(personalisation=7)), grpc.StatusCode.INVALID_ARGUMENT, "consent.personalisation"),
+    ("ReportOutcome", pb.ReportOutcomeRequest(outcome_id="o", customer_id="c", type="party"), grpc.StatusCode.INVALID_ARGUMENT,
+     "type: unknown outcome type 'party'"),
+    ("ReportOutcome", pb.ReportOutcomeRequest(outcome_id="o", customer_id="c", type="contract_renewal", value=-5.0),
+     grpc.StatusCode.INVALID_ARGUMENT, "does not allow a negative value"),
+    ("ReportOutcome", pb.ReportOutcomeRequest(outcome_id="o", customer_id="c", type="complaint", value=float("nan")),
+     grpc.StatusCode.INVALID_ARGUMENT, "value: must be a finite number"),
+    ("ReportOutcome", pb.ReportOutcomeRequest(outcome_id="", customer_id="c", type="complaint"), grpc.StatusCode.INVALID_ARGUMENT,
+     "outcome_id: is required"),
+    ("Activate", pb.ActivateRequest(decision_id="nope"), grpc.StatusCode.NOT_FOUND, "no decision 'nope'"),
+    ("Explain", pb.ExplainRequest(decision_id="nope"), grpc.StatusCode.NOT_FOUND, "no decision 'nope'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("method", "message", "code", "details"), BAD_INPUT, ids=[f"{m}:{d}" for m, _, _, d in BAD_INPUT])
+def test_bad_input_is_refused_counted_and_harmless(live: LiveServer, method: str, message: Any, code: grpc.StatusCode, details: str) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        getattr(live.stub, method)(message)
+    assert error.value.code() == code
+    assert details in error.value.details()
+    assert live.sample("brein_rpc_errors_total", {"method": method, "code": code.name}) == 1
+    store = live.running.brain.store
+    assert store.db.execute("SELECT (SELECT COUNT(*) FROM decisions) + (SELECT COUNT(*) FROM outcomes)").fetchone()[0] == 0
+    assert live.stub.Decide(decide_request()).decision_id  # still serving
+
+
+def test_health_and_reflection(live: LiveServer) -> None:
+    health = health_pb2_grpc.HealthStub(live.channel)
+    for service in ("", "brein.v1.DecisionService"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+    reflect = reflection_pb2_grpc.ServerReflectionStub(live.channel)
+    responses = list(reflect.ServerReflectionInfo(iter([
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="brein.v1.DecisionService"),
+    ])))  # fmt: skip
+    services = {s.name for s in responses[0].list_services_response.service}
+    assert {"brein.v1.DecisionService", "grpc.health.v1.Health"} <= services
+    descriptor = FileDescriptorProto.FromString(responses[1].file_descriptor_response.file_descriptor_proto[0])
+    assert descriptor.package == "brein.v1"
+    assert "Decide" in {m.name for m in descriptor.service[0].method}
+
+
+def test_a_plain_reflection_client_needs_no_generated_code(live: LiveServer) -> None:
+    from grpc_requests import Client  # the README tour's "plain gRPC client via reflection"
+
+    client = Client.get_by_endpoint(live.address)
+    assert "brein.v1.DecisionService" in client.service_names
+    response = client.request("brein.v1.DecisionService", "Decide", {"customer_id": "c7", "channel": "web"})
+    assert response["decision_id"] and response["ranking"]
