@@ -110,6 +110,20 @@ class LearnerConfig(_Strict):
     extra_args: list[str] = []
     # A VW model file to start from; absent or missing means a cold start (uniform exploration).
     model: str | None = None
+    # VW minimises cost: cost = -reward / reward_scale, so rewards in money land near [-1, 1].
+    reward_scale: float = Field(default=100.0, gt=0, allow_inf_nan=False)
+    # Learn online inside the server from joined examples, and swap in a new snapshot after this many.
+    online: bool = True
+    snapshot_every: int = Field(default=200, ge=1)
+
+
+class JoinerConfig(_Strict):
+    # A decision's window stays open this long after its longest attribution window, for late reports.
+    allowed_lateness_days: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    # How an outcome's value is shared when several decisions precede it: each gets it in full, or equal parts.
+    credit: Literal["full", "equal"] = "full"
+    # Seconds between background join runs inside the server.
+    interval_seconds: float = Field(default=2.0, gt=0)
 
 
 class ServerConfig(_Strict):
@@ -135,6 +149,7 @@ class BreinConfig(_Strict):
     contact_policy: ContactPolicyConfig = ContactPolicyConfig()
     features: FeaturesConfig = FeaturesConfig()
     learner: LearnerConfig = LearnerConfig()
+    joiner: JoinerConfig = JoinerConfig()
 
     @field_validator("timezone")
     @classmethod

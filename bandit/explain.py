@@ -35,10 +35,9 @@ def explain(decision_id: str, store: DecisionLog, catalog: Catalog, encoder: Fea
             removed.append((action.id, exclusions.reason(action) or "not in the catalog when the decision was made"))
     if record.model_version == COLD_START:
         return Explanation(record, removed, [], "cold start: no model yet, every eligible action was equally likely")
-    model = store.model(record.model_version)
+    snapshot = store.model(record.model_version)
     action = catalog.by_id.get(record.action_id)
-    if model is None or action is None:
+    if snapshot is None or action is None:
         return Explanation(record, removed, [], f"model version {record.model_version} is no longer in the store")
-    args, data = model
-    scores = contributions(args, data, encoder.shared_line(record.features), action)
+    scores = contributions(snapshot.args, snapshot.data, encoder.shared_line(record.features), action)
     return Explanation(record, removed, scores[:TOP_CONTRIBUTIONS], "")

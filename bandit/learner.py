@@ -1,7 +1,8 @@
 """The one module that talks to Vowpal Wabbit (vowpal-wabbit-next): a cb_explore_adf policy.
 
 A VW workspace is not safe to share between threads, so every call into it holds a lock. Parsed
-action examples are cached: actions never change, and VW leaves them as they were after predict.
+action examples are cached: actions never change, and VW leaves unlabelled examples as they were
+after predict and learn (the learned model is byte-identical to one learned from fresh parses).
 """
 
 from __future__ import annotations
@@ -80,18 +81,22 @@ class VWPolicy:
 
     def learn(self, example: LabelledExample) -> None:
         with self._lock:
-            lines = [self._parser.parse_line(example.shared_line)]
-            for i, action in enumerate(example.actions):
-                line = self._parser.parse_line(action_line(action))
-                if i == example.chosen:
-                    line.set_label(CBLabel(label=(example.cost, example.probability)))
-                lines.append(line)
+            lines = [self._parser.parse_line(example.shared_line)] + [self._action_example(a) for a in example.actions]
+            labelled = self._parser.parse_line(action_line(example.actions[example.chosen]))
+            labelled.set_label(CBLabel(label=(example.cost, example.probability)))
+            lines[1 + example.chosen] = labelled
             self._workspace.learn_one(lines)
             self.examples_learned += 1
 
     def serialize(self) -> bytes:
         with self._lock:
             return self._workspace.serialize()
+
+    def copy(self) -> VWPolicy:
+        """An independent copy (same version) that can learn while this one serves."""
+        twin = VWPolicy(self.args, None if self.cold else self.serialize())
+        twin.version = self.version
+        return twin
 
 
 def contributions(args: Sequence[str], model_data: bytes, shared_line: str, action: Action) -> list[tuple[str, float]]:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlite_utils import Database, Migrations
@@ -93,6 +94,43 @@ def m001_decision_log(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_join_queue_and_audit(db: Database) -> None:
+    """Every decision enters the join queue in the transaction that logs it; the joiner takes it
+    out in the transaction that writes its joined example: exactly once, whatever gets killed."""
+    db.execute("CREATE TABLE join_queue (decision_id TEXT PRIMARY KEY, event_time REAL NOT NULL)")
+    db.execute("CREATE INDEX join_queue_event_time ON join_queue (event_time)")
+    db.execute("INSERT INTO join_queue SELECT decision_id, event_time FROM decisions")
+    db.execute(
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            detail TEXT NOT NULL
+        )"""
+    )
+
+
+@migrations()
+def m003_model_lineage(db: Database) -> None:
+    """Which policy a model snapshot belongs to and how far into the joined examples it has learned."""
+    db.execute("ALTER TABLE models ADD COLUMN policy_id TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE models ADD COLUMN learned TEXT")
+    db.execute("CREATE INDEX models_policy ON models (policy_id, created_at)")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSnapshot:
+    version: str
+    args: list[str]
+    data: bytes
+    policy_id: str = ""
+    # The learner's position in the joined examples: [run, event time, decision id].
+    learned: list[Any] | None = None
+
+
 class DecisionLog(Protocol):
     """What the core needs from a store; another database can take SQLite's place behind it."""
 
@@ -103,8 +141,9 @@ class DecisionLog(Protocol):
     def decision(self, decision_id: str) -> DecisionRecord | None: ...
     def decision_by_request(self, request_id: str) -> DecisionRecord | None: ...
     def history(self, customer_id: str, now: float, lookback_days: float) -> CustomerHistory: ...
-    def save_model(self, version: str, args: list[str], data: bytes) -> None: ...
-    def model(self, version: str) -> tuple[list[str], bytes] | None: ...
+    def save_model(self, snapshot: ModelSnapshot) -> None: ...
+    def model(self, version: str) -> ModelSnapshot | None: ...
+    def latest_model(self, policy_id: str) -> ModelSnapshot | None: ...
     def close(self) -> None: ...
 
 
@@ -150,6 +189,11 @@ def _decision_from_row(row: sqlite3.Row) -> DecisionRecord:
         exclusions=json.loads(row["exclusions"]),
         contact_consent=json.loads(row["contact_consent"]),
     )
+
+
+def _snapshot(row: sqlite3.Row) -> ModelSnapshot:
+    learned = None if row["learned"] is None else json.loads(row["learned"])
+    return ModelSnapshot(row["version"], json.loads(row["args"]), bytes(row["data"]), row["policy_id"], learned)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -260,6 +304,7 @@ class SQLiteStore:
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(_INSERT_DECISION, row)
+            conn.execute("INSERT INTO join_queue VALUES (?, ?)", (record.decision_id, record.event_time))
 
         return self.submit(write)
 
@@ -291,9 +336,12 @@ class SQLiteStore:
 
         return self.submit(write)
 
-    def save_model(self, version: str, args: list[str], data: bytes) -> None:
+    def save_model(self, snapshot: ModelSnapshot) -> None:
+        row = (snapshot.version, _json(snapshot.args), snapshot.data, time.time(), snapshot.policy_id,
+               None if snapshot.learned is None else _json(snapshot.learned))  # fmt: skip
+
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?)", (version, _json(args), data, time.time()))
+            conn.execute("INSERT OR IGNORE INTO models (version, args, data, created_at, policy_id, learned) VALUES (?, ?, ?, ?, ?, ?)", row)
 
         self.submit(write).result()
 
@@ -337,9 +385,16 @@ class SQLiteStore:
         ).fetchall()
         return CustomerHistory(contacts, last_contact, {r[0]: r[1] for r in outcomes})
 
-    def model(self, version: str) -> tuple[list[str], bytes] | None:
-        row = self._reader().execute("SELECT args, data FROM models WHERE version = ?", (version,)).fetchone()
-        return None if row is None else (json.loads(row[0]), bytes(row[1]))
+    def model(self, version: str) -> ModelSnapshot | None:
+        row = self._reader().execute("SELECT version, args, data, policy_id, learned FROM models WHERE version = ?", (version,)).fetchone()
+        return None if row is None else _snapshot(row)
+
+    def latest_model(self, policy_id: str) -> ModelSnapshot | None:
+        row = self._reader().execute(
+            "SELECT version, args, data, policy_id, learned FROM models WHERE policy_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (policy_id,),
+        ).fetchone()
+        return None if row is None else _snapshot(row)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close every connection."""

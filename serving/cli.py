@@ -234,3 +234,50 @@ def explain(decision_id: str, address: str, as_json: bool) -> None:
             console.print(response.contributions_note)
 
     _emit(response, as_json, render)
+
+
+@main.command()
+@click.option("--customer", required=True, help="The customer id to forget.")
+@address_option
+@json_option
+def forget(customer: str, address: str, as_json: bool) -> None:
+    """Delete everything stored about a customer (the right to be forgotten)."""
+    with _client(address) as stub:
+        response = stub.Forget(pb.ForgetRequest(customer_id=customer))
+    _emit(response, as_json, lambda: console.print(
+        f"forgot {customer}: {response.decisions} decisions, {response.outcomes} outcomes, {response.activations} activations, "
+        f"{response.joined_examples} joined examples deleted"
+    ))  # fmt: skip
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False), help="The SQLite store; default the config's.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+              help="Watermark (UTC): join every decision whose window closed by then; default the latest event time seen.")  # fmt: skip
+@json_option
+def join(config_path: str, store_path: str | None, until: datetime | None, as_json: bool) -> None:
+    """Join closed decisions with their outcomes into learning examples (exactly once)."""
+    from rich.progress import Progress
+
+    from bandit.store import SQLiteStore
+    from reward.joiner import Joiner
+
+    config = _config(config_path)
+    store = SQLiteStore(store_path or config.server.store)
+    try:
+        joiner = Joiner(config, store)
+        watermark = None if until is None else until.replace(tzinfo=timezone.utc).timestamp()
+        with Progress(console=console, disable=as_json, transient=True) as bar:
+            task = bar.add_task("joining", total=None)
+            report = joiner.run(watermark, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    table = Table("joined", "unactivated (never shown)", "late outcomes", "still open", "watermark", "seconds", title=f"join run {report.run}")
+    watermark_text = datetime.fromtimestamp(report.watermark, tz=timezone.utc).isoformat() if report.watermark else "-"
+    table.add_row(str(report.joined), str(report.unactivated), str(report.late_outcomes), str(report.pending), watermark_text,
+                  f"{report.seconds:.1f}")  # fmt: skip
+    console.print(table)

@@ -22,6 +22,11 @@ class Metrics:
         )
         self.store_commit_writes = Counter("brein_store_committed_writes", "Writes committed to the store", registry=registry)
         self.store_commit_failures = Counter("brein_store_commit_failures", "Group commits that failed", registry=registry)
+        self.joined = Counter("brein_joined_examples", "Decisions joined with their outcomes, by status", ["status"], registry=registry)
+        self.late_outcomes = Counter("brein_late_outcomes", "Outcomes that arrived after their window was final", registry=registry)
+        self.join_pending = Gauge("brein_join_pending", "Decisions whose attribution window is still open", registry=registry)
+        self.learned = Counter("brein_learned_examples", "Joined examples learned online", registry=registry)
+        self.background_failures = Counter("brein_background_failures", "Join/learn rounds that failed", registry=registry)
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
 
     def on_commit(self, seconds: float, writes: int, succeeded: bool) -> None:
@@ -30,6 +35,13 @@ class Metrics:
             self.store_commit_writes.inc(writes)
         else:
             self.store_commit_failures.inc()
+
+    def joined_round(self, joined: int, unactivated: int, late: int, pending: int, learned: int) -> None:
+        self.joined.labels("joined").inc(joined)
+        self.joined.labels("unactivated").inc(unactivated)
+        self.late_outcomes.inc(late)
+        self.join_pending.set(pending)
+        self.learned.inc(learned)
 
     def serving(self, policy_id: str, version: str) -> None:
         self.model_version.clear()

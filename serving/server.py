@@ -32,16 +32,39 @@ class RunningServer:
     health: health.aio.HealthServicer
     brain: Brain
     metrics: Metrics
+    background: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float) -> None:
         """Graceful: report NOT_SERVING, let in-flight requests finish, then close the store."""
         await self.health.enter_graceful_shutdown()
+        if self.background is not None:
+            self.background.cancel()
+            await asyncio.gather(self.background, return_exceptions=True)
         await self.server.stop(grace)
         self.brain.close()
 
 
-async def create_server(brain: Brain, metrics: Metrics, address: str) -> RunningServer:
-    """Bind and start; ``address`` may end in ':0' to take a free port (tests bind 127.0.0.1:0)."""
+async def join_and_learn_forever(brain: Brain, metrics: Metrics, interval: float) -> None:
+    """The joiner and the online learner, in a worker thread, every ``interval`` seconds."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            report, learned = await loop.run_in_executor(None, brain.join_and_learn)
+            metrics.joined_round(report.joined, report.unactivated, report.late_outcomes, report.pending, learned)
+            if learned:
+                log.info("learned %d joined examples, serving model %s", learned, brain.decider.policy.model.version,
+                         extra={"joined": report.joined, "late_outcomes": report.late_outcomes, "pending": report.pending})  # fmt: skip
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            metrics.background_failures.inc()
+            log.exception("join/learn round failed; retrying in %.0f s", interval)
+        await asyncio.sleep(interval)
+
+
+async def create_server(brain: Brain, metrics: Metrics, address: str, *, background: bool = False) -> RunningServer:
+    """Bind and start; ``address`` may end in ':0' to take a free port (tests bind 127.0.0.1:0).
+    With ``background``, the joiner and online learner run every ``joiner.interval_seconds``."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -61,7 +84,8 @@ async def create_server(brain: Brain, metrics: Metrics, address: str) -> Running
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     policy = brain.decider.policy
     metrics.serving(policy.policy_id, policy.model.version)
-    return RunningServer(server, port, health_servicer, brain, metrics)
+    task = asyncio.create_task(join_and_learn_forever(brain, metrics, brain.config.joiner.interval_seconds)) if background else None
+    return RunningServer(server, port, health_servicer, brain, metrics, task)
 
 
 async def serve(config: BreinConfig) -> None:
@@ -70,8 +94,8 @@ async def serve(config: BreinConfig) -> None:
     metrics = Metrics(registry)
     host, _, port = config.server.metrics_address.rpartition(":")
     http_server, _ = start_http_server(int(port), addr=host, registry=registry)
-    brain = Brain(config, on_commit=metrics.on_commit)
-    running = await create_server(brain, metrics, config.server.address)
+    brain = Brain(config, on_commit=metrics.on_commit, on_model=lambda p: metrics.serving(p.policy_id, p.model.version))
+    running = await create_server(brain, metrics, config.server.address, background=True)
     log.info(
         "serving on %s, metrics on %s, store %s, %d actions, policy %s model %s",
         config.server.address, config.server.metrics_address, config.server.store, len(brain.catalog),

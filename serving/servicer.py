@@ -120,3 +120,11 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     async def Explain(self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext) -> pb.ExplainResponse:
         explanation = await asyncio.get_running_loop().run_in_executor(None, self.brain.explain, request.decision_id)
         return converters.explain_response(explanation)
+
+    @unary("Forget")
+    async def Forget(self, request: pb.ForgetRequest, context: grpc.aio.ServicerContext) -> pb.ForgetResponse:
+        report = await _durable(self.brain.forget(request.customer_id, actor=context.peer()))
+        log.info("forgot a customer on request of %s", context.peer(), extra={"decisions": report.decisions, "outcomes": report.outcomes})
+        return pb.ForgetResponse(
+            decisions=report.decisions, outcomes=report.outcomes, activations=report.activations, joined_examples=report.joined_examples
+        )

@@ -12,6 +12,7 @@ from bandit.errors import InvalidRequest
 from bandit.features import FeatureEncoder
 from bandit.learner import COLD_START, LabelledExample, VWPolicy, vw_arguments
 from bandit.requests import DecisionRequest
+from bandit.store import ModelSnapshot
 from reward.ingest import OutcomeReport
 from serving.app import Brain
 from tests.conftest import T0, Clock, example_data
@@ -170,7 +171,7 @@ def _trained(config: BreinConfig, favourite: str, brain: Brain) -> VWPolicy:
 
 def test_trained_model_serves_its_pmf_over_eligible_only_and_explains(brain: Brain, config: BreinConfig) -> None:
     model = _trained(config, "sim_only/sms/evening", brain)
-    brain.store.save_model(model.version, model.args, model.serialize())
+    brain.store.save_model(ModelSnapshot(model.version, model.args, model.serialize(), "trained"))
     brain.decider.swap_policy(ServingPolicy("trained", model))
     records = [brain.decider.decide_and_wait(request(f"c{i}", f"r{i}")).record for i in range(30)]
     record = records[0]

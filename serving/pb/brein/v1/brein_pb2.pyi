@@ -251,3 +251,21 @@ class ExplainResponse(_message.Message):
     contributions: _containers.RepeatedCompositeFieldContainer[FeatureContribution]
     contributions_note: str
     def __init__(self, decision_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., channel: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., probability: _Optional[float] = ..., exploratory: _Optional[bool] = ..., eligible: _Optional[_Iterable[_Union[RankedAction, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[RemovedAction, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., personalised: _Optional[bool] = ..., policy_id: _Optional[str] = ..., model_version: _Optional[str] = ..., contributions: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., contributions_note: _Optional[str] = ...) -> None: ...
+
+class ForgetRequest(_message.Message):
+    __slots__ = ("customer_id",)
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    def __init__(self, customer_id: _Optional[str] = ...) -> None: ...
+
+class ForgetResponse(_message.Message):
+    __slots__ = ("decisions", "outcomes", "activations", "joined_examples")
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    JOINED_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    decisions: int
+    outcomes: int
+    activations: int
+    joined_examples: int
+    def __init__(self, decisions: _Optional[int] = ..., outcomes: _Optional[int] = ..., activations: _Optional[int] = ..., joined_examples: _Optional[int] = ...) -> None: ...

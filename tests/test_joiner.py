@@ -1,0 +1,152 @@
+"""The joiner on a real store: credit, exactly once, out-of-order and late outcomes, kill -9."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bandit.config import BreinConfig
+from bandit.records import ActivationRecord, DecisionRecord, OutcomeRecord
+from bandit.store import SQLiteStore
+from reward.joiner import Joiner
+from tests.conftest import EXAMPLE, T0
+
+DAY = 86_400.0
+CLOSE = (30 + 1) * DAY  # longest window + allowed lateness in the example config
+
+
+def decision(decision_id: str, customer: str, at: float, action: str = "renewal/email/morning") -> DecisionRecord:
+    offer, channel, slot = action.split("/") if "/" in action else (action, "", "")
+    return DecisionRecord(
+        decision_id=decision_id, request_id=decision_id, customer_id=customer, touchpoint="app", event_time=at, action_id=action,
+        offer=offer, channel=channel, slot=slot, send_at=at, probability=0.5, exploratory=False, policy_id="p", model_version="v",
+        personalised=True, features={"n": {"touchpoint": "app"}}, eligible=("do_nothing", action), pmf=(0.5, 0.5),
+    )  # fmt: skip
+
+
+def outcome(outcome_id: str, customer: str, at: float, kind: str = "contract_renewal", value: float = 240.0) -> OutcomeRecord:
+    return OutcomeRecord(outcome_id, customer, kind, value, at)
+
+
+def joined(store: SQLiteStore) -> dict[str, tuple[str, float, dict[str, float]]]:
+    rows = store.db.execute("SELECT decision_id, status, reward, credit FROM joined_examples").fetchall()
+    return {r[0]: (r[1], round(r[2], 9), json.loads(r[3])) for r in rows}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    store = SQLiteStore(tmp_path / "log.db")
+    yield store
+    store.close()
+
+
+def test_join_credits_rewards_once_and_only_after_the_window_closes(config: BreinConfig, store: SQLiteStore) -> None:
+    joiner = Joiner(config, store)
+    for record in (decision("a", "c1", T0), decision("b", "c1", T0 + 5 * DAY, "do_nothing"), decision("x", "c2", T0)):
+        store.submit_decision(record).result()
+    store.submit_activation(ActivationRecord("a", T0 + 60)).result()
+    store.submit_outcome(outcome("r1", "c1", T0 + 10 * DAY)).result()
+    store.submit_outcome(outcome("k1", "c1", T0 + 11 * DAY, "complaint", -50.0)).result()
+
+    early = joiner.run(until=T0 + 20 * DAY)
+    assert early.joined == 0 and early.pending == 3
+    report = joiner.run(until=T0 + CLOSE + 5 * DAY + 1)
+    assert (report.joined, report.unactivated, report.pending) == (2, 1, 0)
+    result = joined(store)
+    assert result["a"] == ("joined", round(240.0 - 0.05, 9), {"contract_renewal": 240.0})  # the complaint is past a's 7-day window
+    assert result["b"] == ("joined", 190.0, {"contract_renewal": 240.0, "complaint": -50.0})  # do-nothing shares the credit
+    assert result["x"] == ("unactivated", 0.0, {})  # an e-mail never sent: kept, counted, not learned from
+    again = joiner.run(until=T0 + 100 * DAY)
+    assert again.joined == again.unactivated == 0
+    assert store.db.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0] == 3
+
+
+def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: SQLiteStore) -> None:
+    joiner = Joiner(config, store)
+    store.submit_outcome(outcome("r1", "c1", T0 + 3 * DAY)).result()  # the outcome is reported before its decision is logged
+    store.submit_outcome(outcome("r1", "c1", T0 + 3 * DAY)).result()  # and twice
+    store.submit_decision(decision("a", "c1", T0)).result()
+    store.submit_activation(ActivationRecord("a", T0)).result()
+    joiner.run(until=T0 + CLOSE)
+    assert joined(store)["a"][1] == pytest.approx(240.0 - 0.05)
+    store.submit_outcome(outcome("r2", "c1", T0 + 20 * DAY)).result()  # inside a's window, which is final now
+    report = joiner.run(until=T0 + CLOSE + DAY)
+    assert report.late_outcomes == 1
+    assert joined(store)["a"][1] == pytest.approx(240.0 - 0.05)  # never credited twice, never silently dropped
+    assert [tuple(r) for r in store.db.execute("SELECT outcome_id, decision_id FROM late_outcomes")] == [("r2", "a")]
+    assert store.db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 2
+
+
+def _populate(path: Path, customers: int, seed: int = 3) -> float:
+    """A log of several decisions and outcomes per customer over 90 days; returns the last event time."""
+    rng = random.Random(seed)
+    store = SQLiteStore(path)
+    actions = ["renewal/email/morning", "sim_only/sms/evening", "do_nothing", "renewal_discount/app_push/evening"]
+    futures = []
+    last = T0
+    for c in range(customers):
+        for k in range(rng.randint(1, 6)):
+            at = T0 + rng.uniform(0, 90) * DAY
+            last = max(last, at)
+            decision_id = f"d{c}-{k}"
+            futures.append(store.submit_decision(decision(decision_id, f"c{c}", at, rng.choice(actions))))
+            if rng.random() < 0.8:
+                futures.append(store.submit_activation(ActivationRecord(decision_id, at + 60)))
+        for k in range(rng.randint(0, 2)):
+            kind, value = rng.choice([("contract_renewal", 240.0), ("sim_activation", 80.0), ("complaint", -50.0)])
+            futures.append(store.submit_outcome(outcome(f"o{c}-{k}", f"c{c}", T0 + rng.uniform(0, 95) * DAY, kind, value)))
+    for future in futures:
+        future.result()
+    store.close()
+    return last
+
+
+def _join_process(path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "serving", "join", "--config", str(EXAMPLE), "--store", str(path), "--until", "2026-12-31", "--json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def test_killed_joiner_restarted_gives_the_same_examples_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    original = tmp_path / "log.db"
+    _populate(original, customers=12_000)
+    killed, whole = tmp_path / "killed.db", tmp_path / "whole.db"
+    shutil.copy(original, killed)
+    shutil.copy(original, whole)
+    assert _join_process(whole).wait(timeout=300) == 0
+
+    rng = random.Random(11)
+    partial_counts = []
+    for _ in range(40):
+        process = _join_process(killed)
+        time.sleep(rng.uniform(0.6, 2.0))
+        if process.poll() is not None:
+            assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        with sqlite3.connect(killed) as conn:
+            partial_counts.append(conn.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0])
+    else:
+        assert _join_process(killed).wait(timeout=300) == 0
+    with sqlite3.connect(whole) as conn:
+        total = conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    assert any(0 < n < total for n in partial_counts), f"never killed mid-run: {partial_counts}"
+
+    def examples(path: Path) -> list[tuple[object, ...]]:
+        with sqlite3.connect(path) as conn:
+            return conn.execute("SELECT decision_id, status, reward, cost, credit, outcomes FROM joined_examples ORDER BY decision_id").fetchall()
+
+    expected = examples(whole)
+    assert len(expected) == total
+    assert examples(killed) == expected
