@@ -79,28 +79,38 @@ class FeatureEncoder:
                 features["h"] = dict(history)
         return features
 
-    def _encode(self, namespace: str, name: str, value: float | str) -> str:
+    def _encode(self, namespace: str, name: str, value: float | str) -> tuple[str, float]:
+        """One feature as VW sees it: (name, value); a categorical one is ``name=category`` with value 1."""
         safe = vw_safe(name)
         if isinstance(value, str):
-            return f"{safe}={vw_safe(value)}"
+            return f"{safe}={vw_safe(value)}", 1.0
         if namespace == "h" and name.startswith("days_since_"):
-            return f"{safe}={_bucket(value, DAYS_SINCE_EDGES)}"
+            return f"{safe}={_bucket(value, DAYS_SINCE_EDGES)}", 1.0
         encoding = self._numeric.get(name)
         if encoding is not None and encoding.encoding == "bins":
-            return f"{safe}={_bucket(value, encoding.edges)}"
+            return f"{safe}={_bucket(value, encoding.edges)}", 1.0
         if encoding is not None and encoding.encoding == "log1p":
             value = _signed_log1p(value)
-        return f"{safe}:{value:.6g}"
+        return safe, float(f"{value:.6g}")
+
+    def encode(self, features: SharedFeatures) -> dict[str, list[tuple[str, float]]]:
+        """Namespace -> VW features, the one encoding both the text and the DSJSON forms are made from."""
+        return {ns: [self._encode(ns, name, value) for name, value in values.items()] for ns, values in features.items()}
 
     def shared_line(self, features: SharedFeatures) -> str:
         parts = ["shared"]
-        for namespace, values in features.items():
+        for namespace, encoded in self.encode(features).items():
             parts.append(f"|{namespace}")
-            parts.extend(self._encode(namespace, name, value) for name, value in values.items())
+            parts.extend(name if value == 1.0 and "=" in name else f"{name}:{value:.6g}" for name, value in encoded)
         return " ".join(parts)
 
 
-def action_line(action: Action) -> str:
+def action_features(action: Action) -> dict[str, list[str]]:
+    """Namespace -> the action's features (each with value 1)."""
     if action.do_nothing:
-        return "|o do_nothing"
-    return f"|o {vw_safe(action.offer)} |c {vw_safe(action.channel)} |s {vw_safe(action.slot)}"
+        return {"o": ["do_nothing"]}
+    return {"o": [vw_safe(action.offer)], "c": [vw_safe(action.channel)], "s": [vw_safe(action.slot)]}
+
+
+def action_line(action: Action) -> str:
+    return " ".join(f"|{ns} {' '.join(names)}" for ns, names in action_features(action).items())

@@ -281,3 +281,31 @@ def join(config_path: str, store_path: str | None, until: datetime | None, as_js
     table.add_row(str(report.joined), str(report.unactivated), str(report.late_outcomes), str(report.pending), watermark_text,
                   f"{report.seconds:.1f}")  # fmt: skip
     console.print(table)
+
+
+@main.group()
+def log() -> None:
+    """Read the decision log: export joined examples for VW and notebooks."""
+
+
+@log.command("export")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False), help="The SQLite store; default the config's.")
+@click.option("--format", "fmt", type=click.Choice(["dsjson"]), default="dsjson", show_default=True, help="Output format.")
+@click.option("--output", "-o", type=click.File("w"), default="-", help="Output file; default standard output.")
+def export(config_path: str, store_path: str | None, fmt: str, output: Any) -> None:
+    """Write joined examples in VW's decision-service JSON, one per line, in learning order."""
+    from bandit.store import SQLiteStore
+    from reward.export import dsjson_lines
+    from reward.online import ExampleReader
+
+    config = _config(config_path)
+    store = SQLiteStore(store_path or config.server.store)
+    try:
+        count = 0
+        for line in dsjson_lines(ExampleReader(config, store)):
+            output.write(line + "\n")
+            count += 1
+    finally:
+        store.close()
+    click.echo(f"exported {count} joined examples", err=True)

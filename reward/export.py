@@ -1,0 +1,41 @@
+"""Joined examples in VW's decision-service JSON (DSJSON), so VW's own tools read Brein's log.
+
+Lines come in the order the online learner learns them, with the same features and labels, so
+VW's CLI trained on the export with the same arguments reaches the same model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from bandit.features import action_features
+from reward.online import Cursor, ExampleReader, START
+
+
+def dsjson_lines(reader: ExampleReader, after: Cursor = START) -> Iterator[str]:
+    encoder = reader.encoder
+    for _, example, row in reader.read(after):
+        context: dict[str, Any] = {ns: dict(features) for ns, features in encoder.encode(row["features"]).items()}
+        context["_multi"] = [{ns: {name: 1 for name in names} for ns, names in action_features(a).items()} for a in example.actions]
+        chosen = example.chosen
+        ranking = [chosen] + [i for i in range(len(example.actions)) if i != chosen]
+        yield json.dumps(
+            {
+                "_label_cost": example.cost,
+                "_label_probability": example.probability,
+                "_label_Action": chosen + 1,
+                "_labelIndex": chosen,
+                "Timestamp": datetime.fromtimestamp(row["event_time"], tz=timezone.utc).isoformat(),
+                "Version": "1",
+                "EventId": row["decision_id"],
+                "a": [i + 1 for i in ranking],
+                "c": context,
+                "p": [row["pmf"][i] for i in ranking],
+                "_reward": row["reward"],
+                "_credit": row["credit"],
+            },
+            separators=(",", ":"),
+        )
