@@ -156,3 +156,26 @@ def test_a_plain_reflection_client_needs_no_generated_code(live: LiveServer) -> 
     assert "brein.v1.DecisionService" in client.service_names
     response = client.request("brein.v1.DecisionService", "Decide", {"customer_id": "c7", "channel": "web"})
     assert response["decision_id"] and response["ranking"]
+
+
+def test_forget_deletes_the_customer_and_serves_them_as_new(live: LiveServer) -> None:
+    brain = live.running.brain
+    first = live.stub.Decide(decide_request("c1", "f1", candidate_actions=["sim_only/sms/morning"]))
+    live.stub.Decide(decide_request("c2", "other"))
+    live.stub.ReportOutcome(pb.ReportOutcomeRequest(outcome_id="o1", customer_id="c1", type="complaint", event_time=converters.timestamp(T0)))
+    live.stub.Activate(pb.ActivateRequest(decision_id=first.decision_id, event_time=converters.timestamp(T0)))
+    brain.joiner.run(until=T0 + 60 * DAY)
+    response = live.stub.Forget(pb.ForgetRequest(customer_id="c1"))
+    assert (response.decisions, response.outcomes, response.activations, response.joined_examples) == (1, 1, 1, 1)
+    with pytest.raises(grpc.RpcError) as error:
+        live.stub.Explain(pb.ExplainRequest(decision_id=first.decision_id))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    later = brain.decider.decide_and_wait(converters.decision_request(decide_request("c1", "f2", event_time=converters.timestamp(T0 + DAY))))
+    assert "h" not in later.record.features  # no history: a new customer, no quiet period after the forgotten complaint
+    assert len(later.record.eligible) > 1
+    audit = brain.store.db.execute("SELECT action, subject FROM audit").fetchall()
+    assert [tuple(row) for row in audit] == [("forget", "c1")]
+    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions WHERE customer_id = 'c2'").fetchone()[0] == 1
+    with pytest.raises(grpc.RpcError) as missing:
+        live.stub.Forget(pb.ForgetRequest(customer_id=""))
+    assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -59,6 +59,11 @@ class DecisionServiceStub:
                 request_serializer=brein_dot_v1_dot_brein__pb2.ExplainRequest.SerializeToString,
                 response_deserializer=brein_dot_v1_dot_brein__pb2.ExplainResponse.FromString,
                 _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/brein.v1.DecisionService/Forget',
+                request_serializer=brein_dot_v1_dot_brein__pb2.ForgetRequest.SerializeToString,
+                response_deserializer=brein_dot_v1_dot_brein__pb2.ForgetResponse.FromString,
+                _registered_method=True)
 
 
 class DecisionServiceServicer:
@@ -99,6 +104,13 @@ class DecisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Forget(self, request, context):
+        """The right to be forgotten: delete everything stored about a customer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +138,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.Explain,
                     request_deserializer=brein_dot_v1_dot_brein__pb2.ExplainRequest.FromString,
                     response_serializer=brein_dot_v1_dot_brein__pb2.ExplainResponse.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=brein_dot_v1_dot_brein__pb2.ForgetRequest.FromString,
+                    response_serializer=brein_dot_v1_dot_brein__pb2.ForgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +280,33 @@ class DecisionService:
             '/brein.v1.DecisionService/Explain',
             brein_dot_v1_dot_brein__pb2.ExplainRequest.SerializeToString,
             brein_dot_v1_dot_brein__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/brein.v1.DecisionService/Forget',
+            brein_dot_v1_dot_brein__pb2.ForgetRequest.SerializeToString,
+            brein_dot_v1_dot_brein__pb2.ForgetResponse.FromString,
             options,
             channel_credentials,
             insecure,
