@@ -114,7 +114,7 @@ class LearnerConfig(_Strict):
     reward_scale: float = Field(default=100.0, gt=0, allow_inf_nan=False)
     # Learn online inside the server from joined examples, and swap in a new snapshot after this many.
     online: bool = True
-    snapshot_every: int = Field(default=200, ge=1)
+    snapshot_every: int = Field(default=1000, ge=1)
 
 
 class JoinerConfig(_Strict):

@@ -16,6 +16,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from bandit.catalog import Action
@@ -28,6 +29,7 @@ DAYS_SINCE_EDGES = (1.0, 7.0, 30.0, 90.0)
 _UNSAFE = str.maketrans({" ": "_", "\t": "_", "\n": "_", "\r": "_", "|": "_", ":": "_"})
 
 
+@lru_cache(maxsize=65_536)
 def vw_safe(text: str) -> str:
     """VW text format splits on spaces, '|' and ':'; names and categories must not contain them."""
     return text.translate(_UNSAFE)

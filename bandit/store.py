@@ -14,7 +14,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from dataclasses import dataclass
@@ -98,7 +98,7 @@ def m001_decision_log(db: Database) -> None:
 def m002_join_queue_and_audit(db: Database) -> None:
     """Every decision enters the join queue in the transaction that logs it; the joiner takes it
     out in the transaction that writes its joined example: exactly once, whatever gets killed."""
-    db.execute("CREATE TABLE join_queue (decision_id TEXT PRIMARY KEY, event_time REAL NOT NULL)")
+    db.execute("CREATE TABLE join_queue (decision_id TEXT PRIMARY KEY, event_time REAL NOT NULL) WITHOUT ROWID")
     db.execute("CREATE INDEX join_queue_event_time ON join_queue (event_time)")
     db.execute("INSERT INTO join_queue SELECT decision_id, event_time FROM decisions")
     db.execute(
@@ -136,6 +136,7 @@ class DecisionLog(Protocol):
 
     def submit(self, write: Write[T]) -> Future[T]: ...
     def submit_decision(self, record: DecisionRecord) -> Future[None]: ...
+    def submit_decisions(self, records: Sequence[DecisionRecord]) -> Future[None]: ...
     def submit_outcome(self, record: OutcomeRecord) -> Future[bool]: ...
     def submit_activation(self, record: ActivationRecord) -> Future[bool]: ...
     def decision(self, decision_id: str) -> DecisionRecord | None: ...
@@ -300,11 +301,16 @@ class SQLiteStore:
                 future.set_exception(error)
 
     def submit_decision(self, record: DecisionRecord) -> Future[None]:
-        row = _decision_row(record)
+        return self.submit_decisions([record])
+
+    def submit_decisions(self, records: Sequence[DecisionRecord]) -> Future[None]:
+        """Log decisions (one write: all or none) and queue them for the joiner."""
+        rows = [_decision_row(r) for r in records]
+        queued = [(r.decision_id, r.event_time) for r in records]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(_INSERT_DECISION, row)
-            conn.execute("INSERT INTO join_queue VALUES (?, ?)", (record.decision_id, record.event_time))
+            conn.executemany(_INSERT_DECISION, rows)
+            conn.executemany("INSERT INTO join_queue VALUES (?, ?)", queued)
 
         return self.submit(write)
 

@@ -18,9 +18,10 @@ from reward.online import Cursor, ExampleReader, START
 def dsjson_lines(reader: ExampleReader, after: Cursor = START) -> Iterator[str]:
     encoder = reader.encoder
     for _, example, row in reader.read(after):
-        context: dict[str, Any] = {ns: dict(features) for ns, features in encoder.encode(row["features"]).items()}
+        context: dict[str, Any] = {ns: dict(features) for ns, features in encoder.encode(json.loads(row["features"])).items()}
         context["_multi"] = [{ns: {name: 1 for name in names} for ns, names in action_features(a).items()} for a in example.actions]
         chosen = example.chosen
+        pmf = json.loads(row["pmf"])
         ranking = [chosen] + [i for i in range(len(example.actions)) if i != chosen]
         yield json.dumps(
             {
@@ -33,9 +34,9 @@ def dsjson_lines(reader: ExampleReader, after: Cursor = START) -> Iterator[str]:
                 "EventId": row["decision_id"],
                 "a": [i + 1 for i in ranking],
                 "c": context,
-                "p": [row["pmf"][i] for i in ranking],
+                "p": [pmf[i] for i in ranking],
                 "_reward": row["reward"],
-                "_credit": row["credit"],
+                "_credit": json.loads(row["credit"]),
             },
             separators=(",", ":"),
         )

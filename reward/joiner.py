@@ -27,8 +27,8 @@ from bandit.history import DAY
 from bandit.store import SQLiteStore
 from reward.credit import CreditRules, DecisionFacts, OutcomeFacts
 
-BATCH_DECISIONS = 2000
-BATCH_CUSTOMERS = 500
+BATCH_DECISIONS = 5000
+BATCH_CUSTOMERS = 1500
 
 migrations = Migrations("brein.joiner")
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
-from typing import Any
-
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
 from bandit.features import FeatureEncoder
@@ -45,37 +44,31 @@ class ExampleReader:
         self.encoder = FeatureEncoder(config)
         self.scale = config.learner.reward_scale
 
-    def read(self, after: Cursor = START, until: Cursor | None = None) -> Iterator[tuple[Cursor, LabelledExample, dict[str, Any]]]:
-        """Yield (position, example, the joined row) for learned-from examples after ``after``."""
+    def read(self, after: Cursor = START) -> Iterator[tuple[Cursor, LabelledExample, sqlite3.Row]]:
+        """Yield (position, example, the joined row) for every learned-from example after ``after``."""
         conn = self.store.db.conn
         position = after
         while True:
             rows = conn.execute(
                 "SELECT j.run, j.event_time, j.decision_id, j.reward, j.credit, d.features, d.eligible, d.action_id, d.probability, "
-                "d.pmf, d.customer_id FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
+                "d.pmf FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
                 "WHERE j.status = 'joined' AND (j.run, j.event_time, j.decision_id) > (?, ?, ?) "
                 "ORDER BY j.run, j.event_time, j.decision_id LIMIT ?",
                 (*position, FETCH),
             ).fetchall()
             for row in rows:
-                position = (row[0], row[1], row[2])
-                if until is not None and position > until:
-                    return
-                eligible = json.loads(row[6])
-                actions = tuple(action_from_id(self.catalog, a) for a in eligible)
-                features = json.loads(row[5])
+                position = (row["run"], row["event_time"], row["decision_id"])
+                eligible = json.loads(row["eligible"])
                 example = LabelledExample(
-                    shared_line=self.encoder.shared_line(features),
-                    actions=actions,
-                    chosen=eligible.index(row[7]),
-                    probability=row[8],
-                    cost=-row[3] / self.scale,
+                    shared_line=self.encoder.shared_line(json.loads(row["features"])),
+                    actions=tuple(action_from_id(self.catalog, a) for a in eligible),
+                    chosen=eligible.index(row["action_id"]),
+                    probability=row["probability"],
+                    cost=-row["reward"] / self.scale,
                 )
-                yield position, example, {"reward": row[3], "credit": json.loads(row[4]), "features": features, "pmf": json.loads(row[9]),
-                                          "customer_id": row[10], "event_time": row[1], "decision_id": row[2]}  # fmt: skip
+                yield position, example, row
             if len(rows) < FETCH:
                 return
-
 
 class OnlineLearner:
     def __init__(

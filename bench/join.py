@@ -1,0 +1,114 @@
+"""Joining decisions with outcomes: `python -m bench.join [--quick]`.
+
+Builds a log of 1,000,000 decisions and 300,000 outcomes (100,000 / 30,000 with --quick) over 120
+days, then times, in separate processes so each peak memory is its own:
+  * `brein join` — the joiner, exactly-once writes included (target: <= 60 s, <= 1 GiB);
+  * the baseline — one SQL query that sums, per decision, the outcomes in a 30-day window, the
+    least work any join of this log must do (no attribution modes, no writes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bandit.config import load_config
+from bandit.records import DecisionRecord
+from bandit.store import SQLiteStore
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "examples" / "telecom.toml"
+T0 = 1_760_000_000.0
+DAY = 86_400.0
+ACTIONS = ["do_nothing", "renewal/email/morning", "renewal_discount/sms/evening", "sim_only/app_push/afternoon", "data_upsell/email/evening"]
+OUTCOMES = [("contract_renewal", 240.0), ("sim_activation", 80.0), ("complaint", -50.0), ("unsubscribe", -30.0)]
+
+BASELINE = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+rows = conn.execute(
+    "SELECT d.decision_id, COALESCE(SUM(o.value), 0) FROM decisions d LEFT JOIN outcomes o "
+    "ON o.customer_id = d.customer_id AND o.event_time > d.event_time AND o.event_time <= d.event_time + 2592000 "
+    "GROUP BY d.decision_id"
+).fetchall()
+print(len(rows))
+"""
+
+
+def build(path: Path, decisions: int, outcomes: int, customers: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    store = SQLiteStore(path)
+    batch: list[DecisionRecord] = []
+    for i in range(decisions):
+        action = rng.choice(ACTIONS)
+        offer, channel, slot = action.split("/") if "/" in action else (action, "", "")
+        at = T0 + rng.uniform(0, 120) * DAY
+        batch.append(DecisionRecord(
+            decision_id=f"d{i}", request_id=f"r{i}", customer_id=f"c{rng.randrange(customers)}", touchpoint="app", event_time=at,
+            action_id=action, offer=offer, channel=channel, slot=slot, send_at=at, probability=0.2, exploratory=False, policy_id="p",
+            model_version="v", personalised=True, features={"n": {"touchpoint": "app"}, "u": {"tenure_months": 12.0, "plan": "basic"}},
+            eligible=tuple(ACTIONS), pmf=(0.2,) * 5,
+        ))  # fmt: skip
+        if len(batch) == 20_000:
+            store.submit_decisions(batch).result()
+            batch = []
+    if batch:
+        store.submit_decisions(batch).result()
+    rows = []
+    for i in range(outcomes):
+        kind, value = rng.choice(OUTCOMES)
+        rows.append((f"o{i}", f"c{rng.randrange(customers)}", kind, value, T0 + rng.uniform(0, 125) * DAY, "", 0.0))
+    store.submit(lambda conn: conn.executemany("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)).result()
+    activated = [(f"d{i}", T0, 0.0) for i in range(decisions) if i % 5 != 0]
+    store.submit(lambda conn: conn.executemany("INSERT INTO activations VALUES (?, ?, ?)", activated)).result()
+    store.close()
+
+
+def timed(command: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, the child's own peak RSS in MiB, and its output."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert child.stdout is not None
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024, output.strip()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.join", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="100,000 decisions instead of 1,000,000")
+    args = parser.parse_args(argv)
+    decisions, outcomes = (100_000, 30_000) if args.quick else (1_000_000, 300_000)
+    console = Console()
+    load_config(CONFIG)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "join.db"
+        started = time.perf_counter()
+        build(path, decisions, outcomes, customers=decisions // 5)
+        console.print(f"built a log of {decisions:,} decisions and {outcomes:,} outcomes in {time.perf_counter() - started:.0f} s")
+        base_s, base_mib, base_out = timed([sys.executable, "-c", BASELINE, str(path)])
+        join_s, join_mib, _ = timed([sys.executable, "-m", "serving", "join", "--config", str(CONFIG), "--store", str(path),
+                                     "--until", "2026-06-01", "--json"])  # fmt: skip
+        with sqlite3.connect(path) as conn:
+            joined = conn.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0]
+    table = Table("", "decisions", "seconds", "decisions/s", "peak RSS MiB", title=f"join {decisions:,} decisions, {outcomes:,} outcomes")
+    table.add_row("baseline: one SQL window sum", base_out, f"{base_s:.1f}", f"{decisions / base_s:,.0f}", f"{base_mib:.0f}")
+    table.add_row("brein join (exactly once)", f"{joined:,}", f"{join_s:.1f}", f"{decisions / join_s:,.0f}", f"{join_mib:.0f}")
+    console.print(table)
+    console.print(f"target: <= 60 s and <= 1024 MiB for 1,000,000 decisions; command: python -m bench.join{' --quick' if args.quick else ''}")
+
+
+if __name__ == "__main__":
+    main()
