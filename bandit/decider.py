@@ -21,7 +21,7 @@ from bandit.errors import InvalidRequest
 from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder, local_hour_weekday
 from bandit.history import Contact, CustomerHistory, history_features
-from bandit.learner import VWPolicy
+from bandit.policies import Policy
 from bandit.records import DecisionRecord
 from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import EligibilityRules
@@ -34,7 +34,7 @@ class ServingPolicy:
     """The policy that serves, swapped as one reference so a request sees one consistent policy."""
 
     policy_id: str
-    model: VWPolicy
+    model: Policy
 
 
 @dataclass(slots=True)
@@ -70,6 +70,8 @@ class Decider:
         self.catalog = Catalog(config)
         self.store = store
         self.policy = policy
+        # Shadow policies score every decision alongside the champion; their pmfs are logged, never served.
+        self.shadows: tuple[ServingPolicy, ...] = ()
         self._clock = clock
         self._seed = config.server.seed
         self._rules = EligibilityRules(config)
@@ -82,6 +84,9 @@ class Decider:
 
     def swap_policy(self, policy: ServingPolicy) -> None:
         self.policy = policy
+
+    def set_shadows(self, shadows: tuple[ServingPolicy, ...]) -> None:
+        self.shadows = shadows
 
     def decide(self, request: DecisionRequest) -> PendingDecision:
         now = self._clock()
@@ -111,9 +116,11 @@ class Decider:
         return PendingDecision(pending.record, pending.committed, replayed=True)
 
     def _history(self, customer_id: str, now: float) -> CustomerHistory:
-        stored = self.store.history(customer_id, now, self._contact_policy.lookback_days)
+        # In-flight first, then the store: a decision committed in between is in both (and deduplicated),
+        # never in neither.
         with self._inflight.lock:
             pending = list(self._inflight.by_customer.get(customer_id, ()))
+        stored = self.store.history(customer_id, now, self._contact_policy.lookback_days)
         if not pending:
             return stored
         known = {c.decision_id for c in stored.contacts}
@@ -165,7 +172,9 @@ class Decider:
             history=history_values,
             personalised=personalised,
         )
-        pmf = policy.model.pmf(self._encoder.shared_line(features), eligible)
+        shared_line = self._encoder.shared_line(features)
+        pmf = policy.model.pmf(shared_line, eligible, features)
+        shadow = {s.policy_id: tuple(s.model.pmf(shared_line, eligible, features)) for s in self.shadows if s.policy_id != policy.policy_id}
         decision_id = decision_id_for(request_id)
         chosen = sample_index(pmf, uniform_draw(self._seed, decision_id))
         action = eligible[chosen]
@@ -190,6 +199,7 @@ class Decider:
             pmf=tuple(pmf),
             exclusions=exclusions.to_json(),
             contact_consent=dict(request.contact_consent),
+            shadow=shadow,
             received_at=now,
         )
 

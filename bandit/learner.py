@@ -16,7 +16,7 @@ from vowpal_wabbit_next import CBLabel, Example, TextFormatParser, Workspace
 
 from bandit.catalog import Action
 from bandit.config import LearnerConfig
-from bandit.features import action_line
+from bandit.features import SharedFeatures, action_line
 
 COLD_START = "cold-start"
 
@@ -66,8 +66,8 @@ class VWPolicy:
             self._action_examples[action.id] = example
         return example
 
-    def pmf(self, shared_line: str, actions: Sequence[Action]) -> list[float]:
-        """The exploration distribution over ``actions``, in their order."""
+    def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]:
+        """The exploration distribution over ``actions``, in their order (``features`` are in the line)."""
         if self.cold:
             return [1.0 / len(actions)] * len(actions)
         with self._lock:

@@ -30,6 +30,8 @@ class DecisionRecord:
     pmf: tuple[float, ...]
     exclusions: dict[str, Any] = field(default_factory=dict)
     contact_consent: dict[str, str] = field(default_factory=dict)
+    # Shadow policy id -> its pmf over ``eligible``: logged for evaluation, never served.
+    shadow: dict[str, tuple[float, ...]] = field(default_factory=dict)
     received_at: float = 0.0
 
 

@@ -121,6 +121,11 @@ def m003_model_lineage(db: Database) -> None:
     db.execute("CREATE INDEX models_policy ON models (policy_id, created_at)")
 
 
+@migrations()
+def m004_shadow_pmfs(db: Database) -> None:
+    db.execute("ALTER TABLE decisions ADD COLUMN shadow TEXT NOT NULL DEFAULT '{}'")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSnapshot:
     version: str
@@ -151,9 +156,9 @@ class DecisionLog(Protocol):
 _DECISION_COLUMNS = (
     "decision_id, request_id, customer_id, touchpoint, event_time, received_at, action_id, offer, channel, slot, "
     "send_at, probability, exploratory, policy_id, model_version, personalised, features, eligible, pmf, "
-    "exclusions, contact_consent"
+    "exclusions, contact_consent, shadow"
 )
-_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 21)})"
+_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 22)})"
 _json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
@@ -162,7 +167,7 @@ def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
         r.decision_id, r.request_id, r.customer_id, r.touchpoint, r.event_time, r.received_at, r.action_id,
         r.offer, r.channel, r.slot, r.send_at, r.probability, int(r.exploratory), r.policy_id, r.model_version,
         int(r.personalised), _json(r.features), _json(r.eligible), _json(r.pmf), _json(r.exclusions),
-        _json(r.contact_consent),
+        _json(r.contact_consent), _json(r.shadow),
     )  # fmt: skip
 
 
@@ -189,6 +194,7 @@ def _decision_from_row(row: sqlite3.Row) -> DecisionRecord:
         pmf=tuple(json.loads(row["pmf"])),
         exclusions=json.loads(row["exclusions"]),
         contact_consent=json.loads(row["contact_consent"]),
+        shadow={k: tuple(v) for k, v in json.loads(row["shadow"]).items()},
     )
 
 

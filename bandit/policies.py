@@ -1,0 +1,109 @@
+"""What can choose actions: the VW policy (bandit.learner), fixed rules, uniform random, do-nothing.
+
+Every policy gives its distribution over the eligible actions of a decision, from the decision's
+features as used (the log keeps them), so any policy can serve, shadow, or be evaluated on a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cel
+
+from bandit.catalog import DO_NOTHING, Action
+from bandit.errors import ConfigError
+from bandit.features import SharedFeatures
+from bandit.rules import RULE_VARIABLES
+
+
+class Policy(Protocol):
+    version: str
+
+    @property
+    def cold(self) -> bool:
+        """Serving uniform exploration because nothing has been learned yet."""
+        ...
+
+    def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]: ...
+
+
+def one_hot(actions: Sequence[Action], action_id: str) -> list[float]:
+    return [1.0 if a.id == action_id else 0.0 for a in actions]
+
+
+class UniformPolicy:
+    version = "uniform"
+    cold = False
+
+    def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]:
+        return [1.0 / len(actions)] * len(actions)
+
+
+class DoNothingPolicy:
+    version = "do-nothing"
+    cold = False
+
+    def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]:
+        return one_hot(actions, DO_NOTHING)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """``when`` (a CEL condition, empty = always) -> ``action`` (an action id)."""
+
+    action: str
+    when: str = ""
+
+
+def rule_variables(features: SharedFeatures) -> dict[str, Any]:
+    """The rule variables recovered from a decision's features as used."""
+    non_personal = dict(features.get("n", {}))
+    variables: dict[str, Any] = {
+        "touchpoint": non_personal.pop("touchpoint", ""),
+        "hour": int(non_personal.pop("hour", 0)),
+        "weekday": int(non_personal.pop("weekday", 0)),
+        "history": dict(features.get("h", {})),
+    }
+    context = {**non_personal, **features.get("u", {})}
+    variables["numeric"] = {k: v for k, v in context.items() if not isinstance(v, str)}
+    variables["categorical"] = {k: v for k, v in context.items() if isinstance(v, str)}
+    return variables
+
+
+class RulePolicy:
+    """The first rule whose condition holds and whose action is eligible; do-nothing otherwise."""
+
+    cold = False
+
+    def __init__(self, rules: Sequence[RuleSpec], version: str) -> None:
+        self.version = version
+        self.rules = tuple(rules)
+        self._programs = []
+        for i, rule in enumerate(self.rules):
+            try:
+                program = cel.compile(rule.when) if rule.when else None
+                if program is not None:
+                    program.execute(cel.Context(RULE_VARIABLES))
+            except KeyError:
+                pass  # a key absent from the empty dry-run context: fine
+            except Exception as error:
+                raise ConfigError(f"rules[{i}].when: invalid CEL condition {rule.when!r}: {error}") from None
+            self._programs.append(program)
+
+    def choose(self, actions: Sequence[Action], features: SharedFeatures) -> str:
+        eligible = {a.id for a in actions}
+        context = cel.Context(rule_variables(features))
+        for rule, program in zip(self.rules, self._programs, strict=True):
+            if rule.action not in eligible:
+                continue
+            try:
+                if program is None or program.execute(context) is True:
+                    return rule.action
+            except Exception:
+                continue  # a condition that cannot be decided does not hold
+        return DO_NOTHING
+
+    def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]:
+        return one_hot(actions, self.choose(actions, features or {}))
