@@ -78,11 +78,12 @@ class OnlineLearner:
         model: VWPolicy,
         publish: Callable[[VWPolicy], None],
         *,
+        policy_id: str,
         after: Cursor = START,
     ) -> None:
         self.config = config
         self.store = store
-        self.policy_id = config.learner.policy_id
+        self.policy_id = policy_id
         self.model = model
         self.publish = publish
         self.position = after

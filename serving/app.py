@@ -1,5 +1,5 @@
-"""Brein's core assembled from a config: store, catalog, serving policy, decider, joiner, online
-learner. No gRPC here: the server, the CLI and the tests all build on this."""
+"""Brein's core assembled from a config: store, registry, serving and shadow policies, decider,
+joiner, online learner. No gRPC here: the server, the CLI and the tests all build on this."""
 
 from __future__ import annotations
 
@@ -17,36 +17,36 @@ from bandit.features import FeatureEncoder
 from bandit.learner import VWPolicy, vw_arguments
 from bandit.records import OutcomeRecord
 from bandit.requests import DecisionRequest
-from bandit.store import CommitListener, ModelSnapshot, SQLiteStore
+from bandit.store import CommitListener, SQLiteStore
+from policies.loading import PolicyLoadError, load_policy
+from policies.registry import PolicyEntry, Registry
 from reward.forget import ForgetReport, forget_customer
 from reward.ingest import ActivationReport, OutcomeReport, record_activation, record_outcome
 from reward.joiner import Joiner, JoinReport
-from reward.online import START, Cursor, OnlineLearner
+from reward.online import OnlineLearner
 
 log = logging.getLogger("brein")
 
 ModelListener = Callable[[ServingPolicy], None]
 
 
-def load_serving_policy(config: BreinConfig, store: SQLiteStore) -> tuple[ServingPolicy, Cursor]:
-    """The policy's latest stored snapshot, else the configured model file, else a cold start."""
-    policy_id = config.learner.policy_id
-    snapshot = store.latest_model(policy_id)
-    if snapshot is not None:
-        learned = snapshot.learned
-        cursor: Cursor = (int(learned[0]), float(learned[1]), str(learned[2])) if learned else START
-        return ServingPolicy(policy_id, VWPolicy(snapshot.args, snapshot.data)), cursor
+def bootstrap_champion(config: BreinConfig, registry: Registry) -> PolicyEntry:
+    """The registry's champion; on a new store, the config's VW policy (its model file, or cold)."""
+    champion = registry.champion()
+    if champion is not None:
+        return champion
     args = vw_arguments(config.learner)
     path = config.learner.model
-    if path is None or not Path(path).exists():
-        return ServingPolicy(policy_id, VWPolicy(args)), START
-    data = Path(path).read_bytes()
-    try:
-        model = VWPolicy(args, data)
-    except Exception as error:
-        raise ConfigError(f"learner.model: {path} is not a VW model for {' '.join(args)}: {error}") from None
-    store.save_model(ModelSnapshot(model.version, args, data, policy_id))
-    return ServingPolicy(policy_id, model), START
+    data = Path(path).read_bytes() if path is not None and Path(path).exists() else None
+    if data is not None:
+        try:
+            VWPolicy(args, data)
+        except Exception as error:
+            raise ConfigError(f"learner.model: {path} is not a VW model for {' '.join(args)}: {error}") from None
+    return registry.register(
+        config.learner.policy_id, "vw", artifact=data, args=args, features=config.features.model_dump(), actor="brein",
+        state="champion", note=f"bootstrapped from the config ({'model ' + str(path) if data else 'cold start'})",
+    )  # fmt: skip
 
 
 class Brain:
@@ -62,19 +62,60 @@ class Brain:
         self.config = config
         self.clock = clock
         self.store = SQLiteStore(store_path or config.server.store, on_commit=on_commit)
-        policy, learned = load_serving_policy(config, self.store)
-        self.decider = Decider(config, self.store, policy, clock=clock)
-        self.catalog = self.decider.catalog
+        self.registry = Registry(self.store)
         self.joiner = Joiner(config, self.store)
         self._on_model = on_model
-        self.learner = OnlineLearner(config, self.store, policy.model.copy(), self._publish, after=learned)
         self._encoder = FeatureEncoder(config)
+        champion = bootstrap_champion(config, self.registry)
+        policy, learned = load_policy(champion, self.store)
+        self.decider = Decider(config, self.store, ServingPolicy(champion.id, policy), clock=clock)
+        self.catalog = self.decider.catalog
+        self.learner = self._learner_for(champion.id, policy, learned)
+        self.refresh_shadows()
 
-    def _publish(self, model: VWPolicy) -> None:
-        policy = ServingPolicy(self.config.learner.policy_id, model)
+    def _learner_for(self, policy_id: str, policy: object, learned: tuple[int, float, str]) -> OnlineLearner | None:
+        if not isinstance(policy, VWPolicy):
+            return None
+        publish = self._publisher(policy_id)
+        return OnlineLearner(self.config, self.store, policy.copy(), publish, policy_id=policy_id, after=learned)
+
+    def _publisher(self, policy_id: str) -> Callable[[VWPolicy], None]:
+        def publish(model: VWPolicy) -> None:
+            if self.decider.policy.policy_id != policy_id:
+                return  # promoted away while learning: the snapshot is stored, the new champion serves
+            self._serve(ServingPolicy(policy_id, model))
+
+        return publish
+
+    def _serve(self, policy: ServingPolicy) -> None:
         self.decider.swap_policy(policy)
         if self._on_model:
             self._on_model(policy)
+
+    def refresh_champion(self) -> bool:
+        """Serve the registry's champion if it changed; a policy that fails to load is refused and
+        the current one keeps serving. True when the champion changed."""
+        champion = self.registry.champion()
+        if champion is None or champion.id == self.decider.policy.policy_id:
+            return False
+        try:
+            policy, learned = load_policy(champion, self.store)
+        except PolicyLoadError:
+            log.exception("refused to switch to champion %s: it does not load; %s keeps serving", champion.id, self.decider.policy.policy_id)
+            return False
+        self.learner = self._learner_for(champion.id, policy, learned)
+        self._serve(ServingPolicy(champion.id, policy))
+        log.info("now serving champion %s (%s)", champion.id, policy.version)
+        return True
+
+    def refresh_shadows(self) -> None:
+        shadows = []
+        for entry in self.registry.in_state("shadow"):
+            try:
+                shadows.append(ServingPolicy(entry.id, load_policy(entry, self.store)[0]))
+            except PolicyLoadError:
+                log.exception("shadow policy %s does not load; it is left out", entry.id)
+        self.decider.set_shadows(tuple(shadows))
 
     def decide(self, request: DecisionRequest) -> PendingDecision:
         return self.decider.decide(request)
@@ -92,9 +133,12 @@ class Brain:
         return forget_customer(self.store, customer_id, actor=actor, now=self.clock())
 
     def join_and_learn(self, until: float | None = None) -> tuple[JoinReport, int]:
-        """One round of the background work: join what has closed, then learn it online."""
+        """One round of the background work: follow the registry, join what has closed, learn it."""
+        self.refresh_champion()
+        self.refresh_shadows()
         report = self.joiner.run(until)
-        learned = self.learner.step() if self.config.learner.online else 0
+        learner = self.learner
+        learned = learner.step() if learner is not None and self.config.learner.online else 0
         return report, learned
 
     def close(self) -> None:

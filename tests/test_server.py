@@ -173,7 +173,7 @@ def test_forget_deletes_the_customer_and_serves_them_as_new(live: LiveServer) ->
     later = brain.decider.decide_and_wait(converters.decision_request(decide_request("c1", "f2", event_time=converters.timestamp(T0 + DAY))))
     assert "h" not in later.record.features  # no history: a new customer, no quiet period after the forgotten complaint
     assert len(later.record.eligible) > 1
-    audit = brain.store.db.execute("SELECT action, subject FROM audit").fetchall()
+    audit = brain.store.db.execute("SELECT action, subject FROM audit WHERE action = 'forget'").fetchall()
     assert [tuple(row) for row in audit] == [("forget", "c1")]
     assert brain.store.db.execute("SELECT COUNT(*) FROM decisions WHERE customer_id = 'c2'").fetchone()[0] == 1
     with pytest.raises(grpc.RpcError) as missing:

@@ -1,0 +1,43 @@
+"""A registry entry made into a policy that can serve, shadow or be evaluated."""
+
+from __future__ import annotations
+
+import json
+
+from bandit.errors import BreinError
+from bandit.learner import VWPolicy
+from bandit.policies import DoNothingPolicy, Policy, RulePolicy, RuleSpec, UniformPolicy
+from bandit.store import DecisionLog
+from policies.registry import PolicyEntry
+from reward.online import START, Cursor
+
+
+class PolicyLoadError(BreinError):
+    """A policy's artifact cannot be loaded; whatever serves keeps serving."""
+
+
+def parse_rules(text: str | bytes) -> list[RuleSpec]:
+    """A rule policy's artifact: a JSON list of {"action": id, "when": CEL condition}."""
+    try:
+        items = json.loads(text)
+        return [RuleSpec(action=str(item["action"]), when=str(item.get("when", ""))) for item in items]
+    except (ValueError, TypeError, KeyError) as error:
+        raise PolicyLoadError(f"rules: expected a JSON list of {{\"action\": ..., \"when\": ...}}, got an error: {error}") from None
+
+
+def load_policy(entry: PolicyEntry, store: DecisionLog) -> tuple[Policy, Cursor]:
+    """The policy and, for a VW policy, how far into the joined examples its model has learned."""
+    if entry.kind == "uniform":
+        return UniformPolicy(), START
+    if entry.kind == "do_nothing":
+        return DoNothingPolicy(), START
+    if entry.kind == "rules":
+        return RulePolicy(parse_rules(entry.artifact or b"[]"), version=entry.artifact_hash[:12]), START
+    snapshot = store.latest_model(entry.id)
+    data = snapshot.data if snapshot is not None else entry.artifact
+    learned = snapshot.learned if snapshot is not None and snapshot.learned else None
+    cursor: Cursor = (int(learned[0]), float(learned[1]), str(learned[2])) if learned else START
+    try:
+        return VWPolicy(entry.args, data), cursor
+    except Exception as error:
+        raise PolicyLoadError(f"policy {entry.id}: its VW model does not load with {' '.join(entry.args)}: {error}") from None
