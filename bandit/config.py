@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bandit.errors import ConfigError
+from bandit.security_config import LimitsConfig, PrivacyConfig, SecurityConfig, TLSConfig
 
 Money = Annotated[float, Field(allow_inf_nan=False)]
 Days = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -133,6 +134,19 @@ class ServerConfig(_Strict):
     seed: int = 0
     # How long a graceful shutdown waits for in-flight requests, in seconds.
     shutdown_grace: float = Field(default=10.0, ge=0)
+    # Plaintext gRPC on an address other than loopback only when this is explicitly true; else use [tls].
+    allow_plaintext: bool = False
+
+
+class GateConfig(_Strict):
+    """What a candidate must show, off-policy against the champion, before `brein policy promote`."""
+
+    estimator: Literal["ips", "clipped_ips", "snips", "dm", "dr", "sndr"] = "snips"
+    # The lower bound of the paired difference (candidate - champion, money per decision) must exceed this.
+    min_lift: float = Field(default=0.0, allow_inf_nan=False)
+    min_decisions: int = Field(default=1000, ge=1)
+    min_ess: float = Field(default=100.0, ge=0)
+    max_age_hours: float = Field(default=24.0, gt=0)
 
 
 class BreinConfig(_Strict):
@@ -150,6 +164,11 @@ class BreinConfig(_Strict):
     features: FeaturesConfig = FeaturesConfig()
     learner: LearnerConfig = LearnerConfig()
     joiner: JoinerConfig = JoinerConfig()
+    gate: GateConfig = GateConfig()
+    tls: TLSConfig | None = None
+    security: SecurityConfig | None = None
+    privacy: PrivacyConfig = PrivacyConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("timezone")
     @classmethod
@@ -195,6 +214,11 @@ class BreinConfig(_Strict):
             unknown = sorted(set(offers) - set(self.offers) - {"do_nothing"})
             if unknown:
                 raise ValueError(f"{where}: unknown offer {', '.join(unknown)}")
+        retention = self.privacy.retention_days
+        longest = max((o.window_days for o in self.outcomes.values()), default=0.0) + self.joiner.allowed_lateness_days
+        if retention is not None and retention <= longest:
+            raise ValueError(f"privacy.retention_days: {retention:g} deletes decisions before they are joined; "
+                             f"expected more than the longest attribution window plus lateness ({longest:g} days)")  # fmt: skip
         if "do_nothing" in self.offers:
             raise ValueError("offers.do_nothing: do-nothing is built in and always eligible; do not configure it")
         return self

@@ -1,7 +1,9 @@
 """Joined examples in VW's decision-service JSON (DSJSON), so VW's own tools read Brein's log.
 
 Lines come in the order the online learner learns them, with the same features and labels, so
-VW's CLI trained on the export with the same arguments reaches the same model.
+VW's CLI trained on the export with the same arguments reaches the same model. Fields starting
+with '_' that VW does not know (VW skips them) carry what a replay needs: the raw features, the
+action ids, the reward and its credit per outcome type, the shadow policies' pmfs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def dsjson_lines(reader: ExampleReader, after: Cursor = START) -> Iterator[str]:
                 "p": [pmf[i] for i in ranking],
                 "_reward": row["reward"],
                 "_credit": json.loads(row["credit"]),
+                "_time": row["event_time"],
+                "_features": json.loads(row["features"]),
+                "_actions": [a.id for a in example.actions],
+                "_shadow": json.loads(row["shadow"]),
             },
             separators=(",", ":"),
         )

@@ -51,7 +51,7 @@ class ExampleReader:
         while True:
             rows = conn.execute(
                 "SELECT j.run, j.event_time, j.decision_id, j.reward, j.credit, d.features, d.eligible, d.action_id, d.probability, "
-                "d.pmf FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
+                "d.pmf, d.shadow FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
                 "WHERE j.status = 'joined' AND (j.run, j.event_time, j.decision_id) > (?, ?, ?) "
                 "ORDER BY j.run, j.event_time, j.decision_id LIMIT ?",
                 (*position, FETCH),

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from bandit.config import BreinConfig, load_config
 from bandit.errors import BreinError
+from policies.cli import policy, replay
 from serving import converters
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
@@ -79,6 +80,10 @@ at_option = click.option("--at", "at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S",
 @click.group()
 def main() -> None:
     """Brein: the next-best-action decision service."""
+
+
+main.add_command(policy)
+main.add_command(replay)
 
 
 @main.command()

@@ -1,0 +1,262 @@
+"""`brein policy ...` and `brein replay`: the operator's and the data scientist's commands."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from bandit.config import BreinConfig, load_config
+from bandit.errors import BreinError
+from bandit.features import FeatureEncoder
+from bandit.store import SQLiteStore
+from policies import operations
+from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_dsjson
+from policies.registry import Registry
+
+console = Console()
+TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.replace(tzinfo=value.tzinfo or timezone.utc).timestamp()
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+@contextmanager
+def _opened(config_path: str, store_path: str | None) -> Iterator[tuple[BreinConfig, SQLiteStore]]:
+    """The config and its store; domain errors become one-line messages and a non-zero exit."""
+    try:
+        config = load_config(config_path)
+        store = SQLiteStore(store_path or config.server.store)
+    except BreinError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        yield config, store
+    except (BreinError, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        store.close()
+
+
+config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
+store_option = click.option("--store", "store_path", type=click.Path(dir_okay=False), help="The SQLite store; default the config's.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+reason_option = click.option("--reason", default="", help="Why: recorded in the policy's history.")
+estimator_option = click.option("--estimator", "estimators", multiple=True, type=click.Choice(list(ESTIMATORS)),
+                                help="Estimators to run (repeatable); default all.")  # fmt: skip
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _report_table(report: EvaluationReport, title: str) -> Table:
+    paired = bool(report.comparisons)
+    columns = ["estimator", f"{report.candidate} value", "95% bootstrap", "95% Cressie-Read", "ESS", "never-taken share"]
+    if paired:
+        columns += [f"{report.baseline} value", "lift (paired)", "lift 95% bootstrap", "lift 95% Cressie-Read"]
+    table = Table(*columns, title=title)
+    for item in report.comparisons or report.estimates:
+        candidate = item.candidate if paired else item  # type: ignore[union-attr]
+        row = [candidate.estimator, f"{candidate.value:.3f}", f"[{candidate.bootstrap.low:.3f}, {candidate.bootstrap.high:.3f}]",
+               f"[{candidate.analytic.low:.3f}, {candidate.analytic.high:.3f}]", f"{candidate.effective_sample_size:,.0f}",
+               f"{candidate.unsupported_share:.1%}"]  # fmt: skip
+        if paired:
+            c = item
+            row += [f"{c.baseline.value:.3f}", f"{c.difference:+.3f}", f"[{c.bootstrap.low:+.3f}, {c.bootstrap.high:+.3f}]",  # type: ignore[union-attr]
+                    f"[{c.analytic.low:+.3f}, {c.analytic.high:+.3f}]"]  # type: ignore[union-attr]  # fmt: skip
+        table.add_row(*row)
+    return table
+
+
+@click.group()
+def policy() -> None:
+    """The policy registry: list, train, evaluate, shadow, promote, roll back, retire."""
+
+
+@policy.command("list")
+@config_option
+@store_option
+@json_option
+def list_policies(config_path: str, store_path: str | None, as_json: bool) -> None:
+    """Every registered policy with its state and latest evaluation."""
+    with _opened(config_path, store_path) as (_, store):
+        registry = Registry(store)
+        entries = [(e, next(iter(registry.evaluations(e.id)), None)) for e in registry.list()]
+    if as_json:
+        click.echo(json.dumps([{"id": e.id, "kind": e.kind, "state": e.state, "created": e.created, "parent": e.parent,
+                                "lift_lower": ev.lift_lower if ev else None} for e, ev in entries], indent=2))  # fmt: skip
+        return
+    table = Table("id", "kind", "state", "created", "parent", "latest lift (lower bound)")
+    for entry, evaluation in entries:
+        lift = f"{evaluation.lift:+.3f} ({evaluation.lift_lower:+.3f}) vs {evaluation.against}" if evaluation else "-"
+        table.add_row(entry.id, entry.kind, entry.state, _when(entry.created), entry.parent or "-", lift)
+    console.print(table)
+
+
+@policy.command()
+@click.argument("policy_id")
+@config_option
+@store_option
+@json_option
+def show(policy_id: str, config_path: str, store_path: str | None, as_json: bool) -> None:
+    """One policy: what it is, its history and its evaluations."""
+    with _opened(config_path, store_path) as (_, store):
+        registry = Registry(store)
+        entry = registry.get(policy_id)
+        history = registry.history(policy_id)
+        evaluations = registry.evaluations(policy_id)
+    if as_json:
+        click.echo(json.dumps({"id": entry.id, "kind": entry.kind, "state": entry.state, "artifact_hash": entry.artifact_hash,
+                               "args": entry.args, "parent": entry.parent, "created": entry.created, "note": entry.note,
+                               "history": [asdict(h) for h in history], "evaluations": [asdict(e) for e in evaluations]}, indent=2))  # fmt: skip
+        return
+    console.print(f"[bold]{entry.id}[/] ({entry.kind}, {entry.state}) artifact {entry.artifact_hash[:12]}, parent {entry.parent or '-'}")
+    if entry.args:
+        console.print(f"VW arguments: {' '.join(entry.args)}")
+    table = Table("when", "who", "from", "to", "why", title="History")
+    for event in history:
+        table.add_row(_when(event.at), event.actor, event.from_state or "-", event.to_state, event.reason)
+    console.print(table)
+    if evaluations:
+        evals = Table("when", "against", "decisions", "estimator", "lift", "lower", "upper", "ESS", title="Evaluations")
+        for e in evaluations:
+            evals.add_row(_when(e.at), e.against, str(e.decisions), e.estimator, f"{e.lift:+.3f}", f"{e.lift_lower:+.3f}",
+                          f"{e.lift_upper:+.3f}", f"{e.ess:,.0f}")  # fmt: skip
+        console.print(evals)
+
+
+@policy.command()
+@config_option
+@store_option
+@click.option("--id", "policy_id", required=True, help="The new candidate's id.")
+@click.option("--since", type=click.DateTime(TIME_FORMATS), help="Train on joined decisions from this time (UTC).")
+@click.option("--until", type=click.DateTime(TIME_FORMATS), required=True, help="Train on joined decisions before this time (UTC).")
+@click.option("--holdout-until", type=click.DateTime(TIME_FORMATS), help="Evaluate on [until, this); default everything after until.")
+@click.option("--vw-args", default="", help="VW arguments; default the config's learner arguments.")
+@click.option("--no-evaluate", is_flag=True, help="Register without the held-out evaluation.")
+@json_option
+def train(config_path: str, store_path: str | None, policy_id: str, since: datetime | None, until: datetime, holdout_until: datetime | None,
+          vw_args: str, no_evaluate: bool, as_json: bool) -> None:  # fmt: skip
+    """Train a VW candidate on a time range and evaluate it on the later, held-out range."""
+    with _opened(config_path, store_path) as (config, store), Progress(console=console, disable=as_json, transient=True) as bar:
+        task = bar.add_task(f"training {policy_id}", total=None)
+        entry, learned = operations.train_candidate(
+            config, store, policy_id=policy_id, since=_epoch(since), until=_epoch(until), vw_args=vw_args.split() or None,
+            actor=_actor(), progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
+        report = None if no_evaluate else operations.evaluate_policy(config, store, entry.id, since=_epoch(until), until=_epoch(holdout_until))
+    if as_json:
+        click.echo(json.dumps({"id": entry.id, "trained_on": learned, "evaluation": report.as_dict() if report else None}, indent=2))
+        return
+    console.print(f"registered candidate [bold]{entry.id}[/], trained on {learned:,} joined examples")
+    if report:
+        console.print(_report_table(report, f"held-out evaluation on {report.decisions:,} decisions"))
+
+
+@policy.command()
+@click.argument("candidate")
+@config_option
+@store_option
+@click.option("--against", default="champion", show_default=True, help="The baseline policy (registry id, 'champion', file).")
+@click.option("--since", type=click.DateTime(TIME_FORMATS), help="Logged decisions from this time (UTC).")
+@click.option("--until", type=click.DateTime(TIME_FORMATS), help="Logged decisions before this time (UTC).")
+@estimator_option
+@json_option
+def evaluate(candidate: str, config_path: str, store_path: str | None, against: str, since: datetime | None, until: datetime | None,
+             estimators: tuple[str, ...], as_json: bool) -> None:  # fmt: skip
+    """Estimate a policy's value off-policy, with the paired lift over the champion."""
+    with _opened(config_path, store_path) as (config, store):
+        report = operations.evaluate_policy(config, store, candidate, against, since=_epoch(since), until=_epoch(until),
+                                            estimators=estimators or tuple(ESTIMATORS))  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        console.print(_report_table(report, f"{candidate} on {report.decisions:,} logged decisions (money per decision)"))
+
+
+@policy.command()
+@click.argument("policy_id")
+@config_option
+@store_option
+@click.option("--force", is_flag=True, help="Override the gate (needs --reason).")
+@reason_option
+def promote(policy_id: str, config_path: str, store_path: str | None, force: bool, reason: str) -> None:
+    """Make a candidate the champion: only if it beats the champion with confidence."""
+    with _opened(config_path, store_path) as (config, store):
+        previous = operations.promote(config, store, policy_id, actor=_actor(), force=force, reason=reason)
+    console.print(f"{policy_id} is the champion" + (f" (was {previous})" if previous else "") + "; running servers switch within seconds")
+
+
+@policy.command()
+@config_option
+@store_option
+@reason_option
+def rollback(config_path: str, store_path: str | None, reason: str) -> None:
+    """Restore the previous champion."""
+    with _opened(config_path, store_path) as (_, store):
+        restored = operations.rollback(store, actor=_actor(), reason=reason)
+    console.print(f"rolled back: {restored} is the champion again")
+
+
+def _set_state(policy_id: str, config_path: str, store_path: str | None, state: Any, reason: str) -> None:
+    with _opened(config_path, store_path) as (_, store):
+        Registry(store).set_state(policy_id, state, actor=_actor(), reason=reason or state)
+    console.print(f"{policy_id} is now {state}")
+
+
+@policy.command()
+@click.argument("policy_id")
+@config_option
+@store_option
+@reason_option
+def shadow(policy_id: str, config_path: str, store_path: str | None, reason: str) -> None:
+    """Score every live decision with this policy too (logged, never served)."""
+    _set_state(policy_id, config_path, store_path, "shadow", reason)
+
+
+@policy.command()
+@click.argument("policy_id")
+@config_option
+@store_option
+@reason_option
+def retire(policy_id: str, config_path: str, store_path: str | None, reason: str) -> None:
+    """Retire a policy that is not the champion."""
+    _set_state(policy_id, config_path, store_path, "retired", reason)
+
+
+@click.command()
+@click.argument("log_file", type=click.Path(exists=True, dir_okay=False))
+@config_option
+@click.option("--policy", "candidate", required=True, help="Registry id (needs --store), a VW model file, a rule file (.json), 'uniform', 'do_nothing'.")
+@click.option("--against", default=None, help="A baseline policy for the paired lift; default none.")
+@store_option
+@estimator_option
+@json_option
+def replay(log_file: str, config_path: str, candidate: str, against: str | None, store_path: str | None, estimators: tuple[str, ...],
+           as_json: bool) -> None:  # fmt: skip
+    """Replay a policy on an exported log (`brein log export`) and estimate its value."""
+    with _opened(config_path, store_path) as (config, store):
+        registry = Registry(store)
+        data = load_dsjson(Path(log_file).read_text().splitlines(), config)
+        report = evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, registry),
+                             operations.resolve_policy(against, config, registry) if against else None,
+                             estimators or tuple(ESTIMATORS))  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        console.print(_report_table(report, f"{report.candidate} replayed on {report.decisions:,} logged decisions"))

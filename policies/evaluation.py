@@ -1,0 +1,176 @@
+"""Off-policy evaluation of Brein policies on logged decisions: from the store's joined examples or
+from an exported DSJSON log, to the estimators' arrays, to a report a person or a script reads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bandit.catalog import Action, Catalog
+from bandit.config import BreinConfig
+from bandit.features import FeatureEncoder, SharedFeatures, action_line
+from bandit.policies import Policy
+from bandit.store import SQLiteStore
+from policies.estimators import DM, DR, IPS, SNDR, SNIPS, ClippedIPS, Comparison, Estimate, Estimator, LoggedDecisions, compare_policies
+from policies.estimators import evaluate as run_estimators
+from policies.reward_model import CrossFittedRewardModel
+from reward.online import action_from_id
+
+FloatArray = npt.NDArray[np.float64]
+# Clipped IPS truncates importance weights here: a decision can count for at most 50 (a propensity
+# of 2% for an action the candidate always takes), trading a little bias for much less variance.
+CLIP = 50.0
+
+ESTIMATORS: dict[str, type[Estimator]] = {
+    "ips": IPS, "clipped_ips": ClippedIPS, "snips": SNIPS, "dm": DM, "dr": DR, "sndr": SNDR,
+}  # fmt: skip
+
+
+@dataclass
+class LoggedData:
+    """Logged decisions with their observed rewards, as the estimators and the policies need them."""
+
+    decision_ids: list[str]
+    event_times: FloatArray
+    features: list[SharedFeatures]
+    actions: list[tuple[Action, ...]]
+    chosen: npt.NDArray[np.int64]
+    propensity: FloatArray
+    reward: FloatArray
+    # Per decision: shadow policy id -> the pmf it logged over the decision's actions.
+    shadow: list[dict[str, list[float]]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.decision_ids)
+
+
+def _logged(rows: Iterable[tuple[str, float, SharedFeatures, list[str], str, float, float, dict[str, list[float]]]], catalog: Catalog) -> LoggedData:
+    ids, times, features, actions, chosen, propensity, reward, shadow = [], [], [], [], [], [], [], []
+    for decision_id, at, feats, eligible, action_id, probability, value, shadows in rows:
+        ids.append(decision_id)
+        times.append(at)
+        features.append(feats)
+        actions.append(tuple(action_from_id(catalog, a) for a in eligible))
+        chosen.append(eligible.index(action_id))
+        propensity.append(probability)
+        reward.append(value)
+        shadow.append(shadows)
+    return LoggedData(ids, np.array(times, dtype=float), features, actions, np.array(chosen, dtype=np.int64),
+                      np.array(propensity, dtype=float), np.array(reward, dtype=float), shadow)  # fmt: skip
+
+
+def load_logged(config: BreinConfig, store: SQLiteStore, since: float | None = None, until: float | None = None) -> LoggedData:
+    """Joined examples (decisions that were shown, with their final reward) with since <= time < until."""
+    rows = store.db.execute(
+        "SELECT j.decision_id, j.event_time, d.features, d.eligible, d.action_id, d.probability, j.reward, d.shadow "
+        "FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
+        "WHERE j.status = 'joined' AND j.event_time >= ? AND j.event_time < ? ORDER BY j.event_time, j.decision_id",
+        (since if since is not None else float("-inf"), until if until is not None else float("inf")),
+    )
+    return _logged(
+        ((r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], r[6], json.loads(r[7])) for r in rows), Catalog(config)
+    )
+
+
+def load_dsjson(lines: Iterable[str], config: BreinConfig) -> LoggedData:
+    """An exported log (`brein log export`): each line carries the raw features, actions and reward."""
+    def rows() -> Iterable[tuple[str, float, SharedFeatures, list[str], str, float, float, dict[str, list[float]]]]:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                eligible = item["_actions"]
+                chosen = item["_labelIndex"]
+                yield (item["EventId"], float(item["_time"]), item["_features"], eligible, eligible[chosen],
+                       float(item["_label_probability"]), float(item["_reward"]), item.get("_shadow", {}))  # fmt: skip
+            except (ValueError, KeyError, TypeError, IndexError) as error:
+                raise ValueError(f"line {number}: not a Brein DSJSON export line ({error!r})") from None
+
+    return _logged(rows(), Catalog(config))
+
+
+def distribution(policy_id: str, policy: Policy, encoder: FeatureEncoder, data: LoggedData) -> FloatArray:
+    """The policy's (n, K) distribution over each decision's actions, zero-padded. A shadow policy's
+    logged pmf is used where the log has it: exact probabilities on the live contexts."""
+    width = max(len(a) for a in data.actions)
+    target = np.zeros((len(data), width))
+    for i, (features, actions) in enumerate(zip(data.features, data.actions, strict=True)):
+        logged = data.shadow[i].get(policy_id) if data.shadow else None
+        pmf = logged if logged is not None else policy.pmf(encoder.shared_line(features), actions, features)
+        target[i, : len(actions)] = pmf
+    return target
+
+
+def reward_predictions(encoder: FeatureEncoder, data: LoggedData, *, seed: int = 0) -> FloatArray:
+    """Cross-fitted VW regression of reward on (context, action), for DM and DR."""
+    shared = [encoder.shared_line(f) for f in data.features]
+    actions = [[action_line(a) for a in row] for row in data.actions]
+    folds = min(5, len(data))
+    return CrossFittedRewardModel(folds=max(folds, 2), seed=seed).fit_predict(shared, actions, data.chosen, data.reward)
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    candidate: str
+    baseline: str | None
+    decisions: int
+    estimates: list[Estimate]
+    comparisons: list[Comparison]
+
+    def row(self, estimator: str) -> Comparison | Estimate:
+        for item in [*self.comparisons, *self.estimates]:
+            if item.estimator == estimator:
+                return item
+        raise KeyError(estimator)
+
+    def as_dict(self) -> dict[str, Any]:
+        def estimate(e: Estimate) -> dict[str, Any]:
+            return {"value": e.value, "bootstrap": [e.bootstrap.low, e.bootstrap.high], "analytic": [e.analytic.low, e.analytic.high],
+                    "ess": e.effective_sample_size, "unsupported_share": e.unsupported_share}  # fmt: skip
+
+        rows: dict[str, Any] = {}
+        if self.comparisons:
+            for c in self.comparisons:
+                rows[c.estimator] = {"candidate": estimate(c.candidate), "baseline": estimate(c.baseline), "difference": c.difference,
+                                     "difference_bootstrap": [c.bootstrap.low, c.bootstrap.high],
+                                     "difference_analytic": [c.analytic.low, c.analytic.high]}  # fmt: skip
+        else:
+            rows = {e.estimator: {"candidate": estimate(e)} for e in self.estimates}
+        return {"candidate": self.candidate, "baseline": self.baseline, "decisions": self.decisions, "estimators": rows}
+
+
+def evaluate_on(
+    data: LoggedData,
+    encoder: FeatureEncoder,
+    candidate: tuple[str, Policy],
+    baseline: tuple[str, Policy] | None = None,
+    estimators: Sequence[str] = tuple(ESTIMATORS),
+    *,
+    n_bootstrap: int = 500,
+    seed: int = 0,
+) -> EvaluationReport:
+    if len(data) < 2:
+        raise ValueError(f"the log holds {len(data)} joined decisions in that range; an evaluation needs at least 2")
+    unknown = sorted(set(estimators) - set(ESTIMATORS))
+    if unknown:
+        raise ValueError(f"estimator: unknown {', '.join(unknown)}; expected some of {', '.join(ESTIMATORS)}")
+    chosen = [
+        ClippedIPS(clip=CLIP, n_bootstrap=n_bootstrap, seed=seed) if name == "clipped_ips" else ESTIMATORS[name](n_bootstrap=n_bootstrap, seed=seed)
+        for name in estimators
+    ]
+    needs_model = any(e.needs_model for e in chosen)
+    log = LoggedDecisions(
+        reward=data.reward, propensity=data.propensity, action=data.chosen,
+        reward_hat=reward_predictions(encoder, data, seed=seed) if needs_model else None,
+    )  # fmt: skip
+    target = distribution(*candidate, encoder, data)
+    if baseline is None:
+        return EvaluationReport(candidate[0], None, len(data), run_estimators(log, target, chosen), [])
+    comparisons = compare_policies(log, target, distribution(*baseline, encoder, data), chosen)
+    return EvaluationReport(candidate[0], baseline[0], len(data), [c.candidate for c in comparisons], comparisons)
