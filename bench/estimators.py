@@ -1,0 +1,212 @@
+"""Off-policy estimators: `python -m bench.estimators [--quick]`.
+
+Prints four tables:
+  * speed: 1,000,000 logged decisions with up to 20 actions (100,000 with --quick), all six
+    estimators with both intervals (500 bootstrap resamples, the default), next to the floor of a
+    plain IPS mean on the same arrays; each in its own process so its peak RSS is its own
+    (target: <= 10 s and <= 2 GiB);
+  * coverage: 100 seeded repetitions (20 with --quick) of the synthetic problem of
+    tests/test_estimators.py, where the truth is known exactly: how often each 95% interval holds
+    the target's value, and the paired interval the difference target - uniform baseline;
+  * parity: the largest absolute difference from vw-estimators (if installed) on IPS, SNIPS and
+    the Cressie-Read interval;
+  * Open Bandit Dataset: the uniform random policy's click rate estimated from the Bernoulli TS
+    log (campaign "all"), against the click rate the random log observed.
+The synthetic problem and the OBD loader are those of tests/test_estimators.py (run from the
+repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import resource
+import subprocess
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from policies.estimators import compare_policies, evaluate
+from tests.test_estimators import all_estimators, open_bandit, simulate, synthetic_problem
+
+WORKER = """
+import json, resource, sys, time, tracemalloc
+import numpy as np
+from policies.estimators import evaluate, compare_policies
+from tests.test_estimators import all_estimators, simulate, synthetic_problem
+
+mode, n = sys.argv[1], int(sys.argv[2])
+log, target, baseline = simulate(synthetic_problem(actions=20), n, seed=0)
+data_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def run():
+    if mode == "baseline":
+        return float(np.mean(target[np.arange(n), log.action] / log.propensity * log.reward))
+    if mode == "estimators":
+        return evaluate(log, target, all_estimators(n_bootstrap=500))[0].value
+    return compare_policies(log, target, baseline, all_estimators(n_bootstrap=500))[0].difference
+
+started = time.perf_counter()
+value = run()
+seconds = time.perf_counter() - started
+peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+tracemalloc.start()  # a second, untimed run: what the estimation itself allocates at its peak
+run()
+traced_mib = tracemalloc.get_traced_memory()[1] / 2**20
+print(json.dumps({"seconds": seconds, "data_mib": data_mib, "peak_mib": peak_mib, "traced_mib": traced_mib, "value": value}))
+"""
+
+
+def timed_worker(mode: str, decisions: int) -> dict[str, float]:
+    """In a fresh process: seconds spent estimating (data generation excluded), RSS after generating
+    the data, peak RSS after estimating, and the peak memory the estimation itself allocated."""
+    completed = subprocess.run([sys.executable, "-c", WORKER, mode, str(decisions)], capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"the {mode} worker failed:\n{completed.stderr}")
+    result: dict[str, float] = json.loads(completed.stdout)
+    return result
+
+
+def speed(console: Console, decisions: int) -> None:
+    table = Table(
+        "",
+        "seconds",
+        "RSS after data MiB",
+        "peak RSS MiB",
+        "allocated by estimation MiB",
+        "value",
+        title=f"speed: {decisions:,} decisions, up to 20 actions (data generation not timed)",
+    )
+    rows = [
+        ("baseline: plain IPS mean", "baseline"),
+        ("6 estimators, 2 intervals each", "estimators"),
+        ("6 paired comparisons (2 policies)", "compare"),
+    ]
+    for label, mode in rows:
+        result = timed_worker(mode, decisions)
+        table.add_row(
+            label,
+            f"{result['seconds']:.2f}",
+            f"{result['data_mib']:.0f}",
+            f"{result['peak_mib']:.0f}",
+            f"{result['traced_mib']:.0f}",
+            f"{result['value']:.5f}",
+        )
+    console.print(table)
+    console.print(
+        "target: 6 estimators with their intervals <= 10 s and <= 2048 MiB peak for 1,000,000 decisions (500 resamples)"
+    )
+
+
+def coverage(console: Console, repetitions: int, decisions: int = 2000) -> None:
+    problem = synthetic_problem()
+    truth = problem.value(problem.target)
+    difference = truth - problem.value(problem.baseline)
+    hits: dict[tuple[str, str], int] = {}
+    width: dict[tuple[str, str], float] = {}
+    started = time.perf_counter()
+    for repetition in range(repetitions):
+        log, target, baseline = simulate(problem, decisions, seed=repetition)
+        for comparison in compare_policies(log, target, baseline, all_estimators(n_bootstrap=500)):
+            name = comparison.estimator
+            for kind in ("bootstrap", "analytic"):
+                for key, interval, value in (
+                    ((name, kind), getattr(comparison.candidate, kind), truth),
+                    ((f"{name} (target - baseline)", kind), getattr(comparison, kind), difference),
+                ):
+                    hits[key] = hits.get(key, 0) + (interval.low <= value <= interval.high)
+                    width[key] = width.get(key, 0.0) + (interval.high - interval.low)
+    table = Table(
+        "estimator",
+        "bootstrap coverage",
+        "Cressie-Read coverage",
+        "mean widths (boot / CR)",
+        title=f"coverage of 95% intervals: {repetitions} repetitions x {decisions:,} decisions "
+        f"(value {truth:.4f}, difference {difference:.4f}; {time.perf_counter() - started:.0f} s)",
+    )
+    for name in dict.fromkeys(key[0] for key in hits):
+        boot, analytic = (name, "bootstrap"), (name, "analytic")
+        table.add_row(
+            name,
+            f"{hits[boot] / repetitions:.0%}",
+            f"{hits[analytic] / repetitions:.0%}",
+            f"{width[boot] / repetitions:.4f} / {width[analytic] / repetitions:.4f}",
+        )
+    console.print(table)
+    console.print("clipped IPS (clip 5) and DM (a deliberately wrong model) are biased: their intervals are not meant to cover")
+
+
+def parity(console: Console) -> None:
+    if importlib.util.find_spec("estimators") is None:
+        console.print("parity: vw-estimators is not installed (pip install vw-estimators), skipped")
+        return
+    from policies.estimators import IPS, SNIPS
+    from tests.test_estimators import _parity_cases, _vw_estimators
+
+    table = Table(
+        "case", "n", "|IPS - vw|", "|SNIPS - vw|", "|CR low - vw|", "|CR high - vw|", title="parity with vw-estimators 0.2.2"
+    )
+    for case, log, logged, alpha, reward_range in _parity_cases():
+        vw_ips, vw_snips, (low, high) = _vw_estimators(log, logged, alpha, reward_range)
+        ips, snips = evaluate(
+            log, logged, [IPS(alpha=alpha, reward_range=reward_range), SNIPS(alpha=alpha, reward_range=reward_range)]
+        )
+        diffs = (abs(ips.value - vw_ips), abs(snips.value - vw_snips), abs(ips.analytic.low - low), abs(ips.analytic.high - high))
+        table.add_row(case, f"{log.n:,}", *(f"{d:.1e}" for d in diffs))
+    console.print(table)
+
+
+def open_bandit_dataset(console: Console) -> None:
+    started = time.perf_counter()
+    obd = open_bandit()
+    fitted = time.perf_counter() - started
+    truth = obd.random_click_rate
+    table = Table(
+        "estimator",
+        "estimate",
+        "relative error",
+        "bootstrap 95%",
+        "Cressie-Read 95%",
+        "ESS",
+        title=f"Open Bandit Dataset (all): uniform random from the Bernoulli TS log, {obd.log.n:,} impressions; "
+        f"random log's click rate {truth:.5f} (VW reward model cross-fitted in {fitted:.1f} s)",
+    )
+    for estimate in evaluate(obd.log, obd.target, all_estimators(n_bootstrap=500, clip=20.0)):
+        table.add_row(
+            estimate.estimator,
+            f"{estimate.value:.5f}",
+            f"{abs(estimate.value - truth) / truth:.1%}",
+            f"[{estimate.bootstrap.low:.5f}, {estimate.bootstrap.high:.5f}]",
+            f"[{estimate.analytic.low:.5f}, {estimate.analytic.high:.5f}]",
+            f"{estimate.effective_sample_size:,.0f}",
+        )
+    console.print(table)
+    clicks = int(obd.log.reward.sum())
+    console.print(f"positions pooled (position is a context feature); {clicks} clicks in the TS log")
+    console.print(
+        f"the truth itself comes from {int(obd.random_clicks)} clicks in the random log: about +-{1 / obd.random_clicks**0.5:.0%}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.estimators", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="100,000 decisions and 20 repetitions instead of 1,000,000 and 100")
+    args = parser.parse_args(argv)
+    console = Console(width=160)
+    speed(console, 100_000 if args.quick else 1_000_000)
+    coverage(console, 20 if args.quick else 100)
+    parity(console)
+    open_bandit_dataset(console)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    console.print(
+        f"command: python -m bench.estimators{' --quick' if args.quick else ''}; this process's peak RSS {peak:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()

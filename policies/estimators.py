@@ -1,0 +1,575 @@
+"""Off-policy estimators: what a candidate policy would have earned on decisions another policy logged.
+
+Inputs, one row per logged decision i (``LoggedDecisions``):
+  ``reward``      r_i, the observed reward;
+  ``propensity``  p_i, the logging policy's probability of the action it took (> 0);
+  ``action``      the logged action's column in the (n, K) matrices below;
+  ``reward_hat``  (n, K) the reward model's prediction for each of the decision's eligible actions.
+And the candidate ("target") policy, either
+  (n,)   pi_i, its probability of the logged action, which is all IPS, clipped IPS and SNIPS need; or
+  (n, K) its full distribution over each decision's eligible actions, which DM, DR and SNDR need.
+
+Padding: decisions offer different numbers of actions, so decision i's K_i eligible actions are
+columns 0..K_i-1 of the (n, K) matrices, K the largest K_i. The target distribution must be 0 on
+padding columns and the predictions there finite (0 will do). No mask is needed: every sum over
+actions is weighted by the target distribution, so padding never contributes.
+
+Every estimate carries two 95% intervals (at ``alpha`` = 0.05): a bootstrap percentile interval
+and the analytic Cressie-Read interval (see ``policies.intervals`` for why Cressie-Read), the
+effective sample size of the importance weights, and the share of logged actions the candidate
+would never take. ``compare`` estimates candidate - baseline on the same decisions with intervals
+of the difference itself: each bootstrap resample is applied to both policies, and the analytic
+interval is taken over per-decision differences.
+
+Several estimators evaluated together (``evaluate``/``compare_policies``) share their bootstrap
+resamples when their ``n_bootstrap`` and ``seed`` agree, which makes six estimators cost about as
+much as one; the numbers are those of estimating one at a time (up to rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from policies.intervals import (
+    bootstrap_sums,
+    cressie_read_interval,
+    effective_sample_size,
+    mean_interval,
+    percentile_interval,
+)
+from policies.reward_model import CrossFittedRewardModel
+
+__all__ = [
+    "DM",
+    "DR",
+    "IPS",
+    "SNDR",
+    "SNIPS",
+    "ClippedIPS",
+    "Comparison",
+    "CrossFittedRewardModel",
+    "Estimate",
+    "Estimator",
+    "Interval",
+    "LoggedDecisions",
+    "compare_policies",
+    "evaluate",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# How far a target distribution's row may sum from 1 (float32 soft-maxes and the like).
+PMF_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class LoggedDecisions:
+    """What the logging policy did, one row per decision; see the module docstring for the layout."""
+
+    reward: FloatArray
+    propensity: FloatArray
+    action: IntArray | None = None
+    reward_hat: FloatArray | None = None
+
+    def __post_init__(self) -> None:
+        reward = _float_array("reward", self.reward, ndim=1)
+        n = reward.shape[0]
+        if n == 0:
+            raise ValueError("reward: expected at least one logged decision, got an empty array")
+        propensity = _float_array("propensity", self.propensity, ndim=1, rows=n)
+        valid = (propensity > 0) & (propensity <= 1)
+        if not valid.all():
+            raise ValueError(f"propensity: expected probabilities in (0, 1], got {_first_bad(propensity, valid)}")
+        object.__setattr__(self, "reward", reward)
+        object.__setattr__(self, "propensity", propensity)
+        width = None
+        if self.reward_hat is not None:
+            reward_hat = _float_array("reward_hat", self.reward_hat, ndim=2, rows=n)
+            object.__setattr__(self, "reward_hat", reward_hat)
+            width = reward_hat.shape[1]
+        if self.action is not None:
+            action = np.asarray(self.action)
+            if action.shape != (n,) or not np.issubdtype(action.dtype, np.integer):
+                raise ValueError(f"action: expected {n} integer column indices, got {_describe(action)}")
+            valid = (action >= 0) & (action < (width if width is not None else np.inf))
+            if not valid.all():
+                bound = f"[0, {width})" if width is not None else "[0, K)"
+                raise ValueError(f"action: expected column indices in {bound}, got {_first_bad(action, valid)}")
+            object.__setattr__(self, "action", action.astype(np.int64, copy=False))
+        elif self.reward_hat is not None:
+            raise ValueError("action: expected the logged actions' columns alongside reward_hat, got None")
+
+    @property
+    def n(self) -> int:
+        return int(self.reward.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    low: float
+    high: float
+    method: str  # "bootstrap" or "cressie-read"
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A policy value: point estimate, two intervals at level 1 - alpha, and overlap diagnostics.
+
+    ``effective_sample_size`` is Kish's (sum w)^2 / sum w^2 of the importance weights the
+    estimator applies (clipped ones for clipped IPS; DM applies none and reports the raw weights'
+    as a diagnostic of overlap). ``unsupported_share`` is the share of logged decisions whose
+    logged action the candidate gives probability 0: nothing there tells us about the candidate.
+    """
+
+    estimator: str
+    value: float
+    bootstrap: Interval
+    analytic: Interval
+    effective_sample_size: float
+    unsupported_share: float
+    n: int
+    alpha: float
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """candidate - baseline on the same logged decisions, with intervals of the difference itself."""
+
+    estimator: str
+    difference: float
+    bootstrap: Interval
+    analytic: Interval
+    candidate: Estimate
+    baseline: Estimate
+
+
+class _Policy:
+    """Validated inputs for one target policy on one log, with the per-decision columns estimators sum.
+
+    Columns are computed once and shared by every estimator that names them.
+    """
+
+    def __init__(self, log: LoggedDecisions, target: npt.ArrayLike, *, full: bool) -> None:
+        n = log.n
+        array = np.asarray(target)
+        if array.ndim == 1:
+            if full:
+                raise ValueError(
+                    f"target: expected the target policy's full distribution, an ({n}, K) array, got shape {array.shape}"
+                )
+            logged = _float_array("target", array, ndim=1, rows=n)
+            valid = (logged >= 0) & (logged <= 1)
+            if not valid.all():
+                raise ValueError(f"target: expected probabilities in [0, 1], got {_first_bad(logged, valid)}")
+            self.pmf: FloatArray | None = None
+        else:
+            pmf = _float_array("target", array, ndim=2, rows=n)
+            if log.action is None:
+                raise ValueError("action: expected the logged actions' columns to read a full target distribution, got None")
+            if log.reward_hat is not None and log.reward_hat.shape != pmf.shape:
+                raise ValueError(f"target: expected the shape of reward_hat {log.reward_hat.shape}, got {pmf.shape}")
+            if int(log.action.max()) >= pmf.shape[1]:
+                raise ValueError(f"action: expected column indices in [0, {pmf.shape[1]}), got {int(log.action.max())}")
+            if pmf.min() < 0:
+                raise ValueError(f"target: expected probabilities >= 0, got {float(pmf.min())!r}")
+            totals = pmf.sum(axis=1)
+            off = np.abs(totals - 1) > PMF_TOLERANCE
+            if off.any():
+                row = int(np.argmax(off))
+                raise ValueError(f"target: expected each row to sum to 1, got {float(totals[row])!r} in row {row}")
+            self.pmf = pmf
+            logged = pmf[np.arange(n), log.action]
+        if full and log.reward_hat is None:
+            raise ValueError("reward_hat: expected the reward model's (n, K) predictions for DM/DR/SNDR, got None")
+        self.log = log
+        self.logged = logged
+        self._columns: dict[Hashable, FloatArray] = {}
+
+    @cached_property
+    def weights(self) -> FloatArray:
+        return self.logged / self.log.propensity
+
+    def column(self, key: Hashable) -> FloatArray:
+        """Per-decision terms by name: "w", "wr", ("wcr", clip), "dm" or "w_residual"."""
+        if key not in self._columns:
+            self._columns[key] = self._compute(key)
+        return self._columns[key]
+
+    def _compute(self, key: Hashable) -> FloatArray:
+        log = self.log
+        if key == "w":
+            return self.weights
+        if key == "wr":
+            return self.weights * log.reward
+        if isinstance(key, tuple) and key[0] == "wcr":
+            return np.minimum(self.weights, key[1]) * log.reward
+        assert self.pmf is not None and log.reward_hat is not None and log.action is not None
+        if key == "dm":
+            expected: FloatArray = np.einsum("ij,ij->i", self.pmf, log.reward_hat)
+            return expected
+        if key == "w_residual":
+            return self.weights * (log.reward - log.reward_hat[np.arange(log.n), log.action])
+        raise KeyError(key)
+
+    @cached_property
+    def unsupported_share(self) -> float:
+        return float(np.mean(self.logged == 0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Estimator(ABC):
+    """An off-policy estimator and its hyper-parameters.
+
+    ``reward_range`` bounds the rewards, hence the policy value: it calibrates the Cressie-Read
+    interval and clips both intervals. None takes the range observed in the log; give the true
+    range when it is known (clicks: (0, 1)).
+    """
+
+    alpha: float = 0.05
+    n_bootstrap: int = 500
+    seed: int = 0
+    reward_range: tuple[float, float] | None = None
+
+    name: ClassVar[str]
+    needs_model: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float) or not 0 < self.alpha < 1:
+            raise ValueError(f"alpha: expected a number in (0, 1), got {self.alpha!r}")
+        minimum = math.ceil(2 / self.alpha)
+        if isinstance(self.n_bootstrap, bool) or not isinstance(self.n_bootstrap, int) or self.n_bootstrap < minimum:
+            raise ValueError(
+                f"n_bootstrap: expected an integer >= {minimum} (at least one resample beyond each end at alpha={self.alpha}), "
+                f"got {self.n_bootstrap!r}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {self.seed!r}")
+        if self.reward_range is not None:
+            bounds = self.reward_range
+            if (
+                not isinstance(bounds, tuple)
+                or len(bounds) != 2
+                or not all(isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
+                or not bounds[0] < bounds[1]
+            ):
+                raise ValueError(f"reward_range: expected a tuple (low, high) of finite numbers with low < high, got {bounds!r}")
+
+    def estimate(self, log: LoggedDecisions, target: npt.ArrayLike) -> Estimate:
+        """The target policy's value on ``log``; ``target`` is (n,) or (n, K), see the module docstring."""
+        return evaluate(log, target, [self])[0]
+
+    def compare(self, log: LoggedDecisions, candidate: npt.ArrayLike, baseline: npt.ArrayLike) -> Comparison:
+        """candidate - baseline on the same logged decisions."""
+        return compare_policies(log, candidate, baseline, [self])[0]
+
+    # What a subclass defines: the columns it sums, the statistic of their sums, and the
+    # per-decision terms (mean = value) of its analytic interval.
+    @abstractmethod
+    def _keys(self) -> tuple[Hashable, ...]: ...
+
+    @abstractmethod
+    def _statistic(self, sums: Mapping[Hashable, FloatArray], n: int) -> FloatArray: ...
+
+    @abstractmethod
+    def _terms(self, policy: _Policy, value: float) -> FloatArray: ...
+
+    def _analytic(self, policy: _Policy, value: float, bounds: tuple[float, float]) -> tuple[float, float]:
+        return mean_interval(self._terms(policy, value), self.alpha)
+
+    def _ess_weights(self, policy: _Policy) -> FloatArray:
+        return policy.weights
+
+
+@dataclass(frozen=True, kw_only=True)
+class IPS(Estimator):
+    """Inverse propensity scoring: mean of w_i r_i, w_i = pi_i / p_i. Unbiased when the log covers the target.
+
+    Its analytic interval is Cressie-Read's for E[w r] under E[w] = 1, an interval for the policy
+    value that IPS and SNIPS share (the same one vw-estimators computes).
+    """
+
+    name: ClassVar[str] = "ips"
+
+    def _keys(self) -> tuple[Hashable, ...]:
+        return ("wr",)
+
+    def _statistic(self, sums: Mapping[Hashable, FloatArray], n: int) -> FloatArray:
+        return sums["wr"] / n
+
+    def _terms(self, policy: _Policy, value: float) -> FloatArray:
+        return policy.column("wr")
+
+    def _analytic(self, policy: _Policy, value: float, bounds: tuple[float, float]) -> tuple[float, float]:
+        return cressie_read_interval(policy.weights, policy.log.reward, alpha=self.alpha, reward_range=bounds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClippedIPS(Estimator):
+    """IPS with weights capped at ``clip``: mean of min(w_i, clip) r_i.
+
+    Trades bias for variance: with non-negative rewards it underestimates by the mass above the
+    cap. Its intervals are for that clipped value, not for the policy value.
+    """
+
+    clip: float
+    name: ClassVar[str] = "clipped_ips"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.clip, bool) or not isinstance(self.clip, int | float) or not self.clip > 0 or math.isnan(self.clip):
+            raise ValueError(f"clip: expected a positive number, got {self.clip!r}")
+
+    def _keys(self) -> tuple[Hashable, ...]:
+        return (("wcr", float(self.clip)),)
+
+    def _statistic(self, sums: Mapping[Hashable, FloatArray], n: int) -> FloatArray:
+        return sums[("wcr", float(self.clip))] / n
+
+    def _terms(self, policy: _Policy, value: float) -> FloatArray:
+        return policy.column(("wcr", float(self.clip)))
+
+    def _ess_weights(self, policy: _Policy) -> FloatArray:
+        return np.minimum(policy.weights, self.clip)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SNIPS(Estimator):
+    """Self-normalised IPS: sum w_i r_i / sum w_i. Slightly biased, much less variable than IPS
+    when the weights' mean strays from 1; undefined if the target gives every logged action 0."""
+
+    name: ClassVar[str] = "snips"
+
+    def _keys(self) -> tuple[Hashable, ...]:
+        return ("wr", "w")
+
+    def _statistic(self, sums: Mapping[Hashable, FloatArray], n: int) -> FloatArray:
+        return _ratio(sums["wr"], sums["w"])
+
+    def _terms(self, policy: _Policy, value: float) -> FloatArray:
+        # Linearised (delta-method) terms of the ratio: their mean is the estimate.
+        w = policy.weights
+        return value + w * (policy.log.reward - value) / float(w.mean())
+
+    def _analytic(self, policy: _Policy, value: float, bounds: tuple[float, float]) -> tuple[float, float]:
+        return cressie_read_interval(policy.weights, policy.log.reward, alpha=self.alpha, reward_range=bounds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DM(Estimator):
+    """Direct method: mean over decisions of sum_a pi(a|x_i) q(x_i, a), q the reward model.
+
+    No importance weights, so low variance, but biased as much as the model is wrong; its
+    intervals describe sampling noise only, not the model's bias (nor its fitting noise).
+    """
+
+    name: ClassVar[str] = "dm"
+    needs_model: ClassVar[bool] = True
+
+    def _keys(self) -> tuple[Hashable, ...]:
+        return ("dm",)
+
+    def _statistic(self, sums: Mapping[Hashable, FloatArray], n: int) -> FloatArray:
+        return sums["dm"] / n
+
+    def _terms(self, policy: _Policy, value: float) -> FloatArray:
+        return policy.column("dm")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DR(Estimator):
+    """Doubly robust: DM plus the importance-weighted residual of the logged action,
+    mean of dm_i + w_i (r_i - q(x_i, a_i)). Unbiased if the propensities are right, whatever the
+    model; lower variance than IPS when the model is good. Use a cross-fitted model
+    (``policies.reward_model``) so no decision's prediction was trained on its own reward."""
+
+    name: ClassVar[str] = "dr"
+    needs_model: ClassVar[bool] = True
+
+    def _keys(self) -> tuple[Hashable, ...]:
+        return ("dm", "w_residual")
+
+    def _statistic(self, sums: Mapping[Hashable, FloatArray], n: int) -> FloatArray:
+        return (sums["dm"] + sums["w_residual"]) / n
+
+    def _terms(self, policy: _Policy, value: float) -> FloatArray:
+        return policy.column("dm") + policy.column("w_residual")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SNDR(Estimator):
+    """Self-normalised DR: mean(dm_i) + sum w_i (r_i - q_i) / sum w_i, as SNIPS is to IPS."""
+
+    name: ClassVar[str] = "sndr"
+    needs_model: ClassVar[bool] = True
+
+    def _keys(self) -> tuple[Hashable, ...]:
+        return ("dm", "w_residual", "w")
+
+    def _statistic(self, sums: Mapping[Hashable, FloatArray], n: int) -> FloatArray:
+        return sums["dm"] / n + _ratio(sums["w_residual"], sums["w"])
+
+    def _terms(self, policy: _Policy, value: float) -> FloatArray:
+        w = policy.weights
+        residual = policy.column("w_residual")
+        correction = float(residual.sum() / w.sum())
+        return policy.column("dm") + correction + (residual - correction * w) / float(w.mean())
+
+
+def evaluate(log: LoggedDecisions, target: npt.ArrayLike, estimators: Sequence[Estimator]) -> list[Estimate]:
+    """Every estimator's estimate of ``target`` on ``log``, in order; shared resamples where possible."""
+    _check_estimators(log, estimators)
+    policy = _Policy(log, target, full=any(e.needs_model for e in estimators))
+    values, samples = _run(estimators, [policy])
+    return [_estimate(e, policy, v[0], s[0]) for e, v, s in zip(estimators, values, samples, strict=True)]
+
+
+def compare_policies(
+    log: LoggedDecisions, candidate: npt.ArrayLike, baseline: npt.ArrayLike, estimators: Sequence[Estimator]
+) -> list[Comparison]:
+    """Each estimator's candidate - baseline on ``log``: each bootstrap resample serves both policies,
+    and the analytic interval is that of the mean per-decision difference."""
+    _check_estimators(log, estimators)
+    full = any(e.needs_model for e in estimators)
+    policies = [_Policy(log, candidate, full=full), _Policy(log, baseline, full=full)]
+    values, samples = _run(estimators, policies)
+    comparisons = []
+    for estimator, (value_c, value_b), (samples_c, samples_b) in zip(estimators, values, samples, strict=True):
+        low, high = _bounds(estimator, log)
+        span = (low - high, high - low)
+        difference = value_c - value_b
+        terms = estimator._terms(policies[0], value_c) - estimator._terms(policies[1], value_b)
+        comparisons.append(
+            Comparison(
+                estimator=estimator.name,
+                difference=difference,
+                bootstrap=_interval(percentile_interval(samples_c - samples_b, estimator.alpha), span, "bootstrap"),
+                analytic=_interval(mean_interval(terms, estimator.alpha), span, "cressie-read"),
+                candidate=_estimate(estimator, policies[0], value_c, samples_c),
+                baseline=_estimate(estimator, policies[1], value_b, samples_b),
+            )
+        )
+    return comparisons
+
+
+def _run(estimators: Sequence[Estimator], policies: Sequence[_Policy]) -> tuple[list[list[float]], list[list[FloatArray]]]:
+    """Point values and bootstrap samples of every estimator on every policy.
+
+    Estimators with the same (n_bootstrap, seed) are resampled together: the union of the
+    columns they need, for all policies, goes through one pass of ``bootstrap_sums``.
+    """
+    n = policies[0].log.n
+    values: list[list[float]] = [[] for _ in estimators]
+    samples: list[list[FloatArray]] = [[] for _ in estimators]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, estimator in enumerate(estimators):
+        groups.setdefault((estimator.n_bootstrap, estimator.seed), []).append(index)
+    for (n_bootstrap, seed), members in groups.items():
+        slots: dict[tuple[int, Hashable], int] = {}
+        for index in members:
+            for p in range(len(policies)):
+                for key in estimators[index]._keys():
+                    slots.setdefault((p, key), len(slots))
+        columns = np.empty((n, len(slots)))
+        for (p, key), slot in slots.items():
+            columns[:, slot] = policies[p].column(key)
+        totals = columns.sum(axis=0)
+        resampled = bootstrap_sums(columns, n_bootstrap=n_bootstrap, seed=seed)
+        del columns
+        for index in members:
+            estimator = estimators[index]
+            for p in range(len(policies)):
+                keys = estimator._keys()
+                point = {key: totals[slots[(p, key)], None] for key in keys}
+                boot = {key: resampled[:, slots[(p, key)]] for key in keys}
+                value = float(estimator._statistic(point, n)[0])
+                if not math.isfinite(value):
+                    raise ValueError(
+                        f"target: {estimator.name} is undefined, the target gives probability 0 to every logged action"
+                    )
+                values[index].append(value)
+                samples[index].append(estimator._statistic(boot, n))
+    return values, samples
+
+
+def _estimate(estimator: Estimator, policy: _Policy, value: float, samples: FloatArray) -> Estimate:
+    bounds = _bounds(estimator, policy.log)
+    return Estimate(
+        estimator=estimator.name,
+        value=value,
+        bootstrap=_interval(percentile_interval(samples, estimator.alpha), bounds, "bootstrap"),
+        analytic=_interval(estimator._analytic(policy, value, bounds), bounds, "cressie-read"),
+        effective_sample_size=effective_sample_size(estimator._ess_weights(policy)),
+        unsupported_share=policy.unsupported_share,
+        n=policy.log.n,
+        alpha=estimator.alpha,
+    )
+
+
+def _bounds(estimator: Estimator, log: LoggedDecisions) -> tuple[float, float]:
+    """The reward range: the estimator's, checked against the log, or the one observed."""
+    low, high = float(log.reward.min()), float(log.reward.max())
+    if estimator.reward_range is None:
+        return low, high
+    r_low, r_high = estimator.reward_range
+    if low < r_low or high > r_high:
+        outside = (log.reward < r_low) | (log.reward > r_high)
+        row = int(np.argmax(outside))
+        raise ValueError(
+            f"reward: expected values within reward_range {estimator.reward_range}, got {float(log.reward[row])!r} in row {row}"
+        )
+    return float(r_low), float(r_high)
+
+
+def _interval(bounds: tuple[float, float], span: tuple[float, float], method: str) -> Interval:
+    low, high = bounds
+    return Interval(low=min(max(low, span[0]), span[1]), high=max(min(high, span[1]), span[0]), method=method)
+
+
+def _ratio(numerator: FloatArray, denominator: FloatArray) -> FloatArray:
+    """numerator / denominator, NaN where the denominator is 0 (a resample with no weight on the target)."""
+    safe = np.where(denominator != 0, denominator, 1.0)
+    return np.where(denominator != 0, numerator / safe, np.nan)
+
+
+def _check_estimators(log: LoggedDecisions, estimators: Sequence[Estimator]) -> None:
+    if len(estimators) == 0 or not all(isinstance(e, Estimator) for e in estimators):
+        raise ValueError(f"estimators: expected a non-empty sequence of estimators, got {estimators!r}")
+    for estimator in estimators:
+        _bounds(estimator, log)  # rewards outside an estimator's reward_range fail before any work
+
+
+def _float_array(name: str, value: Any, *, ndim: int, rows: int | None = None) -> FloatArray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an array of numbers, got {type(value).__name__}") from None
+    if array.ndim != ndim or (rows is not None and array.shape[0] != rows):
+        expected = f"({rows},)" if ndim == 1 else f"({rows}, K)"
+        raise ValueError(
+            f"{name}: expected an array of shape {expected if rows is not None else f'{ndim}-D'}, got shape {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}: expected finite numbers, got {_first_bad(array, np.isfinite(array))}")
+    return array
+
+
+def _first_bad(array: npt.NDArray[Any], ok: npt.NDArray[np.bool_]) -> str:
+    flat = np.flatnonzero(~np.asarray(ok).ravel())
+    if flat.size == 0:
+        return "no offending value"
+    position = np.unravel_index(int(flat[0]), array.shape)
+    where = f"row {position[0]}" if len(position) == 1 else f"row {position[0]}, column {position[1]}"
+    return f"{array.ravel()[flat[0]].item()!r} in {where}"
+
+
+def _describe(array: npt.NDArray[Any]) -> str:
+    return f"dtype {array.dtype} and shape {array.shape}"

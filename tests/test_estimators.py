@@ -1,0 +1,488 @@
+"""Off-policy estimators: coverage where the truth is known, parity with vw-estimators, Open Bandit Dataset.
+
+The synthetic problem and the OBD loader live here and are reused by ``bench/estimators.py``,
+which runs the full-size versions of the coverage and OBD checks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from policies import intervals
+from policies.estimators import (
+    DM,
+    DR,
+    IPS,
+    SNDR,
+    SNIPS,
+    ClippedIPS,
+    Estimator,
+    LoggedDecisions,
+    compare_policies,
+    evaluate,
+)
+from policies.reward_model import CrossFittedRewardModel
+
+DATA = Path(__file__).parent / "data"
+BINARY = (0.0, 1.0)
+
+
+# --- A logged-bandit problem whose policy values are known exactly ---------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Context types drawn uniformly; type c offers its first ``eligible[c]`` of K actions.
+
+    ``mean[c, a]`` is the Bernoulli reward probability; ``logging``, ``target`` and ``baseline``
+    are (contexts, K) distributions, zero beyond a type's actions. ``model`` is a deliberately
+    wrong reward model (shrunk towards 0.3), fixed, so DM is biased and DR must not be.
+    """
+
+    eligible: np.ndarray
+    mean: np.ndarray
+    logging: np.ndarray
+    target: np.ndarray
+    baseline: np.ndarray
+    model: np.ndarray
+
+    def value(self, policy: np.ndarray) -> float:
+        """Exact value: the average over context types of sum_a policy(a|c) mean(c, a)."""
+        return float(np.mean(np.sum(policy * self.mean, axis=1)))
+
+
+def synthetic_problem(contexts: int = 30, actions: int = 5, seed: int = 20240611) -> Problem:
+    rng = np.random.default_rng(seed)
+    eligible = rng.integers(2, actions + 1, size=contexts)
+    offered = np.arange(actions)[None, :] < eligible[:, None]
+    logit = rng.normal(-1.0, 1.2, size=(contexts, actions))
+    mean = np.where(offered, 1 / (1 + np.exp(-logit)), 0.0)
+
+    def softmax(scores: np.ndarray, support: np.ndarray) -> np.ndarray:
+        e = np.where(support, np.exp(scores - scores.max(axis=1, keepdims=True)), 0.0)
+        distribution: np.ndarray = e / e.sum(axis=1, keepdims=True)
+        return distribution
+
+    uniform = offered / eligible[:, None]
+    logging = 0.7 * softmax(rng.normal(0, 0.8, size=(contexts, actions)), offered) + 0.3 * uniform
+    # The target prefers good actions and, in every third context type, never takes the worst one.
+    support = offered.copy()
+    worst = np.argmin(np.where(offered, mean, np.inf), axis=1)
+    support[np.arange(0, contexts, 3), worst[::3]] = False
+    target = softmax(3.0 * logit, support)
+    model = np.where(offered, 0.3 + 0.5 * (mean - 0.3), 0.0)
+    return Problem(eligible=eligible, mean=mean, logging=logging, target=target, baseline=uniform, model=model)
+
+
+def simulate(problem: Problem, n: int, seed: int) -> tuple[LoggedDecisions, np.ndarray, np.ndarray]:
+    """n logged decisions: (log with the fixed reward model, target (n, K), baseline (n, K))."""
+    rng = np.random.default_rng(seed)
+    context = rng.integers(0, problem.eligible.size, size=n)
+    cumulative = np.cumsum(problem.logging[context], axis=1)
+    action = np.minimum((rng.random(n)[:, None] >= cumulative).sum(axis=1), problem.eligible[context] - 1)
+    reward = (rng.random(n) < problem.mean[context, action]).astype(np.float64)
+    log = LoggedDecisions(
+        reward=reward,
+        propensity=problem.logging[context, action],
+        action=action,
+        reward_hat=problem.model[context],
+    )
+    return log, problem.target[context], problem.baseline[context]
+
+
+# --- The Open Bandit Dataset sample (see tests/data/README.md) -------------------------------
+
+
+@dataclass(frozen=True)
+class OpenBandit:
+    log: LoggedDecisions  # Bernoulli TS log, "all" campaign, with cross-fitted VW predictions
+    target: np.ndarray  # the uniform random policy: 1/80 for every item at every position
+    random_click_rate: float  # what the uniform random policy actually earned, from its own log
+    random_clicks: int
+
+
+def open_bandit(model: CrossFittedRewardModel | None = None) -> OpenBandit:
+    """Positions are pooled: each impression is one decision, its position a context feature.
+
+    The uniform random policy draws each position's item uniformly from the 80, so its
+    probability of the logged item is 1/80 whatever the position, and its click rate is the
+    random log's mean click over all positions.
+    """
+    data = np.load(DATA / "obd_all.npz")
+    item = data["bts_item"].astype(np.int64)
+    items = data["item_numeric"].size
+    shared = [
+        f"|u a={a} b={b} c={c} d={d} |p position={p}"
+        for (a, b, c, d), p in zip(data["bts_user"].tolist(), data["bts_position"].tolist(), strict=True)
+    ]
+    offers = [
+        f"|i item={k} x0:{x0!r} c1={c1} c2={c2} c3={c3}"
+        for k, (x0, (c1, c2, c3)) in enumerate(zip(data["item_numeric"].tolist(), data["item_categories"].tolist(), strict=True))
+    ]
+    reward = data["bts_click"].astype(np.float64)
+    predictions = (model or CrossFittedRewardModel()).fit_predict(shared, [offers] * item.size, item, reward)
+    log = LoggedDecisions(reward=reward, propensity=data["bts_propensity"], action=item, reward_hat=predictions)
+    clicks = data["random_click"]
+    return OpenBandit(
+        log=log,
+        target=np.full((item.size, items), 1 / items),
+        random_click_rate=float(clicks.mean()),
+        random_clicks=int(clicks.sum()),
+    )
+
+
+def all_estimators(n_bootstrap: int = 200, clip: float = 5.0) -> list[Estimator]:
+    kinds: list[type[Estimator]] = [IPS, SNIPS, DM, DR, SNDR]
+    estimators = [kind(n_bootstrap=n_bootstrap, reward_range=BINARY) for kind in kinds]
+    return estimators[:1] + [ClippedIPS(clip=clip, n_bootstrap=n_bootstrap, reward_range=BINARY)] + estimators[1:]
+
+
+# --- (a) coverage ------------------------------------------------------------------------------
+
+REPETITIONS = 60  # the benchmark runs 100; with 60, a true coverage of 80% passes with p ~ 0.01
+
+
+def test_intervals_cover_the_true_value_and_difference() -> None:
+    problem = synthetic_problem()
+    truth = problem.value(problem.target)
+    true_difference = truth - problem.value(problem.baseline)
+    estimators = [
+        IPS(n_bootstrap=200, reward_range=BINARY),
+        SNIPS(n_bootstrap=200, reward_range=BINARY),
+        DR(n_bootstrap=200, reward_range=BINARY),
+    ]
+    covered: dict[tuple[str, str], int] = {}
+    for repetition in range(REPETITIONS):
+        log, target, baseline = simulate(problem, 2000, seed=repetition)
+        for comparison in compare_policies(log, target, baseline, estimators):
+            estimate = comparison.candidate
+            for kind in ("bootstrap", "analytic"):
+                interval = getattr(estimate, kind)
+                covered[(estimate.estimator, kind)] = covered.get((estimate.estimator, kind), 0) + (
+                    interval.low <= truth <= interval.high
+                )
+                interval = getattr(comparison, kind)
+                key = (f"{estimate.estimator} difference", kind)
+                covered[key] = covered.get(key, 0) + (interval.low <= true_difference <= interval.high)
+    coverage = {key: count / REPETITIONS for key, count in covered.items()}
+    assert len(coverage) == 12
+    assert all(share >= 0.9 for share in coverage.values()), coverage
+
+
+def test_dm_is_biased_by_a_wrong_model_and_dr_is_not() -> None:
+    problem = synthetic_problem()
+    log, target, _ = simulate(problem, 50_000, seed=1)
+    dm, dr = evaluate(log, target, [DM(reward_range=BINARY), DR(reward_range=BINARY)])
+    truth = problem.value(problem.target)
+    assert not dm.analytic.low <= truth <= dm.analytic.high
+    assert dr.analytic.low <= truth <= dr.analytic.high
+    assert abs(dr.value - truth) < 0.01
+
+
+# --- (b) parity with vw-estimators (a test-only dependency) ----------------------------------
+
+
+def _vw_estimators(
+    log: LoggedDecisions, target_logged: np.ndarray, alpha: float, reward_range: tuple[float, float]
+) -> tuple[float, float, tuple[float, float]]:
+    ips = pytest.importorskip("estimators.bandits.ips")
+    snips = pytest.importorskip("estimators.bandits.snips")
+    cressieread = pytest.importorskip("estimators.bandits.cressieread")
+    point_ips, point_snips = ips.Estimator(), snips.Estimator()
+    interval = cressieread.Interval(rmin=reward_range[0], rmax=reward_range[1])
+    for p, r, pi in zip(log.propensity.tolist(), log.reward.tolist(), target_logged.tolist(), strict=True):
+        point_ips.add_example(p, r, pi)
+        point_snips.add_example(p, r, pi)
+        interval.add_example(p, r, pi)
+    low, high = interval.get(alpha)
+    return point_ips.get(), point_snips.get(), (low, high)
+
+
+def _parity_cases() -> list[tuple[str, LoggedDecisions, np.ndarray, float, tuple[float, float]]]:
+    problem = synthetic_problem()
+    log, target, _ = simulate(problem, 3000, seed=5)
+    logged = target[np.arange(log.n), log.action]
+    rng = np.random.default_rng(3)
+    spread = LoggedDecisions(reward=rng.uniform(-1.0, 2.0, size=log.n), propensity=log.propensity)
+    data = np.load(DATA / "obd_all.npz")
+    obd = LoggedDecisions(reward=data["bts_click"].astype(np.float64), propensity=data["bts_propensity"])
+    return [
+        ("synthetic", log, logged, 0.05, BINARY),
+        ("synthetic alpha 0.1", log, logged, 0.1, BINARY),
+        ("rewards in [-1, 2]", spread, logged, 0.05, (-1.0, 2.0)),
+        ("open bandit", obd, np.full(obd.n, 1 / 80), 0.05, BINARY),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "log", "logged", "alpha", "reward_range"), [pytest.param(*case, id=case[0]) for case in _parity_cases()]
+)
+def test_ips_snips_and_cressie_read_match_vw_estimators(
+    case: str, log: LoggedDecisions, logged: np.ndarray, alpha: float, reward_range: tuple[float, float]
+) -> None:
+    vw_ips, vw_snips, vw_interval = _vw_estimators(log, logged, alpha, reward_range)
+    ips, snips = evaluate(
+        log, logged, [IPS(alpha=alpha, reward_range=reward_range), SNIPS(alpha=alpha, reward_range=reward_range)]
+    )
+    assert abs(ips.value - vw_ips) <= 1e-9
+    assert abs(snips.value - vw_snips) <= 1e-9
+    assert abs(ips.analytic.low - vw_interval[0]) <= 1e-9
+    assert abs(ips.analytic.high - vw_interval[1]) <= 1e-9
+    assert (snips.analytic.low, snips.analytic.high) == (ips.analytic.low, ips.analytic.high)
+
+
+def test_f_quantile_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for alpha in (0.01, 0.05, 0.1, 0.5):
+        for dfd in (1, 2, 7, 30, 1000, 99_999, 100_001, 10**6, 10**9):
+            expected = stats.f.isf(alpha, 1, dfd)
+            assert intervals.f1_quantile(alpha, dfd) == pytest.approx(expected, rel=1e-10)
+
+
+def test_mean_interval_is_a_t_interval_with_divisor_n() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    terms = np.random.default_rng(0).exponential(size=500)
+    half_width = stats.t.isf(0.025, 500) * terms.std() / math.sqrt(500)
+    low, high = intervals.mean_interval(terms, 0.05)
+    assert low == pytest.approx(terms.mean() - half_width, abs=1e-12)
+    assert high == pytest.approx(terms.mean() + half_width, abs=1e-12)
+
+
+# --- (c) the Open Bandit Dataset ----------------------------------------------------------------
+
+
+def test_open_bandit_estimates_of_the_random_policy_from_the_thompson_log() -> None:
+    obd = open_bandit()
+    truth = obd.random_click_rate
+    estimates = {e.estimator: e for e in evaluate(obd.log, obd.target, all_estimators())}
+    for name in ("ips", "snips", "dr", "sndr"):
+        estimate = estimates[name]
+        assert estimate.bootstrap.low <= truth <= estimate.bootstrap.high, estimate
+        assert estimate.analytic.low <= truth <= estimate.analytic.high, estimate
+    # 38 clicks make the truth itself uncertain by ~16%: the bounds are loose on purpose.
+    assert abs(estimates["dr"].value - truth) / truth < 0.25
+    assert abs(estimates["sndr"].value - truth) / truth < 0.25
+    assert abs(estimates["ips"].value - truth) / truth < 0.6
+    assert estimates["ips"].unsupported_share == 0.0
+    assert 100 < estimates["ips"].effective_sample_size < obd.log.n
+
+
+# --- Properties ---------------------------------------------------------------------------------
+
+
+def test_on_policy_ips_and_snips_are_the_mean_reward() -> None:
+    problem = synthetic_problem()
+    log, _, _ = simulate(problem, 500, seed=2)
+    ips, snips = evaluate(log, log.propensity, [IPS(), SNIPS()])
+    assert ips.value == pytest.approx(log.reward.mean(), abs=1e-12)
+    assert snips.value == pytest.approx(log.reward.mean(), abs=1e-12)
+    assert ips.effective_sample_size == pytest.approx(log.n)
+
+
+def test_unsupported_share_counts_logged_actions_the_target_never_takes() -> None:
+    log = LoggedDecisions(reward=np.array([1.0, 0.0, 1.0, 0.0]), propensity=np.full(4, 0.5))
+    estimate = IPS(n_bootstrap=40).estimate(log, np.array([0.0, 0.5, 1.0, 0.0]))
+    assert estimate.unsupported_share == 0.5
+    assert estimate.value == pytest.approx((0 + 0 + 2 + 0) / 4)
+
+
+def test_padding_columns_do_not_change_any_estimate() -> None:
+    problem = synthetic_problem()
+    log, target, _ = simulate(problem, 400, seed=4)
+    padded_log = LoggedDecisions(
+        reward=log.reward,
+        propensity=log.propensity,
+        action=log.action,
+        reward_hat=np.hstack([np.asarray(log.reward_hat), np.full((log.n, 3), 7.0)]),
+    )
+    padded_target = np.hstack([target, np.zeros((log.n, 3))])
+    assert evaluate(log, target, all_estimators()) == evaluate(padded_log, padded_target, all_estimators())
+
+
+def test_estimators_evaluated_together_share_resamples_without_changing_results() -> None:
+    problem = synthetic_problem()
+    log, target, _ = simulate(problem, 1000, seed=6)
+    together = evaluate(log, target, all_estimators())
+    for estimator, estimate in zip(all_estimators(), together, strict=True):
+        alone = estimator.estimate(log, target)
+        assert alone.value == pytest.approx(estimate.value, abs=1e-12)
+        assert alone.bootstrap.low == pytest.approx(estimate.bootstrap.low, abs=1e-12)
+        assert alone.bootstrap.high == pytest.approx(estimate.bootstrap.high, abs=1e-12)
+        assert alone.analytic == estimate.analytic
+
+
+def test_bootstrap_does_not_depend_on_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    columns = np.random.default_rng(0).random((1000, 3))
+    whole = intervals.bootstrap_sums(columns, n_bootstrap=50, seed=9)
+    monkeypatch.setattr(intervals, "_COUNTS_PER_CHUNK", 3000)
+    chunked = intervals.bootstrap_sums(columns, n_bootstrap=50, seed=9)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-12)
+    assert not np.allclose(whole, intervals.bootstrap_sums(columns, n_bootstrap=50, seed=10))
+
+
+def test_blockwise_draws_are_resamples_of_all_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(intervals, "_BLOCK", 64)  # 1000 rows: 15 full blocks and a partial one
+    rows = np.arange(1000, dtype=np.float64)
+    columns = np.column_stack([np.ones(1000), rows, rows**2])
+    sums = intervals.bootstrap_sums(columns, n_bootstrap=2000, seed=1)
+    assert np.all(sums[:, 0] == 1000)  # every resample has n draws
+    means = sums[:, 1] / 1000
+    assert means.mean() == pytest.approx(rows.mean(), rel=2e-3)
+    assert means.std() == pytest.approx(rows.std() / math.sqrt(1000), rel=0.05)  # the bootstrap standard error
+
+
+def test_paired_comparison_is_the_difference_and_tighter_than_two_intervals() -> None:
+    problem = synthetic_problem()
+    log, target, _ = simulate(problem, 3000, seed=8)
+    # A candidate close to the baseline: the two policies' estimates are strongly correlated.
+    nearby = 0.9 * target + 0.1 * np.where(target > 0, 1.0, 0.0) / np.maximum((target > 0).sum(axis=1, keepdims=True), 1)
+    for comparison in compare_policies(log, nearby, target, all_estimators()):
+        assert comparison.difference == pytest.approx(comparison.candidate.value - comparison.baseline.value, abs=1e-12)
+        paired = comparison.bootstrap.high - comparison.bootstrap.low
+        separate = (comparison.candidate.bootstrap.high - comparison.candidate.bootstrap.low) + (
+            comparison.baseline.bootstrap.high - comparison.baseline.bootstrap.low
+        )
+        assert paired < separate / 2, comparison.estimator
+    same = compare_policies(log, target, target, [DR()])[0]
+    assert (same.difference, same.bootstrap.low, same.bootstrap.high, same.analytic.low, same.analytic.high) == (0, 0, 0, 0, 0)
+
+
+def test_results_are_reproducible_from_the_seed() -> None:
+    problem = synthetic_problem()
+    log, target, _ = simulate(problem, 500, seed=3)
+    assert DR(seed=4).estimate(log, target) == DR(seed=4).estimate(log, target)
+    assert DR(seed=4).estimate(log, target).bootstrap != DR(seed=5).estimate(log, target).bootstrap
+
+
+def test_snips_is_undefined_when_the_target_never_takes_a_logged_action() -> None:
+    log = LoggedDecisions(reward=np.array([1.0, 0.0]), propensity=np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="snips is undefined"):
+        SNIPS(n_bootstrap=40).estimate(log, np.zeros(2))
+
+
+# --- Bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "message"),
+    [
+        (IPS, {"alpha": 0.0}, r"alpha: expected a number in \(0, 1\), got 0.0"),
+        (IPS, {"alpha": 1}, r"alpha: expected a number in \(0, 1\), got 1"),
+        (IPS, {"alpha": "0.05"}, r"alpha: expected a number in \(0, 1\), got '0.05'"),
+        (IPS, {"alpha": True}, r"alpha: expected a number in \(0, 1\), got True"),
+        (SNIPS, {"n_bootstrap": 10}, r"n_bootstrap: expected an integer >= 40 .*got 10"),
+        (SNIPS, {"n_bootstrap": 100, "alpha": 0.01}, r"n_bootstrap: expected an integer >= 200 .*got 100"),
+        (SNIPS, {"n_bootstrap": 500.0}, r"n_bootstrap: expected an integer >= 40 .*got 500.0"),
+        (DM, {"seed": -1}, r"seed: expected a non-negative integer, got -1"),
+        (DM, {"seed": 1.5}, r"seed: expected a non-negative integer, got 1.5"),
+        (DR, {"reward_range": (1.0, 0.0)}, r"reward_range: expected a tuple \(low, high\) .* got \(1.0, 0.0\)"),
+        (DR, {"reward_range": (0.0, math.inf)}, r"reward_range: expected .* got \(0.0, inf\)"),
+        (DR, {"reward_range": [0.0, 1.0]}, r"reward_range: expected .* got \[0.0, 1.0\]"),
+        (ClippedIPS, {"clip": 0.0}, r"clip: expected a positive number, got 0.0"),
+        (ClippedIPS, {"clip": -2}, r"clip: expected a positive number, got -2"),
+        (ClippedIPS, {"clip": math.nan}, r"clip: expected a positive number, got nan"),
+        (ClippedIPS, {"clip": "10"}, r"clip: expected a positive number, got '10'"),
+    ],
+)
+def test_invalid_hyper_parameters(factory: type[Estimator], kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        factory(**kwargs)  # type: ignore[arg-type]
+
+
+def test_clipped_ips_requires_its_clip() -> None:
+    with pytest.raises(TypeError, match="clip"):
+        ClippedIPS()  # type: ignore[call-arg]
+
+
+_R = [1.0, 0.0, 1.0]
+_P = [0.5, 0.25, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"reward": [], "propensity": []}, r"reward: expected at least one logged decision"),
+        ({"reward": [[1.0]], "propensity": [0.5]}, r"reward: expected an array of shape 1-D, got shape \(1, 1\)"),
+        ({"reward": [1.0, math.nan, 0.0], "propensity": _P}, r"reward: expected finite numbers, got nan in row 1"),
+        ({"reward": ["a", "b", "c"], "propensity": _P}, r"reward: expected an array of numbers, got list"),
+        ({"reward": _R, "propensity": [0.5, 0.5]}, r"propensity: expected an array of shape \(3,\), got shape \(2,\)"),
+        ({"reward": _R, "propensity": [0.5, 0.0, 1.0]}, r"propensity: expected probabilities in \(0, 1\], got 0.0 in row 1"),
+        ({"reward": _R, "propensity": [0.5, 0.5, 1.5]}, r"propensity: expected probabilities in \(0, 1\], got 1.5 in row 2"),
+        (
+            {"reward": _R, "propensity": _P, "action": [0.0, 1.0, 1.0]},
+            r"action: expected 3 integer column indices, got dtype float64",
+        ),
+        ({"reward": _R, "propensity": _P, "action": [0, -1, 1]}, r"action: expected column indices in \[0, K\), got -1 in row 1"),
+        (
+            {"reward": _R, "propensity": _P, "action": [0, 1, 2], "reward_hat": np.zeros((3, 2))},
+            r"action: expected column indices in \[0, 2\), got 2 in row 2",
+        ),
+        (
+            {"reward": _R, "propensity": _P, "reward_hat": np.zeros((3, 2))},
+            r"action: expected the logged actions' columns alongside reward_hat",
+        ),
+        (
+            {"reward": _R, "propensity": _P, "action": [0, 1, 1], "reward_hat": np.zeros((2, 2))},
+            r"reward_hat: expected an array of shape \(3, K\), got shape \(2, 2\)",
+        ),
+        (
+            {"reward": _R, "propensity": _P, "action": [0, 1, 1], "reward_hat": [[0, 1], [0, math.inf], [0, 0]]},
+            r"reward_hat: expected finite numbers, got inf in row 1, column 1",
+        ),
+    ],
+)
+def test_invalid_logged_decisions(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LoggedDecisions(**kwargs)  # type: ignore[arg-type]
+
+
+_LOG = LoggedDecisions(reward=np.array(_R), propensity=np.array(_P))
+_FULL = LoggedDecisions(reward=np.array(_R), propensity=np.array(_P), action=np.array([0, 1, 1]), reward_hat=np.zeros((3, 2)))
+_UNIFORM = np.full((3, 2), 0.5)
+
+
+@pytest.mark.parametrize(
+    ("estimator", "log", "target", "message"),
+    [
+        (IPS(), _LOG, [0.5, 0.5], r"target: expected an array of shape \(3,\), got shape \(2,\)"),
+        (IPS(), _LOG, [0.5, 1.2, 0.5], r"target: expected probabilities in \[0, 1\], got 1.2 in row 1"),
+        (IPS(), _LOG, [0.5, math.nan, 0.5], r"target: expected finite numbers, got nan in row 1"),
+        (IPS(), _LOG, _UNIFORM, r"action: expected the logged actions' columns to read a full target distribution"),
+        (
+            DR(),
+            _FULL,
+            [0.5, 0.5, 0.5],
+            r"target: expected the target policy's full distribution, an \(3, K\) array, got shape \(3,\)",
+        ),
+        (DR(), _LOG, _UNIFORM, r"action: expected the logged actions' columns"),
+        (
+            DM(),
+            LoggedDecisions(reward=np.array(_R), propensity=np.array(_P), action=np.array([0, 1, 1])),
+            _UNIFORM,
+            r"reward_hat: expected the reward model's",
+        ),
+        (DR(), _FULL, np.full((3, 3), 1 / 3), r"target: expected the shape of reward_hat \(3, 2\), got \(3, 3\)"),
+        (DR(), _FULL, [[0.5, 0.5], [0.7, 0.5], [1.0, 0.0]], r"target: expected each row to sum to 1, got 1.2 in row 1"),
+        (DR(), _FULL, [[0.5, 0.5], [1.5, -0.5], [1.0, 0.0]], r"target: expected probabilities >= 0, got -0.5"),
+        (
+            IPS(reward_range=(0.0, 0.5)),
+            _LOG,
+            [0.5, 0.5, 0.5],
+            r"reward: expected values within reward_range \(0.0, 0.5\), got 1.0 in row 0",
+        ),
+    ],
+)
+def test_invalid_targets(estimator: Estimator, log: LoggedDecisions, target: npt.ArrayLike, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        estimator.estimate(log, target)
+
+
+def test_evaluate_needs_estimators() -> None:
+    with pytest.raises(ValueError, match=r"estimators: expected a non-empty sequence of estimators, got \[\]"):
+        evaluate(_LOG, [0.5, 0.5, 0.5], [])
