@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -77,7 +78,7 @@ class Client:
     def __init__(self, customers: int, seed: int) -> None:
         self.bases = request_bases(customers, seed)
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._customer = itertools.count()
+        self._rng = random.Random(seed)
 
     async def channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -88,8 +89,8 @@ class Client:
         return channel
 
     def request(self, tag: str, sequence: int) -> bytes:
-        """The next customer's request (round robin over a shuffled pool) with a fresh request id."""
-        base = self.bases[(sequence * 7919) % len(self.bases)]
+        """A request for a customer drawn at random from the pool, with a fresh request id."""
+        base = self.bases[self._rng.randrange(len(self.bases))]
         return with_request_id(base, f"{tag}-{sequence}")
 
     async def close(self) -> None:
@@ -177,7 +178,9 @@ class Client:
 
     async def batch(self, b: Batch) -> dict[str, Any]:
         call = (await self.channel(b.address)).stream_stream(
-            DECIDE_BATCH, request_serializer=pb.DecideBatchRequest.SerializeToString, response_deserializer=pb.DecideBatchResponse.FromString
+            DECIDE_BATCH,
+            request_serializer=pb.DecideBatchRequest.SerializeToString,
+            response_deserializer=pb.DecideBatchResponse.FromString,
         )
         window = asyncio.Semaphore(b.window)
         deadline = time.perf_counter() + b.max_seconds

@@ -52,11 +52,15 @@ class NoopServicer(pb_grpc.DecisionServiceServicer):
             yield response
 
 
-def sample_response(brain: Brain, seed: int) -> pb.DecideResponse:
-    """A real decision for a workload customer, converted as the servicer converts it."""
-    message = decide_request(customers(1, seed)[0], request_id="noop-sample")
-    pending = brain.decider.decide_and_wait(converters.decision_request(message))
-    return converters.decide_response(pending)
+def sample_response(brain: Brain, seed: int, samples: int = 51) -> pb.DecideResponse:
+    """A real decision, converted as the servicer converts it: of the decisions for the first
+    ``samples`` workload customers, the one with the median number of eligible actions."""
+    responses = []
+    for i, c in enumerate(customers(samples, seed)):
+        pending = brain.decider.decide_and_wait(converters.decision_request(decide_request(c, request_id=f"noop-sample-{i}")))
+        responses.append(converters.decide_response(pending))
+    responses.sort(key=lambda r: len(r.ranking))
+    return responses[len(responses) // 2]
 
 
 async def _serve(kind: str, config_data: dict[str, Any], store_path: str, seed: int, conn: Connection) -> None:
@@ -93,6 +97,9 @@ def serve(kind: str, config_data: dict[str, Any], store_path: str, seed: int, co
         profiler.enable()
     try:
         asyncio.run(_serve(kind, config_data, store_path, seed, conn))
+    except BaseException as error:
+        conn.send(("failed", f"{type(error).__name__}: {error}"))
+        raise
     finally:
         if profiler is not None and profile is not None:
             profiler.disable()

@@ -91,7 +91,8 @@ def with_request_id(base: bytes, request_id: str) -> bytes:
     """A serialised request with its request id: protobuf parses concatenated messages as one
     merged message, so appending the encoded field is the same as setting it, at a fraction of
     the cost of building the message (the client must not be the bottleneck of the no-op)."""
-    return base + pb.DecideRequest(request_id=request_id).SerializeToString()
+    suffix: bytes = pb.DecideRequest(request_id=request_id).SerializeToString()
+    return base + suffix
 
 
 # -- a trained model ------------------------------------------------------------------------------
