@@ -32,3 +32,19 @@ class Conflict(BreinError):
 
 class StoreUnavailable(BreinError):
     """The store could not commit; nothing of the failed write remains."""
+
+
+class Unauthenticated(BreinError):
+    """The caller sent no credentials, or credentials that match no configured caller."""
+
+
+class PermissionDenied(BreinError):
+    """An authenticated caller without the role a method needs."""
+
+
+class RateLimited(BreinError):
+    """A caller past its rate limit."""
+
+
+class DeadlineExpired(BreinError):
+    """The caller's deadline passed before the work started; nothing was done."""

@@ -15,7 +15,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from contextlib import suppress
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -271,6 +272,8 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for write, future in group:
+                if not future.set_running_or_notify_cancel():
+                    continue  # its caller gave up (deadline) before the write began: it is never written
                 conn.execute("SAVEPOINT w")
                 try:
                     results.append((future, write(conn), None))
@@ -294,12 +297,13 @@ class SQLiteStore:
                     pass  # SQLite rolls back by itself when the connection next commits or closes
             failure = StoreUnavailable(f"the store could not commit: {error}")
             for _, future in group:
-                future.set_exception(failure)
+                with suppress(InvalidStateError):  # a caller may have cancelled it meanwhile
+                    future.set_exception(failure)
             if self._on_commit:
                 self._on_commit(time.perf_counter() - started, len(group), False)
             return
         if self._on_commit:
-            self._on_commit(time.perf_counter() - started, len(group), True)
+            self._on_commit(time.perf_counter() - started, len(results), True)
         for future, value, error in results:
             if error is None:
                 future.set_result(value)

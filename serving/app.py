@@ -15,11 +15,13 @@ from bandit.errors import ConfigError
 from bandit.explain import Explanation, explain
 from bandit.features import FeatureEncoder
 from bandit.learner import VWPolicy, vw_arguments
+from bandit.pseudonyms import Pseudonyms
 from bandit.records import OutcomeRecord
 from bandit.requests import DecisionRequest
 from bandit.store import CommitListener, SQLiteStore
 from policies.loading import PolicyLoadError, load_policy
 from policies.registry import PolicyEntry, Registry
+from reward.audit import audit
 from reward.forget import ForgetReport, forget_customer
 from reward.ingest import ActivationReport, OutcomeReport, record_activation, record_outcome
 from reward.joiner import Joiner, JoinReport
@@ -61,11 +63,15 @@ class Brain:
     ) -> None:
         self.config = config
         self.clock = clock
+        # Customer ids enter the core here (decide, report_outcome, forget) and nowhere else: pseudonymised once.
+        self.pseudonyms = Pseudonyms.from_config(config.privacy)
         self.store = SQLiteStore(store_path or config.server.store, on_commit=on_commit)
         self.registry = Registry(self.store)
         self.joiner = Joiner(config, self.store)
         self._on_model = on_model
         self._encoder = FeatureEncoder(config)
+        self._refused_champion: str | None = None
+        self._refused_shadows: set[str] = set()
         champion = bootstrap_champion(config, self.registry)
         policy, learned = load_policy(champion, self.store)
         self.decider = Decider(config, self.store, ServingPolicy(champion.id, policy), clock=clock)
@@ -97,31 +103,48 @@ class Brain:
         the current one keeps serving. True when the champion changed."""
         champion = self.registry.champion()
         if champion is None or champion.id == self.decider.policy.policy_id:
+            self._refused_champion = None
+            return False
+        if champion.id == self._refused_champion:
             return False
         try:
             policy, learned = load_policy(champion, self.store)
         except PolicyLoadError:
+            # Logged once, not every round: the registry has to change (promote, rollback) to try again.
+            self._refused_champion = champion.id
             log.exception("refused to switch to champion %s: it does not load; %s keeps serving", champion.id, self.decider.policy.policy_id)
             return False
+        self._refused_champion = None
         self.learner = self._learner_for(champion.id, policy, learned)
         self._serve(ServingPolicy(champion.id, policy))
         log.info("now serving champion %s (%s)", champion.id, policy.version)
         return True
 
     def refresh_shadows(self) -> None:
+        """Score with the registry's shadows; one already loaded is kept, one that does not load is
+        left out (and logged once while it stays a shadow)."""
+        entries = self.registry.in_state("shadow")
+        loaded = {s.policy_id: s for s in self.decider.shadows}
         shadows = []
-        for entry in self.registry.in_state("shadow"):
+        for entry in entries:
+            if entry.id in loaded:
+                shadows.append(loaded[entry.id])
+                continue
+            if entry.id in self._refused_shadows:
+                continue
             try:
                 shadows.append(ServingPolicy(entry.id, load_policy(entry, self.store)[0]))
             except PolicyLoadError:
+                self._refused_shadows.add(entry.id)
                 log.exception("shadow policy %s does not load; it is left out", entry.id)
+        self._refused_shadows &= {e.id for e in entries}
         self.decider.set_shadows(tuple(shadows))
 
     def decide(self, request: DecisionRequest) -> PendingDecision:
-        return self.decider.decide(request)
+        return self.decider.decide(self.pseudonyms.request(request))
 
     def report_outcome(self, report: OutcomeReport) -> tuple[OutcomeRecord, Future[bool]]:
-        return record_outcome(report, self.config, self.store, self.clock())
+        return record_outcome(self.pseudonyms.request(report), self.config, self.store, self.clock())
 
     def activate(self, report: ActivationReport) -> Future[bool]:
         return record_activation(report, self.store, self.clock())
@@ -130,7 +153,11 @@ class Brain:
         return explain(decision_id, self.store, self.catalog, self._encoder)
 
     def forget(self, customer_id: str, actor: str) -> Future[ForgetReport]:
-        return forget_customer(self.store, customer_id, actor=actor, now=self.clock())
+        return forget_customer(self.store, self.pseudonyms.customer_id(customer_id), actor=actor, now=self.clock())
+
+    def audit(self, actor: str, action: str, subject: str, detail: str) -> Future[None]:
+        """Record who did what (an Explain, an admin action) in the audit table."""
+        return audit(self.store, actor=actor, action=action, subject=subject, detail=detail, now=self.clock())
 
     def join_and_learn(self, until: float | None = None) -> tuple[JoinReport, int]:
         """One round of the background work: follow the registry, join what has closed, learn it."""

@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +22,7 @@ from bandit.config import BreinConfig, load_config
 from bandit.errors import BreinError
 from policies.cli import policy, replay
 from serving import converters
+from serving.cli_security import COMMANDS, ClientCredentials, credential_options
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 
@@ -58,7 +60,8 @@ def _event_time(value: datetime | None) -> dict[str, Any]:
 
 @contextmanager
 def _client(address: str) -> Iterator[pb_grpc.DecisionServiceStub]:
-    with grpc.insecure_channel(address) as channel:
+    credentials = click.get_current_context().find_object(ClientCredentials) or ClientCredentials()
+    with credentials.channel(address) as channel:
         try:
             yield pb_grpc.DecisionServiceStub(channel)
         except grpc.RpcError as error:
@@ -78,8 +81,15 @@ at_option = click.option("--at", "at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S",
 
 
 @click.group()
-def main() -> None:
+@credential_options
+@click.pass_context
+def main(ctx: click.Context, api_key: str | None, ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
     """Brein: the next-best-action decision service."""
+    ctx.obj = ClientCredentials(api_key, ca_file, cert_file, key_file)
+
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 main.add_command(policy)
@@ -314,3 +324,63 @@ def export(config_path: str, store_path: str | None, fmt: str, output: Any) -> N
     finally:
         store.close()
     click.echo(f"exported {count} joined examples", err=True)
+
+
+@main.command()
+@click.option("--config", "config_path", default="examples/telecom.toml", show_default=True, type=click.Path(dir_okay=False),
+              help="The Brein config the world and the server use.")  # fmt: skip
+@click.option("--customers", default=20_000, show_default=True, type=click.IntRange(min=100), help="Customers in the world.")
+@click.option("--days", default=180.0, show_default=True, type=click.FloatRange(min=31), help="Simulated days.")
+@click.option("--seed", default=1, show_default=True, type=int, help="World seed: the same customers and arrivals for every policy.")
+@click.option("--last-days", default=30.0, show_default=True, type=float, help="Report the value over the run's last days.")
+@click.option("--in-process", is_flag=True, help="Drive Brein's core in-process (deterministic) instead of a server over gRPC.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write the learning curves to this PNG file.")
+@json_option
+def simulate(config_path: str, customers: int, days: float, seed: int, last_days: float, in_process: bool, plot: str | None,
+             as_json: bool) -> None:  # fmt: skip
+    """Drive Brein through a simulated telecom world and compare it with do-nothing, the best single
+    action, uniform random and the oracle."""
+    import tomllib
+
+    from rich.progress import Progress
+
+    from bandit.config import parse_config
+    from policies.simulation.harness import gain_share, run, run_references
+    from policies.simulation.world import World
+    from serving.simulate import best_single_action, brein_driver, plot_curves
+
+    data = tomllib.loads(Path(config_path).read_text())
+    config = _config(config_path)
+    with Progress(console=console, disable=as_json) as bar:
+        best = best_single_action(config, customers, seed)
+        task = bar.add_task("reference policies", total=4.0)
+        done = [0.0]
+
+        def step(share: float) -> None:
+            bar.update(task, completed=done[0] + share)
+            if share >= 1.0:
+                done[0] += 1.0
+
+        references = run_references(config, customers, seed, days, best, progress=step)
+        learned = bar.add_task("Brein", total=1.0)
+        with brein_driver(data, in_process=in_process) as driver:
+            result = run(World(parse_config(data), customers, seed), driver, days, seed=seed,
+                         progress=lambda share: bar.update(learned, completed=share))  # fmt: skip
+    oracle = references[-1]
+    rows = [result, *references]
+    if plot:
+        plot_curves(rows, Path(plot))
+    if as_json:
+        click.echo(json.dumps({"customers": customers, "days": days, "seed": seed, "last_days": last_days, "policies": [
+            {"policy": r.name, "decisions": len(r.times), "gain_per_decision": r.value_per_decision(last_days),
+             "net_per_decision": r.net_per_decision(last_days), "share_of_oracle_gain": gain_share(r, oracle, last_days), "contacts": r.contacts}
+            for r in rows]}, indent=2))  # fmt: skip
+        return
+    table = Table("policy", "decisions", f"gain/decision, last {last_days:g} days", "net money/decision", "share of oracle's gain", "contacts",
+                  title=f"{customers:,} customers, {days:g} simulated days, seed {seed}")  # fmt: skip
+    for r in rows:
+        table.add_row(r.name, f"{len(r.times):,}", f"{r.value_per_decision(last_days):+.2f}", f"{r.net_per_decision(last_days):+.2f}",
+                      f"{gain_share(r, oracle, last_days):.0%}", f"{r.contacts:,}")  # fmt: skip
+    console.print(table)
+    if plot:
+        console.print(f"learning curves written to {plot}")

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import grpc
 
-from bandit.errors import Conflict, InvalidRequest, StoreUnavailable, UnknownDecision
+from bandit.errors import (
+    Conflict,
+    DeadlineExpired,
+    InvalidRequest,
+    PermissionDenied,
+    RateLimited,
+    StoreUnavailable,
+    Unauthenticated,
+    UnknownDecision,
+)
 
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     UnknownDecision: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.ALREADY_EXISTS,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"

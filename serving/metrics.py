@@ -28,9 +28,17 @@ class Metrics:
         self.learned = Counter("brein_learned_examples", "Joined examples learned online", registry=registry)
         self.background_failures = Counter("brein_background_failures", "Join/learn rounds that failed", registry=registry)
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
+        # Security and faults. Labels name callers (configured backends), kinds and codes: never customers or features.
+        self.store_up = Gauge("brein_store_up", "1 when the last group commit succeeded, 0 when it failed", registry=registry)
+        abandoned = "Writes given up at their deadline before they began; never written"
+        self.store_abandoned = Counter("brein_store_abandoned_writes", abandoned, registry=registry)
+        self.rate_limited = Counter("brein_rate_limited", "Calls refused past the rate limit", ["caller"], registry=registry)
+        self.retention_deleted = Counter("brein_retention_deleted", "Rows deleted by retention", ["kind"], registry=registry)
+        self.retention_runs = Counter("brein_retention_runs", "Retention runs, by result", ["result"], registry=registry)
 
     def on_commit(self, seconds: float, writes: int, succeeded: bool) -> None:
         self.store_commit.observe(seconds)
+        self.store_up.set(1 if succeeded else 0)
         if succeeded:
             self.store_commit_writes.inc(writes)
         else:

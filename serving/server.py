@@ -14,15 +14,16 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from bandit.config import BreinConfig
 from serving.app import Brain
+from serving.housekeeping import retention_forever
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from serving.security import Guard, bind, transport
 from serving.servicer import DecisionServicer
 
 log = logging.getLogger("brein.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -33,13 +34,15 @@ class RunningServer:
     brain: Brain
     metrics: Metrics
     background: asyncio.Task[None] | None = None
+    retention: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float) -> None:
         """Graceful: report NOT_SERVING, let in-flight requests finish, then close the store."""
         await self.health.enter_graceful_shutdown()
-        if self.background is not None:
-            self.background.cancel()
-            await asyncio.gather(self.background, return_exceptions=True)
+        for task in (self.background, self.retention):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.server.stop(grace)
         self.brain.close()
 
@@ -65,10 +68,12 @@ async def join_and_learn_forever(brain: Brain, metrics: Metrics, interval: float
 async def create_server(brain: Brain, metrics: Metrics, address: str, *, background: bool = False) -> RunningServer:
     """Bind and start; ``address`` may end in ':0' to take a free port (tests bind 127.0.0.1:0).
     With ``background``, the joiner and online learner run every ``joiner.interval_seconds``."""
+    limits = brain.config.limits
     server = grpc.aio.server(
+        interceptors=[Guard(brain.config.security, metrics)],  # deadline, caller, role, rate limit
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.max_send_message_length", limits.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
     )
@@ -76,22 +81,25 @@ async def create_server(brain: Brain, metrics: Metrics, address: str, *, backgro
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not bind {address}")
+    port = bind(server, brain.config, address)  # TLS per [tls]; plaintext only on loopback unless allowed
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     policy = brain.decider.policy
     metrics.serving(policy.policy_id, policy.model.version)
     task = asyncio.create_task(join_and_learn_forever(brain, metrics, brain.config.joiner.interval_seconds)) if background else None
-    return RunningServer(server, port, health_servicer, brain, metrics, task)
+    privacy, retention = brain.config.privacy, None
+    if background and privacy.retention_days is not None:
+        every = privacy.retention_interval_seconds
+        retention = asyncio.create_task(retention_forever(brain, metrics, privacy.retention_days, every))
+    return RunningServer(server, port, health_servicer, brain, metrics, task, retention)
 
 
 async def serve(config: BreinConfig) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     registry = CollectorRegistry()
     metrics = Metrics(registry)
+    transport(config, config.server.address)  # refuse a plaintext non-loopback address before anything starts
     host, _, port = config.server.metrics_address.rpartition(":")
     http_server, _ = start_http_server(int(port), addr=host, registry=registry)
     brain = Brain(config, on_commit=metrics.on_commit, on_model=lambda p: metrics.serving(p.policy_id, p.model.version))

@@ -80,12 +80,12 @@ def brain(make_brain: Callable[..., Brain], config: BreinConfig, metrics: Metric
 class LiveServer:
     """A real grpc.aio server on 127.0.0.1 and a free port, on its own event-loop thread."""
 
-    def __init__(self, brain: Brain, metrics: Metrics) -> None:
+    def __init__(self, brain: Brain, metrics: Metrics, *, background: bool = False) -> None:
         self.metrics = metrics
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.running: RunningServer = self._run(create_server(brain, self.metrics, "127.0.0.1:0"))
+        self.running: RunningServer = self._run(create_server(brain, self.metrics, "127.0.0.1:0", background=background))
         self.address = f"127.0.0.1:{self.running.port}"
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.DecisionServiceStub(self.channel)

@@ -1,0 +1,208 @@
+"""Fail-safe under real store faults: a full filesystem (a size-limited tmpfs) and another process
+holding the database's write lock. Decide answers UNAVAILABLE within the caller's deadline, nothing
+half-written remains, the metrics show it, and service resumes by itself when the store recovers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from bandit.config import BreinConfig, parse_config
+from serving import converters
+from serving.app import Brain
+from serving.metrics import Metrics
+from serving.pb.brein.v1 import brein_pb2 as pb
+from tests.conftest import T0, LiveServer, example_data
+
+
+def decide(request_id: str, customer: str = "c1") -> pb.DecideRequest:
+    return pb.DecideRequest(
+        request_id=request_id,
+        customer_id=customer,
+        channel="app",
+        event_time=converters.timestamp(T0),
+        context=pb.Context(numeric={"months_to_contract_end": 2.0}),
+    )
+
+
+def stored(brain: Brain, request_ids: list[str]) -> int:
+    marks = ",".join("?" * len(request_ids))
+    return int(brain.store.db.execute(f"SELECT COUNT(*) FROM decisions WHERE request_id IN ({marks})", request_ids).fetchone()[0])
+
+
+def intact(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        orphans = conn.execute(
+            "SELECT COUNT(*) FROM join_queue q LEFT JOIN decisions d USING (decision_id) WHERE d.decision_id IS NULL"
+        )
+        assert orphans.fetchone()[0] == 0
+        unqueued = conn.execute(
+            "SELECT COUNT(*) FROM decisions d LEFT JOIN join_queue q USING (decision_id) "
+            "LEFT JOIN joined_examples j USING (decision_id) WHERE q.decision_id IS NULL AND j.decision_id IS NULL"
+        )
+        assert unqueued.fetchone()[0] == 0
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A real 4 MiB filesystem (tmpfs), so 'disk full' is the kernel's ENOSPC, not a simulation."""
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command in this sandbox")
+    directory = Path(tempfile.mkdtemp(prefix="brein-small-disk-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(directory)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        directory.rmdir()
+        pytest.skip(f"cannot mount a size-limited tmpfs here (needs root and mount rights): {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+        directory.rmdir()
+
+
+def fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    try:
+        while True:
+            os.write(fd, b"\0" * 512)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_full_disk_gives_unavailable_in_time_and_service_resumes(small_disk: Path, metrics: Metrics, config: BreinConfig) -> None:
+    brain = Brain(config, small_disk / "brein.db", clock=lambda: T0 + 60, on_commit=metrics.on_commit)
+    live = LiveServer(brain, metrics)
+    try:
+        first = live.stub.Decide(decide("before"), timeout=5)
+        assert live.sample("brein_store_up") == 1
+        filler = fill(small_disk)
+        refused: list[str] = []
+        for i in range(200):  # WAL space already allocated may still take a few writes
+            started = time.monotonic()
+            try:
+                live.stub.Decide(decide(f"full-{i}", f"c{i}"), timeout=1.0)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+                assert "database or disk is full" in (error.details() or "")
+                assert time.monotonic() - started < 1.0
+                refused.append(f"full-{i}")
+                if len(refused) == 3:
+                    break
+        assert len(refused) == 3, "the full disk never refused a write"
+        with pytest.raises(grpc.RpcError) as outcome:
+            live.stub.ReportOutcome(
+                pb.ReportOutcomeRequest(
+                    outcome_id="o-full", customer_id="c1", type="complaint", event_time=converters.timestamp(T0)
+                ),
+                timeout=1.0,
+            )
+        assert outcome.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert live.sample("brein_store_up") == 0
+        assert live.sample("brein_store_commit_failures_total") >= 4
+        assert live.sample("brein_rpc_errors_total", {"method": "Decide", "code": "UNAVAILABLE"}) == 3
+        assert stored(brain, refused) == 0  # nothing half-written
+        filler.unlink()  # the operator frees space; nobody restarts anything
+        again = live.stub.Decide(decide(refused[0], "c0"), timeout=5)
+        assert not again.replayed and live.sample("brein_store_up") == 1
+        assert live.stub.Decide(decide("before"), timeout=5).decision_id == first.decision_id
+        assert stored(brain, refused) == 1
+    finally:
+        live.stop()
+    intact(small_disk / "brein.db")
+
+
+LOCKER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+"""
+
+
+@pytest.fixture
+def locked_brain(make_brain: Callable[..., Brain], metrics: Metrics) -> Brain:
+    config = parse_config({**example_data(), "limits": {"store_wait_seconds": 0.3}})
+    return make_brain(config, on_commit=metrics.on_commit)
+
+
+def test_a_locked_store_gives_unavailable_within_the_deadline_and_abandons_the_write(
+    locked_brain: Brain, metrics: Metrics
+) -> None:
+    live = LiveServer(locked_brain, metrics)
+    locker = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, locked_brain.store.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+        abandoned = []
+        for i, timeout in enumerate((0.5, 0.25)):
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as error:
+                live.stub.Decide(decide(f"locked-{i}", f"c{i}"), timeout=timeout)
+            elapsed = time.monotonic() - started
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value.details()  # not DEADLINE_EXCEEDED: in time
+            assert "did not commit in time; nothing was written" in (error.value.details() or "")
+            assert elapsed < timeout
+            abandoned.append(f"locked-{i}")
+        # Without a deadline, limits.store_wait_seconds bounds the wait.
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as no_deadline:
+            live.stub.Decide(decide("locked-2", "c2"))
+        assert no_deadline.value.code() == grpc.StatusCode.UNAVAILABLE and 0.25 < time.monotonic() - started < 2.0
+        abandoned.append("locked-2")
+        # A campaign chunk: every item answered UNAVAILABLE together, not one wait per item.
+        started = time.monotonic()
+        chunk = pb.DecideBatchRequest(items=[decide(f"locked-b{i}", f"b{i}") for i in range(20)])
+        (response,) = list(live.stub.DecideBatch(iter([chunk]), timeout=1.0))
+        assert time.monotonic() - started < 1.0
+        assert {r.error.code for r in response.results} == {grpc.StatusCode.UNAVAILABLE.value[0]}
+        abandoned += [f"locked-b{i}" for i in range(20)]
+        assert live.sample("brein_store_abandoned_writes_total") == len(abandoned)
+        assert live.sample("brein_rpc_errors_total", {"method": "Decide", "code": "UNAVAILABLE"}) == 3
+    finally:
+        locker.communicate("release\n", timeout=10)  # the other process lets go
+    try:
+        # Service resumes by itself; the abandoned writes were never begun, so never written.
+        recovered = live.stub.Decide(decide("after", "c9"), timeout=10)
+        assert recovered.decision_id and not recovered.replayed
+        assert stored(locked_brain, abandoned) == 0
+        retried = live.stub.Decide(decide("locked-0", "c0"), timeout=5)
+        assert not retried.replayed  # the channel's retry gets a fresh decision, logged once
+        assert stored(locked_brain, abandoned) == 1
+    finally:
+        live.stop()
+    intact(Path(locked_brain.store.path))
+
+
+def test_work_for_an_expired_deadline_is_not_done(live: LiveServer) -> None:
+    """The server is busy past the caller's deadline: the caller gets DEADLINE_EXCEEDED and the
+    decision is neither made nor logged, not even later."""
+    live.loop.call_soon_threadsafe(time.sleep, 0.6)  # the server's event loop is stuck for a while
+    with pytest.raises(grpc.RpcError) as error:
+        live.stub.Decide(decide("too-late"), timeout=0.2)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(0.5)
+    assert live.stub.Decide(decide("in-time", "c2"), timeout=5).decision_id  # after the late one, in queue order
+    assert stored(live.running.brain, ["too-late"]) == 0
