@@ -200,6 +200,7 @@ class Decider:
             exclusions=exclusions.to_json(),
             contact_consent=dict(request.contact_consent),
             shadow=shadow,
+            shared_line=shared_line,
             received_at=now,
         )
 

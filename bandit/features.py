@@ -114,5 +114,6 @@ def action_features(action: Action) -> dict[str, list[str]]:
     return {"o": [vw_safe(action.offer)], "c": [vw_safe(action.channel)], "s": [vw_safe(action.slot)]}
 
 
+@lru_cache(maxsize=4096)
 def action_line(action: Action) -> str:
     return " ".join(f"|{ns} {' '.join(names)}" for ns, names in action_features(action).items())

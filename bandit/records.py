@@ -32,6 +32,8 @@ class DecisionRecord:
     contact_consent: dict[str, str] = field(default_factory=dict)
     # Shadow policy id -> its pmf over ``eligible``: logged for evaluation, never served.
     shadow: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # The shared features in VW text, as the serving model saw them.
+    shared_line: str = ""
     received_at: float = 0.0
 
 

@@ -127,6 +127,12 @@ def m004_shadow_pmfs(db: Database) -> None:
     db.execute("ALTER TABLE decisions ADD COLUMN shadow TEXT NOT NULL DEFAULT '{}'")
 
 
+@migrations()
+def m005_shared_line(db: Database) -> None:
+    """The shared features exactly as the model saw them, so online learning reads, not re-encodes."""
+    db.execute("ALTER TABLE decisions ADD COLUMN shared_line TEXT NOT NULL DEFAULT ''")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSnapshot:
     version: str
@@ -157,9 +163,9 @@ class DecisionLog(Protocol):
 _DECISION_COLUMNS = (
     "decision_id, request_id, customer_id, touchpoint, event_time, received_at, action_id, offer, channel, slot, "
     "send_at, probability, exploratory, policy_id, model_version, personalised, features, eligible, pmf, "
-    "exclusions, contact_consent, shadow"
+    "exclusions, contact_consent, shadow, shared_line"
 )
-_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+_INSERT_DECISION = f"INSERT INTO decisions ({_DECISION_COLUMNS}) VALUES ({', '.join('?' * 23)})"
 _json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
@@ -168,7 +174,7 @@ def _decision_row(r: DecisionRecord) -> tuple[Any, ...]:
         r.decision_id, r.request_id, r.customer_id, r.touchpoint, r.event_time, r.received_at, r.action_id,
         r.offer, r.channel, r.slot, r.send_at, r.probability, int(r.exploratory), r.policy_id, r.model_version,
         int(r.personalised), _json(r.features), _json(r.eligible), _json(r.pmf), _json(r.exclusions),
-        _json(r.contact_consent), _json(r.shadow),
+        _json(r.contact_consent), _json(r.shadow), r.shared_line,
     )  # fmt: skip
 
 
@@ -196,6 +202,7 @@ def _decision_from_row(row: sqlite3.Row) -> DecisionRecord:
         exclusions=json.loads(row["exclusions"]),
         contact_consent=json.loads(row["contact_consent"]),
         shadow={k: tuple(v) for k, v in json.loads(row["shadow"]).items()},
+        shared_line=row["shared_line"],
     )
 
 

@@ -50,7 +50,7 @@ from bandit.rules import EligibilityRules
 from bandit.sampling import decision_id_for, sample_index, uniform_draw
 from bandit.store import DecisionLog
 from bench import load, servers
-from bench.workload import EVENT_TIME, eligible_customer, sized_config, telecom_config, train
+from bench.workload import EVENT_TIME, eligible_customer, sized_config, telecom_config, train_model
 
 T = TypeVar("T")
 SEED = 20261122
@@ -309,7 +309,7 @@ def over_grpc(settings: Settings, tmp: Path, profile: Path | None, say: Callable
     ctx = multiprocessing.get_context("spawn")
     say("training the telecom model for the servers ...")
     model = tmp / "telecom.vw"
-    model.write_bytes(train(parse_config(telecom_config(tmp / "probe.db", None)), settings.train_examples, SEED))
+    model.write_bytes(train_model(parse_config(telecom_config(tmp / "probe.db", None)), settings.train_examples, SEED))
     with contextlib.ExitStack() as stack:
         started = []
         for kind in ("decide", "noop"):
@@ -365,7 +365,7 @@ def per_call_us(call: Callable[[], object], calls: int, repeats: int) -> float:
 
 def in_process_size(settings: Settings, config: BreinConfig, say: Callable[[str], None]) -> tuple[int, dict[str, float]]:
     """Timings of one catalog size: the whole decide with a null log, its public pieces, VW alone."""
-    model = train(config, settings.train_examples, SEED)
+    model = train_model(config, settings.train_examples, SEED)
     policy = VWPolicy(vw_arguments(config.learner), model)
     decider = Decider(config, cast(DecisionLog, NullLog()), ServingPolicy("bench", policy), clock=lambda: EVENT_TIME)
     catalog = Catalog(config)

@@ -21,7 +21,6 @@ from rich.table import Table
 from vowpal_wabbit_next import run_cli_driver
 
 from bandit.config import load_config
-from bandit.learner import VWPolicy
 from bandit.requests import DecisionRequest
 from reward.export import dsjson_lines
 from reward.ingest import ActivationReport, OutcomeReport
@@ -74,14 +73,15 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         brain = Brain(config, Path(tmp) / "learn.db", clock=lambda: T0 + 400 * DAY)
         fill(brain, decisions)
-        learner = OnlineLearner(config, brain.store, VWPolicy(brain.learner.model.args), lambda model: None)
+        vw_args = brain.decider.policy.model.args
+        learner = OnlineLearner(config, brain.store, vw_args, None, lambda model: None, policy_id="bench")
         started = time.perf_counter()
         learned = learner.step()
         ours = time.perf_counter() - started
         export = Path(tmp) / "log.dsjson"
         export.write_text("\n".join(dsjson_lines(learner.reader)) + "\n")
         started = time.perf_counter()
-        run_cli_driver(["--dsjson", "-d", str(export), *learner.model.args])
+        run_cli_driver(["--dsjson", "-d", str(export), *vw_args])
         cli = time.perf_counter() - started
         brain.close()
     table = Table("", "examples", "seconds", "examples/s", title="online learning throughput (same examples, same VW arguments)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import random
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from bandit.catalog import Catalog
 from bandit.config import BreinConfig, parse_config
 from bandit.features import FeatureEncoder
-from bandit.learner import LabelledExample, VWPolicy, vw_arguments
+from bandit.learner import LabelledExample, train, vw_arguments
 from serving.pb.brein.v1 import brein_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,28 +111,32 @@ def _cost(c: Customer, offer: str, channel: str) -> float:
     return 0.0
 
 
-def train(config: BreinConfig, examples: int, seed: int, actions_per_example: int = 8) -> bytes:
+def train_model(config: BreinConfig, examples: int, seed: int, actions_per_example: int = 8) -> bytes:
     """A VW model for ``config``'s catalog, learned on synthetic logged examples; its bytes."""
     rng = random.Random(seed)
     catalog = Catalog(config)
     encoder = FeatureEncoder(config)
-    policy = VWPolicy(vw_arguments(config.learner))
-    for i in range(examples):
-        c = customer(rng, i)
-        features = encoder.shared_features(
-            touchpoint=c.touchpoint,
-            event_time=EVENT_TIME + rng.uniform(0, 7 * 86_400),
-            numeric=c.numeric,
-            categorical=c.categorical,
-            history={},
-            personalised=True,
-        )
-        actions = tuple(rng.sample(catalog.actions, min(actions_per_example, len(catalog.actions))))
-        chosen = rng.randrange(len(actions))
-        action = actions[chosen]
-        cost = 0.0 if action.do_nothing else _cost(c, action.offer, action.channel)
-        policy.learn(LabelledExample(encoder.shared_line(features), actions, chosen, 1.0 / len(actions), cost))
-    return policy.serialize()
+
+    def logged() -> Iterator[LabelledExample]:
+        for i in range(examples):
+            c = customer(rng, i)
+            features = encoder.shared_features(
+                touchpoint=c.touchpoint,
+                event_time=EVENT_TIME + rng.uniform(0, 7 * 86_400),
+                numeric=c.numeric,
+                categorical=c.categorical,
+                history={},
+                personalised=True,
+            )
+            actions = tuple(rng.sample(catalog.actions, min(actions_per_example, len(catalog.actions))))
+            chosen = rng.randrange(len(actions))
+            action = actions[chosen]
+            cost = 0.0 if action.do_nothing else _cost(c, action.offer, action.channel)
+            yield LabelledExample(encoder.shared_line(features), actions, chosen, 1.0 / len(actions), cost)
+
+    data, _ = train(vw_arguments(config.learner), None, logged())
+    assert data is not None
+    return data
 
 
 def telecom_config(store: Path, model: Path | None) -> dict[str, Any]:

@@ -4,26 +4,35 @@ both call these. Domain errors come out as exceptions; only the CLI turns them i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from bandit.catalog import DO_NOTHING, Catalog
 from bandit.config import BreinConfig
 from bandit.features import FeatureEncoder
-from bandit.learner import VWPolicy, vw_arguments
+from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from bandit.store import ModelSnapshot, SQLiteStore
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
 from policies.gate import check_gate
 from policies.loading import PolicyLoadError, load_policy, parse_rules
-from policies.registry import EvaluationRecord, PolicyEntry, Registry, UnknownPolicy
+from policies.registry import EvaluationRecord, InvalidTransition, Kind, PolicyEntry, Registry, UnknownPolicy
 from reward.online import START, Cursor, ExampleReader
 
 Progress = Callable[[int, int], None]
 
 
-def resolve_policy(spec: str, config: BreinConfig, registry: Registry) -> tuple[str, Policy]:
-    """A policy named by a registry id, 'champion', 'uniform', 'do_nothing', a rule file (.json) or a VW model file."""
-    if spec == "champion":
+def needs_registry(spec: str) -> bool:
+    """Whether ``resolve_policy`` reads the policy from a registry (not a built-in or a file)."""
+    return spec == "champion" or (spec not in ("uniform", "do_nothing") and not Path(spec).is_file())
+
+
+def resolve_policy(spec: str, config: BreinConfig, registry: Registry | None) -> tuple[str, Policy]:
+    """A policy named by a registry id, 'champion', 'uniform', 'do_nothing', a rule file (.json) or a VW model file.
+    ``registry`` may be None when the spec names a built-in policy or a file."""
+    if registry is None and needs_registry(spec):
+        raise ValueError(f"{spec}: no such file, and not 'uniform' or 'do_nothing'; a registry id needs a store (--store)")
+    if spec == "champion" and registry is not None:
         champion = registry.champion()
         if champion is None:
             raise UnknownPolicy("champion")
@@ -40,7 +49,48 @@ def resolve_policy(spec: str, config: BreinConfig, registry: Registry) -> tuple[
             return path.name, VWPolicy(vw_arguments(config.learner), path.read_bytes())
         except Exception as error:
             raise PolicyLoadError(f"{spec}: not a VW model for the config's learner arguments: {error}") from None
+    if registry is None:  # unreachable: needs_registry said so above
+        raise ValueError(f"{spec}: a registry id needs a store (--store)")
     return spec, load_policy(registry.get(spec), registry.store)[0]
+
+
+def register_policy(
+    config: BreinConfig,
+    store: SQLiteStore,
+    *,
+    policy_id: str,
+    kind: Kind,
+    artifact: bytes | None = None,
+    vw_args: Sequence[str] | None = None,
+    note: str = "",
+    actor: str,
+) -> PolicyEntry:
+    """Register a policy as a candidate once it is shown to load: a VW model file (with the config's
+    learner arguments unless given), a rule file (its actions must be in the catalog), uniform or do-nothing."""
+    registry = Registry(store)
+    if registry.has(policy_id):
+        raise InvalidTransition(f"a policy {policy_id!r} is already registered")
+    args: list[str] = []
+    if kind in ("vw", "rules") and artifact is None:
+        raise ValueError(f"a {kind} policy needs its file (--file)")
+    if kind in ("uniform", "do_nothing") and artifact is not None:
+        raise ValueError(f"a {kind} policy has no file")
+    if kind == "vw":
+        args = list(vw_args) if vw_args else vw_arguments(config.learner)
+        try:
+            VWPolicy(args, artifact)
+        except Exception as error:
+            raise PolicyLoadError(f"{policy_id}: not a VW model for {' '.join(args)}: {error}") from None
+    if kind == "rules" and artifact is not None:
+        rules = parse_rules(artifact)
+        known = Catalog(config).by_id
+        for i, rule in enumerate(rules):
+            if rule.action != DO_NOTHING and rule.action not in known:
+                raise ValueError(f"rules[{i}].action: expected an action of the catalog like 'offer/channel/slot', got {rule.action!r}")
+        RulePolicy(rules, version="check")  # compiles every condition: a bad one is refused here
+    champion = registry.champion()
+    return registry.register(policy_id, kind, artifact=artifact, args=args, features=config.features.model_dump(),
+                             parent=champion.id if champion else "", note=note or f"registered {kind} policy", actor=actor)  # fmt: skip
 
 
 def evaluate_policy(
@@ -64,8 +114,7 @@ def evaluate_policy(
     baseline = resolve_policy(against, config, registry) if against else None
     report = evaluate_on(logged, encoder, resolve_policy(candidate, config, registry), baseline, estimators, n_bootstrap=n_bootstrap)
     champion = registry.champion()
-    known = {e.id for e in registry.list()}
-    if record and baseline is not None and champion is not None and baseline[0] == champion.id and candidate in known:
+    if record and baseline is not None and champion is not None and baseline[0] == champion.id and registry.has(candidate):
         gate_row = report.row(config.gate.estimator) if config.gate.estimator in estimators else report.comparisons[0]
         registry.record_evaluation(EvaluationRecord(
             policy_id=candidate, against=champion.id, at=time.time(),
@@ -90,31 +139,33 @@ def train_candidate(
 ) -> tuple[PolicyEntry, int]:
     """Train a VW candidate from the joined examples in [since, until) and register it."""
     registry = Registry(store)
+    if registry.has(policy_id):
+        raise InvalidTransition(f"a policy {policy_id!r} is already registered")
     args = list(vw_args) if vw_args else vw_arguments(config.learner)
-    model = VWPolicy(args)
     reader = ExampleReader(config, store)
     total = int(store.db.execute(
         "SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND event_time >= ? AND event_time < ?",
         (since if since is not None else float("-inf"), until if until is not None else float("inf")),
     ).fetchone()[0])  # fmt: skip
-    learned = 0
-    last: Cursor = START
-    for position, example, row in reader.read():
-        if (since is not None and row["event_time"] < since) or (until is not None and row["event_time"] >= until):
-            continue
-        model.learn(example)
-        learned, last = learned + 1, position
-        if progress and learned % 500 == 0:
-            progress(learned, total)
-    if learned == 0:
+    last: list[Cursor] = [START]
+
+    def in_range() -> Iterator[LabelledExample]:
+        for done, (position, example, row) in enumerate(reader.read(), 1):
+            if (since is None or row["event_time"] >= since) and (until is None or row["event_time"] < until):
+                last[0] = position
+                yield example
+            if progress and done % 500 == 0:
+                progress(min(done, total), total)
+
+    data, learned = train(args, None, in_range())
+    if data is None:
         raise ValueError("no joined examples in that time range to train on")
     champion = registry.champion()
-    data = model.serialize()
     entry = registry.register(
         policy_id, "vw", artifact=data, args=args, features=config.features.model_dump(), parent=champion.id if champion else "",
         note=f"trained on {learned} joined examples", actor=actor,
     )  # fmt: skip
-    store.save_model(ModelSnapshot(VWPolicy(args, data).version, args, data, policy_id, list(last)))
+    store.save_model(ModelSnapshot(VWPolicy(args, data).version, args, data, policy_id, list(last[0])))
     if progress:
         progress(learned, total)
     return entry, learned
@@ -125,6 +176,8 @@ def promote(config: BreinConfig, store: SQLiteStore, policy_id: str, *, actor: s
     registry = Registry(store)
     entry = registry.get(policy_id)
     champion = registry.champion()
+    if champion is not None and champion.id == policy_id:
+        raise InvalidTransition(f"{policy_id} is the champion already")
     load_policy(entry, store)  # refuse a policy that would not load before anything changes
     if not force:
         latest = next(iter(registry.evaluations(policy_id)), None)

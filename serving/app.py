@@ -82,8 +82,8 @@ class Brain:
     def _learner_for(self, policy_id: str, policy: object, learned: tuple[int, float, str]) -> OnlineLearner | None:
         if not isinstance(policy, VWPolicy):
             return None
-        publish = self._publisher(policy_id)
-        return OnlineLearner(self.config, self.store, policy.copy(), publish, policy_id=policy_id, after=learned)
+        data = None if policy.cold else policy.serialize()
+        return OnlineLearner(self.config, self.store, policy.args, data, self._publisher(policy_id), policy_id=policy_id, after=learned)
 
     def _publisher(self, policy_id: str) -> Callable[[VWPolicy], None]:
         def publish(model: VWPolicy) -> None:

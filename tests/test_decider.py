@@ -10,7 +10,7 @@ from bandit.config import BreinConfig, parse_config
 from bandit.decider import ServingPolicy
 from bandit.errors import InvalidRequest
 from bandit.features import FeatureEncoder
-from bandit.learner import COLD_START, LabelledExample, VWPolicy, vw_arguments
+from bandit.learner import COLD_START, LabelledExample, VWPolicy, train, vw_arguments
 from bandit.requests import DecisionRequest
 from bandit.store import ModelSnapshot
 from reward.ingest import OutcomeReport
@@ -156,17 +156,18 @@ def test_in_flight_decisions_count_in_history(brain: Brain) -> None:
 
 
 def _trained(config: BreinConfig, favourite: str, brain: Brain) -> VWPolicy:
-    policy = VWPolicy(vw_arguments(config.learner))
     encoder = FeatureEncoder(config)
     actions = brain.catalog.actions
-    for i in range(600):
-        features = encoder.shared_features(
-            touchpoint="app", event_time=T0 + i, numeric=CONTEXT["numeric"], categorical=CONTEXT["categorical"], history={}, personalised=True
-        )
-        chosen = i % len(actions)
-        cost = -1.0 if actions[chosen].id == favourite else 0.0
-        policy.learn(LabelledExample(encoder.shared_line(features), actions, chosen, 1 / len(actions), cost))
-    return VWPolicy(policy.args, policy.serialize())
+    features = encoder.shared_features(
+        touchpoint="app", event_time=T0, numeric=CONTEXT["numeric"], categorical=CONTEXT["categorical"], history={}, personalised=True
+    )
+    examples = [
+        LabelledExample(encoder.shared_line(features), actions, i % len(actions), 1 / len(actions), -1.0 if actions[i % len(actions)].id == favourite else 0.0)
+        for i in range(600)
+    ]
+    args = vw_arguments(config.learner)
+    data, _ = train(args, None, examples)
+    return VWPolicy(args, data)
 
 
 def test_trained_model_serves_its_pmf_over_eligible_only_and_explains(brain: Brain, config: BreinConfig) -> None:

@@ -87,8 +87,9 @@ def test_dsjson_export_trains_vw_cli_to_the_same_predictions(make_brain: Callabl
     assert {"_label_cost", "_label_probability", "_labelIndex", "a", "p", "c"} <= set(first) and "_multi" in first["c"]
 
     model_file = tmp_path / "cli.vw"
-    run_cli_driver(["--dsjson", "-d", str(export), "-f", str(model_file), *brain.learner.model.args])
-    from_cli = VWPolicy(brain.learner.model.args, model_file.read_bytes())
+    args = brain.decider.policy.model.args
+    run_cli_driver(["--dsjson", "-d", str(export), "-f", str(model_file), *args])
+    from_cli = VWPolicy(args, model_file.read_bytes())
     online = brain.decider.policy.model
     actions = list(brain.catalog.actions)
     rng = random.Random(5)
