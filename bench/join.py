@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import os
 import sqlite3
 import subprocess
 import sys
@@ -74,16 +73,25 @@ def build(path: Path, decisions: int, outcomes: int, customers: int, seed: int =
     store.close()
 
 
+# A small launcher runs each measured command: a child forked from this (large) process would
+# count this process's memory in its own peak RSS.
+LAUNCHER = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+print(done.stdout.strip())
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(done.returncode)
+"""
+
+
 def timed(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, the child's own peak RSS in MiB, and its output."""
+    """Wall seconds, the command's own peak RSS in MiB, and its output."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert child.stdout is not None
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed")
-    return time.perf_counter() - started, usage.ru_maxrss / 1024, output.strip()
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {done.stderr}")
+    *output, peak_kib = done.stdout.strip().splitlines()
+    return time.perf_counter() - started, int(peak_kib) / 1024, "\n".join(output)
 
 
 def main(argv: list[str] | None = None) -> None:

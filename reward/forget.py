@@ -27,7 +27,7 @@ def forget_customer(store: SQLiteStore, customer_id: str, *, actor: str, now: fl
         activations = conn.execute(f"DELETE FROM activations WHERE decision_id IN ({mine})", (customer_id,)).rowcount
         conn.execute(f"DELETE FROM join_queue WHERE decision_id IN ({mine})", (customer_id,))
         conn.execute(f"DELETE FROM late_outcomes WHERE decision_id IN ({mine})", (customer_id,))
-        joined = conn.execute("DELETE FROM joined_examples WHERE customer_id = ?", (customer_id,)).rowcount
+        joined = conn.execute(f"DELETE FROM joined_examples WHERE decision_id IN ({mine})", (customer_id,)).rowcount
         decisions = conn.execute("DELETE FROM decisions WHERE customer_id = ?", (customer_id,)).rowcount
         outcomes = conn.execute("DELETE FROM outcomes WHERE customer_id = ?", (customer_id,)).rowcount
         report = ForgetReport(decisions, outcomes, activations, joined)

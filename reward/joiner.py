@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from itertools import groupby
 
@@ -29,6 +30,8 @@ from reward.credit import CreditRules, DecisionFacts, OutcomeFacts
 
 BATCH_DECISIONS = 5000
 BATCH_CUSTOMERS = 1500
+IN_FLIGHT_WRITES = 2
+NOTHING_CREDITED = ("{}", "[]")
 
 migrations = Migrations("brein.joiner")
 
@@ -50,7 +53,6 @@ def m001_joined_examples(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX joined_examples_order ON joined_examples (run, event_time, decision_id)")
-    db.execute("CREATE INDEX joined_examples_customer ON joined_examples (customer_id)")
     db.execute("CREATE TABLE late_outcomes (outcome_id TEXT NOT NULL, decision_id TEXT NOT NULL, run INTEGER NOT NULL, "
                "PRIMARY KEY (outcome_id, decision_id))")  # fmt: skip
     db.execute(
@@ -119,15 +121,20 @@ class Joiner:
         outcome_rowid = int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM outcomes").fetchone()[0])
         total = int(conn.execute("SELECT COUNT(*) FROM join_queue WHERE event_time <= ?", (cutoff,)).fetchone()[0])
         joined = unactivated = done = 0
+        writing: deque[Future[None]] = deque()
         for customers in self._candidate_batches(conn, cutoff):
             rows = self._join_customers(conn, customers, watermark, outcome_rowid, run)
-            ids = [(row[0],) for row in rows]
-            self.store.submit(_write_examples(rows, ids)).result()
+            # The next batch is computed while this one is written; each write is all-or-nothing.
+            writing.append(self.store.submit(_write_examples(rows, [(row[0],) for row in rows])))
+            while len(writing) > IN_FLIGHT_WRITES:
+                writing.popleft().result()
             done += len(rows)
             unactivated += sum(1 for row in rows if row[4] == "unactivated")
             joined += sum(1 for row in rows if row[4] == "joined")
             if progress:
                 progress(done, total)
+        while writing:
+            writing.popleft().result()
         late = self._count_late(conn, run)
         pending = int(conn.execute("SELECT COUNT(*) FROM join_queue").fetchone()[0])
         checked = outcome_rowid
@@ -140,15 +147,17 @@ class Joiner:
         return JoinReport(run, watermark, cutoff, joined, unactivated, late, pending, time.perf_counter() - started)
 
     def _candidate_batches(self, conn: sqlite3.Connection, cutoff: float) -> Iterator[dict[str, set[str]]]:
-        """Closed decisions grouped by customer, a few hundred customers at a time."""
-        cursor = conn.execute(
+        """Closed decisions grouped by customer, a few hundred customers at a time. The list is read
+        whole first: a read kept open for the whole run would stop SQLite from checkpointing the WAL
+        that the run's own writes grow."""
+        closed = conn.execute(
             "SELECT d.customer_id, q.decision_id FROM join_queue q JOIN decisions d ON d.decision_id = q.decision_id "
             "WHERE q.event_time <= ? ORDER BY d.customer_id",
             (cutoff,),
-        )
+        ).fetchall()
         batch: dict[str, set[str]] = {}
         size = 0
-        for customer, rows in groupby(cursor, key=lambda row: row[0]):
+        for customer, rows in groupby(closed, key=lambda row: row[0]):
             batch[customer] = {row[1] for row in rows}
             size += len(batch[customer])
             if size >= BATCH_DECISIONS or len(batch) >= BATCH_CUSTOMERS:
@@ -194,9 +203,10 @@ class Joiner:
                 shown = self.rules.shown(decision, activations.get(decision.decision_id), close)
                 credit = credits[decision.decision_id]
                 cost = decision.cost if shown else 0.0
+                credited = (json.dumps(credit.by_type), json.dumps(credit.outcomes)) if credit.outcomes else NOTHING_CREDITED
                 rows.append((
                     decision.decision_id, customer, decision.event_time, run, "joined" if shown else "unactivated",
-                    credit.total - cost if shown else 0.0, cost, json.dumps(credit.by_type), json.dumps(credit.outcomes), outcome_rowid,
+                    credit.total - cost if shown else 0.0, cost, *credited, outcome_rowid,
                 ))  # fmt: skip
         return rows
 
