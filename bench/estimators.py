@@ -6,14 +6,15 @@ Prints four tables:
     plain IPS mean on the same arrays; each in its own process so its peak RSS is its own
     (target: <= 10 s and <= 2 GiB);
   * coverage: 100 seeded repetitions (20 with --quick) of the synthetic problem of
-    tests/test_estimators.py, where the truth is known exactly: how often each 95% interval holds
+    policies/synthetic.py, where the truth is known exactly: how often each 95% interval holds
     the target's value, and the paired interval the difference target - uniform baseline;
   * parity: the largest absolute difference from vw-estimators (if installed) on IPS, SNIPS and
     the Cressie-Read interval;
   * Open Bandit Dataset: the uniform random policy's click rate estimated from the Bernoulli TS
     log (campaign "all"), against the click rate the random log observed.
-The synthetic problem and the OBD loader are those of tests/test_estimators.py (run from the
-repository root).
+The synthetic problem (policies/synthetic.py) and the OBD loader (policies/open_bandit.py) are
+those the tests use; the OBD extract is read from --obd (default tests/data/obd_all.npz, run from
+the repository root).
 """
 
 from __future__ import annotations
@@ -25,18 +26,22 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from policies.estimators import compare_policies, evaluate
-from tests.test_estimators import all_estimators, open_bandit, simulate, synthetic_problem
+from policies.open_bandit import load_open_bandit
+from policies.synthetic import all_estimators, parity_cases, simulate, synthetic_problem, vw_estimators
+
+OPEN_BANDIT = Path("tests/data/obd_all.npz")
 
 WORKER = """
 import json, resource, sys, time, tracemalloc
 import numpy as np
 from policies.estimators import evaluate, compare_policies
-from tests.test_estimators import all_estimators, simulate, synthetic_problem
+from policies.synthetic import all_estimators, simulate, synthetic_problem
 
 mode, n = sys.argv[1], int(sys.argv[2])
 log, target, baseline = simulate(synthetic_problem(actions=20), n, seed=0)
@@ -139,18 +144,17 @@ def coverage(console: Console, repetitions: int, decisions: int = 2000) -> None:
     console.print("clipped IPS (clip 5) and DM (a deliberately wrong model) are biased: their intervals are not meant to cover")
 
 
-def parity(console: Console) -> None:
+def parity(console: Console, open_bandit: Path) -> None:
     if importlib.util.find_spec("estimators") is None:
         console.print("parity: vw-estimators is not installed (pip install vw-estimators), skipped")
         return
     from policies.estimators import IPS, SNIPS
-    from tests.test_estimators import _parity_cases, _vw_estimators
 
     table = Table(
         "case", "n", "|IPS - vw|", "|SNIPS - vw|", "|CR low - vw|", "|CR high - vw|", title="parity with vw-estimators 0.2.2"
     )
-    for case, log, logged, alpha, reward_range in _parity_cases():
-        vw_ips, vw_snips, (low, high) = _vw_estimators(log, logged, alpha, reward_range)
+    for case, log, logged, alpha, reward_range in parity_cases(open_bandit):
+        vw_ips, vw_snips, (low, high) = vw_estimators(log, logged, alpha, reward_range)
         ips, snips = evaluate(
             log, logged, [IPS(alpha=alpha, reward_range=reward_range), SNIPS(alpha=alpha, reward_range=reward_range)]
         )
@@ -159,9 +163,9 @@ def parity(console: Console) -> None:
     console.print(table)
 
 
-def open_bandit_dataset(console: Console) -> None:
+def open_bandit_dataset(console: Console, path: Path) -> None:
     started = time.perf_counter()
-    obd = open_bandit()
+    obd = load_open_bandit(path)
     fitted = time.perf_counter() - started
     truth = obd.random_click_rate
     table = Table(
@@ -196,12 +200,13 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m bench.estimators", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="100,000 decisions and 20 repetitions instead of 1,000,000 and 100")
+    parser.add_argument("--obd", type=Path, default=OPEN_BANDIT, help="the Open Bandit Dataset extract (default %(default)s)")
     args = parser.parse_args(argv)
     console = Console(width=160)
     speed(console, 100_000 if args.quick else 1_000_000)
     coverage(console, 20 if args.quick else 100)
-    parity(console)
-    open_bandit_dataset(console)
+    parity(console, args.obd)
+    open_bandit_dataset(console, args.obd)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     console.print(
         f"command: python -m bench.estimators{' --quick' if args.quick else ''}; this process's peak RSS {peak:.0f} MiB"

@@ -21,8 +21,9 @@ from bandit.errors import BreinError
 from bandit.features import FeatureEncoder
 from bandit.store import SQLiteStore
 from policies import operations
+from policies.estimators import Estimate
 from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_dsjson
-from policies.registry import Registry
+from policies.registry import KINDS, Registry
 
 console = Console()
 TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
@@ -37,19 +38,27 @@ def _when(seconds: float) -> str:
 
 
 @contextmanager
-def _opened(config_path: str, store_path: str | None) -> Iterator[tuple[BreinConfig, SQLiteStore]]:
-    """The config and its store; domain errors become one-line messages and a non-zero exit."""
+def _errors() -> Iterator[None]:
+    """Domain errors become one-line messages and a non-zero exit."""
     try:
-        config = load_config(config_path)
-        store = SQLiteStore(store_path or config.server.store)
-    except BreinError as error:
-        raise click.ClickException(str(error)) from None
-    try:
-        yield config, store
+        yield
     except (BreinError, ValueError) as error:
         raise click.ClickException(str(error)) from None
-    finally:
-        store.close()
+
+
+@contextmanager
+def _opened(config_path: str, store_path: str | None) -> Iterator[tuple[BreinConfig, SQLiteStore]]:
+    """The config and its (existing) store; domain errors become one-line messages and a non-zero exit."""
+    with _errors():
+        config = load_config(config_path)
+        path = Path(store_path or config.server.store)
+        if not path.is_file():
+            raise click.ClickException(f"no store at {path}: give --store, or run the server once to create it")
+        store = SQLiteStore(path)
+        try:
+            yield config, store
+        finally:
+            store.close()
 
 
 config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
@@ -64,28 +73,29 @@ def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+def _estimate_cells(estimate: Estimate) -> list[str]:
+    return [f"{estimate.value:.3f}", f"[{estimate.bootstrap.low:.3f}, {estimate.bootstrap.high:.3f}]",
+            f"[{estimate.analytic.low:.3f}, {estimate.analytic.high:.3f}]", f"{estimate.effective_sample_size:,.0f}",
+            f"{estimate.unsupported_share:.1%}"]  # fmt: skip
+
+
 def _report_table(report: EvaluationReport, title: str) -> Table:
-    paired = bool(report.comparisons)
     columns = ["estimator", f"{report.candidate} value", "95% bootstrap", "95% Cressie-Read", "ESS", "never-taken share"]
-    if paired:
+    if report.comparisons:
         columns += [f"{report.baseline} value", "lift (paired)", "lift 95% bootstrap", "lift 95% Cressie-Read"]
     table = Table(*columns, title=title)
-    for item in report.comparisons or report.estimates:
-        candidate = item.candidate if paired else item  # type: ignore[union-attr]
-        row = [candidate.estimator, f"{candidate.value:.3f}", f"[{candidate.bootstrap.low:.3f}, {candidate.bootstrap.high:.3f}]",
-               f"[{candidate.analytic.low:.3f}, {candidate.analytic.high:.3f}]", f"{candidate.effective_sample_size:,.0f}",
-               f"{candidate.unsupported_share:.1%}"]  # fmt: skip
-        if paired:
-            c = item
-            row += [f"{c.baseline.value:.3f}", f"{c.difference:+.3f}", f"[{c.bootstrap.low:+.3f}, {c.bootstrap.high:+.3f}]",  # type: ignore[union-attr]
-                    f"[{c.analytic.low:+.3f}, {c.analytic.high:+.3f}]"]  # type: ignore[union-attr]  # fmt: skip
-        table.add_row(*row)
+    for c in report.comparisons:
+        lift = [f"{c.difference:+.3f}", f"[{c.bootstrap.low:+.3f}, {c.bootstrap.high:+.3f}]",
+                f"[{c.analytic.low:+.3f}, {c.analytic.high:+.3f}]"]  # fmt: skip
+        table.add_row(c.estimator, *_estimate_cells(c.candidate), f"{c.baseline.value:.3f}", *lift)
+    for e in [] if report.comparisons else report.estimates:
+        table.add_row(e.estimator, *_estimate_cells(e))
     return table
 
 
 @click.group()
 def policy() -> None:
-    """The policy registry: list, train, evaluate, shadow, promote, roll back, retire."""
+    """The policy registry: list, register, train, evaluate, shadow, promote, roll back, retire."""
 
 
 @policy.command("list")
@@ -138,6 +148,25 @@ def show(policy_id: str, config_path: str, store_path: str | None, as_json: bool
             evals.add_row(_when(e.at), e.against, str(e.decisions), e.estimator, f"{e.lift:+.3f}", f"{e.lift_lower:+.3f}",
                           f"{e.lift_upper:+.3f}", f"{e.ess:,.0f}")  # fmt: skip
         console.print(evals)
+
+
+@policy.command()
+@config_option
+@store_option
+@click.option("--id", "policy_id", required=True, help="The new candidate's id.")
+@click.option("--kind", type=click.Choice(list(KINDS)), required=True, help="What the policy is.")
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False),
+              help="A rules policy's JSON file ([{\"action\": ..., \"when\": CEL}]) or a VW policy's model file.")  # fmt: skip
+@click.option("--vw-args", default="", help="A VW model's arguments; default the config's learner arguments.")
+@click.option("--note", default="", help="What it is: recorded in the policy's history.")
+def register(config_path: str, store_path: str | None, policy_id: str, kind: Any, file: str | None, vw_args: str,
+             note: str) -> None:  # fmt: skip
+    """Register a rule, uniform, do-nothing or VW-model policy as a candidate (it must load)."""
+    artifact = Path(file).read_bytes() if file else None
+    with _opened(config_path, store_path) as (config, store):
+        entry = operations.register_policy(config, store, policy_id=policy_id, kind=kind, artifact=artifact,
+                                           vw_args=vw_args.split() or None, note=note, actor=_actor())  # fmt: skip
+    console.print(f"registered candidate [bold]{entry.id}[/] ({entry.kind}, artifact {entry.artifact_hash[:12]})")
 
 
 @policy.command()
@@ -242,7 +271,9 @@ def retire(policy_id: str, config_path: str, store_path: str | None, reason: str
 @click.command()
 @click.argument("log_file", type=click.Path(exists=True, dir_okay=False))
 @config_option
-@click.option("--policy", "candidate", required=True, help="Registry id (needs --store), a VW model file, a rule file (.json), 'uniform', 'do_nothing'.")
+@click.option("--policy", "candidate", required=True,
+              help="A registry id (from --store, default the config's), a VW model file, a rule file (.json), "
+                   "'uniform' or 'do_nothing'.")
 @click.option("--against", default=None, help="A baseline policy for the paired lift; default none.")
 @store_option
 @estimator_option
@@ -250,12 +281,19 @@ def retire(policy_id: str, config_path: str, store_path: str | None, reason: str
 def replay(log_file: str, config_path: str, candidate: str, against: str | None, store_path: str | None, estimators: tuple[str, ...],
            as_json: bool) -> None:  # fmt: skip
     """Replay a policy on an exported log (`brein log export`) and estimate its value."""
-    with _opened(config_path, store_path) as (config, store):
-        registry = Registry(store)
+
+    def run(config: BreinConfig, registry: Registry | None) -> EvaluationReport:
         data = load_dsjson(Path(log_file).read_text().splitlines(), config)
-        report = evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, registry),
-                             operations.resolve_policy(against, config, registry) if against else None,
-                             estimators or tuple(ESTIMATORS))  # fmt: skip
+        return evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, registry),
+                           operations.resolve_policy(against, config, registry) if against else None,
+                           estimators or tuple(ESTIMATORS))  # fmt: skip
+
+    if store_path is None and not any(operations.needs_registry(spec) for spec in (candidate, against) if spec):
+        with _errors():  # files and built-in policies only: no store is opened (or created)
+            report = run(load_config(config_path), None)
+    else:
+        with _opened(config_path, store_path) as (config, store):
+            report = run(config, Registry(store))
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

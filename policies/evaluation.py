@@ -65,11 +65,13 @@ def _logged(rows: Iterable[tuple[str, float, SharedFeatures, list[str], str, flo
 
 
 def load_logged(config: BreinConfig, store: SQLiteStore, since: float | None = None, until: float | None = None) -> LoggedData:
-    """Joined examples (decisions that were shown, with their final reward) with since <= time < until."""
+    """Joined examples (decisions that were shown, with their final reward) with since <= time < until,
+    in the order the online learner and `brein log export` take them: an evaluation of the store and
+    a replay of its export see the same rows in the same order, so they give the same numbers."""
     rows = store.db.execute(
         "SELECT j.decision_id, j.event_time, d.features, d.eligible, d.action_id, d.probability, j.reward, d.shadow "
         "FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
-        "WHERE j.status = 'joined' AND j.event_time >= ? AND j.event_time < ? ORDER BY j.event_time, j.decision_id",
+        "WHERE j.status = 'joined' AND j.event_time >= ? AND j.event_time < ? ORDER BY j.run, j.event_time, j.decision_id",
         (since if since is not None else float("-inf"), until if until is not None else float("inf")),
     )
     return _logged(
@@ -124,9 +126,12 @@ class EvaluationReport:
     comparisons: list[Comparison]
 
     def row(self, estimator: str) -> Comparison | Estimate:
-        for item in [*self.comparisons, *self.estimates]:
-            if item.estimator == estimator:
-                return item
+        for comparison in self.comparisons:
+            if comparison.estimator == estimator:
+                return comparison
+        for estimate in self.estimates:
+            if estimate.estimator == estimator:
+                return estimate
         raise KeyError(estimator)
 
     def as_dict(self) -> dict[str, Any]:

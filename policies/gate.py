@@ -17,6 +17,8 @@ def check_gate(gate: GateConfig, evaluation: EvaluationRecord | None, candidate:
         raise GateRefused(f"{candidate} has no evaluation against the champion {champion}: run `brein policy evaluate {candidate}` first")
     if evaluation.against != champion:
         raise GateRefused(f"{candidate}'s latest evaluation is against {evaluation.against}, not the champion {champion}: evaluate it again")
+    if evaluation.estimator != gate.estimator:
+        raise GateRefused(f"{candidate}'s latest evaluation used {evaluation.estimator}, not the gate's {gate.estimator}: evaluate it again")
     age_hours = (now - evaluation.at) / 3600
     if age_hours > gate.max_age_hours:
         raise GateRefused(f"{candidate}'s evaluation is {age_hours:.1f} hours old, more than the {gate.max_age_hours:g} allowed")

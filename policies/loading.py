@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bandit.errors import BreinError
+from bandit.errors import BreinError, ConfigError
 from bandit.learner import VWPolicy
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, RuleSpec, UniformPolicy
 from bandit.store import DecisionLog
@@ -32,7 +32,10 @@ def load_policy(entry: PolicyEntry, store: DecisionLog) -> tuple[Policy, Cursor]
     if entry.kind == "do_nothing":
         return DoNothingPolicy(), START
     if entry.kind == "rules":
-        return RulePolicy(parse_rules(entry.artifact or b"[]"), version=entry.artifact_hash[:12]), START
+        try:
+            return RulePolicy(parse_rules(entry.artifact or b"[]"), version=entry.artifact_hash[:12]), START
+        except ConfigError as error:  # a condition that does not compile
+            raise PolicyLoadError(f"policy {entry.id}: {error}") from None
     snapshot = store.latest_model(entry.id)
     data = snapshot.data if snapshot is not None else entry.artifact
     learned = snapshot.learned if snapshot is not None and snapshot.learned else None

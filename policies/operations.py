@@ -86,11 +86,14 @@ def register_policy(
         known = Catalog(config).by_id
         for i, rule in enumerate(rules):
             if rule.action != DO_NOTHING and rule.action not in known:
-                raise ValueError(f"rules[{i}].action: expected an action of the catalog like 'offer/channel/slot', got {rule.action!r}")
+                raise ValueError(f"rules[{i}].action: expected an action of the catalog like 'offer/channel/slot', "
+                                 f"got {rule.action!r}")
         RulePolicy(rules, version="check")  # compiles every condition: a bad one is refused here
     champion = registry.champion()
-    return registry.register(policy_id, kind, artifact=artifact, args=args, features=config.features.model_dump(),
-                             parent=champion.id if champion else "", note=note or f"registered {kind} policy", actor=actor)  # fmt: skip
+    return registry.register(
+        policy_id, kind, artifact=artifact, args=args, features=config.features.model_dump(),
+        parent=champion.id if champion else "", note=note or f"registered {kind} policy", actor=actor,
+    )  # fmt: skip
 
 
 def evaluate_policy(

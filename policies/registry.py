@@ -22,6 +22,8 @@ from bandit.store import SQLiteStore
 State = Literal["candidate", "shadow", "champion", "retired"]
 Kind = Literal["vw", "rules", "uniform", "do_nothing"]
 STATES: tuple[State, ...] = ("candidate", "shadow", "champion", "retired")
+KINDS: tuple[Kind, ...] = ("vw", "rules", "uniform", "do_nothing")
+_AS_NOUN = {"candidate": "a candidate", "shadow": "a shadow", "champion": "the champion", "retired": "retired"}
 
 migrations = Migrations("brein.registry")
 
@@ -123,6 +125,13 @@ class EvaluationRecord:
     report: dict[str, Any]
 
 
+# Registry has a method named ``list``; inside the class these aliases name the builtin type.
+Entries = list[PolicyEntry]
+Events = list[PolicyEvent]
+Evaluations = list[EvaluationRecord]
+Strings = list[str]
+
+
 def artifact_hash(kind: str, artifact: bytes | None) -> str:
     return hashlib.sha256(kind.encode() + b"\0" + (artifact or b"")).hexdigest()
 
@@ -147,6 +156,9 @@ class Registry:
             raise UnknownPolicy(policy_id)
         return _entry(row)
 
+    def has(self, policy_id: str) -> bool:
+        return self.store.db.execute("SELECT 1 FROM policies WHERE id = ?", (policy_id,)).fetchone() is not None
+
     def list(self) -> list[PolicyEntry]:
         return [_entry(r) for r in self.store.db.execute("SELECT * FROM policies ORDER BY created, id")]
 
@@ -154,21 +166,21 @@ class Registry:
         row = self.store.db.execute("SELECT * FROM policies WHERE state = 'champion'").fetchone()
         return None if row is None else _entry(row)
 
-    def in_state(self, state: State) -> list[PolicyEntry]:
+    def in_state(self, state: State) -> Entries:
         return [_entry(r) for r in self.store.db.execute("SELECT * FROM policies WHERE state = ? ORDER BY created", (state,))]
 
-    def history(self, policy_id: str | None = None) -> list[PolicyEvent]:
+    def history(self, policy_id: str | None = None) -> Events:
         query = "SELECT policy_id, at, actor, from_state, to_state, reason FROM policy_events"
         rows = self.store.db.execute(query + (" WHERE policy_id = ?" if policy_id else "") + " ORDER BY id", (policy_id,) if policy_id else ())
         return [PolicyEvent(*r) for r in rows]
 
-    def evaluations(self, policy_id: str) -> list[EvaluationRecord]:
+    def evaluations(self, policy_id: str) -> Evaluations:
         rows = self.store.db.execute(
             "SELECT policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report "
             "FROM evaluations WHERE policy_id = ? ORDER BY at DESC, id DESC",
             (policy_id,),
         )
-        return [EvaluationRecord(*r[:11], json.loads(r[11])) for r in rows]  # type: ignore[arg-type]
+        return [EvaluationRecord(**{**dict(r), "report": json.loads(r["report"])}) for r in rows]
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -178,7 +190,7 @@ class Registry:
         kind: Kind,
         *,
         artifact: bytes | None = None,
-        args: list[str] | None = None,
+        args: Strings | None = None,
         features: dict[str, Any] | None = None,
         parent: str = "",
         note: str = "",
@@ -186,6 +198,12 @@ class Registry:
         state: State = "candidate",
         now: float | None = None,
     ) -> PolicyEntry:
+        if kind not in KINDS:
+            raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+        if state not in STATES:
+            raise ValueError(f"state: expected one of {', '.join(STATES)}, got {state!r}")
+        if not policy_id:
+            raise ValueError("policy_id: expected a non-empty id")
         at = time.time() if now is None else now
         entry = PolicyEntry(policy_id, kind, artifact, artifact_hash(kind, artifact), list(args or []), dict(features or {}),
                             parent, at, state, note)  # fmt: skip
@@ -206,6 +224,8 @@ class Registry:
 
     def set_state(self, policy_id: str, to_state: State, *, actor: str, reason: str, now: float | None = None) -> None:
         """Shadow, retire or re-candidate a policy; the champion changes only by promote/rollback."""
+        if to_state not in STATES:
+            raise ValueError(f"state: expected one of {', '.join(STATES)}, got {to_state!r}")
         at = time.time() if now is None else now
 
         def write(conn: sqlite3.Connection) -> None:
@@ -214,6 +234,8 @@ class Registry:
                 raise InvalidTransition(f"{policy_id} is the champion: promote another policy or roll back first")
             if to_state == "champion":
                 raise InvalidTransition("use promote to make a policy the champion")
+            if to_state == current:
+                raise InvalidTransition(f"{policy_id} is {_AS_NOUN[current]} already")
             conn.execute("UPDATE policies SET state = ? WHERE id = ?", (to_state, policy_id))
             _event(conn, policy_id, at, actor, current, to_state, reason)
 

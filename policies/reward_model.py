@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from vowpal_wabbit_next import TextFormatParser, Workspace
+
+from bandit.learner import VWRegression
 
 __all__ = ["CrossFittedRewardModel"]
 
@@ -94,14 +95,12 @@ class CrossFittedRewardModel:
         width = max(len(row) for row in action_lines)
         predictions = np.zeros((n, width))
         for fold in range(self.folds):
-            workspace = Workspace(args)
-            parser = TextFormatParser(workspace)
+            model = VWRegression(args)
             train = np.flatnonzero(fold_of != fold)
             for _ in range(self.passes):
                 for i in rng.permutation(train):
-                    line = f"{float(rewards[i])!r} {shared_lines[i]} {action_lines[i][chosen_index[i]]}"
-                    workspace.learn_one(parser.parse_line(line))
-                workspace.end_pass()
+                    model.learn(float(rewards[i]), f"{shared_lines[i]} {action_lines[i][chosen_index[i]]}")
+                model.end_pass()
             # Logs repeat (context, offered actions) pairs; within a fold VW's answer to one does not change.
             seen: dict[tuple[str, int], FloatArray] = {}
             for i in np.flatnonzero(fold_of == fold):
@@ -109,7 +108,7 @@ class CrossFittedRewardModel:
                 values = seen.get(key)
                 if values is None:
                     values = seen[key] = np.array(
-                        [workspace.predict_one(parser.parse_line(f"{shared_lines[i]} {action}")) for action in action_lines[i]]
+                        [model.predict(f"{shared_lines[i]} {action}") for action in action_lines[i]]
                     )
                 predictions[i, : values.size] = values
         return predictions
@@ -160,7 +159,7 @@ def _chosen(chosen: Any, action_lines: list[list[str]]) -> npt.NDArray[np.int64]
 def _crossed(shared_lines: list[str], action_lines: list[list[str]]) -> list[str]:
     """Every shared namespace letter paired with every action namespace letter, as ``-q`` arguments."""
     shared = sorted(set().union(*(_namespaces(line) for line in shared_lines)))
-    offered = sorted(set().union(*(_namespaces(line) for row in action_lines for line in set(row))))
+    offered = sorted(set().union(*(_namespaces(line) for line in {line for row in action_lines for line in row})))
     return [s + a for s in shared for a in offered]
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
 from bandit.config import BreinConfig
 from bandit.decider import Decider, PendingDecision, ServingPolicy
-from bandit.errors import ConfigError
+from bandit.errors import BreinError, ConfigError
 from bandit.explain import Explanation, explain
 from bandit.features import FeatureEncoder
 from bandit.learner import VWPolicy, vw_arguments
@@ -20,7 +20,7 @@ from bandit.records import OutcomeRecord
 from bandit.requests import DecisionRequest
 from bandit.store import CommitListener, SQLiteStore
 from policies.loading import PolicyLoadError, load_policy
-from policies.registry import PolicyEntry, Registry
+from policies.registry import InvalidTransition, PolicyEntry, Registry
 from reward.audit import audit
 from reward.forget import ForgetReport, forget_customer
 from reward.ingest import ActivationReport, OutcomeReport, record_activation, record_outcome
@@ -45,10 +45,16 @@ def bootstrap_champion(config: BreinConfig, registry: Registry) -> PolicyEntry:
             VWPolicy(args, data)
         except Exception as error:
             raise ConfigError(f"learner.model: {path} is not a VW model for {' '.join(args)}: {error}") from None
-    return registry.register(
-        config.learner.policy_id, "vw", artifact=data, args=args, features=config.features.model_dump(), actor="brein",
-        state="champion", note=f"bootstrapped from the config ({'model ' + str(path) if data else 'cold start'})",
-    )  # fmt: skip
+    try:
+        return registry.register(
+            config.learner.policy_id, "vw", artifact=data, args=args, features=config.features.model_dump(), actor="brein",
+            state="champion", note=f"bootstrapped from the config ({'model ' + str(path) if data else 'cold start'})",
+        )  # fmt: skip
+    except InvalidTransition:
+        champion = registry.champion()  # another process on this store bootstrapped one first: serve that
+        if champion is None:
+            raise
+        return champion
 
 
 class Brain:
@@ -142,6 +148,17 @@ class Brain:
 
     def decide(self, request: DecisionRequest) -> PendingDecision:
         return self.decider.decide(self.pseudonyms.request(request))
+
+    def decide_many(self, requests: Sequence[DecisionRequest]) -> list[PendingDecision | Exception]:
+        """Each request's decision or the error that refused it, in order (see Decider.decide_many)."""
+        prepared: list[DecisionRequest | Exception] = []
+        for request in requests:
+            try:
+                prepared.append(self.pseudonyms.request(request))
+            except BreinError as error:
+                prepared.append(error)
+        decided = iter(self.decider.decide_many([r for r in prepared if not isinstance(r, Exception)]))
+        return [r if isinstance(r, Exception) else next(decided) for r in prepared]
 
     def report_outcome(self, report: OutcomeReport) -> tuple[OutcomeRecord, Future[bool]]:
         return record_outcome(self.pseudonyms.request(report), self.config, self.store, self.clock())

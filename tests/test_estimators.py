@@ -1,13 +1,12 @@
 """Off-policy estimators: coverage where the truth is known, parity with vw-estimators, Open Bandit Dataset.
 
-The synthetic problem and the OBD loader live here and are reused by ``bench/estimators.py``,
-which runs the full-size versions of the coverage and OBD checks.
+The synthetic problem (``policies.synthetic``) and the OBD loader (``policies.open_bandit``) are
+shared with ``bench/estimators.py``, which runs the full-size versions of the coverage and OBD checks.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ from policies.estimators import (
     DM,
     DR,
     IPS,
-    SNDR,
     SNIPS,
     ClippedIPS,
     Estimator,
@@ -27,120 +25,10 @@ from policies.estimators import (
     compare_policies,
     evaluate,
 )
-from policies.reward_model import CrossFittedRewardModel
+from policies.open_bandit import load_open_bandit
+from policies.synthetic import BINARY, all_estimators, parity_cases, simulate, synthetic_problem, vw_estimators
 
-DATA = Path(__file__).parent / "data"
-BINARY = (0.0, 1.0)
-
-
-# --- A logged-bandit problem whose policy values are known exactly ---------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Context types drawn uniformly; type c offers its first ``eligible[c]`` of K actions.
-
-    ``mean[c, a]`` is the Bernoulli reward probability; ``logging``, ``target`` and ``baseline``
-    are (contexts, K) distributions, zero beyond a type's actions. ``model`` is a deliberately
-    wrong reward model (shrunk towards 0.3), fixed, so DM is biased and DR must not be.
-    """
-
-    eligible: np.ndarray
-    mean: np.ndarray
-    logging: np.ndarray
-    target: np.ndarray
-    baseline: np.ndarray
-    model: np.ndarray
-
-    def value(self, policy: np.ndarray) -> float:
-        """Exact value: the average over context types of sum_a policy(a|c) mean(c, a)."""
-        return float(np.mean(np.sum(policy * self.mean, axis=1)))
-
-
-def synthetic_problem(contexts: int = 30, actions: int = 5, seed: int = 20240611) -> Problem:
-    rng = np.random.default_rng(seed)
-    eligible = rng.integers(2, actions + 1, size=contexts)
-    offered = np.arange(actions)[None, :] < eligible[:, None]
-    logit = rng.normal(-1.0, 1.2, size=(contexts, actions))
-    mean = np.where(offered, 1 / (1 + np.exp(-logit)), 0.0)
-
-    def softmax(scores: np.ndarray, support: np.ndarray) -> np.ndarray:
-        e = np.where(support, np.exp(scores - scores.max(axis=1, keepdims=True)), 0.0)
-        distribution: np.ndarray = e / e.sum(axis=1, keepdims=True)
-        return distribution
-
-    uniform = offered / eligible[:, None]
-    logging = 0.7 * softmax(rng.normal(0, 0.8, size=(contexts, actions)), offered) + 0.3 * uniform
-    # The target prefers good actions and, in every third context type, never takes the worst one.
-    support = offered.copy()
-    worst = np.argmin(np.where(offered, mean, np.inf), axis=1)
-    support[np.arange(0, contexts, 3), worst[::3]] = False
-    target = softmax(3.0 * logit, support)
-    model = np.where(offered, 0.3 + 0.5 * (mean - 0.3), 0.0)
-    return Problem(eligible=eligible, mean=mean, logging=logging, target=target, baseline=uniform, model=model)
-
-
-def simulate(problem: Problem, n: int, seed: int) -> tuple[LoggedDecisions, np.ndarray, np.ndarray]:
-    """n logged decisions: (log with the fixed reward model, target (n, K), baseline (n, K))."""
-    rng = np.random.default_rng(seed)
-    context = rng.integers(0, problem.eligible.size, size=n)
-    cumulative = np.cumsum(problem.logging[context], axis=1)
-    action = np.minimum((rng.random(n)[:, None] >= cumulative).sum(axis=1), problem.eligible[context] - 1)
-    reward = (rng.random(n) < problem.mean[context, action]).astype(np.float64)
-    log = LoggedDecisions(
-        reward=reward,
-        propensity=problem.logging[context, action],
-        action=action,
-        reward_hat=problem.model[context],
-    )
-    return log, problem.target[context], problem.baseline[context]
-
-
-# --- The Open Bandit Dataset sample (see tests/data/README.md) -------------------------------
-
-
-@dataclass(frozen=True)
-class OpenBandit:
-    log: LoggedDecisions  # Bernoulli TS log, "all" campaign, with cross-fitted VW predictions
-    target: np.ndarray  # the uniform random policy: 1/80 for every item at every position
-    random_click_rate: float  # what the uniform random policy actually earned, from its own log
-    random_clicks: int
-
-
-def open_bandit(model: CrossFittedRewardModel | None = None) -> OpenBandit:
-    """Positions are pooled: each impression is one decision, its position a context feature.
-
-    The uniform random policy draws each position's item uniformly from the 80, so its
-    probability of the logged item is 1/80 whatever the position, and its click rate is the
-    random log's mean click over all positions.
-    """
-    data = np.load(DATA / "obd_all.npz")
-    item = data["bts_item"].astype(np.int64)
-    items = data["item_numeric"].size
-    shared = [
-        f"|u a={a} b={b} c={c} d={d} |p position={p}"
-        for (a, b, c, d), p in zip(data["bts_user"].tolist(), data["bts_position"].tolist(), strict=True)
-    ]
-    offers = [
-        f"|i item={k} x0:{x0!r} c1={c1} c2={c2} c3={c3}"
-        for k, (x0, (c1, c2, c3)) in enumerate(zip(data["item_numeric"].tolist(), data["item_categories"].tolist(), strict=True))
-    ]
-    reward = data["bts_click"].astype(np.float64)
-    predictions = (model or CrossFittedRewardModel()).fit_predict(shared, [offers] * item.size, item, reward)
-    log = LoggedDecisions(reward=reward, propensity=data["bts_propensity"], action=item, reward_hat=predictions)
-    clicks = data["random_click"]
-    return OpenBandit(
-        log=log,
-        target=np.full((item.size, items), 1 / items),
-        random_click_rate=float(clicks.mean()),
-        random_clicks=int(clicks.sum()),
-    )
-
-
-def all_estimators(n_bootstrap: int = 200, clip: float = 5.0) -> list[Estimator]:
-    kinds: list[type[Estimator]] = [IPS, SNIPS, DM, DR, SNDR]
-    estimators = [kind(n_bootstrap=n_bootstrap, reward_range=BINARY) for kind in kinds]
-    return estimators[:1] + [ClippedIPS(clip=clip, n_bootstrap=n_bootstrap, reward_range=BINARY)] + estimators[1:]
+OPEN_BANDIT = Path(__file__).parent / "data" / "obd_all.npz"
 
 
 # --- (a) coverage ------------------------------------------------------------------------------
@@ -191,37 +79,12 @@ def test_dm_is_biased_by_a_wrong_model_and_dr_is_not() -> None:
 def _vw_estimators(
     log: LoggedDecisions, target_logged: np.ndarray, alpha: float, reward_range: tuple[float, float]
 ) -> tuple[float, float, tuple[float, float]]:
-    ips = pytest.importorskip("estimators.bandits.ips")
-    snips = pytest.importorskip("estimators.bandits.snips")
-    cressieread = pytest.importorskip("estimators.bandits.cressieread")
-    point_ips, point_snips = ips.Estimator(), snips.Estimator()
-    interval = cressieread.Interval(rmin=reward_range[0], rmax=reward_range[1])
-    for p, r, pi in zip(log.propensity.tolist(), log.reward.tolist(), target_logged.tolist(), strict=True):
-        point_ips.add_example(p, r, pi)
-        point_snips.add_example(p, r, pi)
-        interval.add_example(p, r, pi)
-    low, high = interval.get(alpha)
-    return point_ips.get(), point_snips.get(), (low, high)
-
-
-def _parity_cases() -> list[tuple[str, LoggedDecisions, np.ndarray, float, tuple[float, float]]]:
-    problem = synthetic_problem()
-    log, target, _ = simulate(problem, 3000, seed=5)
-    logged = target[np.arange(log.n), log.action]
-    rng = np.random.default_rng(3)
-    spread = LoggedDecisions(reward=rng.uniform(-1.0, 2.0, size=log.n), propensity=log.propensity)
-    data = np.load(DATA / "obd_all.npz")
-    obd = LoggedDecisions(reward=data["bts_click"].astype(np.float64), propensity=data["bts_propensity"])
-    return [
-        ("synthetic", log, logged, 0.05, BINARY),
-        ("synthetic alpha 0.1", log, logged, 0.1, BINARY),
-        ("rewards in [-1, 2]", spread, logged, 0.05, (-1.0, 2.0)),
-        ("open bandit", obd, np.full(obd.n, 1 / 80), 0.05, BINARY),
-    ]
+    pytest.importorskip("estimators.bandits.cressieread")
+    return vw_estimators(log, target_logged, alpha, reward_range)
 
 
 @pytest.mark.parametrize(
-    ("case", "log", "logged", "alpha", "reward_range"), [pytest.param(*case, id=case[0]) for case in _parity_cases()]
+    ("case", "log", "logged", "alpha", "reward_range"), [pytest.param(*case, id=case[0]) for case in parity_cases(OPEN_BANDIT)]
 )
 def test_ips_snips_and_cressie_read_match_vw_estimators(
     case: str, log: LoggedDecisions, logged: np.ndarray, alpha: float, reward_range: tuple[float, float]
@@ -258,7 +121,7 @@ def test_mean_interval_is_a_t_interval_with_divisor_n() -> None:
 
 
 def test_open_bandit_estimates_of_the_random_policy_from_the_thompson_log() -> None:
-    obd = open_bandit()
+    obd = load_open_bandit(OPEN_BANDIT)
     truth = obd.random_click_rate
     estimates = {e.estimator: e for e in evaluate(obd.log, obd.target, all_estimators())}
     for name in ("ips", "snips", "dr", "sndr"):

@@ -1,0 +1,540 @@
+"""Issue 4 end to end, against real parts: a store of logged and joined decisions, the `brein` CLI,
+and `brein serve` as a subprocess under continuous Decide load.
+
+train -> shadow (live decisions log the shadow's pmf) -> evaluate -> promote (the running server
+switches without a restart or a failed request) -> rollback; the gate's refusals; replay of an
+exported log equal to ``policies.evaluate``; a rule policy served; a policy that does not load refused.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import tomli_w
+from click.testing import CliRunner, Result
+from rich.console import Console
+
+import policies
+import policies.cli
+from bandit.catalog import Catalog
+from bandit.config import BreinConfig, parse_config
+from bandit.features import FeatureEncoder
+from bandit.learner import vw_arguments
+from bandit.requests import DecisionRequest
+from bandit.store import SQLiteStore
+from policies.loading import load_policy
+from policies.registry import Registry
+from reward.ingest import ActivationReport, OutcomeReport
+from reward.online import action_from_id
+from serving.app import Brain
+from serving.cli import main
+from serving.pb.brein.v1 import brein_pb2 as pb
+from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from tests.conftest import T0, example_data
+
+DAY = 86_400.0
+DAYS = 60
+TRAIN_DAYS = 30  # train on the first 30 days, evaluate on the last 30
+SPLIT = T0 + TRAIN_DAYS * DAY
+ESTIMATORS = ["ips", "clipped_ips", "snips", "dm", "dr", "sndr"]
+RULES = [
+    {"action": "renewal/sms/evening", "when": "numeric.months_to_contract_end <= 3.0"},
+    {"action": "data_upsell/app_push/morning"},
+]
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _config_data(store: Path, **gate: Any) -> dict[str, Any]:
+    data = example_data()
+    data["server"].update(address="127.0.0.1:0", metrics_address="127.0.0.1:0", store=str(store))
+    data["joiner"] = {"interval_seconds": 0.2}
+    # The champion does not learn while the test runs: evaluations stay comparable from step to step.
+    data["learner"]["online"] = False
+    data["gate"] = {"estimator": "snips", "min_lift": 0.0, "min_decisions": 1000, "min_ess": 50.0, "max_age_hours": 1.0, **gate}
+    return data
+
+
+def logged_world(brain: Brain, days: int = DAYS, customers: int = 300, per_day: int = 50, seed: int = 1) -> None:
+    """The world of tests/test_online.py's ``simulate``, bigger and batched: customers close to
+    contract end renew (240) after an SMS, complain (-50) after a call. Served by the cold champion,
+    so the log is uniform exploration; each day's decisions are committed together."""
+    rng = random.Random(seed)
+    for day in range(days):
+        pending = []
+        for c in rng.sample(range(customers), per_day):
+            at = T0 + day * DAY + rng.uniform(0, DAY / 2)
+            months = float(c % 6)
+            request = DecisionRequest(
+                customer_id=f"c{c}", touchpoint="app", request_id=f"r{day}-{c}", event_time=at, personalisation="granted",
+                numeric={"months_to_contract_end": months, "tenure_months": float(c % 60)},
+                categorical={"plan": "basic", "has_app": "yes"},
+            )  # fmt: skip
+            pending.append((c, at, months, brain.decide(request)))
+        writes = []
+        for c, at, months, decision in pending:
+            decision.committed.result()
+            record = decision.record
+            if record.action_id != "do_nothing":
+                writes.append(brain.activate(ActivationReport(record.decision_id, at + 60)))
+            if record.channel == "sms" and months <= 3 and rng.random() < 0.7:
+                renewal = OutcomeReport(f"o-{record.decision_id}", f"c{c}", "contract_renewal", event_time=at + 2 * DAY)
+                writes.append(brain.report_outcome(renewal)[1])
+            if record.channel == "outbound_call" and rng.random() < 0.5:
+                complaint = OutcomeReport(f"k-{record.decision_id}", f"c{c}", "complaint", event_time=at + DAY)
+                writes.append(brain.report_outcome(complaint)[1])
+        for write in writes:
+            write.result()
+    brain.joiner.run(until=T0 + (days + 40) * DAY)  # every decision closed, in one join run
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3,000 logged decisions, all joined; each test works on its own copy."""
+    path = tmp_path_factory.mktemp("world") / "brein.db"
+    brain = Brain(parse_config(_config_data(path)), path)
+    try:
+        logged_world(brain)
+    finally:
+        brain.close()
+    return path
+
+
+@dataclass
+class Flow:
+    tmp_path: Path
+    store: Path
+    config_path: Path
+
+    @property
+    def config(self) -> BreinConfig:
+        return parse_config(_config_data(self.store))
+
+    def write_config(self, name: str = "brein.toml", **gate: Any) -> Path:
+        path = self.tmp_path / name
+        path.write_text(tomli_w.dumps(_config_data(self.store, **gate)))
+        return path
+
+    def cli(self, *args: str, config: Path | None = None, ok: bool = True) -> Result:
+        result = CliRunner().invoke(main, [*args, "--config", str(config or self.config_path)])
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    @contextmanager
+    def registry(self) -> Iterator[Registry]:
+        store = SQLiteStore(self.store)
+        try:
+            yield Registry(store)
+        finally:
+            store.close()
+
+    def states(self) -> dict[str, str]:
+        with self.registry() as registry:
+            return {e.id: e.state for e in registry.list()}
+
+
+@pytest.fixture
+def flow(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flow:
+    store = tmp_path / "brein.db"
+    with closing(sqlite3.connect(world)) as source, closing(sqlite3.connect(store)) as copy:
+        source.backup(copy)
+    monkeypatch.setattr(policies.cli, "console", Console(width=250))  # tables on one line each, for the assertions
+    made = Flow(tmp_path, store, tmp_path / "brein.toml")
+    made.write_config()
+    return made
+
+
+# --- A server process and a client that never stops asking --------------------------------------
+
+
+class Server:
+    def __init__(self, config: Path, cwd: Path) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--config", str(config)], cwd=cwd,
+                                        stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.log: list[dict[str, Any]] = []
+        assert self.process.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                raise AssertionError(f"server exited with {self.process.wait()}: {self.log}")
+            entry = self._entry(line)
+            if str(entry["message"]).startswith("serving on"):
+                self.port = int(entry["port"])
+                break
+        self._drain = threading.Thread(target=self._read_rest, daemon=True)
+        self._drain.start()
+
+    def _entry(self, line: str) -> dict[str, Any]:
+        try:
+            entry: dict[str, Any] = json.loads(line)
+        except ValueError:
+            entry = {"message": line.rstrip()}
+        self.log.append(entry)
+        return entry
+
+    def _read_rest(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self._entry(line)
+
+    def messages(self, prefix: str) -> list[str]:
+        return [str(e["message"]) for e in list(self.log) if str(e["message"]).startswith(prefix)]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+@pytest.fixture
+def start_server(flow: Flow) -> Iterator[Any]:
+    servers: list[Server] = []
+
+    def start() -> Server:
+        servers.append(Server(flow.config_path, flow.tmp_path))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@dataclass
+class Response:
+    at: float
+    policy_id: str
+    action: str
+    probability: float
+    months: float
+
+
+class Load:
+    """One client thread sending Decide after Decide (new customers, personalised) until stopped."""
+
+    def __init__(self, port: int, tag: str) -> None:
+        self.port, self.tag = port, tag
+        self.responses: list[Response] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            stub = pb_grpc.DecisionServiceStub(channel)
+            i = 0
+            while not self._stop.is_set():
+                months = float(i % 6)
+                request = pb.DecideRequest(
+                    request_id=f"{self.tag}-{i}", customer_id=f"live-{self.tag}-{i}", channel="app",
+                    context=pb.Context(numeric={"months_to_contract_end": months, "tenure_months": 12.0},
+                                       categorical={"plan": "basic", "has_app": "yes"}),
+                    consent=pb.Consent(personalisation=pb.CONSENT_STATE_GRANTED),
+                )  # fmt: skip
+                try:
+                    response = stub.Decide(request, timeout=10)
+                    answered = Response(time.monotonic(), response.policy_id, response.action.id, response.probability, months)
+                    self.responses.append(answered)
+                except grpc.RpcError as error:
+                    self.errors.append(f"{error.code().name}: {error.details()}")
+                i += 1
+                time.sleep(0.005)  # a steady stream, leaving the two cores to the server and the CLI
+
+    def wait_for(self, policy_id: str, since: float, timeout: float = 10.0) -> float:
+        """Seconds from ``since`` to the first response served by ``policy_id`` after it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for response in list(self.responses):
+                if response.at > since and response.policy_id == policy_id:
+                    return response.at - since
+            time.sleep(0.05)
+        served = sorted({r.policy_id for r in self.responses if r.at > since})
+        raise AssertionError(f"no response from {policy_id} within {timeout} s; served by {served}; errors {self.errors[:3]}")
+
+    def served_after(self, since: float) -> list[str]:
+        return [r.policy_id for r in list(self.responses) if r.at > since]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=20)
+
+
+def _runs(sequence: list[str]) -> list[str]:
+    """The sequence with repeats collapsed: ['a', 'a', 'b', 'a'] -> ['a', 'b', 'a']."""
+    return [item for i, item in enumerate(sequence) if i == 0 or sequence[i - 1] != item]
+
+
+# --- train -> shadow -> evaluate -> promote -> rollback, on a live server -------------------------------
+
+
+def test_train_shadow_evaluate_promote_and_roll_back_on_a_live_server(flow: Flow, start_server: Any) -> None:
+    trained = json.loads(flow.cli("policy", "train", "--id", "cand", "--until", _utc(SPLIT), "--json").output)
+    assert trained["id"] == "cand" and trained["trained_on"] == 1500
+    held_out = trained["evaluation"]
+    assert (held_out["candidate"], held_out["baseline"], held_out["decisions"]) == ("cand", "champion", 1500)
+    assert list(held_out["estimators"]) == ESTIMATORS
+    assert flow.states() == {"champion": "champion", "cand": "candidate"}
+
+    server = start_server()
+    load = Load(server.port, "shadow")
+    try:
+        flow.cli("policy", "shadow", "cand", "--reason", "compare on live traffic")
+        shadowed = _wait_for_shadow_rows(flow.store, "cand")
+    finally:
+        load.stop()
+    assert not load.errors
+    # The shadow's pmf is cand's own distribution over each decision's eligible actions; champion served.
+    store = SQLiteStore(flow.store)
+    try:
+        cand, _ = load_policy(Registry(store).get("cand"), store)
+        encoder, catalog = FeatureEncoder(flow.config), Catalog(flow.config)
+        for policy_id, features, eligible, pmf in shadowed:
+            actions = [action_from_id(catalog, a) for a in eligible]
+            assert policy_id == "champion" and len(pmf) == len(eligible) and sum(pmf) == pytest.approx(1.0)
+            assert pmf == pytest.approx(cand.pmf(encoder.shared_line(features), actions, features), abs=1e-6)
+    finally:
+        store.close()
+
+    # Evaluate on the held-out days: a table, JSON, and the same numbers from Python.
+    table = flow.cli("policy", "evaluate", "cand", "--since", _utc(SPLIT)).output
+    assert "cand on 1,500 logged decisions" in table and "lift (paired)" in table
+    assert all(f"│ {name} " in table for name in ESTIMATORS)
+    evaluated = json.loads(flow.cli("policy", "evaluate", "cand", "--since", _utc(SPLIT), "--json").output)
+    from_python = policies.evaluate("cand", config=flow.config_path, since=SPLIT).as_dict()
+    assert evaluated == from_python
+    snips = evaluated["estimators"]["snips"]
+    assert f"{snips['candidate']['value']:.3f}" in table and f"{snips['difference']:+.3f}" in table
+    assert snips["difference_analytic"][0] > 0 and snips["difference_bootstrap"][0] > 0  # cand beats the champion
+    with flow.registry() as registry:
+        evaluations = registry.evaluations("cand")
+        assert len(evaluations) == 3  # train's held-out evaluation and the two above; policies.evaluate records nothing
+        assert (evaluations[0].against, evaluations[0].estimator, evaluations[0].decisions) == ("champion", "snips", 1500)
+
+    # Promote under load: the running server switches within seconds, and no request fails.
+    load = Load(server.port, "promote")
+    try:
+        time.sleep(0.5)
+        promoted_at = time.monotonic()
+        promoted = flow.cli("policy", "promote", "cand", "--reason", "beats the champion on held-out days")
+        assert "cand is the champion (was champion)" in promoted.output
+        switch = load.wait_for("cand", promoted_at)
+        time.sleep(0.5)
+        rolled_back_at = time.monotonic()
+        rolled = flow.cli("policy", "rollback", "--reason", "complaints are up")
+        assert "rolled back: champion is the champion again" in rolled.output
+        switch_back = load.wait_for("champion", rolled_back_at)
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    assert switch < 5 and switch_back < 5, (switch, switch_back)
+    assert not load.errors, load.errors[:5]
+    assert len(load.responses) > 50
+    assert _runs([r.policy_id for r in load.responses]) == ["champion", "cand", "champion"]  # no flapping
+    assert server.process.poll() is None  # the same process all along: no restart
+    assert server.messages("now serving champion cand") and server.messages("now serving champion champion")
+
+    assert flow.states() == {"champion": "champion", "cand": "retired"}
+    shown = json.loads(flow.cli("policy", "show", "cand", "--json").output)
+    assert [(h["from_state"], h["to_state"]) for h in shown["history"]] == [
+        ("", "candidate"), ("candidate", "shadow"), ("shadow", "champion"), ("champion", "retired"),
+    ]  # fmt: skip
+    assert shown["history"][2]["reason"] == "beats the champion on held-out days"
+    assert shown["history"][3]["reason"] == "replaced by champion: rollback: complaints are up"
+    assert all(h["actor"].startswith("cli:") for h in shown["history"])
+
+
+def _wait_for_shadow_rows(store: Path, policy_id: str, timeout: float = 10.0) -> list[tuple[str, Any, list[str], list[float]]]:
+    """Live decisions (not the world's) whose shadow column holds ``policy_id``'s pmf."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with closing(sqlite3.connect(store)) as conn:
+            query = "SELECT policy_id, features, eligible, shadow FROM decisions WHERE customer_id LIKE 'live-%'"
+            rows = conn.execute(query).fetchall()
+        found = [(p, json.loads(f), json.loads(e), json.loads(s)[policy_id]) for p, f, e, s in rows if policy_id in json.loads(s)]
+        if len(found) >= 5:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"no live decision logged {policy_id}'s pmf within {timeout} s")
+
+
+# --- The gate from the command line ---------------------------------------------------------------------
+
+
+def test_the_gate_refuses_with_one_sentence_and_force_needs_a_reason(flow: Flow) -> None:
+    flow.cli("policy", "train", "--id", "cand", "--until", _utc(SPLIT), "--no-evaluate")
+    unevaluated = flow.cli("policy", "promote", "cand", ok=False)
+    assert unevaluated.exit_code == 1
+    assert unevaluated.output == (
+        "Error: cand has no evaluation against the champion champion: run `brein policy evaluate cand` first\n"
+    )
+
+    flow.cli("policy", "evaluate", "cand", "--since", _utc(SPLIT), "--json")
+    with flow.registry() as registry:
+        lower = registry.evaluations("cand")[0].lift_lower
+    strict = flow.write_config("strict.toml", min_lift=1000.0)
+    refused = flow.cli("policy", "promote", "cand", config=strict, ok=False)
+    assert refused.exit_code == 1
+    assert refused.output == (
+        f"Error: cand does not beat champion with confidence: the lower bound of the snips lift is {lower:+.3f} "
+        "per decision, not above the required +1000\n"
+    )
+    few = flow.write_config("few.toml", min_decisions=2000)
+    assert flow.cli("policy", "promote", "cand", config=few, ok=False).output == (
+        "Error: cand was evaluated on 1500 decisions, fewer than the 2000 required\n"
+    )
+    ess = flow.write_config("ess.toml", min_ess=1e6)
+    assert "effective sample size is" in flow.cli("policy", "promote", "cand", config=ess, ok=False).output
+    other = flow.write_config("other.toml", estimator="dr")
+    assert flow.cli("policy", "promote", "cand", config=other, ok=False).output == (
+        "Error: cand's latest evaluation used snips, not the gate's dr: evaluate it again\n"
+    )
+
+    no_reason = flow.cli("policy", "promote", "cand", "--force", config=strict, ok=False)
+    assert no_reason.exit_code == 1 and no_reason.output == "Error: --force needs --reason: say why the gate is overridden\n"
+    assert flow.states() == {"champion": "champion", "cand": "candidate"}
+
+    flow.cli("policy", "promote", "cand", "--force", "--reason", "regulator asked for the new model", config=strict)
+    assert flow.states() == {"champion": "retired", "cand": "champion"}
+    shown = flow.cli("policy", "show", "cand").output
+    assert "forced: regulator asked for the new model" in shown and "Evaluations" in shown
+    history = json.loads(flow.cli("policy", "show", "cand", "--json").output)["history"]
+    assert history[-1]["reason"] == "forced: regulator asked for the new model" and history[-1]["to_state"] == "champion"
+
+    again = flow.cli("policy", "promote", "cand", ok=False)
+    assert again.exit_code == 1 and again.output == "Error: cand is the champion already\n"
+    retire = flow.cli("policy", "retire", "cand", ok=False)
+    assert retire.output == "Error: cand is the champion: promote another policy or roll back first\n"
+    unknown = flow.cli("policy", "promote", "nope", ok=False)
+    assert unknown.exit_code == 1 and unknown.output == "Error: no policy 'nope' in the registry\n"
+    listed = json.loads(flow.cli("policy", "list", "--json").output)
+    assert [(p["id"], p["state"]) for p in listed] == [("champion", "retired"), ("cand", "champion")]
+
+
+# --- Replay on an exported log ------------------------------------------------------------------------
+
+
+def test_replay_of_an_export_gives_the_table_and_the_numbers_of_policies_evaluate(flow: Flow) -> None:
+    flow.cli("policy", "train", "--id", "cand", "--until", _utc(SPLIT), "--no-evaluate")
+    log = flow.tmp_path / "log.dsjson"
+    flow.cli("log", "export", "--store", str(flow.store), "-o", str(log))
+    assert len(log.read_text().splitlines()) == 3000
+    model = flow.tmp_path / "cand.vw"
+    rules = flow.tmp_path / "rules.json"
+    with flow.registry() as registry:
+        model.write_bytes(registry.get("cand").artifact or b"")
+    rules.write_text(json.dumps(RULES))
+    # Replaying files and built-in policies needs no store: a config pointing nowhere creates none.
+    nowhere = flow.tmp_path / "nowhere" / "brein.db"
+    standalone = flow.tmp_path / "standalone.toml"
+    standalone.write_text(tomli_w.dumps(_config_data(nowhere)))
+
+    cases = [("uniform", "uniform"), ("do_nothing", "do_nothing"), (str(rules), "rules.json"), (str(model), "cand.vw")]
+    replays = {}
+    for spec, name in cases:
+        replayed = json.loads(flow.cli("replay", str(log), "--policy", spec, "--json", config=standalone).output)
+        assert replayed["candidate"] == name and replayed["baseline"] is None and replayed["decisions"] == 3000
+        assert list(replayed["estimators"]) == ESTIMATORS
+        # The same policy evaluated from Python on the store the log was exported from: the same numbers.
+        assert policies.evaluate(spec, config=flow.config_path, against=None).as_dict() == replayed
+        replays[name] = replayed
+    for spec, name in cases:  # the table: all six estimators for the model file, the cheap two for the rest
+        chosen = ESTIMATORS if name == "cand.vw" else ["ips", "snips"]
+        table = flow.cli("replay", str(log), "--policy", spec, *(f"--estimator={e}" for e in chosen), config=standalone).output
+        assert f"{name} replayed on 3,000 logged decisions" in table
+        for estimator in chosen:
+            value = replays[name]["estimators"][estimator]["candidate"]["value"]
+            assert f"│ {estimator} " in table and f"│ {value:.3f} " in table
+    assert not nowhere.exists()
+    # Uniform replayed on a uniform log is the log's mean reward (every weight is 1); the trained model beats it.
+    rewards = [json.loads(line)["_reward"] for line in log.read_text().splitlines()]
+    assert replays["uniform"]["estimators"]["ips"]["candidate"]["value"] == pytest.approx(sum(rewards) / len(rewards))
+    snips = {name: replayed["estimators"]["snips"]["candidate"]["value"] for name, replayed in replays.items()}
+    assert snips["cand.vw"] > snips["uniform"]
+
+    # Registry ids come from the store; the registered model and its file are the same policy.
+    by_id = json.loads(flow.cli("replay", str(log), "--policy=cand", f"--store={flow.store}", "--estimator=snips",
+                                "--json").output)  # fmt: skip
+    assert by_id["estimators"]["snips"] == replays["cand.vw"]["estimators"]["snips"]
+    refused = flow.cli("replay", str(log), "--policy", "cand", config=standalone, ok=False)
+    assert refused.exit_code == 1
+    assert refused.output == f"Error: no store at {nowhere}: give --store, or run the server once to create it\n"
+    assert not nowhere.exists()
+    paired = json.loads(flow.cli("replay", str(log), "--policy", "cand", "--against", "champion", "--estimator", "snips",
+                                 "--estimator", "dr", "--json").output)  # fmt: skip
+    assert paired == policies.evaluate("cand", config=flow.config_path, estimators=("snips", "dr")).as_dict()
+    assert paired["baseline"] == "champion" and list(paired["estimators"]) == ["snips", "dr"]
+    paired_table = flow.cli("replay", str(log), "--policy", "cand", "--against", "champion", "--estimator", "snips").output
+    assert "lift (paired)" in paired_table and f"{paired['estimators']['snips']['difference']:+.3f}" in paired_table
+
+
+# --- A rule policy serves; a policy that does not load is refused ---------------------------------------
+
+
+def test_a_rule_policy_serves_and_a_champion_that_does_not_load_is_refused(flow: Flow, start_server: Any) -> None:
+    rules = flow.tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    flow.cli("policy", "register", "--id", "rules", "--kind", "rules", "--file", str(rules), "--note", "holiday rules")
+    junk = flow.tmp_path / "junk.vw"
+    junk.write_bytes(b"not a VW model")
+    bad_file = flow.cli("policy", "register", "--id", "broken", "--kind", "vw", "--file", str(junk), ok=False)
+    assert bad_file.exit_code == 1 and "broken: not a VW model for --cb_explore_adf" in bad_file.output
+    typo = flow.tmp_path / "typo.json"
+    typo.write_text(json.dumps([{"action": "renewal/pigeon/evening"}]))
+    assert (
+        "rules[0].action: expected an action of the catalog"
+        in flow.cli("policy", "register", "--id", "typo", "--kind", "rules", "--file", str(typo), ok=False).output
+    )
+
+    server = start_server()
+    load = Load(server.port, "rules")
+    try:
+        promoted_at = time.monotonic()
+        flow.cli("policy", "promote", "rules", "--force", "--reason", "holiday season")
+        load.wait_for("rules", promoted_at)
+        # An artifact that does not load gets into the registry behind the CLI's checks (an edited
+        # database, a model built for other arguments): the server refuses it and keeps serving.
+        with flow.registry() as registry:
+            registry.register("broken", "vw", artifact=b"not a VW model", args=vw_arguments(flow.config.learner), actor="test")
+            forced = flow.cli("policy", "promote", "broken", "--force", "--reason", "hotfix", ok=False)
+            assert forced.exit_code == 1 and "policy broken: its VW model does not load" in forced.output
+            registry.make_champion("broken", actor="test", reason="behind the CLI's back")
+        broken_at = time.monotonic()
+        deadline = broken_at + 10
+        while not server.messages("refused to switch to champion broken") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # several more background rounds: still refused, logged once
+        rolled_at = time.monotonic()
+        flow.cli("policy", "rollback", "--reason", "broken artifact")
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    assert server.messages("refused to switch to champion broken") == [
+        "refused to switch to champion broken: it does not load; rules keeps serving"
+    ]
+    assert not load.errors, load.errors[:5]
+    assert set(load.served_after(broken_at)) == {"rules"}  # the old champion answered all along
+    assert load.served_after(rolled_at)
+    served = [r for r in load.responses if r.policy_id == "rules"]
+    assert len(served) > 20
+    for response in served:  # the first rule whose condition holds, always (probability 1)
+        expected = "renewal/sms/evening" if response.months <= 3 else "data_upsell/app_push/morning"
+        assert (response.action, response.probability) == (expected, 1.0)
+    assert flow.states() == {"champion": "retired", "rules": "champion", "broken": "retired"}

@@ -1,0 +1,393 @@
+"""The policy registry on a real SQLite file: one champion, allowed transitions, an append-only
+history with who/when/why, rollback; and the promotion gate's refusals, one sentence each."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bandit.config import BreinConfig, GateConfig
+from bandit.learner import vw_arguments
+from bandit.policies import DoNothingPolicy, RulePolicy, UniformPolicy
+from bandit.store import SQLiteStore
+from policies import operations
+from policies.gate import GateRefused, check_gate
+from policies.loading import PolicyLoadError, load_policy
+from policies.registry import EvaluationRecord, InvalidTransition, PolicyEvent, Registry, UnknownPolicy, artifact_hash
+from serving.app import bootstrap_champion
+
+NOW = 1_780_000_000.0
+HOUR = 3600.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "brein.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def registry(store: SQLiteStore) -> Registry:
+    """A champion 'champ' (uniform) and a candidate 'cand' (do-nothing)."""
+    registry = Registry(store)
+    registry.register("champ", "uniform", actor="test", state="champion", note="bootstrapped", now=NOW)
+    registry.register("cand", "do_nothing", actor="test", parent="champ", now=NOW + 1)
+    return registry
+
+
+def _audit(store: SQLiteStore) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in store.db.execute("SELECT at, actor, action, subject, detail FROM audit ORDER BY id")]
+
+
+def _states(registry: Registry) -> dict[str, str]:
+    return {e.id: e.state for e in registry.list()}
+
+
+# --- Registering and reading -------------------------------------------------------------------
+
+
+def test_a_registered_policy_reads_back_as_registered(registry: Registry) -> None:
+    rules = b'[{"action": "renewal/sms/evening", "when": "numeric.months_to_contract_end <= 3.0"}]'
+    entry = registry.register("r1", "rules", artifact=rules, args=["--quiet"], features={"non_personal": ["region"]},
+                              parent="champ", note="holiday rules", actor="alice", now=NOW + 5)  # fmt: skip
+    assert registry.get("r1") == entry
+    assert entry.artifact_hash == artifact_hash("rules", rules) == hashlib.sha256(b"rules\0" + rules).hexdigest()
+    assert (entry.kind, entry.state, entry.parent, entry.created) == ("rules", "candidate", "champ", NOW + 5)
+    assert entry.note == "holiday rules"
+    assert artifact_hash("uniform", None) != artifact_hash("do_nothing", None)  # the kind is part of the hash
+    assert [e.id for e in registry.list()] == ["champ", "cand", "r1"]  # by creation time
+    assert registry.has("r1") and not registry.has("r2")
+    assert [e.id for e in registry.in_state("candidate")] == ["cand", "r1"]
+    assert registry.champion() is not None and registry.champion().id == "champ"  # type: ignore[union-attr]
+    assert registry.history("r1") == [PolicyEvent("r1", NOW + 5, "alice", "", "candidate", "holiday rules")]
+
+
+def test_a_new_registry_has_no_champion_and_nothing_to_roll_back_to(store: SQLiteStore) -> None:
+    registry = Registry(store)
+    assert registry.champion() is None and registry.list() == [] and registry.previous_champion() is None
+    with pytest.raises(ValueError, match="^there is no previous champion to roll back to$"):
+        operations.rollback(store, actor="test")
+
+
+def test_opening_the_registry_twice_keeps_its_rows(store: SQLiteStore, registry: Registry) -> None:
+    again = Registry(store)  # the migrations run once
+    assert _states(again) == {"champ": "champion", "cand": "candidate"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"policy_id": "cand", "kind": "uniform"}, InvalidTransition, r"^a policy 'cand' is already registered$"),
+        ({"policy_id": "c2", "kind": "uniform", "state": "champion"}, InvalidTransition,
+         r"^there is a champion already: register as a candidate and promote it$"),
+        ({"policy_id": "c2", "kind": "linear"}, ValueError,
+         r"^kind: expected one of vw, rules, uniform, do_nothing, got 'linear'$"),
+        ({"policy_id": "c2", "kind": "uniform", "state": "paused"}, ValueError,
+         r"^state: expected one of candidate, shadow, champion, retired, got 'paused'$"),
+        ({"policy_id": "", "kind": "uniform"}, ValueError, r"^policy_id: expected a non-empty id$"),
+    ],
+)  # fmt: skip
+def test_register_refuses(
+    registry: Registry, store: SQLiteStore, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    before = (registry.list(), registry.history(), _audit(store))
+    with pytest.raises(error, match=message):
+        registry.register(actor="test", **kwargs)
+    assert (registry.list(), registry.history(), _audit(store)) == before
+
+
+# --- Exactly one champion ------------------------------------------------------------------------
+
+
+def _race(*calls: Callable[[], object]) -> list[object]:
+    """Run the calls at the same moment on their own threads; each one's result or exception."""
+    barrier = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as error:  # noqa: BLE001 - the outcome under test
+            results[i] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_two_processes_bootstrapping_a_champion_at_once_get_one(tmp_path: Path) -> None:
+    # Two stores on one file: two writers (a server and a CLI, say), serialised only by SQLite.
+    first, second = SQLiteStore(tmp_path / "brein.db"), SQLiteStore(tmp_path / "brein.db")
+    try:
+        a, b = Registry(first), Registry(second)
+        for round_ in range(5):
+            results = _race(partial(a.register, f"a{round_}", "uniform", actor="a", state="champion"),
+                            partial(b.register, f"b{round_}", "uniform", actor="b", state="champion"))  # fmt: skip
+            refused = [r for r in results if isinstance(r, InvalidTransition)]
+            if round_ == 0:
+                assert len(refused) == 1, results  # one of them is the champion, the other is told so
+            else:
+                assert len(refused) == 2, results  # there is a champion already
+            assert len(a.in_state("champion")) == 1
+    finally:
+        first.close()
+        second.close()
+
+
+def test_servers_starting_together_on_a_new_store_serve_one_champion(tmp_path: Path, config: BreinConfig) -> None:
+    stores = [SQLiteStore(tmp_path / "brein.db") for _ in range(3)]
+    try:
+        registries = [Registry(store) for store in stores]
+        results = _race(*(partial(bootstrap_champion, config, registry) for registry in registries))
+        assert not [r for r in results if isinstance(r, Exception)], results
+        assert {r.id for r in results} == {config.learner.policy_id}  # type: ignore[attr-defined]
+        assert len(registries[0].history()) == 1  # registered once
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_concurrent_promotions_leave_exactly_one_champion_and_a_consistent_history(tmp_path: Path) -> None:
+    first, second = SQLiteStore(tmp_path / "brein.db"), SQLiteStore(tmp_path / "brein.db")
+    try:
+        a, b = Registry(first), Registry(second)
+        a.register("champ", "uniform", actor="test", state="champion")
+        previous = "champ"
+        for i in range(4):
+            a.register(f"x{i}", "uniform", actor="test")
+            a.register(f"y{i}", "do_nothing", actor="test")
+            results = _race(partial(a.make_champion, f"x{i}", actor="a", reason="race"),
+                            partial(b.make_champion, f"y{i}", actor="b", reason="race"))  # fmt: skip
+            assert not [r for r in results if isinstance(r, Exception)], results
+            champions = a.in_state("champion")
+            assert len(champions) == 1 and champions[0].id in (f"x{i}", f"y{i}")
+            # One promotion replaced the old champion, the other replaced the first: never both the old one.
+            earlier, later = (f"y{i}", f"x{i}") if champions[0].id == f"x{i}" else (f"x{i}", f"y{i}")
+            replaced = dict(zip((f"x{i}", f"y{i}"), results, strict=True))
+            assert (replaced[earlier], replaced[later]) == (previous, earlier)
+            assert {a.get(previous).state, a.get(earlier).state} == {"retired"}
+            previous = later
+        promotions = [e for e in a.history() if e.to_state == "champion"]
+        retirements = [e for e in a.history() if e.from_state == "champion"]
+        assert len(promotions) == 1 + 8 and len(retirements) == 8
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore, registry: Registry) -> None:
+    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        store.submit(lambda conn: conn.execute("UPDATE policies SET state = 'champion' WHERE id = 'cand'")).result()
+    assert _states(registry) == {"champ": "champion", "cand": "candidate"}
+
+
+# --- Transitions ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        (lambda r: r.set_state("champ", "retired", actor="t", reason="x"), InvalidTransition,
+         r"^champ is the champion: promote another policy or roll back first$"),
+        (lambda r: r.set_state("champ", "shadow", actor="t", reason="x"), InvalidTransition,
+         r"^champ is the champion: promote another policy or roll back first$"),
+        (lambda r: r.set_state("cand", "champion", actor="t", reason="x"), InvalidTransition,
+         r"^use promote to make a policy the champion$"),
+        (lambda r: r.set_state("cand", "candidate", actor="t", reason="x"), InvalidTransition, r"^cand is a candidate already$"),
+        (lambda r: r.set_state("cand", "paused", actor="t", reason="x"), ValueError,
+         r"^state: expected one of candidate, shadow, champion, retired, got 'paused'$"),
+        (lambda r: r.make_champion("champ", actor="t", reason="x"), InvalidTransition, r"^champ is the champion already$"),
+        (lambda r: r.set_state("nope", "shadow", actor="t", reason="x"), UnknownPolicy, r"^no policy 'nope' in the registry$"),
+        (lambda r: r.make_champion("nope", actor="t", reason="x"), UnknownPolicy, r"^no policy 'nope' in the registry$"),
+        (lambda r: r.get("nope"), UnknownPolicy, r"^no policy 'nope' in the registry$"),
+    ],
+)  # fmt: skip
+def test_refused_transitions_change_nothing(
+    registry: Registry, store: SQLiteStore, change: Callable[[Registry], object], error: type[Exception], message: str
+) -> None:
+    before = (registry.list(), registry.history(), _audit(store))
+    with pytest.raises(error, match=message):
+        change(registry)
+    assert (registry.list(), registry.history(), _audit(store)) == before
+
+
+def test_a_candidate_goes_to_shadow_back_to_candidate_and_retires(registry: Registry) -> None:
+    registry.set_state("cand", "shadow", actor="bob", reason="watch it", now=NOW + 10)
+    assert [e.id for e in registry.in_state("shadow")] == ["cand"]
+    registry.set_state("cand", "candidate", actor="bob", reason="enough", now=NOW + 11)
+    registry.set_state("cand", "retired", actor="bob", reason="worse", now=NOW + 12)
+    with pytest.raises(InvalidTransition, match="^cand is retired already$"):
+        registry.set_state("cand", "retired", actor="bob", reason="again")
+    assert [(e.from_state, e.to_state, e.reason) for e in registry.history("cand")] == [
+        ("", "candidate", "registered"), ("candidate", "shadow", "watch it"), ("shadow", "candidate", "enough"),
+        ("candidate", "retired", "worse"),
+    ]  # fmt: skip
+
+
+def test_history_is_append_only_with_who_when_and_why_mirrored_in_the_audit(registry: Registry, store: SQLiteStore) -> None:
+    earlier = registry.history()
+    registry.set_state("cand", "shadow", actor="carol", reason="compare live", now=NOW + 20)
+    assert registry.make_champion("cand", actor="dave", reason="passed the gate", now=NOW + 30) == "champ"
+    history = registry.history()
+    assert history[: len(earlier)] == earlier  # nothing before was changed or removed
+    assert history[len(earlier) :] == [
+        PolicyEvent("cand", NOW + 20, "carol", "candidate", "shadow", "compare live"),
+        PolicyEvent("champ", NOW + 30, "dave", "champion", "retired", "replaced by cand: passed the gate"),
+        PolicyEvent("cand", NOW + 30, "dave", "shadow", "champion", "passed the gate"),
+    ]
+    mirrored = [(e.at, e.actor, "policy", e.policy_id, f"{e.from_state or 'new'} -> {e.to_state}: {e.reason}") for e in history]
+    assert _audit(store) == mirrored
+    assert [e.to_state for e in registry.history("champ")] == ["champion", "retired"]
+
+
+def test_promotion_retires_the_champion_and_rollback_restores_it(registry: Registry, store: SQLiteStore) -> None:
+    assert registry.previous_champion() is None
+    registry.register("third", "uniform", actor="test", now=NOW + 2)
+    assert registry.make_champion("cand", actor="t", reason="better") == "champ"
+    assert _states(registry) == {"champ": "retired", "cand": "champion", "third": "candidate"}
+    assert registry.previous_champion() == "champ"
+    assert operations.rollback(store, actor="ops", reason="complaints are up") == "champ"
+    assert _states(registry) == {"champ": "champion", "cand": "retired", "third": "candidate"}
+    assert registry.history("champ")[-1].reason == "rollback: complaints are up"
+    assert registry.history("cand")[-1].reason == "replaced by champ: rollback: complaints are up"
+    # Rolling back again undoes the rollback; a later promotion makes the one it replaced the previous.
+    assert registry.previous_champion() == "cand"
+    assert registry.make_champion("third", actor="t", reason="try") == "champ"
+    assert operations.rollback(store, actor="ops") == "champ"
+    assert registry.history("champ")[-1].reason == "rollback"
+
+
+def test_rollback_refuses_a_previous_champion_that_does_not_load(registry: Registry, store: SQLiteStore) -> None:
+    registry.register("bad", "rules", artifact=b"{not json", actor="test")
+    registry.make_champion("bad", actor="t", reason="x")
+    registry.make_champion("cand", actor="t", reason="y")
+    with pytest.raises(PolicyLoadError, match="rules: expected a JSON list"):
+        operations.rollback(store, actor="ops")
+    assert registry.champion().id == "cand"  # type: ignore[union-attr]
+
+
+# --- Loading ---------------------------------------------------------------------------------------
+
+
+def test_every_kind_loads_and_a_broken_artifact_is_a_load_error(
+    registry: Registry, store: SQLiteStore, config: BreinConfig
+) -> None:
+    text = b'[{"action": "sim_only/sms/morning", "when": "touchpoint == \'app\'"}]'
+    registry.register("rules", "rules", artifact=text, actor="t")
+    registry.register("bad-cel", "rules", artifact=b'[{"action": "sim_only/sms/morning", "when": "touchpoint =="}]', actor="t")
+    registry.register("bad-vw", "vw", artifact=b"not a model", args=vw_arguments(config.learner), actor="t")
+    assert isinstance(load_policy(registry.get("champ"), store)[0], UniformPolicy)
+    assert isinstance(load_policy(registry.get("cand"), store)[0], DoNothingPolicy)
+    rules = load_policy(registry.get("rules"), store)[0]
+    assert isinstance(rules, RulePolicy) and rules.version == registry.get("rules").artifact_hash[:12]
+    with pytest.raises(PolicyLoadError, match=r"^policy bad-cel: rules\[0\]\.when: invalid CEL condition"):
+        load_policy(registry.get("bad-cel"), store)
+    with pytest.raises(PolicyLoadError, match=r"^policy bad-vw: its VW model does not load with --cb_explore_adf"):
+        load_policy(registry.get("bad-vw"), store)
+
+
+# --- Evaluations and the gate ------------------------------------------------------------------------
+
+
+def _evaluation(**changes: Any) -> EvaluationRecord:
+    fields: dict[str, Any] = {
+        "policy_id": "cand", "against": "champ", "at": NOW - HOUR, "since": NOW - 30 * 24 * HOUR, "until": NOW - 2 * HOUR,
+        "decisions": 5000, "estimator": "snips", "lift": 0.8, "lift_lower": 0.3, "lift_upper": 1.3, "ess": 900.0,
+        "report": {"estimators": {"snips": {"difference": 0.8}}},
+    }  # fmt: skip
+    fields.update(changes)
+    return EvaluationRecord(**fields)
+
+
+def test_evaluations_are_recorded_and_read_newest_first(registry: Registry) -> None:
+    older, newer = _evaluation(at=NOW - 2 * HOUR, lift=0.1), _evaluation(at=NOW - HOUR, lift=0.2)
+    registry.record_evaluation(older)
+    registry.record_evaluation(newer)
+    registry.record_evaluation(_evaluation(policy_id="champ"))
+    assert registry.evaluations("cand") == [newer, older]
+    assert registry.evaluations("nope") == []
+
+
+NOT_BEATEN = "cand does not beat champ with confidence: the lower bound of the"
+GATE = GateConfig(estimator="snips", min_lift=0.0, min_decisions=1000, min_ess=100.0, max_age_hours=24.0)
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "gate", "message"),
+    [
+        (None, GATE, "cand has no evaluation against the champion champ: run `brein policy evaluate cand` first"),
+        (_evaluation(against="older"), GATE,
+         "cand's latest evaluation is against older, not the champion champ: evaluate it again"),
+        (_evaluation(estimator="ips"), GATE, "cand's latest evaluation used ips, not the gate's snips: evaluate it again"),
+        (_evaluation(at=NOW - 25 * HOUR), GATE, "cand's evaluation is 25.0 hours old, more than the 24 allowed"),
+        (_evaluation(at=NOW - 3 * HOUR), GATE.model_copy(update={"max_age_hours": 2.5}),
+         "cand's evaluation is 3.0 hours old, more than the 2.5 allowed"),
+        (_evaluation(decisions=999), GATE, "cand was evaluated on 999 decisions, fewer than the 1000 required"),
+        (_evaluation(ess=99.4), GATE, "cand's effective sample size is 99, below the 100 required"),
+        (_evaluation(lift_lower=-0.25), GATE,
+         f"{NOT_BEATEN} snips lift is -0.250 per decision, not above the required +0"),
+        (_evaluation(lift_lower=0.0), GATE,
+         f"{NOT_BEATEN} snips lift is +0.000 per decision, not above the required +0"),
+        (_evaluation(lift_lower=0.3), GATE.model_copy(update={"min_lift": 0.5}),
+         f"{NOT_BEATEN} snips lift is +0.300 per decision, not above the required +0.5"),
+        (_evaluation(estimator="dr", lift_lower=-1.0), GATE.model_copy(update={"estimator": "dr"}),
+         f"{NOT_BEATEN} dr lift is -1.000 per decision, not above the required +0"),
+    ],
+    ids=["none", "other-champion", "other-estimator", "too-old", "too-old-custom", "too-few-decisions", "ess", "negative-lift",
+         "lift-at-the-minimum", "below-min-lift", "dr-gate"],
+)  # fmt: skip
+def test_the_gate_refuses_in_one_sentence(evaluation: EvaluationRecord | None, gate: GateConfig, message: str) -> None:
+    with pytest.raises(GateRefused) as refused:
+        check_gate(gate, evaluation, "cand", "champ", NOW)
+    assert str(refused.value) == message
+    assert "\n" not in message and ". " not in message
+
+
+@pytest.mark.parametrize(
+    "evaluation",
+    [
+        _evaluation(),
+        _evaluation(at=NOW - 24 * HOUR, decisions=1000, ess=100.0, lift_lower=1e-9),  # every threshold exactly met
+    ],
+    ids=["clear", "at-the-thresholds"],
+)
+def test_the_gate_lets_a_candidate_through(evaluation: EvaluationRecord) -> None:
+    check_gate(GATE, evaluation, "cand", "champ", NOW)
+
+
+def test_promote_goes_through_the_gate_and_force_is_recorded(registry: Registry, store: SQLiteStore, config: BreinConfig) -> None:
+    gated = config.model_copy(update={"gate": GATE})
+    with pytest.raises(GateRefused, match="^cand has no evaluation"):
+        operations.promote(gated, store, "cand", actor="ops")
+    with pytest.raises(ValueError, match=r"^--force needs --reason: say why the gate is overridden$"):
+        operations.promote(gated, store, "cand", actor="ops", force=True)
+    registry.record_evaluation(_evaluation(at=time.time() - HOUR))  # promote's 'now' is the wall clock
+    assert operations.promote(gated, store, "cand", actor="ops") == "champ"
+    assert registry.history("cand")[-1].reason == "passed the gate"
+    with pytest.raises(InvalidTransition, match="^cand is the champion already$"):
+        operations.promote(gated, store, "cand", actor="ops", force=True, reason="again")
+    assert operations.promote(gated, store, "champ", actor="ops", force=True, reason="incident 42") == "cand"
+    last = registry.history("champ")[-1]
+    assert (last.actor, last.to_state, last.reason) == ("ops", "champion", "forced: incident 42")
+
+
+def test_promote_refuses_a_policy_that_does_not_load_even_when_forced(
+    registry: Registry, store: SQLiteStore, config: BreinConfig
+) -> None:
+    registry.register("bad", "vw", artifact=b"garbage", args=vw_arguments(config.learner), actor="t")
+    with pytest.raises(PolicyLoadError, match="^policy bad: its VW model does not load"):
+        operations.promote(config, store, "bad", actor="ops", force=True, reason="trust me")
+    assert registry.champion().id == "champ"  # type: ignore[union-attr]
