@@ -118,7 +118,9 @@ def test_full_disk_gives_unavailable_in_time_and_service_resumes(small_disk: Pat
             )
         assert outcome.value.code() == grpc.StatusCode.UNAVAILABLE
         assert live.sample("brein_store_up") == 0
-        assert live.sample("brein_store_commit_failures_total") >= 4
+        # Each refused write either failed in its commit or, on a slow machine, was abandoned at the deadline first.
+        assert live.sample("brein_store_commit_failures_total") >= 1
+        assert live.sample("brein_store_commit_failures_total") + live.sample("brein_store_abandoned_writes_total") >= 4
         assert live.sample("brein_rpc_errors_total", {"method": "Decide", "code": "UNAVAILABLE"}) == 3
         assert stored(brain, refused) == 0  # nothing half-written
         filler.unlink()  # the operator frees space; nobody restarts anything
