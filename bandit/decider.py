@@ -4,17 +4,23 @@ what is left; a seeded draw picks one action; the decision goes to the log.
 ``decide`` does the CPU work and queues the log write; the caller answers only once the write's
 future resolves (durable). Decisions still in flight count in their customer's history, so two
 concurrent requests for one customer cannot both pass a contact cap.
+
+``decide_many`` decides several requests (a DecideBatch chunk) as ``decide`` would one after the
+other, with one read of the store for all of them and one write to the log: the request-id check
+and the histories of every customer in one statement each. Decisions are made one call at a time
+(a lock), so a call sees every decision made before it, logged or in flight.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import cast
 
-from bandit.catalog import Catalog
+from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
 from bandit.contact_policy import ContactPolicy
 from bandit.errors import InvalidRequest
@@ -24,7 +30,7 @@ from bandit.history import Contact, CustomerHistory, history_features
 from bandit.policies import Policy
 from bandit.records import DecisionRecord
 from bandit.requests import DecisionRequest, validate_decision_request
-from bandit.rules import EligibilityRules
+from bandit.rules import MEMO_SIZE, EligibilityRules
 from bandit.sampling import decision_id_for, new_request_id, sample_index, uniform_draw
 from bandit.store import DecisionLog
 
@@ -46,9 +52,20 @@ class PendingDecision:
 
 @dataclass(slots=True)
 class _InFlight:
+    """Decisions whose write has not committed (or failed) yet."""
+
     by_request: dict[str, PendingDecision] = field(default_factory=dict)
     by_customer: dict[str, list[DecisionRecord]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def remove(self, records: Sequence[DecisionRecord]) -> None:  # under the lock
+        for record in records:
+            self.by_request.pop(record.request_id, None)
+            same = self.by_customer.get(record.customer_id)
+            if same is not None:
+                same.remove(record)
+                if not same:
+                    del self.by_customer[record.customer_id]
 
 
 def _done(value: None = None) -> Future[None]:
@@ -81,6 +98,8 @@ class Decider:
         self._personalise_by_default = config.consent.personalisation_default == "granted"
         self._contact_by_default = config.consent.contact_default == "granted"
         self._inflight = _InFlight()
+        self._deciding = threading.Lock()
+        self._eligible_memo: dict[tuple[object, ...], tuple[tuple[Action, ...], tuple[str, ...]]] = {}
 
     def swap_policy(self, policy: ServingPolicy) -> None:
         self.policy = policy
@@ -89,58 +108,92 @@ class Decider:
         self.shadows = shadows
 
     def decide(self, request: DecisionRequest) -> PendingDecision:
-        now = self._clock()
-        event_time = validate_decision_request(request, self.config, self.catalog, now)
-        request_id = request.request_id or new_request_id()
-        replay = self._replay(request_id, request.customer_id)
-        if replay is not None:
-            return replay
-        record = self._decide(request, request_id, event_time, now)
-        return self._log(record)
+        (result,) = self.decide_many((request,))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def decide_many(self, requests: Sequence[DecisionRequest]) -> list[PendingDecision | Exception]:
+        """Each request's decision (or the error that refused it), in order, as ``decide`` would make
+        them one after the other: a request sees the decisions of those before it. The new decisions
+        are one log write (all or none); their ``committed`` is that write's future."""
+        with self._deciding:
+            results: list[PendingDecision | Exception | None] = [None] * len(requests)
+            accepted: list[_Accepted] = []
+            for index, request in enumerate(requests):
+                now = self._clock()
+                try:
+                    event_time = validate_decision_request(request, self.config, self.catalog, now)
+                except InvalidRequest as error:
+                    results[index] = error
+                    continue
+                accepted.append(_Accepted(index, request, request.request_id or new_request_id(), event_time, now))
+            if accepted:
+                self._decide_accepted(accepted, results)
+            return cast("list[PendingDecision | Exception]", results)  # every place is filled by now
+
+    def _decide_accepted(self, accepted: list[_Accepted], results: list[PendingDecision | Exception | None]) -> None:
+        inflight = self._inflight
+        request_ids = {a.request_id for a in accepted}
+        customers = {a.request.customer_id for a in accepted}
+        # In flight first, then the store: a decision committed in between is in both (and
+        # deduplicated), never in neither. Nothing else decides meanwhile (self._deciding).
+        with inflight.lock:
+            in_flight = {r: inflight.by_request[r] for r in request_ids if r in inflight.by_request}
+            pending = {c: list(inflight.by_customer[c]) for c in customers if c in inflight.by_customer}
+        # Only ids a caller sent can have been used before (an id made here is a fresh UUID).
+        asked = {a.request_id for a in accepted if a.request.request_id and a.request_id not in in_flight}
+        logged = self.store.decisions_by_request(asked)
+        times = [a.event_time for a in accepted]
+        logs = self.store.customer_logs(customers, min(times), max(times), self._contact_policy.lookback_days)
+
+        made: dict[str, DecisionRecord] = {}  # request id -> decided by this call
+        decided: list[tuple[int, DecisionRecord]] = []
+        repeated: list[tuple[int, DecisionRecord]] = []  # a request id decided earlier in this call
+        for a in accepted:
+            customer = a.request.customer_id
+            earlier = made.get(a.request_id) or logged.get(a.request_id)
+            replay = in_flight.get(a.request_id)
+            record = earlier or (replay.record if replay is not None else None)
+            if record is not None:
+                if record.customer_id != customer:
+                    results[a.index] = InvalidRequest("request_id", "already used for a decision about another customer")
+                elif replay is not None:
+                    results[a.index] = PendingDecision(replay.record, replay.committed, replayed=True)
+                elif a.request_id in made:
+                    repeated.append((a.index, record))
+                else:
+                    results[a.index] = PendingDecision(record, _done(), replayed=True)
+                continue
+            history = _with_pending(logs[customer].at(a.event_time), pending.get(customer, ()), a.event_time)
+            try:
+                record = self._decide(a.request, a.request_id, a.event_time, a.now, history)
+            except Exception as error:  # this request fails alone
+                results[a.index] = error
+                continue
+            made[a.request_id] = record
+            decided.append((a.index, record))
+            pending.setdefault(customer, []).append(record)
+        if not made:
+            return
+        committed = self._log(list(made.values()))
+        for index, record in decided:
+            results[index] = PendingDecision(record, committed)
+        for index, record in repeated:
+            results[index] = PendingDecision(record, committed, replayed=True)
 
     def decide_and_wait(self, request: DecisionRequest) -> PendingDecision:
         pending = self.decide(request)
         pending.committed.result()
         return pending
 
-    def _replay(self, request_id: str, customer_id: str) -> PendingDecision | None:
-        with self._inflight.lock:
-            pending = self._inflight.by_request.get(request_id)
-        if pending is None:
-            record = self.store.decision_by_request(request_id)
-            pending = None if record is None else PendingDecision(record, _done())
-        if pending is None:
-            return None
-        if pending.record.customer_id != customer_id:
-            raise InvalidRequest("request_id", "already used for a decision about another customer")
-        return PendingDecision(pending.record, pending.committed, replayed=True)
-
-    def _history(self, customer_id: str, now: float) -> CustomerHistory:
-        # In-flight first, then the store: a decision committed in between is in both (and deduplicated),
-        # never in neither.
-        with self._inflight.lock:
-            pending = list(self._inflight.by_customer.get(customer_id, ()))
-        stored = self.store.history(customer_id, now, self._contact_policy.lookback_days)
-        if not pending:
-            return stored
-        known = {c.decision_id for c in stored.contacts}
-        extra = [
-            Contact(r.decision_id, r.event_time, r.channel, r.offer)
-            for r in pending
-            if r.action_id != "do_nothing" and r.event_time < now and r.decision_id not in known
-        ]
-        if not extra:
-            return stored
-        contacts = tuple(sorted(stored.contacts + tuple(extra), key=lambda c: c.event_time))
-        last = max(c.event_time for c in contacts)
-        return CustomerHistory(contacts, max(last, stored.last_contact or last), stored.last_outcome)
-
-    def _decide(self, request: DecisionRequest, request_id: str, event_time: float, now: float) -> DecisionRecord:
+    def _decide(
+        self, request: DecisionRequest, request_id: str, event_time: float, now: float, history: CustomerHistory
+    ) -> DecisionRecord:
         policy = self.policy
         personalised = request.personalisation == "granted" or (
             request.personalisation == "unspecified" and self._personalise_by_default
         )
-        history = self._history(request.customer_id, event_time)
         history_values = history_features(history, event_time, self.catalog.channels, self._outcome_types)
         hour, weekday = local_hour_weekday(event_time, self.config.zone)
 
@@ -162,7 +215,7 @@ class Decider:
         exclusions.exclude_channels(verdict.channels)
         exclusions.exclude_offers(verdict.offers)
         self._contact_policy.apply(history, event_time, exclusions)
-        eligible = exclusions.eligible(self.catalog.actions)
+        eligible, eligible_ids = self._eligible(exclusions)
 
         features = self._encoder.shared_features(
             touchpoint=request.touchpoint,
@@ -195,7 +248,7 @@ class Decider:
             model_version=policy.model.version,
             personalised=personalised,
             features=features,
-            eligible=tuple(a.id for a in eligible),
+            eligible=eligible_ids,
             pmf=tuple(pmf),
             exclusions=exclusions.to_json(),
             contact_consent=dict(request.contact_consent),
@@ -204,22 +257,58 @@ class Decider:
             received_at=now,
         )
 
-    def _log(self, record: DecisionRecord) -> PendingDecision:
+    def _eligible(self, exclusions: Exclusions) -> tuple[tuple[Action, ...], tuple[str, ...]]:
+        """The eligible actions and their ids; remembered per distinct set of exclusions (few recur)."""
+        key = (bool(exclusions.all_contacts), frozenset(exclusions.offers), frozenset(exclusions.channels), exclusions.candidates)
+        found = self._eligible_memo.get(key)
+        if found is None:
+            actions = tuple(exclusions.eligible(self.catalog.actions))
+            found = (actions, tuple(a.id for a in actions))
+            if len(self._eligible_memo) >= MEMO_SIZE:
+                self._eligible_memo.clear()
+            self._eligible_memo[key] = found
+        return found
+
+    def _log(self, records: list[DecisionRecord]) -> Future[None]:
+        """One write for the records; they count as in flight until it has committed (or failed)."""
         inflight = self._inflight
-        future = self.store.submit_decision(record)
-        pending = PendingDecision(record, future)
+        future = self.store.submit_decisions(records)
         with inflight.lock:
-            inflight.by_request[record.request_id] = pending
-            inflight.by_customer.setdefault(record.customer_id, []).append(record)
+            for record in records:
+                inflight.by_request[record.request_id] = PendingDecision(record, future)
+                inflight.by_customer.setdefault(record.customer_id, []).append(record)
 
         def settle(_: Future[None]) -> None:
             with inflight.lock:
-                inflight.by_request.pop(record.request_id, None)
-                same = inflight.by_customer.get(record.customer_id)
-                if same is not None:
-                    same.remove(record)
-                    if not same:
-                        del inflight.by_customer[record.customer_id]
+                inflight.remove(records)
 
         future.add_done_callback(settle)
-        return pending
+        return future
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A request that passed validation, with its resolved request id and times."""
+
+    index: int
+    request: DecisionRequest
+    request_id: str
+    event_time: float
+    now: float
+
+
+def _with_pending(stored: CustomerHistory, pending: Sequence[DecisionRecord], now: float) -> CustomerHistory:
+    """The stored history with the customer's decisions that are not logged yet (before ``now``)."""
+    if not pending:
+        return stored
+    known = {c.decision_id for c in stored.contacts}
+    extra = [
+        Contact(r.decision_id, r.event_time, r.channel, r.offer)
+        for r in pending
+        if r.action_id != "do_nothing" and r.event_time < now and r.decision_id not in known
+    ]
+    if not extra:
+        return stored
+    contacts = tuple(sorted(stored.contacts + tuple(extra), key=lambda c: c.event_time))
+    last = max(c.event_time for c in contacts)
+    return CustomerHistory(contacts, max(last, stored.last_contact or last), stored.last_outcome)

@@ -26,6 +26,7 @@ SharedFeatures = dict[str, dict[str, float | str]]
 """Namespace letter -> feature name -> a number, or a string for a categorical feature."""
 
 DAYS_SINCE_EDGES = (1.0, 7.0, 30.0, 90.0)
+TOKEN_MEMO_SIZE = 65_536
 _UNSAFE = str.maketrans({" ": "_", "\t": "_", "\n": "_", "\r": "_", "|": "_", ":": "_"})
 
 
@@ -44,7 +45,13 @@ def _signed_log1p(value: float) -> float:
 
 
 def local_hour_weekday(event_time: float, zone: ZoneInfo) -> tuple[int, int]:
-    local = datetime.fromtimestamp(event_time, tz=timezone.utc).astimezone(zone)
+    # Hour and weekday change only on whole seconds (zone offsets are whole seconds): one per second.
+    return _local_hour_weekday(math.floor(event_time), zone)
+
+
+@lru_cache(maxsize=1024)
+def _local_hour_weekday(second: int, zone: ZoneInfo) -> tuple[int, int]:
+    local = datetime.fromtimestamp(second, tz=timezone.utc).astimezone(zone)
     return local.hour, local.weekday()
 
 
@@ -53,6 +60,9 @@ class FeatureEncoder:
         self._zone = config.zone
         self._non_personal = frozenset(config.features.non_personal)
         self._numeric: Mapping[str, NumericFeatureConfig] = config.features.numeric
+        # (namespace, name, value) -> its token in the VW line: most values recur (categories, hours,
+        # counts, whole months). Zeros are not remembered: 0.0 and -0.0 are equal keys, not equal tokens.
+        self._tokens: dict[tuple[str, str, float | str], str] = {}
 
     def shared_features(
         self,
@@ -101,10 +111,24 @@ class FeatureEncoder:
 
     def shared_line(self, features: SharedFeatures) -> str:
         parts = ["shared"]
-        for namespace, encoded in self.encode(features).items():
+        tokens = self._tokens
+        for namespace, values in features.items():
             parts.append(f"|{namespace}")
-            parts.extend(name if value == 1.0 and "=" in name else f"{name}:{value:.6g}" for name, value in encoded)
+            for name, value in values.items():
+                key = (namespace, name, value)
+                token = tokens.get(key) if value else None
+                if token is None:
+                    token = self._token(namespace, name, value)
+                    if value:
+                        if len(tokens) >= TOKEN_MEMO_SIZE:
+                            tokens.clear()
+                        tokens[key] = token
+                parts.append(token)
         return " ".join(parts)
+
+    def _token(self, namespace: str, name: str, value: float | str) -> str:
+        encoded, number = self._encode(namespace, name, value)
+        return encoded if number == 1.0 and "=" in encoded else f"{encoded}:{number:.6g}"
 
 
 def action_features(action: Action) -> dict[str, list[str]]:

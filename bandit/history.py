@@ -31,10 +31,43 @@ class CustomerHistory:
     last_outcome: dict[str, float] = field(default_factory=dict)
 
     def contacts_since(self, since: float, channel: str | None = None) -> int:
+        if not self.contacts:
+            return 0
         return sum(1 for c in self.contacts if c.event_time >= since and (channel is None or c.channel == channel))
 
 
 EMPTY_HISTORY = CustomerHistory()
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerLog:
+    """What the log holds about a customer for its history as of any time in a span [first, last]:
+    its contacts in [first - days, last) (oldest first), the time of its last contact before those,
+    the last time of each outcome type before ``first`` and every outcome in [first, last).
+
+    One read gives the histories of many decisions (a DecideBatch chunk) made at different times."""
+
+    days: float
+    contacts: tuple[Contact, ...] = ()
+    contact_before: float | None = None
+    outcomes: tuple[tuple[str, float], ...] = ()
+
+    def at(self, now: float) -> CustomerHistory:
+        """The history as of ``now`` (in [first, last]): contacts in the ``days`` before ``now``."""
+        since = now - self.days * DAY
+        last_contact = self.contact_before
+        contacts = []
+        for contact in self.contacts:
+            if contact.event_time >= now:
+                break
+            last_contact = contact.event_time
+            if contact.event_time >= since:
+                contacts.append(contact)
+        last_outcome: dict[str, float] = {}
+        for kind, at in self.outcomes:
+            if at < now and (kind not in last_outcome or at > last_outcome[kind]):
+                last_outcome[kind] = at
+        return CustomerHistory(tuple(contacts), last_contact, last_outcome)
 
 
 def history_features(history: CustomerHistory, now: float, channels: Iterable[str], outcome_types: Iterable[str]) -> dict[str, float]:

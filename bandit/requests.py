@@ -39,7 +39,8 @@ class DecisionRequest:
 def check_text(field_name: str, value: str, *, required: bool) -> None:
     if required and not value:
         raise InvalidRequest(field_name, "is required")
-    if len(value.encode("utf-8")) > MAX_TEXT_BYTES:
+    # ASCII text is as many bytes as characters; only other text needs encoding to be measured.
+    if len(value) > MAX_TEXT_BYTES if value.isascii() else len(value.encode("utf-8")) > MAX_TEXT_BYTES:
         raise InvalidRequest(field_name, f"longer than {MAX_TEXT_BYTES} bytes")
 
 

@@ -5,11 +5,20 @@ A rule sees these variables: ``numeric`` and ``categorical`` (the request contex
 ``weekday`` (local time of the request, Monday = 0). A rule that errors on a request (say, a
 missing key without ``has()``) makes its subject ineligible for that request, with the error as
 the reason: a broken rule must not send offers it was meant to guard.
+
+A rule is a pure function of what it reads, so its verdicts are remembered: a rule that reads only
+named keys (``numeric.months_to_contract_end``, ``has(categorical.plan)``) and scalar variables
+(``touchpoint``) is evaluated once per distinct value of those, and its verdict reused after that.
+What a rule reads is found conservatively in its source; a rule that reads a whole map (``size(numeric)``,
+``numeric["x"]``, a macro over it) is evaluated on every request.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import cel
@@ -27,16 +36,67 @@ RULE_VARIABLES: dict[str, Any] = {
 }
 
 
+MEMO_SIZE = 4096
+"""Verdicts remembered per rule; the memo starts afresh when full."""
+
+_ABSENT = object()
+Reads = tuple[tuple[str, str | None], ...]
+"""What a rule reads: (variable, key) for one key of a map, (variable, None) for a scalar variable."""
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     subject: Literal["offer", "channel"]
     name: str
     source: str
     program: Any
+    # What the rule reads when that is only named keys of maps and scalars; None when it reads more.
+    reads: Reads | None = None
+    memo: dict[tuple[Any, ...], str | None] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def key(self) -> str:
         return f"{self.subject}s.{self.name}.eligible_if"
+
+    def reason(self, context: Any) -> str | None:
+        """Why the rule removes its subject in this context (a cel.Context or a dict), or None."""
+        try:
+            result = self.program.execute(context)
+        except KeyError as error:
+            return f"{self.key} needs {error.args[0]!r}, absent from the request"
+        except Exception as error:
+            return f"{self.key} failed: {error}"
+        return None if result is True else f"{self.key}: {self.source}"
+
+
+def reads_of(source: str, variables: list[str]) -> Reads | None:
+    """What a rule whose program references ``variables`` reads, found in its source: every mention
+    of a map variable must select a named key (``numeric.x``, not ``numeric.exists(...)``,
+    ``numeric["x"]`` or ``size(numeric)``). None when that cannot be shown. A mention inside a
+    string literal only adds a key: more reads than needed, never fewer."""
+    reads: list[tuple[str, str | None]] = []
+    for name in variables:
+        if name not in RULE_VARIABLES:
+            continue  # a name a macro binds, or an unknown one (an error whatever the request)
+        if not isinstance(RULE_VARIABLES[name], dict):
+            reads.append((name, None))
+            continue
+        mentions = list(re.finditer(rf"(?<![\w.]){name}(?!\w)", source))
+        if not mentions:
+            return None
+        for mention in mentions:
+            selected = re.compile(r"\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)(?!\w)(?!\s*\()").match(source, mention.end())
+            if selected is None:
+                return None
+            reads.append((name, selected.group(1)))
+    return tuple(dict.fromkeys(reads))
+
+
+def _value_key(value: Any) -> Any:
+    """A value as part of a memo key: its type too (CEL tells 1 from 1.0), and the sign of a zero."""
+    if value.__class__ is float and value == 0.0:
+        return float, math.copysign(1.0, value)
+    return value.__class__, value
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +121,7 @@ def _compile(subject: Literal["offer", "channel"], name: str, source: str) -> Ru
         raise ConfigError(f"{key}: rule {source!r} cannot run: {error}") from None
     if not isinstance(result, bool):
         raise ConfigError(f"{key}: rule {source!r} must give true or false, gives {type(result).__name__}")
-    return Rule(subject, name, source, program)
+    return Rule(subject, name, source, program, reads_of(source, program.variables()))
 
 
 class EligibilityRules:
@@ -70,21 +130,44 @@ class EligibilityRules:
         rules += [_compile("channel", n, c.eligible_if) for n, c in config.channels.items() if c.eligible_if]
         self.rules: tuple[Rule, ...] = tuple(rules)
 
-    def evaluate(self, variables: dict[str, Any]) -> RuleVerdict:
+    def evaluate(self, variables: Mapping[str, Any]) -> RuleVerdict:
         verdict = RuleVerdict({}, {})
-        if not self.rules:
-            return verdict
-        context = cel.Context(variables)
+        context = None
         for rule in self.rules:
-            removed = verdict.offers if rule.subject == "offer" else verdict.channels
-            try:
-                result = rule.program.execute(context)
-            except KeyError as error:
-                removed[rule.name] = f"{rule.key} needs {error.args[0]!r}, absent from the request"
-                continue
-            except Exception as error:
-                removed[rule.name] = f"{rule.key} failed: {error}"
-                continue
-            if result is not True:
-                removed[rule.name] = f"{rule.key}: {rule.source}"
+            if rule.reads is not None and all(name in variables for name, _ in rule.reads):
+                reason = _remembered(rule, variables)
+            else:
+                if context is None:
+                    context = cel.Context(dict(variables))
+                reason = rule.reason(context)
+            if reason is not None:
+                (verdict.offers if rule.subject == "offer" else verdict.channels)[rule.name] = reason
         return verdict
+
+
+def _remembered(rule: Rule, variables: Mapping[str, Any]) -> str | None:
+    """The rule's verdict on what it reads, evaluated on just that the first time it is seen."""
+    assert rule.reads is not None  # and every variable it reads is there
+    values = [variables[name] if key is None else variables[name].get(key, _ABSENT) for name, key in rule.reads]
+    try:
+        memo_key = tuple(_value_key(v) for v in values)
+        return rule.memo[memo_key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable value: evaluate, do not remember
+        memo_key = None
+    context: dict[str, Any] = {}
+    for (name, key), value in zip(rule.reads, values, strict=True):
+        if key is None:
+            context[name] = value
+        elif value is not _ABSENT:
+            context.setdefault(name, {})[key] = value
+    for name, key in rule.reads:
+        if key is not None:
+            context.setdefault(name, {})
+    reason = rule.reason(context)
+    if memo_key is not None:
+        if len(rule.memo) >= MEMO_SIZE:
+            rule.memo.clear()
+        rule.memo[memo_key] = reason
+    return reason

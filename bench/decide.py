@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -42,7 +42,7 @@ from bandit.contact_policy import ContactPolicy
 from bandit.decider import Decider, ServingPolicy
 from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder, action_line, local_hour_weekday
-from bandit.history import EMPTY_HISTORY, CustomerHistory, history_features
+from bandit.history import EMPTY_HISTORY, HISTORY_DAYS, CustomerLog, history_features
 from bandit.learner import VWPolicy, vw_arguments
 from bandit.records import DecisionRecord
 from bandit.requests import DecisionRequest, validate_decision_request
@@ -342,14 +342,16 @@ class NullLog:
     """The part of a DecisionLog that ``Decider.decide`` uses, keeping nothing: every customer is
     new and every write succeeds at once, so the timing is the decision alone."""
 
-    def submit_decision(self, record: DecisionRecord) -> Future[None]:
+    def submit_decisions(self, records: Sequence[DecisionRecord]) -> Future[None]:
         return _done(None)
 
-    def decision_by_request(self, request_id: str) -> DecisionRecord | None:
-        return None
+    def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
+        return {}
 
-    def history(self, customer_id: str, now: float, lookback_days: float) -> CustomerHistory:
-        return EMPTY_HISTORY
+    def customer_logs(
+        self, customer_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> dict[str, CustomerLog]:
+        return {c: CustomerLog(max(lookback_days, HISTORY_DAYS)) for c in customer_ids}
 
 
 def per_call_us(call: Callable[[], object], calls: int, repeats: int) -> float:

@@ -36,22 +36,31 @@ def epoch(message: object, field: str) -> float | None:
 
 def timestamp(seconds: float) -> Timestamp:
     ts = Timestamp()
-    whole = int(seconds // 1)
-    ts.seconds, ts.nanos = whole, int(round((seconds - whole) * 1e9)) % 1_000_000_000
+    _set_timestamp(ts, seconds)
     return ts
 
 
+def _set_timestamp(ts: Timestamp, seconds: float) -> None:
+    whole = int(seconds // 1)
+    ts.seconds, ts.nanos = whole, int(round((seconds - whole) * 1e9)) % 1_000_000_000
+
+
 def decision_request(message: pb.DecideRequest) -> DecisionRequest:
+    consent, context = message.consent, message.context
+    contact = {k: CONSENT.get(v) for k, v in consent.contact.items()}
+    for k, v in contact.items():
+        if v is None:
+            _consent(f"consent.contact[{k[:64]!r}]", consent.contact[k])  # raises, naming the channel
     return DecisionRequest(
         customer_id=message.customer_id,
         touchpoint=message.channel,
         request_id=message.request_id,
         event_time=epoch(message, "event_time"),
-        numeric=dict(message.context.numeric),
-        categorical=dict(message.context.categorical),
+        numeric=dict(context.numeric),
+        categorical=dict(context.categorical),
         candidate_actions=tuple(message.candidate_actions),
-        personalisation=_consent("consent.personalisation", message.consent.personalisation),
-        contact_consent={k: _consent(f"consent.contact[{k[:64]!r}]", v) for k, v in message.consent.contact.items()},
+        personalisation=_consent("consent.personalisation", consent.personalisation),
+        contact_consent=contact,  # type: ignore[arg-type]  # no None left
     )
 
 
@@ -69,17 +78,30 @@ def ranking(record: DecisionRecord) -> list[pb.RankedAction]:
 
 
 def decide_response(pending: PendingDecision) -> pb.DecideResponse:
+    message = pb.DecideResponse()
+    fill_decide_response(message, pending)
+    return message
+
+
+def fill_decide_response(message: pb.DecideResponse, pending: PendingDecision) -> None:
+    """Set an empty DecideResponse's fields in place (a DecideBatch result's, say): no sub-message
+    is built and then copied, on the path every decision takes."""
     record = pending.record
-    return pb.DecideResponse(
-        decision_id=record.decision_id,
-        action=action(record),
-        probability=record.probability,
-        policy_id=record.policy_id,
-        ranking=ranking(record),
-        exploratory=record.exploratory,
-        model_version=record.model_version,
-        replayed=pending.replayed,
-    )
+    message.decision_id = record.decision_id
+    message.probability = record.probability
+    message.policy_id = record.policy_id
+    message.exploratory = record.exploratory
+    message.model_version = record.model_version
+    message.replayed = pending.replayed
+    chosen = message.action
+    chosen.id, chosen.offer, chosen.channel, chosen.send_slot = record.action_id, record.offer, record.channel, record.slot
+    chosen.do_nothing = record.action_id == "do_nothing"
+    if record.send_at is not None:
+        _set_timestamp(chosen.send_at, record.send_at)
+    pmf, eligible, ranked = record.pmf, record.eligible, message.ranking
+    for i in sorted(range(len(pmf)), key=pmf.__getitem__, reverse=True):  # stable: ties keep their order
+        entry = ranked.add()
+        entry.action_id, entry.probability = eligible[i], pmf[i]
 
 
 def outcome_report(message: pb.ReportOutcomeRequest) -> OutcomeReport:

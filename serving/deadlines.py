@@ -11,7 +11,9 @@ time, so that outcome is awaited instead. The same happens when the RPC itself i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -26,6 +28,41 @@ MAX_MARGIN = 0.05
 """Answer this long (or a fifth of the time left, if less) before the caller's deadline."""
 
 
+class _Waker:
+    """Runs callbacks on an event loop for futures done on the store's writer thread, waking the loop
+    once for all those done before it gets to run them: a group commit resolves many futures, and
+    each wake-up makes the writer give up the GIL and wait to take it back from a busy loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def call_soon(self, callback: Callable[[], None]) -> None:  # any thread
+        with self._lock:
+            self._callbacks.append(callback)
+            if len(self._callbacks) > 1:
+                return  # a wake-up is on its way
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:  # the loop's thread
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Waker] = weakref.WeakKeyDictionary()
+
+
+def _waker(loop: asyncio.AbstractEventLoop) -> _Waker:
+    waker = _wakers.get(loop)
+    if waker is None:
+        waker = _wakers[loop] = _Waker(loop)
+    return waker
+
+
 def budget(context: grpc.aio.ServicerContext, wait: float) -> float:
     remaining: float | None = context.time_remaining()
     if remaining is None:
@@ -34,30 +71,55 @@ def budget(context: grpc.aio.ServicerContext, wait: float) -> float:
 
 
 async def settle(
-    futures: Sequence[Future[Any]], context: grpc.aio.ServicerContext, *, wait: float, metrics: Metrics, abandon: Sequence[bool]
+    futures: Sequence[Future[Any]], context: grpc.aio.ServicerContext, *, wait: float, metrics: Metrics, abandon: Sequence[int]
 ) -> list[Any]:
-    """Each future's result or exception, in order; futures not durable in time are abandoned (where
-    ``abandon`` allows: a replayed decision's future belongs to the request that made it)."""
-    waiters = [asyncio.wrap_future(f) for f in futures]
-    try:
-        if waiters:
-            await asyncio.wait(waiters, timeout=budget(context, wait))
-    except asyncio.CancelledError:
-        for future, may in zip(futures, abandon, strict=True):
-            if may and future.cancel():
-                metrics.store_abandoned.inc()
-        raise
+    """Each future's result or exception, in order; futures not durable in time are abandoned where
+    ``abandon`` allows: it counts the caller's own requests each write carries (0 for a replayed
+    decision's write, which belongs to the request that made it); abandoned requests are counted."""
+    pending = [f for f in futures if not f.done()]
+    if pending:
+        # One loop future woken when the last write is done or at the deadline: no task, no set, no
+        # asyncio future chained to each write.
+        loop = asyncio.get_running_loop()
+        waker = _waker(loop)
+        woken: asyncio.Future[None] = loop.create_future()
+        left = [len(pending)]
+
+        def one_done() -> None:  # on the loop's thread
+            left[0] -= 1
+            if left[0] == 0 and not woken.done():
+                woken.set_result(None)
+
+        def expire() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        def wake(_: Future[Any]) -> None:  # on the store's writer thread
+            waker.call_soon(one_done)
+
+        for future in pending:
+            future.add_done_callback(wake)
+        timer = loop.call_later(budget(context, wait), expire)
+        try:
+            await woken
+        except asyncio.CancelledError:
+            for future, mine in zip(futures, abandon, strict=True):
+                if mine and future.cancel():
+                    metrics.store_abandoned.inc(mine)
+            raise
+        finally:
+            timer.cancel()
     results: list[Any] = []
-    for future, waiter, may in zip(futures, waiters, abandon, strict=True):
-        if waiter.done() and not waiter.cancelled():
-            error = waiter.exception()
-            results.append(waiter.result() if error is None else error)
-        elif may and future.cancel():
-            metrics.store_abandoned.inc()
+    for future, mine in zip(futures, abandon, strict=True):
+        if future.done() and not future.cancelled():
+            error = future.exception()
+            results.append(future.result() if error is None else error)
+        elif mine and future.cancel():
+            metrics.store_abandoned.inc(mine)
             results.append(StoreUnavailable("the store did not commit in time; nothing was written"))
-        elif may:
+        elif mine:
             try:  # the write has begun: its group commit is ending, one way or the other
-                results.append(await waiter)
+                results.append(await asyncio.wrap_future(future))
             except Exception as error:
                 results.append(error)
         else:
@@ -69,7 +131,7 @@ async def durable(
     future: Future[T], context: grpc.aio.ServicerContext, *, wait: float, metrics: Metrics, abandon: bool = True
 ) -> T:
     """The write's result once durable, or StoreUnavailable before the caller's deadline."""
-    (result,) = await settle([future], context, wait=wait, metrics=metrics, abandon=[abandon])
+    (result,) = await settle([future], context, wait=wait, metrics=metrics, abandon=[int(abandon)])
     if isinstance(result, BaseException):
         raise result
     return result  # type: ignore[no-any-return]

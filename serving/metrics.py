@@ -30,7 +30,7 @@ class Metrics:
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
         # Security and faults. Labels name callers (configured backends), kinds and codes: never customers or features.
         self.store_up = Gauge("brein_store_up", "1 when the last group commit succeeded, 0 when it failed", registry=registry)
-        abandoned = "Writes given up at their deadline before they began; never written"
+        abandoned = "Writes given up at their deadline before they began, one per request they held; never written"
         self.store_abandoned = Counter("brein_store_abandoned_writes", abandoned, registry=registry)
         self.rate_limited = Counter("brein_rate_limited", "Calls refused past the rate limit", ["caller"], registry=registry)
         self.retention_deleted = Counter("brein_retention_deleted", "Rows deleted by retention", ["kind"], registry=registry)

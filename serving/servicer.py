@@ -6,13 +6,14 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import grpc
 
 from bandit.decider import PendingDecision
+from bandit.requests import DecisionRequest
 from serving import converters
 from serving.app import Brain
 from serving.deadlines import durable, settle
@@ -27,6 +28,34 @@ log = logging.getLogger("brein.serving")
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+BATCH_SLICE = 50
+"""DecideBatch decides a chunk this many items at a time (one store read and one write each), and
+lets the event loop serve other calls between slices."""
+LOOP_TURNS = 8
+"""Event-loop iterations other calls get after each slice: gRPC's server accepts one new call per
+iteration, and a unary call takes a few more to be read, decided and answered. With one turn per
+slice, a streaming campaign would set how fast the server accepts other calls."""
+BATCH_AHEAD = 2
+"""Chunks of one DecideBatch stream decided ahead of the one whose commit is awaited."""
+
+Result = PendingDecision | tuple[grpc.StatusCode, str]
+"""A DecideBatch item's decision, or the status of its error."""
+
+
+async def _other_calls_turn() -> None:
+    for _ in range(LOOP_TURNS):
+        await asyncio.sleep(0)
+
+
+def _writes(results: Sequence[Result]) -> dict[Future[None], int]:
+    """The writes a chunk's decisions wait for (a slice's decisions share one; a replayed one waits
+    for the write of the request that made it), each with how many of its decisions are the chunk's own."""
+    writes: dict[Future[None], int] = {}
+    for result in results:
+        if isinstance(result, PendingDecision):
+            writes[result.committed] = writes.get(result.committed, 0) + (not result.replayed)
+    return writes
 
 
 def _report(metrics: Metrics, method: str, error: Exception) -> tuple[grpc.StatusCode, str]:
@@ -82,30 +111,86 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     async def DecideBatch(
         self, request_iterator: AsyncIterator[pb.DecideBatchRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DecideBatchResponse]:
-        async for chunk in request_iterator:
-            results: list[PendingDecision | tuple[grpc.StatusCode, str]] = []
-            for item in chunk.items:
+        # A task decides the chunks as they come, up to BATCH_AHEAD ahead of the one being answered:
+        # deciding goes on while the store commits the chunk before.
+        decided: asyncio.Queue[list[Result] | Exception | None] = asyncio.Queue(BATCH_AHEAD)
+        decider = asyncio.create_task(self._decide_chunks(request_iterator, decided))
+        try:
+            while (results := await decided.get()) is not None:
+                if isinstance(results, Exception):
+                    raise results
+                yield await self._answer(results, context)
+        finally:
+            decider.cancel()
+            await asyncio.gather(decider, return_exceptions=True)
+            while not decided.empty():  # decided, never answered: not written unless already begun
+                left = decided.get_nowait()
+                if isinstance(left, list):
+                    self._abandon(left)
+
+    async def _decide_chunks(self, request_iterator: AsyncIterator[pb.DecideBatchRequest], decided: asyncio.Queue[Any]) -> None:
+        try:
+            async for chunk in request_iterator:
+                results: list[Result] = []
                 try:
-                    results.append(self.brain.decide(converters.decision_request(item)))
-                except Exception as error:
-                    results.append(_report(self.metrics, "DecideBatch", error))
-            response = pb.DecideBatchResponse()
-            pending = [r for r in results if isinstance(r, PendingDecision)]
-            wait, abandon = self.brain.config.limits.store_wait_seconds, [not p.replayed for p in pending]
-            settled = await settle([p.committed for p in pending], context, wait=wait, metrics=self.metrics, abandon=abandon)
-            committed = iter(settled)
-            for result in results:
-                if isinstance(result, PendingDecision):
-                    outcome = next(committed)
-                    if isinstance(outcome, Exception):
-                        result = _report(self.metrics, "DecideBatch", outcome)
-                if isinstance(result, PendingDecision):
-                    self._count(result)
-                    response.results.add(decision=converters.decide_response(result))
-                else:
-                    code, message = result
-                    response.results.add(error=pb.ItemError(code=code.value[0], message=message))
-            yield response
+                    items = chunk.items
+                    for start in range(0, len(items), BATCH_SLICE):
+                        results += self._decide_slice(items[start : start + BATCH_SLICE])
+                        await _other_calls_turn()
+                    await decided.put(results)
+                except asyncio.CancelledError:
+                    self._abandon(results)
+                    raise
+        except Exception as error:  # the request stream failed (the caller's rate limit, ...): after the answers
+            await decided.put(error)
+            return
+        await decided.put(None)
+
+    async def _answer(self, results: list[Result], context: grpc.aio.ServicerContext) -> pb.DecideBatchResponse:
+        """One chunk's response once its decisions are durable (or could not be made so in time)."""
+        writes = _writes(results)
+        futures = list(writes)
+        wait = self.brain.config.limits.store_wait_seconds
+        settled = await settle(futures, context, wait=wait, metrics=self.metrics, abandon=list(writes.values()))
+        outcome = {id(future): result for future, result in zip(futures, settled, strict=True)}
+        response = pb.DecideBatchResponse()
+        for result in results:
+            if isinstance(result, PendingDecision):
+                error = outcome[id(result.committed)]
+                if isinstance(error, Exception):
+                    result = _report(self.metrics, "DecideBatch", error)
+            if isinstance(result, PendingDecision):
+                self._count(result)
+                converters.fill_decide_response(response.results.add().decision, result)
+            else:
+                code, message = result
+                response.results.add(error=pb.ItemError(code=code.value[0], message=message))
+        return response
+
+    def _abandon(self, results: list[Result]) -> None:
+        """Cancel the writes of decisions that will not be answered, where they have not begun."""
+        for future, mine in _writes(results).items():
+            if mine and future.cancel():
+                self.metrics.store_abandoned.inc(mine)
+
+    def _decide_slice(self, items: Sequence[pb.DecideRequest]) -> list[Result]:
+        """Decide a slice of a chunk in one call of the core; an item's error stays the item's."""
+        requests: list[DecisionRequest | Exception] = []
+        for item in items:
+            try:
+                requests.append(converters.decision_request(item))
+            except Exception as error:
+                requests.append(error)
+        valid = [r for r in requests if not isinstance(r, Exception)]
+        try:
+            decided = iter(self.brain.decide_many(valid))
+        except Exception as error:  # the core could not decide at all (the store cannot be read): every item fails
+            decided = iter([error] * len(valid))
+        results: list[Result] = []
+        for request in requests:
+            result = request if isinstance(request, Exception) else next(decided)
+            results.append(result if isinstance(result, PendingDecision) else _report(self.metrics, "DecideBatch", result))
+        return results
 
     @unary("ReportOutcome")
     async def ReportOutcome(self, request: pb.ReportOutcomeRequest, context: grpc.aio.ServicerContext) -> pb.ReportOutcomeResponse:

@@ -215,3 +215,44 @@ def test_bad_requests_are_refused_with_the_field(brain: Brain, clock: Clock) -> 
 
 def test_example_config_keeps_outbound_call_for_non_web(config: BreinConfig) -> None:
     assert "outbound_call" in example_data()["channels"]
+
+
+def test_decide_many_decides_as_decide_one_after_another(make_brain: Callable[..., Brain], config: BreinConfig) -> None:
+    requests = [
+        request("c1", "m1", candidate_actions=("sim_only/sms/morning",)),
+        request("c1", "m2", at=T0 + 1, candidate_actions=("sim_only/sms/morning",)),  # sees m1 in flight
+        request("c2", "m3", touchpoint="web"),
+        request("c3", "m4", touchpoint="fax"),  # refused, in its place
+        request("c2", "m3", touchpoint="web"),  # the same request id again: the same decision
+        request("c4", "m3"),  # the same request id for another customer: refused
+        request("c1", "m5", at=T0 + 2),
+    ]
+    one_by_one = make_brain(config)
+    expected: list[Any] = []
+    for r in requests:
+        try:
+            expected.append(one_by_one.decider.decide_and_wait(r))
+        except InvalidRequest as error:
+            expected.append(error)
+    batched = make_brain(config)
+    results = batched.decider.decide_many(requests)
+    for got, want in zip(results, expected, strict=True):
+        if isinstance(want, InvalidRequest):
+            assert isinstance(got, InvalidRequest) and str(got) == str(want)
+        else:
+            assert not isinstance(got, Exception)
+            assert (got.record, got.replayed) == (want.record, want.replayed)
+    decided = [r for r in results if not isinstance(r, Exception)]
+    assert len({id(r.committed) for r in decided}) == 1  # one write for the whole call
+    decided[0].committed.result()
+    count = "SELECT COUNT(*) FROM decisions"
+    assert batched.store.db.execute(count).fetchone()[0] == one_by_one.store.db.execute(count).fetchone()[0] == 4
+    again = batched.decider.decide_many([request("c2", "m3", touchpoint="web")])[0]
+    assert not isinstance(again, Exception) and again.replayed and again.record == expected[2].record
+
+
+def test_decide_many_keeps_contact_caps_within_the_call(brain: Brain) -> None:
+    many = [request("c9", f"r{i}", at=T0 + i, candidate_actions=("sim_only/sms/morning",)) for i in range(40)]
+    results = brain.decider.decide_many(many)
+    contacts = [r.record for r in results if not isinstance(r, Exception) and r.record.action_id != DO_NOTHING]
+    assert len(contacts) == 1  # 1 sms per day, although none was logged while the others were decided

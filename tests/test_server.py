@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from bandit.sampling import decision_id_for
 from serving import converters
 from serving.pb.brein.v1 import brein_pb2 as pb
 from tests.conftest import T0, LiveServer
@@ -93,6 +94,23 @@ def test_decide_batch_streams_results_in_order_with_item_errors(live: LiveServer
     count = live.running.brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
     assert count == 51
     assert live.sample("brein_rpc_errors_total", {"method": "DecideBatch", "code": "INVALID_ARGUMENT"}) == 1
+
+
+def test_decide_batch_answers_chunks_in_order_and_a_cancelled_stream_leaves_the_server_serving(live: LiveServer) -> None:
+    def chunks(tag: str) -> list[pb.DecideBatchRequest]:
+        items = [[decide_request(f"{tag}{c}-{i}", f"{tag}{c}-{i}") for i in range(120)] for c in range(6)]
+        return [pb.DecideBatchRequest(items=chunk) for chunk in items]
+
+    responses = list(live.stub.DecideBatch(iter(chunks("k"))))
+    assert [[r.decision.decision_id for r in response.results] for response in responses] == [
+        [decision_id_for(f"k{c}-{i}") for i in range(120)] for c in range(6)
+    ]
+    stream = live.stub.DecideBatch(iter(chunks("x")))
+    next(stream)
+    stream.cancel()  # the caller goes away with chunks decided and not answered yet
+    assert live.stub.Decide(decide_request("after", "after")).decision_id
+    logged = live.running.brain.store.db.execute("SELECT COUNT(*) FROM decisions WHERE request_id LIKE 'k%'").fetchone()[0]
+    assert logged == 720
 
 
 BAD_INPUT = [
