@@ -4,7 +4,13 @@ Shared namespaces (one letter each, VW interacts namespaces by their first lette
   ``u`` the customer's own context features (only with personalisation consent)
   ``h`` history features from Brein's log (only with personalisation consent)
   ``n`` non-personal context: touchpoint, local hour and weekday, features the config marks non-personal
-Action namespaces: ``o`` offer, ``c`` channel, ``s`` send-time slot.
+Action namespaces: ``o`` offer, ``c`` channel, ``s`` send-time slot; do-nothing has only ``d``.
+Do-nothing is the baseline every contact is compared with, so it takes part in no interaction:
+its predicted value is the shared features' own terms (learned from every example) plus one
+constant, and each contact's interactions learn how far it lies above or below that baseline.
+With its own ``o`` feature it would get a full set of interaction weights learned only from the
+few decisions that chose it (1 in ~40 under uniform exploration), and the choice between
+contacting and not would rest on them (measured in docs/simulation.md).
 
 The log keeps the raw values as used (``SharedFeatures``); the VW text is derived from them with
 the configured encoding, so an exported log can be re-encoded by another feature set-up.
@@ -134,7 +140,7 @@ class FeatureEncoder:
 def action_features(action: Action) -> dict[str, list[str]]:
     """Namespace -> the action's features (each with value 1)."""
     if action.do_nothing:
-        return {"o": ["do_nothing"]}
+        return {"d": ["do_nothing"]}
     return {"o": [vw_safe(action.offer)], "c": [vw_safe(action.channel)], "s": [vw_safe(action.slot)]}
 
 

@@ -31,8 +31,9 @@ def vw_arguments(config: LearnerConfig) -> list[str]:
         args.append("--squarecb")
     else:
         args += ["--epsilon", str(config.epsilon)]
-    for pair in config.interactions:
-        args += ["-q", pair]
+    for term in config.interactions:
+        # VW's -q takes pairs only; a triple (e.g. "uoc": user x offer x channel) is an --interactions term.
+        args += ["-q", term] if len(term) == 2 else ["--interactions", term]
     return args + list(config.extra_args)
 
 

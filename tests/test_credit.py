@@ -13,6 +13,7 @@ DAY = 86_400.0
 
 def rules(**outcome_changes: Any) -> CreditRules:
     data = example_data()
+    data["joiner"] = {**data.get("joiner", {}), "credit": "full"}  # the example shares equally; these tests are about full credit
     for path, value in outcome_changes.items():
         name, key = path.split("__")
         data["outcomes"][name][key] = value

@@ -50,7 +50,8 @@ def store(tmp_path: Path) -> SQLiteStore:
 
 
 def test_join_credits_rewards_once_and_only_after_the_window_closes(config: BreinConfig, store: SQLiteStore) -> None:
-    joiner = Joiner(config, store)
+    # Full credit (the example shares equally): every decision in the window gets the whole outcome.
+    joiner = Joiner(config.model_copy(update={"joiner": config.joiner.model_copy(update={"credit": "full"})}), store)
     for record in (decision("a", "c1", T0), decision("b", "c1", T0 + 5 * DAY, "do_nothing"), decision("x", "c2", T0)):
         store.submit_decision(record).result()
     store.submit_activation(ActivationRecord("a", T0 + 60)).result()
