@@ -36,8 +36,8 @@ def explain(decision_id: str, store: DecisionLog, catalog: Catalog, encoder: Fea
     if record.model_version == COLD_START:
         return Explanation(record, removed, [], "cold start: no model yet, every eligible action was equally likely")
     snapshot = store.model(record.model_version)
-    action = catalog.by_id.get(record.action_id)
-    if snapshot is None or action is None:
+    chosen = catalog.by_id.get(record.action_id)
+    if snapshot is None or chosen is None:
         return Explanation(record, removed, [], f"model version {record.model_version} is no longer in the store")
-    scores = contributions(snapshot.args, snapshot.data, encoder.shared_line(record.features), action)
+    scores = contributions(snapshot.args, snapshot.data, encoder.shared_line(record.features), chosen)
     return Explanation(record, removed, scores[:TOP_CONTRIBUTIONS], "")

@@ -463,11 +463,11 @@ class SQLiteStore:
             return
         if self._on_commit:
             self._on_commit(time.perf_counter() - started, len(results), True)
-        for future, value, error in results:
-            if error is None:
+        for future, value, failed in results:
+            if failed is None:
                 future.set_result(value)
             else:
-                future.set_exception(error)
+                future.set_exception(failed)
 
     def submit_decision(self, record: DecisionRecord) -> Future[None]:
         return self.submit_decisions([record])

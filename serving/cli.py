@@ -63,9 +63,9 @@ def _client(address: str) -> Iterator[pb_grpc.DecisionServiceStub]:
     credentials = click.get_current_context().find_object(ClientCredentials) or ClientCredentials()
     with credentials.channel(address) as channel:
         try:
-            yield pb_grpc.DecisionServiceStub(channel)
+            yield pb_grpc.DecisionServiceStub(channel)  # type: ignore[no-untyped-call]
         except grpc.RpcError as error:
-            raise click.ClickException(f"{error.code().name}: {error.details()}") from None  # type: ignore[attr-defined]
+            raise click.ClickException(f"{error.code().name}: {error.details()}") from None
 
 
 def _emit(message: Message, as_json: bool, render: Callable[[], None]) -> None:
@@ -153,7 +153,7 @@ def decide(
         context=pb.Context(numeric=_pairs(numeric, "--numeric", float), categorical=_pairs(categorical, "--categorical", str)),
         candidate_actions=candidate,
         consent=pb.Consent(
-            personalisation={"granted": pb.CONSENT_STATE_GRANTED, "denied": pb.CONSENT_STATE_DENIED}.get(consent, 0),
+            personalisation={"granted": pb.CONSENT_STATE_GRANTED, "denied": pb.CONSENT_STATE_DENIED}.get(consent, pb.CONSENT_STATE_UNSPECIFIED),
             contact={c: pb.CONSENT_STATE_DENIED for c in no_contact},
         ),
         **_event_time(at),

@@ -31,7 +31,7 @@ def epoch(message: object, field: str) -> float | None:
     if not message.HasField(field):  # type: ignore[attr-defined]
         return None
     ts: Timestamp = getattr(message, field)
-    return ts.seconds + ts.nanos / 1e9
+    return float(ts.seconds + ts.nanos / 1e9)
 
 
 def timestamp(seconds: float) -> Timestamp:

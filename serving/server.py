@@ -77,7 +77,7 @@ async def create_server(brain: Brain, metrics: Metrics, address: str, *, backgro
             ("grpc.so_reuseport", 0),
         ]
     )
-    pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(brain, metrics), server)
+    pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(brain, metrics), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)

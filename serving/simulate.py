@@ -65,7 +65,7 @@ class GrpcDriver:
             raise RuntimeError("the Brein server did not start: " + "".join(self.log[-5:]))
         threading.Thread(target=self._drain, daemon=True).start()
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        self.stub = pb_grpc.DecisionServiceStub(self.channel)
+        self.stub = pb_grpc.DecisionServiceStub(self.channel)  # type: ignore[no-untyped-call]
         self._pending: list[grpc.Future] = []
 
     def _drain(self) -> None:
