@@ -4,6 +4,7 @@ joiner, online learner. No gRPC here: the server, the CLI and the tests all buil
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -78,6 +79,7 @@ class Brain:
         self._encoder = FeatureEncoder(config)
         self._refused_champion: str | None = None
         self._refused_shadows: set[str] = set()
+        self._serving = threading.Lock()  # one change of the serving model at a time
         champion = bootstrap_champion(config, self.registry)
         policy, learned = load_policy(champion, self.store)
         self.decider = Decider(config, self.store, ServingPolicy(champion.id, policy), clock=clock)
@@ -104,9 +106,37 @@ class Brain:
         if self._on_model:
             self._on_model(policy)
 
+    def follow_registry(self) -> None:
+        """Serve the registry's champion and score with its shadows, as they are now."""
+        self.refresh_champion()
+        self.refresh_shadows()
+
+    def follow_snapshot(self, policy_id: str, version: str) -> bool:
+        """Serve a snapshot of the champion that a learner in another process stored; one that does
+        not load is refused and the current model keeps serving. True when it now serves."""
+        with self._serving:
+            current = self.decider.policy
+            if current.policy_id != policy_id or current.model.version == version:
+                return False
+            snapshot = self.store.model(version)
+            if snapshot is None:
+                log.error("refused snapshot %s of %s: it is not in the store", version, policy_id)
+                return False
+            try:
+                model = VWPolicy(snapshot.args, snapshot.data)
+            except Exception:
+                log.exception("refused snapshot %s of %s: it does not load; %s keeps serving", version, policy_id, current.model.version)
+                return False
+            self._serve(ServingPolicy(policy_id, model))
+            return True
+
     def refresh_champion(self) -> bool:
         """Serve the registry's champion if it changed; a policy that fails to load is refused and
         the current one keeps serving. True when the champion changed."""
+        with self._serving:
+            return self._refresh_champion()
+
+    def _refresh_champion(self) -> bool:
         champion = self.registry.champion()
         if champion is None or champion.id == self.decider.policy.policy_id:
             self._refused_champion = None

@@ -26,7 +26,7 @@ class Metrics:
         self.late_outcomes = Counter("brein_late_outcomes", "Outcomes that arrived after their window was final", registry=registry)
         self.join_pending = Gauge("brein_join_pending", "Decisions whose attribution window is still open", registry=registry)
         self.learned = Counter("brein_learned_examples", "Joined examples learned online", registry=registry)
-        self.background_failures = Counter("brein_background_failures", "Join/learn rounds that failed", registry=registry)
+        self.background_failures = Counter("brein_background_failures", "Join/learn rounds that failed, and join/learn workers that died", registry=registry)
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
         # Security and faults. Labels name callers (configured backends), kinds and codes: never customers or features.
         self.store_up = Gauge("brein_store_up", "1 when the last group commit succeeded, 0 when it failed", registry=registry)

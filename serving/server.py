@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from bandit.config import BreinConfig
 from serving.app import Brain
+from serving.background import BackgroundWorker, Failed, Message, Snapshot
 from serving.housekeeping import retention_forever
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
@@ -33,35 +34,58 @@ class RunningServer:
     health: health.aio.HealthServicer
     brain: Brain
     metrics: Metrics
-    background: asyncio.Task[None] | None = None
-    retention: asyncio.Task[None] | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float) -> None:
         """Graceful: report NOT_SERVING, let in-flight requests finish, then close the store."""
         await self.health.enter_graceful_shutdown()
-        for task in (self.background, self.retention):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
         await self.server.stop(grace)
         self.brain.close()
 
 
+def _heard(brain: Brain, metrics: Metrics, message: Message) -> None:
+    """What the join/learn worker said: a snapshot to serve, a round to count, a failure."""
+    if isinstance(message, Snapshot):
+        brain.follow_snapshot(message.policy_id, message.version)
+    elif isinstance(message, Failed):
+        metrics.background_failures.inc()
+    else:
+        report = message.report
+        metrics.joined_round(report.joined, report.unactivated, report.late_outcomes, report.pending, message.learned)
+        if message.learned:
+            log.info("learned %d joined examples, serving model %s", message.learned, brain.decider.policy.model.version,
+                     extra={"joined": report.joined, "late_outcomes": report.late_outcomes, "pending": report.pending})  # fmt: skip
+
+
 async def join_and_learn_forever(brain: Brain, metrics: Metrics, interval: float) -> None:
-    """The joiner and the online learner, in a worker thread, every ``interval`` seconds."""
+    """The joiner and the online learner in a worker process (serving/background.py), a round every
+    ``interval`` seconds; the server serves the snapshots it stores. A worker that dies is replaced."""
+    loop = asyncio.get_running_loop()
+    while True:
+        worker = BackgroundWorker(brain.config, str(brain.store.path), interval)
+        try:
+            while (message := await loop.run_in_executor(None, worker.receive)) is not None:
+                await loop.run_in_executor(None, _heard, brain, metrics, message)  # a snapshot takes a moment to load
+        finally:
+            await asyncio.shield(loop.run_in_executor(None, worker.stop))
+        metrics.background_failures.inc()
+        log.error("the join/learn worker exited (exit code %s); starting another in %.0f s", worker.exitcode, interval)
+        await asyncio.sleep(interval)
+
+
+async def follow_registry_forever(brain: Brain, interval: float) -> None:
+    """Serve the registry's champion and shadows as operators promote, roll back and shadow."""
     loop = asyncio.get_running_loop()
     while True:
         try:
-            report, learned = await loop.run_in_executor(None, brain.join_and_learn)
-            metrics.joined_round(report.joined, report.unactivated, report.late_outcomes, report.pending, learned)
-            if learned:
-                log.info("learned %d joined examples, serving model %s", learned, brain.decider.policy.model.version,
-                         extra={"joined": report.joined, "late_outcomes": report.late_outcomes, "pending": report.pending})  # fmt: skip
+            await loop.run_in_executor(None, brain.follow_registry)
         except asyncio.CancelledError:
             raise
         except Exception:
-            metrics.background_failures.inc()
-            log.exception("join/learn round failed; retrying in %.0f s", interval)
+            log.exception("could not read the policy registry; retrying in %.0f s", interval)
         await asyncio.sleep(interval)
 
 
@@ -87,12 +111,18 @@ async def create_server(brain: Brain, metrics: Metrics, address: str, *, backgro
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     policy = brain.decider.policy
     metrics.serving(policy.policy_id, policy.model.version)
-    task = asyncio.create_task(join_and_learn_forever(brain, metrics, brain.config.joiner.interval_seconds)) if background else None
-    privacy, retention = brain.config.privacy, None
-    if background and privacy.retention_days is not None:
-        every = privacy.retention_interval_seconds
-        retention = asyncio.create_task(retention_forever(brain, metrics, privacy.retention_days, every))
-    return RunningServer(server, port, health_servicer, brain, metrics, task, retention)
+    tasks = []
+    if background:
+        interval, privacy = brain.config.joiner.interval_seconds, brain.config.privacy
+        tasks += [
+            asyncio.create_task(join_and_learn_forever(brain, metrics, interval)),
+            asyncio.create_task(follow_registry_forever(brain, interval)),
+        ]
+        if privacy.retention_days is not None:
+            tasks.append(asyncio.create_task(
+                retention_forever(brain, metrics, privacy.retention_days, privacy.retention_interval_seconds)
+            ))  # fmt: skip
+    return RunningServer(server, port, health_servicer, brain, metrics, tasks)
 
 
 async def serve(config: BreinConfig) -> None:

@@ -94,6 +94,29 @@ def _load(server: ServerProcess, seconds: float, workers: int = 6) -> tuple[list
     return acknowledged, errors, stop, threads
 
 
+def _workers(server_pid: int) -> set[int]:
+    """The server's join/learn worker processes (spawned by multiprocessing; not its resource tracker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if f"\nPPid:\t{server_pid}\n" in status and "multiprocessing" in command and "resource_tracker" not in command:
+            found.add(int(entry.name))
+    return found
+
+
+def _gone(pids: set[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{pid}").exists() and "State:\tZ" not in Path(f"/proc/{pid}/status").read_text() for pid in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def _stored(store: Path) -> set[str]:
     with sqlite3.connect(store) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -103,6 +126,8 @@ def _stored(store: Path) -> set[str]:
 @pytest.mark.parametrize("round_", range(3))
 def test_sigkill_loses_no_acknowledged_decision(server: ServerProcess, round_: int) -> None:
     acknowledged, _, stop, threads = _load(server, 1.0 + 0.3 * round_)
+    workers = _workers(server.process.pid)
+    assert len(workers) == 1  # the joiner and learner work in a process of their own
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(timeout=10)
     stop.set()
@@ -111,6 +136,7 @@ def test_sigkill_loses_no_acknowledged_decision(server: ServerProcess, round_: i
     assert len(acknowledged) > 50
     missing = set(acknowledged) - _stored(server.store)
     assert not missing, f"{len(missing)} acknowledged decisions lost"
+    assert _gone(workers, 30), "the join/learn worker outlived its server"
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_cleanly(server: ServerProcess) -> None:
@@ -125,11 +151,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(server: ServerProce
             time.sleep(0.05)
 
     acknowledged, errors, stop, threads = _load(server, 0.5)
+    workers = _workers(server.process.pid)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         results = [r for response in pb_grpc.DecisionServiceStub(channel).DecideBatch(chunks(), timeout=30) for r in response.results]
     assert signalled.is_set()
     assert len(results) == 300 and all(r.HasField("decision") for r in results)
     assert server.process.wait(timeout=30) == 0
+    assert workers and _gone(workers, 5)
     stop.set()
     for thread in threads:
         thread.join(timeout=10)
