@@ -13,8 +13,9 @@ import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 from vowpal_wabbit_next import CLIError, Example, TextFormatParser, Workspace, run_cli_driver
 
@@ -23,6 +24,9 @@ from bandit.config import LearnerConfig
 from bandit.features import SharedFeatures, action_line
 
 COLD_START = "cold-start"
+ACTION_LINES_MEMO_SIZE = 1024
+"""Action lists whose text is remembered: an action list recurs for every customer the same rules,
+consent and contact policy leave the same actions to."""
 
 
 def vw_arguments(config: LearnerConfig) -> list[str]:
@@ -88,42 +92,109 @@ class VWPolicy:
             return self._workspace.serialize()
 
 
+@dataclass(frozen=True, slots=True)
+class ActionLines:
+    """The VW text of actions offered together, cut around each action, so that the text of a
+    learning example is one join: its shared line, the lines before the chosen action, the chosen
+    action's labelled line, the lines after it."""
+
+    actions: tuple[Action, ...]
+    index: dict[str, int]
+    lines: tuple[str, ...]
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+
+    def text(self, shared_line: str, chosen: int, cost: float, probability: float) -> str:
+        """One learning example in VW's multi-line text format, the label on action ``chosen``."""
+        return f"{shared_line}\n{self.before[chosen]}0:{cost!r}:{probability!r} {self.lines[chosen]}\n{self.after[chosen]}"
+
+
+@lru_cache(maxsize=ACTION_LINES_MEMO_SIZE)
+def action_lines(actions: tuple[Action, ...]) -> ActionLines:
+    lines = tuple(action_line(action) for action in actions)
+    ends = [line + "\n" for line in lines]
+    return ActionLines(
+        actions=actions,
+        index={action.id: i for i, action in enumerate(actions)},
+        lines=lines,
+        before=tuple("".join(ends[:i]) for i in range(len(ends))),
+        after=tuple("".join(ends[i + 1 :]) + "\n" for i in range(len(ends))),
+    )
+
+
 def example_text(example: LabelledExample) -> str:
     """One learning example in VW's multi-line text format, the label on the chosen action."""
-    lines = [example.shared_line]
-    for i, action in enumerate(example.actions):
-        line = action_line(action)
-        lines.append(f"0:{example.cost!r}:{example.probability!r} {line}" if i == example.chosen else line)
-    return "\n".join(lines) + "\n\n"
+    return action_lines(example.actions).text(example.shared_line, example.chosen, example.cost, example.probability)
 
 
 def train(args: Sequence[str], model_data: bytes | None, examples: Iterable[LabelledExample]) -> tuple[bytes | None, int]:
     """Learn ``examples`` in order, continuing from ``model_data`` (or from scratch with ``args``).
+    Returns the new model and how many were learned."""
+    with TextTrainer(args) as trainer:
+        return trainer.learn(model_data, map(example_text, examples))
 
-    VW's own driver reads them (its C++ text reader): twice as fast as learning them one by one
-    through the Python API, and the same model as learning them in one uninterrupted run, since
-    a saved model resumes its learning state. Returns the new model and how many were learned.
+
+class TextTrainer:
+    """Learns examples given as VW text (``example_text``) with VW's own driver, chunk after chunk
+    in one temporary folder, each chunk continuing from the model it is given.
+
+    VW's driver reads the text with its C++ reader: faster than learning one example at a time
+    through the Python API, and the same model as learning all chunks in one uninterrupted run,
+    since a saved model resumes its learning state. It runs with ``onethread``: the driver holds
+    the GIL anyway, and its background parser thread cost more than it saved in every run measured,
+    most of all per snapshot-sized chunk (docs/benchmarks.md, "Online learning").
     """
-    with tempfile.TemporaryDirectory(prefix="brein-vw-") as tmp:
-        folder = Path(tmp)
-        data = folder / "examples.txt"
-        count = 0
-        with data.open("w", encoding="utf-8") as out:
-            for example in examples:
-                out.write(example_text(example))
-                count += 1
-        if count == 0:
-            return model_data, 0
+
+    def __init__(self, args: Sequence[str]) -> None:
+        self.args = list(args)
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> TextTrainer:
+        self._folder = tempfile.TemporaryDirectory(prefix="brein-vw-")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+    def learn(self, model_data: bytes | None, texts: Iterable[str]) -> tuple[bytes | None, int]:
+        """Learn ``texts`` in order, continuing from ``model_data`` (or from scratch with the
+        trainer's ``args``). Returns the new model and how many examples were learned."""
+        if self._folder is None:
+            raise ValueError("expected a TextTrainer entered with 'with', got one outside it")
+        folder = Path(self._folder.name)
+        try:
+            count = _write_texts(folder / "examples.txt", texts)
+            return (self._run_driver(folder, model_data), count) if count else (model_data, 0)
+        finally:
+            # The next chunk writes new files: truncating a file to rewrite it makes ext4 write it
+            # out to disk first (its replace-via-truncate safeguard), a new one stays in the page cache.
+            for file in folder.iterdir():
+                file.unlink()
+
+    def _run_driver(self, folder: Path, model_data: bytes | None) -> bytes:
+        """VW's driver on ``folder``'s examples.txt, from ``model_data``: the model it learned."""
         if model_data is None:
-            source = [a for a in args if a != "--quiet"]
+            source = [a for a in self.args if a != "--quiet"]
         else:
             (folder / "in.vw").write_bytes(model_data)
             source = ["-i", str(folder / "in.vw")]
         try:
-            run_cli_driver(["--quiet", "-d", str(data), "-f", str(folder / "out.vw"), *source])
+            run_cli_driver(["--quiet", "-d", str(folder / "examples.txt"), "-f", str(folder / "out.vw"), *source], onethread=True)
         except CLIError as error:
-            raise ValueError(f"VW could not learn with {' '.join(args)}: {error}") from None
-        return (folder / "out.vw").read_bytes(), count
+            raise ValueError(f"VW could not learn with {' '.join(self.args)}: {error}") from None
+        return (folder / "out.vw").read_bytes()
+
+
+def _write_texts(path: Path, texts: Iterable[str]) -> int:
+    """Write ``texts`` to ``path``; how many there were."""
+    count = 0
+    with path.open("w", encoding="utf-8") as out:
+        for text in texts:
+            out.write(text)
+            count += 1
+    return count
 
 
 class VWRegression:

@@ -13,10 +13,12 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from itertools import islice
+from typing import Any
+
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
 from bandit.features import FeatureEncoder
-from bandit.learner import LabelledExample, VWPolicy, train
+from bandit.learner import ACTION_LINES_MEMO_SIZE, ActionLines, LabelledExample, TextTrainer, VWPolicy, action_lines
 from bandit.store import ModelSnapshot, SQLiteStore
 
 log = logging.getLogger("brein.learner")
@@ -24,6 +26,14 @@ log = logging.getLogger("brein.learner")
 Cursor = tuple[int, float, str]
 START: Cursor = (0, 0.0, "")
 FETCH = 5000
+ORDERED = (
+    "SELECT j.run, j.event_time, j.decision_id, {columns} "
+    "FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
+    "WHERE j.status = 'joined' AND (j.run, j.event_time, j.decision_id) > (?, ?, ?) "
+    "ORDER BY j.run, j.event_time, j.decision_id LIMIT ?"
+)
+LEARN_COLUMNS = "j.reward, d.eligible, d.action_id, d.probability, d.shared_line, d.features"
+EXPORT_COLUMNS = f"{LEARN_COLUMNS}, j.credit, d.pmf, d.shadow"
 
 
 def action_from_id(catalog: Catalog, action_id: str) -> Action:
@@ -48,32 +58,59 @@ class ExampleReader:
         self.catalog = Catalog(config)
         self.encoder = FeatureEncoder(config)
         self.scale = config.learner.reward_scale
+        self._action_lists: dict[str, ActionLines] = {}
 
     def read(self, after: Cursor = START) -> Iterator[tuple[Cursor, LabelledExample, sqlite3.Row]]:
         """Yield (position, example, the joined row) for every learned-from example after ``after``."""
-        conn = self.store.db.conn
+        for row in self._rows(EXPORT_COLUMNS, after, sqlite3.Row):
+            offered = self._offered(row["eligible"])
+            example = LabelledExample(
+                shared_line=self._shared_line(row["shared_line"], row["features"]),
+                actions=offered.actions,
+                chosen=offered.index[row["action_id"]],
+                probability=row["probability"],
+                cost=-row["reward"] / self.scale,
+            )
+            yield (row["run"], row["event_time"], row["decision_id"]), example, row
+
+    def texts(self, after: Cursor = START) -> Iterator[tuple[Cursor, str]]:
+        """Yield (position, its VW text) for every learned-from example after ``after``: what
+        ``read`` yields, made into text (``example_text``) without building the example."""
+        rows = self._rows(LEARN_COLUMNS, after, None)
+        for run, event_time, decision_id, reward, eligible, action_id, probability, shared_line, features in rows:
+            offered = self._offered(eligible)
+            shared = self._shared_line(shared_line, features)
+            yield (
+                (run, event_time, decision_id),
+                offered.text(shared, offered.index[action_id], -reward / self.scale, probability),
+            )
+
+    def _rows(self, columns: str, after: Cursor, row_factory: type[sqlite3.Row] | None) -> Iterator[Any]:
+        """The joined rows after ``after`` in learning order, ``FETCH`` per query: position, then ``columns``."""
+        cursor = self.store.db.conn.cursor()
+        cursor.row_factory = row_factory
+        sql = ORDERED.format(columns=columns)
         position = after
         while True:
-            rows = conn.execute(
-                "SELECT j.run, j.event_time, j.decision_id, j.reward, j.credit, d.features, d.eligible, d.action_id, d.probability, "
-                "d.pmf, d.shadow, d.shared_line FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
-                "WHERE j.status = 'joined' AND (j.run, j.event_time, j.decision_id) > (?, ?, ?) "
-                "ORDER BY j.run, j.event_time, j.decision_id LIMIT ?",
-                (*position, FETCH),
-            ).fetchall()
-            for row in rows:
-                position = (row["run"], row["event_time"], row["decision_id"])
-                eligible = json.loads(row["eligible"])
-                example = LabelledExample(
-                    shared_line=row["shared_line"] if self.logged_lines and row["shared_line"] else self.encoder.shared_line(json.loads(row["features"])),
-                    actions=tuple(action_from_id(self.catalog, a) for a in eligible),
-                    chosen=eligible.index(row["action_id"]),
-                    probability=row["probability"],
-                    cost=-row["reward"] / self.scale,
-                )
-                yield position, example, row
+            rows = cursor.execute(sql, (*position, FETCH)).fetchall()
+            yield from rows
             if len(rows) < FETCH:
                 return
+            position = (rows[-1][0], rows[-1][1], rows[-1][2])
+
+    def _offered(self, eligible: str) -> ActionLines:
+        """The actions of a logged action list (JSON) and their text, parsed once per distinct list."""
+        offered = self._action_lists.get(eligible)
+        if offered is None:
+            if len(self._action_lists) >= ACTION_LINES_MEMO_SIZE:
+                self._action_lists.clear()
+            offered = action_lines(tuple(action_from_id(self.catalog, a) for a in json.loads(eligible)))
+            self._action_lists[eligible] = offered
+        return offered
+
+    def _shared_line(self, logged: str, features: str) -> str:
+        return logged if self.logged_lines and logged else self.encoder.shared_line(json.loads(features))
+
 
 class OnlineLearner:
     def __init__(
@@ -99,21 +136,22 @@ class OnlineLearner:
     def step(self) -> int:
         """Learn every joined example not learned yet, a snapshot (stored, then served) every
         ``learner.snapshot_every`` examples and one for the rest."""
-        examples = self.reader.read(self.position)
+        texts = self.reader.texts(self.position)
         learned = 0
-        while True:
-            chunk = list(islice(examples, self.config.learner.snapshot_every))
-            if not chunk:
-                return learned
-            self.model_data, count = train(self.args, self.model_data, (example for _, example, _ in chunk))
-            self.position = chunk[-1][0]
-            learned += count
-            self.snapshot()
+        with TextTrainer(self.args) as trainer:
+            while chunk := list(islice(texts, self.config.learner.snapshot_every)):
+                self.model_data, count = trainer.learn(self.model_data, (text for _, text in chunk))
+                self.position = chunk[-1][0]
+                learned += count
+                self.snapshot()
+        return learned
 
     def snapshot(self) -> VWPolicy:
         """Store the model as it is now and hand a fresh copy of it to ``publish``."""
         served = VWPolicy(self.args, self.model_data)
         if self.model_data is not None:
-            self.store.save_model(ModelSnapshot(served.version, served.args, self.model_data, self.policy_id, list(self.position)))
+            self.store.save_model(
+                ModelSnapshot(served.version, served.args, self.model_data, self.policy_id, list(self.position))
+            )
         self.publish(served)
         return served

@@ -12,9 +12,10 @@ from click.testing import CliRunner
 from vowpal_wabbit_next import run_cli_driver
 
 from bandit.config import BreinConfig, parse_config
-from bandit.learner import COLD_START, VWPolicy
+from bandit.learner import COLD_START, VWPolicy, example_text
 from bandit.requests import DecisionRequest
 from reward.ingest import ActivationReport, OutcomeReport
+from reward.online import ExampleReader
 from serving.app import Brain
 from serving.cli import main
 from tests.conftest import T0, Clock, example_data
@@ -98,3 +99,17 @@ def test_dsjson_export_trains_vw_cli_to_the_same_predictions(make_brain: Callabl
                     "u": {"months_to_contract_end": float(rng.randint(0, 6)), "tenure_months": float(rng.randint(0, 60)), "plan": "basic"}}  # fmt: skip
         line = brain.decider._encoder.shared_line(features)
         assert from_cli.pmf(line, actions) == pytest.approx(online.pmf(line, actions), abs=1e-6)
+
+
+def test_learning_texts_are_the_examples_text_in_learning_order(make_brain: Callable[..., Brain]) -> None:
+    config = config_with(snapshot_every=10_000)
+    brain = make_brain(config)
+    simulate(brain, days=10)
+    brain.joiner.run(until=T0 + 60 * DAY)
+    reader = ExampleReader(config, brain.store, logged_lines=True)
+    read = [(position, example_text(example)) for position, example, _ in reader.read()]
+    assert len(read) > 20 and list(reader.texts()) == read
+    after = read[len(read) // 2][0]
+    assert list(reader.texts(after)) == read[len(read) // 2 + 1 :]
+    first = read[0][1].splitlines()
+    assert first[0].startswith("shared ") and first[-1] == "" and sum(line.startswith("0:") for line in first) == 1
