@@ -10,6 +10,7 @@ import sys
 
 MODULES = [
     "bench.decide",
+    "bench.background",
     "bench.join",
     "bench.learn",
     "bench.estimators",

@@ -103,15 +103,17 @@ def _receive(conn: Connection, timeout: float, what: str) -> Any:
 
 
 class ServerProcess:
-    def __init__(self, ctx: SpawnContext, kind: str, config: dict[str, Any], store: Path, profile: Path | None) -> None:
+    def __init__(
+        self, ctx: SpawnContext, kind: str, config: dict[str, Any], store: Path, profile: Path | None, *, background: bool = False
+    ) -> None:
         self.kind = kind
         self.store = store
         self._conn, child = ctx.Pipe()
         self._process = ctx.Process(
             target=servers.serve,
-            args=(kind, config, str(store), SEED, child, str(profile) if profile else None),
+            args=(kind, config, str(store), SEED, child, str(profile) if profile else None, background),
             name=f"brein-bench-{kind}",
-            daemon=True,
+            daemon=not background,  # a daemonic process may not start the server's join/learn worker
         )
         self._process.start()
         child.close()

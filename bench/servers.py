@@ -63,7 +63,7 @@ def sample_response(brain: Brain, seed: int, samples: int = 51) -> pb.DecideResp
     return responses[len(responses) // 2]
 
 
-async def _serve(kind: str, config_data: dict[str, Any], store_path: str, seed: int, conn: Connection) -> None:
+async def _serve(kind: str, config_data: dict[str, Any], store_path: str, seed: int, conn: Connection, background: bool) -> None:
     brain = Brain(parse_config(config_data), store_path)
     metrics = Metrics(CollectorRegistry())
     if kind == "noop":
@@ -71,7 +71,7 @@ async def _serve(kind: str, config_data: dict[str, Any], store_path: str, seed: 
         with mock.patch.object(server, "DecisionServicer", lambda brain, metrics: noop):
             running = await server.create_server(brain, metrics, "127.0.0.1:0")
     else:
-        running = await server.create_server(brain, metrics, "127.0.0.1:0")
+        running = await server.create_server(brain, metrics, "127.0.0.1:0", background=background)
     conn.send(("ready", running.port))
     loop = asyncio.get_running_loop()
     try:
@@ -87,16 +87,19 @@ async def _serve(kind: str, config_data: dict[str, Any], store_path: str, seed: 
         await running.stop(2.0)
 
 
-def serve(kind: str, config_data: dict[str, Any], store_path: str, seed: int, conn: Connection, profile: str | None) -> None:
+def serve(
+    kind: str, config_data: dict[str, Any], store_path: str, seed: int, conn: Connection, profile: str | None, background: bool = False
+) -> None:
     """A server process's entry point; with ``profile``, cProfile's stats of the event-loop thread
-    (where the handlers run) go to that file."""
+    (where the handlers run) go to that file; with ``background``, the server joins and learns as
+    ``brein serve`` does (Brein's server only)."""
     if kind not in KINDS:
         raise ValueError(f"expected kind in {KINDS}, got {kind!r}")
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         profiler.enable()
     try:
-        asyncio.run(_serve(kind, config_data, store_path, seed, conn))
+        asyncio.run(_serve(kind, config_data, store_path, seed, conn, background))
     except BaseException as error:
         conn.send(("failed", f"{type(error).__name__}: {error}"))
         raise

@@ -65,7 +65,13 @@ async def join_and_learn_forever(brain: Brain, metrics: Metrics, interval: float
     ``interval`` seconds; the server serves the snapshots it stores. A worker that dies is replaced."""
     loop = asyncio.get_running_loop()
     while True:
-        worker = BackgroundWorker(brain.config, str(brain.store.path), interval)
+        try:
+            worker = BackgroundWorker(brain.config, str(brain.store.path), interval)
+        except Exception:
+            metrics.background_failures.inc()
+            log.exception("could not start the join/learn worker; trying again in %.0f s", interval)
+            await asyncio.sleep(interval)
+            continue
         try:
             while (message := await loop.run_in_executor(None, worker.receive)) is not None:
                 await loop.run_in_executor(None, _heard, brain, metrics, message)  # a snapshot takes a moment to load

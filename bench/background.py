@@ -1,0 +1,103 @@
+"""Decide latency while the server joins and learns: `python -m bench.background [--quick]`.
+
+A real server (``create_server`` with its background work, as ``brein serve`` runs it) starts on a
+store holding a backlog of closed decisions and their outcomes (200,000 and 60,000; 50,000 and
+15,000 with --quick). Its join/learn worker joins the backlog, then learns it, then idles. Calls go
+out at 300 requests/s, open loop, in windows of 2 seconds; each window is put in the phase the
+worker was in when it began (from the store: joined rows, the latest snapshot's learned position).
+The baseline is the same server in the same run once its worker idles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bandit.config import parse_config
+from bench import load
+from bench.decide import SEED, ClientProcess, ServerProcess
+from bench.join import build
+from bench.workload import telecom_config, train_model
+
+RATE = 300.0
+WINDOW_SECONDS = 2.0
+IDLE_WINDOWS = 3
+MAX_SECONDS = 240.0
+PHASES = ("joining", "learning", "idle")
+
+
+def phase(store: Path, backlog: int, policy_id: str) -> str:
+    """What the worker is doing: joining the backlog, learning what it joined, or nothing."""
+    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10)) as conn:
+        if conn.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0] < backlog:
+            return "joining"
+        row = conn.execute(
+            "SELECT learned FROM models WHERE policy_id = ? AND learned IS NOT NULL ORDER BY created_at DESC, rowid DESC LIMIT 1", (policy_id,)
+        ).fetchone()
+        position = tuple(json.loads(row[0])) if row else (0, 0.0, "")
+        behind = conn.execute(
+            "SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (?, ?, ?)", position
+        ).fetchone()[0]
+    return "learning" if behind else "idle"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.background", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a backlog of 50,000 decisions instead of 200,000")
+    args = parser.parse_args(argv)
+    backlog = 50_000 if args.quick else 200_000
+    console = Console(width=None if sys.stdout.isatty() else 170)
+    command = "python -m bench.background" + (" --quick" if args.quick else "")
+    console.print(f"{command}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start", highlight=False)
+    ctx = multiprocessing.get_context("spawn")
+    windows: dict[str, list[dict[str, float]]] = {p: [] for p in PHASES}
+    with tempfile.TemporaryDirectory(prefix="brein-bench-") as tmp, contextlib.ExitStack() as stack:
+        store = Path(tmp) / "brein.db"
+        build(store, backlog, backlog * 3 // 10, customers=backlog // 5)
+        model = Path(tmp) / "telecom.vw"
+        model.write_bytes(train_model(parse_config(telecom_config(Path(tmp) / "probe.db", None)), 1_000, SEED))
+        config = telecom_config(store, model)
+        config["joiner"] = {**config.get("joiner", {}), "interval_seconds": 0.5}
+        policy_id = parse_config(config).learner.policy_id
+        client = ClientProcess(ctx, 100_000)
+        stack.callback(client.stop)
+        server = ServerProcess(ctx, "decide", config, store, None, background=True)
+        stack.callback(server.stop)
+        started = time.monotonic()
+        while len(windows["idle"]) < IDLE_WINDOWS and time.monotonic() - started < MAX_SECONDS:
+            now = phase(store, backlog, policy_id)
+            count = int(RATE * WINDOW_SECONDS)
+            result = client.run(load.OpenLoop(server.address, RATE, count, 0, f"w{len(sum(windows.values(), []))}"), WINDOW_SECONDS + 1)
+            windows[now].append(result)
+            console.print(
+                f"  {time.monotonic() - started:5.0f} s {now:8}: p50 {1e3 * result['p50']:7.1f} ms, p99 {1e3 * result['p99']:7.1f} ms, "
+                f"errors {result['errors']}",
+                highlight=False,
+            )
+    table = Table(title=f"Decide latency at {RATE:.0f} req/s while the server joins and learns — {command}")
+    for column in ("worker", "windows", "p50 ms (median of windows)", "p99 ms (worst window)", "errors"):
+        table.add_column(column, justify="left" if column == "worker" else "right")
+    for name in PHASES:
+        got = windows[name]
+        if got:
+            p50 = statistics.median(1e3 * w["p50"] for w in got)
+            p99 = max(1e3 * w["p99"] for w in got)
+            table.add_row(name if name != "idle" else "idle (baseline)", str(len(got)), f"{p50:.1f}", f"{p99:.1f}", str(sum(int(w["errors"]) for w in got)))
+    console.print(table)
+    console.print(f"backlog {backlog:,} decisions; load average {os.getloadavg()[0]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()
