@@ -80,7 +80,8 @@ class VWPolicy:
             return [1.0 / len(actions)] * len(actions)
         with self._lock:
             shared = self._parser.parse_line(shared_line)
-            scored = self._workspace.predict_one([shared] + [self._action_example(a) for a in actions])
+            # cb_explore_adf predicts an action-probability list (vowpal-wabbit-next types it as any prediction).
+            scored = cast("list[tuple[int, float]]", self._workspace.predict_one([shared] + [self._action_example(a) for a in actions]))
         probabilities = [0.0] * len(actions)
         for index, probability in scored:
             probabilities[index] = probability
