@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from bandit.config import BreinConfig
@@ -58,7 +58,7 @@ class Catalog:
             return None
         if action.slot == NOW_SLOT:
             return event_time
-        local = datetime.fromtimestamp(event_time, tz=timezone.utc).astimezone(self._zone)
+        local = datetime.fromtimestamp(event_time, tz=UTC).astimezone(self._zone)
         at = self._slot_times[action.slot]
         candidate = datetime.combine(local.date(), at, tzinfo=self._zone)
         if candidate < local:

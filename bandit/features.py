@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -57,7 +57,7 @@ def local_hour_weekday(event_time: float, zone: ZoneInfo) -> tuple[int, int]:
 
 @lru_cache(maxsize=1024)
 def _local_hour_weekday(second: int, zone: ZoneInfo) -> tuple[int, int]:
-    local = datetime.fromtimestamp(second, tz=timezone.utc).astimezone(zone)
+    local = datetime.fromtimestamp(second, tz=UTC).astimezone(zone)
     return local.hour, local.weekday()
 
 

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,11 @@ TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
 
 
 def _epoch(value: datetime | None) -> float | None:
-    return None if value is None else value.replace(tzinfo=value.tzinfo or timezone.utc).timestamp()
+    return None if value is None else value.replace(tzinfo=value.tzinfo or UTC).timestamp()
 
 
 def _when(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 @contextmanager

@@ -16,7 +16,19 @@ from bandit.config import BreinConfig
 from bandit.features import FeatureEncoder, SharedFeatures, action_line
 from bandit.policies import Policy
 from bandit.store import SQLiteStore
-from policies.estimators import DM, DR, IPS, SNDR, SNIPS, ClippedIPS, Comparison, Estimate, Estimator, LoggedDecisions, compare_policies
+from policies.estimators import (
+    DM,
+    DR,
+    IPS,
+    SNDR,
+    SNIPS,
+    ClippedIPS,
+    Comparison,
+    Estimate,
+    Estimator,
+    LoggedDecisions,
+    compare_policies,
+)
 from policies.estimators import evaluate as run_estimators
 from policies.reward_model import CrossFittedRewardModel
 from reward.online import action_from_id

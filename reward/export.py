@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Any
 
 from bandit.features import action_features
-from reward.online import Cursor, ExampleReader, START
+from reward.online import START, Cursor, ExampleReader
 
 
 def dsjson_lines(reader: ExampleReader, after: Cursor = START) -> Iterator[str]:
@@ -31,7 +31,7 @@ def dsjson_lines(reader: ExampleReader, after: Cursor = START) -> Iterator[str]:
                 "_label_probability": example.probability,
                 "_label_Action": chosen + 1,
                 "_labelIndex": chosen,
-                "Timestamp": datetime.fromtimestamp(row["event_time"], tz=timezone.utc).isoformat(),
+                "Timestamp": datetime.fromtimestamp(row["event_time"], tz=UTC).isoformat(),
                 "Version": "1",
                 "EventId": row["decision_id"],
                 "a": [i + 1 for i in ranking],

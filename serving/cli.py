@@ -7,8 +7,8 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timezone
 from pathlib import Path
-from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -54,7 +54,7 @@ def _event_time(value: datetime | None) -> dict[str, Any]:
     if value is None:
         return {}
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return {"event_time": converters.timestamp(value.timestamp())}
 
 
@@ -222,7 +222,7 @@ def explain(decision_id: str, address: str, as_json: bool) -> None:
         response = stub.Explain(pb.ExplainRequest(decision_id=decision_id))
 
     def render() -> None:
-        when = datetime.fromtimestamp(response.event_time.seconds, tz=timezone.utc).isoformat()
+        when = datetime.fromtimestamp(response.event_time.seconds, tz=UTC).isoformat()
         console.print(f"[bold]{response.decision_id}[/] for customer {response.customer_id} via {response.channel} at {when}")
         console.print(f"chose [bold green]{response.action.id}[/] with p={response.probability:.3f}"
                       f"{' (exploration)' if response.exploratory else ''}; policy {response.policy_id}, model {response.model_version}; "
@@ -282,7 +282,7 @@ def join(config_path: str, store_path: str | None, until: datetime | None, as_js
     store = SQLiteStore(store_path or config.server.store)
     try:
         joiner = Joiner(config, store)
-        watermark = None if until is None else until.replace(tzinfo=timezone.utc).timestamp()
+        watermark = None if until is None else until.replace(tzinfo=UTC).timestamp()
         with Progress(console=console, disable=as_json, transient=True) as bar:
             task = bar.add_task("joining", total=None)
             report = joiner.run(watermark, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -292,7 +292,7 @@ def join(config_path: str, store_path: str | None, until: datetime | None, as_js
         click.echo(json.dumps(report.as_dict(), indent=2))
         return
     table = Table("joined", "unactivated (never shown)", "late outcomes", "still open", "watermark", "seconds", title=f"join run {report.run}")
-    watermark_text = datetime.fromtimestamp(report.watermark, tz=timezone.utc).isoformat() if report.watermark else "-"
+    watermark_text = datetime.fromtimestamp(report.watermark, tz=UTC).isoformat() if report.watermark else "-"
     table.add_row(str(report.joined), str(report.unactivated), str(report.late_outcomes), str(report.pending), watermark_text,
                   f"{report.seconds:.1f}")  # fmt: skip
     console.print(table)

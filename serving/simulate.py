@@ -7,10 +7,10 @@ import json
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import Future
 import threading
 import tomllib
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -189,7 +190,7 @@ def test_trained_model_serves_its_pmf_over_eligible_only_and_explains(brain: Bra
     names = [name for name, _ in explanation.contributions]
     assert explanation.contributions and explanation.contributions_note == ""
     assert any("sim_only" in n or "sms" in n or "evening" in n for n in names)
-    assert all(abs(a[1]) >= abs(b[1]) for a, b in zip(explanation.contributions, explanation.contributions[1:]))
+    assert all(abs(a[1]) >= abs(b[1]) for a, b in itertools.pairwise(explanation.contributions))
 
 
 def test_bad_requests_are_refused_with_the_field(brain: Brain, clock: Clock) -> None:

@@ -22,8 +22,8 @@ import numpy as np
 
 from bandit.catalog import Action
 from bandit.config import BreinConfig
-from policies.simulation.baselines import do_nothing_policy, fixed_policy, oracle_policy, uniform_policy
 from policies.simulation.baselines import Policy as ReferencePolicy
+from policies.simulation.baselines import do_nothing_policy, fixed_policy, oracle_policy, uniform_policy
 from policies.simulation.eligibility import Eligibility
 from policies.simulation.population import DAY
 from policies.simulation.world import Arrival, Consent, Outcome, World
