@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from bandit.config import parse_config
-from reward.credit import CreditRules, DecisionFacts, OutcomeFacts
+from reward.credit import Credit, CreditRules, DecisionFacts, OutcomeFacts
 from tests.conftest import example_data
 
 DAY = 86_400.0
@@ -20,57 +20,62 @@ def rules(**outcome_changes: Any) -> CreditRules:
     return CreditRules(parse_config(data))
 
 
-def d(decision_id: str, day: float, offer: str = "renewal", channel: str = "email", cost: float = 0.05) -> DecisionFacts:
-    return DecisionFacts(decision_id, day * DAY, offer, channel, cost)
+def d(
+    decision_id: str, day: float, offer: str = "renewal", channel: str = "email", cost: float = 0.05, delay: float | None = 0.0
+) -> DecisionFacts:
+    """A decision on ``day``, activated ``delay`` days later (None: never)."""
+    return DecisionFacts(decision_id, day * DAY, offer, channel, cost, None if delay is None else (day + delay) * DAY)
 
 
 def o(outcome_id: str, day: float, kind: str = "contract_renewal", value: float = 240.0, decision_id: str = "") -> OutcomeFacts:
     return OutcomeFacts(outcome_id, kind, value, day * DAY, decision_id)
 
 
-ACTIVATED = {"a": 0.0, "b": 5 * DAY, "c": 20 * DAY}
+def total(credits: dict[str, Credit], decision_id: str) -> float:
+    """What a decision earned: one that earned nothing has no entry."""
+    return credits[decision_id].total if decision_id in credits else 0.0
 
 
 def test_window_credits_every_decision_in_the_window_before_the_outcome() -> None:
     decisions = [d("a", 0), d("b", 5), d("c", 20)]
-    credits = rules().credit(decisions, [o("r", 25)], ACTIVATED)
+    credits = rules().credit(decisions, [o("r", 25)])
     assert {k: c.total for k, c in credits.items()} == {"a": 240.0, "b": 240.0, "c": 240.0}
-    late = rules().credit(decisions, [o("r", 31)], ACTIVATED)  # 31 days after a: outside a's 30-day window
-    assert late["a"].total == 0.0 and late["b"].total == 240.0
+    late = rules().credit(decisions, [o("r", 31)])  # 31 days after a: outside a's 30-day window
+    assert "a" not in late and late["b"].total == 240.0
 
 
 def test_equal_share_splits_the_value() -> None:
     data = example_data()
     data["joiner"] = {"credit": "equal"}
-    credits = CreditRules(parse_config(data)).credit([d("a", 0), d("b", 5)], [o("r", 10)], ACTIVATED)
+    credits = CreditRules(parse_config(data)).credit([d("a", 0), d("b", 5)], [o("r", 10)])
     assert credits["a"].total == credits["b"].total == pytest.approx(120.0)
 
 
 def test_last_touch_and_direct() -> None:
     decisions = [d("a", 0), d("b", 5)]
-    last = rules(contract_renewal__attribution="last_touch").credit(decisions, [o("r", 10)], ACTIVATED)
-    assert last["a"].total == 0.0 and last["b"].total == 240.0
-    direct = rules(contract_renewal__attribution="direct").credit(decisions, [o("r", 10, decision_id="a")], ACTIVATED)
-    assert direct["a"].total == 240.0 and direct["b"].total == 0.0
+    last = rules(contract_renewal__attribution="last_touch").credit(decisions, [o("r", 10)])
+    assert total(last, "a") == 0.0 and total(last, "b") == 240.0
+    direct = rules(contract_renewal__attribution="direct").credit(decisions, [o("r", 10, decision_id="a")])
+    assert total(direct, "a") == 240.0 and total(direct, "b") == 0.0
 
 
 def test_offer_restriction_and_do_nothing_credit() -> None:
     decisions = [d("n", 0, offer="do_nothing", channel="", cost=0.0), d("s", 1, offer="sim_only")]
-    restricted = rules(contract_renewal__offers=["renewal", "renewal_discount"]).credit(decisions, [o("r", 3)], {"s": DAY})
-    assert restricted["n"].total == 0.0 and restricted["s"].total == 0.0
-    anyone = rules().credit(decisions, [o("r", 3)], {"s": DAY})
+    restricted = rules(contract_renewal__offers=["renewal", "renewal_discount"]).credit(decisions, [o("r", 3)])
+    assert restricted == {}
+    anyone = rules().credit(decisions, [o("r", 3)])
     assert anyone["n"].total == 240.0  # a renewal after do-nothing credits do-nothing: restraint can pay
     assert anyone["n"].outcomes == ["r"]
 
 
 def test_unactivated_deferred_decision_takes_no_credit() -> None:
-    credits = rules().credit([d("a", 0), d("b", 1)], [o("r", 3)], {"a": 0.0})
-    assert credits["a"].total == 240.0 and credits["b"].total == 0.0
-    activated_after = rules().credit([d("b", 1)], [o("r", 3)], {"b": 4 * DAY})
-    assert activated_after["b"].total == 0.0  # delivered after the renewal: cannot have caused it
+    credits = rules().credit([d("a", 0), d("b", 1, delay=None)], [o("r", 3)])
+    assert total(credits, "a") == 240.0 and total(credits, "b") == 0.0
+    activated_after = rules().credit([d("b", 1, delay=3)], [o("r", 3)])
+    assert total(activated_after, "b") == 0.0  # delivered after the renewal: cannot have caused it
 
 
 def test_negative_outcomes_and_types_add_up_per_type() -> None:
-    credits = rules().credit([d("a", 0)], [o("r", 2), o("c", 3, "complaint", -50.0), o("c2", 4, "complaint", -50.0)], ACTIVATED)
+    credits = rules().credit([d("a", 0)], [o("r", 2), o("c", 3, "complaint", -50.0), o("c2", 4, "complaint", -50.0)])
     assert credits["a"].by_type == {"contract_renewal": 240.0, "complaint": -100.0}
     assert credits["a"].total == 140.0

@@ -10,13 +10,17 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bandit.config import BreinConfig
 from bandit.records import ActivationRecord, DecisionRecord, OutcomeRecord
 from bandit.store import SQLiteStore
+from reward.forget import ForgetReport, forget_customer
 from reward.joiner import Joiner
 from tests.conftest import EXAMPLE, T0
 
@@ -43,7 +47,7 @@ def joined(store: SQLiteStore) -> dict[str, tuple[str, float, dict[str, float]]]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     store = SQLiteStore(tmp_path / "log.db")
     yield store
     store.close()
@@ -63,7 +67,7 @@ def test_join_credits_rewards_once_and_only_after_the_window_closes(config: Brei
     report = joiner.run(until=T0 + CLOSE + 5 * DAY + 1)
     assert (report.joined, report.unactivated, report.pending) == (2, 1, 0)
     result = joined(store)
-    assert result["a"] == ("joined", round(240.0 - 0.05, 9), {"contract_renewal": 240.0})  # the complaint is past a's 7-day window
+    assert result["a"] == ("joined", round(240.0 - 0.05, 9), {"contract_renewal": 240.0})  # the complaint: past a's 7-day window
     assert result["b"] == ("joined", 190.0, {"contract_renewal": 240.0, "complaint": -50.0})  # do-nothing shares the credit
     assert result["x"] == ("unactivated", 0.0, {})  # an e-mail never sent: kept, counted, not learned from
     again = joiner.run(until=T0 + 100 * DAY)
@@ -87,12 +91,27 @@ def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: SQ
     assert store.db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 2
 
 
+def test_a_customer_forgotten_during_a_run_gets_no_example(config: BreinConfig, store: SQLiteStore) -> None:
+    joiner = Joiner(config, store)
+    for record in (decision("a", "c1", T0), decision("b", "c2", T0)):
+        store.submit_decision(record).result()
+    forgotten: list[ForgetReport] = []
+
+    def forget_c1(done: int, total: int) -> None:  # once the examples are computed, before they are written
+        if not forgotten:
+            forgotten.append(forget_customer(store, "c1", actor="test", now=T0).result())
+
+    joiner.run(until=T0 + CLOSE, progress=forget_c1)
+    assert set(joined(store)) == {"b"}  # not brought back by the write that followed
+    assert store.db.execute("SELECT COUNT(*) FROM join_queue").fetchone()[0] == 0
+
+
 def _populate(path: Path, customers: int, seed: int = 3) -> float:
     """A log of several decisions and outcomes per customer over 90 days; returns the last event time."""
     rng = random.Random(seed)
     store = SQLiteStore(path)
     actions = ["renewal/email/morning", "sim_only/sms/evening", "do_nothing", "renewal_discount/app_push/evening"]
-    futures = []
+    futures: list[Future[Any]] = []
     last = T0
     for c in range(customers):
         for k in range(rng.randint(1, 6)):
@@ -111,26 +130,38 @@ def _populate(path: Path, customers: int, seed: int = 3) -> float:
     return last
 
 
-def _join_process(path: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "serving", "join", "--config", str(EXAMPLE), "--store", str(path), "--until", "2026-12-31", "--json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+JOIN = """
+import sys
+from bandit.config import load_config
+from bandit.store import SQLiteStore
+from reward.joiner import Joiner
+store = SQLiteStore(sys.argv[2])
+Joiner(load_config(sys.argv[1]), store, write_rows=int(sys.argv[3])).run(until=float(sys.argv[4]))
+store.close()
+"""
+
+
+def _join_process(path: Path, until: float) -> subprocess.Popen[bytes]:
+    """The joiner in a process of its own, writing 500 examples a transaction: many writes for a kill to fall between."""
+    return subprocess.Popen([sys.executable, "-c", JOIN, str(EXAMPLE), str(path), "500", str(until)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
 
 
 def test_killed_joiner_restarted_gives_the_same_examples_as_an_uninterrupted_run(tmp_path: Path) -> None:
     original = tmp_path / "log.db"
-    _populate(original, customers=12_000)
+    until = _populate(original, customers=12_000) + 100 * DAY
     killed, whole = tmp_path / "killed.db", tmp_path / "whole.db"
     shutil.copy(original, killed)
     shutil.copy(original, whole)
-    assert _join_process(whole).wait(timeout=300) == 0
+    started = time.perf_counter()
+    assert _join_process(whole, until).wait(timeout=300) == 0
+    uninterrupted = time.perf_counter() - started
 
     rng = random.Random(11)
     partial_counts = []
     for _ in range(40):
-        process = _join_process(killed)
-        time.sleep(rng.uniform(0.6, 2.0))
+        process = _join_process(killed, until)
+        time.sleep(rng.uniform(0.3, 0.7) * uninterrupted)  # after start-up, mostly
         if process.poll() is not None:
             assert process.returncode == 0, process.stderr.read() if process.stderr else ""
             break
@@ -139,14 +170,15 @@ def test_killed_joiner_restarted_gives_the_same_examples_as_an_uninterrupted_run
         with sqlite3.connect(killed) as conn:
             partial_counts.append(conn.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0])
     else:
-        assert _join_process(killed).wait(timeout=300) == 0
+        assert _join_process(killed, until).wait(timeout=300) == 0
     with sqlite3.connect(whole) as conn:
         total = conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
     assert any(0 < n < total for n in partial_counts), f"never killed mid-run: {partial_counts}"
 
     def examples(path: Path) -> list[tuple[object, ...]]:
         with sqlite3.connect(path) as conn:
-            return conn.execute("SELECT decision_id, status, reward, cost, credit, outcomes FROM joined_examples ORDER BY decision_id").fetchall()
+            query = "SELECT decision_id, status, reward, cost, credit, outcomes FROM joined_examples ORDER BY decision_id"
+            return conn.execute(query).fetchall()
 
     expected = examples(whole)
     assert len(expected) == total
