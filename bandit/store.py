@@ -301,11 +301,31 @@ def _snapshot(row: sqlite3.Row) -> ModelSnapshot:
     return ModelSnapshot(row["version"], json.loads(row["args"]), bytes(row["data"]), row["policy_id"], learned)
 
 
+LOCK_WAIT_SECONDS = 5.0
+LOCK_POLL_SECONDS = 0.001
+
+
 def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_SECONDS)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_SECONDS * 1000)}")
     return conn
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    """Take the write lock, trying every millisecond for up to LOCK_WAIT_SECONDS. SQLite's own busy
+    handler sleeps longer and longer between tries (up to 100 ms), so another process writing back
+    to back (the join/learn worker) would keep this writer, and every Decide waiting on it, out
+    for seconds; a short poll finds the gaps between its transactions."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(LOCK_POLL_SECONDS)
 
 
 def _write_alone(
@@ -382,7 +402,9 @@ def _customer_logs(
 class SQLiteStore:
     """The embedded default store: one SQLite file in WAL mode, fsync on every group commit."""
 
-    def __init__(self, path: str | Path, *, on_commit: CommitListener | None = None) -> None:
+    def __init__(self, path: str | Path, *, on_commit: CommitListener | None = None, commit_pause: float = 0.0) -> None:
+        """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
+        process (the server's) gets the write lock between this one's transactions."""
         self.path = str(path)
         if self.path == ":memory:" or self.path.startswith("file:"):
             raise ValueError(f"expected a file path (the log needs WAL and several connections), got {self.path!r}")
@@ -391,6 +413,8 @@ class SQLiteStore:
         self._writer_conn.execute("PRAGMA journal_mode = WAL")
         self._writer_conn.execute("PRAGMA synchronous = FULL")
         migrations.apply(Database(self._writer_conn))
+        self._writer_conn.execute("PRAGMA busy_timeout = 0")  # _begin waits for the write lock instead
+        self._commit_pause = commit_pause
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -433,12 +457,15 @@ class SQLiteStore:
                     break
                 group.append(more)
             self._commit_group(conn, group)
+            if self._commit_pause:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                time.sleep(self._commit_pause)
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[tuple[Write[Any], Future[Any]]]) -> None:
         started = time.perf_counter()
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn)
             # Runs of neighbouring writes: decision writes together, any other write on its own.
             for merge, run in itertools.groupby(group, key=lambda item: isinstance(item[0], _DecisionWrite)):
                 # A write whose caller gave up (deadline) before it began is never written.

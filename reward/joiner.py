@@ -153,9 +153,9 @@ class Joiner:
             done += len(batch)
             unactivated += sum(1 for row in batch if row[4] == "unactivated")
             rows += batch
-            if len(rows) >= self.write_rows:
-                self._write(writing, rows)
-                rows = []
+            while len(rows) >= self.write_rows:
+                self._write(writing, rows[: self.write_rows])
+                rows = rows[self.write_rows :]
             if progress:
                 progress(done, len(closed))
         self._write(writing, rows)

@@ -25,7 +25,7 @@ from policies.registry import InvalidTransition, PolicyEntry, Registry
 from reward.audit import audit
 from reward.forget import ForgetReport, forget_customer
 from reward.ingest import ActivationReport, OutcomeReport, record_activation, record_outcome
-from reward.joiner import Joiner, JoinReport
+from reward.joiner import WRITE_ROWS, Joiner, JoinReport
 from reward.online import OnlineLearner
 
 log = logging.getLogger("brein")
@@ -67,14 +67,18 @@ class Brain:
         clock: Callable[[], float] = time.time,
         on_commit: CommitListener | None = None,
         on_model: ModelListener | None = None,
+        join_write_rows: int = WRITE_ROWS,
+        commit_pause: float = 0.0,
     ) -> None:
+        """``join_write_rows`` and ``commit_pause`` make room for another process's writes (the
+        join/learn worker's, for its server's): see reward.joiner.WRITE_ROWS and SQLiteStore."""
         self.config = config
         self.clock = clock
         # Customer ids enter the core here (decide, report_outcome, forget) and nowhere else: pseudonymised once.
         self.pseudonyms = Pseudonyms.from_config(config.privacy)
-        self.store = SQLiteStore(store_path or config.server.store, on_commit=on_commit)
+        self.store = SQLiteStore(store_path or config.server.store, on_commit=on_commit, commit_pause=commit_pause)
         self.registry = Registry(self.store)
-        self.joiner = Joiner(config, self.store)
+        self.joiner = Joiner(config, self.store, write_rows=join_write_rows)
         self._on_model = on_model
         self._encoder = FeatureEncoder(config)
         self._refused_champion: str | None = None

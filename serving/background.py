@@ -26,6 +26,12 @@ from reward.joiner import JoinReport
 log = logging.getLogger("brein.background")
 
 STOP_SECONDS = 5.0
+WRITE_ROWS = 250
+"""Joined examples per write beside a live server: each write holds SQLite's write lock, and the
+server's Decide writes wait for it (50,000 rows, the joiner's own default, hold it about a second)."""
+COMMIT_PAUSE = 0.01
+"""Seconds the worker's writer waits after each commit: the server's writer, trying every
+millisecond, takes the lock in between."""
 NICENESS = 10
 """The worker's CPU priority below the server's: on a machine with few cores a round of learning
 would otherwise take the core that Decide calls need."""
@@ -68,7 +74,7 @@ def _work(config: BreinConfig, store_path: str, interval: float, log_level: int,
     def stored(policy: ServingPolicy) -> None:
         conn.send(Snapshot(policy.policy_id, policy.model.version))
 
-    brain = Brain(config, store_path, on_model=stored)
+    brain = Brain(config, store_path, on_model=stored, join_write_rows=WRITE_ROWS, commit_pause=COMMIT_PAUSE)
     try:
         while True:
             started = time.monotonic()
