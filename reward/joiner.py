@@ -162,15 +162,17 @@ class Joiner:
         while writing:
             writing.popleft().result()
         joined = done - unactivated
-        late = self._count_late(conn, run)
+        checked = int(conn.execute("SELECT COALESCE(MAX(late_checked_rowid), 0) FROM join_runs").fetchone()[0])
+        late = self._count_late(conn, run, checked)
         pending = int(conn.execute("SELECT COUNT(*) FROM join_queue").fetchone()[0])
-        checked = outcome_rowid
 
         def finish(write_conn: sqlite3.Connection) -> None:
             write_conn.execute("INSERT INTO join_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               (run, watermark, cutoff, time.time(), joined, unactivated, late, checked))  # fmt: skip
+                               (run, watermark, cutoff, time.time(), joined, unactivated, late, outcome_rowid))  # fmt: skip
 
-        self.store.submit(finish).result()
+        # A run that found nothing to do leaves no row: the server runs one every few seconds.
+        if done or late or outcome_rowid > checked:
+            self.store.submit(finish).result()
         return JoinReport(run, watermark, cutoff, joined, unactivated, late, pending, time.perf_counter() - started)
 
     def _write(self, writing: deque[Future[None]], rows: Sequence[tuple[object, ...]]) -> None:
@@ -257,9 +259,9 @@ class Joiner:
         credited = (_json(credit.by_type), _json(credit.outcomes))
         return (*head, "joined", credit.total - decision.cost, decision.cost, *credited, outcome_rowid)
 
-    def _count_late(self, conn: sqlite3.Connection, run: int) -> int:
-        """Record outcomes, new since the last run, that fall in a window closed by an earlier run."""
-        checked = int(conn.execute("SELECT COALESCE(MAX(late_checked_rowid), 0) FROM join_runs").fetchone()[0])
+    def _count_late(self, conn: sqlite3.Connection, run: int, checked: int) -> int:
+        """Record outcomes that arrived since ``checked`` (an outcome rowid) and fall in a window
+        closed by an earlier run."""
         if not self.rules.types:
             return 0
         windows = " ".join(f"WHEN {json.dumps(name)} THEN {kind.window_days * DAY}" for name, kind in self.rules.types.items())

@@ -73,6 +73,8 @@ def test_join_credits_rewards_once_and_only_after_the_window_closes(config: Brei
     again = joiner.run(until=T0 + 100 * DAY)
     assert again.joined == again.unactivated == 0
     assert store.db.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0] == 3
+    # Runs that found nothing new (the server runs one every few seconds) leave no row behind.
+    assert [r[0] for r in store.db.execute("SELECT joined + unactivated FROM join_runs ORDER BY run")] == [0, 3]
 
 
 def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: SQLiteStore) -> None:
@@ -89,6 +91,7 @@ def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: SQ
     assert joined(store)["a"][1] == pytest.approx(240.0 - 0.05)  # never credited twice, never silently dropped
     assert [tuple(r) for r in store.db.execute("SELECT outcome_id, decision_id FROM late_outcomes")] == [("r2", "a")]
     assert store.db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 2
+    assert joiner.run(until=T0 + CLOSE + 2 * DAY).late_outcomes == 0  # counted once
 
 
 def test_a_customer_forgotten_during_a_run_gets_no_example(config: BreinConfig, store: SQLiteStore) -> None:
