@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from dataclasses import dataclass
@@ -165,6 +165,7 @@ class DecisionLog(Protocol):
     def save_model(self, snapshot: ModelSnapshot) -> None: ...
     def model(self, version: str) -> ModelSnapshot | None: ...
     def latest_model(self, policy_id: str) -> ModelSnapshot | None: ...
+    def snapshots(self, policy_id: str) -> Iterator[ModelSnapshot]: ...
     def close(self) -> None: ...
 
 
@@ -583,6 +584,15 @@ class SQLiteStore:
             (policy_id,),
         ).fetchone()
         return None if row is None else _snapshot(row)
+
+    def snapshots(self, policy_id: str) -> Iterator[ModelSnapshot]:
+        """The policy's stored snapshots, newest first, read one at a time."""
+        rows = self._reader().execute(
+            "SELECT version, args, data, policy_id, learned FROM models WHERE policy_id = ? ORDER BY created_at DESC, rowid DESC",
+            (policy_id,),
+        )
+        for row in rows:
+            yield _snapshot(row)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close every connection."""

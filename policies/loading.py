@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from bandit.errors import BreinError, ConfigError
 from bandit.learner import VWPolicy
@@ -10,6 +11,8 @@ from bandit.policies import DoNothingPolicy, Policy, RulePolicy, RuleSpec, Unifo
 from bandit.store import DecisionLog
 from policies.registry import PolicyEntry
 from reward.online import START, Cursor
+
+log = logging.getLogger("brein.policies")
 
 
 class PolicyLoadError(BreinError):
@@ -26,7 +29,9 @@ def parse_rules(text: str | bytes) -> list[RuleSpec]:
 
 
 def load_policy(entry: PolicyEntry, store: DecisionLog) -> tuple[Policy, Cursor]:
-    """The policy and, for a VW policy, how far into the joined examples its model has learned."""
+    """The policy and, for a VW policy, how far into the joined examples its model has learned. A VW
+    policy is its newest stored snapshot that loads (one that does not is logged and passed over, so
+    a broken snapshot does not keep a restarted server from serving), else its registered model."""
     if entry.kind == "uniform":
         return UniformPolicy(), START
     if entry.kind == "do_nothing":
@@ -36,11 +41,15 @@ def load_policy(entry: PolicyEntry, store: DecisionLog) -> tuple[Policy, Cursor]
             return RulePolicy(parse_rules(entry.artifact or b"[]"), version=entry.artifact_hash[:12]), START
         except ConfigError as error:  # a condition that does not compile
             raise PolicyLoadError(f"policy {entry.id}: {error}") from None
-    snapshot = store.latest_model(entry.id)
-    data = snapshot.data if snapshot is not None else entry.artifact
-    learned = snapshot.learned if snapshot is not None and snapshot.learned else None
-    cursor: Cursor = (int(learned[0]), float(learned[1]), str(learned[2])) if learned else START
+    for snapshot in store.snapshots(entry.id):
+        try:
+            policy = VWPolicy(entry.args, snapshot.data)
+        except Exception as error:
+            log.error("snapshot %s of policy %s does not load (%s); trying the one before it", snapshot.version, entry.id, error)
+            continue
+        learned = snapshot.learned
+        return policy, (int(learned[0]), float(learned[1]), str(learned[2])) if learned else START
     try:
-        return VWPolicy(entry.args, data), cursor
+        return VWPolicy(entry.args, entry.artifact), START
     except Exception as error:
         raise PolicyLoadError(f"policy {entry.id}: its VW model does not load with {' '.join(entry.args)}: {error}") from None

@@ -85,3 +85,19 @@ def test_a_worker_that_dies_is_counted_and_replaced(make_brain: Callable[..., Br
         until(lambda: live.sample("brein_joined_examples_total", {"status": "joined"}) > 0)
     finally:
         live.stop()
+
+
+def test_a_restarted_server_passes_over_a_broken_newest_snapshot(make_brain: Callable[..., Brain], clock: Clock) -> None:
+    config = background_config()
+    brain = make_brain(config)
+    simulate(brain)
+    brain.join_and_learn()
+    good = brain.decider.policy
+    brain.store.save_model(ModelSnapshot("broken", good.model.args, b"not a VW model", good.policy_id, None))
+    assert brain.store.latest_model(good.policy_id).version == "broken"
+    again = Brain(config, brain.store.path, clock=clock)  # a restart on the same store
+    try:
+        assert again.decider.policy.model.version == good.model.version  # the newest snapshot that loads
+        assert again.learner is not None and again.learner.step() == 0  # and how far that one had learned
+    finally:
+        again.close()
