@@ -329,6 +329,15 @@ def _begin(conn: sqlite3.Connection) -> None:
         time.sleep(LOCK_POLL_SECONDS)
 
 
+def _roll_back_unless_database_failed(conn: sqlite3.Connection, error: Exception) -> None:
+    """Undo the savepoint ``w`` of a write that failed on its own; re-raise when the database itself
+    failed (disk full, I/O, locked): then the whole group fails."""
+    if isinstance(error, sqlite3.Error) and not isinstance(error, sqlite3.IntegrityError):
+        raise error
+    conn.execute("ROLLBACK TO w")
+    conn.execute("RELEASE w")
+
+
 def _write_alone(
     conn: sqlite3.Connection, write: Write[Any], future: Future[Any]
 ) -> tuple[Future[Any], Any, BaseException | None]:
@@ -336,15 +345,8 @@ def _write_alone(
     conn.execute("SAVEPOINT w")
     try:
         result = write(conn)
-    except sqlite3.Error as error:
-        if not isinstance(error, sqlite3.IntegrityError):
-            raise  # the database itself failed (disk full, I/O): the whole group fails
-        conn.execute("ROLLBACK TO w")
-        conn.execute("RELEASE w")
-        return future, None, error
-    except Exception as error:  # a write's own failure (a Conflict, ...) fails that write alone
-        conn.execute("ROLLBACK TO w")
-        conn.execute("RELEASE w")
+    except Exception as error:  # a refused row or the write's own failure (a Conflict, ...) fails it alone
+        _roll_back_unless_database_failed(conn, error)
         return future, None, error
     conn.execute("RELEASE w")
     return future, result, None
@@ -359,10 +361,7 @@ def _write_together(conn: sqlite3.Connection, writes: list[tuple[Write[Any], Fut
         _insert(conn, _INSERT_DECISIONS, [row for w in decisions for row in w.rows])
         _insert(conn, _INSERT_QUEUED, [queued for w in decisions for queued in w.queued])
     except Exception as error:
-        if isinstance(error, sqlite3.Error) and not isinstance(error, sqlite3.IntegrityError):
-            raise  # the database itself failed: the whole group fails
-        conn.execute("ROLLBACK TO w")
-        conn.execute("RELEASE w")
+        _roll_back_unless_database_failed(conn, error)
         return False
     conn.execute("RELEASE w")
     return True
@@ -557,8 +556,7 @@ class SQLiteStore:
         return None if row is None else _decision_from_row(row)
 
     def decision_by_request(self, request_id: str) -> DecisionRecord | None:
-        row = self._reader().execute(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE request_id = ?", (request_id,)).fetchone()
-        return None if row is None else _decision_from_row(row)
+        return self.decisions_by_request((request_id,)).get(request_id)
 
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         """The logged decisions of those request ids that have one (one statement for up to MAX_IDS)."""
@@ -579,11 +577,7 @@ class SQLiteStore:
         return None if row is None else _snapshot(row)
 
     def latest_model(self, policy_id: str) -> ModelSnapshot | None:
-        row = self._reader().execute(
-            "SELECT version, args, data, policy_id, learned FROM models WHERE policy_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            (policy_id,),
-        ).fetchone()
-        return None if row is None else _snapshot(row)
+        return next(self.snapshots(policy_id), None)
 
     def snapshots(self, policy_id: str) -> Iterator[ModelSnapshot]:
         """The policy's stored snapshots, newest first, read one at a time."""

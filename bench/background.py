@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -76,10 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         server = ServerProcess(ctx, "decide", config, store, None, background=True)
         stack.callback(server.stop)
         started = time.monotonic()
-        while len(windows["idle"]) < IDLE_WINDOWS and time.monotonic() - started < MAX_SECONDS:
+        for window in itertools.count():
+            if len(windows["idle"]) >= IDLE_WINDOWS or time.monotonic() - started >= MAX_SECONDS:
+                break
             now = phase(store, backlog, policy_id)
             count = int(RATE * WINDOW_SECONDS)
-            result = client.run(load.OpenLoop(server.address, RATE, count, 0, f"w{len(sum(windows.values(), []))}"), WINDOW_SECONDS + 1)
+            result = client.run(load.OpenLoop(server.address, RATE, count, 0, f"w{window}"), WINDOW_SECONDS + 1)
             windows[now].append(result)
             console.print(
                 f"  {time.monotonic() - started:5.0f} s {now:8}: p50 {1e3 * result['p50']:7.1f} ms, p99 {1e3 * result['p99']:7.1f} ms, "

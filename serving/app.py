@@ -212,8 +212,7 @@ class Brain:
 
     def join_and_learn(self, until: float | None = None) -> tuple[JoinReport, int]:
         """One round of the background work: follow the registry, join what has closed, learn it."""
-        self.refresh_champion()
-        self.refresh_shadows()
+        self.follow_registry()
         report = self.joiner.run(until)
         learner = self.learner
         learned = learner.step() if learner is not None and self.config.learner.online else 0
