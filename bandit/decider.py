@@ -27,6 +27,7 @@ from bandit.errors import InvalidRequest
 from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder, local_hour_weekday
 from bandit.history import Contact, CustomerHistory, history_features
+from bandit.in_place import errors_in_place
 from bandit.policies import Policy
 from bandit.records import DecisionRecord
 from bandit.requests import DecisionRequest, validate_decision_request
@@ -118,21 +119,16 @@ class Decider:
         them one after the other: a request sees the decisions of those before it. The new decisions
         are one log write (all or none); their ``committed`` is that write's future."""
         with self._deciding:
-            results: list[PendingDecision | Exception | None] = [None] * len(requests)
-            accepted: list[_Accepted] = []
-            for index, request in enumerate(requests):
-                now = self._clock()
-                try:
-                    event_time = validate_decision_request(request, self.config, self.catalog, now)
-                except InvalidRequest as error:
-                    results[index] = error
-                    continue
-                accepted.append(_Accepted(index, request, request.request_id or new_request_id(), event_time, now))
-            if accepted:
-                self._decide_accepted(accepted, results)
-            return cast("list[PendingDecision | Exception]", results)  # every place is filled by now
+            return errors_in_place(requests, self._accept, self._decide_accepted, refused=InvalidRequest)
 
-    def _decide_accepted(self, accepted: list[_Accepted], results: list[PendingDecision | Exception | None]) -> None:
+    def _accept(self, request: DecisionRequest) -> _Accepted:
+        now = self._clock()
+        event_time = validate_decision_request(request, self.config, self.catalog, now)
+        return _Accepted(request, request.request_id or new_request_id(), event_time, now)
+
+    def _decide_accepted(self, accepted: list[_Accepted]) -> list[PendingDecision | Exception]:
+        if not accepted:
+            return []
         inflight = self._inflight
         request_ids = {a.request_id for a in accepted}
         customers = {a.request.customer_id for a in accepted}
@@ -150,37 +146,38 @@ class Decider:
         made: dict[str, DecisionRecord] = {}  # request id -> decided by this call
         decided: list[tuple[int, DecisionRecord]] = []
         repeated: list[tuple[int, DecisionRecord]] = []  # a request id decided earlier in this call
-        for a in accepted:
+        results: list[PendingDecision | Exception | None] = [None] * len(accepted)
+        for index, a in enumerate(accepted):
             customer = a.request.customer_id
             earlier = made.get(a.request_id) or logged.get(a.request_id)
             replay = in_flight.get(a.request_id)
             record = earlier or (replay.record if replay is not None else None)
             if record is not None:
                 if record.customer_id != customer:
-                    results[a.index] = InvalidRequest("request_id", "already used for a decision about another customer")
+                    results[index] = InvalidRequest("request_id", "already used for a decision about another customer")
                 elif replay is not None:
-                    results[a.index] = PendingDecision(replay.record, replay.committed, replayed=True)
+                    results[index] = PendingDecision(replay.record, replay.committed, replayed=True)
                 elif a.request_id in made:
-                    repeated.append((a.index, record))
+                    repeated.append((index, record))
                 else:
-                    results[a.index] = PendingDecision(record, _done(), replayed=True)
+                    results[index] = PendingDecision(record, _done(), replayed=True)
                 continue
             history = _with_pending(logs[customer].at(a.event_time), pending.get(customer, ()), a.event_time)
             try:
                 record = self._decide(a.request, a.request_id, a.event_time, a.now, history)
             except Exception as error:  # this request fails alone
-                results[a.index] = error
+                results[index] = error
                 continue
             made[a.request_id] = record
-            decided.append((a.index, record))
+            decided.append((index, record))
             pending.setdefault(customer, []).append(record)
-        if not made:
-            return
-        committed = self._log(list(made.values()))
-        for index, record in decided:
-            results[index] = PendingDecision(record, committed)
-        for index, record in repeated:
-            results[index] = PendingDecision(record, committed, replayed=True)
+        if made:
+            committed = self._log(list(made.values()))
+            for index, record in decided:
+                results[index] = PendingDecision(record, committed)
+            for index, record in repeated:
+                results[index] = PendingDecision(record, committed, replayed=True)
+        return cast("list[PendingDecision | Exception]", results)  # every place is filled by now
 
     def decide_and_wait(self, request: DecisionRequest) -> PendingDecision:
         pending = self.decide(request)
@@ -290,7 +287,6 @@ class Decider:
 class _Accepted:
     """A request that passed validation, with its resolved request id and times."""
 
-    index: int
     request: DecisionRequest
     request_id: str
     event_time: float

@@ -53,6 +53,11 @@ class LabelledExample:
     cost: float
 
 
+def model_version(model_data: bytes) -> str:
+    """A model's version: the start of its bytes' SHA-256, the same wherever it is computed."""
+    return hashlib.sha256(model_data).hexdigest()[:12]
+
+
 class VWPolicy:
     def __init__(self, args: Sequence[str], model_data: bytes | None = None) -> None:
         self.args = list(args)
@@ -60,7 +65,7 @@ class VWPolicy:
         self._parser = TextFormatParser(self._workspace)
         self._lock = threading.Lock()
         self._action_examples: dict[str, Example] = {}
-        self.version = COLD_START if model_data is None else hashlib.sha256(model_data).hexdigest()[:12]
+        self.version = COLD_START if model_data is None else model_version(model_data)
 
     @property
     def cold(self) -> bool:

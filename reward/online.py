@@ -18,7 +18,7 @@ from typing import Any
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
 from bandit.features import FeatureEncoder
-from bandit.learner import ACTION_LINES_MEMO_SIZE, ActionLines, LabelledExample, TextTrainer, VWPolicy, action_lines
+from bandit.learner import ACTION_LINES_MEMO_SIZE, ActionLines, LabelledExample, TextTrainer, action_lines, model_version
 from bandit.store import ModelSnapshot, SQLiteStore
 
 log = logging.getLogger("brein.learner")
@@ -119,7 +119,7 @@ class OnlineLearner:
         store: SQLiteStore,
         args: list[str],
         model_data: bytes | None,
-        publish: Callable[[VWPolicy], None],
+        publish: Callable[[ModelSnapshot], None],
         *,
         policy_id: str,
         after: Cursor = START,
@@ -146,12 +146,10 @@ class OnlineLearner:
                 self.snapshot()
         return learned
 
-    def snapshot(self) -> VWPolicy:
-        """Store the model as it is now and hand a fresh copy of it to ``publish``."""
-        served = VWPolicy(self.args, self.model_data)
-        if self.model_data is not None:
-            self.store.save_model(
-                ModelSnapshot(served.version, served.args, self.model_data, self.policy_id, list(self.position))
-            )
-        self.publish(served)
-        return served
+    def snapshot(self) -> None:
+        """Store the model as it is now and hand the stored snapshot to ``publish``."""
+        if self.model_data is None:
+            return
+        snapshot = ModelSnapshot(model_version(self.model_data), self.args, self.model_data, self.policy_id, list(self.position))
+        self.store.save_model(snapshot)
+        self.publish(snapshot)

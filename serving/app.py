@@ -15,22 +15,25 @@ from bandit.decider import Decider, PendingDecision, ServingPolicy
 from bandit.errors import BreinError, ConfigError
 from bandit.explain import Explanation, explain
 from bandit.features import FeatureEncoder
+from bandit.in_place import errors_in_place
 from bandit.learner import VWPolicy, vw_arguments
+from bandit.policies import Policy
 from bandit.pseudonyms import Pseudonyms
 from bandit.records import OutcomeRecord
 from bandit.requests import DecisionRequest
-from bandit.store import CommitListener, SQLiteStore
+from bandit.store import CommitListener, ModelSnapshot, SQLiteStore
 from policies.loading import PolicyLoadError, load_policy
 from policies.registry import InvalidTransition, PolicyEntry, Registry
 from reward.audit import audit
 from reward.forget import ForgetReport, forget_customer
 from reward.ingest import ActivationReport, OutcomeReport, record_activation, record_outcome
 from reward.joiner import WRITE_ROWS, Joiner, JoinReport
-from reward.online import OnlineLearner
+from reward.online import Cursor, OnlineLearner
 
 log = logging.getLogger("brein")
 
 ModelListener = Callable[[ServingPolicy], None]
+SnapshotListener = Callable[[ModelSnapshot], None]
 
 
 def bootstrap_champion(config: BreinConfig, registry: Registry) -> PolicyEntry:
@@ -67,11 +70,14 @@ class Brain:
         clock: Callable[[], float] = time.time,
         on_commit: CommitListener | None = None,
         on_model: ModelListener | None = None,
+        on_snapshot: SnapshotListener | None = None,
         join_write_rows: int = WRITE_ROWS,
         commit_pause: float = 0.0,
     ) -> None:
-        """``join_write_rows`` and ``commit_pause`` make room for another process's writes (the
-        join/learn worker's, for its server's): see reward.joiner.WRITE_ROWS and SQLiteStore."""
+        """``on_snapshot`` makes a Brain that learns for a server in another process (the join/learn
+        worker): each snapshot it stores goes to ``on_snapshot`` instead of being loaded to serve,
+        and it scores with no shadows. ``join_write_rows`` and ``commit_pause`` make room for that
+        other process's writes: see reward.joiner.WRITE_ROWS and SQLiteStore."""
         self.config = config
         self.clock = clock
         # Customer ids enter the core here (decide, report_outcome, forget) and nowhere else: pseudonymised once.
@@ -80,6 +86,7 @@ class Brain:
         self.registry = Registry(self.store)
         self.joiner = Joiner(config, self.store, write_rows=join_write_rows)
         self._on_model = on_model
+        self._on_snapshot = on_snapshot
         self._encoder = FeatureEncoder(config)
         self._refused_champion: str | None = None
         self._refused_shadows: set[str] = set()
@@ -88,20 +95,33 @@ class Brain:
         policy, learned = load_policy(champion, self.store)
         self.decider = Decider(config, self.store, ServingPolicy(champion.id, policy), clock=clock)
         self.catalog = self.decider.catalog
-        self.learner = self._learner_for(champion.id, policy, learned)
-        self.refresh_shadows()
+        self._learns_from: tuple[str, Policy, Cursor] | None = (champion.id, policy, learned)
+        self._learner: OnlineLearner | None = None
+        if on_snapshot is None:
+            self.refresh_shadows()
 
-    def _learner_for(self, policy_id: str, policy: object, learned: tuple[int, float, str]) -> OnlineLearner | None:
-        if not isinstance(policy, VWPolicy):
-            return None
-        data = None if policy.cold else policy.serialize()
-        return OnlineLearner(self.config, self.store, policy.args, data, self._publisher(policy_id), policy_id=policy_id, after=learned)
+    @property
+    def learner(self) -> OnlineLearner | None:
+        """The champion's online learner, made when first asked for: a server whose worker learns
+        never pays for one (it serializes the model)."""
+        if self._learns_from is not None:
+            policy_id, policy, learned = self._learns_from
+            self._learns_from = None
+            if isinstance(policy, VWPolicy):
+                data = None if policy.cold else policy.serialize()
+                self._learner = OnlineLearner(
+                    self.config, self.store, policy.args, data, self._publisher(policy_id), policy_id=policy_id, after=learned
+                )
+            else:
+                self._learner = None
+        return self._learner
 
-    def _publisher(self, policy_id: str) -> Callable[[VWPolicy], None]:
-        def publish(model: VWPolicy) -> None:
-            if self.decider.policy.policy_id != policy_id:
-                return  # promoted away while learning: the snapshot is stored, the new champion serves
-            self._serve(ServingPolicy(policy_id, model))
+    def _publisher(self, policy_id: str) -> SnapshotListener:
+        def publish(snapshot: ModelSnapshot) -> None:
+            if self._on_snapshot is not None:
+                self._on_snapshot(snapshot)
+            elif self.decider.policy.policy_id == policy_id:  # else promoted away while learning: the new champion serves
+                self._serve(ServingPolicy(policy_id, VWPolicy(snapshot.args, snapshot.data)))
 
         return publish
 
@@ -155,7 +175,7 @@ class Brain:
             log.exception("refused to switch to champion %s: it does not load; %s keeps serving", champion.id, self.decider.policy.policy_id)
             return False
         self._refused_champion = None
-        self.learner = self._learner_for(champion.id, policy, learned)
+        self._learns_from = (champion.id, policy, learned)
         self._serve(ServingPolicy(champion.id, policy))
         log.info("now serving champion %s (%s)", champion.id, policy.version)
         return True
@@ -185,14 +205,7 @@ class Brain:
 
     def decide_many(self, requests: Sequence[DecisionRequest]) -> list[PendingDecision | Exception]:
         """Each request's decision or the error that refused it, in order (see Decider.decide_many)."""
-        prepared: list[DecisionRequest | Exception] = []
-        for request in requests:
-            try:
-                prepared.append(self.pseudonyms.request(request))
-            except BreinError as error:
-                prepared.append(error)
-        decided = iter(self.decider.decide_many([r for r in prepared if not isinstance(r, Exception)]))
-        return [r if isinstance(r, Exception) else next(decided) for r in prepared]
+        return errors_in_place(requests, self.pseudonyms.request, self.decider.decide_many, refused=BreinError)
 
     def report_outcome(self, report: OutcomeReport) -> tuple[OutcomeRecord, Future[bool]]:
         return record_outcome(self.pseudonyms.request(report), self.config, self.store, self.clock())
@@ -212,7 +225,10 @@ class Brain:
 
     def join_and_learn(self, until: float | None = None) -> tuple[JoinReport, int]:
         """One round of the background work: follow the registry, join what has closed, learn it."""
-        self.follow_registry()
+        if self._on_snapshot is None:
+            self.follow_registry()
+        else:
+            self.refresh_champion()
         report = self.joiner.run(until)
         learner = self.learner
         learned = learner.step() if learner is not None and self.config.learner.online else 0

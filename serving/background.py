@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from bandit.config import BreinConfig
-from bandit.decider import ServingPolicy
+from bandit.store import ModelSnapshot
 from reward.joiner import JoinReport
 
 log = logging.getLogger("brein.background")
@@ -71,10 +71,10 @@ def _work(config: BreinConfig, store_path: str, interval: float, log_level: int,
     logs.configure(logging.getLevelName(log_level))
     os.nice(NICENESS)
 
-    def stored(policy: ServingPolicy) -> None:
-        conn.send(Snapshot(policy.policy_id, policy.model.version))
+    def stored(snapshot: ModelSnapshot) -> None:
+        conn.send(Snapshot(snapshot.policy_id, snapshot.version))
 
-    brain = Brain(config, store_path, on_model=stored, join_write_rows=WRITE_ROWS, commit_pause=COMMIT_PAUSE)
+    brain = Brain(config, store_path, on_snapshot=stored, join_write_rows=WRITE_ROWS, commit_pause=COMMIT_PAUSE)
     try:
         while True:
             started = time.monotonic()

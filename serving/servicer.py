@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import grpc
 
 from bandit.decider import PendingDecision
+from bandit.in_place import errors_in_place
 from bandit.requests import DecisionRequest
 from serving import converters
 from serving.app import Brain
@@ -175,22 +176,14 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
 
     def _decide_slice(self, items: Sequence[pb.DecideRequest]) -> list[Result]:
         """Decide a slice of a chunk in one call of the core; an item's error stays the item's."""
-        requests: list[DecisionRequest | Exception] = []
-        for item in items:
-            try:
-                requests.append(converters.decision_request(item))
-            except Exception as error:
-                requests.append(error)
-        valid = [r for r in requests if not isinstance(r, Exception)]
+        decided = errors_in_place(items, converters.decision_request, self._decide_valid)
+        return [r if isinstance(r, PendingDecision) else _report(self.metrics, "DecideBatch", r) for r in decided]
+
+    def _decide_valid(self, requests: list[DecisionRequest]) -> list[PendingDecision | Exception]:
         try:
-            decided = iter(self.brain.decide_many(valid))
+            return self.brain.decide_many(requests)
         except Exception as error:  # the core could not decide at all (the store cannot be read): every item fails
-            decided = iter([error] * len(valid))
-        results: list[Result] = []
-        for request in requests:
-            result = request if isinstance(request, Exception) else next(decided)
-            results.append(result if isinstance(result, PendingDecision) else _report(self.metrics, "DecideBatch", result))
-        return results
+            return [error] * len(requests)
 
     @unary("ReportOutcome")
     async def ReportOutcome(self, request: pb.ReportOutcomeRequest, context: grpc.aio.ServicerContext) -> pb.ReportOutcomeResponse:

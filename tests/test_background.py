@@ -73,6 +73,23 @@ def test_a_snapshot_that_does_not_load_is_refused_and_the_old_model_keeps_servin
     assert brain.decider.policy is serving
 
 
+def test_the_worker_hands_on_snapshots_without_serving_them_or_scoring_shadows(make_brain: Callable[..., Brain]) -> None:
+    """The worker's Brain learns for its server: it neither loads its snapshots to serve nor loads shadows."""
+    server = make_brain(background_config())
+    simulate(server)
+    server.registry.register("uniform", "uniform", actor="test", state="shadow")
+    stored: list[ModelSnapshot] = []
+    worker = Brain(server.config, server.store.path, clock=server.clock, on_snapshot=stored.append)
+    try:
+        report, learned = worker.join_and_learn()
+        assert report.joined > 0 and learned == report.joined
+        assert stored and stored[-1] == worker.store.latest_model(worker.decider.policy.policy_id)
+        assert worker.decider.policy.model.cold and worker.decider.shadows == ()
+        assert server.follow_snapshot(stored[-1].policy_id, stored[-1].version)  # what its server serves
+    finally:
+        worker.close()
+
+
 def test_a_worker_that_dies_is_counted_and_replaced(make_brain: Callable[..., Brain], metrics: Metrics) -> None:
     brain = make_brain(background_config())
     live = LiveServer(brain, metrics, background=True)
