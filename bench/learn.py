@@ -3,8 +3,8 @@
 Logs 30,000 decisions (8,000 with --quick) through the real decider with telecom-like contexts,
 reports outcomes, joins them, and then learns the joined examples side by side:
   * Brein's online learner, timed end to end: reading joined examples from the store, VW text
-    from the logged feature lines, VW's driver in snapshot-sized chunks, each snapshot stored and
-    loaded into a new serving policy;
+    from the logged feature lines, VW's driver in snapshot-sized chunks, each snapshot stored (as
+    in the server's worker process; the server loads it to serve, in its own process);
   * VW's own CLI driver (vowpal-wabbit-next's run_cli_driver) on the DSJSON export of the same
     examples, with the same arguments: as VW runs by default (a background parser thread), and
     with onethread=True, the mode Brein's learner drives VW in (the faster of the two here).

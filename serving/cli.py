@@ -373,7 +373,8 @@ def simulate(config_path: str, customers: int, days: float, seed: int, last_days
     if as_json:
         click.echo(json.dumps({"customers": customers, "days": days, "seed": seed, "last_days": last_days, "policies": [
             {"policy": r.name, "decisions": len(r.times), "gain_per_decision": r.value_per_decision(last_days),
-             "net_per_decision": r.net_per_decision(last_days), "share_of_oracle_gain": gain_share(r, oracle, last_days), "contacts": r.contacts}
+             "net_per_decision": r.net_per_decision(last_days), "share_of_oracle_gain": gain_share(r, oracle, last_days), "contacts": r.contacts,
+             "gain_by_offer": r.gain_by_offer(last_days)}
             for r in rows]}, indent=2))  # fmt: skip
         return
     table = Table("policy", "decisions", f"gain/decision, last {last_days:g} days", "net money/decision", "share of oracle's gain", "contacts",
@@ -381,6 +382,12 @@ def simulate(config_path: str, customers: int, days: float, seed: int, last_days
     for r in rows:
         table.add_row(r.name, f"{len(r.times):,}", f"{r.value_per_decision(last_days):+.2f}", f"{r.net_per_decision(last_days):+.2f}",
                       f"{gain_share(r, oracle, last_days):.0%}", f"{r.contacts:,}")  # fmt: skip
+    console.print(table)
+    by_offer = {r.name: r.gain_by_offer(last_days) for r in (result, oracle)}
+    offers = sorted({offer for gains in by_offer.values() for offer in gains} - {"do_nothing"})
+    table = Table("offer", *by_offer, title=f"what each offer added to the gain per decision, last {last_days:g} days")
+    for offer in offers:
+        table.add_row(offer, *(f"{gains.get(offer, 0.0):+.2f}" for gains in by_offer.values()))
     console.print(table)
     if plot:
         console.print(f"learning curves written to {plot}")

@@ -14,6 +14,7 @@ from bandit.catalog import DO_NOTHING, Catalog
 from bandit.config import BreinConfig, load_config
 from policies.simulation import Arrival, Outcome, World, WorldParams
 from policies.simulation.baselines import calibrate, decision_points, fixed_policy, oracle_policy, uniform_policy
+from policies.simulation.calibrate import trait_cells
 from policies.simulation.eligibility import Eligibility
 from policies.simulation.population import DAY, MONTH
 
@@ -194,6 +195,19 @@ def test_difficulty(world: World) -> None:
     assert result.best_fixed_action.startswith("renewal/")
     assert result.uniform_random < result.do_nothing
     assert result.do_nothing > 0
+
+
+def test_side_offer_traits_are_only_partly_visible(world: World) -> None:
+    """In the visible cell where its hidden trait is commonest, a side offer is held by some of the
+    customers only, and is worth less there (even on each one's best channel and slot) than where the
+    oracle, which sees the trait, sends it; the upsell's driver (data use) is visible, with noise."""
+    cells = {c.offer: c for c in trait_cells(world, decision_points(world, 8000, seed=4, days=180))}
+    for offer in ("new_handset", "sim_only", "renewal_discount"):
+        cell = cells[offer]
+        assert cell.decisions > 100 and cell.oracle_picks > 100, cell
+        assert 0.3 < cell.trait_share < 0.95, cell
+        assert cell.mean_gain < cell.oracle_gain, cell
+    assert cells["data_upsell"].mean_gain > 0.5 * cells["data_upsell"].oracle_gain
 
 
 def test_outcomes_are_delayed_and_come_in_order(config: BreinConfig) -> None:

@@ -4,6 +4,7 @@ eligibility and contact policy (what a harness will see).
 
     python -m policies.simulation.calibrate --customers 20000 --points 6000 --seed 1
     python -m policies.simulation.calibrate --simulate --customers 3000 --days 120
+    python -m policies.simulation.calibrate --trait-cells --customers 20000 --points 40000 --days 180
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from bandit.config import BreinConfig, load_config
 from policies.simulation.baselines import (
+    DecisionPoint,
     Policy,
     calibrate,
     decision_points,
@@ -27,8 +29,76 @@ from policies.simulation.baselines import (
     uniform_policy,
 )
 from policies.simulation.eligibility import Eligibility
-from policies.simulation.population import DAY
+from policies.simulation.population import DAY, DISCOUNT, HANDSET, SIM_ONLY, UPSELL
 from policies.simulation.world import Arrival, World
+
+Numeric = Mapping[str, float]
+Categorical = Mapping[str, str]
+Profile = Mapping[str, object]
+TRAIT_CELLS: dict[str, tuple[str, Callable[[Numeric, Categorical], bool], Callable[[Profile], bool]]] = {
+    HANDSET: (
+        "iOS, spend >= 35, contract ends within 1.5 months",
+        lambda n, c: c["device"] == "ios" and n["monthly_spend"] >= 35 and n["months_to_contract_end"] <= 1.5,
+        lambda p: float(p["gadget"]) > 0.05,  # type: ignore[arg-type]
+    ),
+    SIM_ONLY: (
+        "spend < 25, tenure >= 60 months",
+        lambda n, c: n["monthly_spend"] < 25 and n["tenure_months"] >= 60,
+        lambda p: float(p["frugal"]) > 0.05,  # type: ignore[arg-type]
+    ),
+    DISCOUNT: (
+        "spend < 28, tenure < 36 months, contract ends within 1.5 months",
+        lambda n, c: n["monthly_spend"] < 28 and n["tenure_months"] < 36 and n["months_to_contract_end"] <= 1.5,
+        lambda p: bool(p["price_sensitive"]),
+    ),
+    UPSELL: ("data use >= 1.1 of the bundle", lambda n, c: n["data_usage_ratio"] >= 1.1, lambda p: True),
+}
+"""For each side offer, the visible cell where its hidden trait is commonest (the thresholds that
+population.py draws the traits from), the trait, and for the upsell (no hidden trait: a noisy usage
+ratio) everyone."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraitCell:
+    """What a policy that sees only the features could take from a side offer: in the visible cell
+    where its trait is commonest, the offer's true gain on each customer's best channel and slot
+    (which no feature shows either: a generous bound), against the oracle's where it picks the offer."""
+
+    offer: str
+    cell: str
+    decisions: int
+    trait_share: float
+    mean_gain: float
+    oracle_picks: int
+    oracle_gain: float
+
+
+def trait_cells(world: World, points: Sequence[DecisionPoint]) -> list[TraitCell]:
+    cells: dict[str, list[tuple[float, bool]]] = {offer: [] for offer in TRAIT_CELLS}
+    picked: dict[str, list[float]] = {offer: [] for offer in TRAIT_CELLS}
+    for point in points:
+        gains = world.expected_gains(point.customer, point.event_time, point.eligible)
+        best = int(np.argmax(gains))
+        if point.eligible[best].offer in picked:
+            picked[point.eligible[best].offer].append(float(gains[best]))
+        numeric, categorical = world.context(point.customer, point.event_time)
+        profile = world.profile(point.customer)
+        for offer, (_, visible, trait) in TRAIT_CELLS.items():
+            offered = [float(g) for a, g in zip(point.eligible, gains, strict=True) if a.offer == offer]
+            if offered and visible(numeric, categorical):
+                cells[offer].append((max(offered), trait(profile)))
+    return [
+        TraitCell(
+            offer=offer,
+            cell=TRAIT_CELLS[offer][0],
+            decisions=len(cells[offer]),
+            trait_share=float(np.mean([t for _, t in cells[offer]])) if cells[offer] else float("nan"),
+            mean_gain=float(np.mean([g for g, _ in cells[offer]])) if cells[offer] else float("nan"),
+            oracle_picks=len(picked[offer]),
+            oracle_gain=float(np.mean(picked[offer])) if picked[offer] else float("nan"),
+        )
+        for offer in TRAIT_CELLS
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +158,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--points", type=int, default=6000, help="decisions sampled for the static calibration")
     parser.add_argument("--days", type=float, default=60.0, help="window the decisions (or the simulation) span")
     parser.add_argument("--simulate", action="store_true", help="also run each reference policy through the world")
+    parser.add_argument("--trait-cells", action="store_true", help="also value each side offer in its trait's best visible cell")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
 
     config = load_config(args.config)
     began = time.perf_counter()
     world = World(config, args.customers, args.seed)
-    result = calibrate(world, decision_points(world, args.points, args.seed, days=args.days))
+    points = decision_points(world, args.points, args.seed, days=args.days)
+    result = calibrate(world, points)
     report: dict[str, object] = {
         "static": {
             **asdict(result),
@@ -105,6 +177,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     if not args.json:
         print("static:", result.summary(), f"[{time.perf_counter() - began:.1f}s]")
+    if args.trait_cells:
+        found = trait_cells(world, points)
+        report["trait_cells"] = [asdict(c) for c in found]
+        if not args.json:
+            for c in found:
+                print(
+                    f"{c.offer} in its best visible cell ({c.cell}): {c.decisions} decisions, trait share "
+                    f"{c.trait_share:.2f}, mean gain on the best channel and slot {c.mean_gain:+.2f}; "
+                    f"where the oracle picks it ({c.oracle_picks} decisions) {c.oracle_gain:+.2f}"
+                )
     if args.simulate:
         runs: list[SimulationResult] = []
         policies: list[tuple[str, Policy]] = [

@@ -59,6 +59,7 @@ class RunResult:
     contacts: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     money: list[tuple[float, float]] = field(default_factory=list)  # (event time, value) of every outcome
+    offers: list[str] = field(default_factory=list)  # the offer chosen at each decision ("do_nothing" for none)
 
     def value_per_decision(self, last_days: float | None = None) -> float:
         """Mean true expected gain per decision, over the last ``last_days`` of the run (or all of it)."""
@@ -66,6 +67,16 @@ class RunResult:
         if last_days is not None:
             values = values[times >= self.end - last_days * DAY]
         return float(values.mean()) if values.size else float("nan")
+
+    def gain_by_offer(self, last_days: float) -> dict[str, float]:
+        """What each chosen offer added to ``value_per_decision(last_days)``: its gains over the last
+        ``last_days`` divided by all decisions in them (so the offers sum to the whole)."""
+        since = self.end - last_days * DAY
+        recent = [(offer, value) for at, offer, value in zip(self.times, self.offers, self.values, strict=True) if at >= since]
+        totals: dict[str, float] = {}
+        for offer, value in recent:
+            totals[offer] = totals.get(offer, 0.0) + value
+        return {offer: total / len(recent) for offer, total in sorted(totals.items())}
 
     def net_per_decision(self, last_days: float) -> float:
         """Outcome money minus action costs in the last ``last_days``, per decision made in them."""
@@ -111,6 +122,7 @@ def run(world: World, driver: Driver, days: float, *, seed: int, progress: Progr
         result.times.append(now)
         result.values.append(float(world.expected_gains(event.customer, now, [action])[0]))
         result.costs.append(action.cost)
+        result.offers.append(action.offer)
         world.act(event.customer, now, action, rng, decision=decision_id)
         if not action.do_nothing:
             result.contacts += 1
