@@ -8,6 +8,7 @@ a restarted server continues where its last snapshot stopped.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
@@ -58,7 +59,8 @@ class ExampleReader:
         self.catalog = Catalog(config)
         self.encoder = FeatureEncoder(config)
         self.scale = config.learner.reward_scale
-        self._action_lists: dict[str, ActionLines] = {}
+        # A logged action list (its JSON) recurs for every customer left the same actions: parsed once.
+        self._offered: Callable[[str], ActionLines] = functools.lru_cache(maxsize=ACTION_LINES_MEMO_SIZE)(self._parse_offered)
 
     def read(self, after: Cursor = START) -> Iterator[tuple[Cursor, LabelledExample, sqlite3.Row]]:
         """Yield (position, example, the joined row) for every learned-from example after ``after``."""
@@ -98,15 +100,9 @@ class ExampleReader:
                 return
             position = (rows[-1][0], rows[-1][1], rows[-1][2])
 
-    def _offered(self, eligible: str) -> ActionLines:
-        """The actions of a logged action list (JSON) and their text, parsed once per distinct list."""
-        offered = self._action_lists.get(eligible)
-        if offered is None:
-            if len(self._action_lists) >= ACTION_LINES_MEMO_SIZE:
-                self._action_lists.clear()
-            offered = action_lines(tuple(action_from_id(self.catalog, a) for a in json.loads(eligible)))
-            self._action_lists[eligible] = offered
-        return offered
+    def _parse_offered(self, eligible: str) -> ActionLines:
+        """The actions of a logged action list (JSON) and their text."""
+        return action_lines(tuple(action_from_id(self.catalog, a) for a in json.loads(eligible)))
 
     def _shared_line(self, logged: str, features: str) -> str:
         return logged if self.logged_lines and logged else self.encoder.shared_line(json.loads(features))

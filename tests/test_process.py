@@ -108,10 +108,18 @@ def _workers(server_pid: int) -> set[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its parent)."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone, also between two looks
+        return False
+
+
 def _gone(pids: set[int], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not any(Path(f"/proc/{pid}").exists() and "State:\tZ" not in Path(f"/proc/{pid}/status").read_text() for pid in pids):
+        if not any(_alive(pid) for pid in pids):
             return True
         time.sleep(0.1)
     return False
