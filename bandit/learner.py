@@ -80,7 +80,11 @@ class VWPolicy:
         return example
 
     def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]:
-        """The exploration distribution over ``actions``, in their order (``features`` are in the line)."""
+        """The exploration distribution over ``actions``, in their order (``features`` are in the line).
+
+        VW's list is made a distribution: SquareCB with ``--elim`` counts one surviving action in
+        its denominator, so when actions tie it gives them 1 each and the best one 1 - (ties),
+        a negative probability. Negatives count as 0."""
         if self.cold:
             return [1.0 / len(actions)] * len(actions)
         with self._lock:
@@ -89,7 +93,7 @@ class VWPolicy:
             scored = cast("list[tuple[int, float]]", self._workspace.predict_one([shared] + [self._action_example(a) for a in actions]))
         probabilities = [0.0] * len(actions)
         for index, probability in scored:
-            probabilities[index] = probability
+            probabilities[index] = max(probability, 0.0)
         total = sum(probabilities)
         return [p / total for p in probabilities]
 

@@ -5,12 +5,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from vowpal_wabbit_next import TextFormatParser, Workspace
 
 from bandit.catalog import DO_NOTHING
 from bandit.config import BreinConfig, parse_config
 from bandit.decider import ServingPolicy
 from bandit.errors import InvalidRequest
-from bandit.features import FeatureEncoder
+from bandit.features import FeatureEncoder, action_line
 from bandit.learner import COLD_START, LabelledExample, VWPolicy, train, vw_arguments
 from bandit.requests import DecisionRequest
 from bandit.store import ModelSnapshot
@@ -257,3 +258,28 @@ def test_decide_many_keeps_contact_caps_within_the_call(brain: Brain) -> None:
     results = brain.decider.decide_many(many)
     contacts = [r.record for r in results if not isinstance(r, Exception) and r.record.action_id != DO_NOTHING]
     assert len(contacts) == 1  # 1 sms per day, although none was logged while the others were decided
+
+
+def test_actions_tied_under_elimination_still_get_a_distribution(brain: Brain, config: BreinConfig) -> None:
+    """VW's SquareCB with --elim gives tied actions 1 each and the best one a negative rest; the
+    served pmf must stay a distribution. Only renewal/email/morning is learned, so the actions that
+    share none of its offer, channel and slot all score alike."""
+    assert "--elim" in config.learner.extra_args
+    encoder = FeatureEncoder(config)
+    features = encoder.shared_features(
+        touchpoint="app", event_time=T0, numeric=CONTEXT["numeric"], categorical=CONTEXT["categorical"],
+        history={}, personalised=True,
+    )  # fmt: skip
+    shared_line = encoder.shared_line(features)
+    actions = brain.catalog.actions
+    learned = next(i for i, a in enumerate(actions) if a.id == "renewal/email/morning")
+    args = vw_arguments(config.learner)
+    data, _ = train(args, None, [LabelledExample(shared_line, actions, learned, 1 / len(actions), -1.0)] * 50)
+    model = VWPolicy(args, data)
+    tied = [brain.catalog.by_id[a] for a in ("sim_only/sms/evening", "data_upsell/sms/evening", "new_handset/sms/evening")]
+    vw = Workspace(args, model_data=data)
+    parser = TextFormatParser(vw)
+    raw = vw.predict_one([parser.parse_line(line) for line in (shared_line, *map(action_line, tied))])
+    assert min(p for _, p in raw) < 0  # what VW gives
+    pmf = model.pmf(shared_line, tied)
+    assert min(pmf) >= 0 and sum(pmf) == pytest.approx(1.0)
