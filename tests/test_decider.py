@@ -157,14 +157,20 @@ def test_in_flight_decisions_count_in_history(brain: Brain) -> None:
     assert len(contacts) == 1  # 1 sms per day, even though none was committed when the next was decided
 
 
-def _trained(config: BreinConfig, favourite: str, brain: Brain) -> VWPolicy:
+def _context_line(config: BreinConfig) -> str:
+    """The shared VW line of CONTEXT at T0 on the app."""
     encoder = FeatureEncoder(config)
-    actions = brain.catalog.actions
     features = encoder.shared_features(
         touchpoint="app", event_time=T0, numeric=CONTEXT["numeric"], categorical=CONTEXT["categorical"], history={}, personalised=True
     )
+    return encoder.shared_line(features)
+
+
+def _trained(config: BreinConfig, favourite: str, brain: Brain) -> VWPolicy:
+    actions = brain.catalog.actions
+    shared_line = _context_line(config)
     examples = [
-        LabelledExample(encoder.shared_line(features), actions, i % len(actions), 1 / len(actions), -1.0 if actions[i % len(actions)].id == favourite else 0.0)
+        LabelledExample(shared_line, actions, i % len(actions), 1 / len(actions), -1.0 if actions[i % len(actions)].id == favourite else 0.0)
         for i in range(600)
     ]
     args = vw_arguments(config.learner)
@@ -265,12 +271,7 @@ def test_actions_tied_under_elimination_still_get_a_distribution(brain: Brain, c
     served pmf must stay a distribution. Only renewal/email/morning is learned, so the actions that
     share none of its offer, channel and slot all score alike."""
     assert "--elim" in config.learner.extra_args
-    encoder = FeatureEncoder(config)
-    features = encoder.shared_features(
-        touchpoint="app", event_time=T0, numeric=CONTEXT["numeric"], categorical=CONTEXT["categorical"],
-        history={}, personalised=True,
-    )  # fmt: skip
-    shared_line = encoder.shared_line(features)
+    shared_line = _context_line(config)
     actions = brain.catalog.actions
     learned = next(i for i, a in enumerate(actions) if a.id == "renewal/email/morning")
     args = vw_arguments(config.learner)
