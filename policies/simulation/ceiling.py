@@ -1,0 +1,251 @@
+"""What a policy on Brein's features can reach: a model trained with full information.
+
+Brein learns from one delayed, shared, yes/no outcome of the action it chose. This measures what
+the same view of the customer allows when none of that is in the way: a gradient-boosted model
+(LightGBM) learns the true expected gain of *every* eligible action at the decisions of training
+worlds (other seeds, driven by the oracle with some random choices so that every action is seen),
+and its greedy choice is then run through the evaluation worlds like any reference policy. Its
+share of the oracle's gain is a yardstick for Brein's. It is not a proof of a ceiling: the model
+errs too (``--hidden`` shows it the hidden traits as well, and it still falls short of the oracle).
+
+    python -m policies.simulation.ceiling --customers 10000 --days 180 --train-seeds 11 12 13 --seeds 1 2 3 4
+
+The view is Brein's: the context features only with personalisation consent (the config's
+non-personal ones always), the history features of its log, the local hour and weekday. Not the
+touchpoint, which reference policies are not given. Needs LightGBM: ``pip install -e '.[ceiling]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from bandit.catalog import Action
+from bandit.config import BreinConfig, load_config
+from bandit.history import history_features
+from policies.simulation.baselines import Policy, oracle_policy
+from policies.simulation.harness import ReferenceDriver, gain_share, run
+from policies.simulation.population import DEVICES, PLANS, REGIONS
+from policies.simulation.world import World
+
+if TYPE_CHECKING:
+    import lightgbm
+
+CATEGORIES: dict[str, tuple[str, ...]] = {"plan": PLANS, "has_app": ("no", "yes"), "device": DEVICES, "region": REGIONS}
+HIDDEN_TRAITS = ("sure", "price_sensitive", "lost", "complainer", "persuade", "gadget", "frugal", "pref_channel", "pref_slot")
+
+
+class FeatureView:
+    """A decision as one row of numbers: what Brein would see of the customer, then the action
+    (offer, channel, slot) as category codes in the last three columns."""
+
+    def __init__(self, config: BreinConfig, world: World, *, hidden: bool = False) -> None:
+        self._world = world
+        self._hidden = hidden
+        self._non_personal = frozenset(config.features.non_personal)
+        self._timezone = ZoneInfo(config.timezone)
+        catalog = world.catalog
+        self._channels = catalog.channels
+        self._outcome_types = tuple(config.outcomes)
+        self._offers = {offer: code for code, offer in enumerate(sorted({a.offer for a in catalog.actions}))}
+        self._channel_codes = {c: code for code, c in enumerate(sorted({a.channel for a in catalog.actions}))}
+        self._slot_codes = {s: code for code, s in enumerate(sorted({a.slot for a in catalog.actions}))}
+        self._history_names: tuple[str, ...] = (
+            *(f"contacts_{days}d{suffix}" for days in (7, 30) for suffix in ("", *(f"_{c}" for c in self._channels))),
+            "days_since_contact",
+            *(f"days_since_{t}" for t in self._outcome_types),
+        )
+
+    def customer(self, customer: int, t: float) -> list[float]:
+        world = self._world
+        numeric, categorical = world.context(customer, t)
+        personal = world.consent(customer, t).personalisation
+        row = [value if personal or name in self._non_personal else math.nan for name, value in numeric.items()]
+        row += [
+            float(CATEGORIES[name].index(value)) if personal or name in self._non_personal else math.nan
+            for name, value in categorical.items()
+        ]
+        row.append(float(personal))
+        if personal:
+            history = history_features(world.history(customer, t), t, self._channels, self._outcome_types)
+            row += [history.get(name, 0.0 if name.startswith("contacts") else math.nan) for name in self._history_names]
+        else:
+            row += [math.nan] * len(self._history_names)
+        local = datetime.fromtimestamp(t, self._timezone)
+        row += [float(local.hour), float(local.weekday())]
+        if self._hidden:
+            population = world.population
+            row += [float(getattr(population, name)[customer]) for name in HIDDEN_TRAITS]
+        return row
+
+    def action(self, action: Action) -> list[float]:
+        return [
+            float(self._offers[action.offer]),
+            float(self._channel_codes[action.channel]),
+            float(self._slot_codes[action.slot]),
+        ]
+
+    def rows(self, customer: int, t: float, actions: Sequence[Action]) -> npt.NDArray[np.float64]:
+        shared = self.customer(customer, t)
+        return np.asarray([shared + self.action(a) for a in actions], dtype=np.float64)
+
+
+def full_information(
+    config: BreinConfig, customers: int, seed: int, days: float, *, sample: float, random_share: float, hidden: bool
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(rows, true gains) of every eligible action at a ``sample`` of the decisions of a world driven
+    by the oracle, which chooses at random ``random_share`` of the time."""
+    world = World(config, customers, seed)
+    view = FeatureView(config, world, hidden=hidden)
+    rows: list[npt.NDArray[np.float64]] = []
+    gains: list[npt.NDArray[np.float64]] = []
+
+    def collect(world: World, customer: int, t: float, eligible: Sequence[Action], rng: np.random.Generator) -> Action:
+        true_gains = world.expected_gains(customer, t, eligible)
+        if rng.random() < sample:
+            rows.append(view.rows(customer, t, eligible))
+            gains.append(true_gains)
+        if rng.random() < random_share:
+            return eligible[int(rng.integers(len(eligible)))]
+        return eligible[int(np.argmax(true_gains))]
+
+    run(world, ReferenceDriver("collect", world, collect, config, seed), days, seed=seed)
+    return np.concatenate(rows), np.concatenate(gains)
+
+
+def fit(rows: npt.NDArray[np.float64], gains: npt.NDArray[np.float64], *, rounds: int, leaves: int) -> lightgbm.Booster:
+    import lightgbm
+
+    width = rows.shape[1]
+    params = {
+        "objective": "regression",
+        "num_leaves": leaves,
+        "learning_rate": 0.05,
+        "min_data_in_leaf": 40,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "seed": 1,
+        "deterministic": True,
+        "verbose": -1,
+    }
+    data = lightgbm.Dataset(rows, gains, categorical_feature=[width - 3, width - 2, width - 1])
+    return lightgbm.train(params, data, num_boost_round=rounds)
+
+
+def greedy_policy(model: lightgbm.Booster, view: FeatureView) -> Policy:
+    """The eligible action of highest predicted gain."""
+
+    def choose(world: World, customer: int, t: float, eligible: Sequence[Action], rng: np.random.Generator) -> Action:
+        return eligible[int(np.argmax(model.predict(view.rows(customer, t, eligible), num_threads=1)))]
+
+    return choose
+
+
+@dataclass(frozen=True, slots=True)
+class CeilingResult:
+    seed: int
+    share: float  # of the oracle's gain over do-nothing, last 30 days
+    gain: float  # per decision, last 30 days
+    oracle_gain: float
+    contacts: int
+    oracle_contacts: int
+
+
+def evaluate(
+    config: BreinConfig, model: lightgbm.Booster, customers: int, seed: int, days: float, *, hidden: bool
+) -> CeilingResult:
+    """Run the model's greedy choice, then the oracle, through fresh worlds of ``seed``."""
+    world = World(config, customers, seed)
+    policy = greedy_policy(model, FeatureView(config, world, hidden=hidden))
+    learned = run(world, ReferenceDriver("full information", world, policy, config, seed), days, seed=seed)
+    world = World(config, customers, seed)
+    oracle = run(world, ReferenceDriver("oracle", world, oracle_policy, config, seed), days, seed=seed)
+    return CeilingResult(
+        seed,
+        gain_share(learned, oracle, 30),
+        learned.value_per_decision(30),
+        oracle.value_per_decision(30),
+        learned.contacts,
+        oracle.contacts,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--config", default="examples/telecom.toml", help="Brein config (TOML) whose catalog and rules the worlds use"
+    )
+    parser.add_argument("--customers", type=int, default=10_000, help="population size of every world")
+    parser.add_argument("--days", type=float, default=180.0, help="simulated days of every world")
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[11, 12, 13], help="worlds the model learns from")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4], help="worlds it is run through")
+    parser.add_argument("--sample", type=float, default=0.3, help="share of the training decisions recorded")
+    parser.add_argument("--random-share", type=float, default=0.2, help="share of random choices while training")
+    parser.add_argument("--rounds", type=int, default=1500, help="boosting rounds")
+    parser.add_argument("--leaves", type=int, default=255, help="leaves per tree")
+    parser.add_argument("--hidden", action="store_true", help="show the model the hidden traits too (its own error)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    if not 0.0 < args.sample <= 1.0 or not 0.0 <= args.random_share <= 1.0:
+        parser.error("--sample must be in (0, 1] and --random-share in [0, 1]")
+    if set(args.train_seeds) & set(args.seeds):
+        parser.error("--train-seeds and --seeds must differ: the model would be judged on the worlds it learned")
+    if importlib.util.find_spec("lightgbm") is None:
+        parser.error("needs LightGBM: pip install -e '.[ceiling]'")
+
+    config = load_config(args.config)
+    with Progress(disable=args.json, transient=True) as bar:
+        task = bar.add_task("learning from full information", total=len(args.train_seeds) + 1 + len(args.seeds))
+        parts = []
+        for seed in args.train_seeds:
+            parts.append(
+                full_information(
+                    config,
+                    args.customers,
+                    seed,
+                    args.days,
+                    sample=args.sample,
+                    random_share=args.random_share,
+                    hidden=args.hidden,
+                )
+            )
+            bar.advance(task)
+        model = fit(
+            np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), rounds=args.rounds, leaves=args.leaves
+        )
+        bar.advance(task)
+        results = []
+        for seed in args.seeds:
+            bar.update(task, description=f"running the model through seed {seed}")
+            results.append(evaluate(config, model, args.customers, seed, args.days, hidden=args.hidden))
+            bar.advance(task)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results]))
+        return
+    table = Table(title="Greedy on a model trained with full information: last 30 days")
+    for column in ("seed", "share of the oracle's gain", "gain/decision", "oracle's", "contacts", "oracle's contacts"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(
+            str(r.seed), f"{r.share:.3f}", f"{r.gain:+.3f}", f"{r.oracle_gain:+.3f}", f"{r.contacts:,}", f"{r.oracle_contacts:,}"
+        )
+    Console().print(table)
+    print(f"mean share: {np.mean([r.share for r in results]):.3f}")
+
+
+if __name__ == "__main__":
+    main()
