@@ -47,7 +47,10 @@ class ServerProcess:
     def _read_rest(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
-            self.log.append(json.loads(line))
+            try:
+                self.log.append(json.loads(line))
+            except ValueError:  # printed past the JSON logger (a traceback): kept, so a failure shows it
+                self.log.append({"message": line.rstrip("\n"), "raw": True})
 
     def stop(self) -> None:
         if self.process.poll() is None:
