@@ -70,11 +70,24 @@ class CustomerLog:
         return CustomerHistory(tuple(contacts), last_contact, last_outcome)
 
 
+CONTACT_COUNT_DAYS = (7, 30)
+
+
+def history_feature_names(channels: Iterable[str], outcome_types: Iterable[str]) -> tuple[str, ...]:
+    """Every name ``history_features`` can give, in a fixed order: the columns of a table of them."""
+    channels = tuple(channels)
+    return (
+        *(f"contacts_{days}d{suffix}" for days in CONTACT_COUNT_DAYS for suffix in ("", *(f"_{c}" for c in channels))),
+        "days_since_contact",
+        *(f"days_since_{t}" for t in outcome_types),
+    )
+
+
 def history_features(history: CustomerHistory, now: float, channels: Iterable[str], outcome_types: Iterable[str]) -> dict[str, float]:
     """Counts of contacts in the last 7 and 30 days (in all and per channel), days since the last
     contact and since the last outcome of each type. Zero counts and never-happened are absent."""
     features: dict[str, float] = {}
-    for days in (7, 30):
+    for days in CONTACT_COUNT_DAYS:
         since = now - days * DAY
         total = history.contacts_since(since)
         if total:

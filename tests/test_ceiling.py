@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from bandit.config import BreinConfig, load_config
-from policies.simulation.ceiling import FeatureView, evaluate, fit, full_information
+from bandit.history import Contact, CustomerHistory, history_feature_names, history_features
+from policies.simulation.ceiling import HIDDEN_TRAITS, FeatureView, evaluate, fit, full_information
 from policies.simulation.world import World
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "telecom.toml"
@@ -33,7 +34,17 @@ def test_the_view_hides_personal_features_without_consent(config: BreinConfig) -
     for name, value in zip(names, row, strict=False):
         assert math.isnan(value) == (name not in config.features.non_personal), name
     assert not any(math.isnan(v) for v in view.customer(consented[0], t)[: len(names)])
-    assert len(FeatureView(config, world, hidden=True).customer(consented[0], t)) == len(row) + 9
+    assert len(FeatureView(config, world, hidden=True).customer(consented[0], t)) == len(row) + len(HIDDEN_TRAITS)
+
+
+def test_the_history_columns_are_every_history_feature(config: BreinConfig) -> None:
+    """The view's history columns come from history_feature_names: a history with every kind of
+    contact and outcome gives exactly those names, so no column is silently always empty."""
+    channels, types = tuple(config.channels), tuple(config.outcomes)
+    now = 100 * 86_400.0
+    contacts = tuple(Contact(f"d{i}", now - 86_400.0, channel, "renewal") for i, channel in enumerate(channels))
+    history = CustomerHistory(contacts, now - 86_400.0, {t: now - 2 * 86_400.0 for t in types})
+    assert set(history_features(history, now, channels, types)) == set(history_feature_names(channels, types))
 
 
 def test_full_information_reads_the_features_and_the_traits_add_to_them(config: BreinConfig) -> None:

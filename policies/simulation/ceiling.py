@@ -35,7 +35,7 @@ from rich.table import Table
 
 from bandit.catalog import Action
 from bandit.config import BreinConfig, load_config
-from bandit.history import history_features
+from bandit.history import history_feature_names, history_features
 from policies.simulation.baselines import Policy, oracle_policy
 from policies.simulation.harness import ReferenceDriver, gain_share, run
 from policies.simulation.population import DEVICES, PLANS, REGIONS
@@ -63,11 +63,7 @@ class FeatureView:
         self._offers = {offer: code for code, offer in enumerate(sorted({a.offer for a in catalog.actions}))}
         self._channel_codes = {c: code for code, c in enumerate(sorted({a.channel for a in catalog.actions}))}
         self._slot_codes = {s: code for code, s in enumerate(sorted({a.slot for a in catalog.actions}))}
-        self._history_names: tuple[str, ...] = (
-            *(f"contacts_{days}d{suffix}" for days in (7, 30) for suffix in ("", *(f"_{c}" for c in self._channels))),
-            "days_since_contact",
-            *(f"days_since_{t}" for t in self._outcome_types),
-        )
+        self._history_names = history_feature_names(self._channels, self._outcome_types)
 
     def customer(self, customer: int, t: float) -> list[float]:
         world = self._world
