@@ -43,7 +43,17 @@ class RunningServer:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.server.stop(grace)
+        await _calls_finished()
         self.brain.close()
+
+
+async def _calls_finished(timeout: float = 5.0) -> None:
+    """Wait for gRPC's own per-call tasks. ``Server.stop`` returns once the core has no live call,
+    but each call's task still has a step to run; if the loop closes first, ``asyncio.run``
+    cancels it and gRPC logs that as "Exception not handled by _handle_exceptions" after our last line."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=timeout)
 
 
 def _heard(brain: Brain, metrics: Metrics, message: Message) -> None:

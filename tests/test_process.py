@@ -177,4 +177,4 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(server: ServerProce
     stored = _stored(server.store)
     assert set(acknowledged) <= stored and {r.decision.decision_id for r in results} <= stored
     messages = [str(e["message"]) for e in server.log]
-    assert any(m.startswith("shutting down") for m in messages) and messages[-1] == "stopped"
+    assert any(m.startswith("shutting down") for m in messages) and messages[-1] == "stopped", server.log[-6:]
