@@ -23,9 +23,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +33,7 @@ from rich.table import Table
 
 from bandit.catalog import Action
 from bandit.config import BreinConfig, load_config
+from bandit.features import FeatureEncoder
 from bandit.history import history_feature_names, history_features
 from policies.simulation.baselines import Policy, oracle_policy
 from policies.simulation.harness import ReferenceDriver, gain_share, run
@@ -48,6 +47,10 @@ CATEGORIES: dict[str, tuple[str, ...]] = {"plan": PLANS, "has_app": ("no", "yes"
 HIDDEN_TRAITS = ("sure", "price_sensitive", "lost", "complainer", "persuade", "gadget", "frugal", "pref_channel", "pref_slot")
 
 
+def _codes(values: set[str]) -> dict[str, int]:
+    return {value: code for code, value in enumerate(sorted(values))}
+
+
 class FeatureView:
     """A decision as one row of numbers: what Brein would see of the customer, then the action
     (offer, channel, slot) as category codes in the last three columns."""
@@ -55,33 +58,34 @@ class FeatureView:
     def __init__(self, config: BreinConfig, world: World, *, hidden: bool = False) -> None:
         self._world = world
         self._hidden = hidden
-        self._non_personal = frozenset(config.features.non_personal)
-        self._timezone = ZoneInfo(config.timezone)
+        self._encoder = FeatureEncoder(config)
         catalog = world.catalog
         self._channels = catalog.channels
         self._outcome_types = tuple(config.outcomes)
-        self._offers = {offer: code for code, offer in enumerate(sorted({a.offer for a in catalog.actions}))}
-        self._channel_codes = {c: code for code, c in enumerate(sorted({a.channel for a in catalog.actions}))}
-        self._slot_codes = {s: code for code, s in enumerate(sorted({a.slot for a in catalog.actions}))}
+        self._offers = _codes({a.offer for a in catalog.actions})
+        self._channel_codes = _codes({a.channel for a in catalog.actions})
+        self._slot_codes = _codes({a.slot for a in catalog.actions})
         self._history_names = history_feature_names(self._channels, self._outcome_types)
 
     def customer(self, customer: int, t: float) -> list[float]:
+        """Brein's shared features (``FeatureEncoder.shared_features``, so consent hides what it
+        hides there) as fixed columns: context, consent, history, hour and weekday; NaN where hidden."""
         world = self._world
         numeric, categorical = world.context(customer, t)
         personal = world.consent(customer, t).personalisation
-        row = [value if personal or name in self._non_personal else math.nan for name, value in numeric.items()]
-        row += [
-            float(CATEGORIES[name].index(value)) if personal or name in self._non_personal else math.nan
-            for name, value in categorical.items()
-        ]
+        history = history_features(world.history(customer, t), t, self._channels, self._outcome_types) if personal else {}
+        shared = self._encoder.shared_features(
+            touchpoint="", event_time=t, numeric=numeric, categorical=categorical, history=history, personalised=personal
+        )
+        seen = {**shared["n"], **shared.get("u", {})}
+        row = [float(seen.get(name, math.nan)) for name in numeric]
+        row += [float(CATEGORIES[name].index(str(seen[name]))) if name in seen else math.nan for name in categorical]
         row.append(float(personal))
         if personal:
-            history = history_features(world.history(customer, t), t, self._channels, self._outcome_types)
             row += [history.get(name, 0.0 if name.startswith("contacts") else math.nan) for name in self._history_names]
         else:
             row += [math.nan] * len(self._history_names)
-        local = datetime.fromtimestamp(t, self._timezone)
-        row += [float(local.hour), float(local.weekday())]
+        row += [float(seen["hour"]), float(seen["weekday"])]
         if self._hidden:
             population = world.population
             row += [float(getattr(population, name)[customer]) for name in HIDDEN_TRAITS]
