@@ -46,13 +46,34 @@ class CombinationConfig(_Strict):
     slots: list[Name] = Field(min_length=1)
 
 
+MAX_VALUE_FACTOR = 100.0
+MAX_VALUE_FLOOR = 1000.0
+
+
 class OutcomeTypeConfig(_Strict):
     value: Money = 0.0
+    # The largest |value| a report of this type may carry; absent: 100 x |value|, at least 1000.
+    max_value: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     window_days: Days = 30.0
     attribution: Literal["window", "last_touch", "direct"] = "window"
     # Offers an outcome may be credited to; empty means any offer, do-nothing included.
     offers: list[str] = []
     allow_negative: bool = False
+
+    @property
+    def value_bound(self) -> float:
+        """``max_value``, or by default 100 times the type's default value: room for real spread
+        (a bigger contract, a costlier complaint), none for a typo or a poisoned 1e308. A type whose
+        default value is small or 0 (its callers always send the value) gets at least 1000."""
+        if self.max_value is not None:
+            return self.max_value
+        return max(MAX_VALUE_FACTOR * abs(self.value), MAX_VALUE_FLOOR)
+
+    @model_validator(mode="after")
+    def _value_within_bound(self) -> OutcomeTypeConfig:
+        if abs(self.value) > self.value_bound:
+            raise ValueError(f"value {self.value:g} is beyond max_value {self.value_bound:g}")
+        return self
 
 
 class CapConfig(_Strict):

@@ -1,4 +1,17 @@
-"""Domain errors. The serving edge maps each to one gRPC status code; the CLI to an exit code."""
+"""Domain errors. The serving edge maps each to one gRPC status code; the CLI to an exit code.
+
+A message that quotes what a caller sent quotes it through ``excerpt``: an error must stay short
+whatever came in (gRPC carries it in a trailer, and clients refuse trailers over 16 KiB).
+"""
+
+EXCERPT_CHARACTERS = 64
+
+
+def excerpt(text: str) -> str:
+    """``text`` quoted for an error message: whole up to 64 characters, else its start and its length."""
+    if len(text) <= EXCERPT_CHARACTERS:
+        return repr(text)
+    return f"{text[:EXCERPT_CHARACTERS]!r}... ({len(text)} characters)"
 
 
 class BreinError(Exception):
@@ -18,11 +31,20 @@ class InvalidRequest(BreinError):
         self.reason = reason
 
 
+class OutOfRange(InvalidRequest):
+    """A value beyond what Brein accepts: not finite, past its bound, too long. ``kind`` classes it
+    for the refused-values metric ("outcome_value", "numeric_feature", "text"), never the value."""
+
+    def __init__(self, field: str, reason: str, kind: str) -> None:
+        super().__init__(field, reason)
+        self.kind = kind
+
+
 class UnknownDecision(BreinError):
     """A decision id that the log does not hold."""
 
     def __init__(self, decision_id: str) -> None:
-        super().__init__(f"decision_id: no decision {decision_id!r} in the log")
+        super().__init__(f"decision_id: no decision {excerpt(decision_id)} in the log")
         self.decision_id = decision_id
 
 

@@ -10,6 +10,7 @@ from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder
 from bandit.learner import COLD_START, contributions
 from bandit.records import DecisionRecord
+from bandit.requests import check_text
 from bandit.store import DecisionLog
 
 TOP_CONTRIBUTIONS = 10
@@ -24,6 +25,7 @@ class Explanation:
 
 
 def explain(decision_id: str, store: DecisionLog, catalog: Catalog, encoder: FeatureEncoder) -> Explanation:
+    check_text("decision_id", decision_id, required=True)
     record = store.decision(decision_id)
     if record is None:
         raise UnknownDecision(decision_id)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from bandit.config import BreinConfig
-from bandit.errors import InvalidRequest, UnknownDecision
+from bandit.errors import InvalidRequest, OutOfRange, UnknownDecision, excerpt
 from bandit.records import ActivationRecord, OutcomeRecord
 from bandit.requests import check_text, resolve_event_time
 from bandit.store import DecisionLog
@@ -37,10 +36,12 @@ def outcome_record(report: OutcomeReport, config: BreinConfig, now: float) -> Ou
     outcome_type = config.outcomes.get(report.type)
     if outcome_type is None:
         known = ", ".join(config.outcomes)
-        raise InvalidRequest("type", f"unknown outcome type {report.type[:64]!r}; expected one of {known}")
+        raise InvalidRequest("type", f"unknown outcome type {excerpt(report.type)}; expected one of {known}")
     value = outcome_type.value if report.value is None else report.value
-    if not math.isfinite(value):
-        raise InvalidRequest("value", f"must be a finite number, got {value}")
+    bound = outcome_type.value_bound
+    if not abs(value) <= bound:  # NaN too
+        reason = f"must be a finite number within ±{bound:g} (outcomes.{report.type}.max_value), got {value:g}"
+        raise OutOfRange("value", reason, "outcome_value")
     if value < 0 and not outcome_type.allow_negative:
         raise InvalidRequest("value", f"outcome type {report.type!r} does not allow a negative value, got {value}")
     event_time = resolve_event_time("event_time", report.event_time, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bandit.decider import PendingDecision
-from bandit.errors import InvalidRequest
+from bandit.errors import InvalidRequest, excerpt
 from bandit.explain import Explanation
 from bandit.records import DecisionRecord
 from bandit.requests import ConsentValue, DecisionRequest
@@ -50,7 +50,7 @@ def decision_request(message: pb.DecideRequest) -> DecisionRequest:
     contact = {k: CONSENT.get(v) for k, v in consent.contact.items()}
     for k, v in contact.items():
         if v is None:
-            _consent(f"consent.contact[{k[:64]!r}]", consent.contact[k])  # raises, naming the channel
+            _consent(f"consent.contact[{excerpt(k)}]", consent.contact[k])  # raises, naming the channel
     return DecisionRequest(
         customer_id=message.customer_id,
         touchpoint=message.channel,

@@ -10,6 +10,11 @@ client certificate whose identity (its SANs, else its CN, as gRPC reports them) 
 it. No credentials: UNAUTHENTICATED; a role the method does not allow: PERMISSION_DENIED; past the
 caller's token bucket: RESOURCE_EXHAUSTED. Health and reflection stay open. Without ``[security]``
 every call is allowed, as on a developer's loopback.
+
+Requests are decoded here, after admission, not by gRPC before it: gRPC decodes a request before
+any interceptor runs, so corrupt bytes would reach its parser without credentials and be answered
+UNKNOWN with an ERROR traceback each. Here they are INVALID_ARGUMENT, counted, and logged as one
+WARNING line per method a minute at most.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import ipaddress
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,11 +30,22 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from bandit.config import BreinConfig
-from bandit.errors import BreinError, ConfigError, DeadlineExpired, PermissionDenied, RateLimited, Unauthenticated
+from bandit.errors import (
+    BreinError,
+    ConfigError,
+    DeadlineExpired,
+    InvalidRequest,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+    excerpt,
+)
 from bandit.security_config import SecurityConfig, TLSConfig
 from serving.errors import status_for
+from serving.logs import LimitedLog
 from serving.metrics import Metrics
 
 SERVICE = "/brein.v1.DecisionService/"
@@ -43,6 +60,10 @@ ROLE_OF_METHOD: dict[str, str] = {
 # Any other method (policy changes, anything added later) is for admins only: closed by default.
 DEFAULT_ROLE = "admin"
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+MALFORMED_LINES_PER_MINUTE = 1
+"""WARNING lines a minute, per method, about request bodies that do not decode."""
+
+log = logging.getLogger("brein.security")
 
 _caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("brein_caller", default=None)
 
@@ -173,7 +194,7 @@ class Callers:
             if caller is not None:
                 return caller
         if names:
-            raise Unauthenticated(f"client certificate {', '.join(names)[:200]} is not a configured caller")
+            raise Unauthenticated(f"client certificate {excerpt(', '.join(names))} is not a configured caller")
         raise Unauthenticated("no credentials: send 'authorization: Bearer <API key>' metadata or a client certificate")
 
 
@@ -189,6 +210,7 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, security: SecurityConfig | None, metrics: Metrics, clock: Callable[[], float] = time.monotonic) -> None:
         self.callers = None if security is None else Callers(security, clock)
         self.metrics = metrics
+        self.malformed_log = LimitedLog(log, limit=MALFORMED_LINES_PER_MINUTE, period=60.0, clock=clock)
 
     async def intercept_service(
         self,
@@ -220,6 +242,15 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._spend(caller, cost)
         return caller
 
+    def _decode(self, decode: Callable[[bytes], Any], body: bytes, method: str, context: grpc.aio.ServicerContext) -> Any:
+        """The request message; InvalidRequest (no parser internals) for bytes that are not one."""
+        try:
+            return decode(body)
+        except DecodeError:
+            name = method.rpartition("/")[2]
+            self.malformed_log.warning(name, "%s request body of %d bytes from %s does not decode", name, len(body), actor(context))
+            raise InvalidRequest("request body", f"not a valid {decode.__self__.DESCRIPTOR.name}") from None  # type: ignore[attr-defined]
+
     def _spend(self, caller: Caller, cost: int) -> None:
         if not caller.bucket.take(cost):
             self.metrics.rate_limited.labels(caller.name).inc()
@@ -227,9 +258,11 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                               f"(burst {caller.bucket.burst:g}); retry later")  # fmt: skip
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        """The same handler with the guard in front, for each of gRPC's four kinds of method."""
+        """The same handler with the guard in front, for each of gRPC's four kinds of method. gRPC
+        hands it the request bytes (no deserializer): they are decoded once the caller is admitted."""
         guard = self
-        kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+        decode = handler.request_deserializer
+        kwargs = {"request_deserializer": None, "response_serializer": handler.response_serializer}
 
         async def admit(context: grpc.aio.ServicerContext, cost: int) -> Caller | None:
             try:
@@ -238,34 +271,46 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 await guard._refuse(context, method, error)
                 raise  # unreachable: abort raises
 
-        async def metered(requests: AsyncIterator[Any], caller: Caller | None) -> AsyncIterator[Any]:
-            async for message in requests:
+        async def decoded(body: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return guard._decode(decode, body, method, context)
+            except InvalidRequest as error:
+                await guard._refuse(context, method, error)
+                raise  # unreachable: abort raises
+
+        async def metered(
+            bodies: AsyncIterator[bytes], caller: Caller | None, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            async for body in bodies:
+                message = guard._decode(decode, body, method, context)
                 if caller is not None:
                     guard._spend(caller, _cost(message))
                 yield message
 
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary_unary(body: bytes, context: grpc.aio.ServicerContext) -> Any:
             await admit(context, 1)
-            return await handler.unary_unary(request, context)
+            return await handler.unary_unary(await decoded(body, context), context)
 
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def unary_stream(body: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             await admit(context, 1)
-            async for response in handler.unary_stream(request, context):
+            async for response in handler.unary_stream(await decoded(body, context), context):
                 yield response
 
-        async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            caller = await admit(context, 0)  # a stream pays per message
-            try:
-                return await handler.stream_unary(metered(requests, caller), context)
-            except RateLimited as error:
-                await guard._refuse(context, method, error)
-
-        async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        # A stream's messages are decoded and paid for as the servicer reads them (a DecideBatch item
+        # is a call); the first that does not decode or is over the limit ends the stream.
+        async def stream_unary(bodies: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
             caller = await admit(context, 0)
             try:
-                async for response in handler.stream_stream(metered(requests, caller), context):
+                return await handler.stream_unary(metered(bodies, caller, context), context)
+            except (RateLimited, InvalidRequest) as error:
+                await guard._refuse(context, method, error)
+
+        async def stream_stream(bodies: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            caller = await admit(context, 0)
+            try:
+                async for response in handler.stream_stream(metered(bodies, caller, context), context):
                     yield response
-            except RateLimited as error:
+            except (RateLimited, InvalidRequest) as error:
                 await guard._refuse(context, method, error)
 
         if handler.unary_unary is not None:

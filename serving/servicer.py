@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import grpc
 
 from bandit.decider import PendingDecision
+from bandit.errors import OutOfRange
 from bandit.in_place import errors_in_place
 from bandit.requests import DecisionRequest
 from serving import converters
@@ -62,6 +63,8 @@ def _writes(results: Sequence[Result]) -> dict[Future[None], int]:
 def _report(metrics: Metrics, method: str, error: Exception) -> tuple[grpc.StatusCode, str]:
     code, message = status_for(error)
     metrics.rpc_errors.labels(method, code.name).inc()
+    if isinstance(error, OutOfRange):
+        metrics.refused_values.labels(error.kind).inc()
     if code is grpc.StatusCode.INTERNAL:
         log.error("internal error in %s", method, exc_info=error)
     return code, message

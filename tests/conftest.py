@@ -17,11 +17,15 @@ from bandit.config import BreinConfig, parse_config
 from serving.app import Brain
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from serving.security import key_hash
 from serving.server import RunningServer, create_server
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "telecom.toml"
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z: a fixed event time, so tests do not depend on the clock
+API_KEY = "brein_every-role-key-for-tests-0123456789abcdef"
+CREDENTIALS = (("authorization", f"Bearer {API_KEY}"),)
+"""Call metadata of the one caller of ``secured_live``, which holds every role."""
 
 
 def example_data() -> dict[str, Any]:
@@ -107,5 +111,20 @@ class LiveServer:
 @pytest.fixture
 def live(brain: Brain, metrics: Metrics) -> Iterator[LiveServer]:
     server = LiveServer(brain, metrics)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def secured_live(make_brain: Callable[..., Brain]) -> Iterator[LiveServer]:
+    """A live server with [security]: one caller with every role, its API key sent as ``CREDENTIALS``
+    metadata (plaintext on loopback; tests/test_security.py covers TLS)."""
+    data = example_data()
+    data["security"] = {
+        "callers": {"tester": {"roles": ["channel", "analyst", "admin"], "api_key_sha256": key_hash(API_KEY)}},
+        "rate_per_second": 1e6,
+        "burst": 1_000_000,
+    }
+    server = LiveServer(make_brain(parse_config(data)), Metrics(CollectorRegistry()))
     yield server
     server.stop()

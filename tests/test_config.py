@@ -46,12 +46,29 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("features.numeric.tenure_months", {"encoding": "bins", "edges": [3.0, 1.0]}), "edges must be strictly increasing"),
         (_with("offers.do_nothing", {"cost": 0}), "do-nothing is built in"),
         (_with("touchpoints", []), "touchpoints: List should have at least 1 item"),
+        (_with("outcomes.complaint.max_value", 10.0), "outcomes.complaint: Value error, value -50 is beyond max_value 10"),
+        (_with("outcomes.contract_renewal.max_value", 0), "outcomes.contract_renewal.max_value: Input should be greater than 0"),
+        (_with("outcomes.contract_renewal.max_value", float("inf")), "outcomes.contract_renewal.max_value: Input should be a finite number"),
     ],
 )
 def test_bad_config_names_key_and_reason(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_config(data)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "bound"),
+    [
+        ({"value": 240.0}, 24_000.0),  # 100 x the default value
+        ({"value": -50.0, "allow_negative": True}, 5_000.0),  # the bound is on |value|
+        ({"value": 0.0}, 1_000.0),  # callers send the value: at least 1000
+        ({"value": 3.0}, 1_000.0),
+        ({"value": 240.0, "max_value": 240.0}, 240.0),  # configured
+    ],
+)
+def test_outcome_value_bound_is_max_value_or_derived_from_the_default(outcome: dict[str, Any], bound: float) -> None:
+    assert parse_config(_with("outcomes.sim_activation", outcome)).outcomes["sim_activation"].value_bound == bound
 
 
 @pytest.mark.parametrize(
