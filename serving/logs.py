@@ -8,7 +8,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -58,7 +58,7 @@ class LimitedLog:
         self._windows: dict[Hashable, _Window] = {}
         self._lock = threading.Lock()
 
-    def warning(self, key: Hashable, message: str, *args: object, extra: Mapping[str, object] | None = None) -> bool:
+    def warning(self, key: Hashable, message: str, *args: object) -> bool:
         """Log a WARNING line unless ``key`` had its ``limit`` this period; True when logged."""
         now = self._clock()
         with self._lock:
@@ -70,9 +70,7 @@ class LimitedLog:
                 return False
             window.logged += 1
             held, window.held = window.held, 0
-        fields = dict(extra or {})
         if held:
             message, args = message + "; %d more like it not logged before this one", (*args, held)
-            fields["suppressed"] = held
-        self.logger.warning(message, *args, extra=fields)
+        self.logger.warning(message, *args, extra={"suppressed": held} if held else None)
         return True
