@@ -15,7 +15,7 @@ class Metrics:
         )
         self.decisions = Counter("brein_decisions", "Decisions logged", ["action", "channel", "policy"], registry=registry)
         self.rpc_errors = Counter("brein_rpc_errors", "RPCs answered with an error, by method and status code", ["method", "code"], registry=registry)
-        refused = "Request values refused as out of range (not finite, past their bound, too long), by kind; never by value or customer"
+        refused = "Request values refused as out of range (not finite, past their bound, too long), by kind"
         self.refused_values = Counter("brein_refused_values", refused, ["kind"], registry=registry)
         self.outcomes = Counter("brein_outcomes", "Outcomes stored, by type", ["type"], registry=registry)
         self.activations = Counter("brein_activations", "Activations stored", registry=registry)

@@ -248,7 +248,8 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return decode(body)
         except DecodeError:
             name = method.rpartition("/")[2]
-            self.malformed_log.warning(name, "%s request body of %d bytes from %s does not decode", name, len(body), actor(context))
+            line = "%s request body of %d bytes from %s does not decode"
+            self.malformed_log.warning(name, line, name, len(body), actor(context))
             raise InvalidRequest("request body", f"not a valid {decode.__self__.DESCRIPTOR.name}") from None  # type: ignore[attr-defined]
 
     def _spend(self, caller: Caller, cost: int) -> None:
