@@ -46,6 +46,9 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("features.numeric.tenure_months", {"encoding": "bins", "edges": [3.0, 1.0]}), "edges must be strictly increasing"),
         (_with("offers.do_nothing", {"cost": 0}), "do-nothing is built in"),
         (_with("touchpoints", []), "touchpoints: List should have at least 1 item"),
+        (_with("gate", {"max_weight_share": 0}), "gate.max_weight_share: Input should be greater than 0"),
+        (_with("gate", {"max_weight_share": 1.5}), "gate.max_weight_share: Input should be less than or equal to 1"),
+        (_with("gate", {"min_ess": float("inf")}), "gate.min_ess: Input should be a finite number"),
     ],
 )
 def test_bad_config_names_key_and_reason(data: dict[str, Any], message: str) -> None:
