@@ -38,7 +38,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 from rich.console import Console
 from rich.table import Table
 
@@ -287,8 +286,7 @@ def open_bandit_dataset(console: Console, path: Path) -> None:
                 estimate.estimator,
                 f"{estimate.value:.5f}",
                 f"{abs(estimate.value - truth) / truth:.1%}",
-                f"[{estimate.bootstrap.low:.5f}, {estimate.bootstrap.high:.5f}]" + ("" if estimate.bootstrap.trustworthy else " ?"),
-                f"[{estimate.analytic.low:.5f}, {estimate.analytic.high:.5f}]" + ("" if estimate.analytic.trustworthy else " ?"),
+                *(f"[{i.low:.5f}, {i.high:.5f}]{'' if i.trustworthy else ' ?'}" for i in (estimate.bootstrap, estimate.analytic)),
                 f"{estimate.diagnostics.ess:,.1f}{clipped}",
                 f"{estimate.diagnostics.largest_weight_share:.1%}",
                 "yes" if estimate.reliable else "no",
