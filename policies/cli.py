@@ -207,10 +207,12 @@ def show(policy_id: str, config_path: str, store_path: str | None, as_json: bool
         table.add_row(_when(event.at), event.actor, event.from_state or "-", event.to_state, event.reason)
     console.print(table)
     if evaluations:
-        evals = Table("when", "against", "decisions", "estimator", "lift", "lower", "upper", "ESS", title="Evaluations")
+        columns = ["when", "against", "decisions", "estimator", "lift", "lower", "upper", "ESS", "reliable"]
+        evals = Table(*columns, title="Evaluations")
         for e in evaluations:
+            reliable = e.report.get("reliable")  # as judged when it was made; absent from evaluations made before
             evals.add_row(_when(e.at), e.against, str(e.decisions), e.estimator, f"{e.lift:+.3f}", f"{e.lift_lower:+.3f}",
-                          f"{e.lift_upper:+.3f}", f"{e.ess:,.0f}")  # fmt: skip
+                          f"{e.lift_upper:+.3f}", f"{e.ess:,.0f}", "-" if reliable is None else _verdict(reliable))  # fmt: skip
         console.print(evals)
 
 

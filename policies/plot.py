@@ -32,14 +32,17 @@ def plot_report(report: EvaluationReport, path: Path) -> None:
     height = 1.6 + 0.75 * len(names)  # inches: a row per estimator, and room for the title and the legend
     figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, height), sharey=True, squeeze=False)
     values = axes[0][0]
+    # A row is unreliable when its estimate is (or, with a baseline, its paired lift: either side's estimate).
+    verdicts = [c.reliable for c in report.comparisons] or [e.reliable for e in report.estimates]
+    for panel in axes[0]:
+        for row in (row for row, reliable in enumerate(verdicts) if not reliable):
+            panel.axhspan(row - 0.45, row + 0.45, **HATCH, linewidth=0, zorder=0)
+    offset = 0.15 if report.comparisons else 0.0
     for row, estimate in enumerate(report.estimates):
-        if not estimate.reliable:
-            _shade(values, row)
-        offset = 0.15 if report.comparisons else 0.0
         _draw(values, row - offset, estimate.value, estimate.bootstrap, estimate.analytic, estimate.reliable, CANDIDATE)
     for row, comparison in enumerate(report.comparisons):
         baseline = comparison.baseline
-        _draw(values, row + 0.15, baseline.value, baseline.bootstrap, baseline.analytic, baseline.reliable, BASELINE)
+        _draw(values, row + offset, baseline.value, baseline.bootstrap, baseline.analytic, baseline.reliable, BASELINE)
     values.set_yticks(range(len(names)), names)
     values.invert_yaxis()
     values.set_xlabel("estimated value per decision (95% intervals)")
@@ -48,8 +51,6 @@ def plot_report(report: EvaluationReport, path: Path) -> None:
         lifts = axes[0][1]
         lifts.axvline(0.0, color="black", linewidth=0.8)
         for row, comparison in enumerate(report.comparisons):
-            if not comparison.reliable:
-                _shade(lifts, row)
             _draw(lifts, row, comparison.difference, comparison.bootstrap, comparison.analytic, comparison.reliable, CANDIDATE)
         lifts.set_xlabel(f"paired lift: {report.candidate} - {report.baseline} per decision")
         handles.append(Line2D([], [], color=BASELINE, marker="o", linestyle="", label=f"{report.baseline} (baseline)"))
@@ -57,15 +58,13 @@ def plot_report(report: EvaluationReport, path: Path) -> None:
         Line2D([], [], color="black", linewidth=5, alpha=0.35, label="Cressie-Read 95%"),
         Line2D([], [], color="black", linewidth=1.2, label="bootstrap 95%"),
     ]
-    estimates = [*report.estimates, *(c.baseline for c in report.comparisons)]
-    rows: list[Estimate | Comparison] = [*estimates, *report.comparisons]
-    intervals = [i for row in rows for i in (row.bootstrap, row.analytic)]
-    if not all(i.trustworthy for i in intervals):
+    shown: list[Estimate | Comparison] = [*report.estimates, *(c.baseline for c in report.comparisons), *report.comparisons]
+    if not all(i.trustworthy for item in shown for i in (item.bootstrap, item.analytic)):
         handles.append(Line2D([], [], color="black", linewidth=1.2, linestyle=":", label="interval with unknown coverage"))
-    if not all(e.reliable for e in estimates):
+    if not all(verdicts):
         handles += [
             Line2D([], [], color="black", marker="o", markerfacecolor="white", linestyle="", label="unreliable estimate"),
-            Patch(**HATCH, label="unreliable: see the table's warning"),
+            Patch(**HATCH, label="unreliable (reasons: the table or --json)"),
         ]
     verdict = "" if report.reliable else " — UNRELIABLE"
     title = f"{report.candidate}" + (f" vs {report.baseline}" if report.baseline else "")
@@ -74,12 +73,12 @@ def plot_report(report: EvaluationReport, path: Path) -> None:
     figure.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False)
     legend_rows = -(-len(handles) // columns)
     figure.tight_layout(rect=(0, (0.15 + 0.2 * legend_rows) / height, 1, 1))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def _shade(axes: Any, row: int) -> None:
-    axes.axhspan(row - 0.45, row + 0.45, **HATCH, linewidth=0, zorder=0)
+    try:
+        figure.savefig(path, dpi=110)
+    except OSError as error:
+        raise BreinError(f"--plot: cannot write {path}: {error.strerror or error}") from None
+    finally:
+        plt.close(figure)
 
 
 def _draw(axes: Any, y: float, value: float, bootstrap: Interval, analytic: Interval, reliable: bool, colour: str) -> None:

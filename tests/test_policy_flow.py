@@ -464,8 +464,12 @@ def test_the_gate_refuses_an_unreliable_evaluation_whatever_its_estimator(flow: 
     ]
     assert refused.output == f"Error: rules's clipped_ips evaluation against champion is unreliable: {'; '.join(reasons)}\n"
     assert flow.states() == {"champion": "champion", "rules": "candidate"}
-    table = flow.cli("policy", "evaluate", "rules", "--estimator", "clipped_ips", config=clipped).output
-    assert "UNRELIABLE: every estimate of rules on this log" in table
+    plot = flow.tmp_path / "rules.png"
+    table = flow.cli("policy", "evaluate", "rules", "--estimator", "clipped_ips", "--plot", str(plot), config=clipped).output
+    assert "UNRELIABLE: every estimate of rules on this log" in table and f"plot written to {plot}" in table
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = flow.cli("policy", "show", "rules", config=clipped).output
+    assert shown.count("UNRELIABLE") == 2  # both evaluations, in the Evaluations table
 
 
 # --- Replay on an exported log ------------------------------------------------------------------------

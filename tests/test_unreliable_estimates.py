@@ -115,6 +115,10 @@ def test_replaying_uniform_where_one_impression_holds_most_weight_says_unreliabl
     assert f"UNRELIABLE: every estimate of uniform on this log ({ESS_REASON}; {SHARE_REASON})." in table
     assert f"Unknown coverage (ips bootstrap): {CAVEAT}." in table
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    nowhere = tmp_path / "missing" / "uniform.png"
+    unwritable = _brein("replay", str(dominated_log), "--policy", "uniform", "--estimator=ips", "--plot", str(nowhere))
+    assert unwritable.exit_code == 1
+    assert unwritable.output.endswith(f"Error: --plot: cannot write {nowhere}: No such file or directory\n")
 
 
 @pytest.mark.parametrize(
