@@ -166,7 +166,11 @@ class GateConfig(_Strict):
     # The lower bound of the paired difference (candidate - champion, money per decision) must exceed this.
     min_lift: float = Field(default=0.0, allow_inf_nan=False)
     min_decisions: int = Field(default=1000, ge=1)
-    min_ess: float = Field(default=100.0, ge=0)
+    # An estimate is unreliable, and refused whatever the estimator, when the effective sample size of
+    # the candidate's unclipped importance weights is below min_ess or one logged decision holds more
+    # than max_weight_share of that weight (the same holds for the champion's side of the lift).
+    min_ess: float = Field(default=100.0, ge=0, allow_inf_nan=False)
+    max_weight_share: float = Field(default=0.2, gt=0, le=1)
     max_age_hours: float = Field(default=24.0, gt=0)
 
 

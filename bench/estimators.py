@@ -17,7 +17,9 @@ Prints five tables:
     how often each 95% interval holds two targets' true values (the world's expected values at the
     decisions) and their true differences from do-nothing;
   * Open Bandit Dataset: the uniform random policy's click rate estimated from the Bernoulli TS
-    log (campaign "all"), against the click rate the random log observed.
+    log (campaign "all"), against the click rate the random log observed, with each estimate's
+    diagnostics; then the same with the least likely impression at propensity 1e-6 (one
+    impression holding most of the weight, as in issue 15's "women" campaign): unreliable.
 The synthetic problem (policies/synthetic.py) and the OBD loader (policies/open_bandit.py) are
 those the tests use; the OBD extract is read from --obd (default tests/data/obd_all.npz, run from
 the repository root), the telecom config from --config (default examples/telecom.toml).
@@ -32,8 +34,10 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -179,9 +183,9 @@ def simulator_coverage(console: Console, config_path: Path, repetitions: int, de
                 name = comparison.estimator
                 error[(target, name)] = error.get((target, name), 0.0) + comparison.candidate.value - truth
                 if name == "ips":
-                    ess[target].append(comparison.candidate.effective_sample_size)
+                    ess[target].append(comparison.candidate.diagnostics.ess)
                     if target == targets[0]:
-                        ess["do-nothing"].append(comparison.baseline.effective_sample_size)
+                        ess["do-nothing"].append(comparison.baseline.diagnostics.ess)
                 for kind in ("bootstrap", "analytic"):
                     for what, interval, value in (
                         ("value", getattr(comparison.candidate, kind), truth),
@@ -253,32 +257,44 @@ def parity(console: Console, open_bandit: Path) -> None:
 
 
 def open_bandit_dataset(console: Console, path: Path) -> None:
+    """The extract as it is, then with its least likely impression (no click) at propensity 1e-6: the
+    situation of the issue's "women" campaign, where one impression holds most of the weight."""
     started = time.perf_counter()
     obd = load_open_bandit(path)
     fitted = time.perf_counter() - started
     truth = obd.random_click_rate
-    table = Table(
-        "estimator",
-        "estimate",
-        "relative error",
-        "bootstrap 95%",
-        "Cressie-Read 95%",
-        "ESS",
-        title=f"Open Bandit Dataset (all): uniform random from the Bernoulli TS log, {obd.log.n:,} impressions; "
-        f"random log's click rate {truth:.5f} (VW reward model cross-fitted in {fitted:.1f} s)",
-    )
-    for estimate in evaluate(obd.log, obd.target, all_estimators(n_bootstrap=500, clip=20.0)):
-        table.add_row(
-            estimate.estimator,
-            f"{estimate.value:.5f}",
-            f"{abs(estimate.value - truth) / truth:.1%}",
-            f"[{estimate.bootstrap.low:.5f}, {estimate.bootstrap.high:.5f}]",
-            f"[{estimate.analytic.low:.5f}, {estimate.analytic.high:.5f}]",
-            f"{estimate.effective_sample_size:,.0f}",
+    propensity = obd.log.propensity.copy()
+    dominant = int(np.argmin(propensity))
+    propensity[dominant] = 1e-6
+    logs = {"as logged": obd.log, f"impression {dominant} at propensity 1e-6": replace(obd.log, propensity=propensity)}
+    for name, log in logs.items():
+        table = Table(
+            "estimator",
+            "estimate",
+            "relative error",
+            "bootstrap 95%",
+            "Cressie-Read 95%",
+            "ESS (clipped)",
+            "largest weight",
+            "reliable",
+            title=f"Open Bandit Dataset (all), {name}: uniform random from the Bernoulli TS log, {log.n:,} impressions; "
+            f"random log's click rate {truth:.5f} (VW reward model cross-fitted in {fitted:.1f} s)",
         )
-    console.print(table)
+        for estimate in evaluate(log, obd.target, all_estimators(n_bootstrap=500, clip=20.0)):
+            clipped = "" if estimate.clipped_ess is None else f" ({estimate.clipped_ess:,.0f})"
+            table.add_row(
+                estimate.estimator,
+                f"{estimate.value:.5f}",
+                f"{abs(estimate.value - truth) / truth:.1%}",
+                *(f"[{i.low:.5f}, {i.high:.5f}]{'' if i.trustworthy else ' ?'}" for i in (estimate.bootstrap, estimate.analytic)),
+                f"{estimate.diagnostics.ess:,.1f}{clipped}",
+                f"{estimate.diagnostics.largest_weight_share:.1%}",
+                "yes" if estimate.reliable else "no",
+            )
+        console.print(table)
     clicks = int(obd.log.reward.sum())
     console.print(f"positions pooled (position is a context feature); {clicks} clicks in the TS log")
+    console.print("?: an interval whose coverage is unknown (one impression holds more than 20% of the weight it averages)")
     console.print(
         f"the truth itself comes from {int(obd.random_clicks)} clicks in the random log: about +-{1 / obd.random_clicks**0.5:.0%}"
     )

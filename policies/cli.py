@@ -21,8 +21,10 @@ from bandit.errors import BreinError
 from bandit.features import FeatureEncoder
 from bandit.store import SQLiteStore
 from policies import operations
-from policies.estimators import Estimate
+from policies.estimators import Estimate, Interval
 from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_dsjson
+from policies.gate import gate_reliability
+from policies.plot import plot_report
 from policies.registry import KINDS, Registry
 
 console = Console()
@@ -65,6 +67,8 @@ config_option = click.option("--config", "config_path", required=True, type=clic
 store_option = click.option("--store", "store_path", type=click.Path(dir_okay=False), help="The SQLite store; default the config's.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 reason_option = click.option("--reason", default="", help="Why: recorded in the policy's history.")
+plot_option = click.option("--plot", type=click.Path(dir_okay=False),
+                           help="Also draw each estimate with its intervals beside the baseline's to this PNG file.")  # fmt: skip
 estimator_option = click.option("--estimator", "estimators", multiple=True, type=click.Choice(list(ESTIMATORS)),
                                 help="Estimators to run (repeatable); default all.")  # fmt: skip
 
@@ -73,24 +77,84 @@ def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+UNTRUSTWORTHY = "unknown coverage"
+
+
+def _interval_cell(interval: Interval, sign: str = "") -> str:
+    text = f"[{interval.low:{sign}.3f}, {interval.high:{sign}.3f}]"
+    return text if interval.trustworthy else f"[dim]{text}[/] {UNTRUSTWORTHY}"
+
+
 def _estimate_cells(estimate: Estimate) -> list[str]:
-    return [f"{estimate.value:.3f}", f"[{estimate.bootstrap.low:.3f}, {estimate.bootstrap.high:.3f}]",
-            f"[{estimate.analytic.low:.3f}, {estimate.analytic.high:.3f}]", f"{estimate.effective_sample_size:,.0f}",
-            f"{estimate.unsupported_share:.1%}"]  # fmt: skip
+    diagnostics = estimate.diagnostics
+    ess = f"{diagnostics.ess:,.1f}" + ("" if estimate.clipped_ess is None else f" (clipped {estimate.clipped_ess:,.0f})")
+    return [f"{estimate.value:.3f}", _interval_cell(estimate.bootstrap), _interval_cell(estimate.analytic), ess,
+            f"{diagnostics.largest_weight_share:.1%}", f"{diagnostics.never_taken_share:.1%}"]  # fmt: skip
+
+
+def _verdict(reliable: bool) -> str:
+    return "yes" if reliable else "[bold red]UNRELIABLE[/]"
 
 
 def _report_table(report: EvaluationReport, title: str) -> Table:
-    columns = ["estimator", f"{report.candidate} value", "95% bootstrap", "95% Cressie-Read", "ESS", "never-taken share"]
+    columns = ["estimator", f"{report.candidate} value", "95% bootstrap", "95% Cressie-Read", "ESS (unclipped)",
+               "largest weight", "never-taken share", "reliable"]  # fmt: skip
     if report.comparisons:
         columns += [f"{report.baseline} value", "lift (paired)", "lift 95% bootstrap", "lift 95% Cressie-Read"]
     table = Table(*columns, title=title)
     for c in report.comparisons:
-        lift = [f"{c.difference:+.3f}", f"[{c.bootstrap.low:+.3f}, {c.bootstrap.high:+.3f}]",
-                f"[{c.analytic.low:+.3f}, {c.analytic.high:+.3f}]"]  # fmt: skip
-        table.add_row(c.estimator, *_estimate_cells(c.candidate), f"{c.baseline.value:.3f}", *lift)
+        lift = [f"{c.difference:+.3f}", _interval_cell(c.bootstrap, "+"), _interval_cell(c.analytic, "+")]
+        table.add_row(c.estimator, *_estimate_cells(c.candidate), _verdict(c.reliable), f"{c.baseline.value:.3f}", *lift)
     for e in [] if report.comparisons else report.estimates:
-        table.add_row(e.estimator, *_estimate_cells(e))
+        table.add_row(e.estimator, *_estimate_cells(e), _verdict(e.reliable))
     return table
+
+
+def _report_warnings(report: EvaluationReport) -> list[str]:
+    """The lines under the table: which estimates are unreliable and why, which intervals have unknown coverage."""
+    lines = []
+    sides = [(report.candidate, report.estimates)]
+    if report.comparisons:
+        sides.append((report.baseline or "baseline", [c.baseline for c in report.comparisons]))
+    for name, estimates in sides:
+        if estimates and not estimates[0].reliable:  # the diagnostics are the policy's on the log: every estimator shares them
+            rule = report.reliability
+            lines.append(
+                f"[bold red]UNRELIABLE[/]: every estimate of {name} on this log ({'; '.join(estimates[0].reasons)}). "
+                "Clipping does not help: it caps the weights, not the missing support. The promotion gate refuses such "
+                f"an evaluation (gate.min_ess = {rule.min_ess:g}, gate.max_weight_share = {rule.max_weight_share:g})."
+            )
+    flagged: dict[str, list[str]] = {}
+    rows: list[tuple[str, Interval]] = []
+    for e in report.estimates:
+        rows += [(f"{e.estimator} bootstrap", e.bootstrap), (f"{e.estimator} Cressie-Read", e.analytic)]
+    for c in report.comparisons:
+        rows += [(f"{c.estimator} lift bootstrap", c.bootstrap), (f"{c.estimator} lift Cressie-Read", c.analytic)]
+    for label, interval in rows:
+        if interval.caveat is not None:
+            flagged.setdefault(interval.caveat, []).append(label)
+    for caveat, labels in flagged.items():
+        lines.append(f"{UNTRUSTWORTHY.capitalize()} ({', '.join(labels)}): {caveat}.")
+    return lines
+
+
+def _print_report(report: EvaluationReport, title: str) -> None:
+    console.print(_report_table(report, title))
+    for line in _report_warnings(report):
+        console.print(line)
+
+
+def _show(report: EvaluationReport, title: str, *, as_json: bool, plot: str | None) -> None:
+    """The report as JSON or as a table with its warnings; and its figure, with --plot."""
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_report(report, title)
+    if plot:
+        with _errors():
+            plot_report(report, Path(plot))
+        if not as_json:
+            console.print(f"plot written to {plot}")
 
 
 @click.group()
@@ -143,10 +207,12 @@ def show(policy_id: str, config_path: str, store_path: str | None, as_json: bool
         table.add_row(_when(event.at), event.actor, event.from_state or "-", event.to_state, event.reason)
     console.print(table)
     if evaluations:
-        evals = Table("when", "against", "decisions", "estimator", "lift", "lower", "upper", "ESS", title="Evaluations")
+        columns = ["when", "against", "decisions", "estimator", "lift", "lower", "upper", "ESS", "reliable"]
+        evals = Table(*columns, title="Evaluations")
         for e in evaluations:
+            reliable = e.report.get("reliable")  # as judged when it was made; absent from evaluations made before
             evals.add_row(_when(e.at), e.against, str(e.decisions), e.estimator, f"{e.lift:+.3f}", f"{e.lift_lower:+.3f}",
-                          f"{e.lift_upper:+.3f}", f"{e.ess:,.0f}")  # fmt: skip
+                          f"{e.lift_upper:+.3f}", f"{e.ess:,.0f}", "-" if reliable is None else _verdict(reliable))  # fmt: skip
         console.print(evals)
 
 
@@ -194,7 +260,7 @@ def train(config_path: str, store_path: str | None, policy_id: str, since: datet
         return
     console.print(f"registered candidate [bold]{entry.id}[/], trained on {learned:,} joined examples")
     if report:
-        console.print(_report_table(report, f"held-out evaluation on {report.decisions:,} decisions"))
+        _print_report(report, f"held-out evaluation on {report.decisions:,} decisions")
 
 
 @policy.command()
@@ -206,16 +272,14 @@ def train(config_path: str, store_path: str | None, policy_id: str, since: datet
 @click.option("--until", type=click.DateTime(TIME_FORMATS), help="Logged decisions before this time (UTC).")
 @estimator_option
 @json_option
+@plot_option
 def evaluate(candidate: str, config_path: str, store_path: str | None, against: str, since: datetime | None, until: datetime | None,
-             estimators: tuple[str, ...], as_json: bool) -> None:  # fmt: skip
+             estimators: tuple[str, ...], as_json: bool, plot: str | None) -> None:  # fmt: skip
     """Estimate a policy's value off-policy, with the paired lift over the champion."""
     with _opened(config_path, store_path) as (config, store):
         report = operations.evaluate_policy(config, store, candidate, against, since=_epoch(since), until=_epoch(until),
                                             estimators=estimators or tuple(ESTIMATORS))  # fmt: skip
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        console.print(_report_table(report, f"{candidate} on {report.decisions:,} logged decisions (money per decision)"))
+    _show(report, f"{candidate} on {report.decisions:,} logged decisions (money per decision)", as_json=as_json, plot=plot)
 
 
 @policy.command()
@@ -278,15 +342,16 @@ def retire(policy_id: str, config_path: str, store_path: str | None, reason: str
 @store_option
 @estimator_option
 @json_option
+@plot_option
 def replay(log_file: str, config_path: str, candidate: str, against: str | None, store_path: str | None, estimators: tuple[str, ...],
-           as_json: bool) -> None:  # fmt: skip
+           as_json: bool, plot: str | None) -> None:  # fmt: skip
     """Replay a policy on an exported log (`brein log export`) and estimate its value."""
 
     def run(config: BreinConfig, registry: Registry | None) -> EvaluationReport:
         data = load_dsjson(Path(log_file).read_text().splitlines(), config)
         return evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, registry),
                            operations.resolve_policy(against, config, registry) if against else None,
-                           estimators or tuple(ESTIMATORS))  # fmt: skip
+                           estimators or tuple(ESTIMATORS), reliability=gate_reliability(config.gate))  # fmt: skip
 
     if store_path is None and not any(operations.needs_registry(spec) for spec in (candidate, against) if spec):
         with _errors():  # files and built-in policies only: no store is opened (or created)
@@ -294,7 +359,4 @@ def replay(log_file: str, config_path: str, candidate: str, against: str | None,
     else:
         with _opened(config_path, store_path) as (config, store):
             report = run(config, Registry(store))
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        console.print(_report_table(report, f"{report.candidate} replayed on {report.decisions:,} logged decisions"))
+    _show(report, f"{report.candidate} replayed on {report.decisions:,} logged decisions", as_json=as_json, plot=plot)

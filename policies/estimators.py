@@ -15,11 +15,21 @@ padding columns and the predictions there finite (0 will do). No mask is needed:
 actions is weighted by the target distribution, so padding never contributes.
 
 Every estimate carries two 95% intervals (at ``alpha`` = 0.05): a bootstrap percentile interval
-and the analytic Cressie-Read interval (see ``policies.intervals`` for why Cressie-Read), the
-effective sample size of the importance weights, and the share of logged actions the candidate
-would never take. ``compare`` estimates candidate - baseline on the same decisions with intervals
-of the difference itself: each bootstrap resample is applied to both policies, and the analytic
-interval is taken over per-decision differences.
+and the analytic Cressie-Read interval (see ``policies.intervals`` for why Cressie-Read), and the
+target's diagnostics on the log (``Diagnostics``). ``compare`` estimates candidate - baseline on the
+same decisions with intervals of the difference itself: each bootstrap resample is applied to both
+policies, and the analytic interval is taken over per-decision differences.
+
+How sure an estimate is (``Reliability``): the diagnostics are those of the target's *unclipped*
+importance weights, whatever the estimator, since they say how much the log tells about the target
+at all; clipping hides that (it caps the weights, not the missing support), and DM extrapolates its
+model exactly where the weights are large. An estimate whose diagnostics fall short is unreliable,
+with the reasons in words. An interval whose coverage is known to fail says so in its ``caveat``:
+the bootstrap, and the t-form interval of a plain mean (clipped IPS, DR, SNDR, every difference),
+treat the per-decision terms as a sample whose mean is near-normal, which fails when one decision
+holds more than ``max_weight_share`` of the weight they average (a resample's value then turns on
+how often it drew that decision). The Cressie-Read interval of IPS and SNIPS uses the constraint
+that the weights average to one and has no such caveat (on such a log it is as wide as it should be).
 
 Several estimators evaluated together (``evaluate``/``compare_policies``) share their bootstrap
 resamples when their ``n_bootstrap`` and ``seed`` agree, which makes six estimators cost about as
@@ -42,6 +52,7 @@ from policies.intervals import (
     bootstrap_sums,
     cressie_read_interval,
     effective_sample_size,
+    largest_weight_share,
     mean_interval,
     percentile_interval,
 )
@@ -56,10 +67,12 @@ __all__ = [
     "ClippedIPS",
     "Comparison",
     "CrossFittedRewardModel",
+    "Diagnostics",
     "Estimate",
     "Estimator",
     "Interval",
     "LoggedDecisions",
+    "Reliability",
     "compare_policies",
     "evaluate",
 ]
@@ -115,34 +128,106 @@ class LoggedDecisions:
 
 @dataclass(frozen=True, slots=True)
 class Interval:
+    """``caveat``: why its coverage is known to fail on this log, in words; None when no such reason is known."""
+
     low: float
     high: float
     method: str  # "bootstrap" or "cressie-read"
+    caveat: str | None = None
+
+    @property
+    def trustworthy(self) -> bool:
+        return self.caveat is None
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostics:
+    """How much a log says about a target policy, from its unclipped importance weights w_i = pi_i / p_i.
+
+    The same for every estimator of that target on that log.
+    ``ess``: Kish's effective sample size (sum w)^2 / sum w^2, how many on-policy decisions the log is worth;
+    ``largest_weight_share``: max w / sum w, the share of the weight one logged decision holds;
+    ``never_taken_share``: the share of logged decisions whose logged action the target gives
+    probability 0 (weight 0: those decisions tell nothing about it).
+    """
+
+    ess: float
+    largest_weight_share: float
+    never_taken_share: float
+
+
+@dataclass(frozen=True, slots=True)
+class Reliability:
+    """When an estimate can be trusted: an effective sample size of at least ``min_ess``, and no logged
+    decision holding more than ``max_weight_share`` of the importance weight. Brein applies the gate's
+    thresholds (``gate.min_ess``, ``gate.max_weight_share``), whose defaults these are."""
+
+    min_ess: float = 100.0
+    max_weight_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_ess, bool) or not isinstance(self.min_ess, int | float) or not 0 <= self.min_ess < math.inf:
+            raise ValueError(f"min_ess: expected a finite number >= 0, got {self.min_ess!r}")
+        share = self.max_weight_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:
+            raise ValueError(f"max_weight_share: expected a number in (0, 1], got {share!r}")
+
+    def reasons(self, diagnostics: Diagnostics) -> tuple[str, ...]:
+        """Why an estimate with these diagnostics is unreliable, one sentence each; empty if it is reliable."""
+        if diagnostics.never_taken_share == 1:
+            return ("the target gives probability 0 to every logged action: the log says nothing about it",)
+        reasons = []
+        if diagnostics.ess < self.min_ess:
+            reasons.append(
+                f"the effective sample size of the unclipped importance weights is {diagnostics.ess:,.1f}, "
+                f"below the {self.min_ess:g} required"
+            )
+        if diagnostics.largest_weight_share > self.max_weight_share:
+            reasons.append(
+                f"one logged decision holds {diagnostics.largest_weight_share:.0%} of the importance weight, "
+                f"more than the {self.max_weight_share:.0%} allowed"
+            )
+        return tuple(reasons)
+
+    def caveat(self, *weights: FloatArray | None) -> str | None:
+        """Why an interval that treats terms with these weights as a sample has unknown coverage; None if none."""
+        share = max((largest_weight_share(w) for w in weights if w is not None), default=0.0)
+        if share <= self.max_weight_share:
+            return None
+        return (
+            f"one logged decision holds {share:.0%} of the importance weight this interval averages, more than the "
+            f"{self.max_weight_share:.0%} allowed: its coverage is unknown"
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """A policy value: point estimate, two intervals at level 1 - alpha, and overlap diagnostics.
+    """A policy value: point estimate, two intervals at level 1 - alpha, and the target's diagnostics.
 
-    ``effective_sample_size`` is Kish's (sum w)^2 / sum w^2 of the importance weights the
-    estimator applies (clipped ones for clipped IPS; DM applies none and reports the raw weights'
-    as a diagnostic of overlap). ``unsupported_share`` is the share of logged decisions whose
-    logged action the candidate gives probability 0: nothing there tells us about the candidate.
+    ``reasons``: why the estimate is unreliable under the ``Reliability`` it was made with, empty
+    when it is reliable. ``clipped_ess``: clipped IPS only, the effective sample size of the
+    clipped weights it applies, beside (never instead of) the diagnostics' unclipped one.
     """
 
     estimator: str
     value: float
     bootstrap: Interval
     analytic: Interval
-    effective_sample_size: float
-    unsupported_share: float
+    diagnostics: Diagnostics
+    reasons: tuple[str, ...]
     n: int
     alpha: float
+    clipped_ess: float | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return not self.reasons
 
 
 @dataclass(frozen=True, slots=True)
 class Comparison:
-    """candidate - baseline on the same logged decisions, with intervals of the difference itself."""
+    """candidate - baseline on the same logged decisions, with intervals of the difference itself.
+    Reliable when both policies' estimates are."""
 
     estimator: str
     difference: float
@@ -150,6 +235,10 @@ class Comparison:
     analytic: Interval
     candidate: Estimate
     baseline: Estimate
+
+    @property
+    def reliable(self) -> bool:
+        return self.candidate.reliable and self.baseline.reliable
 
 
 class _Policy:
@@ -199,7 +288,7 @@ class _Policy:
         return self.logged / self.log.propensity
 
     def column(self, key: Hashable) -> FloatArray:
-        """Per-decision terms by name: "w", "wr", ("wcr", clip), "dm" or "w_residual"."""
+        """Per-decision terms by name: "w", "wr", ("wc", clip), ("wcr", clip), "dm" or "w_residual"."""
         if key not in self._columns:
             self._columns[key] = self._compute(key)
         return self._columns[key]
@@ -210,8 +299,10 @@ class _Policy:
             return self.weights
         if key == "wr":
             return self.weights * log.reward
+        if isinstance(key, tuple) and key[0] == "wc":
+            return np.minimum(self.weights, key[1])
         if isinstance(key, tuple) and key[0] == "wcr":
-            return np.minimum(self.weights, key[1]) * log.reward
+            return self.column(("wc", key[1])) * log.reward
         assert self.pmf is not None and log.reward_hat is not None and log.action is not None
         if key == "dm":
             expected: FloatArray = np.einsum("ij,ij->i", self.pmf, log.reward_hat)
@@ -221,8 +312,9 @@ class _Policy:
         raise KeyError(key)
 
     @cached_property
-    def unsupported_share(self) -> float:
-        return float(np.mean(self.logged == 0))
+    def diagnostics(self) -> Diagnostics:
+        weights = self.weights
+        return Diagnostics(effective_sample_size(weights), largest_weight_share(weights), float(np.mean(self.logged == 0)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,13 +355,15 @@ class Estimator(ABC):
             ):
                 raise ValueError(f"reward_range: expected a tuple (low, high) of finite numbers with low < high, got {bounds!r}")
 
-    def estimate(self, log: LoggedDecisions, target: npt.ArrayLike) -> Estimate:
+    def estimate(self, log: LoggedDecisions, target: npt.ArrayLike, *, reliability: Reliability = Reliability()) -> Estimate:
         """The target policy's value on ``log``; ``target`` is (n,) or (n, K), see the module docstring."""
-        return evaluate(log, target, [self])[0]
+        return evaluate(log, target, [self], reliability=reliability)[0]
 
-    def compare(self, log: LoggedDecisions, candidate: npt.ArrayLike, baseline: npt.ArrayLike) -> Comparison:
+    def compare(
+        self, log: LoggedDecisions, candidate: npt.ArrayLike, baseline: npt.ArrayLike, *, reliability: Reliability = Reliability()
+    ) -> Comparison:
         """candidate - baseline on the same logged decisions."""
-        return compare_policies(log, candidate, baseline, [self])[0]
+        return compare_policies(log, candidate, baseline, [self], reliability=reliability)[0]
 
     # What a subclass defines: the columns it sums, the statistic of their sums, and the
     # per-decision terms (mean = value) of its analytic interval.
@@ -285,8 +379,16 @@ class Estimator(ABC):
     def _analytic(self, policy: _Policy, value: float, bounds: tuple[float, float]) -> tuple[float, float]:
         return mean_interval(self._terms(policy, value), self.alpha)
 
-    def _ess_weights(self, policy: _Policy) -> FloatArray:
+    # Whether the analytic interval is Cressie-Read's under E[w] = 1 (honest however the weights fall),
+    # rather than the t-form of a plain mean (which treats the terms as a near-normal sample).
+    weight_constrained: ClassVar[bool] = False
+
+    def _averaged_weights(self, policy: _Policy) -> FloatArray | None:
+        """The importance weights this estimator averages (None: it averages none)."""
         return policy.weights
+
+    def _clipped_ess(self, policy: _Policy) -> float | None:
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,6 +400,7 @@ class IPS(Estimator):
     """
 
     name: ClassVar[str] = "ips"
+    weight_constrained: ClassVar[bool] = True
 
     def _keys(self) -> tuple[Hashable, ...]:
         return ("wr",)
@@ -337,8 +440,11 @@ class ClippedIPS(Estimator):
     def _terms(self, policy: _Policy, value: float) -> FloatArray:
         return policy.column(("wcr", float(self.clip)))
 
-    def _ess_weights(self, policy: _Policy) -> FloatArray:
-        return np.minimum(policy.weights, self.clip)
+    def _averaged_weights(self, policy: _Policy) -> FloatArray | None:
+        return policy.column(("wc", float(self.clip)))
+
+    def _clipped_ess(self, policy: _Policy) -> float | None:
+        return effective_sample_size(policy.column(("wc", float(self.clip))))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -347,6 +453,7 @@ class SNIPS(Estimator):
     when the weights' mean strays from 1; undefined if the target gives every logged action 0."""
 
     name: ClassVar[str] = "snips"
+    weight_constrained: ClassVar[bool] = True
 
     def _keys(self) -> tuple[Hashable, ...]:
         return ("wr", "w")
@@ -376,6 +483,9 @@ class DM(Estimator):
 
     def _keys(self) -> tuple[Hashable, ...]:
         return ("dm",)
+
+    def _averaged_weights(self, policy: _Policy) -> FloatArray | None:
+        return None
 
     def _statistic(self, sums: Mapping[Hashable, FloatArray], n: int) -> FloatArray:
         return sums["dm"] / n
@@ -424,16 +534,23 @@ class SNDR(Estimator):
         return policy.column("dm") + correction + (residual - correction * w) / float(w.mean())
 
 
-def evaluate(log: LoggedDecisions, target: npt.ArrayLike, estimators: Sequence[Estimator]) -> list[Estimate]:
+def evaluate(
+    log: LoggedDecisions, target: npt.ArrayLike, estimators: Sequence[Estimator], *, reliability: Reliability = Reliability()
+) -> list[Estimate]:
     """Every estimator's estimate of ``target`` on ``log``, in order; shared resamples where possible."""
     _check_estimators(log, estimators)
     policy = _Policy(log, target, full=any(e.needs_model for e in estimators))
     values, samples = _run(estimators, [policy])
-    return [_estimate(e, policy, v[0], s[0]) for e, v, s in zip(estimators, values, samples, strict=True)]
+    return [_estimate(e, policy, v[0], s[0], reliability) for e, v, s in zip(estimators, values, samples, strict=True)]
 
 
 def compare_policies(
-    log: LoggedDecisions, candidate: npt.ArrayLike, baseline: npt.ArrayLike, estimators: Sequence[Estimator]
+    log: LoggedDecisions,
+    candidate: npt.ArrayLike,
+    baseline: npt.ArrayLike,
+    estimators: Sequence[Estimator],
+    *,
+    reliability: Reliability = Reliability(),
 ) -> list[Comparison]:
     """Each estimator's candidate - baseline on ``log``: each bootstrap resample serves both policies,
     and the analytic interval is that of the mean per-decision difference."""
@@ -447,14 +564,15 @@ def compare_policies(
         span = (low - high, high - low)
         difference = value_c - value_b
         terms = estimator._terms(policies[0], value_c) - estimator._terms(policies[1], value_b)
+        caveat = reliability.caveat(*(estimator._averaged_weights(p) for p in policies))
         comparisons.append(
             Comparison(
                 estimator=estimator.name,
                 difference=difference,
-                bootstrap=_interval(percentile_interval(samples_c - samples_b, estimator.alpha), span, "bootstrap"),
-                analytic=_interval(mean_interval(terms, estimator.alpha), span, "cressie-read"),
-                candidate=_estimate(estimator, policies[0], value_c, samples_c),
-                baseline=_estimate(estimator, policies[1], value_b, samples_b),
+                bootstrap=_interval(percentile_interval(samples_c - samples_b, estimator.alpha), span, "bootstrap", caveat),
+                analytic=_interval(mean_interval(terms, estimator.alpha), span, "cressie-read", caveat),
+                candidate=_estimate(estimator, policies[0], value_c, samples_c, reliability),
+                baseline=_estimate(estimator, policies[1], value_b, samples_b, reliability),
             )
         )
     return comparisons
@@ -500,17 +618,22 @@ def _run(estimators: Sequence[Estimator], policies: Sequence[_Policy]) -> tuple[
     return values, samples
 
 
-def _estimate(estimator: Estimator, policy: _Policy, value: float, samples: FloatArray) -> Estimate:
+def _estimate(estimator: Estimator, policy: _Policy, value: float, samples: FloatArray, reliability: Reliability) -> Estimate:
     bounds = _bounds(estimator, policy.log)
+    averaged = estimator._averaged_weights(policy)
+    caveat = reliability.caveat(averaged)
     return Estimate(
         estimator=estimator.name,
         value=value,
-        bootstrap=_interval(percentile_interval(samples, estimator.alpha), bounds, "bootstrap"),
-        analytic=_interval(estimator._analytic(policy, value, bounds), bounds, "cressie-read"),
-        effective_sample_size=effective_sample_size(estimator._ess_weights(policy)),
-        unsupported_share=policy.unsupported_share,
+        bootstrap=_interval(percentile_interval(samples, estimator.alpha), bounds, "bootstrap", caveat),
+        analytic=_interval(
+            estimator._analytic(policy, value, bounds), bounds, "cressie-read", None if estimator.weight_constrained else caveat
+        ),
+        diagnostics=policy.diagnostics,
+        reasons=reliability.reasons(policy.diagnostics),
         n=policy.log.n,
         alpha=estimator.alpha,
+        clipped_ess=estimator._clipped_ess(policy),
     )
 
 
@@ -529,9 +652,9 @@ def _bounds(estimator: Estimator, log: LoggedDecisions) -> tuple[float, float]:
     return float(r_low), float(r_high)
 
 
-def _interval(bounds: tuple[float, float], span: tuple[float, float], method: str) -> Interval:
+def _interval(bounds: tuple[float, float], span: tuple[float, float], method: str, caveat: str | None) -> Interval:
     low, high = bounds
-    return Interval(low=min(max(low, span[0]), span[1]), high=max(min(high, span[1]), span[0]), method=method)
+    return Interval(low=min(max(low, span[0]), span[1]), high=max(min(high, span[1]), span[0]), method=method, caveat=caveat)
 
 
 def _ratio(numerator: FloatArray, denominator: FloatArray) -> FloatArray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,9 @@ from policies.estimators import (
     Comparison,
     Estimate,
     Estimator,
+    Interval,
     LoggedDecisions,
+    Reliability,
     compare_policies,
 )
 from policies.estimators import evaluate as run_estimators
@@ -109,6 +111,12 @@ def load_dsjson(lines: Iterable[str], config: BreinConfig) -> LoggedData:
     return _logged(rows(), Catalog(config))
 
 
+class PolicyCannotAct(ValueError):
+    """A policy gives no probability to any eligible action of some logged decisions (do-nothing on a
+    log without a do-nothing action, a rule whose fallback is not eligible): it has no value there,
+    so no estimate of its value on that log means anything."""
+
+
 def distribution(policy_id: str, policy: Policy, encoder: FeatureEncoder, data: LoggedData) -> FloatArray:
     """The policy's (n, K) distribution over each decision's actions, zero-padded. A shadow policy's
     logged pmf is used where the log has it: exact probabilities on the live contexts."""
@@ -118,6 +126,15 @@ def distribution(policy_id: str, policy: Policy, encoder: FeatureEncoder, data: 
         logged = data.shadow[i].get(policy_id) if data.shadow else None
         pmf = logged if logged is not None else policy.pmf(encoder.shared_line(features), actions, features)
         target[i, : len(actions)] = pmf
+    idle = np.flatnonzero(target.sum(axis=1) <= 0)
+    if idle.size:
+        first = int(idle[0])
+        eligible = [a.id for a in data.actions[first]]
+        shown = ", ".join(eligible[:3]) + (f" and {len(eligible) - 3} more" if len(eligible) > 3 else "")
+        raise PolicyCannotAct(
+            f"{policy_id} cannot act on {idle.size:,} of the {len(data):,} logged decisions: none of its actions is among their "
+            f"eligible actions (the first, {data.decision_ids[first]}, allows {shown}), so it cannot be evaluated on this log"
+        )
     return target
 
 
@@ -131,11 +148,14 @@ def reward_predictions(encoder: FeatureEncoder, data: LoggedData, *, seed: int =
 
 @dataclass(frozen=True)
 class EvaluationReport:
+    """Estimates of the candidate (and comparisons with the baseline) made under ``reliability``."""
+
     candidate: str
     baseline: str | None
     decisions: int
     estimates: list[Estimate]
     comparisons: list[Comparison]
+    reliability: Reliability
 
     def row(self, estimator: str) -> Comparison | Estimate:
         for comparison in self.comparisons:
@@ -146,20 +166,31 @@ class EvaluationReport:
                 return estimate
         raise KeyError(estimator)
 
+    @property
+    def reliable(self) -> bool:
+        return all(c.reliable for c in self.comparisons) if self.comparisons else all(e.reliable for e in self.estimates)
+
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready; each estimate's diagnostics under the keys of ``Diagnostics`` (the gate reads them back)."""
+
+        def interval(key: str, i: Interval) -> dict[str, Any]:
+            return {key: [i.low, i.high], f"{key}_trustworthy": i.trustworthy, f"{key}_caveat": i.caveat}
+
         def estimate(e: Estimate) -> dict[str, Any]:
-            return {"value": e.value, "bootstrap": [e.bootstrap.low, e.bootstrap.high], "analytic": [e.analytic.low, e.analytic.high],
-                    "ess": e.effective_sample_size, "unsupported_share": e.unsupported_share}  # fmt: skip
+            clipped = {} if e.clipped_ess is None else {"clipped_ess": e.clipped_ess}
+            return {"value": e.value, **interval("bootstrap", e.bootstrap), **interval("analytic", e.analytic),
+                    **asdict(e.diagnostics), **clipped, "reliable": e.reliable, "reasons": list(e.reasons)}  # fmt: skip
 
         rows: dict[str, Any] = {}
         if self.comparisons:
             for c in self.comparisons:
-                rows[c.estimator] = {"candidate": estimate(c.candidate), "baseline": estimate(c.baseline), "difference": c.difference,
-                                     "difference_bootstrap": [c.bootstrap.low, c.bootstrap.high],
-                                     "difference_analytic": [c.analytic.low, c.analytic.high]}  # fmt: skip
+                rows[c.estimator] = {"candidate": estimate(c.candidate), "baseline": estimate(c.baseline),
+                                     "difference": c.difference, **interval("difference_bootstrap", c.bootstrap),
+                                     **interval("difference_analytic", c.analytic), "reliable": c.reliable}  # fmt: skip
         else:
-            rows = {e.estimator: {"candidate": estimate(e)} for e in self.estimates}
-        return {"candidate": self.candidate, "baseline": self.baseline, "decisions": self.decisions, "estimators": rows}
+            rows = {e.estimator: {"candidate": estimate(e), "reliable": e.reliable} for e in self.estimates}
+        return {"candidate": self.candidate, "baseline": self.baseline, "decisions": self.decisions, "reliable": self.reliable,
+                "thresholds": asdict(self.reliability), "estimators": rows}  # fmt: skip
 
 
 def evaluate_on(
@@ -169,6 +200,7 @@ def evaluate_on(
     baseline: tuple[str, Policy] | None = None,
     estimators: Sequence[str] = tuple(ESTIMATORS),
     *,
+    reliability: Reliability,
     n_bootstrap: int = 500,
     seed: int = 0,
 ) -> EvaluationReport:
@@ -181,13 +213,16 @@ def evaluate_on(
         ClippedIPS(clip=CLIP, n_bootstrap=n_bootstrap, seed=seed) if name == "clipped_ips" else ESTIMATORS[name](n_bootstrap=n_bootstrap, seed=seed)
         for name in estimators
     ]
+    # The policies' distributions first: one that cannot act on the log is refused before the reward model is fitted.
+    named = [candidate] if baseline is None else [candidate, baseline]
+    targets = [distribution(*policy, encoder, data) for policy in named]
     needs_model = any(e.needs_model for e in chosen)
     log = LoggedDecisions(
         reward=data.reward, propensity=data.propensity, action=data.chosen,
         reward_hat=reward_predictions(encoder, data, seed=seed) if needs_model else None,
     )  # fmt: skip
-    target = distribution(*candidate, encoder, data)
-    if baseline is None:
-        return EvaluationReport(candidate[0], None, len(data), run_estimators(log, target, chosen), [])
-    comparisons = compare_policies(log, target, distribution(*baseline, encoder, data), chosen)
-    return EvaluationReport(candidate[0], baseline[0], len(data), [c.candidate for c in comparisons], comparisons)
+    if len(targets) == 1:
+        estimates = run_estimators(log, targets[0], chosen, reliability=reliability)
+        return EvaluationReport(candidate[0], None, len(data), estimates, [], reliability)
+    comparisons = compare_policies(log, targets[0], targets[1], chosen, reliability=reliability)
+    return EvaluationReport(candidate[0], named[1][0], len(data), [c.candidate for c in comparisons], comparisons, reliability)

@@ -1,15 +1,25 @@
 """The promotion gate: a candidate serves only after it has been shown, on logged decisions, to
-beat the champion with confidence."""
+beat the champion with confidence — by an evaluation that is itself reliable."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
 from bandit.config import GateConfig
 from bandit.errors import BreinError
+from policies.estimators import Diagnostics, Reliability
 from policies.registry import EvaluationRecord
 
 
 class GateRefused(BreinError):
     """Promotion refused; the message is the reason in one sentence."""
+
+
+def gate_reliability(gate: GateConfig) -> Reliability:
+    """The gate's thresholds as the rule every evaluation marks its estimates with."""
+    return Reliability(min_ess=gate.min_ess, max_weight_share=gate.max_weight_share)
 
 
 def check_gate(gate: GateConfig, evaluation: EvaluationRecord | None, candidate: str, champion: str, now: float) -> None:
@@ -24,10 +34,33 @@ def check_gate(gate: GateConfig, evaluation: EvaluationRecord | None, candidate:
         raise GateRefused(f"{candidate}'s evaluation is {age_hours:.1f} hours old, more than the {gate.max_age_hours:g} allowed")
     if evaluation.decisions < gate.min_decisions:
         raise GateRefused(f"{candidate} was evaluated on {evaluation.decisions} decisions, fewer than the {gate.min_decisions} required")
-    if evaluation.ess < gate.min_ess:
-        raise GateRefused(f"{candidate}'s effective sample size is {evaluation.ess:.0f}, below the {gate.min_ess:g} required")
+    reasons = _unreliable(gate, evaluation, candidate, champion)
+    if reasons:
+        what = f"{candidate}'s {evaluation.estimator} evaluation against {champion}"
+        raise GateRefused(f"{what} is unreliable: {'; '.join(reasons)}")
     if evaluation.lift_lower <= gate.min_lift:
         raise GateRefused(
             f"{candidate} does not beat {champion} with confidence: the lower bound of the {evaluation.estimator} lift is "
             f"{evaluation.lift_lower:+.3f} per decision, not above the required {gate.min_lift:+g}"
         )
+
+
+def _unreliable(gate: GateConfig, evaluation: EvaluationRecord, candidate: str, champion: str) -> list[str]:
+    """Why the stored evaluation is unreliable under the gate's thresholds now, from the diagnostics its report
+    holds for both sides of the lift (whatever the estimator: they are those of the unclipped weights)."""
+    rule = gate_reliability(gate)
+    row = evaluation.report.get("estimators", {}).get(evaluation.estimator, {})
+    reasons = []
+    for side, name in (("candidate", candidate), ("baseline", champion)):
+        diagnostics = _diagnostics(row.get(side))
+        if diagnostics is None:
+            return [f"it holds no diagnostics for {name} (it was made before estimates carried them): evaluate it again"]
+        reasons += [f"for {name}, {reason}" for reason in rule.reasons(diagnostics)]
+    return reasons
+
+
+def _diagnostics(estimate: Mapping[str, Any] | None) -> Diagnostics | None:
+    try:
+        return Diagnostics(**{f.name: float(estimate[f.name]) for f in fields(Diagnostics)}) if estimate else None
+    except (KeyError, TypeError, ValueError):
+        return None

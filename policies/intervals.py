@@ -187,6 +187,17 @@ def effective_sample_size(weights: FloatArray) -> float:
     return float(weights.sum()) ** 2 / total_sq if total_sq > 0 else 0.0
 
 
+def largest_weight_share(weights: FloatArray) -> float:
+    """max w / sum w: the share of the importance weight one logged decision holds (0 when there is none).
+
+    Above a few percent, every estimate that averages these weights, and every interval that treats
+    their terms as a sample (the bootstrap, a t-interval), turns on that one decision: a resample's
+    value depends mostly on how many times it drew it. Kish's ESS is at most 1 / share^2 (25 at 20%).
+    """
+    total = float(weights.sum())
+    return float(weights.max()) / total if total > 0 else 0.0
+
+
 @lru_cache(maxsize=256)
 def f1_quantile(alpha: float, dfd: float) -> float:
     """The upper-``alpha`` quantile of the F(1, dfd) distribution: the square of Student's t quantile.

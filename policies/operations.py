@@ -14,7 +14,7 @@ from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from bandit.store import ModelSnapshot, SQLiteStore
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
-from policies.gate import check_gate
+from policies.gate import check_gate, gate_reliability
 from policies.loading import PolicyLoadError, load_policy, parse_rules
 from policies.registry import EvaluationRecord, InvalidTransition, Kind, PolicyEntry, Registry, UnknownPolicy
 from reward.online import START, Cursor, ExampleReader
@@ -115,7 +115,8 @@ def evaluate_policy(
     logged = data if data is not None else load_logged(config, store, since, until)
     encoder = FeatureEncoder(config)
     baseline = resolve_policy(against, config, registry) if against else None
-    report = evaluate_on(logged, encoder, resolve_policy(candidate, config, registry), baseline, estimators, n_bootstrap=n_bootstrap)
+    report = evaluate_on(logged, encoder, resolve_policy(candidate, config, registry), baseline, estimators,
+                         reliability=gate_reliability(config.gate), n_bootstrap=n_bootstrap)  # fmt: skip
     champion = registry.champion()
     if record and baseline is not None and champion is not None and baseline[0] == champion.id and registry.has(candidate):
         gate_row = report.row(config.gate.estimator) if config.gate.estimator in estimators else report.comparisons[0]
@@ -124,7 +125,7 @@ def evaluate_policy(
             since=float(logged.event_times.min()), until=float(logged.event_times.max()), decisions=report.decisions,
             estimator=gate_row.estimator, lift=gate_row.difference,  # type: ignore[union-attr]
             lift_lower=min(gate_row.bootstrap.low, gate_row.analytic.low), lift_upper=max(gate_row.bootstrap.high, gate_row.analytic.high),
-            ess=gate_row.candidate.effective_sample_size, report=report.as_dict(),  # type: ignore[union-attr]
+            ess=gate_row.candidate.diagnostics.ess, report=report.as_dict(),  # type: ignore[union-attr]
         ))  # fmt: skip
     return report
 

@@ -132,8 +132,9 @@ def test_open_bandit_estimates_of_the_random_policy_from_the_thompson_log() -> N
     assert abs(estimates["dr"].value - truth) / truth < 0.25
     assert abs(estimates["sndr"].value - truth) / truth < 0.25
     assert abs(estimates["ips"].value - truth) / truth < 0.6
-    assert estimates["ips"].unsupported_share == 0.0
-    assert 100 < estimates["ips"].effective_sample_size < obd.log.n
+    assert estimates["ips"].diagnostics.never_taken_share == 0.0
+    assert 100 < estimates["ips"].diagnostics.ess < obd.log.n
+    assert all(e.reliable and e.bootstrap.trustworthy for e in estimates.values())  # the "all" campaign's weights are spread
 
 
 # --- Properties ---------------------------------------------------------------------------------
@@ -145,13 +146,13 @@ def test_on_policy_ips_and_snips_are_the_mean_reward() -> None:
     ips, snips = evaluate(log, log.propensity, [IPS(), SNIPS()])
     assert ips.value == pytest.approx(log.reward.mean(), abs=1e-12)
     assert snips.value == pytest.approx(log.reward.mean(), abs=1e-12)
-    assert ips.effective_sample_size == pytest.approx(log.n)
+    assert ips.diagnostics.ess == pytest.approx(log.n)
 
 
-def test_unsupported_share_counts_logged_actions_the_target_never_takes() -> None:
+def test_never_taken_share_counts_logged_actions_the_target_never_takes() -> None:
     log = LoggedDecisions(reward=np.array([1.0, 0.0, 1.0, 0.0]), propensity=np.full(4, 0.5))
     estimate = IPS(n_bootstrap=40).estimate(log, np.array([0.0, 0.5, 1.0, 0.0]))
-    assert estimate.unsupported_share == 0.5
+    assert estimate.diagnostics.never_taken_share == 0.5
     assert estimate.value == pytest.approx((0 + 0 + 2 + 0) / 4)
 
 

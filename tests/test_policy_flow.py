@@ -401,7 +401,9 @@ def test_the_gate_refuses_with_one_sentence_and_force_needs_a_reason(flow: Flow)
         "Error: cand was evaluated on 1500 decisions, fewer than the 2000 required\n"
     )
     ess = flow.write_config("ess.toml", min_ess=1e6)
-    assert "effective sample size is" in flow.cli("policy", "promote", "cand", config=ess, ok=False).output
+    assert "is unreliable: for cand, the effective sample size of the unclipped importance weights is" in flow.cli(
+        "policy", "promote", "cand", config=ess, ok=False
+    ).output
     other = flow.write_config("other.toml", estimator="dr")
     assert flow.cli("policy", "promote", "cand", config=other, ok=False).output == (
         "Error: cand's latest evaluation used snips, not the gate's dr: evaluate it again\n"
@@ -426,6 +428,48 @@ def test_the_gate_refuses_with_one_sentence_and_force_needs_a_reason(flow: Flow)
     assert unknown.exit_code == 1 and unknown.output == "Error: no policy 'nope' in the registry\n"
     listed = json.loads(flow.cli("policy", "list", "--json").output)
     assert [(p["id"], p["state"]) for p in listed] == [("champion", "retired"), ("cand", "champion")]
+
+
+def test_the_gate_refuses_an_unreliable_evaluation_whatever_its_estimator(flow: Flow) -> None:
+    """Issue 15, item 7: clipped IPS measured its ESS on its clipped weights, so with gate.estimator =
+    "clipped_ips" a candidate whose support rests on one logged decision passed min_ess."""
+    rules = flow.tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    flow.cli("policy", "register", "--id", "rules", "--kind", "rules", "--file", str(rules))
+    # One logged decision that the rules would take, as if logged at propensity 1e-6: it holds almost all their weight.
+    with closing(sqlite3.connect(flow.store)) as conn, conn:
+        (dominant,) = conn.execute(
+            "SELECT d.decision_id FROM decisions d JOIN joined_examples j ON j.decision_id = d.decision_id "
+            "WHERE j.status = 'joined' AND d.action_id = 'data_upsell/app_push/morning' "
+            "AND json_extract(d.features, '$.u.months_to_contract_end') > 3 ORDER BY d.decision_id LIMIT 1"
+        ).fetchone()
+        conn.execute("UPDATE decisions SET probability = 1e-6 WHERE decision_id = ?", (dominant,))
+    clipped = flow.write_config("clipped.toml", estimator="clipped_ips")
+    report = json.loads(flow.cli("policy", "evaluate", "rules", "--estimator", "clipped_ips", "--json", config=clipped).output)
+    row = report["estimators"]["clipped_ips"]
+    candidate, champion = row["candidate"], row["baseline"]  # the uniform champion takes that decision's action too
+    assert row["reliable"] is False and candidate["reliable"] is False and champion["reliable"] is False
+    assert candidate["clipped_ess"] > 50 > candidate["ess"]  # the clipped weights' ESS would pass min_ess
+    assert min(row["difference_bootstrap"][0], row["difference_analytic"][0]) > 0  # and the clipped lift looks sure
+    with flow.registry() as registry:
+        stored = registry.evaluations("rules")[0]
+    assert (stored.estimator, stored.ess) == ("clipped_ips", candidate["ess"])  # the unclipped ESS, also in `policy show`
+    refused = flow.cli("policy", "promote", "rules", config=clipped, ok=False)
+    assert refused.exit_code == 1
+    reasons = [
+        f"for {name}, the effective sample size of the unclipped importance weights is {side['ess']:,.1f}, below the 50 "
+        f"required; for {name}, one logged decision holds {side['largest_weight_share']:.0%} of the importance weight, more "
+        "than the 20% allowed"
+        for name, side in (("rules", candidate), ("champion", champion))
+    ]
+    assert refused.output == f"Error: rules's clipped_ips evaluation against champion is unreliable: {'; '.join(reasons)}\n"
+    assert flow.states() == {"champion": "champion", "rules": "candidate"}
+    plot = flow.tmp_path / "rules.png"
+    table = flow.cli("policy", "evaluate", "rules", "--estimator", "clipped_ips", "--plot", str(plot), config=clipped).output
+    assert "UNRELIABLE: every estimate of rules on this log" in table and f"plot written to {plot}" in table
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = flow.cli("policy", "show", "rules", config=clipped).output
+    assert shown.count("UNRELIABLE") == 2  # both evaluations, in the Evaluations table
 
 
 # --- Replay on an exported log ------------------------------------------------------------------------

@@ -302,13 +302,20 @@ def test_every_kind_loads_and_a_broken_artifact_is_a_load_error(
 # --- Evaluations and the gate ------------------------------------------------------------------------
 
 
-def _evaluation(**changes: Any) -> EvaluationRecord:
+SPREAD = {"ess": 900.0, "largest_weight_share": 0.01, "never_taken_share": 0.4}  # the diagnostics of a well-supported policy
+
+
+def _evaluation(
+    candidate: dict[str, Any] | None = None, baseline: dict[str, Any] | None = None, **changes: Any
+) -> EvaluationRecord:
+    """A stored evaluation whose report holds the two policies' diagnostics (SPREAD unless given) for its estimator."""
     fields: dict[str, Any] = {
         "policy_id": "cand", "against": "champ", "at": NOW - HOUR, "since": NOW - 30 * 24 * HOUR, "until": NOW - 2 * HOUR,
         "decisions": 5000, "estimator": "snips", "lift": 0.8, "lift_lower": 0.3, "lift_upper": 1.3, "ess": 900.0,
-        "report": {"estimators": {"snips": {"difference": 0.8}}},
     }  # fmt: skip
     fields.update(changes)
+    row = {"candidate": {**SPREAD, **(candidate or {})}, "baseline": {**SPREAD, **(baseline or {})}, "difference": fields["lift"]}
+    fields.setdefault("report", {"estimators": {fields["estimator"]: row}})
     return EvaluationRecord(**fields)
 
 
@@ -322,7 +329,8 @@ def test_evaluations_are_recorded_and_read_newest_first(registry: Registry) -> N
 
 
 NOT_BEATEN = "cand does not beat champ with confidence: the lower bound of the"
-GATE = GateConfig(estimator="snips", min_lift=0.0, min_decisions=1000, min_ess=100.0, max_age_hours=24.0)
+GATE = GateConfig(estimator="snips", min_lift=0.0, min_decisions=1000, min_ess=100.0, max_weight_share=0.2, max_age_hours=24.0)
+UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
 
 
 @pytest.mark.parametrize(
@@ -336,7 +344,22 @@ GATE = GateConfig(estimator="snips", min_lift=0.0, min_decisions=1000, min_ess=1
         (_evaluation(at=NOW - 3 * HOUR), GATE.model_copy(update={"max_age_hours": 2.5}),
          "cand's evaluation is 3.0 hours old, more than the 2.5 allowed"),
         (_evaluation(decisions=999), GATE, "cand was evaluated on 999 decisions, fewer than the 1000 required"),
-        (_evaluation(ess=99.4), GATE, "cand's effective sample size is 99, below the 100 required"),
+        (_evaluation(candidate={"ess": 99.4}), GATE,
+         f"{UNRELIABLE} for cand, the effective sample size of the unclipped importance weights is 99.4, below the 100 required"),
+        (_evaluation(candidate={"largest_weight_share": 0.25}), GATE,
+         f"{UNRELIABLE} for cand, one logged decision holds 25% of the importance weight, more than the 20% allowed"),
+        (_evaluation(candidate={"ess": 3.2, "largest_weight_share": 0.56}, estimator="clipped_ips"),
+         GATE.model_copy(update={"estimator": "clipped_ips"}),
+         "cand's clipped_ips evaluation against champ is unreliable: for cand, the effective sample size of the unclipped "
+         "importance weights is 3.2, below the 100 required; for cand, one logged decision holds 56% of the importance weight, "
+         "more than the 20% allowed"),
+        (_evaluation(baseline={"ess": 40.0}), GATE,
+         f"{UNRELIABLE} for champ, the effective sample size of the unclipped importance weights is 40.0, below the 100 "
+         "required"),
+        (_evaluation(candidate={"largest_weight_share": 0.15}), GATE.model_copy(update={"max_weight_share": 0.1}),
+         f"{UNRELIABLE} for cand, one logged decision holds 15% of the importance weight, more than the 10% allowed"),
+        (_evaluation(report={"estimators": {"snips": {"difference": 0.8}}}), GATE,
+         f"{UNRELIABLE} it holds no diagnostics for cand (it was made before estimates carried them): evaluate it again"),
         (_evaluation(lift_lower=-0.25), GATE,
          f"{NOT_BEATEN} snips lift is -0.250 per decision, not above the required +0"),
         (_evaluation(lift_lower=0.0), GATE,
@@ -346,7 +369,8 @@ GATE = GateConfig(estimator="snips", min_lift=0.0, min_decisions=1000, min_ess=1
         (_evaluation(estimator="dr", lift_lower=-1.0), GATE.model_copy(update={"estimator": "dr"}),
          f"{NOT_BEATEN} dr lift is -1.000 per decision, not above the required +0"),
     ],
-    ids=["none", "other-champion", "other-estimator", "too-old", "too-old-custom", "too-few-decisions", "ess", "negative-lift",
+    ids=["none", "other-champion", "other-estimator", "too-old", "too-old-custom", "too-few-decisions", "ess", "dominant-weight",
+         "clipped-ips-unclipped-diagnostics", "unreliable-champion", "custom-weight-share", "no-diagnostics", "negative-lift",
          "lift-at-the-minimum", "below-min-lift", "dr-gate"],
 )  # fmt: skip
 def test_the_gate_refuses_in_one_sentence(evaluation: EvaluationRecord | None, gate: GateConfig, message: str) -> None:
@@ -360,7 +384,9 @@ def test_the_gate_refuses_in_one_sentence(evaluation: EvaluationRecord | None, g
     "evaluation",
     [
         _evaluation(),
-        _evaluation(at=NOW - 24 * HOUR, decisions=1000, ess=100.0, lift_lower=1e-9),  # every threshold exactly met
+        # every threshold exactly met
+        _evaluation(at=NOW - 24 * HOUR, decisions=1000, lift_lower=1e-9, candidate={"ess": 100.0, "largest_weight_share": 0.2},
+                    baseline={"ess": 100.0, "largest_weight_share": 0.2}),
     ],
     ids=["clear", "at-the-thresholds"],
 )
