@@ -1,4 +1,5 @@
-"""Domain errors. The serving edge maps each to one gRPC status code; the CLI to an exit code."""
+"""Domain errors. The serving edge maps each to one gRPC status code; the CLI to an exit code.
+The store's own errors (StoreUnavailable, Conflict, ...) are in store/errors.py."""
 
 
 class BreinError(Exception):
@@ -24,14 +25,6 @@ class UnknownDecision(BreinError):
     def __init__(self, decision_id: str) -> None:
         super().__init__(f"decision_id: no decision {decision_id!r} in the log")
         self.decision_id = decision_id
-
-
-class Conflict(BreinError):
-    """An idempotency key reused with different content."""
-
-
-class StoreUnavailable(BreinError):
-    """The store could not commit; nothing of the failed write remains."""
 
 
 class Unauthenticated(BreinError):

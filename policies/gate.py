@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bandit.config import GateConfig
 from bandit.errors import BreinError
-from policies.registry import EvaluationRecord
+from store.records import EvaluationRecord
 
 
 class GateRefused(BreinError):

@@ -14,9 +14,9 @@ from bandit.errors import InvalidRequest
 from bandit.features import FeatureEncoder, action_line
 from bandit.learner import COLD_START, LabelledExample, VWPolicy, train, vw_arguments
 from bandit.requests import DecisionRequest
-from bandit.store import ModelSnapshot
 from reward.ingest import OutcomeReport
-from serving.app import Brain
+from brain.core import Brain
+from store.records import ModelSnapshot
 from tests.conftest import T0, Clock, example_data
 
 DAY = 86_400.0
@@ -54,7 +54,7 @@ def test_same_request_id_returns_the_same_decision_and_logs_nothing_new(brain: B
     again = brain.decider.decide_and_wait(request(at=T0 + 60))
     assert again.replayed and not first.replayed
     assert again.record == first.record
-    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+    assert brain.store.decisions.decision_count() == 1
     with pytest.raises(InvalidRequest, match="request_id: already used for a decision about another customer"):
         brain.decider.decide(request(customer="c2"))
 
@@ -64,7 +64,7 @@ def test_in_flight_duplicate_is_the_same_decision(brain: Brain) -> None:
     second = brain.decider.decide(request())
     assert second.record is first.record
     second.committed.result()
-    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+    assert brain.store.decisions.decision_count() == 1
 
 
 def test_sampling_is_reproducible_from_seed_and_decision_id(make_brain: Callable[..., Brain], config_data: dict[str, Any]) -> None:
@@ -180,7 +180,7 @@ def _trained(config: BreinConfig, favourite: str, brain: Brain) -> VWPolicy:
 
 def test_trained_model_serves_its_pmf_over_eligible_only_and_explains(brain: Brain, config: BreinConfig) -> None:
     model = _trained(config, "sim_only/sms/evening", brain)
-    brain.store.save_model(ModelSnapshot(model.version, model.args, model.serialize(), "trained"))
+    brain.store.models.save(ModelSnapshot(model.version, model.args, model.serialize(), "trained")).result()
     brain.decider.swap_policy(ServingPolicy("trained", model))
     records = [brain.decider.decide_and_wait(request(f"c{i}", f"r{i}")).record for i in range(30)]
     record = records[0]
@@ -218,7 +218,7 @@ def test_bad_requests_are_refused_with_the_field(brain: Brain, clock: Clock) -> 
         with pytest.raises(InvalidRequest) as error:
             brain.decider.decide(request(**overrides))
         assert message in str(error.value)
-    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 0
+    assert brain.store.decisions.decision_count() == 0
 
 
 def test_example_config_keeps_outbound_call_for_non_web(config: BreinConfig) -> None:
@@ -253,8 +253,7 @@ def test_decide_many_decides_as_decide_one_after_another(make_brain: Callable[..
     decided = [r for r in results if not isinstance(r, Exception)]
     assert len({id(r.committed) for r in decided}) == 1  # one write for the whole call
     decided[0].committed.result()
-    count = "SELECT COUNT(*) FROM decisions"
-    assert batched.store.db.execute(count).fetchone()[0] == one_by_one.store.db.execute(count).fetchone()[0] == 4
+    assert batched.store.decisions.decision_count() == one_by_one.store.decisions.decision_count() == 4
     again = batched.decider.decide_many([request("c2", "m3", touchpoint="web")])[0]
     assert not isinstance(again, Exception) and again.replayed and again.record == expected[2].record
 
