@@ -332,7 +332,9 @@ class Decider:
                 return
             if again:
                 # Not on the store's thread, which called this: deciding again reads the store.
-                threading.Thread(target=self._decide_again, args=(fresh, commit, tries), name="brein-decide-again", daemon=True).start()
+                retry = threading.Thread(target=self._decide_again, args=(fresh, commit, tries), name="brein-decide-again")
+                retry.daemon = True
+                retry.start()
                 return
             with suppress(InvalidStateError):  # the caller may have cancelled it meanwhile
                 if error is None:

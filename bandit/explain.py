@@ -23,7 +23,9 @@ class Explanation:
     contributions_note: str
 
 
-def explain(decision_id: str, decisions: DecisionLog, models: ModelSnapshots, catalog: Catalog, encoder: FeatureEncoder) -> Explanation:
+def explain(
+    decision_id: str, decisions: DecisionLog, models: ModelSnapshots, catalog: Catalog, encoder: FeatureEncoder
+) -> Explanation:
     record = decisions.decision(decision_id)
     if record is None:
         raise UnknownDecision(decision_id)

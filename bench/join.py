@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         build(path, decisions, outcomes, customers=decisions // 5)
         console.print(f"built a log of {decisions:,} decisions and {outcomes:,} outcomes in {time.perf_counter() - started:.0f} s")
-        base_s, base_mib, base_out = timed([sys.executable, "-m", "store.sqlite.baseline", str(path)])
+        base_s, base_mib, base_out = timed([sys.executable, str(ROOT / "store" / "sqlite" / "baseline.py"), str(path)])
         join_s, join_mib, report = timed([sys.executable, "-m", "serving", "join", "--config", str(CONFIG), "--store", str(path),
                                           "--until", "2026-06-01", "--json"])  # fmt: skip
         joined = sum(json.loads(report)[kind] for kind in ("joined", "unactivated"))

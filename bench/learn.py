@@ -84,7 +84,9 @@ def timed(run: Callable[[], object]) -> Timing:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def learn_round(brain: Brain, config: BreinConfig, vw_args: list[str], export: Path, number: int) -> tuple[int, dict[str, Timing]]:
+def learn_round(
+    brain: Brain, config: BreinConfig, vw_args: list[str], export: Path, number: int
+) -> tuple[int, dict[str, Timing]]:
     """One round: Brein's learner from scratch, then VW's CLI both ways: (examples, timing by row).
     Every round learns for a policy id of its own, so that it stores its own snapshots."""
     learner = OnlineLearner(config, brain.store.examples, brain.store.models, vw_args, None, policy_id=f"bench-{number}")

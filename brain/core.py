@@ -35,7 +35,9 @@ ModelListener = Callable[[ServingPolicy], None]
 
 
 class Brain:
-    def __init__(self, config: BreinConfig, store: Store, *, clock: Callable[[], float] = time.time, on_model: ModelListener | None = None) -> None:
+    def __init__(
+        self, config: BreinConfig, store: Store, *, clock: Callable[[], float] = time.time, on_model: ModelListener | None = None
+    ) -> None:
         """``on_model`` hears of every change of the serving policy or model."""
         self.config = config
         self.store = store
@@ -83,7 +85,9 @@ class Brain:
             policy, _ = load_policy(champion, self.store.models)
         except PolicyLoadError:
             self._refused_champion = champion.id
-            log.exception("refused to switch to champion %s: it does not load; %s keeps serving", champion.id, self.decider.policy.policy_id)
+            log.exception(
+                "refused to switch to champion %s: it does not load; %s keeps serving", champion.id, self.decider.policy.policy_id
+            )
             return False
         self._refused_champion = None
         self._serve(ServingPolicy(champion.id, policy))
@@ -119,7 +123,9 @@ class Brain:
             model = VWPolicy(snapshot.args, snapshot.data)
         except Exception:
             self._refused_snapshot = version
-            log.exception("refused snapshot %s of %s: it does not load; %s keeps serving", version, policy_id, current.model.version)
+            log.exception(
+                "refused snapshot %s of %s: it does not load; %s keeps serving", version, policy_id, current.model.version
+            )
             return False
         self._serve(ServingPolicy(policy_id, model))
         log.info("now serving snapshot %s of %s", version, policy_id)
@@ -171,9 +177,7 @@ class Brain:
         return self.store.audit.record(AuditEntry(self.clock(), actor, action, subject, detail))
 
 
-def open_brain(
-    config: BreinConfig, *, on_commit: CommitListener | None = None, on_model: ModelListener | None = None
-) -> Brain:
+def open_brain(config: BreinConfig, *, on_commit: CommitListener | None = None, on_model: ModelListener | None = None) -> Brain:
     """A Brain on the store at ``server.store`` (for `brein serve`). The pseudonym key is checked
     before the store is opened: a server that cannot start changes nothing on disk."""
     Pseudonyms.from_config(config.privacy)

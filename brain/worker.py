@@ -181,7 +181,10 @@ def work(config: BreinConfig, store: Store, report: Report, stop: Stop, *, clock
                 return
             continue
         if worker is None:
-            log.info("holding the store's worker lease: joining, learning%s", " and applying retention" if config.privacy.retention_days else "")
+            log.info(
+                "holding the store's worker lease: joining, learning%s",
+                " and applying retention" if config.privacy.retention_days else "",
+            )
             standing_by = False
             worker = Worker(config, store, clock=clock, join_write_rows=BESIDE_A_SERVER_WRITE_ROWS)
         started = time.monotonic()

@@ -77,7 +77,9 @@ def _logged(rows: Iterable[tuple[str, float, SharedFeatures, list[str], str, flo
                       np.array(propensity, dtype=float), np.array(reward, dtype=float), shadow)  # fmt: skip
 
 
-def load_logged(config: BreinConfig, examples: JoinedExamples, since: float | None = None, until: float | None = None) -> LoggedData:
+def load_logged(
+    config: BreinConfig, examples: JoinedExamples, since: float | None = None, until: float | None = None
+) -> LoggedData:
     """Joined examples (decisions that were shown, with their final reward) with since <= time < until,
     in the order the online learner and `brein log export` take them: an evaluation of the store and
     a replay of its export see the same rows in the same order, so they give the same numbers."""

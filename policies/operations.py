@@ -213,9 +213,10 @@ def evaluate(
     from bandit.config import load_config
 
     loaded = config if isinstance(config, BreinConfig) else load_config(config)
-    opened = open_store(str(store or loaded.server.store), create=False) if store is None or isinstance(store, str | Path) else store
+    if store is not None and not isinstance(store, str | Path):
+        return evaluate_policy(loaded, store, candidate, against, since=since, until=until, estimators=estimators, record=False)
+    opened = open_store(str(store or loaded.server.store), create=False)
     try:
         return evaluate_policy(loaded, opened, candidate, against, since=since, until=until, estimators=estimators, record=False)
     finally:
-        if opened is not store:
-            opened.close()
+        opened.close()

@@ -44,7 +44,9 @@ def artifact_hash(kind: str, artifact: bytes | None) -> str:
 
 def _mirrored(events: Sequence[PolicyEvent]) -> list[AuditEntry]:
     """Every state change is in the audit trail too."""
-    return [AuditEntry(e.at, e.actor, "policy", e.policy_id, f"{e.from_state or 'new'} -> {e.to_state}: {e.reason}") for e in events]
+    return [
+        AuditEntry(e.at, e.actor, "policy", e.policy_id, f"{e.from_state or 'new'} -> {e.to_state}: {e.reason}") for e in events
+    ]
 
 
 class Registry:

@@ -123,7 +123,9 @@ class Joiner:
         while len(writing) > IN_FLIGHT_WRITES:
             writing.popleft().result()
 
-    def _join_customers(self, closing: dict[str, list[ClosedDecision]], watermark: float, horizon: int, run: int) -> list[JoinedExample]:
+    def _join_customers(
+        self, closing: dict[str, list[ClosedDecision]], watermark: float, horizon: int, run: int
+    ) -> list[JoinedExample]:
         facts = self.store.customer_facts(closing, watermark, horizon)
         activated, cost = facts.activated, self._cost
         rows: list[JoinedExample] = []
@@ -136,14 +138,13 @@ class Joiner:
 
     def _example(self, customer: str, decision: DecisionFacts, credit: Credit | None, horizon: int, run: int) -> JoinedExample:
         """The joined example of one closed decision."""
+        head = (decision.decision_id, customer, decision.event_time, run)
         if not self.rules.shown(decision, decision.event_time + self.rules.close_after):
-            return JoinedExample(decision.decision_id, customer, decision.event_time, run, "unactivated", 0.0, 0.0,
-                                 NOTHING_CREDITED, (), horizon)  # fmt: skip
+            return JoinedExample(*head, "unactivated", 0.0, 0.0, NOTHING_CREDITED, (), horizon)
         if credit is None:
-            return JoinedExample(decision.decision_id, customer, decision.event_time, run, "joined", 0.0 - decision.cost, decision.cost,
-                                 NOTHING_CREDITED, (), horizon)  # fmt: skip
-        return JoinedExample(decision.decision_id, customer, decision.event_time, run, "joined", credit.total - decision.cost,
-                             decision.cost, credit.by_type, credit.outcomes, horizon)  # fmt: skip
+            return JoinedExample(*head, "joined", 0.0 - decision.cost, decision.cost, NOTHING_CREDITED, (), horizon)
+        reward = credit.total - decision.cost
+        return JoinedExample(*head, "joined", reward, decision.cost, credit.by_type, credit.outcomes, horizon)
 
 
 def _customer_batches(closed: list[ClosedDecision]) -> Iterator[dict[str, list[ClosedDecision]]]:

@@ -59,7 +59,7 @@ class ExampleReader:
         self.encoder = FeatureEncoder(config)
         self.scale = config.learner.reward_scale
         # A logged action list recurs for every customer left the same actions: made into text once.
-        self._offered: Callable[[tuple[str, ...]], ActionLines] = functools.lru_cache(maxsize=ACTION_LINES_MEMO_SIZE)(self._parse_offered)
+        self._offered: Callable[[tuple[str, ...]], ActionLines] = functools.lru_cache(ACTION_LINES_MEMO_SIZE)(self._parse_offered)
 
     def read(
         self, after: Cursor = START, *, since: float | None = None, until: float | None = None
@@ -136,4 +136,5 @@ class OnlineLearner:
         """Store the model as it is now, with how far it has learned."""
         if self.model_data is None:
             return
-        self.models.save(ModelSnapshot(model_version(self.model_data), self.args, self.model_data, self.policy_id, self.position)).result()
+        snapshot = ModelSnapshot(model_version(self.model_data), self.args, self.model_data, self.policy_id, self.position)
+        self.models.save(snapshot).result()

@@ -27,7 +27,9 @@ def apply_retention(
     decisions = activations = joined = outcomes = 0
     while True:
         deleted = privacy.delete_decisions_before(cutoff, batch).result()
-        decisions, activations, joined = decisions + deleted.decisions, activations + deleted.activations, joined + deleted.joined_examples
+        decisions += deleted.decisions
+        activations += deleted.activations
+        joined += deleted.joined_examples
         if deleted.decisions < batch:
             break
     while True:
@@ -37,6 +39,7 @@ def apply_retention(
             break
     report = RetentionReport(cutoff, decisions, outcomes, activations, joined, time.perf_counter() - started)
     if any(report.deleted.values()):
-        detail = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in report.deleted.items())
-        audit.record(AuditEntry(now, actor, "retention", f"before {cutoff:.0f}", f"deleted {detail} older than {retention_days:g} days")).result()
+        counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in report.deleted.items())
+        detail = f"deleted {counts} older than {retention_days:g} days"
+        audit.record(AuditEntry(now, actor, "retention", f"before {cutoff:.0f}", detail)).result()
     return report

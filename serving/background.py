@@ -26,9 +26,8 @@ class WorkerProcess:
 
     def __init__(self, config: BreinConfig, store_url: str) -> None:
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", worker_process.__name__, store_url, level], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
+        command = [sys.executable, "-m", worker_process.__name__, store_url, level]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._process.stdin is not None and self._process.stdout is not None
         self._stdin, self._stdout = self._process.stdin, self._process.stdout
         self._stdin.write(config.model_dump_json() + "\n")

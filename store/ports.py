@@ -82,7 +82,9 @@ class DecisionLog(Protocol):
         """The logged decisions of those request ids that have one."""
         ...
 
-    def customer_logs(self, customer_ids: Collection[str], first: float, last: float, lookback_days: float) -> dict[str, CustomerLog]:
+    def customer_logs(
+        self, customer_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> dict[str, CustomerLog]:
         """Every customer's log (a key for each id asked, known or not) for histories as of any time in
         [first, last], looking back ``lookback_days`` before ``first``; read as one snapshot."""
         ...

@@ -231,25 +231,12 @@ class LearningRow:
 
 
 @dataclass(frozen=True, slots=True)
-class LoggedExample:
+class LoggedExample(LearningRow):
     """A joined example with everything a replay, an export or an evaluation reads."""
 
-    run: int
-    event_time: float
-    decision_id: str
-    reward: float
-    eligible: tuple[str, ...]
-    action_id: str
-    probability: float
-    shared_line: str
-    features: SharedFeatures
     credit: dict[str, float]
     pmf: tuple[float, ...]
     shadow: dict[str, tuple[float, ...]]
-
-    @property
-    def position(self) -> Cursor:
-        return (self.run, self.event_time, self.decision_id)
 
 
 # -- model snapshots and the policy registry ---------------------------------------------------

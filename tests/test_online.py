@@ -14,11 +14,11 @@ from vowpal_wabbit_next import run_cli_driver
 from bandit.config import BreinConfig, parse_config
 from bandit.learner import COLD_START, VWPolicy, example_text
 from bandit.requests import DecisionRequest
+from brain.core import Brain
+from brain.worker import Worker
 from reward.ingest import ActivationReport, OutcomeReport
 from reward.joiner import JoinReport
 from reward.online import ExampleReader
-from brain.core import Brain
-from brain.worker import Worker
 from serving.cli import main
 from store import open_store
 from tests.conftest import T0, Clock, example_data

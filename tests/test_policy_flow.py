@@ -38,8 +38,8 @@ from bandit.requests import DecisionRequest
 from brain.core import Brain
 from policies.loading import load_policy
 from policies.registry import Registry
-from reward.joiner import Joiner
 from reward.ingest import ActivationReport, OutcomeReport
+from reward.joiner import Joiner
 from reward.online import action_from_id
 from serving.cli import main
 from serving.pb.brein.v1 import brein_pb2 as pb

@@ -21,11 +21,11 @@ from bandit.pseudonyms import PREFIX, Pseudonyms
 from bandit.requests import DecisionRequest
 from bandit.security_config import PrivacyConfig
 from brain.core import Brain, open_brain
+from brain.logs import JsonFormatter
 from brain.worker import Worker
 from reward.ingest import OutcomeReport
 from serving import converters
 from serving.cli import main
-from brain.logs import JsonFormatter
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from store import open_store

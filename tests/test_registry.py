@@ -16,11 +16,11 @@ import pytest
 from bandit.config import BreinConfig, GateConfig
 from bandit.learner import vw_arguments
 from bandit.policies import DoNothingPolicy, RulePolicy, UniformPolicy
+from brain.champion import bootstrap_champion
 from policies import operations
 from policies.gate import GateRefused, check_gate
 from policies.loading import PolicyLoadError, load_policy
 from policies.registry import InvalidTransition, Registry, UnknownPolicy, artifact_hash
-from brain.champion import bootstrap_champion
 from store import Store, open_store
 from store.errors import Conflict
 from store.records import EvaluationRecord, PolicyEvent

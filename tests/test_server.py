@@ -97,10 +97,10 @@ def test_a_retried_report_is_a_duplicate_whatever_the_servers_clock_says(live: L
     again = send("ReportOutcome", report, pb.ReportOutcomeResponse)
     assert again.duplicate and again.value == first.value
     assert send("Activate", activate, pb.ActivateResponse).duplicate
+    same = {"outcome_id": "o-retry", "customer_id": "c1", "type": "contract_renewal"}
+    # the value the server filled in, sent; the time it filled in, sent; a decision named
     for changed in ({"value": 240.0}, {"event_time": converters.timestamp(clock.now)}, {"decision_id": decision.decision_id}):
-        other = pb.ReportOutcomeRequest.FromString(report)
-        for name, value in changed.items():
-            getattr(other, name).CopyFrom(value) if isinstance(value, Timestamp) else setattr(other, name, value)
+        other = pb.ReportOutcomeRequest(**same, **changed)
         with pytest.raises(grpc.RpcError) as conflict:
             live.stub.ReportOutcome(other)
         assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS, changed

@@ -64,7 +64,10 @@ def test_a_failing_write_fails_alone_in_its_group(store: SQLiteStore) -> None:
     assert good.result() is False and also_good.result() is False
     with pytest.raises(Conflict):
         bad.result()
-    assert {r[0] for r in sqlite_rows(store, "SELECT outcome_id FROM outcomes")} == {"o1", "o3"}  # o2 rolled back with its savepoint
+    assert {r[0] for r in sqlite_rows(store, "SELECT outcome_id FROM outcomes")} == {
+        "o1",
+        "o3",
+    }  # o2 rolled back with its savepoint
 
 
 def test_close_commits_what_is_queued_and_reopening_keeps_it(tmp_path: Path) -> None:
@@ -99,7 +102,13 @@ def test_neighbouring_decision_writes_commit_together_and_a_refused_one_fails_al
     with pytest.raises(Conflict, match="UNIQUE constraint failed"):
         again.result()
     for table in ("decisions", "join_queue"):
-        assert [r[0] for r in sqlite_rows(store, f"SELECT decision_id FROM {table} ORDER BY decision_id")] == ["d0", "d1", "d2", "d3", "d4"]
+        assert [r[0] for r in sqlite_rows(store, f"SELECT decision_id FROM {table} ORDER BY decision_id")] == [
+            "d0",
+            "d1",
+            "d2",
+            "d3",
+            "d4",
+        ]
 
 
 def test_an_in_memory_store_reads_what_its_writer_committed_from_any_thread() -> None:
@@ -192,8 +201,8 @@ def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> No
 
 def _snapshot_of(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     queries = {
-        "decisions": "SELECT decision_id, request_id, customer_id, event_time, action_id, features, eligible, pmf, shadow, shared_line "
-                     "FROM decisions ORDER BY decision_id",
+        "decisions": "SELECT decision_id, request_id, customer_id, event_time, action_id, features, eligible, pmf, shadow, "
+                     "shared_line FROM decisions ORDER BY decision_id",
         "queue": "SELECT decision_id, event_time FROM join_queue ORDER BY decision_id",
         "activations": "SELECT * FROM activations ORDER BY decision_id",
         "joined": "SELECT decision_id, customer_id, event_time, run, status, reward, cost, credit, outcomes FROM joined_examples "
@@ -218,8 +227,8 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         old_outcomes = conn.execute("SELECT rowid, outcome_id, customer_id, type, value, event_time, decision_id FROM outcomes "
                                     "ORDER BY rowid").fetchall()  # fmt: skip
         old_horizons = conn.execute("SELECT decision_id, outcome_rowid FROM joined_examples ORDER BY decision_id").fetchall()
-        old_runs = conn.execute("SELECT run, watermark, cutoff, finished_at, joined, unactivated, late_outcomes, late_checked_rowid "
-                                "FROM join_runs ORDER BY run").fetchall()  # fmt: skip
+        old_runs = conn.execute("SELECT run, watermark, cutoff, finished_at, joined, unactivated, late_outcomes, "
+                                "late_checked_rowid FROM join_runs ORDER BY run").fetchall()  # fmt: skip
         old_sets = conn.execute("SELECT migration_set, name FROM _sqlite_migrations ORDER BY id").fetchall()
     assert {s for s, _ in old_sets} == {"brein.decision_log", "brein.joiner", "brein.registry"}
 

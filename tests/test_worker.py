@@ -31,7 +31,9 @@ class WorkerProcess:
     """`brein worker` as a real process, its JSON log lines collected as they come."""
 
     def __init__(self, config: Path) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "serving", "worker", "--config", str(config)], stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "worker", "--config", str(config)], stderr=subprocess.PIPE, text=True
+        )
         self.log: list[dict[str, Any]] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -100,7 +102,9 @@ def test_a_standby_takes_over_from_a_killed_worker_and_joins_what_an_uninterrupt
         workers.append(WorkerProcess(config_file))
         standby = workers[1]
         until(lambda: standby.said("another worker holds the store's worker lease; standing by"), 30, "the second stands by")
-        until(lambda: len(sqlite_rows(store, "SELECT 1 FROM joined_examples LIMIT 1")) > 0, 60, "the first worker writes examples")
+        until(
+            lambda: len(sqlite_rows(store, "SELECT 1 FROM joined_examples LIMIT 1")) > 0, 60, "the first worker writes examples"
+        )
         active.process.send_signal(signal.SIGKILL)
         active.process.wait(timeout=10)
         written = len(sqlite_rows(store, "SELECT decision_id FROM joined_examples"))

@@ -1,8 +1,9 @@
-"""`python -m store.sqlite.baseline DATABASE`: the yardstick of `python -m bench.join` on SQLite.
+"""`python store/sqlite/baseline.py DATABASE`: the yardstick of `python -m bench.join` on SQLite.
 
 One query that sums, per decision, the outcomes of its customer in a 30-day window after it: the
 least work any join of the log must do (no attribution modes, no exactly-once writes). It prints
-the number of decisions it summed. A SQLite statement, so it lives with the SQLite backend.
+the number of decisions it summed. A SQLite statement, so it lives with the SQLite backend; run as
+a script, not a module of the package, so that it pays for sqlite3 alone, not for Brein's imports.
 """
 
 from __future__ import annotations

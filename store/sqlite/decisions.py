@@ -25,8 +25,9 @@ DECISION_COLUMNS = (
 )
 _INSERT_DECISIONS = f"INSERT INTO decisions ({DECISION_COLUMNS}) VALUES "
 _INSERT_QUEUED = "INSERT INTO join_queue (decision_id, event_time) VALUES "
-_INSERT_OUTCOME = ("INSERT INTO outcomes (outcome_id, customer_id, type, value, event_time, decision_id, received_at, value_sent, "
-                   "event_time_sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")  # fmt: skip
+OUTCOME_COLUMNS = "outcome_id, customer_id, type, value, event_time, decision_id, received_at, value_sent, event_time_sent"
+_INSERT_OUTCOME = f"INSERT INTO outcomes ({OUTCOME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SENT = "SELECT customer_id, type, value, value_sent, event_time, event_time_sent, decision_id FROM outcomes WHERE outcome_id = ?"
 
 
 @functools.lru_cache(maxsize=64)
@@ -36,8 +37,10 @@ def _customer_logs_sql(count: int) -> str:
     lookback, the last decision time, the first decision time."""
     since, last, first = f"?{count + 1}", f"?{count + 2}", f"?{count + 3}"
     # One customer (every unary Decide) is compared directly: no table of wanted ids to build.
-    wanted, is_wanted, each = ("", "= ?1", "?1") if count == 1 else (
-        f"WITH wanted(id) AS (VALUES {', '.join(f'(?{i + 1})' for i in range(count))})", "IN wanted", "id"
+    wanted, is_wanted, each = (
+        ("", "= ?1", "?1")
+        if count == 1
+        else (f"WITH wanted(id) AS (VALUES {', '.join(f'(?{i + 1})' for i in range(count))})", "IN wanted", "id")
     )
     return f"""{wanted}
 SELECT 0, customer_id, event_time, decision_id, channel, offer FROM decisions
@@ -110,10 +113,7 @@ class SQLiteDecisionLog:
         sent = record.sent()
 
         def write(conn: sqlite3.Connection) -> bool:
-            existing = conn.execute(
-                "SELECT customer_id, type, value, value_sent, event_time, event_time_sent, decision_id FROM outcomes WHERE outcome_id = ?",
-                (record.outcome_id,),
-            ).fetchone()
+            existing = conn.execute(_SENT, (record.outcome_id,)).fetchone()
             if existing is None:
                 conn.execute(_INSERT_OUTCOME, row)
                 return False
@@ -146,7 +146,9 @@ class SQLiteDecisionLog:
                     found[row[1]] = decision_from_row(row)
         return found
 
-    def customer_logs(self, customer_ids: Collection[str], first: float, last: float, lookback_days: float) -> dict[str, CustomerLog]:
+    def customer_logs(
+        self, customer_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> dict[str, CustomerLog]:
         """One statement (one snapshot) for up to MAX_IDS customers."""
         contacts: dict[str, list[Contact]] = {}
         before: dict[str, float | None] = {}

@@ -87,7 +87,9 @@ def _failed_alone(conn: sqlite3.Connection, error: Exception) -> Exception:
     return error
 
 
-def _write_alone(conn: sqlite3.Connection, write: Write[Any], future: Future[Any]) -> tuple[Future[Any], Any, BaseException | None]:
+def _write_alone(
+    conn: sqlite3.Connection, write: Write[Any], future: Future[Any]
+) -> tuple[Future[Any], Any, BaseException | None]:
     """One write in its own savepoint: (its future, its result, its error)."""
     conn.execute("SAVEPOINT w")
     try:

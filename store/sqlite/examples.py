@@ -12,7 +12,8 @@ from store.sqlite.statements import from_json
 ACTION_LISTS = 1024
 """Logged action lists remembered parsed: a list recurs for every customer left the same actions."""
 ORDERED = (
-    "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, d.features{more} "
+    "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
+    "d.features{more} "
     "FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
     "WHERE j.status = 'joined' AND (j.run, j.event_time, j.decision_id) > (?, ?, ?) AND j.event_time >= ? AND j.event_time < ? "
     "ORDER BY j.run, j.event_time, j.decision_id LIMIT ?"
@@ -42,16 +43,16 @@ class SQLiteJoinedExamples:
 
     def learning(self, after: Cursor, limit: int) -> list[LearningRow]:
         return [
-            LearningRow(run, event_time, decision_id, reward, _eligible(eligible), action_id, probability, line, from_json(features))
-            for run, event_time, decision_id, reward, eligible, action_id, probability, line, features
+            LearningRow(run, time, decision_id, reward, _eligible(eligible), action_id, probability, line, from_json(features))
+            for run, time, decision_id, reward, eligible, action_id, probability, line, features
             in self._fetch(LEARNING, after, limit, None, None)
         ]  # fmt: skip
 
     def logged(self, after: Cursor, limit: int, *, since: float | None = None, until: float | None = None) -> list[LoggedExample]:
         return [
-            LoggedExample(run, event_time, decision_id, reward, _eligible(eligible), action_id, probability, line, from_json(features),
+            LoggedExample(run, time, decision_id, reward, _eligible(eligible), action_id, probability, line, from_json(features),
                           from_json(credit), tuple(from_json(pmf)), {k: tuple(v) for k, v in from_json(shadow).items()})
-            for run, event_time, decision_id, reward, eligible, action_id, probability, line, features, credit, pmf, shadow
+            for run, time, decision_id, reward, eligible, action_id, probability, line, features, credit, pmf, shadow
             in self._fetch(LOGGED, after, limit, since, until)
         ]  # fmt: skip
 

@@ -74,7 +74,8 @@ class SQLiteJoinState:
         from checkpointing the WAL that the run's own writes grow."""
         with self._engine.reading() as conn:
             rows = conn.execute(
-                f"SELECT d.customer_id, d.rowid, {FACT_COLUMNS} FROM join_queue q JOIN decisions d ON d.decision_id = q.decision_id "
+                f"SELECT d.customer_id, d.rowid, {FACT_COLUMNS} FROM join_queue q "
+                f"JOIN decisions d ON d.decision_id = q.decision_id "
                 f"WHERE q.event_time <= ? ORDER BY d.customer_id, d.event_time, d.decision_id",
                 (cutoff,),
             )

@@ -27,11 +27,11 @@ class SQLiteModelSnapshots:
         self._engine = engine
 
     def save(self, snapshot: ModelSnapshot) -> Future[None]:
-        row = (snapshot.version, to_json(snapshot.args), snapshot.data, time.time(), snapshot.policy_id,
-               None if snapshot.learned is None else to_json(snapshot.learned))  # fmt: skip
+        learned = None if snapshot.learned is None else to_json(snapshot.learned)
+        row = (snapshot.version, to_json(snapshot.args), snapshot.data, snapshot.policy_id, learned, time.time())
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT OR IGNORE INTO models (version, args, data, created_at, policy_id, learned) VALUES ({', '.join('?' * 6)})", row)
+            conn.execute(f"INSERT OR IGNORE INTO models ({COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?)", row)
 
         return self._engine.submit(write)
 
@@ -48,7 +48,9 @@ class SQLiteModelSnapshots:
     def newest_first(self, policy_id: str) -> Iterator[ModelSnapshot]:
         """One snapshot read at a time: the versions first, then each model when it is asked for."""
         with self._engine.reading() as conn:
-            versions = [v for (v,) in conn.execute(f"SELECT version FROM models WHERE policy_id = ? {NEWEST_FIRST}", (policy_id,))]
+            versions = [
+                v for (v,) in conn.execute(f"SELECT version FROM models WHERE policy_id = ? {NEWEST_FIRST}", (policy_id,))
+            ]
         for version in versions:
             snapshot = self.get(version)
             if snapshot is not None:  # gone meanwhile: passed over

@@ -51,7 +51,9 @@ class SQLitePrivacy:
 
     def delete_decisions_before(self, cutoff: float, limit: int) -> Future[DeletedDecisions]:
         def write(conn: sqlite3.Connection) -> DeletedDecisions:
-            ids = conn.execute("SELECT decision_id FROM decisions WHERE event_time < ? ORDER BY event_time LIMIT ?", (cutoff, limit)).fetchall()
+            ids = conn.execute(
+                "SELECT decision_id FROM decisions WHERE event_time < ? ORDER BY event_time LIMIT ?", (cutoff, limit)
+            ).fetchall()
             if not ids:
                 return DeletedDecisions(0, 0, 0)
             activations = sum(conn.execute("DELETE FROM activations WHERE decision_id = ?", i).rowcount for i in ids)
@@ -65,7 +67,9 @@ class SQLitePrivacy:
 
     def delete_outcomes_before(self, cutoff: float, limit: int) -> Future[int]:
         def write(conn: sqlite3.Connection) -> int:
-            ids = conn.execute("SELECT outcome_id FROM outcomes WHERE event_time < ? ORDER BY event_time LIMIT ?", (cutoff, limit)).fetchall()
+            ids = conn.execute(
+                "SELECT outcome_id FROM outcomes WHERE event_time < ? ORDER BY event_time LIMIT ?", (cutoff, limit)
+            ).fetchall()
             conn.executemany("DELETE FROM late_outcomes WHERE outcome_id = ?", ids)
             conn.executemany("DELETE FROM outcomes WHERE outcome_id = ?", ids)
             return len(ids)

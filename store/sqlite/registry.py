@@ -58,7 +58,9 @@ class SQLiteRegistryStorage:
     def events(self, policy_id: str | None = None) -> list[PolicyEvent]:
         where, args = ("WHERE policy_id = ?", (policy_id,)) if policy_id is not None else ("", ())
         with self._engine.reading() as conn:
-            rows = conn.execute(f"SELECT policy_id, at, actor, from_state, to_state, reason FROM policy_events {where} ORDER BY id", args)
+            rows = conn.execute(
+                f"SELECT policy_id, at, actor, from_state, to_state, reason FROM policy_events {where} ORDER BY id", args
+            )
             return [PolicyEvent(*row) for row in rows]
 
     def evaluations(self, policy_id: str) -> list[EvaluationRecord]:
@@ -66,13 +68,15 @@ class SQLiteRegistryStorage:
             rows = conn.execute(f"SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE policy_id = ? ORDER BY at DESC, id DESC",
                                 (policy_id,)).fetchall()  # fmt: skip
         return [
-            EvaluationRecord(policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, json.loads(report))
+            EvaluationRecord(
+                policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, json.loads(report)
+            )
             for policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report in rows
         ]
 
     def register(self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry]) -> Future[None]:
-        row = (entry.id, entry.kind, entry.artifact, entry.artifact_hash, to_json(entry.args), to_json(entry.features), entry.parent,
-               entry.created, entry.state, entry.note)  # fmt: skip
+        row = (entry.id, entry.kind, entry.artifact, entry.artifact_hash, to_json(entry.args), to_json(entry.features),
+               entry.parent, entry.created, entry.state, entry.note)  # fmt: skip
 
         def write(conn: sqlite3.Connection) -> None:
             # The primary key refuses a taken id, the one_champion index a second champion: Conflict.
@@ -87,7 +91,9 @@ class SQLiteRegistryStorage:
         def write(conn: sqlite3.Connection) -> None:
             # Retirements first: the one_champion index checks each statement, not the transaction.
             for to_state, policy_id, from_state in sorted(changes, key=lambda change: change[0] == "champion"):
-                moved = conn.execute("UPDATE policies SET state = ? WHERE id = ? AND state = ?", (to_state, policy_id, from_state))
+                moved = conn.execute(
+                    "UPDATE policies SET state = ? WHERE id = ? AND state = ?", (to_state, policy_id, from_state)
+                )
                 if moved.rowcount != 1:
                     raise Conflict(f"policy {policy_id!r} is not {from_state} (any more)")
             _append(conn, events, audit)

@@ -221,8 +221,8 @@ def m008_outcome_sequence(db: Database) -> None:
             event_time_sent INTEGER NOT NULL DEFAULT 1
         )"""
     )
-    db.execute("INSERT INTO outcomes_by_seq (seq, outcome_id, customer_id, type, value, event_time, decision_id, received_at) "
-               "SELECT rowid, outcome_id, customer_id, type, value, event_time, decision_id, received_at FROM outcomes ORDER BY rowid")  # fmt: skip
+    columns = "outcome_id, customer_id, type, value, event_time, decision_id, received_at"
+    db.execute(f"INSERT INTO outcomes_by_seq (seq, {columns}) SELECT rowid, {columns} FROM outcomes ORDER BY rowid")
     db.execute("DROP TABLE outcomes")
     db.execute("ALTER TABLE outcomes_by_seq RENAME TO outcomes")
     db.execute("CREATE INDEX outcomes_customer_time ON outcomes (customer_id, event_time)")

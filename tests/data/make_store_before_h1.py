@@ -15,10 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from serving.app import Brain
+
 from bandit.config import load_config
 from bandit.requests import DecisionRequest
 from reward.ingest import ActivationReport, OutcomeReport
-from serving.app import Brain
 
 T0 = 1_780_000_000.0
 DAY = 86_400.0
