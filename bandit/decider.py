@@ -349,8 +349,6 @@ class Decider:
         """Make the decisions of a write refused as stale again, on their customers' histories read afresh."""
         try:
             with self._deciding:
-                if commit.cancelled():
-                    return
                 customers = {a.request.customer_id for a, _ in fresh}
                 with self._inflight.lock:
                     pending = {c: list(self._inflight.by_customer[c]) for c in customers if c in self._inflight.by_customer}
@@ -362,7 +360,10 @@ class Decider:
                     holder.record = self._decide(a.request, a.request_id, a.event_time, a.now, history)
                     pending.setdefault(customer, []).append(holder.record)
                 self._log(fresh, logs, commit, tries + 1)
-        except Exception as error:
+        except Exception as error:  # the store cannot be read: the caller hears of it, and may ask again
+            with self._inflight.lock:
+                for _, holder in fresh:
+                    self._inflight.by_request.pop(holder.record.request_id, None)
             with suppress(InvalidStateError):
                 commit.set_exception(error)
 
