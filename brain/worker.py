@@ -67,9 +67,8 @@ class Worker:
         """Join every decision whose window has closed by ``until`` (default: the latest event time
         seen) and learn the champion from what is joined and not learned yet."""
         report = self.joiner.run(until)
-        learner = self.learner()
-        learned = learner.step() if learner is not None and self.config.learner.online else 0
-        return RoundReport(report, learned)
+        learner = self.learner() if self.config.learner.online else None
+        return RoundReport(report, learner.step() if learner is not None else 0)
 
     def learner(self) -> OnlineLearner | None:
         """The online learner of the registry's champion, from its newest snapshot that loads and the
