@@ -78,14 +78,16 @@ class ExampleReader:
             yield row.position, example, row
 
     def texts(self, after: Cursor = START) -> Iterator[tuple[Cursor, str]]:
-        """Yield (position, its VW text) for every learned-from example after ``after``: what
-        ``read`` yields, made into text (``example_text``) without building the example."""
+        """Yield (position, its VW text) for every learned-from example after ``after``, as online
+        learning learns it: from the shared features as the serving model saw them (encoded with
+        ``config`` only for a decision logged without them). What ``read`` yields with
+        ``logged_lines``, made into text (``example_text``) without building the example."""
         position = after
         while True:
             rows = self.examples.learning(position, FETCH)
             for row in rows:
                 offered = self._offered(row.eligible)
-                shared = self._shared_line(row.shared_line, row.features)
+                shared = row.shared_line if row.features is None else self.encoder.shared_line(row.features)
                 yield row.position, offered.text(shared, offered.index[row.action_id], -row.reward / self.scale, row.probability)
             if len(rows) < FETCH:
                 return
@@ -117,7 +119,7 @@ class OnlineLearner:
         self.args = args
         self.model_data = model_data
         self.position = after
-        self.reader = ExampleReader(config, examples, logged_lines=True)
+        self.reader = ExampleReader(config, examples)
 
     def step(self) -> int:
         """Learn every joined example not learned yet, a snapshot stored every

@@ -156,7 +156,8 @@ class JoinedExamples(Protocol):
     time, decision id. Read from a cursor, a page at a time: no read stays open between calls."""
 
     def learning(self, after: Cursor, limit: int) -> list[LearningRow]:
-        """Up to ``limit`` examples after ``after``, with what online learning needs."""
+        """Up to ``limit`` examples after ``after``, with what online learning needs (the raw features
+        only where no shared line was logged)."""
         ...
 
     def logged(self, after: Cursor, limit: int, *, since: float | None = None, until: float | None = None) -> list[LoggedExample]:

@@ -211,9 +211,32 @@ LateOutcome = tuple[str, str]
 """(outcome id, decision id): an outcome that arrived after a decision in its window was joined."""
 
 
-@dataclass(frozen=True, slots=True)
-class LearningRow:
-    """A joined example as the online learner reads it: its position and what VW learns from."""
+class LearningRow(NamedTuple):
+    """A joined example as the online learner reads it: its position and what VW learns from, the
+    shared features as the serving model saw them (``shared_line``). ``features``, the raw shared
+    features, only for a decision logged without its line, None otherwise: a dict a row would make
+    the garbage collector walk at every collection while a page of rows is read. A NamedTuple for
+    the same reason: the learner reads one per example."""
+
+    run: int
+    event_time: float
+    decision_id: str
+    reward: float
+    eligible: tuple[str, ...]
+    action_id: str
+    probability: float
+    shared_line: str
+    features: SharedFeatures | None
+
+    @property
+    def position(self) -> Cursor:
+        return (self.run, self.event_time, self.decision_id)
+
+
+class LoggedExample(NamedTuple):
+    """A joined example with everything a replay, an export or an evaluation reads: the fields of
+    a LearningRow (a NamedTuple cannot extend another's fields) with the raw features always, then
+    credit, pmf and shadow pmfs."""
 
     run: int
     event_time: float
@@ -224,19 +247,13 @@ class LearningRow:
     probability: float
     shared_line: str
     features: SharedFeatures
+    credit: dict[str, float]
+    pmf: tuple[float, ...]
+    shadow: dict[str, tuple[float, ...]]
 
     @property
     def position(self) -> Cursor:
         return (self.run, self.event_time, self.decision_id)
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedExample(LearningRow):
-    """A joined example with everything a replay, an export or an evaluation reads."""
-
-    credit: dict[str, float]
-    pmf: tuple[float, ...]
-    shadow: dict[str, tuple[float, ...]]
 
 
 # -- model snapshots and the policy registry ---------------------------------------------------

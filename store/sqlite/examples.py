@@ -43,7 +43,8 @@ class SQLiteJoinedExamples:
 
     def learning(self, after: Cursor, limit: int) -> list[LearningRow]:
         return [
-            LearningRow(run, time, decision_id, reward, _eligible(eligible), action_id, probability, line, from_json(features))
+            LearningRow(run, time, decision_id, reward, _eligible(eligible), action_id, probability, line,
+                        None if line else from_json(features))
             for run, time, decision_id, reward, eligible, action_id, probability, line, features
             in self._fetch(LEARNING, after, limit, None, None)
         ]  # fmt: skip
