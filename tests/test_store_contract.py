@@ -261,7 +261,8 @@ def test_late_outcomes_are_found_recorded_once_and_runs_read_back(store: Store) 
 
 
 def test_joined_examples_read_in_learning_order_from_a_cursor(store: Store) -> None:
-    records = [decision(f"d{i:02d}", f"c{i % 4}", T0 + (i % 5), shared_line=f"shared |n i={i}" if i % 3 else "") for i in range(20)]
+    lines = [f"shared |n i={i}" if i % 3 else "" for i in range(20)]  # every third logged without its line
+    records = [decision(f"d{i:02d}", f"c{i % 4}", T0 + (i % 5), shared_line=line) for i, line in enumerate(lines)]
     log(store, *records)
     rows = [
         JoinedExample(r.decision_id, r.customer_id, r.event_time, 1 + i // 10, "unactivated" if i == 7 else "joined", float(i),
