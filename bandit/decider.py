@@ -216,7 +216,7 @@ class Decider:
             decided.append((index, made[a.request_id]))
             pending.setdefault(customer, []).append(record)
         if fresh:
-            committed = self._log(fresh, logs, _Commit(), 1)
+            committed = self._log(fresh, logs)
             for index, holder in decided:
                 results[index] = PendingDecision(holder, committed)
             for index, holder in repeated:
@@ -310,40 +310,59 @@ class Decider:
             self._eligible_memo[key] = found
         return found
 
-    def _log(self, fresh: list[tuple[_Accepted, Made]], logs: dict[str, CustomerLog], commit: _Commit, tries: int) -> _Commit:
+    def _log(
+        self, fresh: list[tuple[_Accepted, Made]], logs: dict[str, CustomerLog], commit: _Commit | None = None, tries: int = 1
+    ) -> Future[None]:
         """One write for the decisions, made on the heads of ``logs``; they count as in flight until
-        it has committed (or failed). A write refused as stale is made again (``_decide_again``)."""
-        inflight = self._inflight
+        it has committed (or failed). A store that gives no heads (None: one process writes) never
+        refuses a write as stale, and the write is what the caller waits on. Otherwise the caller
+        waits on a commit that outlives a write refused as stale: the decisions are then made again
+        (``_decide_again``)."""
         records = [holder.record for _, holder in fresh]
-        write = self.store.submit_decisions(records, {r.customer_id: logs[r.customer_id].head for r in records})
+        heads = {r.customer_id: logs[r.customer_id].head for r in records}
+        write = self.store.submit_decisions(records, heads)
+        if commit is None and all(head is None for head in heads.values()):
+            self._in_flight(fresh, write)
+            write.add_done_callback(lambda _: self._settled(records))
+            return write
+        commit = commit or _Commit()
         commit.write = write
-        with inflight.lock:
+        self._in_flight(fresh, commit)
+        write.add_done_callback(lambda _: self._settle_try(fresh, records, write, commit, tries))
+        return commit
+
+    def _in_flight(self, fresh: list[tuple[_Accepted, Made]], committed: Future[None]) -> None:
+        with self._inflight.lock:
             for _, holder in fresh:
                 record = holder.record
-                inflight.by_request[record.request_id] = PendingDecision(holder, commit)
-                inflight.by_customer.setdefault(record.customer_id, []).append(record)
+                self._inflight.by_request[record.request_id] = PendingDecision(holder, committed)
+                self._inflight.by_customer.setdefault(record.customer_id, []).append(record)
 
-        def settle(_: Future[None]) -> None:
-            error = None if write.cancelled() else write.exception()
-            again = isinstance(error, StaleHistory) and tries < MAX_TRIES and not commit.cancelled()
-            with inflight.lock:
-                inflight.remove(records, requests=not again)  # a request made again stays in flight
-            if write.cancelled():
-                return
-            if again:
-                # Not on the store's thread, which called this: deciding again reads the store.
-                retry = threading.Thread(target=self._decide_again, args=(fresh, commit, tries), name="brein-decide-again")
-                retry.daemon = True
-                retry.start()
-                return
-            with suppress(InvalidStateError):  # the caller may have cancelled it meanwhile
-                if error is None:
-                    commit.set_result(None)
-                else:
-                    commit.set_exception(error)
+    def _settled(self, records: list[DecisionRecord], *, requests: bool = True) -> None:
+        with self._inflight.lock:
+            self._inflight.remove(records, requests=requests)
 
-        write.add_done_callback(settle)
-        return commit
+    def _settle_try(
+        self, fresh: list[tuple[_Accepted, Made]], records: list[DecisionRecord], write: Future[None], commit: _Commit, tries: int
+    ) -> None:
+        """One try's write is done: resolve the commit, or make the decisions again if the store
+        found their histories stale (on a thread of its own: this one is the store's, and deciding
+        again reads the store)."""
+        error = None if write.cancelled() else write.exception()
+        again = isinstance(error, StaleHistory) and tries < MAX_TRIES and not commit.cancelled()
+        self._settled(records, requests=not again)  # a request made again stays in flight
+        if write.cancelled():
+            return
+        if again:
+            retry = threading.Thread(target=self._decide_again, args=(fresh, commit, tries), name="brein-decide-again")
+            retry.daemon = True
+            retry.start()
+            return
+        with suppress(InvalidStateError):  # the caller may have cancelled it meanwhile
+            if error is None:
+                commit.set_result(None)
+            else:
+                commit.set_exception(error)
 
     def _decide_again(self, fresh: list[tuple[_Accepted, Made]], commit: _Commit, tries: int) -> None:
         """Make the decisions of a write refused as stale again, on their customers' histories read afresh."""

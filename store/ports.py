@@ -60,8 +60,9 @@ class DecisionLog(Protocol):
         another process (another store instance) committed a decision for one of those customers
         after that head: the decision rests on a history that is no longer the customer's, so a
         contact cap could be passed twice. The caller then reads the history again and decides
-        again. A backend written by one process only may ignore ``heads`` (SQLite does).
-        None: the decisions were not made on a history (imports, tests) and are not checked.
+        again. A backend written by one process only does not serialise customers: its heads are
+        None (SQLite's are) and it never refuses a write as stale; the caller then needs no second
+        try. ``heads`` None: the decisions were not made on a history (imports, tests): no check.
         A decision id or request id already logged fails the write with Conflict."""
         ...
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any, cast
 
 import pytest
@@ -20,7 +21,7 @@ from brain.core import Brain
 from reward.ingest import OutcomeReport
 from store.errors import StaleHistory
 from store.ports import DecisionLog
-from store.records import DecisionRecord, Head, ModelSnapshot
+from store.records import CustomerLog, DecisionRecord, Head, ModelSnapshot
 from tests.conftest import T0, Clock, example_data
 
 DAY = 86_400.0
@@ -307,6 +308,10 @@ class OtherReplicaMeanwhile:
         refused: Future[None] = Future()
         refused.set_exception(StaleHistory(f"{records[0].customer_id} got a decision from another process"))
         return refused
+
+    def customer_logs(self, customer_ids: Collection[str], first: float, last: float, lookback_days: float) -> dict[str, CustomerLog]:
+        """As a store that serialises customers gives them: each with a head."""
+        return {c: replace(log, head=0) for c, log in self.log.customer_logs(customer_ids, first, last, lookback_days).items()}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.log, name)
