@@ -35,6 +35,8 @@ indexes, whose keys (decision ids, event times) are random in customer order: fe
 rewrite them far fewer times than many small ones. Large enough for that, small enough that a
 write holds SQLite's write lock (and the Decide writes waiting on it) about a second (two cores)."""
 IN_FLIGHT_WRITES = 1
+STATUS = 4
+"""Where a JoinedExample holds its status."""
 NOTHING_CREDITED: MappingProxyType[str, float] = MappingProxyType({})
 
 
@@ -98,7 +100,7 @@ class Joiner:
         for customers in _customer_batches(closed):
             batch = self._join_customers(customers, watermark, horizon, run)
             done += len(batch)
-            unactivated += sum(1 for row in batch if row.status == "unactivated")
+            unactivated += sum(1 for row in batch if row[STATUS] == "unactivated")
             rows += batch
             while len(rows) >= self.write_rows:
                 self._write(writing, rows[: self.write_rows])
@@ -138,13 +140,13 @@ class Joiner:
 
     def _example(self, customer: str, decision: DecisionFacts, credit: Credit | None, horizon: int, run: int) -> JoinedExample:
         """The joined example of one closed decision."""
-        head = (decision.decision_id, customer, decision.event_time, run)
-        if not self.rules.shown(decision, decision.event_time + self.rules.close_after):
-            return JoinedExample(*head, "unactivated", 0.0, 0.0, NOTHING_CREDITED, (), horizon)
+        decision_id, event_time, cost = decision.decision_id, decision.event_time, decision.cost
+        if not self.rules.shown(decision, event_time + self.rules.close_after):
+            return (decision_id, customer, event_time, run, "unactivated", 0.0, 0.0, NOTHING_CREDITED, (), horizon)
         if credit is None:
-            return JoinedExample(*head, "joined", 0.0 - decision.cost, decision.cost, NOTHING_CREDITED, (), horizon)
-        reward = credit.total - decision.cost
-        return JoinedExample(*head, "joined", reward, decision.cost, credit.by_type, credit.outcomes, horizon)
+            return (decision_id, customer, event_time, run, "joined", 0.0 - cost, cost, NOTHING_CREDITED, (), horizon)
+        reward = credit.total - cost
+        return (decision_id, customer, event_time, run, "joined", reward, cost, credit.by_type, credit.outcomes, horizon)
 
 
 def _customer_batches(closed: list[ClosedDecision]) -> Iterator[dict[str, list[ClosedDecision]]]:

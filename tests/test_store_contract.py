@@ -63,7 +63,7 @@ def outcome(
 
 
 def example(decision_id: str, customer: str, at: float, run: int, horizon: int, reward: float = 1.0) -> JoinedExample:
-    return JoinedExample(decision_id, customer, at, run, "joined", reward, 0.05, {"contract_renewal": reward}, ("o1",), horizon)
+    return (decision_id, customer, at, run, "joined", reward, 0.05, {"contract_renewal": reward}, ("o1",), horizon)
 
 
 # -- the decision log --------------------------------------------------------------------------------
@@ -264,25 +264,20 @@ def test_joined_examples_read_in_learning_order_from_a_cursor(store: Store) -> N
     lines = [f"shared |n i={i}" if i % 3 else "" for i in range(20)]  # every third logged without its line
     records = [decision(f"d{i:02d}", f"c{i % 4}", T0 + (i % 5), shared_line=line) for i, line in enumerate(lines)]
     log(store, *records)
-    rows = [
-        JoinedExample(r.decision_id, r.customer_id, r.event_time, 1 + i // 10, "unactivated" if i == 7 else "joined", float(i),
-                      0.0, {"contract_renewal": float(i)}, (f"o{i}",), 0)
+    rows: list[JoinedExample] = [
+        (r.decision_id, r.customer_id, r.event_time, 1 + i // 10, "unactivated" if i == 7 else "joined", float(i), 0.0,
+         {"contract_renewal": float(i)}, (f"o{i}",), 0)
         for i, r in enumerate(records)
     ]  # fmt: skip
     store.joins.write_examples(rows).result()
-    order = sorted((r for r in rows if r.status == "joined"), key=lambda r: (r.run, r.event_time, r.decision_id))
+    order = sorted((r for r in rows if r[4] == "joined"), key=lambda r: (r[3], r[2], r[0]))  # run, event time, decision id
     learned = store.examples.learning(START, 100)
-    assert [r.position for r in learned] == [(r.run, r.event_time, r.decision_id) for r in order]
+    assert [r.position for r in learned] == [(r[3], r[2], r[0]) for r in order]
     first = learned[0]
     source = store.decisions.decision(first.decision_id)
     assert source is not None
     assert (first.reward, first.eligible, first.action_id, first.probability, first.shared_line) == (
-        order[0].reward,
-        source.eligible,
-        source.action_id,
-        source.probability,
-        source.shared_line,
-    )
+        order[0][5], source.eligible, source.action_id, source.probability, source.shared_line)  # fmt: skip
     for row in learned:  # the raw features only where no shared line was logged
         logged_decision = store.decisions.decision(row.decision_id)
         assert logged_decision is not None
@@ -294,13 +289,9 @@ def test_joined_examples_read_in_learning_order_from_a_cursor(store: Store) -> N
     assert paged == learned
     logged = store.examples.logged(START, 100)
     assert [r.position for r in logged] == [r.position for r in learned]
-    assert (logged[0].credit, logged[0].pmf, logged[0].shadow) == (
-        {"contract_renewal": order[0].reward},
-        source.pmf,
-        source.shadow,
-    )
+    assert (logged[0].credit, logged[0].pmf, logged[0].shadow) == ({"contract_renewal": order[0][5]}, source.pmf, source.shadow)
     window = store.examples.logged(START, 100, since=T0 + 1, until=T0 + 3)
-    assert [r.decision_id for r in window] == [r.decision_id for r in order if T0 + 1 <= r.event_time < T0 + 3]
+    assert [r.decision_id for r in window] == [r[0] for r in order if T0 + 1 <= r[2] < T0 + 3]
     assert store.examples.count() == 19 and store.examples.count(since=T0 + 1, until=T0 + 3) == len(window)
     assert store.examples.count(after=learned[9].position) == 9
 

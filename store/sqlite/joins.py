@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from itertools import chain, groupby
 from operator import itemgetter
-from typing import Any
 
 from store.records import ClosedDecision, CustomerFacts, JoinedExample, JoinRun, LateOutcome, OtherDecision, OutcomeFacts
 from store.sqlite.engine import Engine
@@ -28,7 +27,7 @@ WRITE_CACHE_KIB = 256 * 1024
 ROWS_PER_STATEMENT = 2000
 """Examples one INSERT takes: 20,000 values bound, under SQLite's limit of 32,766."""
 FACT_COLUMNS = "d.decision_id, d.event_time, d.offer, d.channel, d.action_id"
-NOTHING = ("{}", "[]")
+NOTHING_CREDIT, NO_OUTCOMES = "{}", "[]"
 RUN_COLUMNS = "run, watermark, cutoff, horizon, joined, unactivated, late_outcomes, late_checked, finished_at"
 
 
@@ -44,13 +43,6 @@ def _insert_sql(count: int) -> str:
 @functools.lru_cache(maxsize=16)
 def _dequeue_sql(count: int) -> str:
     return f"DELETE FROM join_queue WHERE decision_id IN ({marks(count)})"
-
-
-def _row(example: JoinedExample) -> tuple[Any, ...]:
-    """A joined_examples row, in the table's column order."""
-    credited = (to_json(example.credit), to_json(example.outcomes)) if example.outcomes else NOTHING
-    return (example.decision_id, example.customer_id, example.event_time, example.run, example.status, example.reward,
-            example.cost, *credited, example.horizon)  # fmt: skip
 
 
 class SQLiteJoinState:
@@ -127,7 +119,12 @@ class SQLiteJoinState:
         """In statements of many rows (the writer thread then needs the GIL once a statement, not
         once a row, while the joiner's own thread keeps it busy crediting the next rows), in
         decision id order (each index page keyed by decision id is then visited once, not once a row)."""
-        rows = sorted(map(_row, examples), key=itemgetter(0))
+        rows = sorted(
+            [(decision_id, customer_id, event_time, run, status, reward, cost,
+              to_json(credit) if outcomes else NOTHING_CREDIT, to_json(outcomes) if outcomes else NO_OUTCOMES, horizon)
+             for decision_id, customer_id, event_time, run, status, reward, cost, credit, outcomes, horizon in examples],
+            key=itemgetter(0),
+        )  # fmt: skip
 
         def write(conn: sqlite3.Connection) -> None:
             cache_size = conn.execute("PRAGMA cache_size").fetchone()[0]
