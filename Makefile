@@ -43,4 +43,4 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m mypy bandit reward policies serving
+	$(PY) -m mypy store bandit reward policies brain serving

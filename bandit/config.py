@@ -151,12 +151,15 @@ class JoinerConfig(_Strict):
 class ServerConfig(_Strict):
     address: str = "127.0.0.1:50051"
     metrics_address: str = "127.0.0.1:9464"
-    store: str = "var/brein.db"
+    # The store's URL: sqlite:///relative/path.db, sqlite:////absolute/path.db (or a plain path).
+    store: str = "sqlite:///var/brein.db"
     seed: int = 0
     # How long a graceful shutdown waits for in-flight requests, in seconds.
     shutdown_grace: float = Field(default=10.0, ge=0)
     # Plaintext gRPC on an address other than loopback only when this is explicitly true; else use [tls].
     allow_plaintext: bool = False
+    # Seconds between looks at the store for a new champion, snapshot or shadow to serve.
+    follow_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
 
 class GateConfig(_Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bandit.config import ContactPolicyConfig
 from bandit.exclusions import Exclusions
-from bandit.history import DAY, CustomerHistory
+from store.records import DAY, CustomerHistory
 
 
 def _days(value: float) -> str:

@@ -9,6 +9,11 @@ concurrent requests for one customer cannot both pass a contact cap.
 other, with one read of the store for all of them and one write to the log: the request-id check
 and the histories of every customer in one statement each. Decisions are made one call at a time
 (a lock), so a call sees every decision made before it, logged or in flight.
+
+Another process may decide for the same customer between this one's read and its write (replicas
+on a shared store). The store then refuses the write as StaleHistory (see DecisionLog.submit_decisions)
+and the decisions are made again here, on the history read afresh, up to MAX_TRIES times, before
+the caller hears of it: ``committed`` resolves once one try is durable, and ``record`` is that try's.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -26,14 +32,18 @@ from bandit.contact_policy import ContactPolicy
 from bandit.errors import InvalidRequest
 from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder, local_hour_weekday
-from bandit.history import Contact, CustomerHistory, history_features
+from bandit.history import history_features, lookback_days
 from bandit.in_place import errors_in_place
 from bandit.policies import Policy
-from bandit.records import DecisionRecord
 from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import MEMO_SIZE, EligibilityRules
 from bandit.sampling import decision_id_for, new_request_id, sample_index, uniform_draw
-from bandit.store import DecisionLog
+from store.errors import StaleHistory
+from store.ports import DecisionLog
+from store.records import Contact, CustomerHistory, CustomerLog, DecisionRecord
+
+MAX_TRIES = 3
+"""Times decisions are made (each on the history read afresh) before StaleHistory reaches the caller."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +55,38 @@ class ServingPolicy:
 
 
 @dataclass(slots=True)
-class PendingDecision:
+class Made:
+    """A decision as made; replaced when it is made again on a fresh history."""
+
     record: DecisionRecord
+
+
+@dataclass(slots=True)
+class PendingDecision:
+    made: Made
     committed: Future[None]
     replayed: bool = False
+
+    @property
+    def record(self) -> DecisionRecord:
+        """The decision; read it once ``committed`` has resolved (it may be made again before that)."""
+        return self.made.record
+
+
+class _Commit(Future[None]):
+    """The commit of decisions made together, across the tries a stale history forces: resolves when
+    one try's write is durable, fails with the last try's error. Cancelling it cancels the current
+    try's write, and succeeds only if that write has not begun."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.write: Future[None] | None = None
+
+    def cancel(self) -> bool:
+        write = self.write
+        if write is not None and not write.cancel():
+            return False
+        return super().cancel()
 
 
 @dataclass(slots=True)
@@ -59,9 +97,11 @@ class _InFlight:
     by_customer: dict[str, list[DecisionRecord]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def remove(self, records: Sequence[DecisionRecord]) -> None:  # under the lock
+    def remove(self, records: Sequence[DecisionRecord], *, requests: bool = True) -> None:  # under the lock
+        """Take the records out of their customers' histories and, with ``requests``, out of the request index."""
         for record in records:
-            self.by_request.pop(record.request_id, None)
+            if requests:
+                self.by_request.pop(record.request_id, None)
             same = self.by_customer.get(record.customer_id)
             if same is not None:
                 same.remove(record)
@@ -98,6 +138,7 @@ class Decider:
         self._outcome_types = tuple(config.outcomes)
         self._personalise_by_default = config.consent.personalisation_default == "granted"
         self._contact_by_default = config.consent.contact_default == "granted"
+        self._lookback = lookback_days(self._contact_policy.lookback_days)
         self._inflight = _InFlight()
         self._deciding = threading.Lock()
         self._eligible_memo: dict[tuple[object, ...], tuple[tuple[Action, ...], tuple[str, ...]]] = {}
@@ -141,26 +182,28 @@ class Decider:
         asked = {a.request_id for a in accepted if a.request.request_id and a.request_id not in in_flight}
         logged = self.store.decisions_by_request(asked)
         times = [a.event_time for a in accepted]
-        logs = self.store.customer_logs(customers, min(times), max(times), self._contact_policy.lookback_days)
+        logs = self.store.customer_logs(customers, min(times), max(times), self._lookback)
 
-        made: dict[str, DecisionRecord] = {}  # request id -> decided by this call
-        decided: list[tuple[int, DecisionRecord]] = []
-        repeated: list[tuple[int, DecisionRecord]] = []  # a request id decided earlier in this call
+        made: dict[str, Made] = {}  # request id -> decided by this call
+        fresh: list[tuple[_Accepted, Made]] = []
+        decided: list[tuple[int, Made]] = []
+        repeated: list[tuple[int, Made]] = []  # a request id decided earlier in this call
         results: list[PendingDecision | Exception | None] = [None] * len(accepted)
         for index, a in enumerate(accepted):
             customer = a.request.customer_id
-            earlier = made.get(a.request_id) or logged.get(a.request_id)
+            earlier = made.get(a.request_id)
             replay = in_flight.get(a.request_id)
-            record = earlier or (replay.record if replay is not None else None)
+            record = earlier.record if earlier is not None else logged.get(a.request_id)
+            record = record or (replay.record if replay is not None else None)
             if record is not None:
                 if record.customer_id != customer:
                     results[index] = InvalidRequest("request_id", "already used for a decision about another customer")
                 elif replay is not None:
-                    results[index] = PendingDecision(replay.record, replay.committed, replayed=True)
-                elif a.request_id in made:
-                    repeated.append((index, record))
+                    results[index] = PendingDecision(replay.made, replay.committed, replayed=True)
+                elif earlier is not None:
+                    repeated.append((index, earlier))
                 else:
-                    results[index] = PendingDecision(record, _done(), replayed=True)
+                    results[index] = PendingDecision(Made(record), _done(), replayed=True)
                 continue
             history = _with_pending(logs[customer].at(a.event_time), pending.get(customer, ()), a.event_time)
             try:
@@ -168,15 +211,16 @@ class Decider:
             except Exception as error:  # this request fails alone
                 results[index] = error
                 continue
-            made[a.request_id] = record
-            decided.append((index, record))
+            made[a.request_id] = Made(record)
+            fresh.append((a, made[a.request_id]))
+            decided.append((index, made[a.request_id]))
             pending.setdefault(customer, []).append(record)
-        if made:
-            committed = self._log(list(made.values()))
-            for index, record in decided:
-                results[index] = PendingDecision(record, committed)
-            for index, record in repeated:
-                results[index] = PendingDecision(record, committed, replayed=True)
+        if fresh:
+            committed = self._log(fresh, logs)
+            for index, holder in decided:
+                results[index] = PendingDecision(holder, committed)
+            for index, holder in repeated:
+                results[index] = PendingDecision(holder, committed, replayed=True)
         return cast("list[PendingDecision | Exception]", results)  # every place is filled by now
 
     def decide_and_wait(self, request: DecisionRequest) -> PendingDecision:
@@ -266,21 +310,81 @@ class Decider:
             self._eligible_memo[key] = found
         return found
 
-    def _log(self, records: list[DecisionRecord]) -> Future[None]:
-        """One write for the records; they count as in flight until it has committed (or failed)."""
-        inflight = self._inflight
-        future = self.store.submit_decisions(records)
-        with inflight.lock:
-            for record in records:
-                inflight.by_request[record.request_id] = PendingDecision(record, future)
-                inflight.by_customer.setdefault(record.customer_id, []).append(record)
+    def _log(
+        self, fresh: list[tuple[_Accepted, Made]], logs: dict[str, CustomerLog], commit: _Commit | None = None, tries: int = 1
+    ) -> Future[None]:
+        """One write for the decisions, made on the heads of ``logs``; they count as in flight until
+        it has committed (or failed). A store that gives no heads (None: one process writes) never
+        refuses a write as stale, and the write is what the caller waits on. Otherwise the caller
+        waits on a commit that outlives a write refused as stale: the decisions are then made again
+        (``_decide_again``)."""
+        records = [holder.record for _, holder in fresh]
+        heads = {r.customer_id: logs[r.customer_id].head for r in records}
+        write = self.store.submit_decisions(records, heads)
+        if commit is None and all(head is None for head in heads.values()):
+            self._in_flight(fresh, write)
+            write.add_done_callback(lambda _: self._settled(records))
+            return write
+        commit = commit or _Commit()
+        commit.write = write
+        self._in_flight(fresh, commit)
+        write.add_done_callback(lambda _: self._settle_try(fresh, records, write, commit, tries))
+        return commit
 
-        def settle(_: Future[None]) -> None:
-            with inflight.lock:
-                inflight.remove(records)
+    def _in_flight(self, fresh: list[tuple[_Accepted, Made]], committed: Future[None]) -> None:
+        with self._inflight.lock:
+            for _, holder in fresh:
+                record = holder.record
+                self._inflight.by_request[record.request_id] = PendingDecision(holder, committed)
+                self._inflight.by_customer.setdefault(record.customer_id, []).append(record)
 
-        future.add_done_callback(settle)
-        return future
+    def _settled(self, records: list[DecisionRecord], *, requests: bool = True) -> None:
+        with self._inflight.lock:
+            self._inflight.remove(records, requests=requests)
+
+    def _settle_try(
+        self, fresh: list[tuple[_Accepted, Made]], records: list[DecisionRecord], write: Future[None], commit: _Commit, tries: int
+    ) -> None:
+        """One try's write is done: resolve the commit, or make the decisions again if the store
+        found their histories stale (on a thread of its own: this one is the store's, and deciding
+        again reads the store)."""
+        error = None if write.cancelled() else write.exception()
+        again = isinstance(error, StaleHistory) and tries < MAX_TRIES and not commit.cancelled()
+        self._settled(records, requests=not again)  # a request made again stays in flight
+        if write.cancelled():
+            return
+        if again:
+            retry = threading.Thread(target=self._decide_again, args=(fresh, commit, tries), name="brein-decide-again")
+            retry.daemon = True
+            retry.start()
+            return
+        with suppress(InvalidStateError):  # the caller may have cancelled it meanwhile
+            if error is None:
+                commit.set_result(None)
+            else:
+                commit.set_exception(error)
+
+    def _decide_again(self, fresh: list[tuple[_Accepted, Made]], commit: _Commit, tries: int) -> None:
+        """Make the decisions of a write refused as stale again, on their customers' histories read afresh."""
+        try:
+            with self._deciding:
+                customers = {a.request.customer_id for a, _ in fresh}
+                with self._inflight.lock:
+                    pending = {c: list(self._inflight.by_customer[c]) for c in customers if c in self._inflight.by_customer}
+                times = [a.event_time for a, _ in fresh]
+                logs = self.store.customer_logs(customers, min(times), max(times), self._lookback)
+                for a, holder in fresh:
+                    customer = a.request.customer_id
+                    history = _with_pending(logs[customer].at(a.event_time), pending.get(customer, ()), a.event_time)
+                    holder.record = self._decide(a.request, a.request_id, a.event_time, a.now, history)
+                    pending.setdefault(customer, []).append(holder.record)
+                self._log(fresh, logs, commit, tries + 1)
+        except Exception as error:  # the store cannot be read: the caller hears of it, and may ask again
+            with self._inflight.lock:
+                for _, holder in fresh:
+                    self._inflight.by_request.pop(holder.record.request_id, None)
+            with suppress(InvalidStateError):
+                commit.set_exception(error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 A message that quotes what a caller sent quotes it through ``excerpt``: an error must stay short
 whatever came in (gRPC carries it in a trailer, and clients refuse trailers over 16 KiB).
+The store's own errors (StoreUnavailable, Conflict, ...) are in store/errors.py.
 """
 
 EXCERPT_CHARACTERS = 64
@@ -46,14 +47,6 @@ class UnknownDecision(BreinError):
     def __init__(self, decision_id: str) -> None:
         super().__init__(f"decision_id: no decision {excerpt(decision_id)} in the log")
         self.decision_id = decision_id
-
-
-class Conflict(BreinError):
-    """An idempotency key reused with different content."""
-
-
-class StoreUnavailable(BreinError):
-    """The store could not commit; nothing of the failed write remains."""
 
 
 class Unauthenticated(BreinError):

@@ -9,9 +9,9 @@ from bandit.errors import UnknownDecision
 from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder
 from bandit.learner import COLD_START, contributions
-from bandit.records import DecisionRecord
 from bandit.requests import check_text
-from bandit.store import DecisionLog
+from store.ports import DecisionLog, ModelSnapshots
+from store.records import DecisionRecord
 
 TOP_CONTRIBUTIONS = 10
 
@@ -24,9 +24,11 @@ class Explanation:
     contributions_note: str
 
 
-def explain(decision_id: str, store: DecisionLog, catalog: Catalog, encoder: FeatureEncoder) -> Explanation:
+def explain(
+    decision_id: str, decisions: DecisionLog, models: ModelSnapshots, catalog: Catalog, encoder: FeatureEncoder
+) -> Explanation:
     check_text("decision_id", decision_id, required=True)
-    record = store.decision(decision_id)
+    record = decisions.decision(decision_id)
     if record is None:
         raise UnknownDecision(decision_id)
     exclusions = Exclusions.from_json(record.exclusions)
@@ -37,7 +39,7 @@ def explain(decision_id: str, store: DecisionLog, catalog: Catalog, encoder: Fea
             removed.append((action.id, exclusions.reason(action) or "not in the catalog when the decision was made"))
     if record.model_version == COLD_START:
         return Explanation(record, removed, [], "cold start: no model yet, every eligible action was equally likely")
-    snapshot = store.model(record.model_version)
+    snapshot = models.get(record.model_version)
     chosen = catalog.by_id.get(record.action_id)
     if snapshot is None or chosen is None:
         return Explanation(record, removed, [], f"model version {record.model_version} is no longer in the store")

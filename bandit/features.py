@@ -27,9 +27,7 @@ from zoneinfo import ZoneInfo
 
 from bandit.catalog import Action
 from bandit.config import BreinConfig, NumericFeatureConfig
-
-SharedFeatures = dict[str, dict[str, float | str]]
-"""Namespace letter -> feature name -> a number, or a string for a categorical feature."""
+from store.records import SharedFeatures
 
 DAYS_SINCE_EDGES = (1.0, 7.0, 30.0, 90.0)
 TOKEN_MEMO_SIZE = 65_536

@@ -1,4 +1,4 @@
-"""A customer's history as Brein's own log knows it, and the features derived from it.
+"""The features derived from a customer's history as Brein's own log knows it (store.records.CustomerHistory).
 
 Every touchpoint's decisions land in the same log, so the history (and the contact policy built
 on it) is the same whichever channel asks: this is what keeps channels consistent.
@@ -7,67 +7,18 @@ on it) is the same whichever channel asks: this is what keeps channels consisten
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-DAY = 86_400.0
+from store.records import DAY, CustomerHistory
+
 # How far back the history query looks for contacts; the contact policy may ask for more.
 HISTORY_DAYS = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Contact:
-    decision_id: str
-    event_time: float
-    channel: str
-    offer: str
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerHistory:
-    """Contacts (non-do-nothing decisions) inside the lookback, newest last; last time of each outcome type."""
-
-    contacts: tuple[Contact, ...] = ()
-    last_contact: float | None = None
-    last_outcome: dict[str, float] = field(default_factory=dict)
-
-    def contacts_since(self, since: float, channel: str | None = None) -> int:
-        if not self.contacts:
-            return 0
-        return sum(1 for c in self.contacts if c.event_time >= since and (channel is None or c.channel == channel))
-
 
 EMPTY_HISTORY = CustomerHistory()
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerLog:
-    """What the log holds about a customer for its history as of any time in a span [first, last]:
-    its contacts in [first - days, last) (oldest first), the time of its last contact before those,
-    the last time of each outcome type before ``first`` and every outcome in [first, last).
-
-    One read gives the histories of many decisions (a DecideBatch chunk) made at different times."""
-
-    days: float
-    contacts: tuple[Contact, ...] = ()
-    contact_before: float | None = None
-    outcomes: tuple[tuple[str, float], ...] = ()
-
-    def at(self, now: float) -> CustomerHistory:
-        """The history as of ``now`` (in [first, last]): contacts in the ``days`` before ``now``."""
-        since = now - self.days * DAY
-        last_contact = self.contact_before
-        contacts = []
-        for contact in self.contacts:
-            if contact.event_time >= now:
-                break
-            last_contact = contact.event_time
-            if contact.event_time >= since:
-                contacts.append(contact)
-        last_outcome: dict[str, float] = {}
-        for kind, at in self.outcomes:
-            if at < now and (kind not in last_outcome or at > last_outcome[kind]):
-                last_outcome[kind] = at
-        return CustomerHistory(tuple(contacts), last_contact, last_outcome)
+def lookback_days(contact_policy_days: float) -> float:
+    """How far back a customer's log is read: far enough for the history features and the contact policy."""
+    return max(contact_policy_days, HISTORY_DAYS)
 
 
 CONTACT_COUNT_DAYS = (7, 30)

@@ -21,7 +21,8 @@ from vowpal_wabbit_next import CLIError, Example, TextFormatParser, Workspace, r
 
 from bandit.catalog import Action
 from bandit.config import LearnerConfig
-from bandit.features import SharedFeatures, action_line
+from bandit.features import action_line
+from store.records import SharedFeatures
 
 COLD_START = "cold-start"
 ACTION_LINES_MEMO_SIZE = 1024

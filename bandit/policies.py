@@ -14,8 +14,8 @@ import cel
 
 from bandit.catalog import DO_NOTHING, Action
 from bandit.errors import ConfigError
-from bandit.features import SharedFeatures
 from bandit.rules import RULE_VARIABLES
+from store.records import SharedFeatures
 
 
 class Policy(Protocol):

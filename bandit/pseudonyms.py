@@ -1,7 +1,7 @@
 """Pseudonymous customer ids: with ``[privacy] pseudonymise = true`` the core sees, stores and logs
 only HMAC-SHA256(key, raw id), never the raw id a channel sent.
 
-Applied once, where requests enter the core (``serving.app.Brain``): Decide, ReportOutcome and
+Applied once, where requests enter the core (``brain.core.Brain``): Decide, ReportOutcome and
 Forget keep taking the raw id. The key comes from a file or an environment variable, never from
 the config file; whoever holds it can recompute a customer's pseudonym (``brein pseudonym``), nobody
 can reverse one. Changing the key cuts every customer off from their history.

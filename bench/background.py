@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 import multiprocessing
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -31,6 +29,8 @@ from bench import load
 from bench.decide import SEED, ClientProcess, ServerProcess
 from bench.join import build
 from bench.workload import telecom_config, train_model
+from store import Store, open_store
+from store.records import START
 
 RATE = 300.0
 WINDOW_SECONDS = 2.0
@@ -39,19 +39,13 @@ MAX_SECONDS = 240.0
 PHASES = ("joining", "learning", "idle")
 
 
-def phase(store: Path, backlog: int, policy_id: str) -> str:
+def phase(store: Store, backlog: int, policy_id: str) -> str:
     """What the worker is doing: joining the backlog, learning what it joined, or nothing."""
-    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10)) as conn:
-        if conn.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0] < backlog:
-            return "joining"
-        row = conn.execute(
-            "SELECT learned FROM models WHERE policy_id = ? AND learned IS NOT NULL ORDER BY created_at DESC, rowid DESC LIMIT 1", (policy_id,)
-        ).fetchone()
-        position = tuple(json.loads(row[0])) if row else (0, 0.0, "")
-        behind = conn.execute(
-            "SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (?, ?, ?)", position
-        ).fetchone()[0]
-    return "learning" if behind else "idle"
+    if sum(run.joined + run.unactivated for run in store.joins.runs() if run.finished_at is not None) < backlog:
+        return "joining"
+    newest = next(store.models.newest_first(policy_id), None)
+    position = newest.learned if newest is not None and newest.learned is not None else START
+    return "learning" if store.examples.count(after=position) else "idle"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         config = telecom_config(store, model)
         config["joiner"] = {**config.get("joiner", {}), "interval_seconds": 0.5}
         policy_id = parse_config(config).learner.policy_id
+        observer = open_store(str(store))  # how far the worker is, read as any process reads the store
+        stack.callback(observer.close)
         client = ClientProcess(ctx, 100_000)
         stack.callback(client.stop)
         server = ServerProcess(ctx, "decide", config, store, None, background=True)
@@ -80,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         for window in itertools.count():
             if len(windows["idle"]) >= IDLE_WINDOWS or time.monotonic() - started >= MAX_SECONDS:
                 break
-            now = phase(store, backlog, policy_id)
+            now = phase(observer, backlog, policy_id)
             count = int(RATE * WINDOW_SECONDS)
             result = client.run(load.OpenLoop(server.address, RATE, count, 0, f"w{window}"), WINDOW_SECONDS + 1)
             windows[now].append(result)

@@ -19,12 +19,11 @@ import functools
 import multiprocessing
 import os
 import shlex
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -42,15 +41,16 @@ from bandit.contact_policy import ContactPolicy
 from bandit.decider import Decider, ServingPolicy
 from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder, action_line, local_hour_weekday
-from bandit.history import EMPTY_HISTORY, HISTORY_DAYS, CustomerLog, history_features
+from bandit.history import EMPTY_HISTORY, history_features
 from bandit.learner import VWPolicy, vw_arguments
-from bandit.records import DecisionRecord
 from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import EligibilityRules
 from bandit.sampling import decision_id_for, sample_index, uniform_draw
-from bandit.store import DecisionLog
 from bench import load, servers
 from bench.workload import EVENT_TIME, eligible_customer, sized_config, telecom_config, train_model
+from store import open_store
+from store.ports import DecisionLog
+from store.records import CustomerLog, DecisionRecord, Head
 
 T = TypeVar("T")
 SEED = 20261122
@@ -165,9 +165,11 @@ class ClientProcess:
 
 
 def _count_decisions(store: Path) -> int:
-    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=10)) as conn:
-        count: int = conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
-    return count
+    opened = open_store(str(store))
+    try:
+        return opened.decisions.decision_count()
+    finally:
+        opened.close()
 
 
 # -- figures 1 to 3: over gRPC --------------------------------------------------------------------
@@ -344,7 +346,7 @@ class NullLog:
     """The part of a DecisionLog that ``Decider.decide`` uses, keeping nothing: every customer is
     new and every write succeeds at once, so the timing is the decision alone."""
 
-    def submit_decisions(self, records: Sequence[DecisionRecord]) -> Future[None]:
+    def submit_decisions(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None) -> Future[None]:
         return _done(None)
 
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
@@ -353,7 +355,7 @@ class NullLog:
     def customer_logs(
         self, customer_ids: Collection[str], first: float, last: float, lookback_days: float
     ) -> dict[str, CustomerLog]:
-        return {c: CustomerLog(max(lookback_days, HISTORY_DAYS)) for c in customer_ids}
+        return {c: CustomerLog(lookback_days) for c in customer_ids}
 
 
 def per_call_us(call: Callable[[], object], calls: int, repeats: int) -> float:

@@ -4,26 +4,27 @@ Builds a log of 1,000,000 decisions and 300,000 outcomes (100,000 / 30,000 with 
 days, then times, in separate processes so each peak memory is its own:
   * `brein join` — the joiner, exactly-once writes included (target: <= 60 s, <= 1 GiB);
   * the baseline — one SQL query that sums, per decision, the outcomes in a 30-day window, the
-    least work any join of this log must do (no attribution modes, no writes).
+    least work any join of this log must do (no attribution modes, no writes): store/sqlite/baseline.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from bandit.config import load_config
-from bandit.records import DecisionRecord
-from bandit.store import SQLiteStore
+from store import open_store
+from store.records import ActivationRecord, DecisionRecord, OutcomeRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "examples" / "telecom.toml"
@@ -32,21 +33,9 @@ DAY = 86_400.0
 ACTIONS = ["do_nothing", "renewal/email/morning", "renewal_discount/sms/evening", "sim_only/app_push/afternoon", "data_upsell/email/evening"]
 OUTCOMES = [("contract_renewal", 240.0), ("sim_activation", 80.0), ("complaint", -50.0), ("unsubscribe", -30.0)]
 
-BASELINE = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1])
-rows = conn.execute(
-    "SELECT d.decision_id, COALESCE(SUM(o.value), 0) FROM decisions d LEFT JOIN outcomes o "
-    "ON o.customer_id = d.customer_id AND o.event_time > d.event_time AND o.event_time <= d.event_time + 2592000 "
-    "GROUP BY d.decision_id"
-).fetchall()
-print(len(rows))
-"""
-
-
 def build(path: Path, decisions: int, outcomes: int, customers: int, seed: int = 7) -> None:
     rng = random.Random(seed)
-    store = SQLiteStore(path)
+    store = open_store(str(path))
     batch: list[DecisionRecord] = []
     for i in range(decisions):
         action = rng.choice(ACTIONS)
@@ -59,18 +48,30 @@ def build(path: Path, decisions: int, outcomes: int, customers: int, seed: int =
             eligible=tuple(ACTIONS), pmf=(0.2,) * 5,
         ))  # fmt: skip
         if len(batch) == 20_000:
-            store.submit_decisions(batch).result()
+            store.decisions.submit_decisions(batch).result()
             batch = []
     if batch:
-        store.submit_decisions(batch).result()
-    rows = []
+        store.decisions.submit_decisions(batch).result()
+    writes: list[Future[bool]] = []
     for i in range(outcomes):
         kind, value = rng.choice(OUTCOMES)
-        rows.append((f"o{i}", f"c{rng.randrange(customers)}", kind, value, T0 + rng.uniform(0, 125) * DAY, "", 0.0))
-    store.submit(lambda conn: conn.executemany("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", rows)).result()
-    activated = [(f"d{i}", T0, 0.0) for i in range(decisions) if i % 5 != 0]
-    store.submit(lambda conn: conn.executemany("INSERT INTO activations VALUES (?, ?, ?)", activated)).result()
+        outcome = OutcomeRecord(f"o{i}", f"c{rng.randrange(customers)}", kind, value, T0 + rng.uniform(0, 125) * DAY)
+        writes.append(store.decisions.submit_outcome(outcome))
+        _settle(writes)
+    for i in range(decisions):
+        if i % 5 != 0:
+            writes.append(store.decisions.submit_activation(ActivationRecord(f"d{i}", T0)))
+            _settle(writes)
+    _settle(writes, 0)
     store.close()
+
+
+def _settle(writes: list[Future[bool]], keep: int = 20_000) -> None:
+    """Wait for the writes queued when more than ``keep`` are: a million futures would not fit."""
+    if len(writes) > keep:
+        for write in writes:
+            write.result()
+        writes.clear()
 
 
 # A small launcher runs each measured command: a child forked from this (large) process would
@@ -106,11 +107,10 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         build(path, decisions, outcomes, customers=decisions // 5)
         console.print(f"built a log of {decisions:,} decisions and {outcomes:,} outcomes in {time.perf_counter() - started:.0f} s")
-        base_s, base_mib, base_out = timed([sys.executable, "-c", BASELINE, str(path)])
-        join_s, join_mib, _ = timed([sys.executable, "-m", "serving", "join", "--config", str(CONFIG), "--store", str(path),
-                                     "--until", "2026-06-01", "--json"])  # fmt: skip
-        with sqlite3.connect(path) as conn:
-            joined = conn.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0]
+        base_s, base_mib, base_out = timed([sys.executable, str(ROOT / "store" / "sqlite" / "baseline.py"), str(path)])
+        join_s, join_mib, report = timed([sys.executable, "-m", "serving", "join", "--config", str(CONFIG), "--store", str(path),
+                                          "--until", "2026-06-01", "--json"])  # fmt: skip
+        joined = sum(json.loads(report)[kind] for kind in ("joined", "unactivated"))
     table = Table("", "decisions", "seconds", "decisions/s", "peak RSS MiB", title=f"join {decisions:,} decisions, {outcomes:,} outcomes")
     table.add_row("baseline: one SQL window sum", base_out, f"{base_s:.1f}", f"{decisions / base_s:,.0f}", f"{base_mib:.0f}")
     table.add_row("brein join (exactly once)", f"{joined:,}", f"{join_s:.1f}", f"{decisions / join_s:,.0f}", f"{join_mib:.0f}")

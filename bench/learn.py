@@ -30,10 +30,12 @@ from vowpal_wabbit_next import run_cli_driver
 from bandit.config import BreinConfig, load_config
 from bandit.learner import vw_arguments
 from bandit.requests import DecisionRequest
+from brain.core import Brain
 from reward.export import dsjson_lines
 from reward.ingest import ActivationReport, OutcomeReport
+from reward.joiner import Joiner
 from reward.online import ExampleReader, OnlineLearner
-from serving.app import Brain
+from store import open_store
 
 BREIN = "Brein online learner"
 CLI = "VW CLI driver"
@@ -73,7 +75,7 @@ def fill(brain: Brain, decisions: int, seed: int = 3) -> None:
                                                               event_time=record.event_time + rng.uniform(0, 5) * DAY))[1])  # fmt: skip
     for future in futures:
         future.result()
-    brain.joiner.run(until=T0 + 200 * DAY)
+    Joiner(brain.config, brain.store.joins).run(until=T0 + 200 * DAY)
 
 
 def timed(run: Callable[[], object]) -> Timing:
@@ -82,11 +84,12 @@ def timed(run: Callable[[], object]) -> Timing:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def learn_round(brain: Brain, config: BreinConfig, vw_args: list[str], export: Path) -> tuple[int, dict[str, Timing]]:
+def learn_round(
+    brain: Brain, config: BreinConfig, vw_args: list[str], export: Path, number: int
+) -> tuple[int, dict[str, Timing]]:
     """One round: Brein's learner from scratch, then VW's CLI both ways: (examples, timing by row).
-    The last round's snapshots are deleted first, so that every round stores its own."""
-    brain.store.submit(lambda conn: conn.execute("DELETE FROM models WHERE policy_id = 'bench'")).result()
-    learner = OnlineLearner(config, brain.store, vw_args, None, lambda model: None, policy_id="bench")
+    Every round learns for a policy id of its own, so that it stores its own snapshots."""
+    learner = OnlineLearner(config, brain.store.examples, brain.store.models, vw_args, None, policy_id=f"bench-{number}")
     learned: list[int] = []
     seconds = {BREIN: timed(lambda: learned.append(learner.step()))}
     seconds[CLI] = timed(lambda: run_cli_driver(["--dsjson", "-d", str(export), *vw_args]))
@@ -113,18 +116,19 @@ def main(argv: list[str] | None = None) -> None:
     console = Console()
     ratios: dict[str, list[float]] = {CLI: [], CLI_ONE_THREAD: []}
     with tempfile.TemporaryDirectory() as tmp:
-        brain = Brain(config, Path(tmp) / "learn.db", clock=lambda: T0 + 400 * DAY)
+        store = open_store(str(Path(tmp) / "learn.db"))
+        brain = Brain(config, store, clock=lambda: T0 + 400 * DAY)
         fill(brain, decisions)
         vw_args = vw_arguments(config.learner)
         export = Path(tmp) / "log.dsjson"
-        export.write_text("\n".join(dsjson_lines(ExampleReader(config, brain.store))) + "\n")
+        export.write_text("\n".join(dsjson_lines(ExampleReader(config, store.examples))) + "\n")
         for number in range(1, args.rounds + 1):
             load = os.getloadavg()[0]
-            learned, seconds = learn_round(brain, config, vw_args, export)
+            learned, seconds = learn_round(brain, config, vw_args, export, number)
             console.print(round_table(number, load, learned, seconds))
             for baseline, found in ratios.items():
                 found.append(seconds[baseline][0] / seconds[BREIN][0])
-        brain.close()
+        store.close()
     for baseline, found in ratios.items():
         each = " ".join(f"{ratio:.2f}" for ratio in found)
         console.print(f"Brein / {baseline}: {each}; median {statistics.median(found):.2f} (target >= 0.5)")

@@ -24,11 +24,12 @@ from prometheus_client import CollectorRegistry
 
 from bandit.config import parse_config
 from bench.workload import customers, decide_request
+from brain.core import Brain
 from serving import converters, server
-from serving.app import Brain
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from store import open_store
 
 KINDS = ("decide", "noop")
 
@@ -64,7 +65,7 @@ def sample_response(brain: Brain, seed: int, samples: int = 51) -> pb.DecideResp
 
 
 async def _serve(kind: str, config_data: dict[str, Any], store_path: str, seed: int, conn: Connection, background: bool) -> None:
-    brain = Brain(parse_config(config_data), store_path)
+    brain = Brain(parse_config(config_data), open_store(store_path))
     metrics = Metrics(CollectorRegistry())
     if kind == "noop":
         noop = NoopServicer(sample_response(brain, seed))

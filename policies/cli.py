@@ -19,13 +19,15 @@ from rich.table import Table
 from bandit.config import BreinConfig, load_config
 from bandit.errors import BreinError
 from bandit.features import FeatureEncoder
-from bandit.store import SQLiteStore
 from policies import operations
 from policies.estimators import Estimate, Interval
 from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_dsjson
 from policies.gate import gate_reliability
 from policies.plot import plot_report
-from policies.registry import KINDS, Registry
+from policies.registry import Registry
+from store import Store, open_store
+from store.errors import StoreError
+from store.records import KINDS
 
 console = Console()
 TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
@@ -44,19 +46,16 @@ def _errors() -> Iterator[None]:
     """Domain errors become one-line messages and a non-zero exit."""
     try:
         yield
-    except (BreinError, ValueError) as error:
+    except (BreinError, StoreError, ValueError) as error:
         raise click.ClickException(str(error)) from None
 
 
 @contextmanager
-def _opened(config_path: str, store_path: str | None) -> Iterator[tuple[BreinConfig, SQLiteStore]]:
+def _opened(config_path: str, store_url: str | None) -> Iterator[tuple[BreinConfig, Store]]:
     """The config and its (existing) store; domain errors become one-line messages and a non-zero exit."""
     with _errors():
         config = load_config(config_path)
-        path = Path(store_path or config.server.store)
-        if not path.is_file():
-            raise click.ClickException(f"no store at {path}: give --store, or run the server once to create it")
-        store = SQLiteStore(path)
+        store = open_store(store_url or config.server.store, create=False)
         try:
             yield config, store
         finally:
@@ -64,7 +63,7 @@ def _opened(config_path: str, store_path: str | None) -> Iterator[tuple[BreinCon
 
 
 config_option = click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
-store_option = click.option("--store", "store_path", type=click.Path(dir_okay=False), help="The SQLite store; default the config's.")
+store_option = click.option("--store", "store_url", help="The store's URL (or a SQLite file); default the config's.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 reason_option = click.option("--reason", default="", help="Why: recorded in the policy's history.")
 plot_option = click.option("--plot", type=click.Path(dir_okay=False),
@@ -166,10 +165,10 @@ def policy() -> None:
 @config_option
 @store_option
 @json_option
-def list_policies(config_path: str, store_path: str | None, as_json: bool) -> None:
+def list_policies(config_path: str, store_url: str | None, as_json: bool) -> None:
     """Every registered policy with its state and latest evaluation."""
-    with _opened(config_path, store_path) as (_, store):
-        registry = Registry(store)
+    with _opened(config_path, store_url) as (_, store):
+        registry = Registry(store.registry)
         entries = [(e, next(iter(registry.evaluations(e.id)), None)) for e in registry.list()]
     if as_json:
         click.echo(json.dumps([{"id": e.id, "kind": e.kind, "state": e.state, "created": e.created, "parent": e.parent,
@@ -187,10 +186,10 @@ def list_policies(config_path: str, store_path: str | None, as_json: bool) -> No
 @config_option
 @store_option
 @json_option
-def show(policy_id: str, config_path: str, store_path: str | None, as_json: bool) -> None:
+def show(policy_id: str, config_path: str, store_url: str | None, as_json: bool) -> None:
     """One policy: what it is, its history and its evaluations."""
-    with _opened(config_path, store_path) as (_, store):
-        registry = Registry(store)
+    with _opened(config_path, store_url) as (_, store):
+        registry = Registry(store.registry)
         entry = registry.get(policy_id)
         history = registry.history(policy_id)
         evaluations = registry.evaluations(policy_id)
@@ -225,11 +224,11 @@ def show(policy_id: str, config_path: str, store_path: str | None, as_json: bool
               help="A rules policy's JSON file ([{\"action\": ..., \"when\": CEL}]) or a VW policy's model file.")  # fmt: skip
 @click.option("--vw-args", default="", help="A VW model's arguments; default the config's learner arguments.")
 @click.option("--note", default="", help="What it is: recorded in the policy's history.")
-def register(config_path: str, store_path: str | None, policy_id: str, kind: Any, file: str | None, vw_args: str,
+def register(config_path: str, store_url: str | None, policy_id: str, kind: Any, file: str | None, vw_args: str,
              note: str) -> None:  # fmt: skip
     """Register a rule, uniform, do-nothing or VW-model policy as a candidate (it must load)."""
     artifact = Path(file).read_bytes() if file else None
-    with _opened(config_path, store_path) as (config, store):
+    with _opened(config_path, store_url) as (config, store):
         entry = operations.register_policy(config, store, policy_id=policy_id, kind=kind, artifact=artifact,
                                            vw_args=vw_args.split() or None, note=note, actor=_actor())  # fmt: skip
     console.print(f"registered candidate [bold]{entry.id}[/] ({entry.kind}, artifact {entry.artifact_hash[:12]})")
@@ -245,10 +244,10 @@ def register(config_path: str, store_path: str | None, policy_id: str, kind: Any
 @click.option("--vw-args", default="", help="VW arguments; default the config's learner arguments.")
 @click.option("--no-evaluate", is_flag=True, help="Register without the held-out evaluation.")
 @json_option
-def train(config_path: str, store_path: str | None, policy_id: str, since: datetime | None, until: datetime, holdout_until: datetime | None,
+def train(config_path: str, store_url: str | None, policy_id: str, since: datetime | None, until: datetime, holdout_until: datetime | None,
           vw_args: str, no_evaluate: bool, as_json: bool) -> None:  # fmt: skip
     """Train a VW candidate on a time range and evaluate it on the later, held-out range."""
-    with _opened(config_path, store_path) as (config, store), Progress(console=console, disable=as_json, transient=True) as bar:
+    with _opened(config_path, store_url) as (config, store), Progress(console=console, disable=as_json, transient=True) as bar:
         task = bar.add_task(f"training {policy_id}", total=None)
         entry, learned = operations.train_candidate(
             config, store, policy_id=policy_id, since=_epoch(since), until=_epoch(until), vw_args=vw_args.split() or None,
@@ -273,10 +272,10 @@ def train(config_path: str, store_path: str | None, policy_id: str, since: datet
 @estimator_option
 @json_option
 @plot_option
-def evaluate(candidate: str, config_path: str, store_path: str | None, against: str, since: datetime | None, until: datetime | None,
+def evaluate(candidate: str, config_path: str, store_url: str | None, against: str, since: datetime | None, until: datetime | None,
              estimators: tuple[str, ...], as_json: bool, plot: str | None) -> None:  # fmt: skip
     """Estimate a policy's value off-policy, with the paired lift over the champion."""
-    with _opened(config_path, store_path) as (config, store):
+    with _opened(config_path, store_url) as (config, store):
         report = operations.evaluate_policy(config, store, candidate, against, since=_epoch(since), until=_epoch(until),
                                             estimators=estimators or tuple(ESTIMATORS))  # fmt: skip
     _show(report, f"{candidate} on {report.decisions:,} logged decisions (money per decision)", as_json=as_json, plot=plot)
@@ -288,9 +287,9 @@ def evaluate(candidate: str, config_path: str, store_path: str | None, against: 
 @store_option
 @click.option("--force", is_flag=True, help="Override the gate (needs --reason).")
 @reason_option
-def promote(policy_id: str, config_path: str, store_path: str | None, force: bool, reason: str) -> None:
+def promote(policy_id: str, config_path: str, store_url: str | None, force: bool, reason: str) -> None:
     """Make a candidate the champion: only if it beats the champion with confidence."""
-    with _opened(config_path, store_path) as (config, store):
+    with _opened(config_path, store_url) as (config, store):
         previous = operations.promote(config, store, policy_id, actor=_actor(), force=force, reason=reason)
     console.print(f"{policy_id} is the champion" + (f" (was {previous})" if previous else "") + "; running servers switch within seconds")
 
@@ -299,16 +298,16 @@ def promote(policy_id: str, config_path: str, store_path: str | None, force: boo
 @config_option
 @store_option
 @reason_option
-def rollback(config_path: str, store_path: str | None, reason: str) -> None:
+def rollback(config_path: str, store_url: str | None, reason: str) -> None:
     """Restore the previous champion."""
-    with _opened(config_path, store_path) as (_, store):
+    with _opened(config_path, store_url) as (_, store):
         restored = operations.rollback(store, actor=_actor(), reason=reason)
     console.print(f"rolled back: {restored} is the champion again")
 
 
-def _set_state(policy_id: str, config_path: str, store_path: str | None, state: Any, reason: str) -> None:
-    with _opened(config_path, store_path) as (_, store):
-        Registry(store).set_state(policy_id, state, actor=_actor(), reason=reason or state)
+def _set_state(policy_id: str, config_path: str, store_url: str | None, state: Any, reason: str) -> None:
+    with _opened(config_path, store_url) as (_, store):
+        Registry(store.registry).set_state(policy_id, state, actor=_actor(), reason=reason or state)
     console.print(f"{policy_id} is now {state}")
 
 
@@ -317,9 +316,9 @@ def _set_state(policy_id: str, config_path: str, store_path: str | None, state: 
 @config_option
 @store_option
 @reason_option
-def shadow(policy_id: str, config_path: str, store_path: str | None, reason: str) -> None:
+def shadow(policy_id: str, config_path: str, store_url: str | None, reason: str) -> None:
     """Score every live decision with this policy too (logged, never served)."""
-    _set_state(policy_id, config_path, store_path, "shadow", reason)
+    _set_state(policy_id, config_path, store_url, "shadow", reason)
 
 
 @policy.command()
@@ -327,9 +326,9 @@ def shadow(policy_id: str, config_path: str, store_path: str | None, reason: str
 @config_option
 @store_option
 @reason_option
-def retire(policy_id: str, config_path: str, store_path: str | None, reason: str) -> None:
+def retire(policy_id: str, config_path: str, store_url: str | None, reason: str) -> None:
     """Retire a policy that is not the champion."""
-    _set_state(policy_id, config_path, store_path, "retired", reason)
+    _set_state(policy_id, config_path, store_url, "retired", reason)
 
 
 @click.command()
@@ -343,20 +342,20 @@ def retire(policy_id: str, config_path: str, store_path: str | None, reason: str
 @estimator_option
 @json_option
 @plot_option
-def replay(log_file: str, config_path: str, candidate: str, against: str | None, store_path: str | None, estimators: tuple[str, ...],
+def replay(log_file: str, config_path: str, candidate: str, against: str | None, store_url: str | None, estimators: tuple[str, ...],
            as_json: bool, plot: str | None) -> None:  # fmt: skip
     """Replay a policy on an exported log (`brein log export`) and estimate its value."""
 
-    def run(config: BreinConfig, registry: Registry | None) -> EvaluationReport:
+    def run(config: BreinConfig, store: Store | None) -> EvaluationReport:
         data = load_dsjson(Path(log_file).read_text().splitlines(), config)
-        return evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, registry),
-                           operations.resolve_policy(against, config, registry) if against else None,
+        return evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, store),
+                           operations.resolve_policy(against, config, store) if against else None,
                            estimators or tuple(ESTIMATORS), reliability=gate_reliability(config.gate))  # fmt: skip
 
-    if store_path is None and not any(operations.needs_registry(spec) for spec in (candidate, against) if spec):
+    if store_url is None and not any(operations.needs_registry(spec) for spec in (candidate, against) if spec):
         with _errors():  # files and built-in policies only: no store is opened (or created)
             report = run(load_config(config_path), None)
     else:
-        with _opened(config_path, store_path) as (config, store):
-            report = run(config, Registry(store))
+        with _opened(config_path, store_url) as (config, store):
+            report = run(config, store)
     _show(report, f"{report.candidate} replayed on {report.decisions:,} logged decisions", as_json=as_json, plot=plot)

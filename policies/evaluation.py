@@ -13,9 +13,8 @@ import numpy.typing as npt
 
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
-from bandit.features import FeatureEncoder, SharedFeatures, action_line
+from bandit.features import FeatureEncoder, action_line
 from bandit.policies import Policy
-from bandit.store import SQLiteStore
 from policies.estimators import (
     DM,
     DR,
@@ -33,7 +32,9 @@ from policies.estimators import (
 )
 from policies.estimators import evaluate as run_estimators
 from policies.reward_model import CrossFittedRewardModel
-from reward.online import action_from_id
+from reward.online import action_from_id, logged_examples
+from store.ports import JoinedExamples
+from store.records import SharedFeatures
 
 FloatArray = npt.NDArray[np.float64]
 # Clipped IPS truncates importance weights here: a decision can count for at most 50 (a propensity
@@ -78,19 +79,17 @@ def _logged(rows: Iterable[tuple[str, float, SharedFeatures, list[str], str, flo
                       np.array(propensity, dtype=float), np.array(reward, dtype=float), shadow)  # fmt: skip
 
 
-def load_logged(config: BreinConfig, store: SQLiteStore, since: float | None = None, until: float | None = None) -> LoggedData:
+def load_logged(
+    config: BreinConfig, examples: JoinedExamples, since: float | None = None, until: float | None = None
+) -> LoggedData:
     """Joined examples (decisions that were shown, with their final reward) with since <= time < until,
     in the order the online learner and `brein log export` take them: an evaluation of the store and
     a replay of its export see the same rows in the same order, so they give the same numbers."""
-    rows = store.db.execute(
-        "SELECT j.decision_id, j.event_time, d.features, d.eligible, d.action_id, d.probability, j.reward, d.shadow "
-        "FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
-        "WHERE j.status = 'joined' AND j.event_time >= ? AND j.event_time < ? ORDER BY j.run, j.event_time, j.decision_id",
-        (since if since is not None else float("-inf"), until if until is not None else float("inf")),
-    )
+    rows = logged_examples(examples, since=since, until=until)
     return _logged(
-        ((r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], r[6], json.loads(r[7])) for r in rows), Catalog(config)
-    )
+        ((r.decision_id, r.event_time, r.features, list(r.eligible), r.action_id, r.probability, r.reward,
+          {policy: list(pmf) for policy, pmf in r.shadow.items()}) for r in rows), Catalog(config)
+    )  # fmt: skip
 
 
 def load_dsjson(lines: Iterable[str], config: BreinConfig) -> LoggedData:

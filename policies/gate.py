@@ -10,7 +10,7 @@ from typing import Any
 from bandit.config import GateConfig
 from bandit.errors import BreinError
 from policies.estimators import Diagnostics, Reliability
-from policies.registry import EvaluationRecord
+from store.records import EvaluationRecord
 
 
 class GateRefused(BreinError):

@@ -8,9 +8,8 @@ import logging
 from bandit.errors import BreinError, ConfigError
 from bandit.learner import VWPolicy
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, RuleSpec, UniformPolicy
-from bandit.store import DecisionLog
-from policies.registry import PolicyEntry
-from reward.online import START, Cursor
+from store.ports import ModelSnapshots
+from store.records import START, Cursor, PolicyEntry
 
 log = logging.getLogger("brein.policies")
 
@@ -28,7 +27,7 @@ def parse_rules(text: str | bytes) -> list[RuleSpec]:
         raise PolicyLoadError(f"rules: expected a JSON list of {{\"action\": ..., \"when\": ...}}, got an error: {error}") from None
 
 
-def load_policy(entry: PolicyEntry, store: DecisionLog) -> tuple[Policy, Cursor]:
+def load_policy(entry: PolicyEntry, models: ModelSnapshots) -> tuple[Policy, Cursor]:
     """The policy and, for a VW policy, how far into the joined examples its model has learned. A VW
     policy is its newest stored snapshot that loads (one that does not is logged and passed over, so
     a broken snapshot does not keep a restarted server from serving), else its registered model."""
@@ -41,14 +40,13 @@ def load_policy(entry: PolicyEntry, store: DecisionLog) -> tuple[Policy, Cursor]
             return RulePolicy(parse_rules(entry.artifact or b"[]"), version=entry.artifact_hash[:12]), START
         except ConfigError as error:  # a condition that does not compile
             raise PolicyLoadError(f"policy {entry.id}: {error}") from None
-    for snapshot in store.snapshots(entry.id):
+    for snapshot in models.newest_first(entry.id):
         try:
             policy = VWPolicy(entry.args, snapshot.data)
         except Exception as error:
             log.error("snapshot %s of policy %s does not load (%s); trying the one before it", snapshot.version, entry.id, error)
             continue
-        learned = snapshot.learned
-        return policy, (int(learned[0]), float(learned[1]), str(learned[2])) if learned else START
+        return policy, snapshot.learned or START
     try:
         return VWPolicy(entry.args, entry.artifact), START
     except Exception as error:

@@ -12,12 +12,13 @@ from bandit.config import BreinConfig
 from bandit.features import FeatureEncoder
 from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
-from bandit.store import ModelSnapshot, SQLiteStore
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
 from policies.gate import check_gate, gate_reliability
 from policies.loading import PolicyLoadError, load_policy, parse_rules
-from policies.registry import EvaluationRecord, InvalidTransition, Kind, PolicyEntry, Registry, UnknownPolicy
-from reward.online import START, Cursor, ExampleReader
+from policies.registry import InvalidTransition, Registry, UnknownPolicy
+from reward.online import ExampleReader
+from store import Store, open_store
+from store.records import START, Cursor, EvaluationRecord, Kind, ModelSnapshot, PolicyEntry
 
 Progress = Callable[[int, int], None]
 
@@ -27,16 +28,16 @@ def needs_registry(spec: str) -> bool:
     return spec == "champion" or (spec not in ("uniform", "do_nothing") and not Path(spec).is_file())
 
 
-def resolve_policy(spec: str, config: BreinConfig, registry: Registry | None) -> tuple[str, Policy]:
+def resolve_policy(spec: str, config: BreinConfig, store: Store | None) -> tuple[str, Policy]:
     """A policy named by a registry id, 'champion', 'uniform', 'do_nothing', a rule file (.json) or a VW model file.
-    ``registry`` may be None when the spec names a built-in policy or a file."""
-    if registry is None and needs_registry(spec):
+    ``store`` may be None when the spec names a built-in policy or a file."""
+    if store is None and needs_registry(spec):
         raise ValueError(f"{spec}: no such file, and not 'uniform' or 'do_nothing'; a registry id needs a store (--store)")
-    if spec == "champion" and registry is not None:
-        champion = registry.champion()
+    if spec == "champion" and store is not None:
+        champion = store.registry.champion()
         if champion is None:
             raise UnknownPolicy("champion")
-        return champion.id, load_policy(champion, registry.store)[0]
+        return champion.id, load_policy(champion, store.models)[0]
     if spec == "uniform":
         return spec, UniformPolicy()
     if spec == "do_nothing":
@@ -49,14 +50,14 @@ def resolve_policy(spec: str, config: BreinConfig, registry: Registry | None) ->
             return path.name, VWPolicy(vw_arguments(config.learner), path.read_bytes())
         except Exception as error:
             raise PolicyLoadError(f"{spec}: not a VW model for the config's learner arguments: {error}") from None
-    if registry is None:  # unreachable: needs_registry said so above
+    if store is None:  # unreachable: needs_registry said so above
         raise ValueError(f"{spec}: a registry id needs a store (--store)")
-    return spec, load_policy(registry.get(spec), registry.store)[0]
+    return spec, load_policy(Registry(store.registry).get(spec), store.models)[0]
 
 
 def register_policy(
     config: BreinConfig,
-    store: SQLiteStore,
+    store: Store,
     *,
     policy_id: str,
     kind: Kind,
@@ -67,7 +68,7 @@ def register_policy(
 ) -> PolicyEntry:
     """Register a policy as a candidate once it is shown to load: a VW model file (with the config's
     learner arguments unless given), a rule file (its actions must be in the catalog), uniform or do-nothing."""
-    registry = Registry(store)
+    registry = Registry(store.registry)
     if registry.has(policy_id):
         raise InvalidTransition(f"a policy {policy_id!r} is already registered")
     args: list[str] = []
@@ -98,7 +99,7 @@ def register_policy(
 
 def evaluate_policy(
     config: BreinConfig,
-    store: SQLiteStore,
+    store: Store,
     candidate: str,
     against: str | None = "champion",
     *,
@@ -111,11 +112,11 @@ def evaluate_policy(
 ) -> EvaluationReport:
     """Estimate the candidate's value (and its paired lift over ``against``) on the logged decisions.
     A registry candidate's evaluation against the champion is recorded for the promotion gate."""
-    registry = Registry(store)
-    logged = data if data is not None else load_logged(config, store, since, until)
+    registry = Registry(store.registry)
+    logged = data if data is not None else load_logged(config, store.examples, since, until)
     encoder = FeatureEncoder(config)
-    baseline = resolve_policy(against, config, registry) if against else None
-    report = evaluate_on(logged, encoder, resolve_policy(candidate, config, registry), baseline, estimators,
+    baseline = resolve_policy(against, config, store) if against else None
+    report = evaluate_on(logged, encoder, resolve_policy(candidate, config, store), baseline, estimators,
                          reliability=gate_reliability(config.gate), n_bootstrap=n_bootstrap)  # fmt: skip
     champion = registry.champion()
     if record and baseline is not None and champion is not None and baseline[0] == champion.id and registry.has(candidate):
@@ -132,7 +133,7 @@ def evaluate_policy(
 
 def train_candidate(
     config: BreinConfig,
-    store: SQLiteStore,
+    store: Store,
     *,
     policy_id: str,
     since: float | None,
@@ -142,22 +143,18 @@ def train_candidate(
     progress: Progress | None = None,
 ) -> tuple[PolicyEntry, int]:
     """Train a VW candidate from the joined examples in [since, until) and register it."""
-    registry = Registry(store)
+    registry = Registry(store.registry)
     if registry.has(policy_id):
         raise InvalidTransition(f"a policy {policy_id!r} is already registered")
     args = list(vw_args) if vw_args else vw_arguments(config.learner)
-    reader = ExampleReader(config, store)
-    total = int(store.db.execute(
-        "SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND event_time >= ? AND event_time < ?",
-        (since if since is not None else float("-inf"), until if until is not None else float("inf")),
-    ).fetchone()[0])  # fmt: skip
+    reader = ExampleReader(config, store.examples)
+    total = store.examples.count(since=since, until=until)
     last: list[Cursor] = [START]
 
     def in_range() -> Iterator[LabelledExample]:
-        for done, (position, example, row) in enumerate(reader.read(), 1):
-            if (since is None or row["event_time"] >= since) and (until is None or row["event_time"] < until):
-                last[0] = position
-                yield example
+        for done, (position, example, _) in enumerate(reader.read(since=since, until=until), 1):
+            last[0] = position
+            yield example
             if progress and done % 500 == 0:
                 progress(min(done, total), total)
 
@@ -169,20 +166,20 @@ def train_candidate(
         policy_id, "vw", artifact=data, args=args, features=config.features.model_dump(), parent=champion.id if champion else "",
         note=f"trained on {learned} joined examples", actor=actor,
     )  # fmt: skip
-    store.save_model(ModelSnapshot(VWPolicy(args, data).version, args, data, policy_id, list(last[0])))
+    store.models.save(ModelSnapshot(VWPolicy(args, data).version, args, data, policy_id, last[0])).result()
     if progress:
         progress(learned, total)
     return entry, learned
 
 
-def promote(config: BreinConfig, store: SQLiteStore, policy_id: str, *, actor: str, force: bool = False, reason: str = "") -> str | None:
+def promote(config: BreinConfig, store: Store, policy_id: str, *, actor: str, force: bool = False, reason: str = "") -> str | None:
     """Make the candidate the champion if the gate lets it through (or ``force`` with a reason)."""
-    registry = Registry(store)
+    registry = Registry(store.registry)
     entry = registry.get(policy_id)
     champion = registry.champion()
     if champion is not None and champion.id == policy_id:
         raise InvalidTransition(f"{policy_id} is the champion already")
-    load_policy(entry, store)  # refuse a policy that would not load before anything changes
+    load_policy(entry, store.models)  # refuse a policy that would not load before anything changes
     if not force:
         latest = next(iter(registry.evaluations(policy_id)), None)
         check_gate(config.gate, latest, policy_id, champion.id if champion else "", time.time())
@@ -192,12 +189,12 @@ def promote(config: BreinConfig, store: SQLiteStore, policy_id: str, *, actor: s
     return registry.make_champion(entry.id, actor=actor, reason=why)
 
 
-def rollback(store: SQLiteStore, *, actor: str, reason: str = "") -> str:
-    registry = Registry(store)
+def rollback(store: Store, *, actor: str, reason: str = "") -> str:
+    registry = Registry(store.registry)
     previous = registry.previous_champion()
     if previous is None:
         raise ValueError("there is no previous champion to roll back to")
-    load_policy(registry.get(previous), store)
+    load_policy(registry.get(previous), store.models)
     registry.make_champion(previous, actor=actor, reason=f"rollback: {reason}" if reason else "rollback")
     return previous
 
@@ -206,19 +203,21 @@ def evaluate(
     candidate: str,
     *,
     config: BreinConfig | str | Path,
-    store: SQLiteStore | str | Path | None = None,
+    store: Store | str | Path | None = None,
     against: str | None = "champion",
     since: float | None = None,
     until: float | None = None,
     estimators: Sequence[str] = tuple(ESTIMATORS),
 ) -> EvaluationReport:
-    """For notebooks: ``policies.evaluate("my-candidate", config="brein.toml")`` on the config's store."""
+    """For notebooks: ``policies.evaluate("my-candidate", config="brein.toml")`` on the config's store
+    (or ``store``: a store, its URL or a SQLite path)."""
     from bandit.config import load_config
 
     loaded = config if isinstance(config, BreinConfig) else load_config(config)
-    opened = store if isinstance(store, SQLiteStore) else SQLiteStore(store or loaded.server.store)
+    if store is not None and not isinstance(store, str | Path):
+        return evaluate_policy(loaded, store, candidate, against, since=since, until=until, estimators=estimators, record=False)
+    opened = open_store(str(store or loaded.server.store), create=False)
     try:
         return evaluate_policy(loaded, opened, candidate, against, since=since, until=until, estimators=estimators, record=False)
     finally:
-        if opened is not store:
-            opened.close()
+        opened.close()

@@ -8,72 +8,18 @@ the champion, logged, never served), ``champion`` (serves), ``retired``.
 from __future__ import annotations
 
 import hashlib
-import json
-import sqlite3
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
-
-from sqlite_utils import Database, Migrations
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from bandit.errors import BreinError
-from bandit.store import SQLiteStore
+from store.errors import Conflict
+from store.ports import RegistryStorage
+from store.records import KINDS, STATES, AuditEntry, EvaluationRecord, Kind, PolicyEntry, PolicyEvent, State
 
-State = Literal["candidate", "shadow", "champion", "retired"]
-Kind = Literal["vw", "rules", "uniform", "do_nothing"]
-STATES: tuple[State, ...] = ("candidate", "shadow", "champion", "retired")
-KINDS: tuple[Kind, ...] = ("vw", "rules", "uniform", "do_nothing")
 _AS_NOUN = {"candidate": "a candidate", "shadow": "a shadow", "champion": "the champion", "retired": "retired"}
-
-migrations = Migrations("brein.registry")
-
-
-@migrations()
-def m001_registry(db: Database) -> None:
-    db.execute(
-        """CREATE TABLE policies (
-            id TEXT PRIMARY KEY,
-            kind TEXT NOT NULL,
-            artifact BLOB,
-            artifact_hash TEXT NOT NULL,
-            args TEXT NOT NULL,
-            features TEXT NOT NULL,
-            parent TEXT NOT NULL,
-            created REAL NOT NULL,
-            state TEXT NOT NULL,
-            note TEXT NOT NULL
-        )"""
-    )
-    db.execute("CREATE UNIQUE INDEX one_champion ON policies (state) WHERE state = 'champion'")
-    db.execute(
-        """CREATE TABLE policy_events (
-            id INTEGER PRIMARY KEY,
-            policy_id TEXT NOT NULL,
-            at REAL NOT NULL,
-            actor TEXT NOT NULL,
-            from_state TEXT NOT NULL,
-            to_state TEXT NOT NULL,
-            reason TEXT NOT NULL
-        )"""
-    )
-    db.execute(
-        """CREATE TABLE evaluations (
-            id INTEGER PRIMARY KEY,
-            policy_id TEXT NOT NULL,
-            against TEXT NOT NULL,
-            at REAL NOT NULL,
-            since REAL NOT NULL,
-            until REAL NOT NULL,
-            decisions INTEGER NOT NULL,
-            estimator TEXT NOT NULL,
-            lift REAL NOT NULL,
-            lift_lower REAL NOT NULL,
-            lift_upper REAL NOT NULL,
-            ess REAL NOT NULL,
-            report TEXT NOT NULL
-        )"""
-    )
-    db.execute("CREATE INDEX evaluations_policy ON evaluations (policy_id, at)")
+CHANGES = 5
+"""Times a change is tried when another process changes the registry between its read and its write."""
 
 
 class UnknownPolicy(BreinError):
@@ -83,46 +29,6 @@ class UnknownPolicy(BreinError):
 
 class InvalidTransition(BreinError):
     """A state change the registry does not allow (retiring the champion, ...)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyEntry:
-    id: str
-    kind: Kind
-    artifact: bytes | None
-    artifact_hash: str
-    args: list[str]
-    features: dict[str, Any]
-    parent: str
-    created: float
-    state: State
-    note: str
-
-
-@dataclass(frozen=True, slots=True)
-class PolicyEvent:
-    policy_id: str
-    at: float
-    actor: str
-    from_state: str
-    to_state: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class EvaluationRecord:
-    policy_id: str
-    against: str
-    at: float
-    since: float
-    until: float
-    decisions: int
-    estimator: str
-    lift: float
-    lift_lower: float
-    lift_upper: float
-    ess: float
-    report: dict[str, Any]
 
 
 # Registry has a method named ``list``; inside the class these aliases name the builtin type.
@@ -136,51 +42,54 @@ def artifact_hash(kind: str, artifact: bytes | None) -> str:
     return hashlib.sha256(kind.encode() + b"\0" + (artifact or b"")).hexdigest()
 
 
-def _entry(row: sqlite3.Row) -> PolicyEntry:
-    return PolicyEntry(
-        row["id"], row["kind"], None if row["artifact"] is None else bytes(row["artifact"]), row["artifact_hash"],
-        json.loads(row["args"]), json.loads(row["features"]), row["parent"], row["created"], row["state"], row["note"],
-    )  # fmt: skip
+def _mirrored(events: Sequence[PolicyEvent]) -> list[AuditEntry]:
+    """Every state change is in the audit trail too."""
+    return [
+        AuditEntry(e.at, e.actor, "policy", e.policy_id, f"{e.from_state or 'new'} -> {e.to_state}: {e.reason}") for e in events
+    ]
 
 
 class Registry:
-    def __init__(self, store: SQLiteStore) -> None:
+    """The registry's rules over its storage: each change reads the registry, checks the change is
+    allowed and writes it as a compare-and-set; one that finds the registry changed meanwhile (by
+    another process) is checked again on what it finds."""
+
+    def __init__(self, store: RegistryStorage) -> None:
         self.store = store
-        store.submit(lambda conn: migrations.apply(Database(conn))).result()
 
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, policy_id: str) -> PolicyEntry:
-        row = self.store.db.execute("SELECT * FROM policies WHERE id = ?", (policy_id,)).fetchone()
-        if row is None:
+        entry = self.store.policy(policy_id)
+        if entry is None:
             raise UnknownPolicy(policy_id)
-        return _entry(row)
+        return entry
 
     def has(self, policy_id: str) -> bool:
-        return self.store.db.execute("SELECT 1 FROM policies WHERE id = ?", (policy_id,)).fetchone() is not None
+        return self.store.policy(policy_id) is not None
 
-    def list(self) -> list[PolicyEntry]:
-        return [_entry(r) for r in self.store.db.execute("SELECT * FROM policies ORDER BY created, id")]
+    def list(self) -> Entries:
+        return self.store.policies()
 
     def champion(self) -> PolicyEntry | None:
-        row = self.store.db.execute("SELECT * FROM policies WHERE state = 'champion'").fetchone()
-        return None if row is None else _entry(row)
+        return self.store.champion()
 
     def in_state(self, state: State) -> Entries:
-        return [_entry(r) for r in self.store.db.execute("SELECT * FROM policies WHERE state = ? ORDER BY created", (state,))]
+        return self.store.policies(state)
 
     def history(self, policy_id: str | None = None) -> Events:
-        query = "SELECT policy_id, at, actor, from_state, to_state, reason FROM policy_events"
-        rows = self.store.db.execute(query + (" WHERE policy_id = ?" if policy_id else "") + " ORDER BY id", (policy_id,) if policy_id else ())
-        return [PolicyEvent(*r) for r in rows]
+        return self.store.events(policy_id)
 
     def evaluations(self, policy_id: str) -> Evaluations:
-        rows = self.store.db.execute(
-            "SELECT policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report "
-            "FROM evaluations WHERE policy_id = ? ORDER BY at DESC, id DESC",
-            (policy_id,),
-        )
-        return [EvaluationRecord(**{**dict(r), "report": json.loads(r["report"])}) for r in rows]
+        return self.store.evaluations(policy_id)
+
+    def previous_champion(self) -> str | None:
+        """The champion before the current one, from the history."""
+        champion = self.champion()
+        for event in reversed(self.history()):
+            if event.to_state == "champion" and (champion is None or event.policy_id != champion.id):
+                return event.policy_id
+        return None
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -207,20 +116,20 @@ class Registry:
         at = time.time() if now is None else now
         entry = PolicyEntry(policy_id, kind, artifact, artifact_hash(kind, artifact), list(args or []), dict(features or {}),
                             parent, at, state, note)  # fmt: skip
-
-        def write(conn: sqlite3.Connection) -> None:
-            if conn.execute("SELECT 1 FROM policies WHERE id = ?", (policy_id,)).fetchone():
-                raise InvalidTransition(f"a policy {policy_id!r} is already registered")
-            if state == "champion" and conn.execute("SELECT 1 FROM policies WHERE state = 'champion'").fetchone():
-                raise InvalidTransition("there is a champion already: register as a candidate and promote it")
-            conn.execute(
-                "INSERT INTO policies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (policy_id, kind, artifact, entry.artifact_hash, json.dumps(entry.args), json.dumps(entry.features), parent, at, state, note),
-            )
-            _event(conn, policy_id, at, actor, "", state, note or "registered")
-
-        self.store.submit(write).result()
+        event = PolicyEvent(policy_id, at, actor, "", state, note or "registered")
+        self._refuse_registering(entry)
+        try:
+            self.store.register(entry, event, _mirrored([event])).result()
+        except Conflict:
+            self._refuse_registering(entry)  # another process registered it, or a champion, first
+            raise
         return entry
+
+    def _refuse_registering(self, entry: PolicyEntry) -> None:
+        if self.has(entry.id):
+            raise InvalidTransition(f"a policy {entry.id!r} is already registered")
+        if entry.state == "champion" and self.champion() is not None:
+            raise InvalidTransition("there is a champion already: register as a candidate and promote it")
 
     def set_state(self, policy_id: str, to_state: State, *, actor: str, reason: str, now: float | None = None) -> None:
         """Shadow, retire or re-candidate a policy; the champion changes only by promote/rollback."""
@@ -228,65 +137,48 @@ class Registry:
             raise ValueError(f"state: expected one of {', '.join(STATES)}, got {to_state!r}")
         at = time.time() if now is None else now
 
-        def write(conn: sqlite3.Connection) -> None:
-            current = _state(conn, policy_id)
+        def change() -> Events:
+            current = self.get(policy_id).state
             if current == "champion":
                 raise InvalidTransition(f"{policy_id} is the champion: promote another policy or roll back first")
             if to_state == "champion":
                 raise InvalidTransition("use promote to make a policy the champion")
             if to_state == current:
                 raise InvalidTransition(f"{policy_id} is {_AS_NOUN[current]} already")
-            conn.execute("UPDATE policies SET state = ? WHERE id = ?", (to_state, policy_id))
-            _event(conn, policy_id, at, actor, current, to_state, reason)
+            return [PolicyEvent(policy_id, at, actor, current, to_state, reason)]
 
-        self.store.submit(write).result()
+        self._change(change)
 
     def make_champion(self, policy_id: str, *, actor: str, reason: str, now: float | None = None) -> str | None:
         """The policy serves from now on; the previous champion is retired. Returns the previous champion."""
         at = time.time() if now is None else now
 
-        def write(conn: sqlite3.Connection) -> str | None:
-            current = _state(conn, policy_id)
+        def change() -> Events:
+            current = self.get(policy_id).state
             if current == "champion":
                 raise InvalidTransition(f"{policy_id} is the champion already")
-            previous = conn.execute("SELECT id FROM policies WHERE state = 'champion'").fetchone()
-            if previous is not None:
-                conn.execute("UPDATE policies SET state = 'retired' WHERE id = ?", (previous[0],))
-                _event(conn, previous[0], at, actor, "champion", "retired", f"replaced by {policy_id}: {reason}")
-            conn.execute("UPDATE policies SET state = 'champion' WHERE id = ?", (policy_id,))
-            _event(conn, policy_id, at, actor, current, "champion", reason)
-            return None if previous is None else str(previous[0])
+            previous = self.champion()
+            events = [] if previous is None else [
+                PolicyEvent(previous.id, at, actor, "champion", "retired", f"replaced by {policy_id}: {reason}")
+            ]  # fmt: skip
+            return [*events, PolicyEvent(policy_id, at, actor, current, "champion", reason)]
 
-        return self.store.submit(write).result()
+        events = self._change(change)
+        return events[0].policy_id if len(events) == 2 else None
 
-    def previous_champion(self) -> str | None:
-        """The champion before the current one, from the history."""
-        champion = self.champion()
-        rows = self.store.db.execute("SELECT policy_id FROM policy_events WHERE to_state = 'champion' ORDER BY id DESC").fetchall()
-        for (policy_id,) in rows:
-            if champion is None or policy_id != champion.id:
-                return str(policy_id)
-        return None
+    def _change(self, change: Callable[[], Events]) -> Events:
+        """Write the events ``change`` makes from the registry as it reads it; made again from a
+        fresh read when the registry changed between the read and the write."""
+        attempt = 1
+        while True:
+            events = change()
+            try:
+                self.store.transition(events, _mirrored(events)).result()
+                return events
+            except Conflict:
+                if attempt == CHANGES:
+                    raise
+                attempt += 1
 
     def record_evaluation(self, record: EvaluationRecord) -> None:
-        row = (record.policy_id, record.against, record.at, record.since, record.until, record.decisions, record.estimator,
-               record.lift, record.lift_lower, record.lift_upper, record.ess, json.dumps(record.report))  # fmt: skip
-        self.store.submit(lambda conn: conn.execute(
-            "INSERT INTO evaluations (policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)).result()  # fmt: skip
-
-
-def _state(conn: sqlite3.Connection, policy_id: str) -> State:
-    row = conn.execute("SELECT state FROM policies WHERE id = ?", (policy_id,)).fetchone()
-    if row is None:
-        raise UnknownPolicy(policy_id)
-    return row[0]  # type: ignore[no-any-return]
-
-
-def _event(conn: sqlite3.Connection, policy_id: str, at: float, actor: str, from_state: str, to_state: str, reason: str) -> None:
-    conn.execute(
-        "INSERT INTO policy_events (policy_id, at, actor, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)",
-        (policy_id, at, actor, from_state, to_state, reason),
-    )
-    conn.execute("INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, 'policy', ?, ?)",
-                 (at, actor, policy_id, f"{from_state or 'new'} -> {to_state}: {reason}"))  # fmt: skip
+        self.store.record_evaluation(record).result()

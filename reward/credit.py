@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from bandit.config import BreinConfig, OutcomeTypeConfig
-from bandit.history import DAY
+from store.records import DAY, OutcomeFacts
 
 
 class DecisionFacts(NamedTuple):
@@ -27,14 +27,6 @@ class DecisionFacts(NamedTuple):
     channel: str
     cost: float
     activated_at: float | None = None
-
-
-class OutcomeFacts(NamedTuple):
-    outcome_id: str
-    type: str
-    value: float
-    event_time: float
-    decision_id: str
 
 
 @dataclass(slots=True)

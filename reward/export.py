@@ -14,16 +14,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bandit.features import action_features
-from reward.online import START, Cursor, ExampleReader
+from reward.online import ExampleReader
+from store.records import START, Cursor
 
 
 def dsjson_lines(reader: ExampleReader, after: Cursor = START) -> Iterator[str]:
     encoder = reader.encoder
     for _, example, row in reader.read(after):
-        context: dict[str, Any] = {ns: dict(features) for ns, features in encoder.encode(json.loads(row["features"])).items()}
+        context: dict[str, Any] = {ns: dict(features) for ns, features in encoder.encode(row.features).items()}
         context["_multi"] = [{ns: {name: 1 for name in names} for ns, names in action_features(a).items()} for a in example.actions]
         chosen = example.chosen
-        pmf = json.loads(row["pmf"])
         ranking = [chosen] + [i for i in range(len(example.actions)) if i != chosen]
         yield json.dumps(
             {
@@ -31,18 +31,18 @@ def dsjson_lines(reader: ExampleReader, after: Cursor = START) -> Iterator[str]:
                 "_label_probability": example.probability,
                 "_label_Action": chosen + 1,
                 "_labelIndex": chosen,
-                "Timestamp": datetime.fromtimestamp(row["event_time"], tz=UTC).isoformat(),
+                "Timestamp": datetime.fromtimestamp(row.event_time, tz=UTC).isoformat(),
                 "Version": "1",
-                "EventId": row["decision_id"],
+                "EventId": row.decision_id,
                 "a": [i + 1 for i in ranking],
                 "c": context,
-                "p": [pmf[i] for i in ranking],
-                "_reward": row["reward"],
-                "_credit": json.loads(row["credit"]),
-                "_time": row["event_time"],
-                "_features": json.loads(row["features"]),
+                "p": [row.pmf[i] for i in ranking],
+                "_reward": row.reward,
+                "_credit": row.credit,
+                "_time": row.event_time,
+                "_features": row.features,
                 "_actions": [a.id for a in example.actions],
-                "_shadow": json.loads(row["shadow"]),
+                "_shadow": {policy: list(pmf) for policy, pmf in row.shadow.items()},
             },
             separators=(",", ":"),
         )

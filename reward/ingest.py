@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from bandit.config import BreinConfig
 from bandit.errors import InvalidRequest, OutOfRange, UnknownDecision, excerpt
-from bandit.records import ActivationRecord, OutcomeRecord
 from bandit.requests import check_text, resolve_event_time
-from bandit.store import DecisionLog
+from store.ports import DecisionLog
+from store.records import ActivationRecord, OutcomeRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,8 @@ def outcome_record(report: OutcomeReport, config: BreinConfig, now: float) -> Ou
     if value < 0 and not outcome_type.allow_negative:
         raise InvalidRequest("value", f"outcome type {report.type!r} does not allow a negative value, got {value}")
     event_time = resolve_event_time("event_time", report.event_time, now)
-    return OutcomeRecord(report.outcome_id, report.customer_id, report.type, value, event_time, report.decision_id, now)
+    return OutcomeRecord(report.outcome_id, report.customer_id, report.type, value, event_time, report.decision_id, now,
+                         value_sent=report.value is not None, event_time_sent=report.event_time is not None)
 
 
 def record_outcome(report: OutcomeReport, config: BreinConfig, store: DecisionLog, now: float) -> tuple[OutcomeRecord, Future[bool]]:

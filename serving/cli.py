@@ -23,8 +23,10 @@ from bandit.errors import BreinError
 from policies.cli import policy, replay
 from serving import converters
 from serving.cli_security import COMMANDS, ClientCredentials, credential_options
+from serving.cli_store import opened_store, store_option
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from store.errors import StoreError
 
 console = Console()
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -101,15 +103,37 @@ main.add_command(replay)
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def serve(config_path: str, log_level: str) -> None:
     """Serve gRPC (Decide, DecideBatch, ReportOutcome, Activate, Explain, health, reflection) and metrics."""
-    from serving import logs
+    from brain import logs
     from serving.server import serve as run
 
     logs.configure(log_level)
     config = _config(config_path)
     try:
         asyncio.run(run(config))
-    except BreinError as error:
+    except (BreinError, StoreError) as error:
         raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
+@store_option
+@click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def worker(config_path: str, store_url: str | None, log_level: str) -> None:
+    """Join, learn and apply retention, while this worker holds the store's lease (one worker works
+    at a time; another one stands by and takes over when it goes). Runs until SIGTERM or Ctrl-C."""
+    import signal
+    import threading
+
+    from brain import logs
+    from brain.worker import BESIDE_A_SERVER_COMMIT_PAUSE, work
+
+    logs.configure(log_level)
+    config = _config(config_path)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    with opened_store(config, store_url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE) as store:
+        work(config, store, lambda event: None, stopping.wait)  # what it does, it logs
 
 
 @main.command()
@@ -267,31 +291,28 @@ def forget(customer: str, address: str, as_json: bool) -> None:
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False), help="The SQLite store; default the config's.")
+@store_option
 @click.option("--until", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
               help="Watermark (UTC): join every decision whose window closed by then; default the latest event time seen.")  # fmt: skip
 @json_option
-def join(config_path: str, store_path: str | None, until: datetime | None, as_json: bool) -> None:
+def join(config_path: str, store_url: str | None, until: datetime | None, as_json: bool) -> None:
     """Join closed decisions with their outcomes into learning examples (exactly once)."""
     from rich.progress import Progress
 
-    from bandit.store import SQLiteStore
     from reward.joiner import Joiner
 
     config = _config(config_path)
-    store = SQLiteStore(store_path or config.server.store)
-    try:
-        joiner = Joiner(config, store)
+    with opened_store(config, store_url) as store:
+        joiner = Joiner(config, store.joins)
         watermark = None if until is None else until.replace(tzinfo=UTC).timestamp()
         with Progress(console=console, disable=as_json, transient=True) as bar:
             task = bar.add_task("joining", total=None)
             report = joiner.run(watermark, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return
-    table = Table("joined", "unactivated (never shown)", "late outcomes", "still open", "watermark", "seconds", title=f"join run {report.run}")
+    title = f"join run {report.run}" if report.run else "join: nothing closed, no new outcome"
+    table = Table("joined", "unactivated (never shown)", "late outcomes", "still open", "watermark", "seconds", title=title)
     watermark_text = datetime.fromtimestamp(report.watermark, tz=UTC).isoformat() if report.watermark else "-"
     table.add_row(str(report.joined), str(report.unactivated), str(report.late_outcomes), str(report.pending), watermark_text,
                   f"{report.seconds:.1f}")  # fmt: skip
@@ -305,24 +326,20 @@ def log() -> None:
 
 @log.command("export")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False), help="The SQLite store; default the config's.")
+@store_option
 @click.option("--format", "fmt", type=click.Choice(["dsjson"]), default="dsjson", show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.File("w"), default="-", help="Output file; default standard output.")
-def export(config_path: str, store_path: str | None, fmt: str, output: Any) -> None:
+def export(config_path: str, store_url: str | None, fmt: str, output: Any) -> None:
     """Write joined examples in VW's decision-service JSON, one per line, in learning order."""
-    from bandit.store import SQLiteStore
     from reward.export import dsjson_lines
     from reward.online import ExampleReader
 
     config = _config(config_path)
-    store = SQLiteStore(store_path or config.server.store)
-    try:
-        count = 0
-        for line in dsjson_lines(ExampleReader(config, store)):
+    count = 0
+    with opened_store(config, store_url) as store:
+        for line in dsjson_lines(ExampleReader(config, store.examples)):
             output.write(line + "\n")
             count += 1
-    finally:
-        store.close()
     click.echo(f"exported {count} joined examples", err=True)
 
 

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from bandit.config import BreinConfig, load_config
 from bandit.errors import BreinError
+from serving.cli_store import opened_store, store_option
 from serving.security import key_hash
 
 console = Console()
@@ -169,28 +170,22 @@ def retention() -> None:
 
 @retention.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
-@click.option("--store", "store_path", type=click.Path(dir_okay=False), help="The SQLite store; default the config's.")
+@store_option
 @click.option("--days", type=click.FloatRange(min=0, min_open=True), help="Retention in days; default privacy.retention_days.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON, for scripts.")
-def retention_run(config_path: str, store_path: str | None, days: float | None, as_json: bool) -> None:
+def retention_run(config_path: str, store_url: str | None, days: float | None, as_json: bool) -> None:
     """Delete what is older than the retention now (the server also does it in the background)."""
     import getpass
     import time
 
-    from bandit.store import SQLiteStore
     from reward.retention import apply_retention
 
     config = _config(config_path)
     days = days if days is not None else config.privacy.retention_days
     if days is None:
         raise click.ClickException(f"{config_path}: privacy.retention_days is not set; pass --days")
-    store = SQLiteStore(store_path or config.server.store)
-    try:
-        report = apply_retention(store, days, now=time.time(), actor=f"cli {getpass.getuser()}")
-    except BreinError as error:
-        raise click.ClickException(str(error)) from None
-    finally:
-        store.close()
+    with opened_store(config, store_url) as store:
+        report = apply_retention(store.privacy, store.audit, days, now=time.time(), actor=f"cli {getpass.getuser()}")
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return

@@ -7,10 +7,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bandit.decider import PendingDecision
 from bandit.errors import InvalidRequest, excerpt
 from bandit.explain import Explanation
-from bandit.records import DecisionRecord
 from bandit.requests import ConsentValue, DecisionRequest
 from reward.ingest import ActivationReport, OutcomeReport
 from serving.pb.brein.v1 import brein_pb2 as pb
+from store.records import DecisionRecord
 
 CONSENT: dict[int, ConsentValue] = {
     pb.CONSENT_STATE_UNSPECIFIED: "unspecified",

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from bandit.errors import StoreUnavailable
 from serving.metrics import Metrics
+from store.errors import StoreUnavailable
 
 T = TypeVar("T")
 

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import grpc
 
-from bandit.errors import (
-    Conflict,
-    DeadlineExpired,
-    InvalidRequest,
-    PermissionDenied,
-    RateLimited,
-    StoreUnavailable,
-    Unauthenticated,
-    UnknownDecision,
-)
+from bandit.errors import DeadlineExpired, InvalidRequest, PermissionDenied, RateLimited, Unauthenticated, UnknownDecision
+from store.errors import Conflict, StaleHistory, StoreUnavailable
 
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     UnknownDecision: grpc.StatusCode.NOT_FOUND,
     Conflict: grpc.StatusCode.ALREADY_EXISTS,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    StaleHistory: grpc.StatusCode.ABORTED,  # another replica kept deciding for the customer: retry
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -45,7 +45,7 @@ from bandit.errors import (
 )
 from bandit.security_config import SecurityConfig, TLSConfig
 from serving.errors import status_for
-from serving.logs import LimitedLog
+from brain.logs import LimitedLog
 from serving.metrics import Metrics
 
 SERVICE = "/brein.v1.DecisionService/"

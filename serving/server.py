@@ -13,14 +13,15 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from bandit.config import BreinConfig
-from serving.app import Brain
-from serving.background import BackgroundWorker, Failed, Message, Snapshot
-from serving.housekeeping import retention_forever
+from brain.core import Brain, open_brain
+from brain.worker import Failed, Joined, Retained, RetentionFailed, StandingBy, WorkerEvent
+from serving.background import WorkerProcess
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.security import Guard, bind, transport
 from serving.servicer import DecisionServicer
+from store.opening import in_memory
 
 log = logging.getLogger("brein.server")
 
@@ -44,7 +45,7 @@ class RunningServer:
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.server.stop(grace)
         await _calls_finished()
-        self.brain.close()
+        self.brain.store.close()
 
 
 async def _calls_finished(timeout: float = 5.0) -> None:
@@ -56,58 +57,64 @@ async def _calls_finished(timeout: float = 5.0) -> None:
         await asyncio.wait(others, timeout=timeout)
 
 
-def _heard(brain: Brain, metrics: Metrics, message: Message) -> None:
-    """What the join/learn worker said: a snapshot to serve, a round to count, a failure."""
-    if isinstance(message, Snapshot):
-        brain.follow_snapshot(message.policy_id, message.version)
-    elif isinstance(message, Failed):
+def _heard(metrics: Metrics, event: WorkerEvent) -> None:
+    """What the worker said: a round to count, a failure, a retention run."""
+    if isinstance(event, Joined):
+        metrics.joined_round(event.joined, event.unactivated, event.late_outcomes, event.pending, event.learned)
+    elif isinstance(event, Failed):
         metrics.background_failures.inc()
-    else:
-        report = message.report
-        metrics.joined_round(report.joined, report.unactivated, report.late_outcomes, report.pending, message.learned)
-        if message.learned:
-            log.info("learned %d joined examples, serving model %s", message.learned, brain.decider.policy.model.version,
-                     extra={"joined": report.joined, "late_outcomes": report.late_outcomes, "pending": report.pending})  # fmt: skip
+    elif isinstance(event, Retained):
+        for kind, count in event.deleted.items():
+            metrics.retention_deleted.labels(kind).inc(count)
+        metrics.retention_runs.labels("ok").inc()
+    elif isinstance(event, RetentionFailed):
+        metrics.retention_runs.labels("failed").inc()
+    elif isinstance(event, StandingBy):
+        log.info("another worker holds the store's worker lease: this server's worker stands by")
 
 
-async def join_and_learn_forever(brain: Brain, metrics: Metrics, interval: float) -> None:
-    """The joiner and the online learner in a worker process (serving/background.py), a round every
-    ``interval`` seconds; the server serves the snapshots it stores. A worker that dies is replaced."""
+async def work_beside_forever(brain: Brain, metrics: Metrics, interval: float) -> None:
+    """The worker (joiner, learner, retention) in a child process (serving/background.py); a worker
+    that dies is counted and replaced after ``interval`` seconds."""
     loop = asyncio.get_running_loop()
     while True:
         try:
-            worker = BackgroundWorker(brain.config, str(brain.store.path), interval)
+            worker = WorkerProcess(brain.config, brain.store.url)
         except Exception:
             metrics.background_failures.inc()
-            log.exception("could not start the join/learn worker; trying again in %.0f s", interval)
+            log.exception("could not start the worker; trying again in %.0f s", interval)
             await asyncio.sleep(interval)
             continue
         try:
-            while (message := await loop.run_in_executor(None, worker.receive)) is not None:
-                await loop.run_in_executor(None, _heard, brain, metrics, message)  # a snapshot takes a moment to load
+            while (event := await loop.run_in_executor(None, worker.receive)) is not None:
+                _heard(metrics, event)
         finally:
             await asyncio.shield(loop.run_in_executor(None, worker.stop))
         metrics.background_failures.inc()
-        log.error("the join/learn worker exited (exit code %s); starting another in %.0f s", worker.exitcode, interval)
+        log.error("the worker exited (exit code %s); starting another in %.0f s", worker.exitcode, interval)
         await asyncio.sleep(interval)
 
 
-async def follow_registry_forever(brain: Brain, interval: float) -> None:
-    """Serve the registry's champion and shadows as operators promote, roll back and shadow."""
+async def follow_forever(brain: Brain, interval: float) -> None:
+    """Serve what the store says, every ``interval`` seconds: the champion operators promote and roll
+    back, the newest snapshot the worker learned, the shadows."""
     loop = asyncio.get_running_loop()
     while True:
         try:
-            await loop.run_in_executor(None, brain.follow_registry)
+            await loop.run_in_executor(None, brain.follow)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("could not read the policy registry; retrying in %.0f s", interval)
+            log.exception("could not follow the store; trying again in %.0f s", interval)
         await asyncio.sleep(interval)
 
 
 async def create_server(brain: Brain, metrics: Metrics, address: str, *, background: bool = False) -> RunningServer:
     """Bind and start; ``address`` may end in ':0' to take a free port (tests bind 127.0.0.1:0).
-    With ``background``, the joiner and online learner run every ``joiner.interval_seconds``."""
+    With ``background``, the server follows the store every ``server.follow_seconds`` and runs the
+    worker (joiner, learner, retention) beside itself, on a store that other processes can open."""
+    if background and in_memory(brain.store.url):
+        raise ValueError(f"expected a store a worker process can open, got the in-memory {brain.store.url}")
     limits = brain.config.limits
     server = grpc.aio.server(
         interceptors=[Guard(brain.config.security, metrics)],  # deadline, caller, role, rate limit
@@ -129,15 +136,10 @@ async def create_server(brain: Brain, metrics: Metrics, address: str, *, backgro
     metrics.serving(policy.policy_id, policy.model.version)
     tasks = []
     if background:
-        interval, privacy = brain.config.joiner.interval_seconds, brain.config.privacy
         tasks += [
-            asyncio.create_task(join_and_learn_forever(brain, metrics, interval)),
-            asyncio.create_task(follow_registry_forever(brain, interval)),
+            asyncio.create_task(work_beside_forever(brain, metrics, brain.config.joiner.interval_seconds)),
+            asyncio.create_task(follow_forever(brain, brain.config.server.follow_seconds)),
         ]
-        if privacy.retention_days is not None:
-            tasks.append(asyncio.create_task(
-                retention_forever(brain, metrics, privacy.retention_days, privacy.retention_interval_seconds)
-            ))  # fmt: skip
     return RunningServer(server, port, health_servicer, brain, metrics, tasks)
 
 
@@ -148,7 +150,7 @@ async def serve(config: BreinConfig) -> None:
     transport(config, config.server.address)  # refuse a plaintext non-loopback address before anything starts
     host, _, port = config.server.metrics_address.rpartition(":")
     http_server, _ = start_http_server(int(port), addr=host, registry=registry)
-    brain = Brain(config, on_commit=metrics.on_commit, on_model=lambda p: metrics.serving(p.policy_id, p.model.version))
+    brain = open_brain(config, on_commit=metrics.on_commit, on_model=lambda p: metrics.serving(p.policy_id, p.model.version))
     running = await create_server(brain, metrics, config.server.address, background=True)
     log.info(
         "serving on %s, metrics on %s, store %s, %d actions, policy %s model %s",

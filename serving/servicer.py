@@ -16,8 +16,8 @@ from bandit.decider import PendingDecision
 from bandit.errors import OutOfRange
 from bandit.in_place import errors_in_place
 from bandit.requests import DecisionRequest
+from brain.core import Brain
 from serving import converters
-from serving.app import Brain
 from serving.deadlines import durable, settle
 from serving.errors import status_for
 from serving.metrics import Metrics

@@ -22,14 +22,16 @@ from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig, parse_config
 from bandit.errors import BreinError
 from bandit.requests import DecisionRequest
+from brain.core import Brain
+from brain.worker import Worker
 from policies.simulation.baselines import calibrate, decision_points
 from policies.simulation.harness import RunResult
 from policies.simulation.world import Arrival, Consent, Outcome, World
 from reward.ingest import ActivationReport, OutcomeReport
 from serving import converters
-from serving.app import Brain
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from store import open_store
 
 STATE = {True: pb.CONSENT_STATE_GRANTED, False: pb.CONSENT_STATE_DENIED}
 
@@ -113,7 +115,9 @@ class InProcessDriver:
     name = "Brein (learned, in-process)"
 
     def __init__(self, config: BreinConfig, workdir: Path, *, learn_every: int = 250) -> None:
-        self.brain = Brain(config, workdir / "brein.db")
+        self.store = open_store(f"sqlite:///{workdir / 'brein.db'}")
+        self.brain = Brain(config, self.store)
+        self.worker = Worker(config, self.store)
         self.learn_every = learn_every
         self._decisions = 0
         self._writes: list[Future[Any]] = []
@@ -135,7 +139,8 @@ class InProcessDriver:
         self._decisions += 1
         if self._decisions % self.learn_every == 0:
             self._flush()
-            self.brain.join_and_learn()
+            self.worker.round()
+            self.brain.follow()
         return pending.record.decision_id, self.brain.catalog.by_id[pending.record.action_id]
 
     def activate(self, decision_id: str, at: float) -> None:
@@ -150,7 +155,7 @@ class InProcessDriver:
         self._flush()
 
     def close(self) -> None:
-        self.brain.close()
+        self.store.close()
 
 
 @contextmanager

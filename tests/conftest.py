@@ -1,11 +1,14 @@
-"""Shared fixtures: the example config, a Brain on a real SQLite file, a live server on loopback."""
+"""Shared fixtures: the example config, stores (one parameter per backend), a Brain on a real SQLite
+file, a live server on loopback."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import tomllib
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bandit.config import BreinConfig, parse_config
-from serving.app import Brain
+from brain.core import Brain
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.security import key_hash
 from serving.server import RunningServer, create_server
+from store import Store, open_store
+from store.opening import sqlite_path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "telecom.toml"
@@ -57,18 +62,73 @@ def clock() -> Clock:
     return Clock()
 
 
+# -- stores: every backend, one parameter each ------------------------------------------------------
+# A backend is one more parameter here (the PostgreSQL one: create a database, yield its URL, drop it).
+
+SHARED_BACKENDS = ["sqlite"]
+"""Stores that several store instances, in this process or others, can open at once."""
+
+
+def _sqlite_file(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'brein.db'}"
+
+
+@pytest.fixture(params=SHARED_BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new store that several store instances can open."""
+    if request.param == "sqlite":
+        return _sqlite_file(tmp_path)
+    raise ValueError(f"expected a backend of {SHARED_BACKENDS}, got {request.param!r}")
+
+
+@pytest.fixture(params=[*SHARED_BACKENDS, "sqlite-memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A new, empty store of each backend; in-memory SQLite too."""
+    opened = open_store("sqlite://" if request.param == "sqlite-memory" else _sqlite_file(tmp_path))
+    yield opened
+    opened.close()
+
+
+def sqlite_rows(store: Store, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """A query on a SQLite store's file, beside the store: for tests that inspect the file on purpose."""
+    path = sqlite_path(store.url)
+    assert path is not None, "an in-memory store has no file to inspect"
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def sqlite_count(store: Store, table: str, where: str = "", args: tuple[Any, ...] = ()) -> int:
+    count: int = sqlite_rows(store, f"SELECT COUNT(*) FROM {table} {where}", args)[0][0]
+    return count
+
+
+def worker_processes(parent: int) -> set[int]:
+    """The running worker processes (python -m brain.worker_process) a process started."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):  # gone, also between two looks
+            continue
+        if f"\nPPid:\t{parent}\n" in status and "brain.worker_process" in command and "State:\tZ" not in status:
+            found.add(int(entry.name))
+    return found
+
+
 @pytest.fixture
 def make_brain(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Brain]]:
-    brains: list[Brain] = []
+    """Brains on SQLite files of their own: ``on_commit`` goes to the store, the rest to the Brain."""
+    stores: list[Store] = []
 
-    def make(config: BreinConfig, **kwargs: Any) -> Brain:
-        brain = Brain(config, tmp_path / f"brein-{len(brains)}.db", clock=clock, **kwargs)
-        brains.append(brain)
-        return brain
+    def make(config: BreinConfig, *, on_commit: Any = None, **kwargs: Any) -> Brain:
+        store = open_store(f"sqlite:///{tmp_path / f'brein-{len(stores)}.db'}", on_commit=on_commit)
+        stores.append(store)
+        return Brain(config, store, clock=clock, **kwargs)
 
     yield make
-    for brain in brains:
-        brain.close()
+    for store in stores:
+        store.close()
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from bandit.config import BreinConfig, load_config
-from bandit.history import Contact, CustomerHistory, history_feature_names, history_features
+from bandit.history import history_feature_names, history_features
 from policies.simulation.ceiling import HIDDEN_TRAITS, FeatureView, evaluate, fit, full_information
 from policies.simulation.world import World
+from store.records import Contact, CustomerHistory
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "telecom.toml"
 

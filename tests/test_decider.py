@@ -1,22 +1,27 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any, cast
 
 import pytest
 from vowpal_wabbit_next import TextFormatParser, Workspace
 
 from bandit.catalog import DO_NOTHING
 from bandit.config import BreinConfig, parse_config
-from bandit.decider import ServingPolicy
+from bandit.decider import MAX_TRIES, Decider, PendingDecision, ServingPolicy
 from bandit.errors import InvalidRequest
 from bandit.features import FeatureEncoder, action_line
 from bandit.learner import COLD_START, LabelledExample, VWPolicy, train, vw_arguments
 from bandit.requests import DecisionRequest
-from bandit.store import ModelSnapshot
+from bandit.sampling import decision_id_for
+from brain.core import Brain
 from reward.ingest import OutcomeReport
-from serving.app import Brain
+from store.errors import StaleHistory
+from store.ports import DecisionLog
+from store.records import CustomerLog, DecisionRecord, Head, ModelSnapshot
 from tests.conftest import T0, Clock, example_data
 
 DAY = 86_400.0
@@ -54,7 +59,7 @@ def test_same_request_id_returns_the_same_decision_and_logs_nothing_new(brain: B
     again = brain.decider.decide_and_wait(request(at=T0 + 60))
     assert again.replayed and not first.replayed
     assert again.record == first.record
-    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+    assert brain.store.decisions.decision_count() == 1
     with pytest.raises(InvalidRequest, match="request_id: already used for a decision about another customer"):
         brain.decider.decide(request(customer="c2"))
 
@@ -64,7 +69,7 @@ def test_in_flight_duplicate_is_the_same_decision(brain: Brain) -> None:
     second = brain.decider.decide(request())
     assert second.record is first.record
     second.committed.result()
-    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+    assert brain.store.decisions.decision_count() == 1
 
 
 def test_sampling_is_reproducible_from_seed_and_decision_id(make_brain: Callable[..., Brain], config_data: dict[str, Any]) -> None:
@@ -180,7 +185,7 @@ def _trained(config: BreinConfig, favourite: str, brain: Brain) -> VWPolicy:
 
 def test_trained_model_serves_its_pmf_over_eligible_only_and_explains(brain: Brain, config: BreinConfig) -> None:
     model = _trained(config, "sim_only/sms/evening", brain)
-    brain.store.save_model(ModelSnapshot(model.version, model.args, model.serialize(), "trained"))
+    brain.store.models.save(ModelSnapshot(model.version, model.args, model.serialize(), "trained")).result()
     brain.decider.swap_policy(ServingPolicy("trained", model))
     records = [brain.decider.decide_and_wait(request(f"c{i}", f"r{i}")).record for i in range(30)]
     record = records[0]
@@ -219,7 +224,7 @@ def test_bad_requests_are_refused_with_the_field(brain: Brain, clock: Clock) -> 
         with pytest.raises(InvalidRequest) as error:
             brain.decider.decide(request(**overrides))
         assert message in str(error.value)
-    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 0
+    assert brain.store.decisions.decision_count() == 0
 
 
 def test_example_config_keeps_outbound_call_for_non_web(config: BreinConfig) -> None:
@@ -254,8 +259,7 @@ def test_decide_many_decides_as_decide_one_after_another(make_brain: Callable[..
     decided = [r for r in results if not isinstance(r, Exception)]
     assert len({id(r.committed) for r in decided}) == 1  # one write for the whole call
     decided[0].committed.result()
-    count = "SELECT COUNT(*) FROM decisions"
-    assert batched.store.db.execute(count).fetchone()[0] == one_by_one.store.db.execute(count).fetchone()[0] == 4
+    assert batched.store.decisions.decision_count() == one_by_one.store.decisions.decision_count() == 4
     again = batched.decider.decide_many([request("c2", "m3", touchpoint="web")])[0]
     assert not isinstance(again, Exception) and again.replayed and again.record == expected[2].record
 
@@ -285,3 +289,63 @@ def test_actions_tied_under_elimination_still_get_a_distribution(brain: Brain, c
     assert min(p for _, p in raw) < 0  # what VW gives
     pmf = model.pmf(shared_line, tied)
     assert min(pmf) >= 0 and sum(pmf) == pytest.approx(1.0)
+
+
+class OtherReplicaMeanwhile:
+    """A decision log shared with another replica that, the first ``refusals`` times this process
+    writes, has just logged a decision of its own for the same customer: the store refuses the
+    write as StaleHistory, as a backend serialising customers across processes does."""
+
+    def __init__(self, log: DecisionLog, theirs: list[DecisionRecord]) -> None:
+        self.log = log
+        self.theirs = theirs
+        self.heads: list[dict[str, Head]] = []
+
+    def submit_decisions(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None) -> Future[None]:
+        self.heads.append(dict(heads or {}))
+        if not self.theirs:
+            return self.log.submit_decisions(records, heads)
+        self.log.submit_decisions([self.theirs.pop(0)]).result()
+        refused: Future[None] = Future()
+        refused.set_exception(StaleHistory(f"{records[0].customer_id} got a decision from another process"))
+        return refused
+
+    def customer_logs(self, customer_ids: Collection[str], first: float, last: float, lookback_days: float) -> dict[str, CustomerLog]:
+        """As a store that serialises customers gives them: each with a head."""
+        return {c: replace(log, head=0) for c, log in self.log.customer_logs(customer_ids, first, last, lookback_days).items()}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+
+def _theirs(decision_id: str, customer: str, at: float, action: str) -> DecisionRecord:
+    offer, channel, slot = action.split("/")
+    return DecisionRecord(decision_id, f"r-{decision_id}", customer, "web", at, action, offer, channel, slot, at, 1.0, False, "champion",
+                          COLD_START, True, {}, (action,), (1.0,))  # fmt: skip
+
+
+def test_a_decision_on_a_history_another_replica_changed_is_made_again_on_the_new_one(brain: Brain, config: BreinConfig) -> None:
+    theirs = [_theirs("x1", "c1", T0 - 60, "renewal/email/morning"), _theirs("x2", "c1", T0 - 30, "sim_only/sms/evening")]
+    shared = OtherReplicaMeanwhile(brain.store.decisions, list(theirs))
+    decider = Decider(config, cast(DecisionLog, shared), brain.decider.policy, clock=brain.clock)
+    pending = decider.decide(request("c1", "r1"))
+    assert len(pending.record.eligible) > 1  # made on a history without contacts
+    pending.committed.result()
+    record = pending.record
+    assert record.eligible == (DO_NOTHING,)  # made again on the history with both: the cap of 2 in 7 days holds
+    assert record.features["h"]["contacts_7d"] == 2.0 and record.decision_id == decision_id_for("r1")
+    assert brain.store.decisions.decision(record.decision_id) == record  # the decision answered is the one logged
+    assert [list(heads) for heads in shared.heads] == [["c1"]] * MAX_TRIES  # each try hands the store the heads it read
+    assert decider.decide(request("c1", "r1")).record == record  # and it is the request's decision from now on
+
+
+def test_a_history_changed_at_every_try_reaches_the_caller_and_logs_nothing(brain: Brain, config: BreinConfig) -> None:
+    theirs = [_theirs(f"x{i}", f"c{i % 2}", T0 - 600 + i, "renewal/app_push/morning") for i in range(MAX_TRIES)]
+    decider = Decider(config, cast(DecisionLog, OtherReplicaMeanwhile(brain.store.decisions, theirs)), brain.decider.policy, clock=brain.clock)
+    results = decider.decide_many([request("c0", "r0"), request("c1", "r1")])
+    pendings = [r for r in results if isinstance(r, PendingDecision)]
+    assert len(pendings) == 2 and pendings[0].committed is pendings[1].committed  # one write for the call, tried as one
+    with pytest.raises(StaleHistory, match="got a decision from another process"):
+        pendings[0].committed.result()
+    assert brain.store.decisions.decisions_by_request(["r0", "r1"]) == {}
+    assert brain.store.decisions.decision_count() == MAX_TRIES  # theirs only

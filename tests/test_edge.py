@@ -10,11 +10,11 @@ from typing import Any
 import grpc
 import pytest
 
-from serving.app import Brain
+from brain.core import Brain
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
-from tests.conftest import CREDENTIALS, LiveServer
-from tests.test_online import config_with, simulate
+from tests.conftest import CREDENTIALS, LiveServer, sqlite_count
+from tests.test_online import config_with, join_and_learn, simulate
 from tests.test_server import decide_request
 
 GARBAGE = bytes.fromhex("ff ff ff ff")
@@ -31,8 +31,8 @@ def _error(call: Callable[..., Any], *args: Any, **kwargs: Any) -> grpc.RpcError
 
 
 def _stored(live: LiveServer) -> int:
-    query = "SELECT (SELECT COUNT(*) FROM decisions) + (SELECT COUNT(*) FROM outcomes)"
-    return int(live.running.brain.store.db.execute(query).fetchone()[0])
+    store = live.running.brain.store
+    return sqlite_count(store, "decisions") + sqlite_count(store, "outcomes")
 
 
 # -- 1. an outcome value beyond its type's bound ---------------------------------------------------
@@ -82,7 +82,7 @@ def test_numeric_features_beyond_the_bound_are_refused_on_a_trained_model(
 ) -> None:
     brain = make_brain(config_with(snapshot_every=50), on_commit=metrics.on_commit)
     simulate(brain)
-    brain.join_and_learn()
+    join_and_learn(brain)
     assert not brain.decider.policy.model.cold
     live = LiveServer(brain, metrics)
     try:

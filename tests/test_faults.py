@@ -18,10 +18,12 @@ import grpc
 import pytest
 
 from bandit.config import BreinConfig, parse_config
+from brain.core import Brain
 from serving import converters
-from serving.app import Brain
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
+from store import open_store
+from store.opening import sqlite_path
 from tests.conftest import T0, LiveServer, example_data
 
 
@@ -36,8 +38,7 @@ def decide(request_id: str, customer: str = "c1") -> pb.DecideRequest:
 
 
 def stored(brain: Brain, request_ids: list[str]) -> int:
-    marks = ",".join("?" * len(request_ids))
-    return int(brain.store.db.execute(f"SELECT COUNT(*) FROM decisions WHERE request_id IN ({marks})", request_ids).fetchone()[0])
+    return len(brain.store.decisions.decisions_by_request(request_ids))
 
 
 def intact(path: Path) -> None:
@@ -90,8 +91,9 @@ def fill(directory: Path) -> Path:
 
 
 def test_full_disk_gives_unavailable_in_time_and_service_resumes(small_disk: Path, metrics: Metrics, config: BreinConfig) -> None:
-    brain = Brain(config, small_disk / "brein.db", clock=lambda: T0 + 60, on_commit=metrics.on_commit)
-    live = LiveServer(brain, metrics)
+    store = open_store(str(small_disk / "brein.db"), on_commit=metrics.on_commit)
+    live = LiveServer(Brain(config, store, clock=lambda: T0 + 60), metrics)
+    brain = live.running.brain
     try:
         first = live.stub.Decide(decide("before"), timeout=5)
         assert live.sample("brein_store_up") == 1
@@ -154,7 +156,7 @@ def test_a_locked_store_gives_unavailable_within_the_deadline_and_abandons_the_w
 ) -> None:
     live = LiveServer(locked_brain, metrics)
     locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, locked_brain.store.path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", LOCKER, str(sqlite_path(locked_brain.store.url))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
@@ -195,7 +197,7 @@ def test_a_locked_store_gives_unavailable_within_the_deadline_and_abandons_the_w
         assert stored(locked_brain, abandoned) == 1
     finally:
         live.stop()
-    intact(Path(locked_brain.store.path))
+    intact(Path(str(sqlite_path(locked_brain.store.url))))
 
 
 def test_work_for_an_expired_deadline_is_not_done(live: LiveServer) -> None:

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from bandit.config import BreinConfig
-from bandit.records import ActivationRecord, DecisionRecord, OutcomeRecord
-from bandit.store import SQLiteStore
-from reward.forget import ForgetReport, forget_customer
+from reward.forget import forget_customer
 from reward.joiner import Joiner
-from tests.conftest import EXAMPLE, T0
+from store import Store, open_store
+from store.records import ActivationRecord, DecisionRecord, ForgetReport, OutcomeRecord
+from tests.conftest import EXAMPLE, T0, sqlite_count, sqlite_rows
 
 DAY = 86_400.0
 CLOSE = (30 + 1) * DAY  # longest window + allowed lateness in the example config
@@ -41,26 +41,26 @@ def outcome(outcome_id: str, customer: str, at: float, kind: str = "contract_ren
     return OutcomeRecord(outcome_id, customer, kind, value, at)
 
 
-def joined(store: SQLiteStore) -> dict[str, tuple[str, float, dict[str, float]]]:
-    rows = store.db.execute("SELECT decision_id, status, reward, credit FROM joined_examples").fetchall()
+def joined(store: Store) -> dict[str, tuple[str, float, dict[str, float]]]:
+    rows = sqlite_rows(store, "SELECT decision_id, status, reward, credit FROM joined_examples")
     return {r[0]: (r[1], round(r[2], 9), json.loads(r[3])) for r in rows}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "log.db")
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = open_store(f"sqlite:///{tmp_path / 'log.db'}")
     yield store
     store.close()
 
 
-def test_join_credits_rewards_once_and_only_after_the_window_closes(config: BreinConfig, store: SQLiteStore) -> None:
+def test_join_credits_rewards_once_and_only_after_the_window_closes(config: BreinConfig, store: Store) -> None:
     # Full credit (the example shares equally): every decision in the window gets the whole outcome.
-    joiner = Joiner(config.model_copy(update={"joiner": config.joiner.model_copy(update={"credit": "full"})}), store)
+    joiner = Joiner(config.model_copy(update={"joiner": config.joiner.model_copy(update={"credit": "full"})}), store.joins)
     for record in (decision("a", "c1", T0), decision("b", "c1", T0 + 5 * DAY, "do_nothing"), decision("x", "c2", T0)):
-        store.submit_decision(record).result()
-    store.submit_activation(ActivationRecord("a", T0 + 60)).result()
-    store.submit_outcome(outcome("r1", "c1", T0 + 10 * DAY)).result()
-    store.submit_outcome(outcome("k1", "c1", T0 + 11 * DAY, "complaint", -50.0)).result()
+        store.decisions.submit_decisions([record]).result()
+    store.decisions.submit_activation(ActivationRecord("a", T0 + 60)).result()
+    store.decisions.submit_outcome(outcome("r1", "c1", T0 + 10 * DAY)).result()
+    store.decisions.submit_outcome(outcome("k1", "c1", T0 + 11 * DAY, "complaint", -50.0)).result()
 
     early = joiner.run(until=T0 + 20 * DAY)
     assert early.joined == 0 and early.pending == 3
@@ -72,47 +72,47 @@ def test_join_credits_rewards_once_and_only_after_the_window_closes(config: Brei
     assert result["x"] == ("unactivated", 0.0, {})  # an e-mail never sent: kept, counted, not learned from
     again = joiner.run(until=T0 + 100 * DAY)
     assert again.joined == again.unactivated == 0
-    assert store.db.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0] == 3
+    assert sqlite_count(store, "joined_examples") == 3
     # Runs that found nothing new (the server runs one every few seconds) leave no row behind.
-    assert [r[0] for r in store.db.execute("SELECT joined + unactivated FROM join_runs ORDER BY run")] == [0, 3]
+    assert [r.joined + r.unactivated for r in store.joins.runs()] == [0, 3]
 
 
-def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: SQLiteStore) -> None:
-    joiner = Joiner(config, store)
-    store.submit_outcome(outcome("r1", "c1", T0 + 3 * DAY)).result()  # the outcome is reported before its decision is logged
-    store.submit_outcome(outcome("r1", "c1", T0 + 3 * DAY)).result()  # and twice
-    store.submit_decision(decision("a", "c1", T0)).result()
-    store.submit_activation(ActivationRecord("a", T0)).result()
+def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: Store) -> None:
+    joiner = Joiner(config, store.joins)
+    store.decisions.submit_outcome(outcome("r1", "c1", T0 + 3 * DAY)).result()  # the outcome is reported before its decision is logged
+    store.decisions.submit_outcome(outcome("r1", "c1", T0 + 3 * DAY)).result()  # and twice
+    store.decisions.submit_decisions([decision("a", "c1", T0)]).result()
+    store.decisions.submit_activation(ActivationRecord("a", T0)).result()
     joiner.run(until=T0 + CLOSE)
     assert joined(store)["a"][1] == pytest.approx(240.0 - 0.05)
-    store.submit_outcome(outcome("r2", "c1", T0 + 20 * DAY)).result()  # inside a's window, which is final now
+    store.decisions.submit_outcome(outcome("r2", "c1", T0 + 20 * DAY)).result()  # inside a's window, which is final now
     report = joiner.run(until=T0 + CLOSE + DAY)
     assert report.late_outcomes == 1
     assert joined(store)["a"][1] == pytest.approx(240.0 - 0.05)  # never credited twice, never silently dropped
-    assert [tuple(r) for r in store.db.execute("SELECT outcome_id, decision_id FROM late_outcomes")] == [("r2", "a")]
-    assert store.db.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0] == 2
+    assert sqlite_rows(store, "SELECT outcome_id, decision_id FROM late_outcomes") == [("r2", "a")]
+    assert sqlite_count(store, "outcomes") == 2
     assert joiner.run(until=T0 + CLOSE + 2 * DAY).late_outcomes == 0  # counted once
 
 
-def test_a_customer_forgotten_during_a_run_gets_no_example(config: BreinConfig, store: SQLiteStore) -> None:
-    joiner = Joiner(config, store)
+def test_a_customer_forgotten_during_a_run_gets_no_example(config: BreinConfig, store: Store) -> None:
+    joiner = Joiner(config, store.joins)
     for record in (decision("a", "c1", T0), decision("b", "c2", T0)):
-        store.submit_decision(record).result()
+        store.decisions.submit_decisions([record]).result()
     forgotten: list[ForgetReport] = []
 
     def forget_c1(done: int, total: int) -> None:  # once the examples are computed, before they are written
         if not forgotten:
-            forgotten.append(forget_customer(store, "c1", actor="test", now=T0).result())
+            forgotten.append(forget_customer(store.privacy, "c1", actor="test", now=T0).result())
 
     joiner.run(until=T0 + CLOSE, progress=forget_c1)
     assert set(joined(store)) == {"b"}  # not brought back by the write that followed
-    assert store.db.execute("SELECT COUNT(*) FROM join_queue").fetchone()[0] == 0
+    assert store.joins.pending_count() == 0
 
 
 def _populate(path: Path, customers: int, seed: int = 3) -> float:
     """A log of several decisions and outcomes per customer over 90 days; returns the last event time."""
     rng = random.Random(seed)
-    store = SQLiteStore(path)
+    store = open_store(str(path))
     actions = ["renewal/email/morning", "sim_only/sms/evening", "do_nothing", "renewal_discount/app_push/evening"]
     futures: list[Future[Any]] = []
     last = T0
@@ -121,12 +121,12 @@ def _populate(path: Path, customers: int, seed: int = 3) -> float:
             at = T0 + rng.uniform(0, 90) * DAY
             last = max(last, at)
             decision_id = f"d{c}-{k}"
-            futures.append(store.submit_decision(decision(decision_id, f"c{c}", at, rng.choice(actions))))
+            futures.append(store.decisions.submit_decisions([decision(decision_id, f"c{c}", at, rng.choice(actions))]))
             if rng.random() < 0.8:
-                futures.append(store.submit_activation(ActivationRecord(decision_id, at + 60)))
+                futures.append(store.decisions.submit_activation(ActivationRecord(decision_id, at + 60)))
         for k in range(rng.randint(0, 2)):
             kind, value = rng.choice([("contract_renewal", 240.0), ("sim_activation", 80.0), ("complaint", -50.0)])
-            futures.append(store.submit_outcome(outcome(f"o{c}-{k}", f"c{c}", T0 + rng.uniform(0, 95) * DAY, kind, value)))
+            futures.append(store.decisions.submit_outcome(outcome(f"o{c}-{k}", f"c{c}", T0 + rng.uniform(0, 95) * DAY, kind, value)))
     for future in futures:
         future.result()
     store.close()
@@ -136,10 +136,10 @@ def _populate(path: Path, customers: int, seed: int = 3) -> float:
 JOIN = """
 import sys
 from bandit.config import load_config
-from bandit.store import SQLiteStore
 from reward.joiner import Joiner
-store = SQLiteStore(sys.argv[2])
-Joiner(load_config(sys.argv[1]), store, write_rows=int(sys.argv[3])).run(until=float(sys.argv[4]))
+from store import open_store
+store = open_store(sys.argv[2])
+Joiner(load_config(sys.argv[1]), store.joins, write_rows=int(sys.argv[3])).run(until=float(sys.argv[4]))
 store.close()
 """
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from serving.logs import LimitedLog
+from brain.logs import LimitedLog
 from tests.conftest import Clock
 
 

@@ -14,10 +14,13 @@ from vowpal_wabbit_next import run_cli_driver
 from bandit.config import BreinConfig, parse_config
 from bandit.learner import COLD_START, VWPolicy, example_text
 from bandit.requests import DecisionRequest
+from brain.core import Brain
+from brain.worker import Worker
 from reward.ingest import ActivationReport, OutcomeReport
+from reward.joiner import JoinReport
 from reward.online import ExampleReader
-from serving.app import Brain
 from serving.cli import main
+from store import open_store
 from tests.conftest import T0, Clock, example_data
 
 DAY = 86_400.0
@@ -49,38 +52,49 @@ def config_with(**learner: object) -> BreinConfig:
     return parse_config(data)
 
 
-def test_online_learning_swaps_snapshots_and_resumes_after_restart(make_brain: Callable[..., Brain], clock: Clock, tmp_path: Path) -> None:
+def join_and_learn(brain: Brain) -> tuple[JoinReport, int]:
+    """A round of the worker on the Brain's store, then the Brain follows what it stored."""
+    done = Worker(brain.config, brain.store, clock=brain.clock).round()
+    brain.follow()
+    return done.join, done.learned
+
+
+def test_online_learning_stores_snapshots_served_and_resumed_after_restart(make_brain: Callable[..., Brain], clock: Clock) -> None:
     config = config_with(snapshot_every=50)
     swaps: list[str] = []
     brain = make_brain(config, on_model=lambda policy: swaps.append(policy.model.version))
     simulate(brain)
-    report, learned = brain.join_and_learn()
+    report, learned = join_and_learn(brain)
     assert report.joined > 0 and learned == report.joined
-    assert len(swaps) == -(-learned // 50)  # one snapshot per 50 examples, and one for the rest
+    snapshots = list(brain.store.models.newest_first(config.learner.policy_id))
+    assert len(snapshots) == -(-learned // 50)  # one snapshot per 50 examples, and one for the rest
     serving = brain.decider.policy.model
-    assert serving.version == swaps[-1] != COLD_START and not serving.cold
-    snapshot = brain.store.latest_model(config.learner.policy_id)
-    assert snapshot is not None and snapshot.version == serving.version and snapshot.learned is not None
+    assert serving.version == swaps[-1] == snapshots[0].version != COLD_START and not serving.cold  # the server follows the newest
+    assert snapshots[0].learned is not None and all(s.learned is not None for s in snapshots)
+    assert [s.learned for s in snapshots] == sorted((s.learned for s in snapshots if s.learned), reverse=True)
     record = brain.decider.decide_and_wait(DecisionRequest("new", "app", "after", event_time=clock.now)).record
     assert record.model_version == serving.version
-    store_path = brain.store.path
-    brain.close()
-    restarted = Brain(config, store_path, clock=clock)
+    url = brain.store.url
+    brain.store.close()
+    store = open_store(url)
     try:
+        restarted = Brain(config, store, clock=clock)
         assert restarted.decider.policy.model.version == serving.version
-        assert restarted.learner.step() == 0  # it knows how far its snapshot had learned
+        worker = Worker(config, store, clock=clock)
+        learner = worker.learner()
+        assert learner is not None and learner.step() == 0  # it knows how far its snapshot had learned
     finally:
-        restarted.close()
+        store.close()
 
 
 def test_dsjson_export_trains_vw_cli_to_the_same_predictions(make_brain: Callable[..., Brain], clock: Clock, tmp_path: Path) -> None:
     config = config_with(snapshot_every=10_000)
     brain = make_brain(config)
     simulate(brain, days=45)
-    _, learned = brain.join_and_learn()
+    _, learned = join_and_learn(brain)
     assert learned > 100
     export = tmp_path / "log.dsjson"
-    result = CliRunner().invoke(main, ["log", "export", "--config", "examples/telecom.toml", "--store", brain.store.path, "-o", str(export)])
+    result = CliRunner().invoke(main, ["log", "export", "--config", "examples/telecom.toml", "--store", brain.store.url, "-o", str(export)])
     assert result.exit_code == 0, result.output
     lines = export.read_text().splitlines()
     assert len(lines) == learned
@@ -107,8 +121,8 @@ def test_learning_texts_are_the_examples_text_in_learning_order(make_brain: Call
     config = config_with(snapshot_every=10_000)
     brain = make_brain(config)
     simulate(brain, days=10)
-    brain.joiner.run(until=T0 + 60 * DAY)
-    reader = ExampleReader(config, brain.store, logged_lines=True)
+    Worker(config, brain.store).joiner.run(until=T0 + 60 * DAY)
+    reader = ExampleReader(config, brain.store.examples, logged_lines=True)
     read = [(position, example_text(example)) for position, example, _ in reader.read()]
     assert len(read) > 20 and list(reader.texts()) == read
     after = read[len(read) // 2][0]

@@ -35,15 +35,16 @@ from bandit.config import BreinConfig, parse_config
 from bandit.features import FeatureEncoder
 from bandit.learner import vw_arguments
 from bandit.requests import DecisionRequest
-from bandit.store import SQLiteStore
+from brain.core import Brain
 from policies.loading import load_policy
 from policies.registry import Registry
 from reward.ingest import ActivationReport, OutcomeReport
+from reward.joiner import Joiner
 from reward.online import action_from_id
-from serving.app import Brain
 from serving.cli import main
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from store import open_store
 from tests.conftest import T0, example_data
 
 DAY = 86_400.0
@@ -101,18 +102,18 @@ def logged_world(brain: Brain, days: int = DAYS, customers: int = 300, per_day: 
                 writes.append(brain.report_outcome(complaint)[1])
         for write in writes:
             write.result()
-    brain.joiner.run(until=T0 + (days + 40) * DAY)  # every decision closed, in one join run
+    Joiner(brain.config, brain.store.joins).run(until=T0 + (days + 40) * DAY)  # every decision closed, in one join run
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3,000 logged decisions, all joined; each test works on its own copy."""
     path = tmp_path_factory.mktemp("world") / "brein.db"
-    brain = Brain(parse_config(_config_data(path)), path)
+    store = open_store(str(path))
     try:
-        logged_world(brain)
+        logged_world(Brain(parse_config(_config_data(path)), store))
     finally:
-        brain.close()
+        store.close()
     return path
 
 
@@ -139,9 +140,9 @@ class Flow:
 
     @contextmanager
     def registry(self) -> Iterator[Registry]:
-        store = SQLiteStore(self.store)
+        store = open_store(str(self.store))
         try:
-            yield Registry(store)
+            yield Registry(store.registry)
         finally:
             store.close()
 
@@ -302,9 +303,9 @@ def test_train_shadow_evaluate_promote_and_roll_back_on_a_live_server(flow: Flow
         load.stop()
     assert not load.errors
     # The shadow's pmf is cand's own distribution over each decision's eligible actions; champion served.
-    store = SQLiteStore(flow.store)
+    store = open_store(str(flow.store))
     try:
-        cand, _ = load_policy(Registry(store).get("cand"), store)
+        cand, _ = load_policy(Registry(store.registry).get("cand"), store.models)
         encoder, catalog = FeatureEncoder(flow.config), Catalog(flow.config)
         for policy_id, features, eligible, pmf in shadowed:
             actions = [action_from_id(catalog, a) for a in eligible]

@@ -20,14 +20,17 @@ from bandit.errors import ConfigError
 from bandit.pseudonyms import PREFIX, Pseudonyms
 from bandit.requests import DecisionRequest
 from bandit.security_config import PrivacyConfig
+from brain.core import Brain, open_brain
+from brain.logs import JsonFormatter
+from brain.worker import Worker
 from reward.ingest import OutcomeReport
 from serving import converters
-from serving.app import Brain
 from serving.cli import main
-from serving.logs import JsonFormatter
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
-from tests.conftest import EXAMPLE, T0, Clock, LiveServer, example_data
+from store import open_store
+from store.opening import sqlite_path
+from tests.conftest import EXAMPLE, T0, Clock, LiveServer, example_data, sqlite_count, sqlite_rows
 
 DAY = 86_400.0
 RAW = "cust-RAW-4242"
@@ -62,7 +65,8 @@ def traffic(live: LiveServer, customer: str) -> pb.DecideResponse:
 
 
 def stored_bytes(brain: Brain) -> bytes:
-    path = Path(brain.store.path)
+    path = sqlite_path(brain.store.url)
+    assert path is not None
     return b"".join(p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists())
 
 
@@ -91,18 +95,19 @@ def test_pseudonymised_ids_never_reach_the_store_logs_or_metrics(
         explained = live.stub.Explain(pb.ExplainRequest(decision_id=decision.decision_id))
         assert explained.customer_id == pseudonym
         # Same customer, same pseudonym: history and contact caps still work across channels.
-        assert brain.store.db.execute("SELECT COUNT(*) FROM decisions WHERE customer_id = ?", (pseudonym,)).fetchone()[0] == 2
-        assert brain.store.history(pseudonym, T0 + 2 * DAY, 30).contacts or decision.action.do_nothing
-        brain.joiner.run(until=T0 + 60 * DAY)
+        assert sqlite_count(brain.store, "decisions", "WHERE customer_id = ?", (pseudonym,)) == 2
+        history = brain.store.decisions.customer_logs([pseudonym], T0 + 2 * DAY, T0 + 2 * DAY, 30)[pseudonym].at(T0 + 2 * DAY)
+        assert history.contacts or decision.action.do_nothing
+        Worker(brain.config, brain.store).joiner.run(until=T0 + 60 * DAY)
         assert RAW.encode() not in stored_bytes(brain)
         for table in ("decisions", "outcomes", "joined_examples", "audit"):
-            rows = brain.store.db.execute(f"SELECT * FROM {table}").fetchall()
+            rows = sqlite_rows(brain.store, f"SELECT * FROM {table}")
             assert RAW not in json.dumps([list(r) for r in rows], default=str), table
         # Forget takes the raw id.
         forgot = live.stub.Forget(pb.ForgetRequest(customer_id=RAW))
         assert (forgot.decisions, forgot.outcomes, forgot.joined_examples) == (2, 1, 2)
-        audit = brain.store.db.execute("SELECT action, subject FROM audit ORDER BY id").fetchall()
-        assert [tuple(r) for r in audit if r[0] != "policy"] == [("explain", decision.decision_id), ("forget", pseudonym)]
+        audit = brain.store.audit.entries()
+        assert [(e.action, e.subject) for e in audit if e.action != "policy"] == [("explain", decision.decision_id), ("forget", pseudonym)]
         with pytest.raises(grpc.RpcError) as empty:  # an empty id is refused, not hashed
             live.stub.Forget(pb.ForgetRequest(customer_id=""))
         assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -121,7 +126,7 @@ def test_metrics_and_logs_carry_no_customer_ids_or_feature_values(
     """Without pseudonymisation too: the store holds the raw id, the logs and metrics never."""
     decision = traffic(live, RAW)
     live.stub.Explain(pb.ExplainRequest(decision_id=decision.decision_id))
-    live.running.brain.joiner.run(until=T0 + 60 * DAY)
+    Worker(live.running.brain.config, live.running.brain.store).joiner.run(until=T0 + 60 * DAY)
     live.stub.Forget(pb.ForgetRequest(customer_id=RAW))
     exposition = generate_latest(metrics.registry).decode()
     assert "brein_decisions_total" in exposition and "brein_rpc_errors_total" in exposition
@@ -164,8 +169,9 @@ def test_bad_privacy_settings_are_refused(privacy: dict[str, Any], environ: dict
 
 def test_the_server_does_not_start_without_its_pseudonym_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_ENV, raising=False)
+    config = pseudonymised()
     with pytest.raises(ConfigError, match=KEY_ENV):
-        Brain(pseudonymised(), tmp_path / "brein.db")
+        open_brain(config.model_copy(update={"server": config.server.model_copy(update={"store": str(tmp_path / "brein.db")})}))
     assert not (tmp_path / "brein.db").exists()
 
 
@@ -194,13 +200,13 @@ def seed_old_and_new(brain: Brain, now: float) -> None:
                 brain.activate(converters.activation_report(pb.ActivateRequest(decision_id=pending.record.decision_id))).result()
     brain.report_outcome(OutcomeReport("o-old", "c-a", "complaint", event_time=old + DAY))[1].result()
     brain.report_outcome(OutcomeReport("o-new", "c-a", "complaint", event_time=recent + 60))[1].result()
-    brain.joiner.run(until=now)
-    assert brain.store.db.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0] == 2
+    Worker(brain.config, brain.store).joiner.run(until=now)
+    assert sqlite_count(brain.store, "joined_examples") == 2
 
 
 def counts(brain: Brain) -> dict[str, int]:
     tables = ("decisions", "outcomes", "activations", "joined_examples", "join_queue")
-    return {t: brain.store.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+    return {t: sqlite_count(brain.store, t) for t in tables}
 
 
 def test_retention_runs_in_the_background_and_is_counted(
@@ -222,9 +228,9 @@ def test_retention_runs_in_the_background_and_is_counted(
         }
         assert deleted == {"decisions": 2, "outcomes": 1, "activations": 1, "joined_examples": 2}
         assert live.sample("brein_retention_runs_total", {"result": "ok"}) >= 1
-        audit = brain.store.db.execute("SELECT actor, action, detail FROM audit WHERE action = 'retention'").fetchall()
-        assert [tuple(r)[:2] for r in audit] == [("brein retention", "retention")]
-        assert "deleted 2 decisions, 1 outcomes, 1 activations, 2 joined examples older than 40 days" in audit[0][2]
+        audit = brain.store.audit.entries("retention")
+        assert [(e.actor, e.action) for e in audit] == [("brein retention", "retention")]
+        assert "deleted 2 decisions, 1 outcomes, 1 activations, 2 joined examples older than 40 days" in audit[0].detail
         assert live.stub.Decide(pb.DecideRequest(customer_id="c-a", channel="web")).decision_id  # still serving
     finally:
         live.stop()
@@ -232,11 +238,11 @@ def test_retention_runs_in_the_background_and_is_counted(
 
 def test_retention_run_command(tmp_path: Path, config: BreinConfig) -> None:
     store = tmp_path / "brein.db"
-    brain = Brain(config, store)
+    opened = open_store(str(store))
     try:
-        seed_old_and_new(brain, time.time())
+        seed_old_and_new(Brain(config, opened), time.time())
     finally:
-        brain.close()
+        opened.close()
     config_file = tmp_path / "brein.toml"
     config_file.write_text(EXAMPLE.read_text() + "\n[privacy]\nretention_days = 60\n")
     result = CliRunner().invoke(main, ["retention", "run", "--config", str(config_file), "--store", str(store), "--json"])

@@ -17,7 +17,7 @@ import pytest
 
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, worker_processes
 
 
 class ServerProcess:
@@ -102,20 +102,6 @@ def _load(
     return acknowledged, errors, stop, threads
 
 
-def _workers(server_pid: int) -> set[int]:
-    """The server's join/learn worker processes (spawned by multiprocessing; not its resource tracker)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            status = (entry / "status").read_text()
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        if f"\nPPid:\t{server_pid}\n" in status and "multiprocessing" in command and "resource_tracker" not in command:
-            found.add(int(entry.name))
-    return found
-
-
 def _alive(pid: int) -> bool:
     """Running (not gone, not a zombie waiting for its parent)."""
     try:
@@ -142,8 +128,8 @@ def _stored(store: Path, column: str = "decision_id") -> set[str]:
 @pytest.mark.parametrize("round_", range(3))
 def test_sigkill_loses_no_acknowledged_decision(server: ServerProcess, round_: int) -> None:
     acknowledged, _, stop, threads = _load(server, 1.0 + 0.3 * round_)
-    workers = _workers(server.process.pid)
-    assert len(workers) == 1  # the joiner and learner work in a process of their own
+    workers = worker_processes(server.process.pid)
+    assert len(workers) == 1  # the joiner, learner and retention work in a process of their own
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(timeout=10)
     stop.set()
@@ -167,7 +153,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_cleanly(server: ServerProce
             time.sleep(0.05)
 
     acknowledged, errors, stop, threads = _load(server, 0.5)
-    workers = _workers(server.process.pid)
+    workers = worker_processes(server.process.pid)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         results = [r for response in pb_grpc.DecisionServiceStub(channel).DecideBatch(chunks(), timeout=30) for r in response.results]
     assert signalled.is_set()

@@ -1,15 +1,14 @@
-"""The policy registry on a real SQLite file: one champion, allowed transitions, an append-only
+"""The policy registry on every store: one champion, allowed transitions, an append-only
 history with who/when/why, rollback; and the promotion gate's refusals, one sentence each."""
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import astuple
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,35 +16,30 @@ import pytest
 from bandit.config import BreinConfig, GateConfig
 from bandit.learner import vw_arguments
 from bandit.policies import DoNothingPolicy, RulePolicy, UniformPolicy
-from bandit.store import SQLiteStore
+from brain.champion import bootstrap_champion
 from policies import operations
 from policies.gate import GateRefused, check_gate
 from policies.loading import PolicyLoadError, load_policy
-from policies.registry import EvaluationRecord, InvalidTransition, PolicyEvent, Registry, UnknownPolicy, artifact_hash
-from serving.app import bootstrap_champion
+from policies.registry import InvalidTransition, Registry, UnknownPolicy, artifact_hash
+from store import Store, open_store
+from store.errors import Conflict
+from store.records import EvaluationRecord, PolicyEvent
 
 NOW = 1_780_000_000.0
 HOUR = 3600.0
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "brein.db")
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def registry(store: SQLiteStore) -> Registry:
+def registry(store: Store) -> Registry:
     """A champion 'champ' (uniform) and a candidate 'cand' (do-nothing)."""
-    registry = Registry(store)
+    registry = Registry(store.registry)
     registry.register("champ", "uniform", actor="test", state="champion", note="bootstrapped", now=NOW)
     registry.register("cand", "do_nothing", actor="test", parent="champ", now=NOW + 1)
     return registry
 
 
-def _audit(store: SQLiteStore) -> list[tuple[Any, ...]]:
-    return [tuple(r) for r in store.db.execute("SELECT at, actor, action, subject, detail FROM audit ORDER BY id")]
+def _audit(store: Store) -> list[tuple[Any, ...]]:
+    return [astuple(entry) for entry in store.audit.entries()]
 
 
 def _states(registry: Registry) -> dict[str, str]:
@@ -71,15 +65,15 @@ def test_a_registered_policy_reads_back_as_registered(registry: Registry) -> Non
     assert registry.history("r1") == [PolicyEvent("r1", NOW + 5, "alice", "", "candidate", "holiday rules")]
 
 
-def test_a_new_registry_has_no_champion_and_nothing_to_roll_back_to(store: SQLiteStore) -> None:
-    registry = Registry(store)
+def test_a_new_registry_has_no_champion_and_nothing_to_roll_back_to(store: Store) -> None:
+    registry = Registry(store.registry)
     assert registry.champion() is None and registry.list() == [] and registry.previous_champion() is None
     with pytest.raises(ValueError, match="^there is no previous champion to roll back to$"):
         operations.rollback(store, actor="test")
 
 
-def test_opening_the_registry_twice_keeps_its_rows(store: SQLiteStore, registry: Registry) -> None:
-    again = Registry(store)  # the migrations run once
+def test_opening_the_registry_twice_keeps_its_rows(store: Store, registry: Registry) -> None:
+    again = Registry(store.registry)
     assert _states(again) == {"champ": "champion", "cand": "candidate"}
 
 
@@ -97,7 +91,7 @@ def test_opening_the_registry_twice_keeps_its_rows(store: SQLiteStore, registry:
     ],
 )  # fmt: skip
 def test_register_refuses(
-    registry: Registry, store: SQLiteStore, kwargs: dict[str, Any], error: type[Exception], message: str
+    registry: Registry, store: Store, kwargs: dict[str, Any], error: type[Exception], message: str
 ) -> None:
     before = (registry.list(), registry.history(), _audit(store))
     with pytest.raises(error, match=message):
@@ -128,11 +122,11 @@ def _race(*calls: Callable[[], object]) -> list[object]:
     return results
 
 
-def test_two_processes_bootstrapping_a_champion_at_once_get_one(tmp_path: Path) -> None:
-    # Two stores on one file: two writers (a server and a CLI, say), serialised only by SQLite.
-    first, second = SQLiteStore(tmp_path / "brein.db"), SQLiteStore(tmp_path / "brein.db")
+def test_two_processes_bootstrapping_a_champion_at_once_get_one(store_url: str) -> None:
+    # Two stores on one database: two writers (a server and a CLI, say), serialised only by the database.
+    first, second = open_store(store_url), open_store(store_url)
     try:
-        a, b = Registry(first), Registry(second)
+        a, b = Registry(first.registry), Registry(second.registry)
         for round_ in range(5):
             results = _race(partial(a.register, f"a{round_}", "uniform", actor="a", state="champion"),
                             partial(b.register, f"b{round_}", "uniform", actor="b", state="champion"))  # fmt: skip
@@ -147,10 +141,10 @@ def test_two_processes_bootstrapping_a_champion_at_once_get_one(tmp_path: Path) 
         second.close()
 
 
-def test_servers_starting_together_on_a_new_store_serve_one_champion(tmp_path: Path, config: BreinConfig) -> None:
-    stores = [SQLiteStore(tmp_path / "brein.db") for _ in range(3)]
+def test_servers_starting_together_on_a_new_store_serve_one_champion(store_url: str, config: BreinConfig) -> None:
+    stores = [open_store(store_url) for _ in range(3)]
     try:
-        registries = [Registry(store) for store in stores]
+        registries = [Registry(store.registry) for store in stores]
         results = _race(*(partial(bootstrap_champion, config, registry) for registry in registries))
         assert not [r for r in results if isinstance(r, Exception)], results
         assert {r.id for r in results} == {config.learner.policy_id}  # type: ignore[attr-defined]
@@ -160,10 +154,10 @@ def test_servers_starting_together_on_a_new_store_serve_one_champion(tmp_path: P
             store.close()
 
 
-def test_concurrent_promotions_leave_exactly_one_champion_and_a_consistent_history(tmp_path: Path) -> None:
-    first, second = SQLiteStore(tmp_path / "brein.db"), SQLiteStore(tmp_path / "brein.db")
+def test_concurrent_promotions_leave_exactly_one_champion_and_a_consistent_history(store_url: str) -> None:
+    first, second = open_store(store_url), open_store(store_url)
     try:
-        a, b = Registry(first), Registry(second)
+        a, b = Registry(first.registry), Registry(second.registry)
         a.register("champ", "uniform", actor="test", state="champion")
         previous = "champ"
         for i in range(4):
@@ -188,9 +182,9 @@ def test_concurrent_promotions_leave_exactly_one_champion_and_a_consistent_histo
         second.close()
 
 
-def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore, registry: Registry) -> None:
-    with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        store.submit(lambda conn: conn.execute("UPDATE policies SET state = 'champion' WHERE id = 'cand'")).result()
+def test_the_database_itself_refuses_a_second_champion(store: Store, registry: Registry) -> None:
+    with pytest.raises(Conflict):  # a registry write made from a stale read
+        store.registry.transition([PolicyEvent("cand", NOW, "t", "candidate", "champion", "x")], []).result()
     assert _states(registry) == {"champ": "champion", "cand": "candidate"}
 
 
@@ -216,7 +210,7 @@ def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore, regis
     ],
 )  # fmt: skip
 def test_refused_transitions_change_nothing(
-    registry: Registry, store: SQLiteStore, change: Callable[[Registry], object], error: type[Exception], message: str
+    registry: Registry, store: Store, change: Callable[[Registry], object], error: type[Exception], message: str
 ) -> None:
     before = (registry.list(), registry.history(), _audit(store))
     with pytest.raises(error, match=message):
@@ -237,7 +231,7 @@ def test_a_candidate_goes_to_shadow_back_to_candidate_and_retires(registry: Regi
     ]  # fmt: skip
 
 
-def test_history_is_append_only_with_who_when_and_why_mirrored_in_the_audit(registry: Registry, store: SQLiteStore) -> None:
+def test_history_is_append_only_with_who_when_and_why_mirrored_in_the_audit(registry: Registry, store: Store) -> None:
     earlier = registry.history()
     registry.set_state("cand", "shadow", actor="carol", reason="compare live", now=NOW + 20)
     assert registry.make_champion("cand", actor="dave", reason="passed the gate", now=NOW + 30) == "champ"
@@ -253,7 +247,7 @@ def test_history_is_append_only_with_who_when_and_why_mirrored_in_the_audit(regi
     assert [e.to_state for e in registry.history("champ")] == ["champion", "retired"]
 
 
-def test_promotion_retires_the_champion_and_rollback_restores_it(registry: Registry, store: SQLiteStore) -> None:
+def test_promotion_retires_the_champion_and_rollback_restores_it(registry: Registry, store: Store) -> None:
     assert registry.previous_champion() is None
     registry.register("third", "uniform", actor="test", now=NOW + 2)
     assert registry.make_champion("cand", actor="t", reason="better") == "champ"
@@ -270,7 +264,7 @@ def test_promotion_retires_the_champion_and_rollback_restores_it(registry: Regis
     assert registry.history("champ")[-1].reason == "rollback"
 
 
-def test_rollback_refuses_a_previous_champion_that_does_not_load(registry: Registry, store: SQLiteStore) -> None:
+def test_rollback_refuses_a_previous_champion_that_does_not_load(registry: Registry, store: Store) -> None:
     registry.register("bad", "rules", artifact=b"{not json", actor="test")
     registry.make_champion("bad", actor="t", reason="x")
     registry.make_champion("cand", actor="t", reason="y")
@@ -283,20 +277,20 @@ def test_rollback_refuses_a_previous_champion_that_does_not_load(registry: Regis
 
 
 def test_every_kind_loads_and_a_broken_artifact_is_a_load_error(
-    registry: Registry, store: SQLiteStore, config: BreinConfig
+    registry: Registry, store: Store, config: BreinConfig
 ) -> None:
     text = b'[{"action": "sim_only/sms/morning", "when": "touchpoint == \'app\'"}]'
     registry.register("rules", "rules", artifact=text, actor="t")
     registry.register("bad-cel", "rules", artifact=b'[{"action": "sim_only/sms/morning", "when": "touchpoint =="}]', actor="t")
     registry.register("bad-vw", "vw", artifact=b"not a model", args=vw_arguments(config.learner), actor="t")
-    assert isinstance(load_policy(registry.get("champ"), store)[0], UniformPolicy)
-    assert isinstance(load_policy(registry.get("cand"), store)[0], DoNothingPolicy)
-    rules = load_policy(registry.get("rules"), store)[0]
+    assert isinstance(load_policy(registry.get("champ"), store.models)[0], UniformPolicy)
+    assert isinstance(load_policy(registry.get("cand"), store.models)[0], DoNothingPolicy)
+    rules = load_policy(registry.get("rules"), store.models)[0]
     assert isinstance(rules, RulePolicy) and rules.version == registry.get("rules").artifact_hash[:12]
     with pytest.raises(PolicyLoadError, match=r"^policy bad-cel: rules\[0\]\.when: invalid CEL condition"):
-        load_policy(registry.get("bad-cel"), store)
+        load_policy(registry.get("bad-cel"), store.models)
     with pytest.raises(PolicyLoadError, match=r"^policy bad-vw: its VW model does not load with --cb_explore_adf"):
-        load_policy(registry.get("bad-vw"), store)
+        load_policy(registry.get("bad-vw"), store.models)
 
 
 # --- Evaluations and the gate ------------------------------------------------------------------------
@@ -394,7 +388,7 @@ def test_the_gate_lets_a_candidate_through(evaluation: EvaluationRecord) -> None
     check_gate(GATE, evaluation, "cand", "champ", NOW)
 
 
-def test_promote_goes_through_the_gate_and_force_is_recorded(registry: Registry, store: SQLiteStore, config: BreinConfig) -> None:
+def test_promote_goes_through_the_gate_and_force_is_recorded(registry: Registry, store: Store, config: BreinConfig) -> None:
     gated = config.model_copy(update={"gate": GATE})
     with pytest.raises(GateRefused, match="^cand has no evaluation"):
         operations.promote(gated, store, "cand", actor="ops")
@@ -411,7 +405,7 @@ def test_promote_goes_through_the_gate_and_force_is_recorded(registry: Registry,
 
 
 def test_promote_refuses_a_policy_that_does_not_load_even_when_forced(
-    registry: Registry, store: SQLiteStore, config: BreinConfig
+    registry: Registry, store: Store, config: BreinConfig
 ) -> None:
     registry.register("bad", "vw", artifact=b"garbage", args=vw_arguments(config.learner), actor="t")
     with pytest.raises(PolicyLoadError, match="^policy bad: its VW model does not load"):

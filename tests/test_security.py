@@ -20,16 +20,17 @@ from prometheus_client import CollectorRegistry
 
 from bandit.config import BreinConfig, parse_config
 from bandit.errors import ConfigError
+from brain.core import Brain
 from serving import converters
-from serving.app import Brain
 from serving.cli import main
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.security import Callers, TokenBucket, is_loopback, key_hash
 from serving.server import create_server
+from store import open_store
 from tests.certs import CertificateAuthority, Pair
-from tests.conftest import EXAMPLE, T0, LiveServer, example_data
+from tests.conftest import EXAMPLE, T0, LiveServer, example_data, sqlite_count
 
 KEYS = {
     "shop": "brein_shop-key-for-tests-0123456789abcdef",
@@ -59,7 +60,7 @@ class SecureServer:
         self.ca = CertificateAuthority(directory / "pki")
         self.config = parse_config(secured_data(directory, self.ca, self.ca.server(), mutual=mutual))
         self.metrics = Metrics(CollectorRegistry())
-        self.brain = Brain(self.config, directory / "brein.db", clock=lambda: T0 + 60)
+        self.brain = Brain(self.config, open_store(str(directory / "brein.db")), clock=lambda: T0 + 60)
         self.live = LiveServer(self.brain, self.metrics)
         self.channels: list[grpc.Channel] = []
 
@@ -164,11 +165,9 @@ def test_auth_matrix_role_by_rpc(tls_server: SecureServer, who: str, method: str
             in (refused.value.details() or "")
         )
     # Nothing of a refused call reached the store.
-    store = tls_server.brain.store.db
-    assert (
-        store.execute("SELECT COUNT(*) FROM decisions WHERE customer_id IN (?, ?)", (f"m-{tag}", f"b-{tag}")).fetchone()[0] == 0
-    )
-    assert store.execute("SELECT COUNT(*) FROM outcomes WHERE outcome_id = ?", (f"o-{tag}",)).fetchone()[0] == 0
+    store = tls_server.brain.store
+    assert sqlite_count(store, "decisions", "WHERE customer_id IN (?, ?)", (f"m-{tag}", f"b-{tag}")) == 0
+    assert sqlite_count(store, "outcomes", "WHERE outcome_id = ?", (f"o-{tag}",)) == 0
 
 
 def test_health_and_reflection_stay_open(tls_server: SecureServer) -> None:
@@ -197,12 +196,9 @@ def test_explain_and_forget_are_audited_with_the_caller_name(tls_server: SecureS
     tls_server.stub(KEYS["analyst"]).Explain(pb.ExplainRequest(decision_id=decision.decision_id), timeout=5)
     forgot = tls_server.stub(KEYS["admin"]).Forget(pb.ForgetRequest(customer_id="audited-customer"), timeout=5)
     assert forgot.decisions == 1
-    rows = tls_server.brain.store.db.execute(
-        "SELECT actor, action, subject, detail FROM audit WHERE subject IN (?, ?) ORDER BY id",
-        (decision.decision_id, "audited-customer"),
-    ).fetchall()
-    assert [tuple(r)[:3] for r in rows] == [("analyst", "explain", decision.decision_id), ("admin", "forget", "audited-customer")]
-    assert rows[0]["detail"].startswith("policy ")
+    rows = [e for e in tls_server.brain.store.audit.entries() if e.subject in (decision.decision_id, "audited-customer")]
+    assert [(e.actor, e.action, e.subject) for e in rows] == [("analyst", "explain", decision.decision_id), ("admin", "forget", "audited-customer")]
+    assert rows[0].detail.startswith("policy ")
 
 
 def test_rate_limit_per_caller_is_resource_exhausted(tls_server: SecureServer) -> None:
@@ -220,9 +216,7 @@ def test_rate_limit_per_caller_is_resource_exhausted(tls_server: SecureServer) -
         list(campaigns.DecideBatch(iter([chunk]), timeout=5))
     assert batch.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert tls_server.sample("brein_rate_limited_total", {"caller": "campaigns"}) == 2
-    assert (
-        tls_server.brain.store.db.execute("SELECT COUNT(*) FROM decisions WHERE customer_id LIKE 'rl-batch-%'").fetchone()[0] == 0
-    )
+    assert sqlite_count(tls_server.brain.store, "decisions", "WHERE customer_id LIKE 'rl-batch-%'") == 0
 
 
 def test_messages_over_the_size_limit_are_refused(tls_server: SecureServer) -> None:
@@ -238,8 +232,7 @@ def test_mutual_tls_identity_maps_to_a_caller(mtls_server: SecureServer) -> None
     decision = mtls_server.brain.decider.decide_and_wait(converters.decision_request(decide("mtls-customer")))
     explained = mtls_server.stub(client=ops).Explain(pb.ExplainRequest(decision_id=decision.record.decision_id), timeout=5)
     assert explained.decision_id == decision.record.decision_id
-    audit = mtls_server.brain.store.db.execute("SELECT actor FROM audit WHERE action = 'explain'").fetchall()
-    assert [r[0] for r in audit] == ["ops-desk"]
+    assert [e.actor for e in mtls_server.brain.store.audit.entries("explain")] == ["ops-desk"]
     with pytest.raises(grpc.RpcError) as denied:  # ops-desk is analyst and admin, not a channel
         mtls_server.stub(client=ops).Decide(decide("mtls-2"), timeout=5)
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -309,7 +302,7 @@ def test_is_loopback(address: str, loopback: bool) -> None:
 def test_plaintext_off_loopback_is_refused_unless_allowed(address: str, allow: bool, refused: bool, tmp_path: Path) -> None:
     data = example_data()
     data["server"]["allow_plaintext"] = allow
-    brain = Brain(parse_config(data), tmp_path / "brein.db")
+    brain = Brain(parse_config(data), open_store(str(tmp_path / "brein.db")))
 
     async def start() -> None:
         running = await create_server(brain, Metrics(CollectorRegistry()), address)
@@ -322,7 +315,7 @@ def test_plaintext_off_loopback_is_refused_unless_allowed(address: str, allow: b
         else:
             asyncio.run(start())
     finally:
-        brain.close()
+        brain.store.close()
 
 
 def test_brein_serve_refuses_plaintext_on_all_interfaces(tmp_path: Path) -> None:

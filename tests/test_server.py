@@ -12,9 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bandit.sampling import decision_id_for
+from brain.worker import Worker
 from serving import converters
 from serving.pb.brein.v1 import brein_pb2 as pb
-from tests.conftest import T0, LiveServer
+from tests.conftest import T0, Clock, LiveServer, sqlite_count
 
 DAY = 86_400.0
 
@@ -50,7 +51,7 @@ def test_decide_returns_a_logged_decision(live: LiveServer) -> None:
         assert response.action.send_at.seconds >= int(T0)
     again = live.stub.Decide(decide_request())
     assert again.replayed and again.decision_id == response.decision_id and again.action == response.action
-    record = live.running.brain.store.decision(response.decision_id)
+    record = live.running.brain.store.decisions.decision(response.decision_id)
     assert record is not None and record.customer_id == "c1"
     assert live.sample("brein_decide_latency_seconds_count") == 2
     assert live.sample("brein_decisions_total", {"action": response.action.id, "channel": response.action.channel, "policy": "champion"}) == 1
@@ -80,6 +81,32 @@ def test_outcome_activation_and_explain(live: LiveServer) -> None:
     assert "cold start" in explanation.contributions_note
 
 
+def test_a_retried_report_is_a_duplicate_whatever_the_servers_clock_says(live: LiveServer, clock: Clock) -> None:
+    """A client resends the same bytes a second later, without value or event time (the server fills
+    them in): a duplicate, not ALREADY_EXISTS. Other content it sends is refused."""
+    decision = live.stub.Decide(decide_request())
+    report = pb.ReportOutcomeRequest(outcome_id="o-retry", customer_id="c1", type="contract_renewal").SerializeToString()
+    activate = pb.ActivateRequest(decision_id=decision.decision_id).SerializeToString()
+
+    def send(method: str, body: bytes, answer: Any) -> Any:  # the bytes as they are, not a message built again
+        return live.channel.unary_unary(f"/brein.v1.DecisionService/{method}", response_deserializer=answer.FromString)(body)
+
+    first = send("ReportOutcome", report, pb.ReportOutcomeResponse)
+    assert not first.duplicate and not send("Activate", activate, pb.ActivateResponse).duplicate
+    clock.now += 1.0
+    again = send("ReportOutcome", report, pb.ReportOutcomeResponse)
+    assert again.duplicate and again.value == first.value
+    assert send("Activate", activate, pb.ActivateResponse).duplicate
+    same = {"outcome_id": "o-retry", "customer_id": "c1", "type": "contract_renewal"}
+    # the value the server filled in, sent; the time it filled in, sent; a decision named
+    for changed in ({"value": 240.0}, {"event_time": converters.timestamp(clock.now)}, {"decision_id": decision.decision_id}):
+        other = pb.ReportOutcomeRequest(**same, **changed)
+        with pytest.raises(grpc.RpcError) as conflict:
+            live.stub.ReportOutcome(other)
+        assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS, changed
+    assert live.sample("brein_outcomes_total", {"type": "contract_renewal"}) == 1 and live.sample("brein_activations_total") == 1
+
+
 def test_decide_batch_streams_results_in_order_with_item_errors(live: LiveServer) -> None:
     chunks = [
         pb.DecideBatchRequest(items=[decide_request(f"c{i}", f"b{i}") for i in range(50)]),
@@ -91,8 +118,7 @@ def test_decide_batch_streams_results_in_order_with_item_errors(live: LiveServer
     bad, good = responses[1].results
     assert bad.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "unknown touchpoint 'fax'" in bad.error.message
     assert good.decision.decision_id
-    count = live.running.brain.store.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
-    assert count == 51
+    assert live.running.brain.store.decisions.decision_count() == 51
     assert live.sample("brein_rpc_errors_total", {"method": "DecideBatch", "code": "INVALID_ARGUMENT"}) == 1
 
 
@@ -109,8 +135,8 @@ def test_decide_batch_answers_chunks_in_order_and_a_cancelled_stream_leaves_the_
     next(stream)
     stream.cancel()  # the caller goes away with chunks decided and not answered yet
     assert live.stub.Decide(decide_request("after", "after")).decision_id
-    logged = live.running.brain.store.db.execute("SELECT COUNT(*) FROM decisions WHERE request_id LIKE 'k%'").fetchone()[0]
-    assert logged == 720
+    logged = live.running.brain.store.decisions.decisions_by_request([f"k{c}-{i}" for c in range(6) for i in range(120)])
+    assert len(logged) == 720
 
 
 BAD_INPUT = [
@@ -147,7 +173,7 @@ def test_bad_input_is_refused_counted_and_harmless(live: LiveServer, method: str
     assert details in error.value.details()
     assert live.sample("brein_rpc_errors_total", {"method": method, "code": code.name}) == 1
     store = live.running.brain.store
-    assert store.db.execute("SELECT (SELECT COUNT(*) FROM decisions) + (SELECT COUNT(*) FROM outcomes)").fetchone()[0] == 0
+    assert store.decisions.decision_count() == 0 and store.joins.outcome_horizon() == 0
     assert live.stub.Decide(decide_request()).decision_id  # still serving
 
 
@@ -182,7 +208,7 @@ def test_forget_deletes_the_customer_and_serves_them_as_new(live: LiveServer) ->
     live.stub.Decide(decide_request("c2", "other"))
     live.stub.ReportOutcome(pb.ReportOutcomeRequest(outcome_id="o1", customer_id="c1", type="complaint", event_time=converters.timestamp(T0)))
     live.stub.Activate(pb.ActivateRequest(decision_id=first.decision_id, event_time=converters.timestamp(T0)))
-    brain.joiner.run(until=T0 + 60 * DAY)
+    Worker(brain.config, brain.store).joiner.run(until=T0 + 60 * DAY)
     response = live.stub.Forget(pb.ForgetRequest(customer_id="c1"))
     assert (response.decisions, response.outcomes, response.activations, response.joined_examples) == (1, 1, 1, 1)
     with pytest.raises(grpc.RpcError) as error:
@@ -191,9 +217,8 @@ def test_forget_deletes_the_customer_and_serves_them_as_new(live: LiveServer) ->
     later = brain.decider.decide_and_wait(converters.decision_request(decide_request("c1", "f2", event_time=converters.timestamp(T0 + DAY))))
     assert "h" not in later.record.features  # no history: a new customer, no quiet period after the forgotten complaint
     assert len(later.record.eligible) > 1
-    audit = brain.store.db.execute("SELECT action, subject FROM audit WHERE action = 'forget'").fetchall()
-    assert [tuple(row) for row in audit] == [("forget", "c1")]
-    assert brain.store.db.execute("SELECT COUNT(*) FROM decisions WHERE customer_id = 'c2'").fetchone()[0] == 1
+    assert [(e.action, e.subject) for e in brain.store.audit.entries("forget")] == [("forget", "c1")]
+    assert sqlite_count(brain.store, "decisions", "WHERE customer_id = 'c2'") == 1
     with pytest.raises(grpc.RpcError) as missing:
         live.stub.Forget(pb.ForgetRequest(customer_id=""))
     assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT

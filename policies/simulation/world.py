@@ -40,7 +40,7 @@ import numpy.typing as npt
 
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
-from bandit.history import HISTORY_DAYS, Contact, CustomerHistory
+from bandit.history import HISTORY_DAYS
 from policies.simulation.population import (
     CALL,
     CHANNELS,
@@ -62,6 +62,7 @@ from policies.simulation.population import (
     WorldParams,
     draw_population,
 )
+from store.records import Contact, CustomerHistory
 
 DEFAULT_START = 1_736_121_600.0  # 2025-01-06T00:00:00Z, a Monday
 RENEWAL_TYPE = "contract_renewal"

@@ -1,0 +1,56 @@
+"""`python -m brain.worker_process STORE_URL LOG_LEVEL`: the worker (brain/worker.py) as a child of
+`brein serve`, at a lower CPU priority so that Decide keeps its latency.
+
+Joining and learning are long stretches of Python; in the server's process they would hold the GIL
+that every Decide needs (a round over a 200,000-decision backlog put Decide's p99 at 300 calls/s
+above 2 s). The child shares only the store with its server. It reads its config (JSON) from the
+first line of its standard input, writes its events (worker.event_line) to its standard output,
+logs JSON lines to standard error, and ends once its standard input closes: when its server stops
+or is killed. Its writes are exactly once whatever happens to it, so the server may end it at any
+moment (SIGTERM) and starts another one if it dies. It imports nothing of `serving`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+
+from bandit.config import parse_config
+from brain import logs
+from brain.worker import BESIDE_A_SERVER_COMMIT_PAUSE, WorkerEvent, event_line, work
+from store import open_store
+
+NICENESS = 10
+"""The worker's CPU priority below the server's: on a machine with few cores a round of learning
+would otherwise take the core that Decide calls need."""
+
+
+def _report(event: WorkerEvent) -> None:
+    sys.stdout.write(event_line(event) + "\n")
+    sys.stdout.flush()
+
+
+def _stop(timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds; True once the server has closed our standard input."""
+    ready, _, _ = select.select([sys.stdin], [], [], timeout)
+    return bool(ready)
+
+
+def main() -> None:
+    url, level = sys.argv[1:3]
+    logs.configure(level)
+    os.nice(NICENESS)
+    config = parse_config(json.loads(sys.stdin.readline()), source="the server's config")
+    store = open_store(url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE)
+    try:
+        work(config, store, _report, _stop)
+    except BrokenPipeError:  # the server is gone: nobody to flush the rest of standard output to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""What a store raises on purpose. The gRPC edge maps each to a status code (serving/errors.py); the
+CLIs print it and exit non-zero. Every backend raises these, never its driver's own exceptions."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every error a store raises on purpose."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not commit (or be reached); nothing of the failed write remains."""
+
+
+class Conflict(StoreError):
+    """A write that contradicts what the store holds: an idempotency key reused with different
+    content, a policy id registered twice, a registry transition from a state the policy has left."""
+
+
+class StaleHistory(StoreError):
+    """A decision was made on a customer history that another process changed before it committed
+    (see DecisionLog.submit_decisions); nothing was written and the caller decides again."""
+
+
+class UnknownStore(StoreError):
+    """A store URL that names no backend that is built, or no store where one must exist."""

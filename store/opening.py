@@ -1,0 +1,57 @@
+"""Opening a store from a URL: which backend, which database.
+
+  sqlite:///var/brein.db    a SQLite file, relative to the working directory (three slashes, as
+                            SQLAlchemy has it); sqlite:////srv/brein.db for an absolute path
+  var/brein.db              a plain path is a SQLite file too (configs from before URLs)
+  sqlite:// or sqlite:///:memory:
+                            an in-memory SQLite database, gone when the store closes (unit tests)
+  postgresql://user@host/db the PostgreSQL backend (not built yet)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from store.errors import UnknownStore
+from store.ports import CommitListener, Store
+from store.sqlite import SQLiteStore
+
+MEMORY = ("sqlite://", "sqlite:///:memory:")
+
+
+def in_memory(url: str) -> bool:
+    """An in-memory database: only the store that opened it sees it (no other process can share it)."""
+    return url in MEMORY
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (or plain path); None for an in-memory database. UnknownStore for
+    another backend's URL or a URL this cannot read."""
+    if in_memory(url):
+        return None
+    if "://" not in url:
+        if not url:
+            raise UnknownStore("expected a store URL like sqlite:///var/brein.db, got ''")
+        return Path(url)
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres") or parts.scheme.startswith("postgresql+"):
+        raise UnknownStore(f"{url}: the PostgreSQL backend is not built yet; use a SQLite URL like sqlite:///var/brein.db")
+    if parts.scheme != "sqlite":
+        raise UnknownStore(f"{url}: expected a URL starting sqlite:// (or postgresql://), got the scheme {parts.scheme!r}")
+    if parts.netloc or parts.query or parts.fragment or not parts.path.startswith("/") or len(parts.path) < 2:
+        raise UnknownStore(f"{url}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    return Path(parts.path[1:])
+
+
+def open_store(url: str, *, on_commit: CommitListener | None = None, write_pause: float = 0.0, create: bool = True) -> Store:
+    """The store at ``url`` (see the module's doc), its migrations applied.
+
+    ``on_commit`` hears of every commit (for metrics). ``write_pause``: seconds the writer rests
+    after each commit, so that another process sharing the database (the server, beside its
+    worker) gets to write in between; a backend may ignore it. ``create=False``: UnknownStore
+    rather than a new, empty store when there is none at ``url``."""
+    path = sqlite_path(url)
+    if path is not None and not create and not path.is_file():
+        raise UnknownStore(f"no store at {path}: give --store, or run the server once to create it")
+    return SQLiteStore(path, on_commit=on_commit, commit_pause=write_pause)

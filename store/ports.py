@@ -1,0 +1,303 @@
+"""The store as ports: one small interface per concern, plain records in and out (store.records).
+
+Brein's core is typed to these, never to a backend. A backend (store/sqlite/ now, PostgreSQL
+later) implements every port and passes the contract tests (tests/test_store_contract.py).
+
+Promises every backend keeps:
+  * A write returns a ``concurrent.futures.Future`` that resolves once the write is durable
+    (committed; a backend may commit many concurrent writes together). A write fails alone: one
+    refused write does not fail the others committed with it. A future cancelled before its write
+    began is never written.
+  * A write that fails raises a store error (store.errors) through its future: StoreUnavailable
+    when the store cannot commit, Conflict when the write contradicts what is stored.
+  * A read sees every write whose future has resolved, in this process or another.
+  * Reads return fresh records; the caller may keep them. Sequences come back in the documented order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Protocol
+
+from store.records import (
+    START,
+    ActivationRecord,
+    AuditEntry,
+    ClosedDecision,
+    Cursor,
+    CustomerFacts,
+    CustomerLog,
+    DecisionRecord,
+    DeletedDecisions,
+    EvaluationRecord,
+    ForgetReport,
+    Head,
+    JoinedExample,
+    JoinRun,
+    LateOutcome,
+    LearningRow,
+    LoggedExample,
+    ModelSnapshot,
+    OutcomeRecord,
+    PolicyEntry,
+    PolicyEvent,
+    State,
+)
+
+CommitListener = Callable[[float, int, bool], None]
+"""Called after every commit with (seconds, writes committed together, succeeded)."""
+
+
+class DecisionLog(Protocol):
+    """The hot path: decisions, outcomes and activations in, decisions and customer histories out."""
+
+    def submit_decisions(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None) -> Future[None]:
+        """Log decisions in one write (all or none) and queue each for the joiner (JoinState).
+
+        ``heads`` maps each customer of ``records`` to the ``CustomerLog.head`` its decision was
+        made on. A backend shared by several processes refuses the write with StaleHistory when
+        another process (another store instance) committed a decision for one of those customers
+        after that head: the decision rests on a history that is no longer the customer's, so a
+        contact cap could be passed twice. The caller then reads the history again and decides
+        again. A backend written by one process only does not serialise customers: its heads are
+        None (SQLite's are) and it never refuses a write as stale; the caller then needs no second
+        try. ``heads`` None: the decisions were not made on a history (imports, tests): no check.
+        A decision id or request id already logged fails the write with Conflict."""
+        ...
+
+    def submit_outcome(self, record: OutcomeRecord) -> Future[bool]:
+        """Store an outcome under the next outcome sequence number (see JoinState.outcome_horizon).
+        Resolves to True when its outcome_id is stored already with the same client-sent content
+        (``OutcomeRecord.sent``): a duplicate, nothing written. Other content: Conflict."""
+        ...
+
+    def submit_activation(self, record: ActivationRecord) -> Future[bool]:
+        """Store that a decision's action was delivered. Resolves to True when the decision was
+        activated before: the first activation is kept, a repeat is a duplicate whatever it says."""
+        ...
+
+    def decision(self, decision_id: str) -> DecisionRecord | None: ...
+
+    def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
+        """The logged decisions of those request ids that have one."""
+        ...
+
+    def customer_logs(
+        self, customer_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> dict[str, CustomerLog]:
+        """Every customer's log (a key for each id asked, known or not) for histories as of any time in
+        [first, last], looking back ``lookback_days`` before ``first``; read as one snapshot."""
+        ...
+
+    def decision_count(self) -> int:
+        """Decisions logged: for operators and benchmarks, not the hot path."""
+        ...
+
+
+class JoinState(Protocol):
+    """What the delayed-reward joiner reads and writes. The joiner's logic (crediting, batching) is
+    in reward/joiner.py; here is only what it asks the store. Decisions wait in a join queue (filled
+    in the write that logged them) until a run writes their joined example."""
+
+    def watermark(self) -> float | None:
+        """The latest event time of any decision or outcome; None for an empty store."""
+        ...
+
+    def outcome_horizon(self) -> int:
+        """An outcome sequence number S such that every outcome with seq <= S is committed and
+        visible to this store's reads, and none that commits later will get a seq <= S."""
+        ...
+
+    def closed_decisions(self, cutoff: float) -> list[ClosedDecision]:
+        """Every queued decision with event time <= cutoff, ordered by customer, event time, decision id."""
+        ...
+
+    def customer_facts(self, closing: Mapping[str, Sequence[ClosedDecision]], watermark: float, horizon: int) -> CustomerFacts:
+        """The facts of these customers (closing: customer -> its closed decisions, as returned by
+        closed_decisions): activations of the closing decisions, the customers' other decisions
+        with event time <= watermark, their outcomes with seq <= horizon."""
+        ...
+
+    def start_run(self, watermark: float, cutoff: float, horizon: int) -> Future[int]:
+        """Record that a run begins; resolves to its run number, issued by the store (larger than
+        any run before, finished or not)."""
+        ...
+
+    def write_examples(self, examples: Sequence[JoinedExample]) -> Future[None]:
+        """Write joined examples and take their decisions out of the join queue, in one write. Only
+        decisions still in the queue get an example (one forgotten meanwhile is not brought back,
+        one joined by an earlier write is not joined twice): exactly once, whatever is killed when."""
+        ...
+
+    def late_checked(self) -> int:
+        """The outcome horizon up to which finished runs have looked for late outcomes (0 if none)."""
+        ...
+
+    def late_outcomes(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateOutcome]:
+        """Outcomes with after < seq <= horizon that fall in the window (``windows``: outcome type ->
+        seconds before it) of a decision of their customer that was joined with a smaller horizon."""
+        ...
+
+    def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:
+        """Record a run's counts and its late outcomes (a pair recorded before is kept once)."""
+        ...
+
+    def pending_count(self) -> int:
+        """Decisions still in the join queue."""
+        ...
+
+    def runs(self) -> list[JoinRun]:
+        """Every run recorded, oldest first."""
+        ...
+
+
+class JoinedExamples(Protocol):
+    """Joined examples that were learned from (status 'joined'), in learning order: by run, event
+    time, decision id. Read from a cursor, a page at a time: no read stays open between calls."""
+
+    def learning(self, after: Cursor, limit: int) -> list[LearningRow]:
+        """Up to ``limit`` examples after ``after``, with what online learning needs (the raw features
+        only where no shared line was logged)."""
+        ...
+
+    def logged(self, after: Cursor, limit: int, *, since: float | None = None, until: float | None = None) -> list[LoggedExample]:
+        """Up to ``limit`` examples after ``after`` with since <= event time < until, whole."""
+        ...
+
+    def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None) -> int:
+        """Examples after ``after`` with since <= event time < until."""
+        ...
+
+
+class ModelSnapshots(Protocol):
+    """Learned models, each with the position its learner had reached."""
+
+    def save(self, snapshot: ModelSnapshot) -> Future[None]:
+        """Store a snapshot; one whose version is stored already is kept as it was."""
+        ...
+
+    def get(self, version: str) -> ModelSnapshot | None: ...
+
+    def newest_version(self, policy_id: str) -> str | None:
+        """The version of the policy's newest snapshot: a cheap read, for servers that follow."""
+        ...
+
+    def newest_first(self, policy_id: str) -> Iterator[ModelSnapshot]:
+        """The policy's snapshots, newest first, read one at a time."""
+        ...
+
+
+class RegistryStorage(Protocol):
+    """The policy registry's rows. The state machine (which change is allowed) is in
+    policies/registry.py; writes here are compare-and-set: a write that finds the registry other
+    than the caller read it fails with Conflict and changes nothing. Every write appends its
+    events to the history and its entries to the audit trail in the same transaction."""
+
+    def policy(self, policy_id: str) -> PolicyEntry | None: ...
+
+    def policies(self, state: State | None = None) -> list[PolicyEntry]:
+        """Every policy (in ``state``), by creation time then id."""
+        ...
+
+    def champion(self) -> PolicyEntry | None: ...
+
+    def events(self, policy_id: str | None = None) -> list[PolicyEvent]:
+        """The history (of one policy), in the order it was written."""
+        ...
+
+    def evaluations(self, policy_id: str) -> list[EvaluationRecord]:
+        """The policy's evaluations, newest first."""
+        ...
+
+    def register(self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry]) -> Future[None]:
+        """Add a policy. Conflict when its id is taken, or when it would be a second champion."""
+        ...
+
+    def transition(self, events: Sequence[PolicyEvent], audit: Sequence[AuditEntry]) -> Future[None]:
+        """Move each event's policy from ``from_state`` to ``to_state``, all or none. Conflict when
+        a policy is not in its ``from_state`` (or is unknown), or the result has two champions."""
+        ...
+
+    def record_evaluation(self, record: EvaluationRecord) -> Future[None]: ...
+
+
+class AuditTrail(Protocol):
+    """Append-only: who did what, when."""
+
+    def record(self, entry: AuditEntry) -> Future[None]: ...
+
+    def entries(self, action: str | None = None) -> list[AuditEntry]:
+        """Every entry (of one action), in the order written."""
+        ...
+
+
+class Privacy(Protocol):
+    """Deleting customer data: one customer on request, everything old by retention."""
+
+    def forget(self, customer_id: str, *, actor: str, at: float) -> Future[ForgetReport]:
+        """Delete every decision, outcome, activation, join-queue entry, late-outcome mark and joined
+        example of the customer, and append an audit entry ('forget', the customer id,
+        ForgetReport.detail()), in one transaction."""
+        ...
+
+    def delete_decisions_before(self, cutoff: float, limit: int) -> Future[DeletedDecisions]:
+        """One small transaction: up to ``limit`` of the oldest decisions with event time < cutoff,
+        with their activations, join-queue entries, late-outcome marks and joined examples."""
+        ...
+
+    def delete_outcomes_before(self, cutoff: float, limit: int) -> Future[int]:
+        """One small transaction: up to ``limit`` of the oldest outcomes with event time < cutoff
+        (and their late-outcome marks); resolves to how many went."""
+        ...
+
+
+class WorkerLease(Protocol):
+    """At most one worker (joiner, learner, retention) works on a store at a time: the one whose
+    store holds the lease. A holder that dies loses it without anyone's help."""
+
+    def try_acquire(self) -> bool:
+        """True when this store instance holds the lease now (taken now or held already)."""
+        ...
+
+    def release(self) -> None:
+        """Let the lease go (a no-op when not held); closing the store releases it too."""
+        ...
+
+
+class Store(Protocol):
+    """A store opened from a URL (store.open_store): every port, and close()."""
+
+    @property
+    def url(self) -> str:
+        """The URL it was opened from, normalised."""
+        ...
+
+    @property
+    def decisions(self) -> DecisionLog: ...
+
+    @property
+    def joins(self) -> JoinState: ...
+
+    @property
+    def examples(self) -> JoinedExamples: ...
+
+    @property
+    def models(self) -> ModelSnapshots: ...
+
+    @property
+    def registry(self) -> RegistryStorage: ...
+
+    @property
+    def audit(self) -> AuditTrail: ...
+
+    @property
+    def privacy(self) -> Privacy: ...
+
+    @property
+    def lease(self) -> WorkerLease: ...
+
+    def close(self) -> None:
+        """Commit what is queued, release the lease and every connection. Writes after this fail
+        with StoreUnavailable."""
+        ...

@@ -1,0 +1,365 @@
+"""The plain records that go into a store and come out of it: frozen dataclasses, NamedTuples and,
+where a run holds a million of them, plain tuples of plain values (the garbage collector stops
+tracking those; a NamedTuple or dataclass instance it would walk at every collection).
+
+Times are event times in epoch seconds. Nothing here knows a database: a record is what every
+backend takes and gives back, whatever it stores it as.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, NamedTuple
+
+DAY = 86_400.0
+
+SharedFeatures = dict[str, dict[str, float | str]]
+"""Namespace letter -> feature name -> a number, or a string for a categorical feature."""
+
+Head = int | None
+"""Opaque: what a backend read as the newest state of one customer's decisions (see
+CustomerLog.head and DecisionLog.submit_decisions). Only ever handed back to the store. None from a
+backend that does not serialise customers; one that does gives every customer a head, also a
+customer without decisions."""
+
+Cursor = tuple[int, float, str]
+"""A position in the joined examples' learning order: (join run, event time, decision id)."""
+START: Cursor = (0, 0.0, "")
+
+
+# -- the decision log ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    decision_id: str
+    request_id: str
+    customer_id: str
+    touchpoint: str
+    event_time: float
+    action_id: str
+    offer: str
+    channel: str
+    slot: str
+    send_at: float | None
+    probability: float
+    exploratory: bool
+    policy_id: str
+    model_version: str
+    personalised: bool
+    features: SharedFeatures
+    eligible: tuple[str, ...]
+    pmf: tuple[float, ...]
+    exclusions: dict[str, Any] = field(default_factory=dict)
+    contact_consent: dict[str, str] = field(default_factory=dict)
+    # Shadow policy id -> its pmf over ``eligible``: logged for evaluation, never served.
+    shadow: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # The shared features in VW text, as the serving model saw them.
+    shared_line: str = ""
+    received_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """An outcome as stored. ``value_sent`` and ``event_time_sent`` say whether the client sent the
+    value and the event time or the server filled them in (the type's default value, its clock):
+    a repeated outcome_id is a duplicate when what the client sent is the same, whatever the
+    server's clock said the second time."""
+
+    outcome_id: str
+    customer_id: str
+    type: str
+    value: float
+    event_time: float
+    decision_id: str = ""
+    received_at: float = 0.0
+    value_sent: bool = True
+    event_time_sent: bool = True
+
+    def sent(self) -> tuple[str, str, float | None, float | None, str]:
+        """What the client sent: the content two reports of one outcome_id must share."""
+        return (self.customer_id, self.type, self.value if self.value_sent else None,
+                self.event_time if self.event_time_sent else None, self.decision_id)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationRecord:
+    decision_id: str
+    event_time: float
+    received_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    decision_id: str
+    event_time: float
+    channel: str
+    offer: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerHistory:
+    """Contacts (non-do-nothing decisions) inside the lookback, newest last; last time of each outcome type."""
+
+    contacts: tuple[Contact, ...] = ()
+    last_contact: float | None = None
+    last_outcome: dict[str, float] = field(default_factory=dict)
+
+    def contacts_since(self, since: float, channel: str | None = None) -> int:
+        if not self.contacts:
+            return 0
+        return sum(1 for c in self.contacts if c.event_time >= since and (channel is None or c.channel == channel))
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerLog:
+    """What the log holds about a customer for its history as of any time in a span [first, last]:
+    its contacts in [first - days, last) (oldest first), the time of its last contact before those,
+    the last time of each outcome type before ``first`` and every outcome in [first, last).
+    ``head`` is the backend's token for the newest decision of the customer it read (see
+    DecisionLog.submit_decisions).
+
+    One read gives the histories of many decisions (a DecideBatch chunk) made at different times."""
+
+    days: float
+    contacts: tuple[Contact, ...] = ()
+    contact_before: float | None = None
+    outcomes: tuple[tuple[str, float], ...] = ()
+    head: Head = None
+
+    def at(self, now: float) -> CustomerHistory:
+        """The history as of ``now`` (in [first, last]): contacts in the ``days`` before ``now``."""
+        since = now - self.days * DAY
+        last_contact = self.contact_before
+        contacts = []
+        for contact in self.contacts:
+            if contact.event_time >= now:
+                break
+            last_contact = contact.event_time
+            if contact.event_time >= since:
+                contacts.append(contact)
+        last_outcome: dict[str, float] = {}
+        for kind, at in self.outcomes:
+            if at < now and (kind not in last_outcome or at > last_outcome[kind]):
+                last_outcome[kind] = at
+        return CustomerHistory(tuple(contacts), last_contact, last_outcome)
+
+
+# -- joining ------------------------------------------------------------------------------------
+
+ClosedDecision = tuple[str, int, str, float, str, str, str]
+"""A queued decision whose window has closed: (customer id, the backend's key for its row, decision
+id, event time, offer, channel, action id). A plain tuple: a run holds a million of them. Hand the
+whole tuples back to JoinState.customer_facts (the key lets a backend tell them apart cheaply)."""
+
+OtherDecision = tuple[str, float, str, str, str, float | None]
+"""A decision of a customer being joined that is not closing now: (decision id, event time, offer,
+channel, action id, activation time or None)."""
+
+
+class OutcomeFacts(NamedTuple):
+    outcome_id: str
+    type: str
+    value: float
+    event_time: float
+    decision_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFacts:
+    """What crediting a batch of customers' closed decisions needs, read together: when each closing
+    decision was activated, each customer's other decisions up to the watermark (they share credit),
+    and each customer's outcomes up to the outcome horizon, by time then id."""
+
+    activated: dict[str, float]
+    others: dict[str, list[OtherDecision]]
+    outcomes: dict[str, list[OutcomeFacts]]
+
+
+JoinStatus = Literal["joined", "unactivated"]
+JoinedExample = tuple[str, str, float, int, JoinStatus, float, float, Mapping[str, float], Sequence[str], int]
+"""One closed decision made into a learning example, as the joiner writes it: (decision id, customer
+id, event time, run, status, reward, cost, credit by outcome type, the outcome ids credited, the
+outcome horizon of the run: outcomes with a larger seq were not seen). A plain tuple: a run makes a
+million, and as NamedTuples (made by a Python-level constructor) they cost a run 5% more instructions."""
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRun:
+    """One join run. ``late_checked`` is the outcome horizon up to which late outcomes have been
+    looked for; None until the run has finished."""
+
+    run: int
+    watermark: float
+    cutoff: float
+    horizon: int
+    joined: int = 0
+    unactivated: int = 0
+    late_outcomes: int = 0
+    late_checked: int | None = None
+    finished_at: float | None = None
+
+
+LateOutcome = tuple[str, str]
+"""(outcome id, decision id): an outcome that arrived after a decision in its window was joined."""
+
+
+class LearningRow(NamedTuple):
+    """A joined example as the online learner reads it: its position and what VW learns from, the
+    shared features as the serving model saw them (``shared_line``). ``features``, the raw shared
+    features, only for a decision logged without its line, None otherwise: a dict a row would make
+    the garbage collector walk at every collection while a page of rows is read. A NamedTuple for
+    the same reason: the learner reads one per example."""
+
+    run: int
+    event_time: float
+    decision_id: str
+    reward: float
+    eligible: tuple[str, ...]
+    action_id: str
+    probability: float
+    shared_line: str
+    features: SharedFeatures | None
+
+    @property
+    def position(self) -> Cursor:
+        return (self.run, self.event_time, self.decision_id)
+
+
+class LoggedExample(NamedTuple):
+    """A joined example with everything a replay, an export or an evaluation reads: the fields of
+    a LearningRow (a NamedTuple cannot extend another's fields) with the raw features always, then
+    credit, pmf and shadow pmfs."""
+
+    run: int
+    event_time: float
+    decision_id: str
+    reward: float
+    eligible: tuple[str, ...]
+    action_id: str
+    probability: float
+    shared_line: str
+    features: SharedFeatures
+    credit: dict[str, float]
+    pmf: tuple[float, ...]
+    shadow: dict[str, tuple[float, ...]]
+
+    @property
+    def position(self) -> Cursor:
+        return (self.run, self.event_time, self.decision_id)
+
+
+# -- model snapshots and the policy registry ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSnapshot:
+    version: str
+    args: list[str]
+    data: bytes
+    policy_id: str = ""
+    # How far into the joined examples the model has learned.
+    learned: Cursor | None = None
+
+
+State = Literal["candidate", "shadow", "champion", "retired"]
+Kind = Literal["vw", "rules", "uniform", "do_nothing"]
+STATES: tuple[State, ...] = ("candidate", "shadow", "champion", "retired")
+KINDS: tuple[Kind, ...] = ("vw", "rules", "uniform", "do_nothing")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyEntry:
+    id: str
+    kind: Kind
+    artifact: bytes | None
+    artifact_hash: str
+    args: list[str]
+    features: dict[str, Any]
+    parent: str
+    created: float
+    state: State
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyEvent:
+    """One change of a policy's state; ``from_state`` is '' when it was registered."""
+
+    policy_id: str
+    at: float
+    actor: str
+    from_state: str
+    to_state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationRecord:
+    policy_id: str
+    against: str
+    at: float
+    since: float
+    until: float
+    decisions: int
+    estimator: str
+    lift: float
+    lift_lower: float
+    lift_upper: float
+    ess: float
+    report: dict[str, Any]
+
+
+# -- audit and privacy --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who did what to which subject (a decision id, a customer id, a policy id), and when."""
+
+    at: float
+    actor: str
+    action: str
+    subject: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetReport:
+    decisions: int
+    outcomes: int
+    activations: int
+    joined_examples: int
+
+    def detail(self) -> str:
+        """The audit row's detail: what was deleted, counted (never what it held)."""
+        return (f"deleted {self.decisions} decisions, {self.outcomes} outcomes, {self.activations} activations, "
+                f"{self.joined_examples} joined examples")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedDecisions:
+    """What one retention batch of decisions took with it."""
+
+    decisions: int
+    activations: int
+    joined_examples: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    cutoff: float
+    decisions: int = 0
+    outcomes: int = 0
+    activations: int = 0
+    joined_examples: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    @property
+    def deleted(self) -> dict[str, int]:
+        return {"decisions": self.decisions, "outcomes": self.outcomes, "activations": self.activations,
+                "joined_examples": self.joined_examples}  # fmt: skip

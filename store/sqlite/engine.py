@@ -1,0 +1,285 @@
+"""One SQLite database: its writer thread (group commit) and its readers.
+
+Every write goes through one writer thread that commits whatever is queued in one transaction
+(group commit: one fsync for many concurrent requests) and only then resolves each write's future,
+so a caller that waits on its future holds a durable write. Each write runs in its own savepoint:
+one bad write fails alone, the others in its group still commit. Neighbouring writes of one
+mergeable kind (decisions) are written together, in multi-row statements, and one by one only if
+that fails.
+
+A file database (WAL) is read through one connection per thread, each seeing only committed data.
+An in-memory database has one connection: the writer holds it for a whole group commit and each
+read takes it between commits, so a read also sees only committed data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from contextlib import suppress
+from types import TracebackType
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+
+from store.errors import Conflict, StoreUnavailable
+from store.ports import CommitListener
+from store.sqlite.schema import migrations
+
+T = TypeVar("T")
+Write = Callable[[sqlite3.Connection], T]
+
+MAX_GROUP = 2048
+LOCK_WAIT_SECONDS = 5.0
+LOCK_POLL_SECONDS = 0.001
+
+
+class Mergeable:
+    """A write that the writer may merge with the neighbouring writes of its own class."""
+
+    __slots__ = ()
+
+    @classmethod
+    def merged(cls, conn: sqlite3.Connection, writes: Sequence[Any]) -> None:
+        """Write every one of ``writes`` (all instances of ``cls``) in as few statements as possible."""
+        raise NotImplementedError
+
+    def __call__(self, conn: sqlite3.Connection) -> Any:
+        type(self).merged(conn, [self])
+
+
+def connect(target: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_SECONDS)
+    conn.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_SECONDS * 1000)}")
+    return conn
+
+
+def begin(conn: sqlite3.Connection) -> None:
+    """Take the write lock, trying every millisecond for up to LOCK_WAIT_SECONDS. SQLite's own busy
+    handler sleeps longer and longer between tries (up to 100 ms), so another process writing back
+    to back (the join/learn worker) would keep this writer, and every Decide waiting on it, out
+    for seconds; a short poll finds the gaps between its transactions."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(LOCK_POLL_SECONDS)
+
+
+def _failed_alone(conn: sqlite3.Connection, error: Exception) -> Exception:
+    """Undo the savepoint ``w`` of a write that failed on its own and say why as a store error;
+    re-raise when the database itself failed (disk full, I/O, locked): then the whole group fails."""
+    if isinstance(error, sqlite3.Error) and not isinstance(error, sqlite3.IntegrityError):
+        raise error
+    conn.execute("ROLLBACK TO w")
+    conn.execute("RELEASE w")
+    if isinstance(error, sqlite3.IntegrityError):
+        return Conflict(f"the store refused the write: {error}")
+    return error
+
+
+def _write_alone(
+    conn: sqlite3.Connection, write: Write[Any], future: Future[Any]
+) -> tuple[Future[Any], Any, BaseException | None]:
+    """One write in its own savepoint: (its future, its result, its error)."""
+    conn.execute("SAVEPOINT w")
+    try:
+        result = write(conn)
+    except Exception as error:  # a refused row or the write's own failure (a Conflict, ...) fails it alone
+        return future, None, _failed_alone(conn, error)
+    conn.execute("RELEASE w")
+    return future, result, None
+
+
+def _write_together(conn: sqlite3.Connection, kind: type[Mergeable], writes: list[tuple[Write[Any], Future[Any]]]) -> bool:
+    """Writes of one mergeable kind in one savepoint; False (and nothing written) when a row is
+    refused, so that each write can be tried alone and fail alone."""
+    conn.execute("SAVEPOINT w")
+    try:
+        kind.merged(conn, [write for write, _ in writes])
+    except Exception as error:
+        _failed_alone(conn, error)
+        return False
+    conn.execute("RELEASE w")
+    return True
+
+
+class _Reads:
+    """``with engine.reading() as conn``: this thread's connection to a file database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+
+    def __enter__(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._engine.new_reader()
+        return conn
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
+        if isinstance(error, sqlite3.Error):
+            raise StoreUnavailable(f"the store could not be read: {error}") from error
+
+
+class _SharedReads(_Reads):
+    """``with engine.reading() as conn``: the in-memory database's one connection, between commits."""
+
+    def __init__(self, engine: Engine, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+        super().__init__(engine)
+        self._conn = conn
+        self._lock = lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._lock.acquire()
+        return self._conn
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
+        self._lock.release()
+        super().__exit__(kind, error, traceback)
+
+
+class Engine:
+    """The writer thread and the readers of one database: a file path, or None for in-memory."""
+
+    def __init__(self, path: str | None, *, on_commit: CommitListener | None = None, commit_pause: float = 0.0) -> None:
+        """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
+        process (the server's) gets the write lock between this one's transactions."""
+        self.path = path
+        self._writer_conn = connect(path or ":memory:")
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._shared: threading.Lock | None = None
+        if path is None:
+            self._shared = threading.Lock()
+            self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
+        else:
+            self._writer_conn.execute("PRAGMA journal_mode = WAL")
+            self._writer_conn.execute("PRAGMA synchronous = FULL")
+            self._reads = _Reads(self)
+        self._migrate()
+        self._writer_conn.execute("PRAGMA busy_timeout = 0")  # begin() waits for the write lock instead
+        self._commit_pause = commit_pause
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[tuple[Write[Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="brein-store-writer", daemon=True)
+        self._closed = False
+        self._writer.start()
+
+    def _migrate(self) -> None:
+        """The store's one migration history, applied in one transaction holding the write lock:
+        processes opening a store together apply it once, in turn."""
+        conn = self._writer_conn
+        begin(conn)
+        try:
+            migrations.apply(Database(conn))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def new_reader(self) -> sqlite3.Connection:
+        if self.path is None:
+            raise RuntimeError("an in-memory database has one connection")
+        conn = connect(self.path)
+        with self._readers_lock:
+            self._readers.append(conn)
+        return conn
+
+    def reading(self) -> _Reads:
+        """``with engine.reading() as conn:`` a connection that sees committed data; a database error
+        in the block comes out as StoreUnavailable."""
+        return self._reads
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def submit(self, write: Write[T]) -> Future[T]:
+        """Queue a write; its future resolves once the group it joined is durably committed."""
+        future: Future[T] = Future()
+        if self._closed:
+            future.set_exception(StoreUnavailable("the store is closed"))
+        else:
+            self._queue.put((write, future))
+        return future
+
+    def _write_loop(self) -> None:
+        conn = self._writer_conn
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            while len(group) < MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                group.append(more)
+            if self._shared is None:
+                self._commit_group(conn, group)
+            else:
+                with self._shared:
+                    self._commit_group(conn, group)
+            if self._commit_pause:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                time.sleep(self._commit_pause)
+
+    def _commit_group(self, conn: sqlite3.Connection, group: list[tuple[Write[Any], Future[Any]]]) -> None:
+        started = time.perf_counter()
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            begin(conn)
+            # Runs of neighbouring writes: mergeable writes of one class together, any other write on its own.
+            for kind, run in itertools.groupby(group, key=lambda item: type(item[0]) if isinstance(item[0], Mergeable) else None):
+                # A write whose caller gave up (deadline) before it began is never written.
+                begun = [(write, future) for write, future in run if future.set_running_or_notify_cancel()]
+                if kind is not None and len(begun) > 1 and _write_together(conn, kind, begun):
+                    results.extend((future, None, None) for _, future in begun)
+                else:
+                    results.extend(_write_alone(conn, write, future) for write, future in begun)
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolls back by itself when the connection next commits or closes
+            failure = StoreUnavailable(f"the store could not commit: {error}")
+            if self._on_commit:  # counted before any caller hears of it, as a success is
+                self._on_commit(time.perf_counter() - started, len(group), False)
+            for _, future in group:
+                with suppress(InvalidStateError):  # a caller may have cancelled it meanwhile
+                    future.set_exception(failure)
+            return
+        if self._on_commit:
+            self._on_commit(time.perf_counter() - started, len(results), True)
+        for future, value, failed in results:
+            if failed is None:
+                future.set_result(value)
+            else:
+                future.set_exception(failed)
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
+        self._writer_conn.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

@@ -1,0 +1,57 @@
+"""Model snapshots on SQLite (store.ports.ModelSnapshots)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any
+
+from store.records import ModelSnapshot
+from store.sqlite.engine import Engine
+from store.sqlite.statements import from_json, to_json
+
+COLUMNS = "version, args, data, policy_id, learned"
+NEWEST_FIRST = "ORDER BY created_at DESC, rowid DESC"
+
+
+def _snapshot(row: tuple[Any, ...]) -> ModelSnapshot:
+    version, args, data, policy_id, learned = row
+    position = None if learned is None else tuple(from_json(learned))
+    return ModelSnapshot(version, from_json(args), bytes(data), policy_id, position)
+
+
+class SQLiteModelSnapshots:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def save(self, snapshot: ModelSnapshot) -> Future[None]:
+        learned = None if snapshot.learned is None else to_json(snapshot.learned)
+        row = (snapshot.version, to_json(snapshot.args), snapshot.data, snapshot.policy_id, learned, time.time())
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(f"INSERT OR IGNORE INTO models ({COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?)", row)
+
+        return self._engine.submit(write)
+
+    def get(self, version: str) -> ModelSnapshot | None:
+        with self._engine.reading() as conn:
+            row = conn.execute(f"SELECT {COLUMNS} FROM models WHERE version = ?", (version,)).fetchone()
+        return None if row is None else _snapshot(row)
+
+    def newest_version(self, policy_id: str) -> str | None:
+        with self._engine.reading() as conn:
+            row = conn.execute(f"SELECT version FROM models WHERE policy_id = ? {NEWEST_FIRST} LIMIT 1", (policy_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def newest_first(self, policy_id: str) -> Iterator[ModelSnapshot]:
+        """One snapshot read at a time: the versions first, then each model when it is asked for."""
+        with self._engine.reading() as conn:
+            versions = [
+                v for (v,) in conn.execute(f"SELECT version FROM models WHERE policy_id = ? {NEWEST_FIRST}", (policy_id,))
+            ]
+        for version in versions:
+            snapshot = self.get(version)
+            if snapshot is not None:  # gone meanwhile: passed over
+                yield snapshot

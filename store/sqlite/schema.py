@@ -1,0 +1,253 @@
+"""The SQLite store's one migration history, applied when a store opens (store/sqlite/engine.py).
+
+Files made before the store had one history carry three sets of their own in ``_sqlite_migrations``
+('brein.decision_log' m001-m005, 'brein.joiner' m001, 'brein.registry' m001), each applied by
+whichever object was built first. The first steps here are those, each skipped where its old set
+says it was applied, so such a file migrates in place and a new file is built by the same steps.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("brein.store")
+
+LEGACY_TABLE = "_sqlite_migrations"
+
+
+def _applied_before(db: Database, migration_set: str, name: str) -> bool:
+    """Whether the old per-object migration set applied this step to the file already."""
+    if not db[LEGACY_TABLE].exists():
+        return False
+    query = f"SELECT 1 FROM {LEGACY_TABLE} WHERE migration_set = ? AND name = ?"
+    return db.execute(query, (migration_set, name)).fetchone() is not None
+
+
+@migrations()
+def m001_decision_log(db: Database) -> None:
+    if _applied_before(db, "brein.decision_log", "m001_decision_log"):
+        return
+    db.execute(
+        """CREATE TABLE decisions (
+            decision_id TEXT PRIMARY KEY,
+            request_id TEXT NOT NULL UNIQUE,
+            customer_id TEXT NOT NULL,
+            touchpoint TEXT NOT NULL,
+            event_time REAL NOT NULL,
+            received_at REAL NOT NULL,
+            action_id TEXT NOT NULL,
+            offer TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            slot TEXT NOT NULL,
+            send_at REAL,
+            probability REAL NOT NULL,
+            exploratory INTEGER NOT NULL,
+            policy_id TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            personalised INTEGER NOT NULL,
+            features TEXT NOT NULL,
+            eligible TEXT NOT NULL,
+            pmf TEXT NOT NULL,
+            exclusions TEXT NOT NULL,
+            contact_consent TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX decisions_customer_time ON decisions (customer_id, event_time)")
+    db.execute("CREATE INDEX decisions_event_time ON decisions (event_time)")
+    db.execute(
+        """CREATE TABLE outcomes (
+            outcome_id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            value REAL NOT NULL,
+            event_time REAL NOT NULL,
+            decision_id TEXT NOT NULL,
+            received_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX outcomes_customer_time ON outcomes (customer_id, event_time)")
+    db.execute("CREATE TABLE activations (decision_id TEXT PRIMARY KEY, event_time REAL NOT NULL, received_at REAL NOT NULL)")
+    db.execute("CREATE TABLE models (version TEXT PRIMARY KEY, args TEXT NOT NULL, data BLOB NOT NULL, created_at REAL NOT NULL)")
+
+
+@migrations()
+def m002_join_queue_and_audit(db: Database) -> None:
+    """Every decision enters the join queue in the transaction that logs it; the joiner takes it
+    out in the transaction that writes its joined example: exactly once, whatever gets killed."""
+    if _applied_before(db, "brein.decision_log", "m002_join_queue_and_audit"):
+        return
+    db.execute("CREATE TABLE join_queue (decision_id TEXT PRIMARY KEY, event_time REAL NOT NULL) WITHOUT ROWID")
+    db.execute("CREATE INDEX join_queue_event_time ON join_queue (event_time)")
+    db.execute("INSERT INTO join_queue SELECT decision_id, event_time FROM decisions")
+    db.execute(
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            detail TEXT NOT NULL
+        )"""
+    )
+
+
+@migrations()
+def m003_model_lineage(db: Database) -> None:
+    """Which policy a model snapshot belongs to and how far into the joined examples it has learned."""
+    if _applied_before(db, "brein.decision_log", "m003_model_lineage"):
+        return
+    db.execute("ALTER TABLE models ADD COLUMN policy_id TEXT NOT NULL DEFAULT ''")
+    db.execute("ALTER TABLE models ADD COLUMN learned TEXT")
+    db.execute("CREATE INDEX models_policy ON models (policy_id, created_at)")
+
+
+@migrations()
+def m004_shadow_pmfs(db: Database) -> None:
+    if _applied_before(db, "brein.decision_log", "m004_shadow_pmfs"):
+        return
+    db.execute("ALTER TABLE decisions ADD COLUMN shadow TEXT NOT NULL DEFAULT '{}'")
+
+
+@migrations()
+def m005_shared_line(db: Database) -> None:
+    """The shared features exactly as the model saw them, so online learning reads, not re-encodes."""
+    if _applied_before(db, "brein.decision_log", "m005_shared_line"):
+        return
+    db.execute("ALTER TABLE decisions ADD COLUMN shared_line TEXT NOT NULL DEFAULT ''")
+
+
+@migrations()
+def m006_joined_examples(db: Database) -> None:
+    if _applied_before(db, "brein.joiner", "m001_joined_examples"):
+        return
+    db.execute(
+        """CREATE TABLE joined_examples (
+            decision_id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL,
+            event_time REAL NOT NULL,
+            run INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            reward REAL NOT NULL,
+            cost REAL NOT NULL,
+            credit TEXT NOT NULL,
+            outcomes TEXT NOT NULL,
+            outcome_rowid INTEGER NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX joined_examples_order ON joined_examples (run, event_time, decision_id)")
+    db.execute("CREATE TABLE late_outcomes (outcome_id TEXT NOT NULL, decision_id TEXT NOT NULL, run INTEGER NOT NULL, "
+               "PRIMARY KEY (outcome_id, decision_id))")  # fmt: skip
+    db.execute(
+        """CREATE TABLE join_runs (
+            run INTEGER PRIMARY KEY,
+            watermark REAL NOT NULL,
+            cutoff REAL NOT NULL,
+            finished_at REAL NOT NULL,
+            joined INTEGER NOT NULL,
+            unactivated INTEGER NOT NULL,
+            late_outcomes INTEGER NOT NULL,
+            late_checked_rowid INTEGER NOT NULL
+        )"""
+    )
+
+
+@migrations()
+def m007_registry(db: Database) -> None:
+    if _applied_before(db, "brein.registry", "m001_registry"):
+        return
+    db.execute(
+        """CREATE TABLE policies (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            artifact BLOB,
+            artifact_hash TEXT NOT NULL,
+            args TEXT NOT NULL,
+            features TEXT NOT NULL,
+            parent TEXT NOT NULL,
+            created REAL NOT NULL,
+            state TEXT NOT NULL,
+            note TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE UNIQUE INDEX one_champion ON policies (state) WHERE state = 'champion'")
+    db.execute(
+        """CREATE TABLE policy_events (
+            id INTEGER PRIMARY KEY,
+            policy_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            from_state TEXT NOT NULL,
+            to_state TEXT NOT NULL,
+            reason TEXT NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE evaluations (
+            id INTEGER PRIMARY KEY,
+            policy_id TEXT NOT NULL,
+            against TEXT NOT NULL,
+            at REAL NOT NULL,
+            since REAL NOT NULL,
+            until REAL NOT NULL,
+            decisions INTEGER NOT NULL,
+            estimator TEXT NOT NULL,
+            lift REAL NOT NULL,
+            lift_lower REAL NOT NULL,
+            lift_upper REAL NOT NULL,
+            ess REAL NOT NULL,
+            report TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX evaluations_policy ON evaluations (policy_id, at)")
+
+
+@migrations()
+def m008_outcome_sequence(db: Database) -> None:
+    """Outcomes in the order the store took them: ``seq``, never reused (AUTOINCREMENT), where a
+    rowid could come back after the newest outcome was deleted. Existing outcomes keep their rowid
+    as their seq, so the positions joined examples recorded stay right. And what the client sent:
+    a value and an event time it left out are filled in, and a retry must not count them."""
+    db.execute(
+        """CREATE TABLE outcomes_by_seq (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            outcome_id TEXT NOT NULL UNIQUE,
+            customer_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            value REAL NOT NULL,
+            event_time REAL NOT NULL,
+            decision_id TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            value_sent INTEGER NOT NULL DEFAULT 1,
+            event_time_sent INTEGER NOT NULL DEFAULT 1
+        )"""
+    )
+    columns = "outcome_id, customer_id, type, value, event_time, decision_id, received_at"
+    db.execute(f"INSERT INTO outcomes_by_seq (seq, {columns}) SELECT rowid, {columns} FROM outcomes ORDER BY rowid")
+    db.execute("DROP TABLE outcomes")
+    db.execute("ALTER TABLE outcomes_by_seq RENAME TO outcomes")
+    db.execute("CREATE INDEX outcomes_customer_time ON outcomes (customer_id, event_time)")
+
+
+@migrations()
+def m009_join_horizons(db: Database) -> None:
+    """Joined examples and runs record the outcome horizon (a seq) they used; a run's row is written
+    when it starts (its number issued in that write) and completed when it finishes."""
+    db.execute("ALTER TABLE joined_examples RENAME COLUMN outcome_rowid TO horizon")
+    db.execute(
+        """CREATE TABLE join_runs_started (
+            run INTEGER PRIMARY KEY,
+            watermark REAL NOT NULL,
+            cutoff REAL NOT NULL,
+            horizon INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            joined INTEGER NOT NULL DEFAULT 0,
+            unactivated INTEGER NOT NULL DEFAULT 0,
+            late_outcomes INTEGER NOT NULL DEFAULT 0,
+            late_checked INTEGER
+        )"""
+    )
+    db.execute("INSERT INTO join_runs_started SELECT run, watermark, cutoff, late_checked_rowid, finished_at, finished_at, "
+               "joined, unactivated, late_outcomes, late_checked_rowid FROM join_runs")  # fmt: skip
+    db.execute("DROP TABLE join_runs")
+    db.execute("ALTER TABLE join_runs_started RENAME TO join_runs")

@@ -1,0 +1,273 @@
+"""The SQLite backend's own behaviour: group commit, durability across reopening, the in-memory
+database, store URLs, one migration history (a file from before it migrates in place), processes
+opening a new store together. What every backend promises is in tests/test_store_contract.py."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bandit.config import BreinConfig
+from reward.joiner import Joiner
+from store import open_store
+from store.errors import Conflict, StoreUnavailable, UnknownStore
+from store.opening import sqlite_path
+from store.records import START, DecisionRecord, JoinRun, OutcomeRecord
+from store.sqlite import SQLiteStore
+from tests.conftest import T0, sqlite_count, sqlite_rows
+
+DAY = 86_400.0
+BEFORE = Path(__file__).parent / "data" / "store-before-h1.db.gz"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "log.db")
+    yield opened
+    opened.close()
+
+
+def _decision(decision_id: str, customer: str, at: float) -> DecisionRecord:
+    return DecisionRecord(
+        decision_id=decision_id, request_id=f"r-{decision_id}", customer_id=customer, touchpoint="app", event_time=at,
+        action_id="renewal/email/morning", offer="renewal", channel="email", slot="morning", send_at=at, probability=0.5,
+        exploratory=False, policy_id="p", model_version="v", personalised=True, features={"n": {"touchpoint": "app"}},
+        eligible=("do_nothing", "renewal/email/morning"), pmf=(0.5, 0.5),
+    )  # fmt: skip
+
+
+def test_a_failing_write_fails_alone_in_its_group(store: SQLiteStore) -> None:
+    gate = threading.Event()
+    blocker = store.engine.submit(lambda conn: gate.wait(5))  # holds the writer so the next writes queue up as one group
+    good = store.decisions.submit_outcome(OutcomeRecord("o1", "c1", "complaint", -50.0, 1.0))
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO outcomes (outcome_id, customer_id, type, value, event_time, decision_id, received_at) "
+                     "VALUES ('o2', 'c1', 'complaint', -50, 1, '', 0)")  # fmt: skip
+        raise Conflict("half-way")
+
+    bad = store.engine.submit(broken)
+    also_good = store.decisions.submit_outcome(OutcomeRecord("o3", "c1", "complaint", -50.0, 2.0))
+    gate.set()
+    assert blocker.result() is True
+    assert good.result() is False and also_good.result() is False
+    with pytest.raises(Conflict):
+        bad.result()
+    assert {r[0] for r in sqlite_rows(store, "SELECT outcome_id FROM outcomes")} == {
+        "o1",
+        "o3",
+    }  # o2 rolled back with its savepoint
+
+
+def test_close_commits_what_is_queued_and_reopening_keeps_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    store = open_store(url)
+    futures = [store.decisions.submit_outcome(OutcomeRecord(f"o{i}", "c", "complaint", -1.0, float(i))) for i in range(500)]
+    store.close()
+    assert all(f.result() is False for f in futures)
+    with pytest.raises(StoreUnavailable, match="the store is closed"):
+        store.decisions.submit_outcome(OutcomeRecord("late", "c", "complaint", -1.0, 1.0)).result()
+    reopened = open_store(url)
+    try:
+        assert sqlite_count(reopened, "outcomes") == 500 and reopened.joins.outcome_horizon() == 500
+        assert sqlite_rows(reopened, "PRAGMA journal_mode")[0][0] == "wal"
+    finally:
+        reopened.close()
+
+
+def test_neighbouring_decision_writes_commit_together_and_a_refused_one_fails_alone(store: SQLiteStore) -> None:
+    log = store.decisions
+    log.submit_decisions([_decision("d0", "c0", 1.0)]).result()
+    gate = threading.Event()
+    blocker = store.engine.submit(lambda conn: gate.wait(5))  # the next writes queue up as one group
+    first = log.submit_decisions([_decision("d1", "c1", 2.0), _decision("d2", "c1", 3.0)])
+    again = log.submit_decisions([_decision("d0", "c0", 1.0)])  # already logged: refused
+    last = log.submit_decisions([_decision("d3", "c2", 4.0)])
+    outcome = log.submit_outcome(OutcomeRecord("o1", "c1", "complaint", -50.0, 5.0))  # not a decision: on its own
+    after = log.submit_decisions([_decision("d4", "c3", 6.0)])
+    gate.set()
+    assert blocker.result() is True
+    assert first.result() is None and last.result() is None and after.result() is None and outcome.result() is False
+    with pytest.raises(Conflict, match="UNIQUE constraint failed"):
+        again.result()
+    for table in ("decisions", "join_queue"):
+        assert [r[0] for r in sqlite_rows(store, f"SELECT decision_id FROM {table} ORDER BY decision_id")] == [
+            "d0",
+            "d1",
+            "d2",
+            "d3",
+            "d4",
+        ]
+
+
+def test_an_in_memory_store_reads_what_its_writer_committed_from_any_thread() -> None:
+    """One connection, taken by the writer for a whole group commit and by each read between
+    commits: every write, once its future resolved, is read back whole by every thread."""
+    store = open_store("sqlite:///:memory:")
+    assert store.url == "sqlite://" and store.lease.try_acquire()
+
+    def writer(thread: int) -> int:
+        seen = 0
+        for i in range(60):
+            decision = _decision(f"t{thread}-{i}", f"c{thread}", T0 + i)
+            store.decisions.submit_decisions([decision]).result()
+            assert store.decisions.decision(decision.decision_id) == decision
+            seen = len(store.decisions.customer_logs([f"c{thread}"], T0 + 60, T0 + 60, 30.0)[f"c{thread}"].contacts)
+            assert seen == i + 1
+        return seen
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(writer, range(8))) == [60] * 8
+        assert store.decisions.decision_count() == 480 and store.joins.pending_count() == 480
+    finally:
+        store.close()
+    with pytest.raises(StoreUnavailable):
+        store.decisions.submit_decisions([_decision("after", "c", T0)]).result()
+
+
+@pytest.mark.parametrize(("url", "path"), [
+    ("sqlite:///var/brein.db", Path("var/brein.db")),
+    ("sqlite:////srv/brein/brein.db", Path("/srv/brein/brein.db")),
+    ("var/brein.db", Path("var/brein.db")),
+    ("/srv/brein.db", Path("/srv/brein.db")),
+    ("sqlite://", None),
+    ("sqlite:///:memory:", None),
+])  # fmt: skip
+def test_store_urls_name_their_database(url: str, path: Path | None) -> None:
+    assert sqlite_path(url) == path
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("postgresql://brein@db.internal/brein", "the PostgreSQL backend is not built yet"),
+    ("postgresql+psycopg://brein@localhost/brein", "the PostgreSQL backend is not built yet"),
+    ("mysql://brein@localhost/brein", "expected a URL starting sqlite:// (or postgresql://), got the scheme 'mysql'"),
+    ("sqlite://host/brein.db", "expected sqlite:///relative/path.db or sqlite:////absolute/path.db"),
+    ("sqlite:///brein.db?mode=ro", "expected sqlite:///relative/path.db or sqlite:////absolute/path.db"),
+    ("", "expected a store URL like sqlite:///var/brein.db, got ''"),
+])  # fmt: skip
+def test_a_url_no_backend_reads_is_refused_with_the_reason(url: str, message: str) -> None:
+    with pytest.raises(UnknownStore, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
+        open_store(url)
+
+
+def test_a_missing_store_is_not_created_when_one_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(UnknownStore, match="no store at .*nowhere.db: give --store"):
+        open_store(str(tmp_path / "nowhere.db"), create=False)
+    assert not (tmp_path / "nowhere.db").exists()
+
+
+OPEN = """
+import sys
+from store import open_store
+open_store(sys.argv[1]).close()
+"""
+
+
+def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'brein.db'}"
+    processes = [subprocess.Popen([sys.executable, "-c", OPEN, url], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for process in processes:
+        assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
+    with closing(sqlite3.connect(tmp_path / "brein.db")) as conn:
+        applied = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.store' ORDER BY id").fetchall()
+    names = [name for (name,) in applied]
+    assert len(names) == len(set(names)) == 9 and names[0] == "m001_decision_log" and names[-1] == "m009_join_horizons"
+
+
+def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> None:
+    for policy_id in ("champ", "cand"):
+        with closing(sqlite3.connect(store.engine.path or "")) as conn, conn:
+            conn.execute("INSERT INTO policies VALUES (?, 'uniform', NULL, '', '[]', '{}', '', 0, 'candidate', '')", (policy_id,))
+    with closing(sqlite3.connect(store.engine.path or "")) as conn:
+        conn.execute("UPDATE policies SET state = 'champion' WHERE id = 'champ'")
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            conn.execute("UPDATE policies SET state = 'champion' WHERE id = 'cand'")
+
+
+# -- a file made before the store had one migration history -----------------------------------------
+
+
+def _snapshot_of(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    queries = {
+        "decisions": "SELECT decision_id, request_id, customer_id, event_time, action_id, features, eligible, pmf, shadow, "
+                     "shared_line FROM decisions ORDER BY decision_id",
+        "queue": "SELECT decision_id, event_time FROM join_queue ORDER BY decision_id",
+        "activations": "SELECT * FROM activations ORDER BY decision_id",
+        "joined": "SELECT decision_id, customer_id, event_time, run, status, reward, cost, credit, outcomes FROM joined_examples "
+                  "ORDER BY decision_id",
+        "late": "SELECT * FROM late_outcomes ORDER BY outcome_id, decision_id",
+        "models": "SELECT version, args, data, created_at, policy_id, learned FROM models ORDER BY version",
+        "policies": "SELECT * FROM policies ORDER BY id",
+        "events": "SELECT * FROM policy_events ORDER BY id",
+        "evaluations": "SELECT * FROM evaluations ORDER BY id",
+        "audit": "SELECT * FROM audit ORDER BY id",
+    }  # fmt: skip
+    with closing(sqlite3.connect(path)) as conn:
+        return {name: conn.execute(query).fetchall() for name, query in queries.items()}
+
+
+def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: Path, config: BreinConfig) -> None:
+    path = tmp_path / "brein.db"
+    with gzip.open(BEFORE) as packed, path.open("wb") as unpacked:
+        shutil.copyfileobj(packed, unpacked)
+    before = _snapshot_of(path)
+    with closing(sqlite3.connect(path)) as conn:
+        old_outcomes = conn.execute("SELECT rowid, outcome_id, customer_id, type, value, event_time, decision_id FROM outcomes "
+                                    "ORDER BY rowid").fetchall()  # fmt: skip
+        old_horizons = conn.execute("SELECT decision_id, outcome_rowid FROM joined_examples ORDER BY decision_id").fetchall()
+        old_runs = conn.execute("SELECT run, watermark, cutoff, finished_at, joined, unactivated, late_outcomes, "
+                                "late_checked_rowid FROM join_runs ORDER BY run").fetchall()  # fmt: skip
+        old_sets = conn.execute("SELECT migration_set, name FROM _sqlite_migrations ORDER BY id").fetchall()
+    assert {s for s, _ in old_sets} == {"brein.decision_log", "brein.joiner", "brein.registry"}
+
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert _snapshot_of(path) == before  # every row kept as it was
+        assert sqlite_rows(store, "PRAGMA integrity_check") == [("ok",)]
+        # Outcomes are ordered by a seq that is their old rowid; what the client sent is taken as all of it.
+        assert sqlite_rows(store, "SELECT seq, outcome_id, customer_id, type, value, event_time, decision_id FROM outcomes "
+                                  "ORDER BY seq") == old_outcomes  # fmt: skip
+        assert sqlite_rows(store, "SELECT DISTINCT value_sent, event_time_sent FROM outcomes") == [(1, 1)]
+        assert sqlite_rows(store, "SELECT decision_id, horizon FROM joined_examples ORDER BY decision_id") == old_horizons
+        assert store.joins.runs() == [
+            JoinRun(run, watermark, cutoff, checked, joined, unactivated, late, checked, finished)
+            for run, watermark, cutoff, finished, joined, unactivated, late, checked in old_runs
+        ]
+        horizon = store.joins.outcome_horizon()
+        assert horizon == old_outcomes[-1][0] and store.joins.late_checked() == old_runs[-1][-1]
+        # Read through the ports as any store.
+        champion = store.registry.champion()
+        assert champion is not None and [e.id for e in store.registry.policies("shadow")] == ["cand"]
+        snapshots = list(store.models.newest_first(champion.id))
+        assert len(snapshots) == 3 and all(s.learned is not None and s.learned > START for s in snapshots)
+        assert [e.action for e in store.audit.entries()].count("forget") == 1
+        queued = store.joins.pending_count()
+        assert queued == len(before["queue"]) > 0
+        # And it goes on working: a new outcome comes after every old one; the joiner joins the
+        # queued decisions once and counts no late outcome twice.
+        store.decisions.submit_outcome(OutcomeRecord("new-1", "c1", "complaint", -50.0, T0 + 30 * DAY)).result()
+        assert store.joins.outcome_horizon() == horizon + 1
+        report = Joiner(config, store.joins).run(until=T0 + 100 * DAY)
+        assert report.joined + report.unactivated == queued and report.run == old_runs[-1][0] + 1
+        assert sqlite_count(store, "joined_examples") == len(before["joined"]) + queued
+        assert sqlite_count(store, "late_outcomes") == len(before["late"]) + report.late_outcomes
+    finally:
+        store.close()
+    again = open_store(str(path))  # a plain path, as configs had it: nothing is applied twice
+    try:
+        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 9
+        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 9
+    finally:
+        again.close()

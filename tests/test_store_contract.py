@@ -1,0 +1,499 @@
+"""What every store promises, through its ports only: each test runs on every backend (the ``store``
+and ``store_url`` fixtures in tests/conftest.py; a new backend is one more parameter there).
+
+Idempotency, outcome order, exactly-once join writes, learning order, snapshots, registry
+transitions and their conflicts, audit, Forget, retention, the worker lease, and closing."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from store import Store, open_store
+from store.errors import Conflict, StoreUnavailable
+from store.records import (
+    DAY,
+    START,
+    ActivationRecord,
+    AuditEntry,
+    Contact,
+    CustomerHistory,
+    DecisionRecord,
+    EvaluationRecord,
+    JoinedExample,
+    JoinRun,
+    ModelSnapshot,
+    OutcomeFacts,
+    OutcomeRecord,
+    PolicyEntry,
+    PolicyEvent,
+)
+from tests.conftest import T0
+
+EMAIL = "renewal/email/morning"
+
+
+def decision(decision_id: str, customer: str, at: float, action: str = EMAIL, **changes: Any) -> DecisionRecord:
+    offer, channel, slot = action.split("/") if "/" in action else (action, "", "")
+    record = DecisionRecord(
+        decision_id=decision_id, request_id=f"r-{decision_id}", customer_id=customer, touchpoint="app", event_time=at,
+        action_id=action, offer=offer, channel=channel, slot=slot, send_at=at, probability=0.5, exploratory=False, policy_id="p",
+        model_version="v", personalised=True, features={"n": {"touchpoint": "app", "hour": "9"}, "u": {"tenure_months": 12.0}},
+        eligible=("do_nothing", action), pmf=(0.5, 0.5), exclusions={"offers": {"sim_only": "rule"}},
+        contact_consent={"sms": "denied"}, shadow={"cand": (0.25, 0.75)}, shared_line="shared |n touchpoint=app",
+        received_at=at + 1,
+    )  # fmt: skip
+    return replace(record, **changes)
+
+
+def log(store: Store, *records: DecisionRecord) -> None:
+    store.decisions.submit_decisions(records).result()
+
+
+def outcome(
+    outcome_id: str, customer: str, at: float, kind: str = "contract_renewal", value: float = 240.0, **changes: Any
+) -> OutcomeRecord:
+    return replace(OutcomeRecord(outcome_id, customer, kind, value, at, received_at=at + 5), **changes)
+
+
+def example(decision_id: str, customer: str, at: float, run: int, horizon: int, reward: float = 1.0) -> JoinedExample:
+    return (decision_id, customer, at, run, "joined", reward, 0.05, {"contract_renewal": reward}, ("o1",), horizon)
+
+
+# -- the decision log --------------------------------------------------------------------------------
+
+
+def test_decisions_read_back_as_logged_and_a_logged_id_is_refused(store: Store) -> None:
+    first, second = decision("d1", "c1", T0), decision("d2", "c1", T0 + 60, "do_nothing", send_at=None)
+    log(store, first, second)
+    assert store.decisions.decision("d1") == first and store.decisions.decision("d2") == second
+    assert store.decisions.decision("nope") is None
+    assert store.decisions.decision_count() == 2 and store.joins.pending_count() == 2  # queued for the joiner in the same write
+    for again in (decision("d1", "c9", T0), decision("d3", "c1", T0, request_id="r-d2")):
+        with pytest.raises(Conflict):
+            log(store, decision("d4", "c1", T0), again)  # all or none
+    assert store.decisions.decision("d4") is None and store.decisions.decision_count() == 2
+
+
+def test_decisions_by_request_finds_the_logged_ones(store: Store) -> None:
+    log(store, *(decision(f"d{i}", "c", float(i)) for i in range(520)))
+    wanted = [f"r-d{i}" for i in range(0, 520, 2)] + ["r-unknown"]
+    found = store.decisions.decisions_by_request(wanted)
+    assert set(found) == set(wanted) - {"r-unknown"}
+    assert found["r-d4"] == store.decisions.decision("d4")
+    assert store.decisions.decisions_by_request([]) == {}
+
+
+def _reference_history(
+    decisions: list[DecisionRecord], outcomes: list[OutcomeRecord], customer: str, now: float, days: float
+) -> CustomerHistory:
+    """What a customer's history as of ``now`` is, from what was logged (looking back ``days``)."""
+    mine = sorted((d for d in decisions if d.customer_id == customer and d.action_id != "do_nothing"), key=lambda d: d.event_time)
+    before = [d for d in mine if d.event_time < now]
+    contacts = tuple(Contact(d.decision_id, d.event_time, d.channel, d.offer) for d in before if d.event_time >= now - days * DAY)
+    last_outcome: dict[str, float] = {}
+    for o in outcomes:
+        if o.customer_id == customer and o.event_time < now:
+            last_outcome[o.type] = max(o.event_time, last_outcome.get(o.type, o.event_time))
+    return CustomerHistory(contacts, before[-1].event_time if before else None, last_outcome)
+
+
+def test_customer_logs_give_each_history_as_of_any_time_in_their_span(store: Store) -> None:
+    rng = random.Random(5)
+    customers = [f"c{i}" for i in range(12)]
+    actions = ["do_nothing", EMAIL, "sim_only/sms/evening"]
+    decisions = [decision(f"d{i}", rng.choice(customers), rng.uniform(0, 90) * DAY, rng.choice(actions)) for i in range(600)]
+    outcomes = [outcome(f"o{i}", rng.choice(customers), rng.uniform(0, 90) * DAY, rng.choice(["complaint", "contract_renewal"]))
+                for i in range(80)]  # fmt: skip
+    futures = [store.decisions.submit_decisions([d]) for d in decisions] + [store.decisions.submit_outcome(o) for o in outcomes]
+    for future in futures:
+        future.result()
+    for days in (7.0, 45.0):
+        for _ in range(20):
+            first = rng.uniform(20, 80) * DAY
+            last = first + rng.choice([0.0, 1.0, rng.uniform(0, 10) * DAY])
+            wanted = rng.sample(customers + ["nobody"], 5)
+            logs = store.decisions.customer_logs(wanted, first, last, days)
+            assert set(logs) == set(wanted)
+            for customer in wanted:
+                for now in (first, last, rng.uniform(first, last)):
+                    assert logs[customer].at(now) == _reference_history(decisions, outcomes, customer, now, days)
+
+
+# -- idempotency by what the client sent -------------------------------------------------------------
+
+SENT = OutcomeRecord("o1", "c1", "contract_renewal", 240.0, T0, "d1", received_at=T0 + 1, value_sent=False, event_time_sent=False)
+
+
+@pytest.mark.parametrize(("again", "duplicate"), [
+    (replace(SENT, received_at=T0 + 2, event_time=T0 + 1), True),  # the server's clock moved: the same client content
+    (replace(SENT, value=100.0), True),  # a default value the config changed meanwhile is not what the client sent
+    (replace(SENT, event_time=T0 + 1, event_time_sent=True), False),  # now the client sent a time
+    (replace(SENT, value_sent=True), False),  # now the client sent the value
+    (replace(SENT, decision_id="d2"), False),
+    (replace(SENT, customer_id="c2"), False),
+    (replace(SENT, type="complaint"), False),
+])  # fmt: skip
+def test_a_repeated_outcome_is_a_duplicate_when_the_client_sent_the_same(
+    store: Store, again: OutcomeRecord, duplicate: bool
+) -> None:
+    assert store.decisions.submit_outcome(SENT).result() is False
+    if duplicate:
+        assert store.decisions.submit_outcome(again).result() is True
+    else:
+        with pytest.raises(Conflict, match="outcome_id 'o1' was already recorded with different content"):
+            store.decisions.submit_outcome(again).result()
+    assert store.joins.outcome_horizon() == 1  # stored once
+
+
+def test_a_sent_value_and_time_must_match_exactly(store: Store) -> None:
+    sent = replace(SENT, value_sent=True, event_time_sent=True)
+    assert store.decisions.submit_outcome(sent).result() is False
+    assert store.decisions.submit_outcome(replace(sent, received_at=T0 + 9)).result() is True
+    for other in (replace(sent, value=240.5), replace(sent, event_time=T0 + 0.5)):
+        with pytest.raises(Conflict):
+            store.decisions.submit_outcome(other).result()
+
+
+def test_the_first_activation_is_kept_and_a_repeat_is_a_duplicate(store: Store) -> None:
+    log(store, decision("d1", "c1", T0))
+    assert store.decisions.submit_activation(ActivationRecord("d1", T0 + 60, T0 + 61)).result() is False
+    assert store.decisions.submit_activation(ActivationRecord("d1", T0 + 120, T0 + 121)).result() is True
+    facts = store.joins.customer_facts({"c1": store.joins.closed_decisions(T0)}, T0, 0)
+    assert facts.activated == {"d1": T0 + 60}
+
+
+# -- outcome order and the joiner's state ------------------------------------------------------------
+
+
+def test_outcomes_get_a_sequence_that_is_never_reused(store: Store) -> None:
+    assert store.joins.outcome_horizon() == 0 and store.joins.watermark() is None
+    for i, customer in enumerate(["c1", "c2", "c3"]):
+        store.decisions.submit_outcome(outcome(f"o{i}", customer, T0 + i)).result()
+    assert store.joins.outcome_horizon() == 3 and store.joins.watermark() == T0 + 2
+    store.privacy.forget("c3", actor="test", at=T0).result()  # the newest outcome goes
+    store.decisions.submit_outcome(outcome("o9", "c4", T0)).result()
+    assert store.joins.outcome_horizon() > 3  # a horizon recorded as 3 never covers an outcome that came later
+    facts = store.joins.customer_facts({"c4": []}, T0, 3)
+    assert facts.outcomes == {}
+    facts = store.joins.customer_facts({"c4": []}, T0, store.joins.outcome_horizon())
+    assert facts.outcomes == {"c4": [OutcomeFacts("o9", "contract_renewal", 240.0, T0, "")]}
+
+
+def test_closed_decisions_and_their_customers_facts(store: Store) -> None:
+    log(store, decision("a2", "c1", T0 + 20), decision("a1", "c1", T0 + 10), decision("b1", "c2", T0 + 5, "do_nothing"),
+        decision("a3", "c1", T0 + 500), decision("z1", "c3", T0 + 1))  # fmt: skip
+    store.decisions.submit_activation(ActivationRecord("a1", T0 + 11)).result()
+    store.decisions.submit_activation(ActivationRecord("a3", T0 + 501)).result()
+    for record in (outcome("o2", "c1", T0 + 30), outcome("o1", "c1", T0 + 30), outcome("o3", "c2", T0 + 6, "complaint", -50.0)):
+        store.decisions.submit_outcome(record).result()
+    closed = store.joins.closed_decisions(T0 + 100)
+    assert [(c[0], c[2], c[3], c[4], c[5], c[6]) for c in closed] == [
+        ("c1", "a1", T0 + 10, "renewal", "email", EMAIL), ("c1", "a2", T0 + 20, "renewal", "email", EMAIL),
+        ("c2", "b1", T0 + 5, "do_nothing", "", "do_nothing"), ("c3", "z1", T0 + 1, "renewal", "email", EMAIL),
+    ]  # by customer, time, id  # fmt: skip
+    closing = {"c1": closed[:2], "c2": closed[2:3]}
+    facts = store.joins.customer_facts(closing, T0 + 1000, store.joins.outcome_horizon())
+    assert facts.activated == {"a1": T0 + 11}
+    assert facts.others == {"c1": [("a3", T0 + 500, "renewal", "email", EMAIL, T0 + 501)]}  # not closing, up to the watermark
+    assert facts.outcomes == {
+        "c1": [OutcomeFacts(o, "contract_renewal", 240.0, T0 + 30, "") for o in ("o1", "o2")],
+        "c2": [OutcomeFacts("o3", "complaint", -50.0, T0 + 6, "")],
+    }  # fmt: skip
+    assert store.joins.customer_facts(closing, T0 + 400, 1).others == {}  # a3 is past that watermark
+    assert store.joins.customer_facts(closing, T0 + 1000, 1).outcomes == {
+        "c1": [OutcomeFacts("o2", "contract_renewal", 240.0, T0 + 30, "")]
+    }
+
+
+def test_run_numbers_come_from_the_store_and_examples_are_written_exactly_once(store: Store) -> None:
+    log(store, *(decision(f"d{i}", f"c{i % 3}", T0 + i) for i in range(6)))
+    store.decisions.submit_outcome(outcome("o1", "c0", T0 + 10)).result()
+    horizon = store.joins.outcome_horizon()
+    first = store.joins.start_run(T0 + 100, T0 + 50, horizon).result()
+    second = store.joins.start_run(T0 + 100, T0 + 50, horizon).result()
+    assert second > first >= 1  # a run that never finished still holds its number
+    examples = [example(f"d{i}", f"c{i % 3}", T0 + i, second, horizon) for i in range(4)]
+    store.joins.write_examples(examples[:2]).result()
+    store.joins.write_examples(examples).result()  # a restarted run writes the first two again: ignored
+    store.privacy.forget("c2", actor="test", at=T0).result()  # d2 and d5 go while the run computes
+    store.joins.write_examples([example("d5", "c2", T0 + 5, second, horizon)]).result()  # not brought back
+    assert store.joins.pending_count() == 1  # d4
+    rows = store.examples.logged(START, 100)
+    assert [r.decision_id for r in rows] == ["d0", "d1", "d3"]
+    assert store.joins.start_run(T0, T0, horizon).result() > second
+
+
+def test_late_outcomes_are_found_recorded_once_and_runs_read_back(store: Store) -> None:
+    log(store, decision("d1", "c1", T0), decision("d2", "c2", T0))
+    store.decisions.submit_outcome(outcome("early", "c1", T0 + DAY)).result()
+    horizon = store.joins.outcome_horizon()
+    run = store.joins.start_run(T0 + 40 * DAY, T0 + 9 * DAY, horizon).result()
+    store.joins.write_examples([example("d1", "c1", T0, run, horizon), example("d2", "c2", T0, run, horizon)]).result()
+    assert store.joins.runs() == [JoinRun(run, T0 + 40 * DAY, T0 + 9 * DAY, horizon)]
+    store.joins.finish_run(JoinRun(run, T0 + 40 * DAY, T0 + 9 * DAY, horizon, 2, 0, 0, late_checked=horizon), []).result()
+    assert store.joins.late_checked() == horizon
+    for record in (
+        outcome("late", "c1", T0 + 2 * DAY),
+        outcome("outside", "c1", T0 + 9 * DAY),
+        outcome("other", "c2", T0 + 3 * DAY, "complaint", -5),
+    ):
+        store.decisions.submit_outcome(record).result()
+    now = store.joins.outcome_horizon()
+    windows = {"contract_renewal": 7 * DAY, "complaint": 1 * DAY}
+    assert store.joins.late_outcomes(horizon, now, windows) == [("late", "d1")]
+    assert store.joins.late_outcomes(horizon, now - 3, windows) == []  # only outcomes after ``after``, up to the horizon
+    later = store.joins.start_run(T0 + 41 * DAY, T0 + 10 * DAY, now).result()
+    finished = JoinRun(later, T0 + 41 * DAY, T0 + 10 * DAY, now, 0, 0, 1, late_checked=now)
+    store.joins.finish_run(finished, [("late", "d1"), ("late", "d1")]).result()
+    runs = store.joins.runs()
+    assert [replace(r, finished_at=None) for r in runs[1:]] == [finished] and runs[1].finished_at is not None
+    assert store.joins.late_checked() == now
+
+
+# -- joined examples in learning order ---------------------------------------------------------------
+
+
+def test_joined_examples_read_in_learning_order_from_a_cursor(store: Store) -> None:
+    lines = [f"shared |n i={i}" if i % 3 else "" for i in range(20)]  # every third logged without its line
+    records = [decision(f"d{i:02d}", f"c{i % 4}", T0 + (i % 5), shared_line=line) for i, line in enumerate(lines)]
+    log(store, *records)
+    rows: list[JoinedExample] = [
+        (r.decision_id, r.customer_id, r.event_time, 1 + i // 10, "unactivated" if i == 7 else "joined", float(i), 0.0,
+         {"contract_renewal": float(i)}, (f"o{i}",), 0)
+        for i, r in enumerate(records)
+    ]  # fmt: skip
+    store.joins.write_examples(rows).result()
+    order = sorted((r for r in rows if r[4] == "joined"), key=lambda r: (r[3], r[2], r[0]))  # run, event time, decision id
+    learned = store.examples.learning(START, 100)
+    assert [r.position for r in learned] == [(r[3], r[2], r[0]) for r in order]
+    first = learned[0]
+    source = store.decisions.decision(first.decision_id)
+    assert source is not None
+    assert (first.reward, first.eligible, first.action_id, first.probability, first.shared_line) == (
+        order[0][5], source.eligible, source.action_id, source.probability, source.shared_line)  # fmt: skip
+    for row in learned:  # the raw features only where no shared line was logged
+        logged_decision = store.decisions.decision(row.decision_id)
+        assert logged_decision is not None
+        assert row.features == (None if logged_decision.shared_line else logged_decision.features)
+    paged, position = [], START
+    while page := store.examples.learning(position, 4):
+        paged += page
+        position = page[-1].position
+    assert paged == learned
+    logged = store.examples.logged(START, 100)
+    assert [r.position for r in logged] == [r.position for r in learned]
+    assert (logged[0].credit, logged[0].pmf, logged[0].shadow) == ({"contract_renewal": order[0][5]}, source.pmf, source.shadow)
+    window = store.examples.logged(START, 100, since=T0 + 1, until=T0 + 3)
+    assert [r.decision_id for r in window] == [r[0] for r in order if T0 + 1 <= r[2] < T0 + 3]
+    assert store.examples.count() == 19 and store.examples.count(since=T0 + 1, until=T0 + 3) == len(window)
+    assert store.examples.count(after=learned[9].position) == 9
+
+
+# -- model snapshots ---------------------------------------------------------------------------------
+
+
+def test_snapshots_newest_first_and_a_stored_version_is_kept(store: Store) -> None:
+    assert store.models.newest_version("p") is None and list(store.models.newest_first("p")) == []
+    older = ModelSnapshot("v1", ["--cb_explore_adf"], b"one", "p", (1, T0, "d1"))
+    newer = ModelSnapshot("v2", ["--cb_explore_adf"], b"two", "p", (2, T0 + 5, "d9"))
+    store.models.save(older).result()
+    store.models.save(newer).result()
+    store.models.save(ModelSnapshot("x1", [], b"other", "q")).result()
+    store.models.save(replace(older, data=b"changed")).result()  # a version is stored once
+    assert store.models.get("v1") == older and store.models.get("nope") is None
+    assert store.models.newest_version("p") == "v2"
+    assert list(store.models.newest_first("p")) == [newer, older]
+
+
+# -- the policy registry -----------------------------------------------------------------------------
+
+
+def entry(policy_id: str, state: Any = "candidate", created: float = T0) -> PolicyEntry:
+    return PolicyEntry(
+        policy_id, "uniform", None, f"hash-{policy_id}", ["--quiet"], {"non_personal": ["region"]}, "", created, state, "n"
+    )
+
+
+def event(policy_id: str, from_state: str, to_state: str, at: float = T0) -> PolicyEvent:
+    return PolicyEvent(policy_id, at, "tester", from_state, to_state, "why")
+
+
+def mirrored(*events: PolicyEvent) -> list[AuditEntry]:
+    return [AuditEntry(e.at, e.actor, "policy", e.policy_id, f"{e.from_state} -> {e.to_state}") for e in events]
+
+
+def test_the_registry_stores_policies_events_evaluations_and_mirrors_the_audit(store: Store) -> None:
+    registry = store.registry
+    registry.register(
+        entry("champ", "champion"), event("champ", "", "champion"), mirrored(event("champ", "", "champion"))
+    ).result()
+    registry.register(entry("b", created=T0 + 2), event("b", "", "candidate"), []).result()
+    registry.register(entry("a", created=T0 + 2), event("a", "", "candidate"), []).result()
+    assert [e.id for e in registry.policies()] == ["champ", "a", "b"]  # by creation, then id
+    assert registry.policy("a") == entry("a", created=T0 + 2) and registry.policy("nope") is None
+    assert registry.champion() == entry("champ", "champion")
+    shadowed = event("a", "candidate", "shadow", T0 + 5)
+    registry.transition([shadowed], mirrored(shadowed)).result()
+    assert [e.id for e in registry.policies("shadow")] == ["a"]
+    assert registry.events("a") == [event("a", "", "candidate"), shadowed]
+    assert [e.policy_id for e in registry.events()] == ["champ", "b", "a", "a"]
+    assert store.audit.entries("policy") == mirrored(event("champ", "", "champion"), shadowed)
+    evaluation = EvaluationRecord("a", "champ", T0, T0 - DAY, T0, 1000, "snips", 0.5, 0.1, 0.9, 250.0, {"nan": float("nan")})
+    registry.record_evaluation(evaluation).result()
+    registry.record_evaluation(replace(evaluation, at=T0 + 1, lift=0.7, report={"interval": [float("-inf"), 1.0]})).result()
+    found = registry.evaluations("a")
+    assert [e.lift for e in found] == [0.7, 0.5] and found[0].report == {"interval": [float("-inf"), 1.0]}  # newest first
+    assert found[1].report["nan"] != found[1].report["nan"]  # NaN kept as NaN
+    assert registry.evaluations("b") == []
+
+
+def test_registry_writes_are_compare_and_set(store: Store) -> None:
+    registry = store.registry
+    registry.register(entry("champ", "champion"), event("champ", "", "champion"), []).result()
+    registry.register(entry("cand"), event("cand", "", "candidate"), []).result()
+    before = (registry.policies(), registry.events(), store.audit.entries())
+    refused = [
+        lambda: registry.register(entry("cand"), event("cand", "", "candidate"), []),  # the id is taken
+        lambda: registry.register(entry("other", "champion"), event("other", "", "champion"), []),  # a second champion
+        lambda: registry.transition([event("cand", "shadow", "retired")], []),  # cand is not a shadow
+        lambda: registry.transition([event("nope", "candidate", "shadow")], []),  # unknown
+        lambda: registry.transition([event("cand", "candidate", "champion")], []),  # the champion would stay: two
+        # all or none: the first change would apply, the second cannot
+        lambda: registry.transition([event("champ", "champion", "retired"), event("cand", "retired", "champion")], []),
+    ]  # fmt: skip
+    for write in refused:
+        with pytest.raises(Conflict):
+            write().result()
+    assert (registry.policies(), registry.events(), store.audit.entries()) == before
+    promote = [event("champ", "champion", "retired"), event("cand", "candidate", "champion")]
+    registry.transition(promote, mirrored(*promote)).result()
+    assert registry.champion() == replace(entry("cand"), state="champion")
+    with pytest.raises(Conflict):  # a second promotion made from the same read: the champion moved meanwhile
+        registry.transition(promote, []).result()
+
+
+# -- audit and privacy -------------------------------------------------------------------------------
+
+
+def test_the_audit_trail_is_append_only_in_order(store: Store) -> None:
+    entries = [AuditEntry(T0 + i, f"actor{i}", "explain" if i % 2 else "forget", f"s{i}", f"detail {i}") for i in range(5)]
+    for audit_entry in entries:
+        store.audit.record(audit_entry).result()
+    assert store.audit.entries() == entries
+    assert store.audit.entries("explain") == entries[1::2]
+    assert store.audit.entries("nothing") == []
+
+
+def test_forget_deletes_everything_of_one_customer_with_its_audit_entry_in_one_write(store: Store) -> None:
+    log(store, decision("a1", "c1", T0), decision("a2", "c1", T0 + 1), decision("b1", "c2", T0))
+    for record in (ActivationRecord("a1", T0 + 1), ActivationRecord("b1", T0 + 1)):
+        store.decisions.submit_activation(record).result()
+    store.decisions.submit_outcome(outcome("o1", "c1", T0 + 2)).result()
+    store.decisions.submit_outcome(outcome("o2", "c2", T0 + 2)).result()
+    store.joins.write_examples([example("a1", "c1", T0, 1, 2), example("b1", "c2", T0, 1, 2)]).result()
+    report = store.privacy.forget("c1", actor="ops", at=T0 + 9).result()
+    assert (report.decisions, report.outcomes, report.activations, report.joined_examples) == (2, 1, 1, 1)
+    assert store.audit.entries() == [AuditEntry(T0 + 9, "ops", "forget", "c1", report.detail())]
+    assert report.detail() == "deleted 2 decisions, 1 outcomes, 1 activations, 1 joined examples"
+    assert store.decisions.decision("a1") is None and store.decisions.decision("b1") is not None
+    assert store.decisions.customer_logs(["c1"], T0 + 10, T0 + 10, 30.0)["c1"].at(T0 + 10) == CustomerHistory()
+    assert store.joins.pending_count() == 0  # a2 left the queue with it; a1 and b1 were joined
+    assert [r.decision_id for r in store.examples.logged(START, 10)] == ["b1"]
+    again = store.privacy.forget("c1", actor="ops", at=T0 + 10).result()
+    assert (again.decisions, again.outcomes, again.activations, again.joined_examples) == (0, 0, 0, 0)
+
+
+def test_retention_deletes_the_oldest_in_small_batches(store: Store) -> None:
+    log(store, *(decision(f"d{i}", f"c{i % 3}", T0 + i) for i in range(10)))
+    for i in range(10):
+        store.decisions.submit_activation(ActivationRecord(f"d{i}", T0 + i)).result()
+        store.decisions.submit_outcome(outcome(f"o{i}", f"c{i % 3}", T0 + i)).result()
+    store.joins.write_examples([example("d0", "c0", T0, 1, 0), example("d5", "c2", T0 + 5, 1, 0)]).result()
+    first = store.privacy.delete_decisions_before(T0 + 7, 4).result()
+    assert (first.decisions, first.activations, first.joined_examples) == (4, 4, 1)  # d0-d3, the oldest
+    rest = store.privacy.delete_decisions_before(T0 + 7, 4).result()
+    assert (rest.decisions, rest.activations, rest.joined_examples) == (3, 3, 1)
+    assert store.privacy.delete_decisions_before(T0 + 7, 4).result().decisions == 0
+    assert store.decisions.decision_count() == 3 and store.joins.pending_count() == 3  # d7-d9 stay, still queued
+    assert [store.privacy.delete_outcomes_before(T0 + 7, 5).result() for _ in range(3)] == [5, 2, 0]
+    assert store.joins.customer_facts({"c1": []}, T0 + 100, store.joins.outcome_horizon()).outcomes == {
+        "c1": [OutcomeFacts("o7", "contract_renewal", 240.0, T0 + 7, "")]}  # fmt: skip
+
+
+# -- the worker lease ---------------------------------------------------------------------------------
+
+
+def test_two_stores_cannot_both_hold_the_worker_lease(store_url: str) -> None:
+    first, second = open_store(store_url), open_store(store_url)
+    try:
+        assert first.lease.try_acquire() and first.lease.try_acquire()  # held, and still held
+        assert not second.lease.try_acquire()
+        first.lease.release()
+        assert second.lease.try_acquire() and not first.lease.try_acquire()
+        second.close()  # closing lets it go too
+        assert first.lease.try_acquire()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_concurrent_takers_get_one_lease(store_url: str) -> None:
+    stores = [open_store(store_url) for _ in range(6)]
+    barrier = threading.Barrier(len(stores))
+    held: list[bool] = [False] * len(stores)
+
+    def take(i: int) -> None:
+        barrier.wait()
+        held[i] = stores[i].lease.try_acquire()
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    try:
+        assert sum(held) == 1
+    finally:
+        for opened in stores:
+            opened.close()
+
+
+HOLD = """
+import sys, time
+from store import open_store
+store = open_store(sys.argv[1])
+assert store.lease.try_acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_holder_that_dies_loses_the_lease(store_url: str) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, store_url], stdout=subprocess.PIPE, text=True)
+    store = open_store(store_url)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert not store.lease.try_acquire()
+        holder.kill()  # SIGKILL: nothing of it runs to let go
+        holder.wait(timeout=10)
+        assert store.lease.try_acquire()
+    finally:
+        holder.kill()
+        store.close()
+
+
+def test_writes_after_close_fail_as_unavailable(store: Store) -> None:
+    store.close()
+    for write in (
+        lambda: store.decisions.submit_decisions([decision("d", "c", T0)]),
+        lambda: store.audit.record(AuditEntry(T0, "a", "b", "c", "d")),
+    ):
+        with pytest.raises(StoreUnavailable):
+            write().result()

@@ -1,0 +1,125 @@
+"""`brein worker` processes on one store: only the lease holder works; when it is killed mid-run a
+standby takes over within seconds, and what they joined together equals an uninterrupted run. The
+worker `brein serve` starts beside itself imports nothing of the server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+
+from bandit.config import BreinConfig
+from reward.joiner import Joiner
+from store import open_store
+from tests.conftest import example_data, sqlite_rows
+from tests.test_joiner import _populate
+
+TAKEOVER_SECONDS = 10.0
+
+
+class WorkerProcess:
+    """`brein worker` as a real process, its JSON log lines collected as they come."""
+
+    def __init__(self, config: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "worker", "--config", str(config)], stderr=subprocess.PIPE, text=True
+        )
+        self.log: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            try:
+                self.log.append(json.loads(line))
+            except ValueError:
+                self.log.append({"message": line.rstrip()})
+
+    def said(self, start: str) -> bool:
+        return any(str(entry.get("message", "")).startswith(start) for entry in list(self.log))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def until(condition: Callable[[], bool], seconds: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < seconds, f"not within {seconds} s: {what}"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+EXAMPLES = "SELECT decision_id, status, reward, cost, credit, outcomes FROM joined_examples ORDER BY decision_id"
+
+
+def test_a_standby_takes_over_from_a_killed_worker_and_joins_what_an_uninterrupted_run_joins(
+    tmp_path: Path, config: BreinConfig, workers: list[WorkerProcess]
+) -> None:
+    path = tmp_path / "brein.db"
+    _populate(path, customers=8_000)
+    whole = tmp_path / "whole.db"
+    shutil.copy(path, whole)
+    reference = open_store(str(whole))
+    try:
+        expected = Joiner(config, reference.joins).run()  # the watermark a worker takes: the latest event time seen
+        assert expected.joined > 5_000
+        want = sqlite_rows(reference, EXAMPLES)
+    finally:
+        reference.close()
+    data = example_data()
+    data["server"]["store"] = f"sqlite:///{path}"
+    data["learner"]["online"] = False  # joining is what is compared here
+    data["joiner"] = {**data["joiner"], "interval_seconds": 0.2}
+    config_file = tmp_path / "brein.toml"
+    config_file.write_text(tomli_w.dumps(data))
+
+    store = open_store(str(path))
+    try:
+        workers.append(WorkerProcess(config_file))
+        active = workers[0]
+        until(lambda: active.said("holding the store's worker lease"), 30, "the first worker holds the lease")
+        workers.append(WorkerProcess(config_file))
+        standby = workers[1]
+        until(lambda: standby.said("another worker holds the store's worker lease; standing by"), 30, "the second stands by")
+        until(
+            lambda: len(sqlite_rows(store, "SELECT 1 FROM joined_examples LIMIT 1")) > 0, 60, "the first worker writes examples"
+        )
+        active.process.send_signal(signal.SIGKILL)
+        active.process.wait(timeout=10)
+        written = len(sqlite_rows(store, "SELECT decision_id FROM joined_examples"))
+        assert 0 < written < len(want), "the worker was not killed mid-run"
+        took = until(lambda: standby.said("holding the store's worker lease"), TAKEOVER_SECONDS, "the standby takes over")
+        until(lambda: store.joins.pending_count() == expected.pending and len(sqlite_rows(store, EXAMPLES)) == len(want), 120,
+              "the standby joins the rest")  # fmt: skip
+        assert sqlite_rows(store, EXAMPLES) == want  # each example once, with the reward an uninterrupted run gives it
+        assert took < TAKEOVER_SECONDS
+        assert not standby.said("join/learn round failed")
+    finally:
+        store.close()
+
+
+def test_the_worker_beside_a_server_imports_nothing_of_serving() -> None:
+    check = "import sys, brain.worker_process; print(sorted(m for m in sys.modules if m.split('.')[0] in ('serving', 'grpc')))"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
