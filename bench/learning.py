@@ -124,10 +124,19 @@ def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]
         return world_member.world(config, customers, world_member.evaluated_draw)
 
     seed, days = world_member.seed, settings.days
+    clock = [time.perf_counter()]
+    seconds: dict[str, float] = {}
+
+    def lap(what: str) -> None:
+        now = time.perf_counter()
+        seconds[what] = now - clock[0]
+        clock[0] = now
+
     best = best_single_action(make_world(), seed)
     yardstick = train(
         world_member, config, customers, days, world_member.training_draws, YARDSTICK, progress=stage(0.0, STAGES["yardstick"])
     )
+    lap("yardstick_training")
     references = run_references(
         make_world,
         seed,
@@ -137,8 +146,10 @@ def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]
         extra=[("full-information yardstick", yardstick)],
     )
     nothing, single, uniform, oracle, full = references
+    lap("references")
     with brein_driver(data, in_process=True) as driver:
         brein = run(make_world(), driver, days, seed=seed, progress=stage(1.0 - STAGES["brein"], STAGES["brein"]))
+    lap("brein")
     weeks = weekly_gains(brein, AFTER_DAY)
     if settings.plot_dir:
         path = Path(settings.plot_dir) / f"{name}.png"
@@ -170,6 +181,7 @@ def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]
         "gain_by_offer": {"brein": brein.gain_by_offer(LAST_DAYS), "oracle": oracle.gain_by_offer(LAST_DAYS)},
         "offers_chosen": {"brein": offer_counts(brein, LAST_DAYS), "oracle": offer_counts(oracle, LAST_DAYS)},
         "seconds": time.perf_counter() - began,
+        "seconds_by_stage": seconds,
     }
 
 
@@ -223,6 +235,22 @@ def resolve(seeds: list[str], worlds: int | None) -> list[str]:
                 raise ValueError(f"--seeds: expected held-out, choosing, tests, world seeds or telecom[:SEED], got {text!r}")
             names.append(text if text.startswith(("g", "telecom")) else f"g{text}")
     return names[:worlds] if worlds else names
+
+
+def seed_hygiene(held_out: list[str], overridden: bool, purpose: str | None) -> str | None:
+    """Refuse held-out worlds with overrides marked for choosing (ValueError); a warning for
+    held-out worlds with overrides that say nothing of their purpose."""
+    if held_out and purpose == "choosing":
+        raise ValueError(
+            f"held-out worlds ({', '.join(held_out)}) with overrides marked for choosing: choose on --seeds choosing, "
+            'then mark the overrides purpose = "report" to report them'
+        )
+    if held_out and overridden and purpose is None:
+        return (
+            "held-out worlds with overrides that do not say what they are for (no [benchmark] purpose): if these figures "
+            "choose anything, the held-out seeds are spent"
+        )
+    return None
 
 
 def held_out(names: list[str]) -> list[str]:
@@ -342,22 +370,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         overrides, purpose = read_overrides(args.config_overrides)
         names = resolve(args.seeds, args.worlds)
+        reported = held_out(names)
+        warning = seed_hygiene(reported, bool(overrides), purpose)
         if overrides:  # fail here, not in every worker
             parse_config(with_overrides(member(names[0]).config_data(), overrides), source=f"{names[0]} config with overrides")
     except (ConfigError, ValueError) as error:
         parser.error(str(error))
-    reported = held_out(names)
-    warning = None
-    if reported and purpose == "choosing":
-        parser.error(
-            f"held-out worlds ({', '.join(reported)}) with overrides marked for choosing: choose on --seeds choosing, "
-            'then mark the overrides purpose = "report" to report them'
-        )
-    if reported and overrides and purpose is None:
-        warning = (
-            f"held-out worlds with overrides that do not say what they are for ({args.config_overrides}): if these figures "
-            "choose anything, the held-out seeds are spent"
-        )
+    if warning:
         console.print(f"[bold red]WARNING:[/bold red] {warning}")
     if args.plot:
         args.plot.mkdir(parents=True, exist_ok=True)
