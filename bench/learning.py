@@ -95,7 +95,7 @@ def offer_counts(result: RunResult, last_days: float) -> dict[str, int]:
 def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]:
     """Run one member of the family and its references; ``report`` (a queue) is sent
     (name, share of the world done) as it goes."""
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
 
     def stage(start: float, weight: float) -> Any:
         def progress(share: float) -> None:
@@ -182,6 +182,7 @@ def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]
         "offers_chosen": {"brein": offer_counts(brein, LAST_DAYS), "oracle": offer_counts(oracle, LAST_DAYS)},
         "seconds": time.perf_counter() - began,
         "seconds_by_stage": seconds,
+        "cpu_seconds": time.process_time() - cpu_began,  # this process, all its threads: the machine's load aside
     }
 
 
@@ -385,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     worlds = run_family(names, settings, min(args.jobs, len(names)), console, quiet=args.json)
     totals = summary(worlds)
     totals["seconds"] = time.perf_counter() - began
+    totals["cpu_seconds"] = sum(w["cpu_seconds"] for w in worlds)
     if args.json:
         print(
             json.dumps(
@@ -407,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     print_tables(worlds, totals, console, by_offer=args.by_offer)
     console.print(
         f"{len(worlds)} worlds, {args.days:g} days, about {args.decisions:,} decisions each, {args.jobs} jobs: "
-        f"{totals['seconds'] / 60:.1f} minutes"
+        f"{totals['seconds'] / 60:.1f} minutes; the worlds' CPU time {totals['cpu_seconds'] / 60:.1f} minutes"
     )
     if warning:
         console.print(f"[bold red]WARNING:[/bold red] {warning}")

@@ -49,6 +49,7 @@ class Domain:
     side: tuple[OutcomeWords, ...]
     numeric: tuple[tuple[str, NumericKind, float], ...]  # name, kind, typical size
     categorical: tuple[tuple[str, tuple[str, ...]], ...]
+    repeatable: tuple[str, ...]  # side outcomes bought again and again (add-ons), not once (products)
 
 
 MONTH_DAYS = 365.25 / 12
@@ -97,6 +98,7 @@ DOMAINS = (
             ("region", ("north", "east", "south", "west")),
             ("has_app", ("yes", "no")),
         ),
+        ("bundle_activation",),
     ),
     Domain(
         "insurance",
@@ -141,6 +143,7 @@ DOMAINS = (
             ("region", ("north", "east", "south", "west", "central")),
             ("has_app", ("yes", "no")),
         ),
+        (),
     ),
     Domain(
         "energy",
@@ -185,6 +188,7 @@ DOMAINS = (
             ("region", ("north", "east", "south", "west")),
             ("has_app", ("yes", "no")),
         ),
+        (),
     ),
     Domain(
         "bank",
@@ -229,6 +233,7 @@ DOMAINS = (
             ("region", ("north", "east", "south", "west")),
             ("has_app", ("yes", "no")),
         ),
+        (),
     ),
     Domain(
         "streaming",
@@ -269,6 +274,7 @@ DOMAINS = (
             ("region", ("north", "east", "south", "west")),
             ("has_app", ("yes", "no")),
         ),
+        ("addon_purchase",),
     ),
 )
 
@@ -435,6 +441,15 @@ def draw_spec(seed: int, attempt: int = 0) -> WorldSpec:
         for k in sorted(rng.choice(len(domain.side), size=int(rng.choice(3, p=[0.2, 0.45, 0.35])), replace=False).tolist())
     ]
     outcomes: list[OutcomeSpec] = []
+    term_months, far_months = float(rng.choice(terms)), _uniform(rng, (2.5, 5.0))
+
+    def repeat_days(index: int, name: str) -> float:
+        """The clock's type: not again within the term's months before its receptive ones; a side
+        type: again after 1-4 months if customers buy it repeatedly, else once."""
+        if index == 0:
+            return (term_months - far_months) * MONTH_DAYS
+        return _uniform(rng, (30.0, 120.0)) if name in domain.repeatable else math.inf
+
     drawer_inside, drawer_outside = (0.3, 0.7), (0.02, 0.12)
     for index, (name, value_range, _) in enumerate([domain.primary, *sides]):
         window = _window(rng, PRIMARY_WINDOWS if index == 0 else SIDE_WINDOWS, margin + 1.0)
@@ -445,8 +460,7 @@ def draw_spec(seed: int, attempt: int = 0) -> WorldSpec:
                 round(_uniform(rng, value_range)),
                 window,
                 _delay(rng, window, margin, (0.02, 1.0), (window * 0.3, window * 0.8)),
-                organic_rate=0.0 if index == 0 else _uniform(rng, (0.05, 0.3)),
-                cooldown_days=_uniform(rng, (60.0, 180.0)),
+                repeat_days=repeat_days(index, name),
                 sure=drawer.trait(drawer_inside, drawer_outside),
             )
         )
@@ -587,9 +601,9 @@ def draw_spec(seed: int, attempt: int = 0) -> WorldSpec:
             field=clock_field,
             outcome=primary.name,
             unit_days=clock_unit,
-            term_months=float(rng.choice(terms)),
+            term_months=term_months,
             near_months=_uniform(rng, (0.5, 1.5)),
-            far_months=_uniform(rng, (2.5, 5.0)),
+            far_months=far_months,
             floor=_uniform(rng, (0.05, 0.3)),
             early_days=_uniform(rng, (20.0, 50.0)),
             late_days=_uniform(rng, (5.0, 25.0)),
@@ -618,6 +632,8 @@ def draw_spec(seed: int, attempt: int = 0) -> WorldSpec:
         now_slot=_uniform(rng, (0.6, 1.0)),
         preferred_hours_share=(0.5, 0.85),
         personalisation=_uniform(rng, (0.65, 0.95)),
+        needs_days=(_uniform(rng, (60.0, 365.0)), _uniform(rng, (365.0, 1095.0))),
+        repeat_spread=_uniform(rng, (0.2, 0.5)),
         visits_per_day=visits_per_day,
         contact_cap=(int(rng.integers(1, 4)), 7.0),
         target_share=_uniform(rng, (0.25, 0.45)),

@@ -11,13 +11,15 @@ complains, which channel and send slot they prefer, how susceptible they are. Wh
   discounted variant only rarely, the variant fully) x the effect scale (capped), times the channel's
   response (1 on the preferred channel, its reach elsewhere; less after recent contacts and for a
   while after a complaint) and the slot's (1 in the preferred slot). Nobody converts to a type they
-  convert to anyway, while one is on its way, or within the type's cooldown after one; the lost
-  convert to nothing.
+  convert to anyway, or while one is on its way; the lost convert to nothing. The clock's type
+  converts once a term. For the other types a customer's need arises at a moment of their own
+  (some before the start, most after it: needs keep coming, not only a backlog to harvest), and a
+  one-off purchase is made once, a repeatable one again some months later.
 * Every contact risks a complaint (more for complainers, on some channels, and with every contact of
   the last 7 and 30 days) and, on channels one can leave, an unsubscribe that withdraws the
   channel's contact consent.
 * Customers who convert anyway do so on their own: around the end of each term for the clock's type
-  (which restarts the term), now and then for the others.
+  (which restarts the term), when their need arises (and again, if repeatable) for the others.
 
 How a decision is valued and what the world shares with the telecom world: ``base``.
 """
@@ -28,6 +30,7 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 
 from bandit.config import BreinConfig
 from policies.simulation.base import DAY, DEFAULT_START, MONTH, BaseWorld, Components, Schedule, Visits, daily_arrivals
@@ -36,7 +39,7 @@ from policies.simulation.worldspec import Condition, Trait, WorldSpec
 
 MAX_CONVERSION = 0.9
 MAX_COMPLAINT, MAX_UNSUBSCRIBE = 0.9, 0.5
-BoolArray = np.ndarray
+BoolArray = npt.NDArray[np.bool_]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -86,7 +89,7 @@ class GeneratedWorld(BaseWorld):
         spec = self.spec
         self._types = [o.name for o in spec.outcomes if o.kind == "conversion"]
         self._type_index = {name: k for k, name in enumerate(self._types)}
-        self._cooldown = [spec.outcome(name).cooldown_days * DAY for name in self._types]
+        self._repeat = [spec.outcome(name).repeat_days * DAY for name in self._types]
         self._clock_type = self._type_index[spec.clock.outcome]
         spec_offers = {o.name: k for k, o in enumerate(spec.offers)}
         discounted = {o.discount_of for o in spec.offers if o.discount_of}
@@ -138,7 +141,6 @@ class GeneratedWorld(BaseWorld):
                 values[field.name] = sample_field(field, rng, n)
         for categorical in spec.categorical:
             values[categorical.name] = rng.choice(len(categorical.levels), size=n, p=np.asarray(categorical.weights))
-        self._start_values = values
 
         self._lost = self._trait(spec.lost, values, rng)
         self._price_sensitive = self._trait(spec.price_sensitive, values, rng)
@@ -149,6 +151,12 @@ class GeneratedWorld(BaseWorld):
         self._sure = np.column_stack([self._trait(trait, values, rng) for trait in sure if trait is not None])
         self._responder = np.column_stack([self._trait(o.responder, values, rng) for o in spec.offers])
         self._susceptibility = np.exp(rng.normal(0.0, spec.susceptibility_sd, n))
+        # When each customer's need for each type arises (the clock's type: always there) and how
+        # much sooner or later than others they buy a repeatable one again.
+        before, after = spec.needs_days
+        self._ready = self.start + rng.uniform(-before, after, (n, len(self._types))) * DAY
+        self._ready[:, self._clock_type] = -math.inf
+        self._repeat_factor = np.exp(rng.normal(0.0, spec.repeat_spread, (n, len(self._types))))
 
         # Channel preference: a noisy choice, likelier where the channel's signal holds; a gated
         # channel (the app) only for those who have it.
@@ -217,6 +225,8 @@ class GeneratedWorld(BaseWorld):
         self._complainer_list = self._complainer.tolist()
         self._sure_list = self._sure.tolist()
         self._responder_list = self._responder.tolist()
+        self._ready_list = self._ready.tolist()
+        self._repeat_factor_list = self._repeat_factor.tolist()
         self._susceptibility_list = self._susceptibility.tolist()
         self._channel_fit_list = self._channel_fit.tolist()
         self._pref_slot_list = self._pref_slot.tolist()
@@ -243,14 +253,15 @@ class GeneratedWorld(BaseWorld):
                 organic.append((at, i, spec.clock.outcome))
                 clock_end = at + term
         for k, name in enumerate(self._types):
-            rate = spec.outcome(name).organic_rate
-            if k == self._clock_type or rate <= 0.0:
+            if k == self._clock_type:
                 continue
-            who = np.flatnonzero(self._sure[:, k])
-            counts = rng.poisson(rate * months, len(who))
-            who = np.repeat(who, counts)
-            times = self.start + rng.uniform(0.0, self.horizon_days * DAY, len(who))
-            organic.extend((t, i, name) for t, i in zip(times.tolist(), who.tolist(), strict=True))
+            repeat = self._repeat[k]
+            for i in np.flatnonzero(self._sure[:, k]).tolist():
+                at = self._ready_list[i][k]
+                while at <= end:
+                    if at >= self.start:
+                        organic.append((at, i, name))
+                    at += repeat * self._repeat_factor_list[i][k]
         complaint = spec.outcome(self._complaint_type)
         counts = rng.poisson(complaint.organic_rate * months, self.customers)
         who = np.repeat(np.arange(self.customers), counts)
@@ -363,6 +374,7 @@ class GeneratedWorld(BaseWorld):
         else:
             receptive = 1.0 - (1.0 - clock.floor) * (months_left - clock.near_months) / (clock.far_months - clock.near_months)
         sure, responder = self._sure_list[customer], self._responder_list[customer]
+        ready, repeat_factor = self._ready_list[customer], self._repeat_factor_list[customer]
         sensitive = self._ps_list[customer]
         susceptibility = self._susceptibility_list[customer]
         lost = self._lost_list[customer]
@@ -372,7 +384,7 @@ class GeneratedWorld(BaseWorld):
                 offer_p.append(0.0)
                 continue
             k, kind, column, sensitive_factor, other_factor = rule
-            if sure[kind] or pending[kind] or t - last[kind] < self._cooldown[kind]:
+            if sure[kind] or pending[kind] or t < ready[kind] or t - last[kind] < self._repeat[kind] * repeat_factor[kind]:
                 offer_p.append(0.0)
                 continue
             offer = spec.offers[k]

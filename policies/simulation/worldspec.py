@@ -5,6 +5,7 @@ outcome values and windows, consent defaults — none of the hidden structure be
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,9 +78,13 @@ class Clock:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeSpec:
-    """An outcome type. Conversions are what offers bring (and what ``sure`` customers do anyway,
-    ``organic_rate`` times a month unless it is the clock's type); complaints and unsubscribes come
-    from contacts (complaints also at ``organic_rate`` a month from everyone)."""
+    """An outcome type. Conversions are what offers bring, and what ``sure`` customers do anyway.
+    For the clock's type the clock says when (the end of each term) and no second conversion comes
+    within ``repeat_days`` of one (a term minus its receptive months). For the others a customer's
+    need arises once, at a moment of their own (``WorldSpec.needs_days``): before it nothing converts
+    them; a one-off purchase (``repeat_days`` infinite) is then made once, a repeatable one again
+    ``repeat_days`` (times the customer's own factor) after the last. Complaints and unsubscribes
+    come from contacts, complaints also at ``organic_rate`` a month from everyone."""
 
     name: str
     kind: Literal["conversion", "complaint", "unsubscribe"]
@@ -87,7 +92,7 @@ class OutcomeSpec:
     window_days: float
     delay: tuple[float, float, float, float]  # days after delivery: minimum, maximum, beta a, beta b
     organic_rate: float = 0.0
-    cooldown_days: float = 0.0  # no second conversion of the type this long after one
+    repeat_days: float = math.inf
     sure: Trait | None = None
 
 
@@ -172,6 +177,8 @@ class WorldSpec:
     now_slot: float
     preferred_hours_share: tuple[float, float]
     personalisation: float
+    needs_days: tuple[float, float]  # needs arise uniformly from this many days before the start to this many after
+    repeat_spread: float  # sd of the log of each customer's factor on a repeatable type's repeat_days
     visits_per_day: float
     contact_cap: tuple[int, float]  # (contacts, days) a user would cap at
     target_share: float
