@@ -211,6 +211,29 @@ class Components:
     unsubscribe: list[float]
     harm: list[float]  # expected (positive) money lost to complaints and unsubscribes per channel
 
+    @classmethod
+    def of(
+        cls,
+        base: float,
+        offer_p: list[float],
+        offer_value: list[float],
+        channel: list[float],
+        slot: list[float],
+        risks: tuple[list[float], list[float]],
+        values: tuple[float, float],
+    ) -> Components:
+        """The components from per-channel lists without do-nothing's entry (appended here) and the
+        complaint and unsubscribe risks per channel with the (negative) value of each."""
+        complaint, unsubscribe = risks
+        harm = [-(c * values[0] + u * values[1]) for c, u in zip(complaint, unsubscribe, strict=True)]
+        return cls(base, offer_p, offer_value, [*channel, 0.0], slot, [*complaint, 0.0], [*unsubscribe, 0.0], [*harm, 0.0])
+
+
+def slot_response(kinds: Sequence[int], preferred: int, now: float, off: float) -> list[float]:
+    """Response per catalog slot: 1 in the customer's preferred one (its kind), ``now`` for the
+    built-in "now" (kind -2), ``off`` elsewhere; do-nothing's 0 last."""
+    return [1.0 if k == preferred else (now if k == -2 else off) for k in kinds] + [0.0]
+
 
 class BaseWorld:
     """The machinery every world shares; see the module docstring. A subclass calls ``__init__``

@@ -275,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--random-share", type=float, default=0.2, help="share of random choices while training")
     parser.add_argument("--rounds", type=int, default=1500, help="boosting rounds")
     parser.add_argument("--leaves", type=int, default=255, help="leaves per tree")
+    parser.add_argument("--learning-rate", type=float, default=0.05, help="boosting learning rate")
     parser.add_argument("--hidden", action="store_true", help="show the model the hidden traits too (its own error)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
@@ -288,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     chosen = member(args.world)
     data = tomllib.loads(Path(args.config).read_text(encoding="utf-8")) if args.world == TELECOM else chosen.config_data()
     config = parse_config(data)
-    settings = YardstickSettings(args.sample, args.random_share, args.rounds, args.leaves)
+    settings = YardstickSettings(args.sample, args.random_share, args.rounds, args.leaves, args.learning_rate)
     with Progress(disable=args.json, transient=True) as bar:
         task = bar.add_task("learning from full information", total=1.0 + len(args.seeds))
         policy = train(

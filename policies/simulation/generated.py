@@ -33,7 +33,17 @@ import numpy as np
 import numpy.typing as npt
 
 from bandit.config import BreinConfig
-from policies.simulation.base import DAY, DEFAULT_START, MONTH, BaseWorld, Components, Schedule, Visits, daily_arrivals
+from policies.simulation.base import (
+    DAY,
+    DEFAULT_START,
+    MONTH,
+    BaseWorld,
+    Components,
+    Schedule,
+    Visits,
+    daily_arrivals,
+    slot_response,
+)
 from policies.simulation.draw import sample_field
 from policies.simulation.worldspec import Condition, Trait, WorldSpec
 
@@ -400,7 +410,9 @@ class GeneratedWorld(BaseWorld):
         pressure = 1.0 + spec.complaint_per_7d * c7 + spec.complaint_per_30d * c30
         unsubscribe_base = spec.unsubscribe_base * (3.0 if complainer else 1.0)
         response = self._channel_fit_list[customer]
-        channel, complaint, unsubscribe, harm = [], [], [], []
+        channel: list[float] = []
+        complaint: list[float] = []
+        unsubscribe: list[float] = []
         for c, k in enumerate(self._channel_spec):
             if k < 0:
                 channel.append(0.0)
@@ -415,14 +427,9 @@ class GeneratedWorld(BaseWorld):
                 unsubscribe.append(
                     min(MAX_UNSUBSCRIBE, unsubscribe_base * (1.0 + 1.5 * c7_by[c] + 0.4 * c30_by[c])) if leaves else 0.0
                 )
-            harm.append(-(complaint[-1] * self._complaint_value + unsubscribe[-1] * self._unsubscribe_value))
-        channel.append(0.0)
-        complaint.append(0.0)
-        unsubscribe.append(0.0)
-        harm.append(0.0)
-        preferred = self._pref_slot_list[customer]
-        slot = [1.0 if k == preferred else (spec.now_slot if k == -2 else spec.off_slot) for k in self._slot_kind] + [0.0]
-        return Components(base, offer_p, self._offer_value, channel, slot, complaint, unsubscribe, harm)
+        slot = slot_response(self._slot_kind, self._pref_slot_list[customer], spec.now_slot, spec.off_slot)
+        values = (self._complaint_value, self._unsubscribe_value)
+        return Components.of(base, offer_p, self._offer_value, channel, slot, (complaint, unsubscribe), values)
 
     # ----------------------------------------------------------------------------- diagnostics
 

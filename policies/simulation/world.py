@@ -38,6 +38,7 @@ from policies.simulation.base import (
     Visits,
     customer_key,
     daily_arrivals,
+    slot_response,
 )
 from policies.simulation.population import (
     CALL,
@@ -336,25 +337,20 @@ class World(BaseWorld):
         complaint_base = self._complaint_base[customer] * (2.0 if annoyed else 1.0)
         pressure = 1.0 + params.complaint_per_7d * c7 + params.complaint_per_30d * c30
         unsubscribe_base = self._unsubscribe_base[customer]
-        channel, complaint, unsubscribe, harm = [], [], [], []
+        channel: list[float] = []
+        complaint: list[float] = []
+        unsubscribe: list[float] = []
         for c, kind in enumerate(self._channel_kind):
             name = self._channels[c]
             gone = name in unsubscribed
             channel.append(0.0 if gone or kind < 0 else response[kind] * reach)
-            p_complaint = min(MAX_COMPLAINT, complaint_base * self._complaint_factor[c] * pressure)
-            p_unsubscribe = (
+            complaint.append(min(MAX_COMPLAINT, complaint_base * self._complaint_factor[c] * pressure))
+            unsubscribe.append(
                 0.0 if gone or name == CALL else min(MAX_UNSUBSCRIBE, unsubscribe_base * (1.0 + 1.5 * c7_by[c] + 0.4 * c30_by[c]))
             )
-            complaint.append(p_complaint)
-            unsubscribe.append(p_unsubscribe)
-            harm.append(-(p_complaint * self._complaint_value + p_unsubscribe * self._unsubscribe_value))
-        channel.append(0.0)
-        complaint.append(0.0)
-        unsubscribe.append(0.0)
-        harm.append(0.0)
-        preferred = self._pref_slot[customer]
-        slot = [1.0 if k == preferred else (params.now_slot if k == -2 else params.off_slot) for k in self._slot_kind] + [0.0]
-        return Components(base, offer_p, self._offer_value, channel, slot, complaint, unsubscribe, harm)
+        slot = slot_response(self._slot_kind, self._pref_slot[customer], params.now_slot, params.off_slot)
+        values = (self._complaint_value, self._unsubscribe_value)
+        return Components.of(base, offer_p, self._offer_value, channel, slot, (complaint, unsubscribe), values)
 
     # ----------------------------------------------------------------------------- diagnostics
 
