@@ -49,7 +49,9 @@ from policies.simulation.base import DAY
 from policies.simulation.baselines import best_single_action
 from policies.simulation.ceiling import YardstickSettings, train
 from policies.simulation.family import CHOOSING_SEEDS, HELD_OUT_SEEDS, TEST_SEEDS, customers_for, member, with_overrides
+from policies.simulation.harness import Progress as Advance
 from policies.simulation.harness import RunResult, gain_share, run, run_references
+from policies.simulation.interface import SimulatedWorld
 from serving.simulate import brein_driver, plot_curves
 
 LAST_DAYS = 30.0
@@ -97,14 +99,14 @@ def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]
     (name, share of the world done) as it goes."""
     began, cpu_began = time.perf_counter(), time.process_time()
 
-    def stage(start: float, weight: float) -> Any:
+    def stage(start: float, weight: float) -> Advance:
         def progress(share: float) -> None:
             if report is not None:
                 report.put((name, start + weight * share))
 
         return progress
 
-    def runs(start: float, weight: float, count: int) -> Any:
+    def runs(start: float, weight: float, count: int) -> Advance:
         """One progress for ``count`` runs in a row, each reporting its own share from 0 to 1."""
         done = [0]
 
@@ -120,7 +122,7 @@ def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]
     config = parse_config(data, source=f"{name} config with overrides")
     customers = customers_for(world_member, settings.decisions, settings.days)
 
-    def make_world() -> Any:
+    def make_world() -> SimulatedWorld:
         return world_member.world(config, customers, world_member.evaluated_draw)
 
     seed, days = world_member.seed, settings.days
