@@ -14,6 +14,7 @@ MODULES = [
     "bench.join",
     "bench.learn",
     "bench.estimators",
+    "bench.learning",
 ]
 
 

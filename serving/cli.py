@@ -362,14 +362,15 @@ def simulate(config_path: str, customers: int, days: float, seed: int, last_days
     from rich.progress import Progress
 
     from bandit.config import parse_config
+    from policies.simulation.baselines import best_single_action
     from policies.simulation.harness import gain_share, run, run_references
     from policies.simulation.world import World
-    from serving.simulate import best_single_action, brein_driver, plot_curves
+    from serving.simulate import brein_driver, plot_curves
 
     data = tomllib.loads(Path(config_path).read_text())
     config = _config(config_path)
     with Progress(console=console, disable=as_json) as bar:
-        best = best_single_action(config, customers, seed)
+        best = best_single_action(World(config, customers, seed), seed)
         task = bar.add_task("reference policies", total=4.0)
         done = [0.0]
 
@@ -378,7 +379,7 @@ def simulate(config_path: str, customers: int, days: float, seed: int, last_days
             if share >= 1.0:
                 done[0] += 1.0
 
-        references = run_references(config, customers, seed, days, best, progress=step)
+        references = run_references(lambda: World(config, customers, seed), seed, days, best, progress=step)
         learned = bar.add_task("Brein", total=1.0)
         with brein_driver(data, in_process=in_process) as driver:
             result = run(World(parse_config(data), customers, seed), driver, days, seed=seed,

@@ -1,5 +1,6 @@
-"""`brein simulate`: the simulated telecom world against Brein — a real server over gRPC by default,
-or Brein in-process (deterministic, for quick experiments) — next to the reference policies."""
+"""`brein simulate` and `python -m bench.learning`: a simulated world against Brein — a real server
+over gRPC, or Brein in-process (deterministic, for quick experiments and the family benchmark) —
+next to the reference policies. ``InProcessDriver`` is the one place the simulation uses ``Brain``."""
 
 from __future__ import annotations
 
@@ -24,9 +25,8 @@ from bandit.errors import BreinError
 from bandit.requests import DecisionRequest
 from brain.core import Brain
 from brain.worker import Worker
-from policies.simulation.baselines import calibrate, decision_points
+from policies.simulation.base import Arrival, Consent, Outcome
 from policies.simulation.harness import RunResult
-from policies.simulation.world import Arrival, Consent, Outcome, World
 from reward.ingest import ActivationReport, OutcomeReport
 from serving import converters
 from serving.pb.brein.v1 import brein_pb2 as pb
@@ -170,13 +170,7 @@ def brein_driver(config_data: dict[str, Any], *, in_process: bool) -> Iterator[G
             driver.close()
 
 
-def best_single_action(config: BreinConfig, customers: int, seed: int) -> str:
-    """The campaign a marketer runs today: the one action of highest mean value on a sample."""
-    world = World(config, customers, seed)
-    return calibrate(world, decision_points(world, 3000, seed, days=60)).best_fixed_action
-
-
-def plot_curves(results: list[RunResult], path: Path) -> None:
+def plot_curves(results: list[RunResult], path: Path, title: str = "Brein learning in the simulated telecom world") -> None:
     try:
         import matplotlib
 
@@ -191,7 +185,7 @@ def plot_curves(results: list[RunResult], path: Path) -> None:
     axes.axhline(0.0, color="grey", linewidth=0.8)
     axes.set_xlabel("simulated day")
     axes.set_ylabel("expected gain per decision over do-nothing (money, weekly mean)")
-    axes.set_title("Brein learning in the simulated telecom world")
+    axes.set_title(title)
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

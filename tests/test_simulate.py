@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from bandit.config import parse_config
+from policies.simulation.base import DAY
+from policies.simulation.baselines import best_single_action
 from policies.simulation.harness import RunResult, gain_share, run, run_references
-from policies.simulation.population import DAY
 from policies.simulation.world import World
-from serving.simulate import best_single_action, brein_driver
+from serving.simulate import brein_driver
 from tests.conftest import example_data
 
 CUSTOMERS, DAYS, SEED, LAST_DAYS = 2_000, 100.0, 1, 30.0
@@ -28,7 +29,8 @@ CUSTOMERS, DAYS, SEED, LAST_DAYS = 2_000, 100.0, 1, 30.0
 def runs() -> tuple[RunResult, list[RunResult]]:
     data = example_data()
     config = parse_config(data)
-    references = run_references(config, CUSTOMERS, SEED, DAYS, best_single_action(config, CUSTOMERS, SEED))
+    best = best_single_action(World(config, CUSTOMERS, SEED), SEED)
+    references = run_references(lambda: World(config, CUSTOMERS, SEED), SEED, DAYS, best)
     with brein_driver(data, in_process=False) as driver:
         brein = run(World(config, CUSTOMERS, SEED), driver, DAYS, seed=SEED)
     return brein, references

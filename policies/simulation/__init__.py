@@ -1,10 +1,12 @@
-"""A simulated telecom world that knows the true value of every action: the yardstick for Brein.
+"""Simulated worlds that know the true value of every action: the yardstick for Brein.
 
-``World`` is the population, its arrivals, contexts, consent, true expected values and outcomes;
+``SimulatedWorld`` is what a harness needs of a world; ``World`` is the hand-built telecom world,
+``GeneratedWorld`` one drawn from a seed (``family``: the family of worlds Brein is measured on);
 ``Eligibility`` computes the actions Brein's own rules and contact policy allow; ``baselines``
 holds the oracle, do-nothing, best-fixed-action and uniform-random references and ``calibrate``.
 """
 
+from policies.simulation.base import DAY, DEFAULT_START, MONTH, Arrival, Consent, Outcome, Schedule, customer_key
 from policies.simulation.baselines import (
     Calibration,
     DecisionPoint,
@@ -17,8 +19,9 @@ from policies.simulation.baselines import (
     uniform_policy,
 )
 from policies.simulation.eligibility import Eligibility
-from policies.simulation.population import DAY, MONTH, WorldParams
-from policies.simulation.world import DEFAULT_START, Arrival, Consent, Outcome, Schedule, World, customer_key
+from policies.simulation.interface import SimulatedWorld
+from policies.simulation.population import WorldParams
+from policies.simulation.world import World
 
 __all__ = [
     "DAY",
@@ -32,6 +35,7 @@ __all__ = [
     "Outcome",
     "Policy",
     "Schedule",
+    "SimulatedWorld",
     "World",
     "WorldParams",
     "calibrate",

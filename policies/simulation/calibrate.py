@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from bandit.config import BreinConfig, load_config
+from policies.simulation.base import DAY, Arrival
 from policies.simulation.baselines import (
     DecisionPoint,
     Policy,
@@ -29,8 +30,8 @@ from policies.simulation.baselines import (
     uniform_policy,
 )
 from policies.simulation.eligibility import Eligibility
-from policies.simulation.population import DAY, DISCOUNT, HANDSET, SIM_ONLY, UPSELL
-from policies.simulation.world import Arrival, World
+from policies.simulation.population import DISCOUNT, HANDSET, SIM_ONLY, UPSELL
+from policies.simulation.world import World
 
 Numeric = Mapping[str, float]
 Categorical = Mapping[str, str]

@@ -11,7 +11,7 @@ from bandit.exclusions import Exclusions
 from bandit.features import local_hour_weekday
 from bandit.history import HISTORY_DAYS, history_features
 from bandit.rules import EligibilityRules
-from policies.simulation.world import World
+from policies.simulation.interface import SimulatedWorld
 
 
 class Eligibility:
@@ -26,7 +26,7 @@ class Eligibility:
         self._lookback = max(HISTORY_DAYS, self._policy.lookback_days)
         self._outcome_types = tuple(config.outcomes)
 
-    def exclusions(self, world: World, customer: int, t: float, touchpoint: str) -> Exclusions:
+    def exclusions(self, world: SimulatedWorld, customer: int, t: float, touchpoint: str) -> Exclusions:
         """Why each excluded offer or channel is out for this request."""
         if touchpoint not in self._config.touchpoints:
             raise ValueError(f"touchpoint: expected one of {', '.join(self._config.touchpoints)}, got {touchpoint!r}")
@@ -53,6 +53,6 @@ class Eligibility:
         self._policy.apply(history, t, exclusions)
         return exclusions
 
-    def eligible(self, world: World, customer: int, t: float, touchpoint: str) -> list[Action]:
+    def eligible(self, world: SimulatedWorld, customer: int, t: float, touchpoint: str) -> list[Action]:
         """The eligible actions in catalog order, do-nothing first (always eligible)."""
         return self.exclusions(world, customer, t, touchpoint).eligible(self._catalog.actions)

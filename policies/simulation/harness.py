@@ -14,7 +14,7 @@ last days: every outcome's value minus every action's cost, per decision.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,14 +22,16 @@ import numpy as np
 
 from bandit.catalog import Action
 from bandit.config import BreinConfig
+from policies.simulation.base import DAY, Arrival, Consent, Outcome
 from policies.simulation.baselines import Policy as ReferencePolicy
 from policies.simulation.baselines import do_nothing_policy, fixed_policy, oracle_policy, uniform_policy
 from policies.simulation.eligibility import Eligibility
-from policies.simulation.population import DAY
-from policies.simulation.world import Arrival, Consent, Outcome, World
+from policies.simulation.interface import SimulatedWorld
 
 Progress = Callable[[float], None]
 """Called with the share of the simulated horizon done."""
+WorldFactory = Callable[[], SimulatedWorld]
+"""A fresh world of the same draw: the same customers and arrivals, nothing acted yet."""
 
 
 class Driver(Protocol):
@@ -100,7 +102,7 @@ class RunResult:
         return xs, ys
 
 
-def run(world: World, driver: Driver, days: float, *, seed: int, progress: Progress | None = None) -> RunResult:
+def run(world: SimulatedWorld, driver: Driver, days: float, *, seed: int, progress: Progress | None = None) -> RunResult:
     """Drive ``world`` for ``days`` from its start: every arrival asks the driver, every contact is
     activated when it is delivered, every outcome is reported in event-time order."""
     rng = np.random.default_rng([seed, 0x5117])
@@ -142,7 +144,7 @@ def run(world: World, driver: Driver, days: float, *, seed: int, progress: Progr
 class ReferenceDriver:
     """A reference policy choosing among the actions Brein's rules, consent and contact policy allow."""
 
-    def __init__(self, name: str, world: World, policy: ReferencePolicy, config: BreinConfig, seed: int) -> None:
+    def __init__(self, name: str, world: SimulatedWorld, policy: ReferencePolicy, config: BreinConfig, seed: int) -> None:
         self.name = name
         self._world = world
         self._policy = policy
@@ -175,13 +177,21 @@ def reference_policies(best_single_action: str) -> list[tuple[str, ReferencePoli
 
 
 def run_references(
-    config: BreinConfig, customers: int, seed: int, days: float, best_single_action: str, progress: Progress | None = None
+    make_world: WorldFactory,
+    seed: int,
+    days: float,
+    best_single_action: str,
+    progress: Progress | None = None,
+    *,
+    extra: Sequence[tuple[str, ReferencePolicy]] = (),
 ) -> list[RunResult]:
-    """Each reference policy on a fresh world of the same seed."""
+    """Each reference policy (then each of ``extra``) on a fresh world of the same draw, choosing
+    among the actions the world's config allows."""
     results = []
-    for name, policy in reference_policies(best_single_action):
-        world = World(config, customers, seed)
-        results.append(run(world, ReferenceDriver(name, world, policy, config, seed), days, seed=seed, progress=progress))
+    for name, policy in [*reference_policies(best_single_action), *extra]:
+        world = make_world()
+        driver = ReferenceDriver(name, world, policy, world.config, seed)
+        results.append(run(world, driver, days, seed=seed, progress=progress))
     return results
 
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-DAY = 86_400.0
-MONTH = 365.25 / 12 * DAY
+from policies.simulation.base import DAY, MONTH
 
 # The vocabulary of the telecom world. A config may name other offers, channels or slots: the
 # customers do not respond to those (they only cost), see World.
