@@ -100,7 +100,8 @@ class ContactPolicyConfig(_Strict):
 
 
 class NumericFeatureConfig(_Strict):
-    encoding: Literal["raw", "log1p", "bins"] = "raw"
+    # auto: categories on a signed log scale at several resolutions (bandit/features.py), no edges needed.
+    encoding: Literal["auto", "raw", "log1p", "bins"] = "auto"
     edges: list[float] = []
 
     @model_validator(mode="after")
@@ -116,6 +117,8 @@ class NumericFeatureConfig(_Strict):
 class FeaturesConfig(_Strict):
     non_personal: list[str] = []
     numeric: dict[str, NumericFeatureConfig] = {}
+    # The encoding of a numeric context field not listed in ``numeric``.
+    numeric_default: Literal["auto", "raw", "log1p"] = "auto"
 
 
 class ConsentConfig(_Strict):
@@ -134,6 +137,9 @@ class LearnerConfig(_Strict):
     model: str | None = None
     # VW minimises cost: cost = -reward / reward_scale, so rewards in money land near [-1, 1].
     reward_scale: float = Field(default=100.0, gt=0, allow_inf_nan=False)
+    # Every eligible action keeps at least this probability (at most 1/K: uniform), mixed in after the
+    # learner's pmf, so the log keeps the support off-policy evaluation and tuning need.
+    min_probability: float = Field(default=0.0, ge=0.0, lt=1.0)
     # Learn online inside the server from joined examples, and swap in a new snapshot after this many.
     online: bool = True
     snapshot_every: int = Field(default=1000, ge=1)
@@ -142,8 +148,9 @@ class LearnerConfig(_Strict):
 class JoinerConfig(_Strict):
     # A decision's window stays open this long after its longest attribution window, for late reports.
     allowed_lateness_days: float = Field(default=1.0, ge=0, allow_inf_nan=False)
-    # How an outcome's value is shared when several decisions precede it: each gets it in full, or equal parts.
-    credit: Literal["full", "equal"] = "full"
+    # How an outcome's value is shared among the decisions in its window (types with attribution
+    # "window"): each gets it in full, equal parts, or the latest decision gets it all.
+    credit: Literal["full", "equal", "last_touch"] = "full"
     # Seconds between background join runs inside the server.
     interval_seconds: float = Field(default=2.0, gt=0)
 

@@ -37,7 +37,7 @@ from bandit.in_place import errors_in_place
 from bandit.policies import Policy
 from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import MEMO_SIZE, EligibilityRules
-from bandit.sampling import decision_id_for, new_request_id, sample_index, uniform_draw
+from bandit.sampling import decision_id_for, floored, new_request_id, sample_index, uniform_draw
 from store.errors import StaleHistory
 from store.ports import DecisionLog
 from store.records import Contact, CustomerHistory, CustomerLog, DecisionRecord
@@ -132,6 +132,7 @@ class Decider:
         self.shadows: tuple[ServingPolicy, ...] = ()
         self._clock = clock
         self._seed = config.server.seed
+        self._min_probability = config.learner.min_probability
         self._rules = EligibilityRules(config)
         self._contact_policy = ContactPolicy(config.contact_policy, self.catalog.channels)
         self._encoder = FeatureEncoder(config)
@@ -267,8 +268,10 @@ class Decider:
             personalised=personalised,
         )
         shared_line = self._encoder.shared_line(features)
-        pmf = policy.model.pmf(shared_line, eligible, features)
-        shadow = {s.policy_id: tuple(s.model.pmf(shared_line, eligible, features)) for s in self.shadows if s.policy_id != policy.policy_id}
+        floor = self._min_probability
+        pmf = floored(policy.model.pmf(shared_line, eligible, features), floor)
+        shadow = {s.policy_id: tuple(floored(s.model.pmf(shared_line, eligible, features), floor))
+                  for s in self.shadows if s.policy_id != policy.policy_id}  # fmt: skip
         decision_id = decision_id_for(request_id)
         chosen = sample_index(pmf, uniform_draw(self._seed, decision_id))
         action = eligible[chosen]

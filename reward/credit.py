@@ -54,6 +54,7 @@ class CreditRules:
     def __init__(self, config: BreinConfig) -> None:
         self.types: Mapping[str, OutcomeTypeConfig] = config.outcomes
         self.share_equally = config.joiner.credit == "equal"
+        self.latest_only = config.joiner.credit == "last_touch"
         self.deferred = frozenset(c for c, cfg in config.channels.items() if cfg.deferred)
         self.longest_window_days = max((t.window_days for t in config.outcomes.values()), default=0.0)
         self.close_after = (self.longest_window_days + config.joiner.allowed_lateness_days) * DAY
@@ -90,6 +91,6 @@ class CreditRules:
         candidates = [d for d in window if (not rule.offers or d.offer in rule.offers) and self.shown(d, outcome.event_time)]
         if rule.attribution == "direct":
             return [d for d in candidates if d.decision_id == outcome.decision_id]
-        if rule.attribution == "last_touch":
+        if rule.attribution == "last_touch" or self.latest_only:
             return candidates[-1:]
         return candidates
