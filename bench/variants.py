@@ -31,7 +31,7 @@ from rich.table import Table
 
 from bandit.config import parse_config
 from bandit.errors import ConfigError
-from bench.learning import AFTER_DAY, LAST_DAYS, MARGIN, read_overrides, weekly_gains
+from bench.learning import AFTER_DAY, LAST_DAYS, MARGIN, held_out, read_overrides, resolve, weekly_gains
 from policies.simulation.baselines import best_single_action, fixed_policy, oracle_policy
 from policies.simulation.family import CHOOSING_SEEDS, customers_for, member, with_overrides
 from policies.simulation.harness import ReferenceDriver, gain_share, run
@@ -45,7 +45,7 @@ class Variant:
 
 
 def measure(name: str, variants: list[Variant], days: float, decisions: int) -> dict[str, Any]:
-    """One choosing world: the oracle, the best single action and Brein under every variant."""
+    """One world: the oracle, the best single action and Brein under every variant."""
     began = time.perf_counter()
     world_member = member(name)
     customers = customers_for(world_member, decisions, days)
@@ -110,21 +110,26 @@ def load_variants(paths: list[Path]) -> list[Variant]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variants", nargs="+", type=Path, help="overrides files, one per variant")
-    parser.add_argument("--worlds", type=int, default=8, help="the first N choosing worlds")
+    parser.add_argument("--seeds", nargs="+", default=["choosing"], help="choosing (default), or choosing seeds / telecom[:SEED]")
+    parser.add_argument("--worlds", type=int, default=8, help="the first N worlds of the seeds")
     parser.add_argument("--days", type=float, default=120.0, help="simulated days of every world")
     parser.add_argument("--decisions", type=int, default=20_000, help="decisions each world makes, at least about")
     parser.add_argument("--jobs", type=int, default=2, help="worlds in parallel processes")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    if args.days <= LAST_DAYS or args.decisions < 1 or args.jobs < 1 or not 1 <= args.worlds <= len(CHOOSING_SEEDS):
-        parser.error(f"--days must exceed {LAST_DAYS:g}; --decisions and --jobs must be positive; "
-                     f"--worlds 1..{len(CHOOSING_SEEDS)}")  # fmt: skip
+    if args.days <= LAST_DAYS or args.decisions < 1 or args.jobs < 1 or args.worlds < 1:
+        parser.error(f"--days must exceed {LAST_DAYS:g}; --decisions, --jobs and --worlds must be positive")
     try:
         variants = load_variants(args.variants)
-        names = [f"g{s}" for s in CHOOSING_SEEDS[: args.worlds]]
+        names = resolve(args.seeds, args.worlds)
+        choosing = {f"g{s}" for s in CHOOSING_SEEDS}
+        others = [n for n in names if n.startswith("g") and n not in choosing]
+        if others:
+            raise ValueError(f"--seeds: variants choose, so only choosing worlds and telecom; got {', '.join(others)}"
+                             + (" (held out)" if held_out(others) else ""))  # fmt: skip
         for v in variants:  # fail here, not in every worker
             parse_config(with_overrides(member(names[0]).config_data(), v.overrides), source=f"{names[0]} config, {v.name}")
-    except ConfigError as error:
+    except (ConfigError, ValueError) as error:
         parser.error(str(error))
     began = time.perf_counter()
     with ProcessPoolExecutor(max_workers=min(args.jobs, len(names)), mp_context=get_context("spawn")) as pool:

@@ -34,6 +34,15 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], files: di
     assert re.search(message, capsys.readouterr().err)
 
 
+@pytest.mark.parametrize(("seeds", "message"), [("201", "only choosing worlds and telecom; got g201 \\(held out\\)"),
+                                                ("11", "got g11")])  # fmt: skip
+def test_only_choosing_worlds(tmp_path: Path, capsys: pytest.CaptureFixture[str], seeds: str, message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([write(tmp_path, "a.toml", CHOOSING), "--seeds", seeds])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
 def test_two_variants_on_one_tiny_world(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     raw = write(tmp_path, "raw.toml", CHOOSING + '[features]\nnumeric_default = "raw"\n')
     floor = write(tmp_path, "floor.toml", CHOOSING + "[learner]\nmin_probability = 0.02\n")

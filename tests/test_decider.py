@@ -205,7 +205,9 @@ def test_trained_model_serves_its_pmf_over_eligible_only_and_explains(brain: Bra
     assert all(abs(a[1]) >= abs(b[1]) for a, b in itertools.pairwise(explanation.contributions))
 
 
-def test_the_probability_floor_keeps_every_eligible_action_in_the_log(make_brain: Callable[..., Brain], config_data: dict[str, Any]) -> None:
+def test_the_probability_floor_keeps_every_eligible_action_in_the_log(
+    make_brain: Callable[..., Brain], config_data: dict[str, Any]
+) -> None:
     config_data["learner"] = {**config_data["learner"], "min_probability": 0.01}
     config = parse_config(config_data)
     brain = make_brain(config)

@@ -39,4 +39,5 @@ def test_the_default_encoding_can_be_raw_or_log1p(default: str, expected: list[t
 def test_configured_encodings_and_history_counts_are_kept() -> None:
     enc = encoder(numeric={"spend": {"encoding": "bins", "edges": [10.0, 100.0]}})
     assert enc.encode({"u": {"spend": 130.0}})["u"] == [("spend=b2", 1.0)]
-    assert enc.encode({"h": {"contacts_7d": 2.0, "days_since_contact": 3.0}})["h"] == [("contacts_7d", 2.0), ("days_since_contact=b1", 1.0)]
+    history = enc.encode({"h": {"contacts_7d": 2.0, "days_since_contact": 3.0}})["h"]
+    assert history == [("contacts_7d", 2.0), ("days_since_contact=b1", 1.0)]
