@@ -20,7 +20,7 @@ import json
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -132,8 +132,15 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, ValueError) as error:
         parser.error(str(error))
     began = time.perf_counter()
+    finished: dict[str, dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=min(args.jobs, len(names)), mp_context=get_context("spawn")) as pool:
-        worlds = list(pool.map(measure, names, [variants] * len(names), [args.days] * len(names), [args.decisions] * len(names)))
+        futures = [pool.submit(measure, name, variants, args.days, args.decisions) for name in names]
+        for future in as_completed(futures):
+            world = future.result()
+            finished[world["world"]] = world
+            shares = ", ".join(f"{v}: {share:.2f}" for v, share in world["share"].items())
+            print(f"{world['world']} ({len(finished)}/{len(names)}, {world['seconds']:.0f} s): {shares}", file=sys.stderr)
+    worlds = [finished[n] for n in names]
     totals = summary(worlds, variants)
     if args.json:
         print(json.dumps({"worlds": worlds, "summary": totals, "seconds": time.perf_counter() - began}, indent=2))
