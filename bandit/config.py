@@ -131,12 +131,20 @@ class LearnerConfig(_Strict):
     exploration: Literal["squarecb", "epsilon"] = "squarecb"
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
     # Namespace letters to interact: u(ser context), h(istory), n(on-personal context) x o(ffer), c(hannel), s(lot).
-    interactions: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = ["uo", "uc", "us", "ho", "hc", "no", "nc", "ns"]
-    extra_args: list[str] = []
+    # Who gets which offer (uo, ho, no), and which channel and send time for that offer (uoc, hoc, noc,
+    # nos): a channel's weights shared by all offers carry one offer's value into every other sent on
+    # it. ns: the arrival hour tells the slot a customer reads in. Chosen on the choosing worlds
+    # (docs/simulation.md, "Choosing the defaults").
+    interactions: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = [
+        "uo", "uoc", "ho", "hoc", "no", "noc", "ns", "nos"
+    ]  # fmt: skip
+    # Importance weights at most 10 (one lucky outcome on a rarely explored action must not flip the
+    # policy), and SquareCB explores only the actions still plausibly best (--elim).
+    extra_args: list[str] = ["--clip_p", "0.1", "--elim"]
     # A VW model file to start from; absent or missing means a cold start (uniform exploration).
     model: str | None = None
-    # VW minimises cost: cost = -reward / reward_scale, so rewards in money land near [-1, 1].
-    reward_scale: float = Field(default=100.0, gt=0, allow_inf_nan=False)
+    # VW minimises cost: cost = -reward / reward_scale (money / 10: SquareCB explores where gaps are small).
+    reward_scale: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     # Every eligible action keeps at least this probability (at most 1/K: uniform), mixed in after the
     # learner's pmf, so the log keeps the support off-policy evaluation and tuning need.
     min_probability: float = Field(default=0.0, ge=0.0, lt=1.0)
