@@ -116,6 +116,7 @@ class Joined:
     late_outcomes: int
     pending: int
     learned: int
+    clamped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +202,14 @@ def _round(worker: Worker) -> WorkerEvent:
         log.exception("join/learn round failed; trying again in %.0f s", worker.config.joiner.interval_seconds)
         return Failed(f"{type(error).__name__}: {error}")
     join = done.join
+    if join.clamped:
+        log.warning(
+            "%d credited values were not finite or past their outcome type's max_value: clamped before learning",
+            join.clamped, extra={"clamped": join.clamped},
+        )  # fmt: skip
     if done.learned:
         log.info("learned %d joined examples", done.learned, extra={"joined": join.joined, "late_outcomes": join.late_outcomes})
-    return Joined(join.joined, join.unactivated, join.late_outcomes, join.pending, done.learned)
+    return Joined(join.joined, join.unactivated, join.late_outcomes, join.pending, done.learned, join.clamped)
 
 
 def _retention(worker: Worker) -> WorkerEvent:

@@ -27,6 +27,8 @@ class Metrics:
         self.joined = Counter("brein_joined_examples", "Decisions joined with their outcomes, by status", ["status"], registry=registry)
         self.late_outcomes = Counter("brein_late_outcomes", "Outcomes that arrived after their window was final", registry=registry)
         self.join_pending = Gauge("brein_join_pending", "Decisions whose attribution window is still open", registry=registry)
+        clamped = "Credited values the joiner clamped to their outcome type's max_value (or dropped: not finite)"
+        self.clamped_rewards = Counter("brein_clamped_rewards", clamped, registry=registry)
         self.learned = Counter("brein_learned_examples", "Joined examples learned online", registry=registry)
         self.background_failures = Counter("brein_background_failures", "Join/learn rounds that failed, and join/learn workers that died", registry=registry)
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
@@ -46,12 +48,13 @@ class Metrics:
         else:
             self.store_commit_failures.inc()
 
-    def joined_round(self, joined: int, unactivated: int, late: int, pending: int, learned: int) -> None:
+    def joined_round(self, joined: int, unactivated: int, late: int, pending: int, learned: int, clamped: int) -> None:
         self.joined.labels("joined").inc(joined)
         self.joined.labels("unactivated").inc(unactivated)
         self.late_outcomes.inc(late)
         self.join_pending.set(pending)
         self.learned.inc(learned)
+        self.clamped_rewards.inc(clamped)
 
     def serving(self, policy_id: str, version: str) -> None:
         self.model_version.clear()

@@ -60,7 +60,7 @@ async def _calls_finished(timeout: float = 5.0) -> None:
 def _heard(metrics: Metrics, event: WorkerEvent) -> None:
     """What the worker said: a round to count, a failure, a retention run."""
     if isinstance(event, Joined):
-        metrics.joined_round(event.joined, event.unactivated, event.late_outcomes, event.pending, event.learned)
+        metrics.joined_round(event.joined, event.unactivated, event.late_outcomes, event.pending, event.learned, event.clamped)
     elif isinstance(event, Failed):
         metrics.background_failures.inc()
     elif isinstance(event, Retained):
