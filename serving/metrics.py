@@ -33,7 +33,8 @@ class Metrics:
         self.background_failures = Counter("brein_background_failures", "Join/learn rounds that failed, and join/learn workers that died", registry=registry)
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
         # Security and faults. Labels name callers (configured backends), kinds and codes: never customers or features.
-        self.store_up = Gauge("brein_store_up", "1 when the last group commit succeeded, 0 when it failed", registry=registry)
+        up = "1 when the last group commit succeeded; 0 when it failed or a write did not commit by its caller's deadline"
+        self.store_up = Gauge("brein_store_up", up, registry=registry)
         abandoned = "Writes given up at their deadline before they began, one per request they held; never written"
         self.store_abandoned = Counter("brein_store_abandoned_writes", abandoned, registry=registry)
         self.rate_limited = Counter("brein_rate_limited", "Calls refused past the rate limit", ["caller"], registry=registry)
@@ -47,6 +48,12 @@ class Metrics:
             self.store_commit_writes.inc(writes)
         else:
             self.store_commit_failures.inc()
+
+    def not_in_time(self, abandoned: int) -> None:
+        """A caller was answered UNAVAILABLE because its write did not commit in time: the store is
+        down for it now, not only once the writer gives up waiting for the lock (seconds later)."""
+        self.store_up.set(0)
+        self.store_abandoned.inc(abandoned)
 
     def joined_round(self, joined: int, unactivated: int, late: int, pending: int, learned: int, clamped: int) -> None:
         self.joined.labels("joined").inc(joined)

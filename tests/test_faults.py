@@ -200,6 +200,31 @@ def test_a_locked_store_gives_unavailable_within_the_deadline_and_abandons_the_w
     intact(Path(str(sqlite_path(locked_brain.store.url))))
 
 
+def test_store_up_drops_with_the_first_write_that_does_not_commit(locked_brain: Brain, metrics: Metrics) -> None:
+    """brein_store_up says 0 as soon as a caller is answered UNAVAILABLE, not once the writer gives
+    up waiting for the lock (LOCK_WAIT_SECONDS later), and 1 again with the next commit."""
+    live = LiveServer(locked_brain, metrics)
+    try:
+        live.stub.Decide(decide("up"), timeout=5)
+        assert live.sample("brein_store_up") == 1
+        locker = subprocess.Popen(
+            [sys.executable, "-c", LOCKER, str(sqlite_path(locked_brain.store.url))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as error:
+                live.stub.Decide(decide("locked", "c1"), timeout=0.5)
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert live.sample("brein_store_up") == 0 and time.monotonic() - started < 1.0
+        finally:
+            locker.communicate("release\n", timeout=10)
+        assert live.stub.Decide(decide("after", "c2"), timeout=10).decision_id
+        assert live.sample("brein_store_up") == 1
+    finally:
+        live.stop()
+
+
 def test_work_for_an_expired_deadline_is_not_done(live: LiveServer) -> None:
     """The server is busy past the caller's deadline: the caller gets DEADLINE_EXCEEDED and the
     decision is neither made nor logged, not even later."""
