@@ -145,6 +145,14 @@ conn.execute("ROLLBACK")
 """
 
 
+def lock(brain: Brain) -> subprocess.Popen[str]:
+    """Another process holding the store's write lock until it reads a line."""
+    path = str(sqlite_path(brain.store.url))
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    return locker
+
+
 @pytest.fixture
 def locked_brain(make_brain: Callable[..., Brain], metrics: Metrics) -> Brain:
     config = parse_config({**example_data(), "limits": {"store_wait_seconds": 0.3}})
@@ -155,11 +163,8 @@ def test_a_locked_store_gives_unavailable_within_the_deadline_and_abandons_the_w
     locked_brain: Brain, metrics: Metrics
 ) -> None:
     live = LiveServer(locked_brain, metrics)
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(sqlite_path(locked_brain.store.url))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    locker = lock(locked_brain)
     try:
-        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
         abandoned = []
         for i, timeout in enumerate((0.5, 0.25)):
             started = time.monotonic()
@@ -207,11 +212,8 @@ def test_store_up_drops_with_the_first_write_that_does_not_commit(locked_brain: 
     try:
         live.stub.Decide(decide("up"), timeout=5)
         assert live.sample("brein_store_up") == 1
-        locker = subprocess.Popen(
-            [sys.executable, "-c", LOCKER, str(sqlite_path(locked_brain.store.url))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
+        locker = lock(locked_brain)
         try:
-            assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as error:
                 live.stub.Decide(decide("locked", "c1"), timeout=0.5)
