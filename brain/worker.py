@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from bandit.config import BreinConfig
 from bandit.learner import VWPolicy
 from brain.champion import bootstrap_champion
+from brain.probe import Prober
 from policies.loading import PolicyLoadError, load_policy
 from policies.registry import Registry
 from reward.joiner import WRITE_ROWS, Joiner, JoinReport
@@ -59,6 +60,7 @@ class Worker:
         self.clock = clock
         self.registry = Registry(store.registry)
         self.joiner = Joiner(config, store.joins, write_rows=join_write_rows)
+        self._prober = Prober(config, store.examples)
         self._learning: str | None = None
         self._learner: OnlineLearner | None = None
         self._retained_at: float | None = None
@@ -71,14 +73,16 @@ class Worker:
         return RoundReport(report, learner.step() if learner is not None else 0)
 
     def learner(self) -> OnlineLearner | None:
-        """The online learner of the registry's champion, from its newest snapshot that loads and the
-        position that snapshot had learned to; a new one when the champion changes. None for a
+        """The online learner of the registry's champion, from its newest snapshot that loads and
+        passes the probe (brain/probe.py), and the position that snapshot had learned to; a new one
+        when the champion changes. None for a
         champion that is not a VW model (or does not load: logged once)."""
         champion = bootstrap_champion(self.config, self.registry)
         if champion.id != self._learning:
             self._learning, self._learner = champion.id, None
             try:
-                policy, learned = load_policy(champion, self.store.models)
+                # Never learn on from a snapshot that scores non-finite: every one after it would too.
+                policy, learned = load_policy(champion, self.store.models, accept=self._prober.check)
             except PolicyLoadError:
                 log.exception("champion %s does not load: nothing is learned until the registry changes", champion.id)
                 return None

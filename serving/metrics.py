@@ -31,6 +31,8 @@ class Metrics:
         self.clamped_rewards = Counter("brein_clamped_rewards", clamped, registry=registry)
         self.learned = Counter("brein_learned_examples", "Joined examples learned online", registry=registry)
         self.background_failures = Counter("brein_background_failures", "Join/learn rounds that failed, and join/learn workers that died", registry=registry)
+        unusable = "Models that scored a non-finite distribution: refused before serving (probe), requests served uniform (serving)"
+        self.unusable_models = Counter("brein_unusable_models", unusable, ["stage"], registry=registry)
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
         # Security and faults. Labels name callers (configured backends), kinds and codes: never customers or features.
         up = "1 when the last group commit succeeded; 0 when it failed or a write did not commit by its caller's deadline"
@@ -48,6 +50,9 @@ class Metrics:
             self.store_commit_writes.inc(writes)
         else:
             self.store_commit_failures.inc()
+
+    def unusable(self, stage: str) -> None:
+        self.unusable_models.labels(stage).inc()
 
     def not_in_time(self, abandoned: int) -> None:
         """A caller was answered UNAVAILABLE because its write did not commit in time: the store is

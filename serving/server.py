@@ -150,7 +150,12 @@ async def serve(config: BreinConfig) -> None:
     transport(config, config.server.address)  # refuse a plaintext non-loopback address before anything starts
     host, _, port = config.server.metrics_address.rpartition(":")
     http_server, _ = start_http_server(int(port), addr=host, registry=registry)
-    brain = open_brain(config, on_commit=metrics.on_commit, on_model=lambda p: metrics.serving(p.policy_id, p.model.version))
+    brain = open_brain(
+        config,
+        on_commit=metrics.on_commit,
+        on_model=lambda p: metrics.serving(p.policy_id, p.model.version),
+        on_unusable=metrics.unusable,
+    )
     running = await create_server(brain, metrics, config.server.address, background=True)
     log.info(
         "serving on %s, metrics on %s, store %s, %d actions, policy %s model %s",
