@@ -143,12 +143,22 @@ class RetentionFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadFailed:
+    """A supervised background thread of the worker (store/threads.py) failed; it runs again."""
+
+    thread: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class StandingBy:
     """Another worker holds the lease; this one asks for it every LEASE_POLL_SECONDS."""
 
 
-WorkerEvent = Joined | Failed | Retained | RetentionFailed | StandingBy
-EVENTS: dict[str, type[WorkerEvent]] = {kind.__name__: kind for kind in (Joined, Failed, Retained, RetentionFailed, StandingBy)}
+WorkerEvent = Joined | Failed | Retained | RetentionFailed | ThreadFailed | StandingBy
+EVENTS: dict[str, type[WorkerEvent]] = {
+    kind.__name__: kind for kind in (Joined, Failed, Retained, RetentionFailed, ThreadFailed, StandingBy)
+}
 
 
 def event_line(event: WorkerEvent) -> str:

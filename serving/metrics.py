@@ -30,7 +30,11 @@ class Metrics:
         clamped = "Credited values the joiner clamped to their outcome type's max_value (or dropped: not finite)"
         self.clamped_rewards = Counter("brein_clamped_rewards", clamped, registry=registry)
         self.learned = Counter("brein_learned_examples", "Joined examples learned online", registry=registry)
-        self.background_failures = Counter("brein_background_failures", "Join/learn rounds that failed, and join/learn workers that died", registry=registry)
+        failures = (
+            "Background failures by thread: join/learn rounds (brein-worker), retention runs (brein-retention), "
+            "worker processes (brein-worker-process), the store's writers (brein-store-writer)"
+        )
+        self.background_failures = Counter("brein_background_failures", failures, ["thread"], registry=registry)
         unusable = "Models that scored a non-finite distribution: refused before serving (probe), requests served uniform (serving)"
         self.unusable_models = Counter("brein_unusable_models", unusable, ["stage"], registry=registry)
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)

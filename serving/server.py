@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from bandit.config import BreinConfig
 from brain.core import Brain, open_brain
-from brain.worker import Failed, Joined, Retained, RetentionFailed, StandingBy, WorkerEvent
+from brain.worker import Failed, Joined, Retained, RetentionFailed, StandingBy, ThreadFailed, WorkerEvent
 from serving.background import WorkerProcess
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
@@ -25,6 +25,7 @@ from store.opening import in_memory
 
 log = logging.getLogger("brein.server")
 
+WORKER_PROCESS = "brein-worker-process"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 
 
@@ -62,13 +63,16 @@ def _heard(metrics: Metrics, event: WorkerEvent) -> None:
     if isinstance(event, Joined):
         metrics.joined_round(event.joined, event.unactivated, event.late_outcomes, event.pending, event.learned, event.clamped)
     elif isinstance(event, Failed):
-        metrics.background_failures.inc()
+        metrics.background_failures.labels("brein-worker").inc()
+    elif isinstance(event, ThreadFailed):
+        metrics.background_failures.labels(event.thread).inc()  # the worker logged it
     elif isinstance(event, Retained):
         for kind, count in event.deleted.items():
             metrics.retention_deleted.labels(kind).inc(count)
         metrics.retention_runs.labels("ok").inc()
     elif isinstance(event, RetentionFailed):
         metrics.retention_runs.labels("failed").inc()
+        metrics.background_failures.labels("brein-retention").inc()
     elif isinstance(event, StandingBy):
         log.info("another worker holds the store's worker lease: this server's worker stands by")
 
@@ -81,7 +85,7 @@ async def work_beside_forever(brain: Brain, metrics: Metrics, interval: float) -
         try:
             worker = WorkerProcess(brain.config, brain.store.url)
         except Exception:
-            metrics.background_failures.inc()
+            metrics.background_failures.labels(WORKER_PROCESS).inc()
             log.exception("could not start the worker; trying again in %.0f s", interval)
             await asyncio.sleep(interval)
             continue
@@ -90,7 +94,7 @@ async def work_beside_forever(brain: Brain, metrics: Metrics, interval: float) -
                 _heard(metrics, event)
         finally:
             await asyncio.shield(loop.run_in_executor(None, worker.stop))
-        metrics.background_failures.inc()
+        metrics.background_failures.labels(WORKER_PROCESS).inc()
         log.error("the worker exited (exit code %s); starting another in %.0f s", worker.exitcode, interval)
         await asyncio.sleep(interval)
 

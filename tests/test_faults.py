@@ -4,6 +4,7 @@ half-written remains, the metrics show it, and service resumes by itself when th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -12,6 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -24,7 +26,9 @@ from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from store import open_store
 from store.opening import sqlite_path
-from tests.conftest import T0, LiveServer, example_data
+from tests.conftest import T0, Clock, LiveServer, example_data, worker_processes
+from tests.test_background import background_config, until
+from tests.test_online import simulate
 
 
 def decide(request_id: str, customer: str = "c1") -> pb.DecideRequest:
@@ -58,10 +62,24 @@ def intact(path: Path) -> None:
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
     """A real 4 MiB filesystem (tmpfs), so 'disk full' is the kernel's ENOSPC, not a simulation."""
+    with tmpfs("4m") as directory:
+        yield directory
+
+
+@pytest.fixture
+def disk_for_a_worker() -> Iterator[Path]:
+    """A real 16 MiB filesystem: room for tests.test_online.simulate's store and its WAL."""
+    with tmpfs("16m") as directory:
+        yield directory
+
+
+@contextmanager
+def tmpfs(size: str) -> Iterator[Path]:
     if shutil.which("mount") is None:
         pytest.skip("no mount command in this sandbox")
     directory = Path(tempfile.mkdtemp(prefix="brein-small-disk-"))
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(directory)], capture_output=True, text=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)]
+    mounted = subprocess.run(mount, capture_output=True, text=True)
     if mounted.returncode != 0:
         directory.rmdir()
         pytest.skip(f"cannot mount a size-limited tmpfs here (needs root and mount rights): {mounted.stderr.strip()}")
@@ -133,6 +151,31 @@ def test_full_disk_gives_unavailable_in_time_and_service_resumes(small_disk: Pat
     finally:
         live.stop()
     intact(small_disk / "brein.db")
+
+
+def test_a_full_disk_fails_the_workers_writer_loudly_and_joining_resumes_without_a_restart(
+    disk_for_a_worker: Path, metrics: Metrics, clock: Clock, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The worker's writer thread fails on the full disk (its WAL checkpoint): the failure is in the
+    JSON log and counted by the server, the thread runs again, and once space is freed the same
+    worker process joins what had waited."""
+    store = open_store(str(disk_for_a_worker / "brein.db"), on_commit=metrics.on_commit)
+    brain = Brain(background_config(), store, clock=clock)
+    simulate(brain)
+    filler = fill(disk_for_a_worker)
+    live = LiveServer(brain, metrics, background=True)
+    try:
+        until(lambda: live.sample("brein_background_failures_total", {"thread": "brein-store-writer"}) >= 1, 30)
+        (worker,) = worker_processes(os.getpid())
+        assert brain.store.examples.count() == 0
+        filler.unlink()  # the operator frees space; nobody restarts anything
+        until(lambda: live.sample("brein_joined_examples_total", {"status": "joined"}) > 0, 60)
+        assert brain.store.examples.count() > 0 and worker_processes(os.getpid()) == {worker}
+    finally:
+        live.stop()
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    failures = [line for line in logged if line.get("background_thread") == "brein-store-writer"]
+    assert failures and "database or disk is full" in failures[0]["error"]
 
 
 LOCKER = """
