@@ -29,6 +29,7 @@ from reward.ingest import ActivationReport, OutcomeReport, record_activation, re
 from store import Store, open_store
 from store.ports import CommitListener
 from store.records import AuditEntry, ForgetReport, OutcomeRecord
+from store.threads import ThreadFailure
 
 log = logging.getLogger("brein")
 
@@ -213,11 +214,12 @@ def open_brain(
     on_commit: CommitListener | None = None,
     on_model: ModelListener | None = None,
     on_unusable: UnusableListener | None = None,
+    on_thread_failure: ThreadFailure | None = None,
 ) -> Brain:
     """A Brain on the store at ``server.store`` (for `brein serve`). The pseudonym key is checked
     before the store is opened: a server that cannot start changes nothing on disk."""
     Pseudonyms.from_config(config.privacy)
-    store = open_store(config.server.store, on_commit=on_commit)
+    store = open_store(config.server.store, on_commit=on_commit, on_thread_failure=on_thread_failure)
     try:
         return Brain(config, store, on_model=on_model, on_unusable=on_unusable)
     except BaseException:

@@ -21,6 +21,7 @@ from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.security import Guard, bind, transport
 from serving.servicer import DecisionServicer
+from serving.supervision import ThreadHealth
 from store.opening import in_memory
 
 log = logging.getLogger("brein.server")
@@ -113,10 +114,13 @@ async def follow_forever(brain: Brain, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def create_server(brain: Brain, metrics: Metrics, address: str, *, background: bool = False) -> RunningServer:
+async def create_server(
+    brain: Brain, metrics: Metrics, address: str, *, background: bool = False, thread_health: ThreadHealth | None = None
+) -> RunningServer:
     """Bind and start; ``address`` may end in ':0' to take a free port (tests bind 127.0.0.1:0).
     With ``background``, the server follows the store every ``server.follow_seconds`` and runs the
-    worker (joiner, learner, retention) beside itself, on a store that other processes can open."""
+    worker (joiner, learner, retention) beside itself, on a store that other processes can open.
+    ``thread_health``: the one the brain's store reports to; its health then follows the store's threads."""
     if background and in_memory(brain.store.url):
         raise ValueError(f"expected a store a worker process can open, got the in-memory {brain.store.url}")
     limits = brain.config.limits
@@ -134,8 +138,11 @@ async def create_server(brain: Brain, metrics: Metrics, address: str, *, backgro
     reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
     port = bind(server, brain.config, address)  # TLS per [tls]; plaintext only on loopback unless allowed
     await server.start()
-    for service in ("", SERVICE_NAME):
+    services = ("", SERVICE_NAME)
+    for service in services:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    if thread_health is not None:
+        thread_health.bind(health_servicer, services, asyncio.get_running_loop())
     policy = brain.decider.policy
     metrics.serving(policy.policy_id, policy.model.version)
     tasks = []
@@ -154,13 +161,15 @@ async def serve(config: BreinConfig) -> None:
     transport(config, config.server.address)  # refuse a plaintext non-loopback address before anything starts
     host, _, port = config.server.metrics_address.rpartition(":")
     http_server, _ = start_http_server(int(port), addr=host, registry=registry)
+    thread_health = ThreadHealth(metrics)
     brain = open_brain(
         config,
-        on_commit=metrics.on_commit,
+        on_commit=thread_health.on_commit,
         on_model=lambda p: metrics.serving(p.policy_id, p.model.version),
         on_unusable=metrics.unusable,
+        on_thread_failure=thread_health.failed,
     )
-    running = await create_server(brain, metrics, config.server.address, background=True)
+    running = await create_server(brain, metrics, config.server.address, background=True, thread_health=thread_health)
     log.info(
         "serving on %s, metrics on %s, store %s, %d actions, policy %s model %s",
         config.server.address, config.server.metrics_address, config.server.store, len(brain.catalog),

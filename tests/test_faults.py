@@ -13,17 +13,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bandit.config import BreinConfig, parse_config
 from brain.core import Brain
 from serving import converters
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
+from serving.supervision import ThreadHealth
 from store import open_store
 from store.opening import sqlite_path
 from tests.conftest import T0, Clock, LiveServer, example_data, worker_processes
@@ -176,6 +178,47 @@ def test_a_full_disk_fails_the_workers_writer_loudly_and_joining_resumes_without
     logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
     failures = [line for line in logged if line.get("background_thread") == "brein-store-writer"]
     assert failures and "database or disk is full" in failures[0]["error"]
+
+
+def test_a_failed_writer_makes_the_server_not_serving_until_its_store_commits_again(
+    small_disk: Path, metrics: Metrics, config: BreinConfig
+) -> None:
+    """A server whose writer rests after each commit (write_pause) checkpoints its WAL; on a full
+    disk the checkpoint fails the writer thread: counted, health NOT_SERVING, and SERVING again by
+    itself once space is freed and a commit succeeds."""
+    thread_health = ThreadHealth(metrics)
+    store = open_store(
+        str(small_disk / "brein.db"), on_commit=thread_health.on_commit, write_pause=0.001, on_thread_failure=thread_health.failed
+    )
+    live = LiveServer(Brain(config, store, clock=lambda: T0 + 60), metrics, thread_health=thread_health)
+    health = health_pb2_grpc.HealthStub(live.channel)
+
+    def status() -> int:
+        return health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+    try:
+        live.stub.Decide(decide("before"), timeout=5)
+        assert status() == health_pb2.HealthCheckResponse.SERVING
+        filler = fill(small_disk)
+        for i in range(200):
+            with suppress(grpc.RpcError):  # UNAVAILABLE while the disk is full
+                live.stub.Decide(decide(f"full-{i}", f"c{i}"), timeout=1.0)
+            if live.sample("brein_background_failures_total", {"thread": "brein-store-writer"}):
+                break
+        until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, 10)
+        filler.unlink()
+        until(lambda: _decided(live, "after"), 30)  # the writer runs again by itself
+        until(lambda: status() == health_pb2.HealthCheckResponse.SERVING, 10)
+    finally:
+        live.stop()
+    intact(small_disk / "brein.db")
+
+
+def _decided(live: LiveServer, request_id: str) -> bool:
+    try:
+        return bool(live.stub.Decide(decide(request_id), timeout=2).decision_id)
+    except grpc.RpcError:
+        return False
 
 
 LOCKER = """
