@@ -31,11 +31,11 @@ class Metrics:
         self.clamped_rewards = Counter("brein_clamped_rewards", clamped, registry=registry)
         self.learned = Counter("brein_learned_examples", "Joined examples learned online", registry=registry)
         failures = (
-            "Background failures by thread: join/learn rounds (brein-worker), retention runs (brein-retention), "
-            "worker processes (brein-worker-process), the store's writers (brein-store-writer)"
+            "Background failures by thread: join/learn rounds (brein-worker), retention runs (brein-retention), worker "
+            "processes (brein-worker-process), following the store (brein-follow), the store's writers (brein-store-writer)"
         )
         self.background_failures = Counter("brein_background_failures", failures, ["thread"], registry=registry)
-        unusable = "Models that scored a non-finite distribution: refused before serving (probe), requests served uniform (serving)"
+        unusable = "Models scoring a non-finite distribution: refused before serving (probe), requests answered uniform (serving)"
         self.unusable_models = Counter("brein_unusable_models", unusable, ["stage"], registry=registry)
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
         # Security and faults. Labels name callers (configured backends), kinds and codes: never customers or features.

@@ -100,9 +100,10 @@ async def work_beside_forever(brain: Brain, metrics: Metrics, interval: float) -
         await asyncio.sleep(interval)
 
 
-async def follow_forever(brain: Brain, interval: float) -> None:
+async def follow_forever(brain: Brain, metrics: Metrics, interval: float) -> None:
     """Serve what the store says, every ``interval`` seconds: the champion operators promote and roll
-    back, the newest snapshot the worker learned, the shadows."""
+    back, the newest snapshot the worker learned, the shadows. A failure is logged and counted
+    (brein_background_failures_total{thread="brein-follow"}) and tried again at the next one."""
     loop = asyncio.get_running_loop()
     while True:
         try:
@@ -110,6 +111,7 @@ async def follow_forever(brain: Brain, interval: float) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
+            metrics.background_failures.labels("brein-follow").inc()
             log.exception("could not follow the store; trying again in %.0f s", interval)
         await asyncio.sleep(interval)
 
@@ -149,7 +151,7 @@ async def create_server(
     if background:
         tasks += [
             asyncio.create_task(work_beside_forever(brain, metrics, brain.config.joiner.interval_seconds)),
-            asyncio.create_task(follow_forever(brain, brain.config.server.follow_seconds)),
+            asyncio.create_task(follow_forever(brain, metrics, brain.config.server.follow_seconds)),
         ]
     return RunningServer(server, port, health_servicer, brain, metrics, tasks)
 
