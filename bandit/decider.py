@@ -279,7 +279,11 @@ class Decider:
         pmf = policy.model.pmf(shared_line, eligible, features)
         if not finite_pmf(pmf):
             pmf = self._fallback(policy, shared_line, eligible, pmf)
-        shadow = {s.policy_id: tuple(s.model.pmf(shared_line, eligible, features)) for s in self.shadows if s.policy_id != policy.policy_id}
+        shadow = {}
+        for other in self.shadows:
+            scored = other.model.pmf(shared_line, eligible, features) if other.policy_id != policy.policy_id else None
+            if scored is not None and finite_pmf(scored):  # else not logged: an evaluation scores it itself
+                shadow[other.policy_id] = tuple(scored)
         decision_id = decision_id_for(request_id)
         chosen = sample_index(pmf, uniform_draw(self._seed, decision_id))
         action = eligible[chosen]

@@ -175,7 +175,7 @@ class Brain:
             if entry.id in self._refused_shadows:
                 continue
             try:
-                shadows.append(ServingPolicy(entry.id, load_policy(entry, self.store.models)[0]))
+                shadows.append(ServingPolicy(entry.id, load_policy(entry, self.store.models, accept=self._probe)[0]))
             except PolicyLoadError:
                 self._refused_shadows.add(entry.id)
                 log.exception("shadow policy %s does not load; it is left out", entry.id)

@@ -67,6 +67,7 @@ def test_a_model_scoring_nan_at_serving_time_answers_uniform(
     assert isinstance(good.model, VWPolicy)
     broken = VWPolicy(good.model.args, poisoned(trained.config, good.model))
     trained.decider.swap_policy(ServingPolicy(good.policy_id, broken))  # as if it had passed the probe
+    trained.decider.set_shadows((ServingPolicy("broken-shadow", broken), ServingPolicy("good-shadow", good.model)))
     live = LiveServer(trained, metrics)
     try:
         with caplog.at_level(logging.ERROR, logger="brein.decider"):
@@ -77,6 +78,8 @@ def test_a_model_scoring_nan_at_serving_time_answers_uniform(
                 assert response.model_version == broken.version
                 assert all(math.isclose(p, 1 / len(probabilities)) for p in probabilities)
         assert metrics.registry.get_sample_value("brein_unusable_models_total", {"stage": "serving"}) == 5
+        logged = trained.store.decisions.decisions_by_request([f"nan-{i}" for i in range(5)])
+        assert all(set(record.shadow) == {"good-shadow"} for record in logged.values())  # no NaN logged as a shadow's pmf
         assert len([r for r in caplog.records if "not finite" in r.getMessage()]) == 1  # once per model
     finally:
         live.stop()
