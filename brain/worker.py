@@ -75,8 +75,8 @@ class Worker:
     def learner(self) -> OnlineLearner | None:
         """The online learner of the registry's champion, from its newest snapshot that loads and
         passes the probe (brain/probe.py), and the position that snapshot had learned to; a new one
-        when the champion changes. None for a
-        champion that is not a VW model (or does not load: logged once)."""
+        when the champion changes. None for a champion that is not a VW model (or does not load:
+        logged once)."""
         champion = bootstrap_champion(self.config, self.registry)
         if champion.id != self._learning:
             self._learning, self._learner = champion.id, None

@@ -142,7 +142,7 @@ class Joiner:
             closed = [DecisionFacts(d, t, o, ch, cost(a, o, ch), activated.get(d)) for _, _, d, t, o, ch, a in mine]
             others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in facts.others.get(customer, ())]
             credits = self.rules.credit(_merged(closed, others), facts.outcomes.get(customer, ()))
-            clamped += sum(self._bound(credit) for credit in credits.values())
+            clamped += sum(self._bound(credits[d.decision_id]) for d in closed if d.decision_id in credits)
             rows += [self._example(customer, d, credits.get(d.decision_id), horizon, run) for d in closed]
         return rows, clamped
 

@@ -222,6 +222,8 @@ class Engine:
 
     def _write_loop(self) -> None:
         conn = self._writer_conn
+        if conn.in_transaction:  # run again after a failure (store/threads.py) that left one open
+            conn.execute("ROLLBACK")
         while True:
             item = self._queue.get()
             if item is None:
