@@ -157,8 +157,9 @@ class JoinerConfig(_Strict):
     # A decision's window stays open this long after its longest attribution window, for late reports.
     allowed_lateness_days: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     # How an outcome's value is shared among the decisions in its window (types with attribution
-    # "window"): each gets it in full, equal parts, or the latest decision gets it all.
-    credit: Literal["full", "equal", "last_touch"] = "full"
+    # "window"): the latest decision gets it all, equal parts, or each gets it in full. Chosen on the
+    # choosing worlds (docs/simulation.md, "Choosing the defaults").
+    credit: Literal["full", "equal", "last_touch"] = "last_touch"
     # Seconds between background join runs inside the server.
     interval_seconds: float = Field(default=2.0, gt=0)
 
