@@ -177,6 +177,19 @@ class GateConfig(_Strict):
     max_age_hours: float = Field(default=24.0, gt=0)
 
 
+class TuningConfig(_Strict):
+    """Opt-in: the worker tunes learning set-ups from the log on a schedule in event time (`brein policy
+    tune`'s work) and promotes the best through the gate, never around it."""
+
+    enabled: bool = False
+    # Days of event time between tuning runs.
+    every_days: Days = 7.0
+    # The newest joined examples of this many days are held out: set-ups learn before them, are evaluated on them.
+    holdout_days: Days = 14.0
+    # A TOML file of [[setup]] tables (see `brein policy tune --setups`); absent: the default grid.
+    setups: str | None = None
+
+
 class BreinConfig(_Strict):
     timezone: str = "UTC"
     currency: str = "EUR"
@@ -193,6 +206,7 @@ class BreinConfig(_Strict):
     learner: LearnerConfig = LearnerConfig()
     joiner: JoinerConfig = JoinerConfig()
     gate: GateConfig = GateConfig()
+    tuning: TuningConfig = TuningConfig()
     tls: TLSConfig | None = None
     security: SecurityConfig | None = None
     privacy: PrivacyConfig = PrivacyConfig()

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bandit.config import BreinConfig, parse_config
+from brain.worker import Worker
 from policies.registry import Registry
 from policies.tuning import Setup, TuningError, default_setups, register_best, tune
 from store import open_store
 from tests import test_policy_flow
-from tests.test_policy_flow import SPLIT, Flow, _utc
+from tests.test_policy_flow import DAY, SPLIT, Flow, _config_data, _utc
 
 world = test_policy_flow.world  # the logged world, made once for this module too
 flow = test_policy_flow.flow
@@ -163,3 +166,67 @@ def test_the_default_grid_builds_on_the_configs_learner_and_every_setup_is_valid
         setup.config(flow.config)  # VW accepts every one
     cubic = next(s for s in setups if s.name == "cubic").overrides["interactions"]
     assert cubic[: len(flow.config.learner.interactions)] == flow.config.learner.interactions and "uoc" in cubic
+
+
+# --- [tuning]: the worker tunes on a schedule in event time and promotes through the gate ----------------
+
+
+def _worker_config(flow: Flow, **gate: Any) -> BreinConfig:
+    data = _config_data(flow.store, **gate)
+    data["tuning"] = {"enabled": True, "every_days": 7.0, "holdout_days": 25.0, "setups": str(_setups(flow))}
+    return parse_config(data)
+
+
+def test_a_worker_round_with_tuning_on_registers_and_promotes_through_the_gate(flow: Flow) -> None:
+    store = open_store(str(flow.store))
+    try:
+        worker = Worker(_worker_config(flow), store)
+        now = store.joins.watermark()
+        assert now is not None
+        done = worker.round().tuned
+        assert done is not None and (done.outcome, done.event_time) == ("promoted", now)
+        assert done.cut == pytest.approx(now - worker.joiner.rules.close_after - 25 * DAY)
+        registry = Registry(store.registry)
+        champion = registry.champion()
+        assert champion is not None and champion.id == done.candidate and champion.id.startswith("tuned-")
+        promoted = registry.history(champion.id)[-1]
+        assert (promoted.actor, promoted.from_state, promoted.to_state) == ("brein-tuning", "candidate", "champion")
+        assert promoted.reason.startswith("tuning passed the gate: ") and "lift over champion" in promoted.reason
+        [evaluation] = registry.evaluations(champion.id)
+        assert evaluation.lift_lower > 0 and len(evaluation.report["tuning"]["tried"]) == 3
+        # Not due again until 7 days of event time have passed, also for a worker started afresh on the store.
+        assert worker.round().tuned is None and Worker(_worker_config(flow), store).tune(now + 6 * DAY) is None
+        later = Worker(_worker_config(flow), store).tune(now + 7 * DAY)
+        assert later is not None and later.outcome in ("promoted", "nothing registered", "refused")
+        runs = [json.loads(e.detail) for e in store.audit.entries("policy_tuning")]
+        assert [r["event_time"] for r in runs] == [now, now + 7 * DAY] and runs[0]["outcome"] == "promoted"
+    finally:
+        store.close()
+
+
+def test_a_candidate_the_gate_refuses_is_retired_with_the_gates_reason(flow: Flow) -> None:
+    store = open_store(str(flow.store))
+    try:
+        done = Worker(_worker_config(flow, min_lift=1000.0), store).round().tuned
+        assert done is not None and done.outcome == "refused" and done.candidate is not None
+        assert done.reason.startswith(f"the gate refused it: {done.candidate} does not beat champion with confidence")
+        registry = Registry(store.registry)
+        champion = registry.champion()
+        assert champion is not None and champion.id == "champion"
+        retired = registry.history(done.candidate)[-1]
+        assert (retired.from_state, retired.to_state, retired.reason) == ("candidate", "retired", f"tuning: {done.reason}")
+    finally:
+        store.close()
+
+
+def test_tuning_is_off_by_default_and_a_bad_setups_file_stops_the_worker_at_start(flow: Flow) -> None:
+    store = open_store(str(flow.store))
+    try:
+        assert not flow.config.tuning.enabled and Worker(flow.config, store).round().tuned is None
+        config = _worker_config(flow)
+        _setups(flow, "[[setup]]\nname = \"x\"\nfoo = 1\n")
+        with pytest.raises(TuningError, match="set-up 'x': unknown learner key 'foo'"):
+            Worker(config, store)
+    finally:
+        store.close()
+    assert _everything(flow) == (["champion"], 0, 0)
