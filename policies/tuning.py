@@ -200,7 +200,9 @@ class Tuning:
 
     cut: float
     until: float | None
-    champion: str
+    baseline: str
+    """The registry's champion, or the set-up every other one is compared with (``against``)."""
+    against_champion: bool
     trained_on: int
     evaluated_on: int
     tried: list[Tried]
@@ -210,7 +212,8 @@ class Tuning:
 
     def as_dict(self, *, evaluation: bool = True) -> dict[str, Any]:
         """JSON-ready; each set-up's whole evaluation report too unless ``evaluation`` is False."""
-        return {"cut": self.cut, "until": self.until, "champion": self.champion, "trained_on": self.trained_on,
+        return {"cut": self.cut, "until": self.until, "baseline": self.baseline, "against_champion": self.against_champion,
+                "trained_on": self.trained_on,
                 "evaluated_on": self.evaluated_on, "best": self.best.setup.name if self.best else None, "verdict": self.verdict,
                 "registered": self.registered, "tried": [t.as_dict(evaluation=evaluation) for t in self.tried]}  # fmt: skip
 
@@ -247,19 +250,25 @@ def tune(
     cut: float,
     until: float | None = None,
     setups: Sequence[Setup] | None = None,
+    against: str | None = None,
     progress: Progress | None = None,
     n_bootstrap: int = 500,
 ) -> Tuning:
     """Train every set-up (default ``default_setups``) on the joined examples before ``cut``, evaluate
     each with every estimator on those in [cut, until) with its paired lift over the champion, and
     pick the best: the reliable one with the highest lower bound of the gate estimator's lift, if
-    that lift is positive. Reads the store only."""
+    that lift is positive. Reads the store only.
+
+    ``against``: the name of one of the set-ups, compared with instead of the champion (what tuning
+    finds over the config's own set-up, retrained on the same examples); such a run registers nothing."""
     chosen = list(setups) if setups is not None else default_setups(config)
     if not chosen:
         raise TuningError("expected at least one set-up to try")
     configs = [setup.config(config) for setup in chosen]  # every set-up is checked before anything is trained
+    names = [setup.name for setup in chosen]
+    if against is not None and against not in names:
+        raise TuningError(f"against: expected the name of a set-up ({', '.join(names)}), got {against!r}")
     before, _ = check_log(config, store, cut, until)
-    champion = resolve_policy("champion", config, store)
     logged = load_logged(config, store.examples, cut, until)
     encoder = FeatureEncoder(config)
     steps, done = 2 * len(chosen) + 1, 0
@@ -271,22 +280,24 @@ def tune(
     step("fitting the reward model for DM and DR")
     reward_hat = reward_predictions(encoder, logged)
     done += 1
-    tried = []
+    models: list[tuple[Trained, float]] = []
     for setup, tuned in zip(chosen, configs, strict=True):
         step(f"training {setup.name} on {before:,} examples")
         started = time.perf_counter()
-        trained = train_model(tuned, store, since=None, until=cut)
-        seconds = time.perf_counter() - started
+        models.append((train_model(tuned, store, since=None, until=cut), time.perf_counter() - started))
         done += 1
+    policies = [(setup.name, VWPolicy(trained.args, trained.data)) for setup, (trained, _) in zip(chosen, models, strict=True)]
+    baseline = resolve_policy("champion", config, store) if against is None else policies[names.index(against)]
+    tried = []
+    for setup, (trained, seconds), policy in zip(chosen, models, policies, strict=True):
         step(f"evaluating {setup.name} on {len(logged):,} decisions")
-        policy = (setup.name, VWPolicy(trained.args, trained.data))
-        report = evaluate_on(logged, encoder, policy, champion, tuple(ESTIMATORS), reliability=gate_reliability(config.gate),
+        report = evaluate_on(logged, encoder, policy, baseline, tuple(ESTIMATORS), reliability=gate_reliability(config.gate),
                              n_bootstrap=n_bootstrap, reward_hat=reward_hat)  # fmt: skip
         done += 1
-        tried.append(Tried(setup, trained, seconds, report, evaluation_record(config, report, logged, setup.name, champion[0])))
+        tried.append(Tried(setup, trained, seconds, report, evaluation_record(config, report, logged, setup.name, baseline[0])))
     step("done")
-    best, verdict = _best(tried, champion[0])
-    return Tuning(cut, until, champion[0], before, len(logged), tried, best, verdict)
+    best, verdict = _best([t for t in tried if t.setup.name != against], baseline[0])
+    return Tuning(cut, until, baseline[0], against is None, before, len(logged), tried, best, verdict)
 
 
 def _best(tried: Sequence[Tried], champion: str) -> tuple[Tried | None, str]:
@@ -315,6 +326,8 @@ def register_best(
     best = tuning.best
     if best is None:
         return None
+    if not tuning.against_champion:
+        raise TuningError(f"a tuning against the set-up {tuning.baseline} registers nothing: the gate compares with the champion")
     registry = Registry(store.registry)
     new_id = policy_id or candidate_id(tuning, best)
     if registry.has(new_id):
@@ -328,6 +341,6 @@ def register_best(
     note = (f"tuned on {tuning.trained_on:,} joined examples before {_when(tuning.cut)}, evaluated on {tuning.evaluated_on:,} "
             f"after it; best of {len(tuning.tried)} set-ups: {tuning.verdict}; set-up {dict(best.setup.overrides)}")  # fmt: skip
     entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args, features=config.features.model_dump(),
-                              parent=tuning.champion, note=note, actor=actor)  # fmt: skip
+                              parent=tuning.baseline, note=note, actor=actor)  # fmt: skip
     tuning.registered = entry.id
     return entry

@@ -61,7 +61,8 @@ def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_ev
     result = flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--json")
     tuning = json.loads(result.output)
     assert [t["setup"] for t in tuning["tried"]] == ["plain", "cubic-fast", "epsilon-dr"]
-    assert (tuning["trained_on"], tuning["evaluated_on"], tuning["champion"]) == (1500, 1500, "champion")
+    assert (tuning["trained_on"], tuning["evaluated_on"], tuning["baseline"]) == (1500, 1500, "champion")
+    assert tuning["against_champion"]
     for tried in tuning["tried"]:
         assert tried["trained_on"] == 1500 and tried["estimator"] == "snips" and tried["train_seconds"] > 0
         assert tried["lift_interval"][0] <= tried["lift"] <= tried["lift_interval"][1]
@@ -96,6 +97,20 @@ def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_ev
     assert "<- best" not in again.output
     assert f"nothing registered: no reliable set-up beats {tuning['registered']}: the best" in again.output
     assert set(flow.states()) == {"champion", tuning["registered"], "second"}
+
+
+def test_against_a_setup_compares_with_it_retrained_on_the_same_examples_and_registers_nothing(flow: Flow) -> None:
+    args = ["policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--against", "plain"]
+    tuning = json.loads(flow.cli(*args, "--json").output)
+    assert (tuning["baseline"], tuning["against_champion"], tuning["registered"]) == ("plain", False, None)
+    plain = tuning["tried"][0]
+    assert plain["lift"] == 0 and plain["lift_interval"] == [0, 0]  # itself: never the best
+    assert tuning["best"] in ("cubic-fast", "epsilon-dr", None)
+    assert "compared with the set-up plain, not the champion: nothing registered" in flow.cli(*args).output
+    assert _everything(flow) == (["champion"], 0, 0)
+    unknown = flow.cli(*args[:-1], "nope", ok=False)
+    assert unknown.exit_code == 1
+    assert "against: expected the name of a set-up (plain, cubic-fast, epsilon-dr), got 'nope'" in unknown.output
 
 
 def test_nothing_is_registered_when_no_setup_is_reliable(flow: Flow) -> None:
