@@ -266,7 +266,7 @@ def train(config_path: str, store_url: str | None, policy_id: str, since: dateti
 def _tuning_table(tuning: Tuning) -> Table:
     first = tuning.tried[0].record.estimator
     table = Table("set-up", "trained on", "train s", f"value ({first})", "95% interval", f"lift vs {tuning.baseline}",
-                  "lift 95% interval", "ESS", "reliable", "best",
+                  "lift 95% interval", "ESS (set-up)", "reliable", "best",
                   title=f"{len(tuning.tried)} set-ups trained on {tuning.trained_on:,} joined examples before the cut, "
                         f"evaluated on {tuning.evaluated_on:,} after it (money per decision)")  # fmt: skip
     for tried in tuning.tried:
