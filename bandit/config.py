@@ -11,12 +11,12 @@ import math
 import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bandit.errors import ConfigError
+from bandit.errors import BreinError, ConfigError
 from bandit.security_config import LimitsConfig, PrivacyConfig, SecurityConfig, TLSConfig
 
 Money = Annotated[float, Field(allow_inf_nan=False)]
@@ -282,12 +282,15 @@ def parse_config(data: dict[str, object], source: str = "config") -> BreinConfig
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
 
-def load_config(path: str | Path) -> BreinConfig:
-    path = Path(path)
+def read_toml(path: Path, error: type[BreinError] = ConfigError) -> dict[str, Any]:
+    """A TOML file's document; ``error`` naming the file when it is missing or not valid TOML."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    return parse_config(data, source=str(path))
+        raise error(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"{path}: not valid TOML: {problem}") from None
+
+
+def load_config(path: str | Path) -> BreinConfig:
+    return parse_config(read_toml(Path(path)), source=str(path))

@@ -18,7 +18,6 @@ in one store call, so a run killed at any point leaves either no candidate or a 
 from __future__ import annotations
 
 import time
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 from vowpal_wabbit_next import Workspace
 
-from bandit.config import BreinConfig, LearnerConfig
+from bandit.config import BreinConfig, LearnerConfig, read_toml
 from bandit.errors import BreinError
 from bandit.features import FeatureEncoder
 from bandit.learner import VWPolicy, vw_arguments
@@ -138,12 +137,7 @@ def load_setups(path: str | Path) -> list[Setup]:
         learning_rate = 1.0
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TuningError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as error:
-        raise TuningError(f"{path}: not valid TOML: {error}") from None
+    data = read_toml(path, TuningError)
     tables = data.get("setup")
     if set(data) != {"setup"} or not isinstance(tables, list) or not tables:
         raise TuningError(f"{path}: expected one or more [[setup]] tables and nothing else, got keys {', '.join(data) or 'none'}")
