@@ -18,10 +18,9 @@ from policies.gate import GateRefused
 from policies.registry import Registry
 from policies.tuning import ACTOR, Setup, TuningError, default_setups, load_setups, register_best, tune
 from store import Store
-from store.records import AuditEntry
+from store.records import DAY, AuditEntry
 
 log = logging.getLogger("brein.tuning")
-DAY = 86_400.0
 AUDIT_ACTION = "policy_tuning"
 
 

@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bandit.config import BreinConfig, parse_config
+from bandit.learner import vw_arguments
 from brain.worker import Worker
 from policies.registry import Registry
-from policies.tuning import Setup, TuningError, default_setups, register_best, tune
+from policies.tuning import Setup, TuningError, default_setups, load_setups, register_best, tune
 from store import open_store
 from tests import test_policy_flow
+from tests.conftest import example_data
 from tests.test_policy_flow import DAY, SPLIT, Flow, _config_data, _utc
 
 world = test_policy_flow.world  # the logged world, made once for this module too
@@ -245,3 +249,16 @@ def test_tuning_is_off_by_default_and_a_bad_setups_file_stops_the_worker_at_star
     finally:
         store.close()
     assert _everything(flow) == (["champion"], 0, 0)
+
+
+def test_the_readmes_tuning_snippets_are_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Tuning learning set-ups from the log") :]
+    setups_snippet, tuning_snippet = re.findall(r"```toml\n(.*?)```", section, re.S)[:2]
+    (tmp_path / "setups.toml").write_text(setups_snippet)
+    [setup] = load_setups(tmp_path / "setups.toml")
+    data = example_data()
+    data["tuning"] = tomllib.loads(tuning_snippet)["tuning"]
+    config = parse_config(data)
+    assert config.tuning.enabled and config.tuning.every_days == 7 and config.tuning.setups == "setups.toml"
+    assert "--interactions uoc" in " ".join(vw_arguments(setup.config(config).learner))
