@@ -100,7 +100,8 @@ class ContactPolicyConfig(_Strict):
 
 
 class NumericFeatureConfig(_Strict):
-    encoding: Literal["raw", "log1p", "bins"] = "raw"
+    # auto: categories on a signed log scale at several resolutions (bandit/features.py), no edges needed.
+    encoding: Literal["auto", "raw", "log1p", "bins"] = "auto"
     edges: list[float] = []
 
     @model_validator(mode="after")
@@ -116,6 +117,8 @@ class NumericFeatureConfig(_Strict):
 class FeaturesConfig(_Strict):
     non_personal: list[str] = []
     numeric: dict[str, NumericFeatureConfig] = {}
+    # The encoding of a numeric context field not listed in ``numeric``.
+    numeric_default: Literal["auto", "raw", "log1p"] = "auto"
 
 
 class ConsentConfig(_Strict):
@@ -128,12 +131,23 @@ class LearnerConfig(_Strict):
     exploration: Literal["squarecb", "epsilon"] = "squarecb"
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
     # Namespace letters to interact: u(ser context), h(istory), n(on-personal context) x o(ffer), c(hannel), s(lot).
-    interactions: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = ["uo", "uc", "us", "ho", "hc", "no", "nc", "ns"]
-    extra_args: list[str] = []
+    # Who gets which offer (uo, ho, no), and which channel and send time for that offer (uoc, hoc, noc,
+    # nos): a channel's weights shared by all offers carry one offer's value into every other sent on
+    # it. ns: the arrival hour tells the slot a customer reads in. Chosen on the choosing worlds
+    # (docs/simulation.md, "Choosing the defaults").
+    interactions: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = [
+        "uo", "uoc", "ho", "hoc", "no", "noc", "ns", "nos"
+    ]  # fmt: skip
+    # Importance weights at most 10 (one lucky outcome on a rarely explored action must not flip the
+    # policy), and SquareCB explores only the actions still plausibly best (--elim).
+    extra_args: list[str] = ["--clip_p", "0.1", "--elim"]
     # A VW model file to start from; absent or missing means a cold start (uniform exploration).
     model: str | None = None
-    # VW minimises cost: cost = -reward / reward_scale, so rewards in money land near [-1, 1].
-    reward_scale: float = Field(default=100.0, gt=0, allow_inf_nan=False)
+    # VW minimises cost: cost = -reward / reward_scale (money / 10: SquareCB explores where gaps are small).
+    reward_scale: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    # Every eligible action keeps at least this probability (at most 1/K: uniform), mixed in after the
+    # learner's pmf, so the log keeps the support off-policy evaluation and tuning need.
+    min_probability: float = Field(default=0.0, ge=0.0, lt=1.0)
     # Learn online inside the server from joined examples, and swap in a new snapshot after this many.
     online: bool = True
     snapshot_every: int = Field(default=1000, ge=1)
@@ -142,8 +156,10 @@ class LearnerConfig(_Strict):
 class JoinerConfig(_Strict):
     # A decision's window stays open this long after its longest attribution window, for late reports.
     allowed_lateness_days: float = Field(default=1.0, ge=0, allow_inf_nan=False)
-    # How an outcome's value is shared when several decisions precede it: each gets it in full, or equal parts.
-    credit: Literal["full", "equal"] = "full"
+    # How an outcome's value is shared among the decisions in its window (types with attribution
+    # "window"): the latest decision gets it all, equal parts, or each gets it in full. Chosen on the
+    # choosing worlds (docs/simulation.md, "Choosing the defaults").
+    credit: Literal["full", "equal", "last_touch"] = "last_touch"
     # Seconds between background join runs inside the server.
     interval_seconds: float = Field(default=2.0, gt=0)
 

@@ -38,7 +38,7 @@ from bandit.in_place import errors_in_place
 from bandit.policies import Policy, UniformPolicy
 from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import MEMO_SIZE, EligibilityRules
-from bandit.sampling import decision_id_for, finite_pmf, new_request_id, sample_index, uniform_draw
+from bandit.sampling import decision_id_for, finite_pmf, floored, new_request_id, sample_index, uniform_draw
 from store.errors import StaleHistory
 from store.ports import DecisionLog
 from store.records import Contact, CustomerHistory, CustomerLog, DecisionRecord
@@ -138,6 +138,7 @@ class Decider:
         self.shadows: tuple[ServingPolicy, ...] = ()
         self._clock = clock
         self._seed = config.server.seed
+        self._min_probability = config.learner.min_probability
         self._rules = EligibilityRules(config)
         self._contact_policy = ContactPolicy(config.contact_policy, self.catalog.channels)
         self._encoder = FeatureEncoder(config)
@@ -276,14 +277,14 @@ class Decider:
             personalised=personalised,
         )
         shared_line = self._encoder.shared_line(features)
+        floor = self._min_probability
         pmf = policy.model.pmf(shared_line, eligible, features)
-        if not finite_pmf(pmf):
-            pmf = self._fallback(policy, shared_line, eligible, pmf)
+        pmf = floored(pmf, floor) if finite_pmf(pmf) else self._fallback(policy, shared_line, eligible, pmf)
         shadow = {}
         for other in self.shadows:
             scored = other.model.pmf(shared_line, eligible, features) if other.policy_id != policy.policy_id else None
             if scored is not None and finite_pmf(scored):  # else not logged: an evaluation scores it itself
-                shadow[other.policy_id] = tuple(scored)
+                shadow[other.policy_id] = tuple(floored(scored, floor))
         decision_id = decision_id_for(request_id)
         chosen = sample_index(pmf, uniform_draw(self._seed, decision_id))
         action = eligible[chosen]

@@ -14,6 +14,12 @@ contacting and not would rest on them (measured in docs/simulation.md).
 
 The log keeps the raw values as used (``SharedFeatures``); the VW text is derived from them with
 the configured encoding, so an exported log can be re-encoded by another feature set-up.
+
+A numeric context field with no encoding configured (``auto``) needs no thresholds from anyone: it
+becomes one category at each of several resolutions of its signed log scale (``LOG_RESOLUTIONS``
+steps per doubling of 1 + |value|), so a linear model can still say "in the last month before
+the term ends" or "only the heaviest users" without edges picked by hand (measured against raw in
+docs/simulation.md, "Choosing the defaults").
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from bandit.config import BreinConfig, NumericFeatureConfig
 from store.records import SharedFeatures
 
 DAYS_SINCE_EDGES = (1.0, 7.0, 30.0, 90.0)
+LOG_RESOLUTIONS = (1, 4)
+"""Steps per doubling of 1 + |value| of the ``auto`` encoding's categories: coarse ones learn fast,
+fine ones resolve thresholds (months 0, 1, 2, 3 before a term ends; 18-22 against 22-26 years)."""
 TOKEN_MEMO_SIZE = 65_536
 _UNSAFE = str.maketrans({" ": "_", "\t": "_", "\n": "_", "\r": "_", "|": "_", ":": "_"})
 
@@ -48,6 +57,12 @@ def _signed_log1p(value: float) -> float:
     return math.copysign(math.log1p(abs(value)), value)
 
 
+def _log_steps(value: float, resolution: int) -> int:
+    """Which step of the signed log scale ``value`` falls in, ``resolution`` steps per doubling."""
+    step = math.floor(resolution * math.log2(1.0 + abs(value)))
+    return -step - 1 if value < 0 else step
+
+
 def local_hour_weekday(event_time: float, zone: ZoneInfo) -> tuple[int, int]:
     # Hour and weekday change only on whole seconds (zone offsets are whole seconds): one per second.
     return _local_hour_weekday(math.floor(event_time), zone)
@@ -64,6 +79,7 @@ class FeatureEncoder:
         self._zone = config.zone
         self._non_personal = frozenset(config.features.non_personal)
         self._numeric: Mapping[str, NumericFeatureConfig] = config.features.numeric
+        self._numeric_default = config.features.numeric_default
         # (namespace, name, value) -> its token in the VW line: most values recur (categories, hours,
         # counts, whole months). Zeros are not remembered: 0.0 and -0.0 are equal keys, not equal tokens.
         self._tokens: dict[tuple[str, str, float | str], str] = {}
@@ -95,23 +111,28 @@ class FeatureEncoder:
                 features["h"] = dict(history)
         return features
 
-    def _encode(self, namespace: str, name: str, value: float | str) -> tuple[str, float]:
-        """One feature as VW sees it: (name, value); a categorical one is ``name=category`` with value 1."""
+    def _encode(self, namespace: str, name: str, value: float | str) -> list[tuple[str, float]]:
+        """One field as VW sees it: (name, value) pairs; a category is ``name=category`` with value 1."""
         safe = vw_safe(name)
         if isinstance(value, str):
-            return f"{safe}={vw_safe(value)}", 1.0
+            return [(f"{safe}={vw_safe(value)}", 1.0)]
         if namespace == "h" and name.startswith("days_since_"):
-            return f"{safe}={_bucket(value, DAYS_SINCE_EDGES)}", 1.0
-        encoding = self._numeric.get(name)
-        if encoding is not None and encoding.encoding == "bins":
-            return f"{safe}={_bucket(value, encoding.edges)}", 1.0
-        if encoding is not None and encoding.encoding == "log1p":
+            return [(f"{safe}={_bucket(value, DAYS_SINCE_EDGES)}", 1.0)]
+        configured = self._numeric.get(name)
+        # History counts are Brein's own (small, comparable): raw unless configured.
+        encoding = configured.encoding if configured is not None else "raw" if namespace == "h" else self._numeric_default
+        if encoding == "auto":
+            return [(f"{safe}~{r}={_log_steps(value, r)}", 1.0) for r in LOG_RESOLUTIONS]
+        if encoding == "bins" and configured is not None:
+            return [(f"{safe}={_bucket(value, configured.edges)}", 1.0)]
+        if encoding == "log1p":
             value = _signed_log1p(value)
-        return safe, float(f"{value:.6g}")
+        return [(safe, float(f"{value:.6g}"))]
 
     def encode(self, features: SharedFeatures) -> dict[str, list[tuple[str, float]]]:
         """Namespace -> VW features, the one encoding both the text and the DSJSON forms are made from."""
-        return {ns: [self._encode(ns, name, value) for name, value in values.items()] for ns, values in features.items()}
+        return {ns: [pair for name, value in values.items() for pair in self._encode(ns, name, value)]
+                for ns, values in features.items()}  # fmt: skip
 
     def shared_line(self, features: SharedFeatures) -> str:
         parts = ["shared"]
@@ -131,8 +152,8 @@ class FeatureEncoder:
         return " ".join(parts)
 
     def _token(self, namespace: str, name: str, value: float | str) -> str:
-        encoded, number = self._encode(namespace, name, value)
-        return encoded if number == 1.0 and "=" in encoded else f"{encoded}:{number:.6g}"
+        return " ".join(encoded if number == 1.0 and "=" in encoded else f"{encoded}:{number:.6g}"
+                        for encoded, number in self._encode(namespace, name, value))  # fmt: skip
 
 
 def action_features(action: Action) -> dict[str, list[str]]:

@@ -25,6 +25,18 @@ def uniform_draw(seed: int, decision_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def floored(pmf: Sequence[float], floor: float) -> list[float]:
+    """``pmf`` mixed with uniform so that every action has at least ``floor`` (capped at 1/K, where
+    the mixture is uniform): p' = floor + (1 - K * floor) * p. The learner's ranking is kept, and
+    every eligible action keeps the support that off-policy evaluation and tuning need."""
+    size = len(pmf)
+    floor = min(floor, 1.0 / size) if size else 0.0
+    if floor <= 0.0 or min(pmf) >= floor:
+        return list(pmf)
+    rest = 1.0 - size * floor
+    return [floor + rest * p for p in pmf]
+
+
 def sample_index(pmf: Sequence[float], draw: float) -> int:
     cumulative = 0.0
     for index, probability in enumerate(pmf):

@@ -5,6 +5,10 @@ before it — every one of them (``window``), the latest (``last_touch``), or on
 names (``direct``) — restricted to T's offers when the config lists some (do-nothing included when
 it does not: a customer who renews after do-nothing credits do-nothing, or restraint never pays).
 A decision on a deferred channel that was not activated by then was never shown: it takes no credit.
+``[joiner] credit`` says what ``window`` does with several decisions: each gets the value in full,
+they share it equally, or only the latest gets it (the default: on the choosing worlds full credit
+paid every contact in a window for the same outcome and the model over-contacted; measured in
+docs/simulation.md, "Choosing the defaults").
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class CreditRules:
     def __init__(self, config: BreinConfig) -> None:
         self.types: Mapping[str, OutcomeTypeConfig] = config.outcomes
         self.share_equally = config.joiner.credit == "equal"
+        self.latest_only = config.joiner.credit == "last_touch"
         self.deferred = frozenset(c for c, cfg in config.channels.items() if cfg.deferred)
         self.longest_window_days = max((t.window_days for t in config.outcomes.values()), default=0.0)
         self.close_after = (self.longest_window_days + config.joiner.allowed_lateness_days) * DAY
@@ -90,6 +95,6 @@ class CreditRules:
         candidates = [d for d in window if (not rule.offers or d.offer in rule.offers) and self.shown(d, outcome.event_time)]
         if rule.attribution == "direct":
             return [d for d in candidates if d.decision_id == outcome.decision_id]
-        if rule.attribution == "last_touch":
+        if rule.attribution == "last_touch" or self.latest_only:
             return candidates[-1:]
         return candidates

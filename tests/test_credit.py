@@ -79,3 +79,15 @@ def test_negative_outcomes_and_types_add_up_per_type() -> None:
     credits = rules().credit([d("a", 0)], [o("r", 2), o("c", 3, "complaint", -50.0), o("c2", 4, "complaint", -50.0)])
     assert credits["a"].by_type == {"contract_renewal": 240.0, "complaint": -100.0}
     assert credits["a"].total == 140.0
+
+
+def test_joiner_last_touch_credits_the_latest_decision_of_window_types_only() -> None:
+    data = example_data()
+    data["joiner"] = {"credit": "last_touch"}
+    data["outcomes"]["sim_activation"]["attribution"] = "direct"
+    latest = CreditRules(parse_config(data))
+    renewal = latest.credit([d("a", 0), d("b", 5), d("c", 8, offer="sim_only")], [o("r", 10)])
+    # sim_only may not take a renewal's credit in the example: b is the latest decision that may.
+    assert total(renewal, "a") == total(renewal, "c") == 0.0 and total(renewal, "b") == 240.0
+    named = latest.credit([d("a", 0, offer="sim_only"), d("b", 5, offer="sim_only")], [o("s", 10, "sim_activation", 80.0, "a")])
+    assert total(named, "a") == 80.0 and total(named, "b") == 0.0  # direct stays direct

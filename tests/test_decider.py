@@ -205,6 +205,22 @@ def test_trained_model_serves_its_pmf_over_eligible_only_and_explains(brain: Bra
     assert all(abs(a[1]) >= abs(b[1]) for a, b in itertools.pairwise(explanation.contributions))
 
 
+def test_the_probability_floor_keeps_every_eligible_action_in_the_log(
+    make_brain: Callable[..., Brain], config_data: dict[str, Any]
+) -> None:
+    config_data["learner"] = {**config_data["learner"], "min_probability": 0.01}
+    config = parse_config(config_data)
+    brain = make_brain(config)
+    model = _trained(config, "sim_only/sms/evening", brain)
+    unfloored = model.pmf(_context_line(config), brain.catalog.actions)
+    assert min(unfloored) < 0.01  # the learner alone leaves actions below the floor
+    brain.decider.swap_policy(ServingPolicy("trained", model))
+    record = brain.decider.decide_and_wait(request()).record
+    assert min(record.pmf) >= 0.01 - 1e-12 and sum(record.pmf) == pytest.approx(1.0)
+    favourite = record.eligible.index("sim_only/sms/evening")
+    assert record.pmf[favourite] == max(record.pmf) and record.probability == record.pmf[record.eligible.index(record.action_id)]
+
+
 def test_bad_requests_are_refused_with_the_field(brain: Brain, clock: Clock) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         ({"customer_id": ""}, "customer_id: is required"),

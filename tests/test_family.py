@@ -52,11 +52,5 @@ def test_the_worlds_are_the_size_asked(family: list[dict[str, Any]]) -> None:
         assert DECISIONS <= world["decisions"] <= 1.3 * DECISIONS, world
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: with today's learner defaults Brein does not beat the best single action in every generated world "
-    "(measured, Brein vs the best single action: g11 -0.71 vs 0.08, g12 -0.21 vs 0.31, g13 -1.38 vs -0.10); "
-    "flips when the learning work lands",
-)
 def test_brein_beats_the_best_single_action_in_every_world(family: list[dict[str, Any]]) -> None:
     assert all(world["brein"] > world["best_single"] for world in family), family
