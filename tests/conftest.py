@@ -4,17 +4,22 @@ file, a live server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import tomllib
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
+import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
+from psycopg import sql
 
 from bandit.config import BreinConfig, parse_config
 from brain.core import Brain
@@ -63,30 +68,62 @@ def clock() -> Clock:
 
 
 # -- stores: every backend, one parameter each ------------------------------------------------------
-# A backend is one more parameter here (the PostgreSQL one: create a database, yield its URL, drop it).
 
-SHARED_BACKENDS = ["sqlite"]
+SHARED_BACKENDS = ["sqlite", "postgres"]
 """Stores that several store instances, in this process or others, can open at once."""
+POSTGRES_URL = os.environ.get("BREIN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+"""A PostgreSQL server's database to connect to; tests create (and drop) databases of their own there."""
+REQUIRE_POSTGRES = os.environ.get("BREIN_REQUIRE_POSTGRES") == "1"
+"""Set by `make test` (and so CI): no PostgreSQL is a failure, not a skip."""
 
 
 def _sqlite_file(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'brein.db'}"
 
 
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database on POSTGRES_URL's server: its URL, then it is dropped.
+    Skips (fails with BREIN_REQUIRE_POSTGRES=1) when that server cannot be reached."""
+    name = f"brein_test_{uuid.uuid4().hex[:16]}"
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        reason = f"no PostgreSQL at {POSTGRES_URL} (set BREIN_TEST_POSTGRES_URL): {error}".strip()
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"BREIN_REQUIRE_POSTGRES=1 and {reason}")
+        pytest.skip(reason)
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture(params=SHARED_BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of a new store that several store instances can open."""
     if request.param == "sqlite":
-        return _sqlite_file(tmp_path)
-    raise ValueError(f"expected a backend of {SHARED_BACKENDS}, got {request.param!r}")
+        yield _sqlite_file(tmp_path)
+    elif request.param == "postgres":
+        with postgres_database() as url:
+            yield url
+    else:
+        raise ValueError(f"expected a backend of {SHARED_BACKENDS}, got {request.param!r}")
 
 
 @pytest.fixture(params=[*SHARED_BACKENDS, "sqlite-memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A new, empty store of each backend; in-memory SQLite too."""
-    opened = open_store("sqlite://" if request.param == "sqlite-memory" else _sqlite_file(tmp_path))
-    yield opened
-    opened.close()
+    with ExitStack() as stack:
+        if request.param == "postgres":
+            url = stack.enter_context(postgres_database())
+        else:
+            url = "sqlite://" if request.param == "sqlite-memory" else _sqlite_file(tmp_path)
+        opened = open_store(url)
+        stack.callback(opened.close)
+        yield opened
 
 
 def sqlite_rows(store: Store, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -1,0 +1,225 @@
+"""One PostgreSQL database: a connection pool (psycopg-pool), the writer thread and the reads.
+
+Every write of a store goes through its writer thread, which commits whatever is queued in one
+transaction (group commit) and only then resolves each write's future: a caller that waits on its
+future holds a committed write. Each write runs in its own savepoint (psycopg's nested
+``transaction()``): a refused write fails alone, the others in its group still commit. Runs of
+neighbouring writes of one mergeable kind (decisions) are written together.
+
+Before any write, the transaction takes the advisory locks its group needs, always in one order:
+the per-customer locks of its decisions (sorted by key), then the outcome lock when it stores an
+outcome. Two replicas' groups therefore never wait on each other in a circle; a customer's
+decisions commit one replica at a time; and outcomes get their sequence numbers in commit order
+(see JoinState.outcome_horizon).
+
+Reads take a pooled connection in autocommit mode (each statement sees what was committed when it
+began). A read whose connection turns out broken (the server restarted, the backend was
+terminated) is tried once more on a fresh one; a write group on a broken connection fails as
+StoreUnavailable and the next group takes a fresh connection: the store recovers by itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import Future, InvalidStateError
+from contextlib import suppress
+from typing import Any, NamedTuple, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from store.errors import Conflict, StoreError, StoreUnavailable
+from store.ports import CommitListener
+from store.postgres.schema import migrate
+
+T = TypeVar("T")
+Connection = psycopg.Connection[tuple[Any, ...]]
+Write = Callable[[Connection], T]
+
+MAX_GROUP = 2048
+MAX_CONNECTIONS = 8
+"""A store's pooled connections: its writer's and its concurrent reads'."""
+CONNECT_SECONDS = 5.0
+"""How long opening a store, or a read or write, waits for a connection before StoreUnavailable."""
+OUTCOME_LOCK = 0x4272_6569_6E5F_0001
+"""The transaction-level advisory lock every write of outcomes holds: their seqs in commit order."""
+LOCK_CUSTOMERS = (
+    "SELECT pg_advisory_xact_lock(k) FROM "
+    "(SELECT DISTINCT hashtextextended(c, 0) AS k FROM unnest(%s::text[]) AS c ORDER BY k) AS keys"
+)
+"""The transaction-level advisory locks of customers, in key order (also when two ids share a key)."""
+BROKEN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+"""What says the database or the connection to it failed, not the write."""
+
+
+class Mergeable:
+    """A write that the writer may merge with the neighbouring writes of its own class."""
+
+    __slots__ = ()
+
+    @classmethod
+    def merged(cls, conn: Connection, writes: Sequence[Any]) -> list[StoreError | None]:
+        """Write every one of ``writes`` (all instances of ``cls``) in as few statements as possible;
+        the error each one failed with alone (its part undone), or None."""
+        raise NotImplementedError
+
+    def __call__(self, conn: Connection) -> None:
+        error = type(self).merged(conn, [self])[0]
+        if error is not None:
+            raise error
+
+
+class _Queued(NamedTuple):
+    write: Write[Any]
+    future: Future[Any]
+    customers: Collection[str]
+    sequenced: bool
+
+
+def _mergeable_kind(queued: _Queued) -> type[Mergeable] | None:
+    return type(queued.write) if isinstance(queued.write, Mergeable) else None
+
+
+def alone(conn: Connection, write: Write[T]) -> tuple[T | None, BaseException | None]:
+    """One write in its own savepoint: (its result, None) or (None, the error it failed with).
+    Raises when the database itself failed: then the whole group fails."""
+    try:
+        with conn.transaction():
+            return write(conn), None
+    except BROKEN:
+        raise
+    except psycopg.IntegrityError as error:
+        return None, Conflict(f"the store refused the write: {error.diag.message_primary or error}")
+    except Exception as error:  # the write's own failure (a Conflict, a StaleHistory, a refused value) fails it alone
+        return None, error
+
+
+class Engine:
+    """The pool, the writer thread and the reads of one database."""
+
+    def __init__(self, url: str, *, on_commit: CommitListener | None = None, customer_locks: bool = True) -> None:
+        """``customer_locks`` False: decisions are written without the per-customer lock (only to
+        measure what the lock costs; replicas could then both pass a contact cap)."""
+        self.url = url
+        self.customer_locks = customer_locks
+        self.pool: ConnectionPool[Connection] = ConnectionPool(
+            url, min_size=2, max_size=MAX_CONNECTIONS, kwargs={"autocommit": True, "connect_timeout": int(CONNECT_SECONDS)},
+            timeout=CONNECT_SECONDS, open=False, name="brein-store",
+        )  # fmt: skip
+        try:
+            self.pool.open(wait=True, timeout=CONNECT_SECONDS)
+            with self.pool.connection() as conn:
+                migrate(conn)
+        except BROKEN as error:
+            self.pool.close()
+            raise StoreUnavailable(f"could not open the PostgreSQL store: {error}") from error
+        self._on_commit = on_commit
+        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="brein-store-writer", daemon=True)
+        self._writer.start()
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def read(self, read: Callable[[Connection], T]) -> T:
+        """``read`` on a pooled connection; once more on a fresh one when that one was broken.
+        StoreUnavailable when the database cannot be reached."""
+        for attempt in (1, 2):
+            try:
+                with self.pool.connection() as conn:
+                    return read(conn)
+            except BROKEN as error:
+                if attempt == 2 or isinstance(error, PoolTimeout):
+                    raise StoreUnavailable(f"the store could not be read: {error}") from error
+        raise AssertionError("unreachable")
+
+    def rows(self, query: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        return self.read(lambda conn: conn.execute(query, args).fetchall())
+
+    def value(self, query: str, args: Sequence[Any] = ()) -> Any:
+        """The first column of the one row ``query`` gives."""
+        row = self.read(lambda conn: conn.execute(query, args).fetchone())
+        assert row is not None, query
+        return row[0]
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def submit(self, write: Write[T], *, customers: Collection[str] = (), sequenced: bool = False) -> Future[T]:
+        """Queue a write; its future resolves once the group it joined is committed. ``customers``:
+        whose decisions it writes (their locks are taken first); ``sequenced``: it stores outcomes."""
+        future: Future[T] = Future()
+        if self._closed:
+            future.set_exception(StoreUnavailable("the store is closed"))
+        else:
+            self._queue.put(_Queued(write, future, customers, sequenced))
+        return future
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            while len(group) < MAX_GROUP:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                group.append(more)
+            # A write whose caller gave up (deadline) before it began is never written.
+            begun = [queued for queued in group if queued.future.set_running_or_notify_cancel()]
+            if begun:
+                self._commit_group(begun)
+
+    def _lock(self, conn: Connection, group: list[_Queued]) -> None:
+        customers = {customer for queued in group for customer in queued.customers}
+        if customers and self.customer_locks:
+            conn.execute(LOCK_CUSTOMERS, (list(customers),))
+        if any(queued.sequenced for queued in group):
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (OUTCOME_LOCK,))
+
+    def _commit_group(self, group: list[_Queued]) -> None:
+        started = time.perf_counter()
+        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                self._lock(conn, group)
+                for kind, run in itertools.groupby(group, key=_mergeable_kind):
+                    queued = list(run)
+                    if kind is not None:
+                        failed = kind.merged(conn, [q.write for q in queued])
+                        results.extend((q.future, None, refused) for q, refused in zip(queued, failed, strict=True))
+                    else:
+                        results.extend((q.future, *alone(conn, q.write)) for q in queued)
+        except (psycopg.Error, PoolTimeout) as error:  # the database failed (or the group's locks deadlocked)
+            failure = StoreUnavailable(f"the store could not commit: {error}")
+            if self._on_commit:  # counted before any caller hears of it, as a success is
+                self._on_commit(time.perf_counter() - started, len(group), False)
+            for item in group:
+                with suppress(InvalidStateError):  # a caller may have cancelled it meanwhile
+                    item.future.set_exception(failure)
+            return
+        if self._on_commit:
+            self._on_commit(time.perf_counter() - started, len(results), True)
+        for future, value, refused in results:
+            if refused is None:
+                future.set_result(value)
+            else:
+                future.set_exception(refused)
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join()
+        self.pool.close()
+

@@ -1,0 +1,50 @@
+"""The worker lease on PostgreSQL: a session-level advisory lock held on a connection of its own.
+When the holder dies, however it dies, its connection closes and the server lets the lock go."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+
+from store.postgres.engine import CONNECT_SECONDS
+
+LEASE_LOCK = 0x4272_6569_6E5F_0002
+
+
+class AdvisoryLease:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+
+    def try_acquire(self) -> bool:
+        """True when held; a lease whose connection broke is lost (another worker may hold it now)
+        and is asked for again. False also when the database cannot be reached."""
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.execute("SELECT 1")
+                    return True
+                except psycopg.Error:
+                    self._let_go()
+            try:
+                conn = psycopg.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_SECONDS))
+            except psycopg.Error:
+                return False
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEASE_LOCK,)).fetchone()
+            if row is not None and row[0]:
+                self._conn = conn
+                return True
+            conn.close()
+            return False
+
+    def release(self) -> None:
+        with self._lock:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # the session's advisory lock goes with it
+            self._conn = None
