@@ -28,7 +28,7 @@ from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.security import key_hash
 from serving.server import RunningServer, create_server
 from store import Store, open_store
-from store.opening import sqlite_path
+from store.opening import is_postgres, sqlite_path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "telecom.toml"
@@ -132,6 +132,14 @@ def sqlite_rows(store: Store, query: str, args: tuple[Any, ...] = ()) -> list[tu
     assert path is not None, "an in-memory store has no file to inspect"
     with closing(sqlite3.connect(path)) as conn:
         return conn.execute(query, args).fetchall()
+
+
+def store_rows(store: Store, query: str) -> list[tuple[Any, ...]]:
+    """A query on a store's database beside the store (SQLite or PostgreSQL; no parameters, SQL both read)."""
+    if not is_postgres(store.url):
+        return sqlite_rows(store, query)
+    with psycopg.connect(store.url) as conn:
+        return conn.execute(query).fetchall()  # type: ignore[call-overload, no-any-return]
 
 
 def sqlite_count(store: Store, table: str, where: str = "", args: tuple[Any, ...] = ()) -> int:
