@@ -81,10 +81,10 @@ def _sqlite_file(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'brein.db'}"
 
 
-@contextmanager
+@pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database on POSTGRES_URL's server: its URL, then it is dropped.
-    Skips (fails with BREIN_REQUIRE_POSTGRES=1) when that server cannot be reached."""
+    """A new PostgreSQL database on POSTGRES_URL's server for this test session: its URL; dropped at
+    the end. Skips (fails with BREIN_REQUIRE_POSTGRES=1) when that server cannot be reached."""
     name = f"brein_test_{uuid.uuid4().hex[:16]}"
     try:
         admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
@@ -96,9 +96,23 @@ def postgres_database() -> Iterator[str]:
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
-            yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}"))
+            yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}", query=""))
         finally:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def postgres_store_url(database: str) -> Iterator[str]:
+    """A new, empty store in ``database``: a schema of its own (the URL sets its search_path), dropped
+    afterwards. A schema costs a fifth of a database (0.15 s against 0.75 s to create, open and drop,
+    measured): Brein's locks are keyed by schema, so stores in two schemas are apart."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(database, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            yield f"{database}?options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture(params=SHARED_BACKENDS)
@@ -107,7 +121,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield _sqlite_file(tmp_path)
     elif request.param == "postgres":
-        with postgres_database() as url:
+        with postgres_store_url(request.getfixturevalue("postgres_database")) as url:
             yield url
     else:
         raise ValueError(f"expected a backend of {SHARED_BACKENDS}, got {request.param!r}")
@@ -118,7 +132,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A new, empty store of each backend; in-memory SQLite too."""
     with ExitStack() as stack:
         if request.param == "postgres":
-            url = stack.enter_context(postgres_database())
+            url = stack.enter_context(postgres_store_url(request.getfixturevalue("postgres_database")))
         else:
             url = "sqlite://" if request.param == "sqlite-memory" else _sqlite_file(tmp_path)
         opened = open_store(url)

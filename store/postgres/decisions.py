@@ -14,23 +14,44 @@ from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-import psycopg
-
-from store.errors import StaleHistory, StoreError
-from store.postgres.engine import Connection, Engine, Mergeable, alone
+from store.errors import Conflict, StaleHistory
+from store.postgres.engine import Connection, Engine, Mergeable, Outcome
 from store.records import DAY, ActivationRecord, Contact, CustomerLog, DecisionRecord, Head, OutcomeRecord
 from store.rows import DECISION_COLUMNS, OUTCOME_COLUMNS, SENT_COLUMNS, check_sent, decision_from_row, decision_row, outcome_row
 
-INSERT_DECISION = f"INSERT INTO decisions ({DECISION_COLUMNS}) VALUES ({', '.join(['%s'] * 23)})"
-INSERT_QUEUED = "INSERT INTO join_queue (decision_id, event_time) VALUES (%s, %s)"
-HEADS = "SELECT customer_id, head, writer, since FROM customer_heads WHERE customer_id = ANY(%s)"
-BUMP_HEADS = (
-    "INSERT INTO customer_heads AS h (customer_id, head, writer, since) SELECT c, 1, %(me)s, 0 FROM unnest(%(ids)s::text[]) AS c "
-    "ON CONFLICT (customer_id) DO UPDATE SET head = h.head + 1, writer = EXCLUDED.writer, "
-    "since = CASE WHEN h.writer = EXCLUDED.writer THEN h.since ELSE h.head END"
+DECISION_TYPES = (
+    ("text",) * 4 + ("float8",) * 2 + ("text",) * 4 + ("float8",) * 2 + ("int", "text", "text", "int") + ("text",) * 7
 )
-INSERT_OUTCOME = (
-    f"INSERT INTO outcomes ({OUTCOME_COLUMNS}) VALUES ({', '.join(['%s'] * 9)}) ON CONFLICT (outcome_id) DO NOTHING RETURNING seq"
+"""The SQL type of each of DECISION_COLUMNS."""
+FLOATS = [i for i, kind in enumerate(DECISION_TYPES) if kind == "float8"]
+INSERT_DECISIONS = f"""WITH d AS (
+    INSERT INTO decisions ({DECISION_COLUMNS})
+    SELECT * FROM unnest({", ".join(f"%s::{kind}[]" for kind in DECISION_TYPES)})
+    ON CONFLICT DO NOTHING RETURNING decision_id, event_time, customer_id
+), queued AS (
+    INSERT INTO join_queue (decision_id, event_time) SELECT decision_id, event_time FROM d ON CONFLICT DO NOTHING
+), heads AS (
+    INSERT INTO customer_heads AS h (customer_id, head, writer, since) SELECT DISTINCT customer_id, 1, %s, 0 FROM d
+    ON CONFLICT (customer_id) DO UPDATE SET head = h.head + 1, writer = EXCLUDED.writer,
+        since = CASE WHEN h.writer = EXCLUDED.writer THEN h.since ELSE h.head END
+)
+SELECT decision_id FROM d"""
+"""Decisions, their join-queue entries and their customers' heads bumped, in one statement. A row
+whose decision id or request id is taken is left out (ON CONFLICT DO NOTHING): its write is refused."""
+UNDO = "WITH gone AS (DELETE FROM decisions WHERE decision_id = ANY(%s)) DELETE FROM join_queue WHERE decision_id = ANY(%s)"
+HEADS = "SELECT customer_id, head, writer, since FROM customer_heads WHERE customer_id = ANY(%s)"
+OUTCOME_TYPES = ("text", "text", "text", "float8", "float8", "text", "float8", "int", "int")
+INSERT_OUTCOMES = (
+    f"INSERT INTO outcomes ({OUTCOME_COLUMNS}) SELECT {OUTCOME_COLUMNS} FROM unnest("
+    f"{', '.join(f'%s::{kind}[]' for kind in OUTCOME_TYPES)}) WITH ORDINALITY AS u({OUTCOME_COLUMNS}, n) ORDER BY n "
+    "ON CONFLICT (outcome_id) DO NOTHING RETURNING outcome_id"
+)
+"""Outcomes in the order given (so their seqs are), an outcome_id stored already left out."""
+STORED = f"SELECT outcome_id, {SENT_COLUMNS} FROM outcomes WHERE outcome_id = ANY(%s)"
+INSERT_ACTIVATIONS = (
+    "INSERT INTO activations (decision_id, event_time, received_at) SELECT decision_id, event_time, received_at "
+    "FROM unnest(%s::text[], %s::float8[], %s::float8[]) WITH ORDINALITY AS u(decision_id, event_time, received_at, n) "
+    "ORDER BY n ON CONFLICT DO NOTHING RETURNING decision_id"
 )
 CUSTOMER_LOGS = """WITH wanted(id) AS (SELECT unnest(%(ids)s::text[]))
 SELECT 0, customer_id, event_time, decision_id, channel, offer FROM decisions
@@ -60,8 +81,16 @@ def _fresh(current: tuple[int, str, int] | None, head: Head, me: str) -> bool:
     return head == now or (writer == me and head >= since)
 
 
+def _columns(rows: list[tuple[Any, ...]], floats: Sequence[int]) -> list[list[Any]]:
+    """Rows as one list a column, for unnest(); float columns made all floats (psycopg sends a list of one type)."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    for i in floats:
+        columns[i] = [None if v is None else float(v) for v in columns[i]]
+    return columns
+
+
 class DecisionWrite(Mergeable):
-    """Decisions, their join-queue entries and their customers' heads: merged with its neighbours."""
+    """Decisions (all or none), their join-queue entries and their customers' heads."""
 
     __slots__ = ("records", "heads", "me")
 
@@ -70,37 +99,83 @@ class DecisionWrite(Mergeable):
         self.heads = heads
         self.me = me
 
-    def _insert(self, conn: Connection) -> None:
-        with conn.cursor() as cursor:
-            cursor.executemany(INSERT_DECISION, [decision_row(r) for r in self.records])
-            cursor.executemany(INSERT_QUEUED, [(r.decision_id, r.event_time) for r in self.records])
-
     @classmethod
-    def merged(cls, conn: Connection, writes: Sequence[DecisionWrite]) -> list[StoreError | None]:
-        """The heads of every customer in one read, the fresh writes' rows in one executemany (each
-        write alone only when a row is refused), every written customer's head bumped in one statement."""
+    def merged(cls, conn: Connection, writes: Sequence[DecisionWrite]) -> list[Outcome]:
+        """The heads of every customer in one read; the fresh writes' rows in one statement. A write
+        with a row left out (an id taken, also by a write merged with it) is refused and undone."""
         customers = list({r.customer_id for w in writes for r in w.records})
         current = {c: (head, writer, since) for c, head, writer, since in conn.execute(HEADS, (customers,))}
-        failed: list[StoreError | None] = []
+        stale = StaleHistory("another replica decided for the customer meanwhile")
+        outcomes: list[Outcome] = [
+            (
+                None,
+                stale if w.heads is not None and not all(_fresh(current.get(c), h, w.me) for c, h in w.heads.items()) else None,
+            )
+            for w in writes
+        ]
+        rows = [decision_row(r) for w, (_, error) in zip(writes, outcomes, strict=True) if error is None for r in w.records]
+        if not rows:
+            return outcomes
+        inserted = {d for (d,) in conn.execute(INSERT_DECISIONS, (*_columns(rows, FLOATS), writes[0].me))}
+        undo: list[str] = []
+        for i, w in enumerate(writes):
+            if outcomes[i][1] is not None:
+                continue
+            mine = [r.decision_id for r in w.records]
+            if len(set(mine)) == len(mine) and inserted.issuperset(mine):
+                inserted.difference_update(mine)  # a later write with one of these ids is refused
+            else:
+                undo += [d for d in mine if d in inserted]
+                inserted.difference_update(mine)
+                outcomes[i] = (None, Conflict("the store refused the write: a decision id or request id is logged already"))
+        if undo:
+            conn.execute(UNDO, (undo, undo))
+        return outcomes
+
+
+class OutcomeWrite(Mergeable):
+    __slots__ = ("record",)
+
+    def __init__(self, record: OutcomeRecord) -> None:
+        self.record = record
+
+    @classmethod
+    def merged(cls, conn: Connection, writes: Sequence[OutcomeWrite]) -> list[Outcome]:
+        """New outcomes in one statement; resolves to True for a duplicate, Conflict for other content."""
+        inserted = {o for (o,) in conn.execute(INSERT_OUTCOMES, _columns([outcome_row(w.record) for w in writes], (3, 4, 6)))}
+        again = [w.record.outcome_id for w in writes if w.record.outcome_id not in inserted]
+        stored = {row[0]: row[1:] for row in conn.execute(STORED, (again,))} if again else {}
+        outcomes: list[Outcome] = []
         for w in writes:
-            stale = w.heads is not None and not all(_fresh(current.get(c), h, w.me) for c, h in w.heads.items())
-            failed.append(StaleHistory("another replica decided for the customer meanwhile") if stale else None)
-        fresh = [w for w, error in zip(writes, failed, strict=True) if error is None]
-        if not fresh:
-            return failed
-        try:
-            with conn.transaction(), conn.cursor() as cursor:
-                cursor.executemany(INSERT_DECISION, [decision_row(r) for w in fresh for r in w.records])
-                cursor.executemany(INSERT_QUEUED, [(r.decision_id, r.event_time) for w in fresh for r in w.records])
-        except psycopg.IntegrityError:
-            for i, w in enumerate(writes):
-                if failed[i] is None:
-                    error = alone(conn, w._insert)[1]
-                    failed[i] = error if isinstance(error, StoreError) or error is None else StoreError(str(error))
-        written = list({r.customer_id for w, error in zip(writes, failed, strict=True) if error is None for r in w.records})
-        if written:
-            conn.execute(BUMP_HEADS, {"me": writes[0].me, "ids": written})
-        return failed
+            if w.record.outcome_id in inserted:
+                inserted.discard(w.record.outcome_id)  # the first of one id in this batch stored it
+                outcomes.append((False, None))
+                continue
+            try:
+                check_sent(w.record, stored[w.record.outcome_id])
+                outcomes.append((True, None))
+            except Conflict as error:
+                outcomes.append((None, error))
+        return outcomes
+
+
+class ActivationWrite(Mergeable):
+    __slots__ = ("record",)
+
+    def __init__(self, record: ActivationRecord) -> None:
+        self.record = record
+
+    @classmethod
+    def merged(cls, conn: Connection, writes: Sequence[ActivationWrite]) -> list[Outcome]:
+        """New activations in one statement; resolves to True for a decision activated before."""
+        rows = [(w.record.decision_id, w.record.event_time, w.record.received_at) for w in writes]
+        inserted = {d for (d,) in conn.execute(INSERT_ACTIVATIONS, _columns(rows, (1, 2)))}
+        outcomes: list[Outcome] = []
+        for w in writes:
+            first = w.record.decision_id in inserted
+            inserted.discard(w.record.decision_id)
+            outcomes.append((not first, None))
+        return outcomes
 
 
 class PostgresDecisionLog:
@@ -113,26 +188,10 @@ class PostgresDecisionLog:
         return self._engine.submit(DecisionWrite(records, heads, self._me), customers={r.customer_id for r in records})
 
     def submit_outcome(self, record: OutcomeRecord) -> Future[bool]:
-        row = outcome_row(record)
-
-        def write(conn: Connection) -> bool:
-            if conn.execute(INSERT_OUTCOME, row).fetchone() is not None:
-                return False
-            stored = conn.execute(f"SELECT {SENT_COLUMNS} FROM outcomes WHERE outcome_id = %s", (record.outcome_id,)).fetchone()
-            assert stored is not None
-            check_sent(record, stored)
-            return True
-
-        return self._engine.submit(write, sequenced=True)
+        return self._engine.submit(OutcomeWrite(record), sequenced=True)
 
     def submit_activation(self, record: ActivationRecord) -> Future[bool]:
-        row = (record.decision_id, record.event_time, record.received_at)
-
-        def write(conn: Connection) -> bool:
-            inserted = conn.execute("INSERT INTO activations VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", row)
-            return inserted.rowcount == 0
-
-        return self._engine.submit(write)
+        return self._engine.submit(ActivationWrite(record))
 
     def decision(self, decision_id: str) -> DecisionRecord | None:
         rows = self._engine.rows(f"SELECT {DECISION_COLUMNS} FROM decisions WHERE decision_id = %s", (decision_id,))

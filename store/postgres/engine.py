@@ -3,8 +3,10 @@
 Every write of a store goes through its writer thread, which commits whatever is queued in one
 transaction (group commit) and only then resolves each write's future: a caller that waits on its
 future holds a committed write. Each write runs in its own savepoint (psycopg's nested
-``transaction()``): a refused write fails alone, the others in its group still commit. Runs of
-neighbouring writes of one mergeable kind (decisions) are written together.
+``transaction()``): a refused write fails alone, the others in its group still commit. The hot
+path's writes (decisions, outcomes, activations) are mergeable: between two other writes, all
+those of one kind are written together, a statement or two for the lot, in one savepoint (and
+one by one only when that fails).
 
 Before any write, the transaction takes the advisory locks its group needs, always in one order:
 the per-customer locks of its decisions (sorted by key), then the outcome lock when it stores an
@@ -32,9 +34,9 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from store.errors import Conflict, StoreError, StoreUnavailable
+from store.errors import Conflict, StoreUnavailable
 from store.ports import CommitListener
-from store.postgres.schema import migrate
+from store.postgres.schema import lock_key, migrate
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -45,32 +47,39 @@ MAX_CONNECTIONS = 8
 """A store's pooled connections: its writer's and its concurrent reads'."""
 CONNECT_SECONDS = 5.0
 """How long opening a store, or a read or write, waits for a connection before StoreUnavailable."""
-OUTCOME_LOCK = 0x4272_6569_6E5F_0001
+LOCK_OUTCOMES = f"SELECT pg_advisory_xact_lock({lock_key('outcomes')})"
 """The transaction-level advisory lock every write of outcomes holds: their seqs in commit order."""
 LOCK_CUSTOMERS = (
-    "SELECT pg_advisory_xact_lock(k) FROM "
-    "(SELECT DISTINCT hashtextextended(c, 0) AS k FROM unnest(%s::text[]) AS c ORDER BY k) AS keys"
+    "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(c || COALESCE(current_schema(), ''), 0) AS k "
+    "FROM unnest(%s::text[]) AS c ORDER BY k) AS keys"
 )
 """The transaction-level advisory locks of customers, in key order (also when two ids share a key)."""
 BROKEN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 """What says the database or the connection to it failed, not the write."""
 
 
+Outcome = tuple[Any, BaseException | None]
+"""What became of one write: (its result, None) or (None, the error it failed with alone)."""
+
+
 class Mergeable:
-    """A write that the writer may merge with the neighbouring writes of its own class."""
+    """A write that the writer may merge with the other writes of its class between two other
+    writes: their order among themselves is kept, their order against other mergeable kinds is not
+    (each kind is independent of the others)."""
 
     __slots__ = ()
 
     @classmethod
-    def merged(cls, conn: Connection, writes: Sequence[Any]) -> list[StoreError | None]:
-        """Write every one of ``writes`` (all instances of ``cls``) in as few statements as possible;
-        the error each one failed with alone (its part undone), or None."""
+    def merged(cls, conn: Connection, writes: Sequence[Any]) -> list[Outcome]:
+        """Write every one of ``writes`` (all instances of ``cls``) in as few statements as possible:
+        what became of each (one that failed alone left nothing written)."""
         raise NotImplementedError
 
-    def __call__(self, conn: Connection) -> None:
-        error = type(self).merged(conn, [self])[0]
+    def __call__(self, conn: Connection) -> Any:
+        result, error = type(self).merged(conn, [self])[0]
         if error is not None:
             raise error
+        return result
 
 
 class _Queued(NamedTuple):
@@ -80,8 +89,8 @@ class _Queued(NamedTuple):
     sequenced: bool
 
 
-def _mergeable_kind(queued: _Queued) -> type[Mergeable] | None:
-    return type(queued.write) if isinstance(queued.write, Mergeable) else None
+def _mergeable(queued: _Queued) -> bool:
+    return isinstance(queued.write, Mergeable)
 
 
 def alone(conn: Connection, write: Write[T]) -> tuple[T | None, BaseException | None]:
@@ -96,6 +105,25 @@ def alone(conn: Connection, write: Write[T]) -> tuple[T | None, BaseException | 
         return None, Conflict(f"the store refused the write: {error.diag.message_primary or error}")
     except Exception as error:  # the write's own failure (a Conflict, a StaleHistory, a refused value) fails it alone
         return None, error
+
+
+def _merged(conn: Connection, run: list[_Queued]) -> list[tuple[Future[Any], Any, BaseException | None]]:
+    """Mergeable writes, each kind's together in a savepoint; each alone when that one fails."""
+    by_kind: dict[type[Mergeable], list[_Queued]] = {}
+    for queued in run:
+        assert isinstance(queued.write, Mergeable)
+        by_kind.setdefault(type(queued.write), []).append(queued)
+    results: list[tuple[Future[Any], Any, BaseException | None]] = []
+    for kind, mine in by_kind.items():
+        try:
+            with conn.transaction():
+                outcomes = kind.merged(conn, [q.write for q in mine])
+        except BROKEN:
+            raise
+        except psycopg.Error:  # a value the database refused: find whose
+            outcomes = [alone(conn, q.write) for q in mine]
+        results.extend((q.future, *outcome) for q, outcome in zip(mine, outcomes, strict=True))
+    return results
 
 
 class Engine:
@@ -183,7 +211,7 @@ class Engine:
         if customers and self.customer_locks:
             conn.execute(LOCK_CUSTOMERS, (list(customers),))
         if any(queued.sequenced for queued in group):
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (OUTCOME_LOCK,))
+            conn.execute(LOCK_OUTCOMES)
 
     def _commit_group(self, group: list[_Queued]) -> None:
         started = time.perf_counter()
@@ -191,13 +219,11 @@ class Engine:
         try:
             with self.pool.connection() as conn, conn.transaction():
                 self._lock(conn, group)
-                for kind, run in itertools.groupby(group, key=_mergeable_kind):
-                    queued = list(run)
-                    if kind is not None:
-                        failed = kind.merged(conn, [q.write for q in queued])
-                        results.extend((q.future, None, refused) for q, refused in zip(queued, failed, strict=True))
+                for mergeable, run in itertools.groupby(group, key=_mergeable):
+                    if mergeable:
+                        results.extend(_merged(conn, list(run)))
                     else:
-                        results.extend((q.future, *alone(conn, q.write)) for q in queued)
+                        results.extend((q.future, *alone(conn, q.write)) for q in run)
         except (psycopg.Error, PoolTimeout) as error:  # the database failed (or the group's locks deadlocked)
             failure = StoreUnavailable(f"the store could not commit: {error}")
             if self._on_commit:  # counted before any caller hears of it, as a success is
@@ -222,4 +248,3 @@ class Engine:
         self._queue.put(None)
         self._writer.join()
         self.pool.close()
-

@@ -9,8 +9,9 @@ from typing import Any
 import psycopg
 
 from store.postgres.engine import CONNECT_SECONDS
+from store.postgres.schema import lock_key
 
-LEASE_LOCK = 0x4272_6569_6E5F_0002
+TAKE = f"SELECT pg_try_advisory_lock({lock_key('worker')})"
 
 
 class AdvisoryLease:
@@ -33,7 +34,7 @@ class AdvisoryLease:
                 conn = psycopg.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_SECONDS))
             except psycopg.Error:
                 return False
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEASE_LOCK,)).fetchone()
+            row = conn.execute(TAKE).fetchone()
             if row is not None and row[0]:
                 self._conn = conn
                 return True

@@ -16,7 +16,13 @@ from typing import Any
 
 import psycopg
 
-MIGRATION_LOCK = 0x4272_6569_6E5F_0000
+
+def lock_key(name: str) -> str:
+    """The SQL of an advisory lock's key: ``name`` in this store's schema (current_schema(), as
+    the URL's search_path sets it), so that stores in two schemas of one database are apart."""
+    return f"hashtextextended('brein.{name}.' || COALESCE(current_schema(), ''), 0)"
+
+
 ID = 'text COLLATE "C" NOT NULL'
 TIME = "double precision NOT NULL"
 
@@ -159,9 +165,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
 
 
 def migrate(conn: psycopg.Connection[Any]) -> None:
-    """Apply the steps not applied yet, in one transaction under MIGRATION_LOCK."""
+    """Apply the steps not applied yet, in one transaction under the migration lock."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(f"SELECT pg_advisory_xact_lock({lock_key('migrations')})")
         conn.execute("CREATE TABLE IF NOT EXISTS brein_migrations (name text PRIMARY KEY, applied_at double precision NOT NULL)")
         applied = {name for (name,) in conn.execute("SELECT name FROM brein_migrations")}
         for name, statements in MIGRATIONS:
