@@ -8,7 +8,8 @@ path's writes (decisions, outcomes, activations) are mergeable: between two othe
 those of one kind are written together, a statement or two for the lot, in one savepoint (and
 one by one only when that fails).
 
-Before any write, the transaction takes the advisory locks its group needs, always in one order:
+The transaction begins with the advisory locks its group needs (in the round trip of its BEGIN),
+always in one order:
 the per-customer locks of its decisions (sorted by key), then the outcome lock when it stores an
 outcome. Two replicas' groups therefore never wait on each other in a circle; a customer's
 decisions commit one replica at a time; and outcomes get their sequence numbers in commit order
@@ -206,24 +207,35 @@ class Engine:
             if begun:
                 self._commit_group(begun)
 
-    def _lock(self, conn: Connection, group: list[_Queued]) -> None:
+    def _begin(self, conn: Connection, group: list[_Queued]) -> None:
+        """BEGIN and the group's locks in one round trip: one simple query of several statements
+        (bound on the client), each statement still with a snapshot of its own."""
+        statements, args = ["BEGIN"], []
         customers = {customer for queued in group for customer in queued.customers}
         if customers and self.customer_locks:
-            conn.execute(LOCK_CUSTOMERS, (list(customers),))
+            statements.append(LOCK_CUSTOMERS)
+            args.append(list(customers))
         if any(queued.sequenced for queued in group):
-            conn.execute(LOCK_OUTCOMES)
+            statements.append(LOCK_OUTCOMES)
+        psycopg.ClientCursor(conn).execute("; ".join(statements), args)
 
     def _commit_group(self, group: list[_Queued]) -> None:
         started = time.perf_counter()
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
-            with self.pool.connection() as conn, conn.transaction():
-                self._lock(conn, group)
-                for mergeable, run in itertools.groupby(group, key=_mergeable):
-                    if mergeable:
-                        results.extend(_merged(conn, list(run)))
-                    else:
-                        results.extend((q.future, *alone(conn, q.write)) for q in run)
+            with self.pool.connection() as conn:
+                self._begin(conn, group)
+                try:
+                    for mergeable, run in itertools.groupby(group, key=_mergeable):
+                        if mergeable:
+                            results.extend(_merged(conn, list(run)))
+                        else:
+                            results.extend((q.future, *alone(conn, q.write)) for q in run)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if not conn.broken:
+                        conn.execute("ROLLBACK")
+                    raise
         except (psycopg.Error, PoolTimeout) as error:  # the database failed (or the group's locks deadlocked)
             failure = StoreUnavailable(f"the store could not commit: {error}")
             if self._on_commit:  # counted before any caller hears of it, as a success is
