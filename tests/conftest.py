@@ -109,9 +109,10 @@ def postgres_store_url(database: str) -> Iterator[str]:
     schema = f"t_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(database, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        try:
-            yield f"{database}?options=-csearch_path%3D{schema}"
-        finally:
+    try:
+        yield f"{database}?options=-csearch_path%3D{schema}"
+    finally:  # on a connection of its own: a test may terminate the database's connections
+        with psycopg.connect(database, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 

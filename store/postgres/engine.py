@@ -27,9 +27,9 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple, TypeVar
 
 import psycopg
@@ -47,7 +47,10 @@ MAX_GROUP = 2048
 MAX_CONNECTIONS = 8
 """A store's pooled connections: its writer's and its concurrent reads'."""
 CONNECT_SECONDS = 5.0
-"""How long opening a store, or a read or write, waits for a connection before StoreUnavailable."""
+"""How long opening a store waits for its first connections, and a new connection for its server."""
+WAIT_SECONDS = 1.0
+"""How long a read or a group commit waits for a pooled connection before StoreUnavailable: when
+the database has gone away, within the deadline a channel usually gives a call."""
 LOCK_OUTCOMES = f"SELECT pg_advisory_xact_lock({lock_key('outcomes')})"
 """The transaction-level advisory lock every write of outcomes holds: their seqs in commit order."""
 LOCK_CUSTOMERS = (
@@ -159,7 +162,7 @@ class Engine:
         StoreUnavailable when the database cannot be reached."""
         for attempt in (1, 2):
             try:
-                with self.pool.connection() as conn:
+                with self.pool.connection(timeout=WAIT_SECONDS) as conn:
                     return read(conn)
             except BROKEN as error:
                 if attempt == 2 or isinstance(error, PoolTimeout):
@@ -202,10 +205,7 @@ class Engine:
                     self._queue.put(None)
                     break
                 group.append(more)
-            # A write whose caller gave up (deadline) before it began is never written.
-            begun = [queued for queued in group if queued.future.set_running_or_notify_cancel()]
-            if begun:
-                self._commit_group(begun)
+            self._commit_group(group)
 
     def _begin(self, conn: Connection, group: list[_Queued]) -> None:
         """BEGIN and the group's locks in one round trip: one simple query of several statements
@@ -219,12 +219,35 @@ class Engine:
             statements.append(LOCK_OUTCOMES)
         psycopg.ClientCursor(conn).execute("; ".join(statements), args)
 
+    @contextmanager
+    def _connection_begun(self, group: list[_Queued]) -> Iterator[tuple[Connection, list[_Queued]]]:
+        """A pooled connection with the group's transaction begun, and the writes of ``group`` whose
+        callers have not given up (a write cancelled before it began, also while this waited for a
+        connection, is never written). A connection that turns out broken at BEGIN (the database
+        restarted, the backend was terminated) is swapped for a fresh one, once: nothing was written."""
+        for attempt in (1, 2):
+            with self.pool.connection(timeout=WAIT_SECONDS) as conn:
+                if attempt == 1:
+                    group = [queued for queued in group if queued.future.set_running_or_notify_cancel()]
+                if not group:
+                    yield conn, group
+                    return
+                try:
+                    self._begin(conn, group)
+                except BROKEN:
+                    if attempt == 2 or not conn.broken:
+                        raise
+                    continue
+                yield conn, group
+                return
+
     def _commit_group(self, group: list[_Queued]) -> None:
         started = time.perf_counter()
         results: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
-            with self.pool.connection() as conn:
-                self._begin(conn, group)
+            with self._connection_begun(group) as (conn, group):
+                if not group:
+                    return
                 try:
                     for mergeable, run in itertools.groupby(group, key=_mergeable):
                         if mergeable:
