@@ -177,18 +177,24 @@ def worker_processes(parent: int) -> set[int]:
 
 
 @pytest.fixture
-def make_brain(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Brain]]:
-    """Brains on SQLite files of their own: ``on_commit`` goes to the store, the rest to the Brain."""
+def make_brain(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Brain]]:
+    """Brains on SQLite files of their own: ``on_commit`` goes to the store, the rest to the Brain.
+    With the parameter "postgres" (indirect), on PostgreSQL stores of their own."""
     stores: list[Store] = []
+    with ExitStack() as stack:
 
-    def make(config: BreinConfig, *, on_commit: Any = None, **kwargs: Any) -> Brain:
-        store = open_store(f"sqlite:///{tmp_path / f'brein-{len(stores)}.db'}", on_commit=on_commit)
-        stores.append(store)
-        return Brain(config, store, clock=clock, **kwargs)
+        def make(config: BreinConfig, *, on_commit: Any = None, **kwargs: Any) -> Brain:
+            if getattr(request, "param", "sqlite") == "postgres":
+                url = stack.enter_context(postgres_store_url(request.getfixturevalue("postgres_database")))
+            else:
+                url = f"sqlite:///{tmp_path / f'brein-{len(stores)}.db'}"
+            store = open_store(url, on_commit=on_commit)
+            stores.append(store)
+            return Brain(config, store, clock=clock, **kwargs)
 
-    yield make
-    for store in stores:
-        store.close()
+        yield make
+        for store in stores:
+            store.close()
 
 
 @pytest.fixture
