@@ -28,8 +28,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import Future, InvalidStateError
-from contextlib import contextmanager, suppress
+from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar
 
 import psycopg
@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from store.errors import Conflict, StoreUnavailable
 from store.ports import CommitListener
 from store.postgres.schema import lock_key, migrate
+from store.settling import Settled, committed, failed
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -111,13 +112,13 @@ def alone(conn: Connection, write: Write[T]) -> tuple[T | None, BaseException | 
         return None, error
 
 
-def _merged(conn: Connection, run: list[_Queued]) -> list[tuple[Future[Any], Any, BaseException | None]]:
+def _merged(conn: Connection, run: list[_Queued]) -> list[Settled]:
     """Mergeable writes, each kind's together in a savepoint; each alone when that one fails."""
     by_kind: dict[type[Mergeable], list[_Queued]] = {}
     for queued in run:
         assert isinstance(queued.write, Mergeable)
         by_kind.setdefault(type(queued.write), []).append(queued)
-    results: list[tuple[Future[Any], Any, BaseException | None]] = []
+    results: list[Settled] = []
     for kind, mine in by_kind.items():
         try:
             with conn.transaction():
@@ -243,7 +244,7 @@ class Engine:
 
     def _commit_group(self, group: list[_Queued]) -> None:
         started = time.perf_counter()
-        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        results: list[Settled] = []
         try:
             with self._connection_begun(group) as (conn, group):
                 if not group:
@@ -260,20 +261,9 @@ class Engine:
                         conn.execute("ROLLBACK")
                     raise
         except (psycopg.Error, PoolTimeout) as error:  # the database failed (or the group's locks deadlocked)
-            failure = StoreUnavailable(f"the store could not commit: {error}")
-            if self._on_commit:  # counted before any caller hears of it, as a success is
-                self._on_commit(time.perf_counter() - started, len(group), False)
-            for item in group:
-                with suppress(InvalidStateError):  # a caller may have cancelled it meanwhile
-                    item.future.set_exception(failure)
+            failed([q.future for q in group], len(group), error, started, self._on_commit)
             return
-        if self._on_commit:
-            self._on_commit(time.perf_counter() - started, len(results), True)
-        for future, value, refused in results:
-            if refused is None:
-                future.set_result(value)
-            else:
-                future.set_exception(refused)
+        committed(results, started, self._on_commit)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close every connection."""
