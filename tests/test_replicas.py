@@ -6,6 +6,7 @@ And `brein serve --workers N`: N processes on one port, refused on SQLite."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from store import Store, open_store
 from store.errors import StaleHistory
-from tests.conftest import EXAMPLE, T0, Clock, example_data, postgres_store_url
+from tests.conftest import EXAMPLE, T0, Clock, example_data, postgres_store_url, store_rows, worker_processes
 from tests.test_decider import request
 
 SMS = "sim_only/sms/morning"  # at most 1 sms a customer a day (examples/telecom.toml)
@@ -161,3 +162,105 @@ def test_serve_refuses_several_processes_on_sqlite(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "--workers 2: several serving processes need a store they can all write, PostgreSQL" in result.output
+
+
+# -- three replicas, workers killed and replicas killed under load ------------------------------------
+
+
+class Replica:
+    """`brein serve` on a port of its own and the shared store; its log lines (and its worker's) collected."""
+
+    def __init__(self, tmp_path: Path, name: str, url: str) -> None:
+        self.port, metrics = _free_ports(1), _free_ports(1)
+        data = example_data()
+        data["server"] = {**data["server"], "address": f"127.0.0.1:{self.port}", "metrics_address": f"127.0.0.1:{metrics}"}
+        data["joiner"] = {**data["joiner"], "interval_seconds": 0.5}
+        (tmp_path / f"{name}.toml").write_text(tomli_w.dumps(data))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving", "serve", "--config", f"{name}.toml", "--store", url],
+            cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(line)
+
+    def leases(self) -> int:
+        return sum("holding the store's worker lease" in line for line in list(self.log))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def _until(condition: Callable[[], bool], seconds: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < seconds, f"not within {seconds} s: {what}"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_three_replicas_lose_a_worker_and_a_replica_under_load_and_lose_no_acknowledged_write(
+    tmp_path: Path, shared_url: str
+) -> None:
+    replicas = [Replica(tmp_path, f"r{i}", shared_url) for i in range(3)]
+    acknowledged: list[str] = []
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def load(caller: int) -> None:
+        target = "ipv4:" + ",".join(f"127.0.0.1:{r.port}" for r in replicas)
+        with grpc.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")]) as channel:
+            stub = pb_grpc.DecisionServiceStub(channel)
+            i = 0
+            while not stop.is_set():
+                customer = f"k{(caller * 7 + i) % 12}"  # few customers, each asked for by every caller
+                request = pb.DecideRequest(
+                    request_id=f"{caller}-{i}", customer_id=customer, channel="app", candidate_actions=[SMS]
+                )
+                try:
+                    stub.Decide(request, timeout=2)
+                    acknowledged.append(request.request_id)
+                    if i % 4 == 0:
+                        stub.ReportOutcome(pb.ReportOutcomeRequest(outcome_id=f"o{caller}-{i}", customer_id=customer,
+                                                                   type="sim_activation"), timeout=2)  # fmt: skip
+                        outcomes.append(f"o{caller}-{i}")
+                except grpc.RpcError as error:
+                    assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error
+                i += 1
+
+    callers = [threading.Thread(target=load, args=(c,)) for c in range(4)]
+    try:
+        for replica in replicas:
+            _serving(f"127.0.0.1:{replica.port}", 60)
+        _until(lambda: sum(r.leases() for r in replicas) == 1, 30, "one worker holds the lease")
+        holder = next(r for r in replicas if r.leases())
+        for caller in callers:
+            caller.start()
+        time.sleep(1.5)
+        workers = worker_processes(holder.process.pid)
+        assert len(workers) == 1
+        os.kill(workers.pop(), signal.SIGKILL)  # the active worker
+        took = _until(lambda: sum(r.leases() for r in replicas) == 2, 10, "a standby worker takes over")
+        victim = next(r for r in replicas if r is not holder)
+        victim.process.send_signal(signal.SIGKILL)  # and a replica
+        time.sleep(2.0)
+        stop.set()
+        for caller in callers:
+            caller.join(timeout=30)
+        assert took < 10
+        with contextlib.closing(open_store(shared_url)) as store:
+            assert len(store.decisions.decisions_by_request(acknowledged)) == len(acknowledged) > 100
+            stored_outcomes = {o for (o,) in store_rows(store, "SELECT outcome_id FROM outcomes")}
+            assert stored_outcomes.issuperset(outcomes)
+            contacts = store_rows(store, "SELECT customer_id, COUNT(*) FROM decisions WHERE action_id <> 'do_nothing' GROUP BY 1")
+            assert contacts and all(count == 1 for _, count in contacts), contacts  # 1 sms a customer a day, across replicas
+    finally:
+        stop.set()
+        for replica in replicas:
+            replica.stop()
