@@ -18,6 +18,7 @@ the caller hears of it: ``committed`` resolves once one try is durable, and ``re
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,13 +35,15 @@ from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder, local_hour_weekday
 from bandit.history import history_features, lookback_days
 from bandit.in_place import errors_in_place
-from bandit.policies import Policy
+from bandit.policies import Policy, UniformPolicy
 from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import MEMO_SIZE, EligibilityRules
-from bandit.sampling import decision_id_for, new_request_id, sample_index, uniform_draw
+from bandit.sampling import decision_id_for, finite_pmf, new_request_id, sample_index, uniform_draw
 from store.errors import StaleHistory
 from store.ports import DecisionLog
 from store.records import Contact, CustomerHistory, CustomerLog, DecisionRecord
+
+log = logging.getLogger("brein.decider")
 
 MAX_TRIES = 3
 """Times decisions are made (each on the history read afresh) before StaleHistory reaches the caller."""
@@ -123,7 +126,10 @@ class Decider:
         policy: ServingPolicy,
         *,
         clock: Callable[[], float] = time.time,
+        on_fallback: Callable[[], None] | None = None,
     ) -> None:
+        """``on_fallback`` hears of every request whose model scored a distribution that is not
+        finite, and that was served uniform over its eligible actions instead."""
         self.config = config
         self.catalog = Catalog(config)
         self.store = store
@@ -142,6 +148,9 @@ class Decider:
         self._inflight = _InFlight()
         self._deciding = threading.Lock()
         self._eligible_memo: dict[tuple[object, ...], tuple[tuple[Action, ...], tuple[str, ...]]] = {}
+        self._on_fallback = on_fallback
+        self._uniform = UniformPolicy()
+        self._unusable: set[tuple[str, str]] = set()  # models that scored non-finite (logged once each)
 
     def swap_policy(self, policy: ServingPolicy) -> None:
         self.policy = policy
@@ -268,7 +277,13 @@ class Decider:
         )
         shared_line = self._encoder.shared_line(features)
         pmf = policy.model.pmf(shared_line, eligible, features)
-        shadow = {s.policy_id: tuple(s.model.pmf(shared_line, eligible, features)) for s in self.shadows if s.policy_id != policy.policy_id}
+        if not finite_pmf(pmf):
+            pmf = self._fallback(policy, shared_line, eligible, pmf)
+        shadow = {}
+        for other in self.shadows:
+            scored = other.model.pmf(shared_line, eligible, features) if other.policy_id != policy.policy_id else None
+            if scored is not None and finite_pmf(scored):  # else not logged: an evaluation scores it itself
+                shadow[other.policy_id] = tuple(scored)
         decision_id = decision_id_for(request_id)
         chosen = sample_index(pmf, uniform_draw(self._seed, decision_id))
         action = eligible[chosen]
@@ -297,6 +312,20 @@ class Decider:
             shared_line=shared_line,
             received_at=now,
         )
+
+    def _fallback(self, policy: ServingPolicy, shared_line: str, eligible: Sequence[Action], pmf: Sequence[float]) -> list[float]:
+        """Uniform over the eligible actions, for a model that scored a distribution one cannot
+        sample from (NaN, infinite): the request is answered, never failed (logged once per model)."""
+        model = (policy.policy_id, policy.model.version)
+        if model not in self._unusable:
+            self._unusable.add(model)
+            log.error(
+                "model %s of %s scored a distribution that is not finite (%s for %r): serving uniform over the eligible actions "
+                "for every such request", policy.model.version, policy.policy_id, list(pmf)[:4], shared_line[:120],
+            )  # fmt: skip
+        if self._on_fallback:
+            self._on_fallback()
+        return self._uniform.pmf(shared_line, eligible)
 
     def _eligible(self, exclusions: Exclusions) -> tuple[tuple[Action, ...], tuple[str, ...]]:
         """The eligible actions and their ids; remembered per distinct set of exclusions (few recur)."""

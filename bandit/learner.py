@@ -9,6 +9,7 @@ after predict and learn (the learned model is byte-identical to one learned from
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
@@ -85,7 +86,8 @@ class VWPolicy:
 
         VW's list is made a distribution: SquareCB with ``--elim`` counts one surviving action in
         its denominator, so when actions tie it gives them 1 each and the best one 1 - (ties),
-        a negative probability. Negatives count as 0."""
+        a negative probability. Negatives count as 0. A list with nothing left to normalise is
+        returned as NaN: the decider's check for a non-finite distribution handles it like any other."""
         if self.cold:
             return [1.0 / len(actions)] * len(actions)
         with self._lock:
@@ -96,6 +98,8 @@ class VWPolicy:
         for index, probability in scored:
             probabilities[index] = max(probability, 0.0)
         total = sum(probabilities)
+        if not total > 0.0:
+            return [math.nan] * len(actions)
         return [p / total for p in probabilities]
 
     def serialize(self) -> bytes:

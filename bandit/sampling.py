@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from collections.abc import Sequence
+
+PMF_TOLERANCE = 1e-6
 
 
 def decision_id_for(request_id: str) -> str:
@@ -29,3 +32,8 @@ def sample_index(pmf: Sequence[float], draw: float) -> int:
         if draw < cumulative:
             return index
     return max(i for i, p in enumerate(pmf) if p > 0)  # the sum rounded below the draw
+
+
+def finite_pmf(pmf: Sequence[float]) -> bool:
+    """A distribution one can sample from: finite, non-negative probabilities that sum to 1."""
+    return bool(pmf) and all(math.isfinite(p) and p >= 0.0 for p in pmf) and math.isclose(sum(pmf), 1.0, abs_tol=PMF_TOLERANCE)

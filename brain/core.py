@@ -21,6 +21,7 @@ from bandit.learner import VWPolicy
 from bandit.pseudonyms import Pseudonyms
 from bandit.requests import DecisionRequest
 from brain.champion import bootstrap_champion
+from brain.probe import Prober
 from policies.loading import PolicyLoadError, load_policy
 from policies.registry import Registry
 from reward.forget import forget_customer
@@ -28,17 +29,28 @@ from reward.ingest import ActivationReport, OutcomeReport, record_activation, re
 from store import Store, open_store
 from store.ports import CommitListener
 from store.records import AuditEntry, ForgetReport, OutcomeRecord
+from store.threads import ThreadFailure
 
 log = logging.getLogger("brein")
 
 ModelListener = Callable[[ServingPolicy], None]
+UnusableListener = Callable[[str], None]
+"""Hears of a model that scored a distribution that is not finite: "probe" when a snapshot was
+refused before serving, "serving" for each request answered uniform instead."""
 
 
 class Brain:
     def __init__(
-        self, config: BreinConfig, store: Store, *, clock: Callable[[], float] = time.time, on_model: ModelListener | None = None
+        self,
+        config: BreinConfig,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_model: ModelListener | None = None,
+        on_unusable: UnusableListener | None = None,
     ) -> None:
-        """``on_model`` hears of every change of the serving policy or model."""
+        """``on_model`` hears of every change of the serving policy or model; ``on_unusable`` of
+        every model that scores a distribution that is not finite (brain/probe.py)."""
         self.config = config
         self.store = store
         self.clock = clock
@@ -51,9 +63,12 @@ class Brain:
         self._refused_snapshot: str | None = None
         self._refused_shadows: set[str] = set()
         self._serving = threading.Lock()  # one change of the serving model at a time
+        self._on_unusable = on_unusable
+        self._prober = Prober(config, store.examples)
         champion = bootstrap_champion(config, self.registry)
-        policy, _ = load_policy(champion, store.models)
-        self.decider = Decider(config, store.decisions, ServingPolicy(champion.id, policy), clock=clock)
+        policy, _ = load_policy(champion, store.models, accept=self._probe)  # the newest snapshot that passes the probe
+        serving = ServingPolicy(champion.id, policy)
+        self.decider = Decider(config, store.decisions, serving, clock=clock, on_fallback=lambda: self._unusable("serving"))
         self.catalog = self.decider.catalog
         self.refresh_shadows()
 
@@ -82,7 +97,7 @@ class Brain:
         if champion.id == self._refused_champion:
             return False
         try:
-            policy, _ = load_policy(champion, self.store.models)
+            policy, _ = load_policy(champion, self.store.models, accept=self._probe)
         except PolicyLoadError:
             self._refused_champion = champion.id
             log.exception(
@@ -127,9 +142,25 @@ class Brain:
                 "refused snapshot %s of %s: it does not load; %s keeps serving", version, policy_id, current.model.version
             )
             return False
+        problem = self._probe(model)
+        if problem is not None:
+            self._refused_snapshot = version
+            log.error("refused snapshot %s of %s: %s; %s keeps serving", version, policy_id, problem, current.model.version)
+            return False
         self._serve(ServingPolicy(policy_id, model))
         log.info("now serving snapshot %s of %s", version, policy_id)
         return True
+
+    def _probe(self, model: VWPolicy) -> str | None:
+        """Why ``model`` must not serve (it scores the probe set non-finite), or None (counted)."""
+        problem = self._prober.check(model)
+        if problem is not None:
+            self._unusable("probe")
+        return problem
+
+    def _unusable(self, stage: str) -> None:
+        if self._on_unusable:
+            self._on_unusable(stage)
 
     def refresh_shadows(self) -> None:
         """Score with the registry's shadows; one already loaded is kept, one that does not load is
@@ -144,7 +175,7 @@ class Brain:
             if entry.id in self._refused_shadows:
                 continue
             try:
-                shadows.append(ServingPolicy(entry.id, load_policy(entry, self.store.models)[0]))
+                shadows.append(ServingPolicy(entry.id, load_policy(entry, self.store.models, accept=self._probe)[0]))
             except PolicyLoadError:
                 self._refused_shadows.add(entry.id)
                 log.exception("shadow policy %s does not load; it is left out", entry.id)
@@ -177,13 +208,20 @@ class Brain:
         return self.store.audit.record(AuditEntry(self.clock(), actor, action, subject, detail))
 
 
-def open_brain(config: BreinConfig, *, on_commit: CommitListener | None = None, on_model: ModelListener | None = None) -> Brain:
+def open_brain(
+    config: BreinConfig,
+    *,
+    on_commit: CommitListener | None = None,
+    on_model: ModelListener | None = None,
+    on_unusable: UnusableListener | None = None,
+    on_thread_failure: ThreadFailure | None = None,
+) -> Brain:
     """A Brain on the store at ``server.store`` (for `brein serve`). The pseudonym key is checked
     before the store is opened: a server that cannot start changes nothing on disk."""
     Pseudonyms.from_config(config.privacy)
-    store = open_store(config.server.store, on_commit=on_commit)
+    store = open_store(config.server.store, on_commit=on_commit, on_thread_failure=on_thread_failure)
     try:
-        return Brain(config, store, on_model=on_model)
+        return Brain(config, store, on_model=on_model, on_unusable=on_unusable)
     except BaseException:
         store.close()
         raise

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from bandit.config import BreinConfig
 from bandit.learner import VWPolicy
 from brain.champion import bootstrap_champion
+from brain.probe import Prober
 from policies.loading import PolicyLoadError, load_policy
 from policies.registry import Registry
 from reward.joiner import WRITE_ROWS, Joiner, JoinReport
@@ -59,6 +60,7 @@ class Worker:
         self.clock = clock
         self.registry = Registry(store.registry)
         self.joiner = Joiner(config, store.joins, write_rows=join_write_rows)
+        self._prober = Prober(config, store.examples)
         self._learning: str | None = None
         self._learner: OnlineLearner | None = None
         self._retained_at: float | None = None
@@ -71,14 +73,16 @@ class Worker:
         return RoundReport(report, learner.step() if learner is not None else 0)
 
     def learner(self) -> OnlineLearner | None:
-        """The online learner of the registry's champion, from its newest snapshot that loads and the
-        position that snapshot had learned to; a new one when the champion changes. None for a
-        champion that is not a VW model (or does not load: logged once)."""
+        """The online learner of the registry's champion, from its newest snapshot that loads and
+        passes the probe (brain/probe.py), and the position that snapshot had learned to; a new one
+        when the champion changes. None for a champion that is not a VW model (or does not load:
+        logged once)."""
         champion = bootstrap_champion(self.config, self.registry)
         if champion.id != self._learning:
             self._learning, self._learner = champion.id, None
             try:
-                policy, learned = load_policy(champion, self.store.models)
+                # Never learn on from a snapshot that scores non-finite: every one after it would too.
+                policy, learned = load_policy(champion, self.store.models, accept=self._prober.check)
             except PolicyLoadError:
                 log.exception("champion %s does not load: nothing is learned until the registry changes", champion.id)
                 return None
@@ -116,6 +120,7 @@ class Joined:
     late_outcomes: int
     pending: int
     learned: int
+    clamped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +143,22 @@ class RetentionFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ThreadFailed:
+    """A supervised background thread of the worker (store/threads.py) failed; it runs again."""
+
+    thread: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class StandingBy:
     """Another worker holds the lease; this one asks for it every LEASE_POLL_SECONDS."""
 
 
-WorkerEvent = Joined | Failed | Retained | RetentionFailed | StandingBy
-EVENTS: dict[str, type[WorkerEvent]] = {kind.__name__: kind for kind in (Joined, Failed, Retained, RetentionFailed, StandingBy)}
+WorkerEvent = Joined | Failed | Retained | RetentionFailed | ThreadFailed | StandingBy
+EVENTS: dict[str, type[WorkerEvent]] = {
+    kind.__name__: kind for kind in (Joined, Failed, Retained, RetentionFailed, ThreadFailed, StandingBy)
+}
 
 
 def event_line(event: WorkerEvent) -> str:
@@ -201,9 +216,14 @@ def _round(worker: Worker) -> WorkerEvent:
         log.exception("join/learn round failed; trying again in %.0f s", worker.config.joiner.interval_seconds)
         return Failed(f"{type(error).__name__}: {error}")
     join = done.join
+    if join.clamped:
+        log.warning(
+            "%d credited values were not finite or past their outcome type's max_value: clamped before learning",
+            join.clamped, extra={"clamped": join.clamped},
+        )  # fmt: skip
     if done.learned:
         log.info("learned %d joined examples", done.learned, extra={"joined": join.joined, "late_outcomes": join.late_outcomes})
-    return Joined(join.joined, join.unactivated, join.late_outcomes, join.pending, done.learned)
+    return Joined(join.joined, join.unactivated, join.late_outcomes, join.pending, done.learned, join.clamped)
 
 
 def _retention(worker: Worker) -> WorkerEvent:

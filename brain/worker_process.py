@@ -16,10 +16,11 @@ import json
 import os
 import select
 import sys
+import threading
 
 from bandit.config import parse_config
 from brain import logs
-from brain.worker import BESIDE_A_SERVER_COMMIT_PAUSE, WorkerEvent, event_line, work
+from brain.worker import BESIDE_A_SERVER_COMMIT_PAUSE, ThreadFailed, WorkerEvent, event_line, work
 from store import open_store
 
 NICENESS = 10
@@ -27,9 +28,18 @@ NICENESS = 10
 would otherwise take the core that Decide calls need."""
 
 
+_reporting = threading.Lock()  # the store's supervised threads report too
+
+
 def _report(event: WorkerEvent) -> None:
-    sys.stdout.write(event_line(event) + "\n")
-    sys.stdout.flush()
+    with _reporting:
+        sys.stdout.write(event_line(event) + "\n")
+        sys.stdout.flush()
+
+
+def _thread_failed(thread: str, error: BaseException) -> None:
+    """A supervised thread of the store failed (logged there, and it runs again): the server counts it."""
+    _report(ThreadFailed(thread, f"{type(error).__name__}: {error}"))
 
 
 def _stop(timeout: float) -> bool:
@@ -43,7 +53,7 @@ def main() -> None:
     logs.configure(level)
     os.nice(NICENESS)
     config = parse_config(json.loads(sys.stdin.readline()), source="the server's config")
-    store = open_store(url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE)
+    store = open_store(url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE, on_thread_failure=_thread_failed)
     try:
         work(config, store, _report, _stop)
     except BrokenPipeError:  # the server is gone: nobody to flush the rest of standard output to

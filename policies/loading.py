@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from bandit.errors import BreinError, ConfigError
 from bandit.learner import VWPolicy
@@ -27,10 +28,13 @@ def parse_rules(text: str | bytes) -> list[RuleSpec]:
         raise PolicyLoadError(f"rules: expected a JSON list of {{\"action\": ..., \"when\": ...}}, got an error: {error}") from None
 
 
-def load_policy(entry: PolicyEntry, models: ModelSnapshots) -> tuple[Policy, Cursor]:
+def load_policy(
+    entry: PolicyEntry, models: ModelSnapshots, *, accept: Callable[[VWPolicy], str | None] | None = None
+) -> tuple[Policy, Cursor]:
     """The policy and, for a VW policy, how far into the joined examples its model has learned. A VW
-    policy is its newest stored snapshot that loads (one that does not is logged and passed over, so
-    a broken snapshot does not keep a restarted server from serving), else its registered model."""
+    policy is its newest stored snapshot that loads and that ``accept`` finds nothing against (one
+    that does not is logged and passed over, so a broken snapshot does not keep a restarted server
+    from serving), else its registered model."""
     if entry.kind == "uniform":
         return UniformPolicy(), START
     if entry.kind == "do_nothing":
@@ -45,6 +49,10 @@ def load_policy(entry: PolicyEntry, models: ModelSnapshots) -> tuple[Policy, Cur
             policy = VWPolicy(entry.args, snapshot.data)
         except Exception as error:
             log.error("snapshot %s of policy %s does not load (%s); trying the one before it", snapshot.version, entry.id, error)
+            continue
+        problem = accept(policy) if accept else None
+        if problem is not None:
+            log.error("snapshot %s of policy %s is refused (%s); trying the one before it", snapshot.version, entry.id, problem)
             continue
         return policy, snapshot.learned or START
     try:

@@ -12,6 +12,7 @@ window it falls in was closed is stored and counted as late, never credited twic
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +53,8 @@ class JoinReport:
     late_outcomes: int
     pending: int
     seconds: float
+    clamped: int = 0
+    """Credited values that were not finite (dropped) or past their outcome type's max_value (clamped)."""
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -71,6 +74,7 @@ class Joiner:
         self.write_rows = write_rows
         self.rules = CreditRules(config)
         self._windows = {name: kind.window_days * DAY for name, kind in self.rules.types.items()}
+        self._bounds = {name: kind.value_bound for name, kind in self.rules.types.items()}
         self._costs = {a.id: a.cost for a in Catalog(config).actions}
         self._offer_costs = {o: c.cost for o, c in config.offers.items()}
         self._channel_costs = {c: cfg.cost for c, cfg in config.channels.items()}
@@ -94,11 +98,12 @@ class Joiner:
             # Nothing closed and no new outcome: no run is recorded (the server runs one every few seconds).
             return JoinReport(0, watermark, cutoff, 0, 0, 0, store.pending_count(), time.perf_counter() - started)
         run = store.start_run(watermark, cutoff, horizon).result()
-        unactivated = done = 0
+        unactivated = done = clamped = 0
         writing: deque[Future[None]] = deque()
         rows: list[JoinedExample] = []
         for customers in _customer_batches(closed):
-            batch = self._join_customers(customers, watermark, horizon, run)
+            batch, bounded = self._join_customers(customers, watermark, horizon, run)
+            clamped += bounded
             done += len(batch)
             unactivated += sum(1 for row in batch if row[STATUS] == "unactivated")
             rows += batch
@@ -115,7 +120,7 @@ class Joiner:
         finished = JoinRun(run, watermark, cutoff, horizon, done - unactivated, unactivated, late_count, late_checked=horizon)
         store.finish_run(finished, late).result()
         return JoinReport(run, watermark, cutoff, done - unactivated, unactivated, late_count, store.pending_count(),
-                          time.perf_counter() - started)  # fmt: skip
+                          time.perf_counter() - started, clamped)  # fmt: skip
 
     def _write(self, writing: deque[Future[None]], rows: Sequence[JoinedExample]) -> None:
         """Queue a write of ``rows`` (all or nothing) and wait for the one before it: the next rows
@@ -127,16 +132,33 @@ class Joiner:
 
     def _join_customers(
         self, closing: dict[str, list[ClosedDecision]], watermark: float, horizon: int, run: int
-    ) -> list[JoinedExample]:
+    ) -> tuple[list[JoinedExample], int]:
+        """The customers' joined examples, and how many credited values had to be bounded."""
         facts = self.store.customer_facts(closing, watermark, horizon)
         activated, cost = facts.activated, self._cost
         rows: list[JoinedExample] = []
+        clamped = 0
         for customer, mine in closing.items():
             closed = [DecisionFacts(d, t, o, ch, cost(a, o, ch), activated.get(d)) for _, _, d, t, o, ch, a in mine]
             others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in facts.others.get(customer, ())]
             credits = self.rules.credit(_merged(closed, others), facts.outcomes.get(customer, ()))
+            clamped += sum(self._bound(credits[d.decision_id]) for d in closed if d.decision_id in credits)
             rows += [self._example(customer, d, credits.get(d.decision_id), horizon, run) for d in closed]
-        return rows
+        return rows, clamped
+
+    def _bound(self, credit: Credit) -> int:
+        """Keep each credited value within its outcome type's ±max_value and finite, whatever the
+        store holds (an outcome stored before the bound existed, or written past the API): a value
+        past the bound is clamped to it, one that is not a number is dropped. Rewards entering the
+        learner are then finite by construction. How many values were changed."""
+        changed = 0
+        for kind, value in credit.by_type.items():
+            bound = self._bounds[kind]
+            bounded = 0.0 if math.isnan(value) else min(max(value, -bound), bound)
+            if bounded != value:  # also when value is NaN
+                credit.by_type[kind] = bounded
+                changed += 1
+        return changed
 
     def _example(self, customer: str, decision: DecisionFacts, credit: Credit | None, horizon: int, run: int) -> JoinedExample:
         """The joined example of one closed decision."""

@@ -115,7 +115,7 @@ async def settle(
             error = future.exception()
             results.append(future.result() if error is None else error)
         elif mine and future.cancel():
-            metrics.store_abandoned.inc(mine)
+            metrics.not_in_time(mine)
             results.append(StoreUnavailable("the store did not commit in time; nothing was written"))
         elif mine:
             try:  # the write has begun: its group commit is ending, one way or the other
@@ -123,6 +123,7 @@ async def settle(
             except Exception as error:
                 results.append(error)
         else:
+            metrics.not_in_time(0)
             results.append(StoreUnavailable("the store did not commit in time"))
     return results
 

@@ -27,11 +27,20 @@ class Metrics:
         self.joined = Counter("brein_joined_examples", "Decisions joined with their outcomes, by status", ["status"], registry=registry)
         self.late_outcomes = Counter("brein_late_outcomes", "Outcomes that arrived after their window was final", registry=registry)
         self.join_pending = Gauge("brein_join_pending", "Decisions whose attribution window is still open", registry=registry)
+        clamped = "Credited values the joiner clamped to their outcome type's max_value (or dropped: not finite)"
+        self.clamped_rewards = Counter("brein_clamped_rewards", clamped, registry=registry)
         self.learned = Counter("brein_learned_examples", "Joined examples learned online", registry=registry)
-        self.background_failures = Counter("brein_background_failures", "Join/learn rounds that failed, and join/learn workers that died", registry=registry)
+        failures = (
+            "Background failures by thread: join/learn rounds (brein-worker), retention runs (brein-retention), worker "
+            "processes (brein-worker-process), following the store (brein-follow), the store's writers (brein-store-writer)"
+        )
+        self.background_failures = Counter("brein_background_failures", failures, ["thread"], registry=registry)
+        unusable = "Models scoring a non-finite distribution: refused before serving (probe), requests answered uniform (serving)"
+        self.unusable_models = Counter("brein_unusable_models", unusable, ["stage"], registry=registry)
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
         # Security and faults. Labels name callers (configured backends), kinds and codes: never customers or features.
-        self.store_up = Gauge("brein_store_up", "1 when the last group commit succeeded, 0 when it failed", registry=registry)
+        up = "1 when the last group commit succeeded; 0 when it failed or a write did not commit by its caller's deadline"
+        self.store_up = Gauge("brein_store_up", up, registry=registry)
         abandoned = "Writes given up at their deadline before they began, one per request they held; never written"
         self.store_abandoned = Counter("brein_store_abandoned_writes", abandoned, registry=registry)
         self.rate_limited = Counter("brein_rate_limited", "Calls refused past the rate limit", ["caller"], registry=registry)
@@ -46,12 +55,22 @@ class Metrics:
         else:
             self.store_commit_failures.inc()
 
-    def joined_round(self, joined: int, unactivated: int, late: int, pending: int, learned: int) -> None:
+    def unusable(self, stage: str) -> None:
+        self.unusable_models.labels(stage).inc()
+
+    def not_in_time(self, abandoned: int) -> None:
+        """A caller was answered UNAVAILABLE because its write did not commit in time: the store is
+        down for it now, not only once the writer gives up waiting for the lock (seconds later)."""
+        self.store_up.set(0)
+        self.store_abandoned.inc(abandoned)
+
+    def joined_round(self, joined: int, unactivated: int, late: int, pending: int, learned: int, clamped: int) -> None:
         self.joined.labels("joined").inc(joined)
         self.joined.labels("unactivated").inc(unactivated)
         self.late_outcomes.inc(late)
         self.join_pending.set(pending)
         self.learned.inc(learned)
+        self.clamped_rewards.inc(clamped)
 
     def serving(self, policy_id: str, version: str) -> None:
         self.model_version.clear()

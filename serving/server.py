@@ -14,17 +14,19 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from bandit.config import BreinConfig
 from brain.core import Brain, open_brain
-from brain.worker import Failed, Joined, Retained, RetentionFailed, StandingBy, WorkerEvent
+from brain.worker import Failed, Joined, Retained, RetentionFailed, StandingBy, ThreadFailed, WorkerEvent
 from serving.background import WorkerProcess
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.security import Guard, bind, transport
 from serving.servicer import DecisionServicer
+from serving.supervision import ThreadHealth
 from store.opening import in_memory
 
 log = logging.getLogger("brein.server")
 
+WORKER_PROCESS = "brein-worker-process"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 
 
@@ -60,15 +62,18 @@ async def _calls_finished(timeout: float = 5.0) -> None:
 def _heard(metrics: Metrics, event: WorkerEvent) -> None:
     """What the worker said: a round to count, a failure, a retention run."""
     if isinstance(event, Joined):
-        metrics.joined_round(event.joined, event.unactivated, event.late_outcomes, event.pending, event.learned)
+        metrics.joined_round(event.joined, event.unactivated, event.late_outcomes, event.pending, event.learned, event.clamped)
     elif isinstance(event, Failed):
-        metrics.background_failures.inc()
+        metrics.background_failures.labels("brein-worker").inc()
+    elif isinstance(event, ThreadFailed):
+        metrics.background_failures.labels(event.thread).inc()  # the worker logged it
     elif isinstance(event, Retained):
         for kind, count in event.deleted.items():
             metrics.retention_deleted.labels(kind).inc(count)
         metrics.retention_runs.labels("ok").inc()
     elif isinstance(event, RetentionFailed):
         metrics.retention_runs.labels("failed").inc()
+        metrics.background_failures.labels("brein-retention").inc()
     elif isinstance(event, StandingBy):
         log.info("another worker holds the store's worker lease: this server's worker stands by")
 
@@ -81,7 +86,7 @@ async def work_beside_forever(brain: Brain, metrics: Metrics, interval: float) -
         try:
             worker = WorkerProcess(brain.config, brain.store.url)
         except Exception:
-            metrics.background_failures.inc()
+            metrics.background_failures.labels(WORKER_PROCESS).inc()
             log.exception("could not start the worker; trying again in %.0f s", interval)
             await asyncio.sleep(interval)
             continue
@@ -90,14 +95,15 @@ async def work_beside_forever(brain: Brain, metrics: Metrics, interval: float) -
                 _heard(metrics, event)
         finally:
             await asyncio.shield(loop.run_in_executor(None, worker.stop))
-        metrics.background_failures.inc()
+        metrics.background_failures.labels(WORKER_PROCESS).inc()
         log.error("the worker exited (exit code %s); starting another in %.0f s", worker.exitcode, interval)
         await asyncio.sleep(interval)
 
 
-async def follow_forever(brain: Brain, interval: float) -> None:
+async def follow_forever(brain: Brain, metrics: Metrics, interval: float) -> None:
     """Serve what the store says, every ``interval`` seconds: the champion operators promote and roll
-    back, the newest snapshot the worker learned, the shadows."""
+    back, the newest snapshot the worker learned, the shadows. A failure is logged and counted
+    (brein_background_failures_total{thread="brein-follow"}) and tried again at the next one."""
     loop = asyncio.get_running_loop()
     while True:
         try:
@@ -105,17 +111,26 @@ async def follow_forever(brain: Brain, interval: float) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
+            metrics.background_failures.labels("brein-follow").inc()
             log.exception("could not follow the store; trying again in %.0f s", interval)
         await asyncio.sleep(interval)
 
 
 async def create_server(
-    brain: Brain, metrics: Metrics, address: str, *, background: bool = False, worker: bool = True, reuse_port: bool = False
+    brain: Brain,
+    metrics: Metrics,
+    address: str,
+    *,
+    background: bool = False,
+    worker: bool = True,
+    reuse_port: bool = False,
+    thread_health: ThreadHealth | None = None,
 ) -> RunningServer:
     """Bind and start; ``address`` may end in ':0' to take a free port (tests bind 127.0.0.1:0).
     With ``background``, the server follows the store every ``server.follow_seconds`` and, with
     ``worker``, runs the worker (joiner, learner, retention) beside itself, on a store that other
-    processes can open. ``reuse_port``: other processes may bind the same port (SO_REUSEPORT)."""
+    processes can open. ``reuse_port``: other processes may bind the same port (SO_REUSEPORT).
+    ``thread_health``: the one the brain's store reports to; its health then follows the store's threads."""
     if background and in_memory(brain.store.url):
         raise ValueError(f"expected a store a worker process can open, got the in-memory {brain.store.url}")
     limits = brain.config.limits
@@ -133,13 +148,16 @@ async def create_server(
     reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
     port = bind(server, brain.config, address)  # TLS per [tls]; plaintext only on loopback unless allowed
     await server.start()
-    for service in ("", SERVICE_NAME):
+    services = ("", SERVICE_NAME)
+    for service in services:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    if thread_health is not None:
+        thread_health.bind(health_servicer, services, asyncio.get_running_loop())
     policy = brain.decider.policy
     metrics.serving(policy.policy_id, policy.model.version)
     tasks = []
     if background:
-        tasks.append(asyncio.create_task(follow_forever(brain, brain.config.server.follow_seconds)))
+        tasks.append(asyncio.create_task(follow_forever(brain, metrics, brain.config.server.follow_seconds)))
         if worker:
             tasks.append(asyncio.create_task(work_beside_forever(brain, metrics, brain.config.joiner.interval_seconds)))
     return RunningServer(server, port, health_servicer, brain, metrics, tasks)
@@ -154,10 +172,18 @@ async def serve(config: BreinConfig, process: int = 0, processes: int = 1) -> No
     transport(config, config.server.address)  # refuse a plaintext non-loopback address before anything starts
     host, _, port = config.server.metrics_address.rpartition(":")
     http_server, _ = start_http_server(int(port) + process if int(port) else 0, addr=host, registry=registry)
-    brain = open_brain(config, on_commit=metrics.on_commit, on_model=lambda p: metrics.serving(p.policy_id, p.model.version))
-    running = await create_server(
-        brain, metrics, config.server.address, background=True, worker=process == 0, reuse_port=processes > 1
+    thread_health = ThreadHealth(metrics)
+    brain = open_brain(
+        config,
+        on_commit=thread_health.on_commit,
+        on_model=lambda p: metrics.serving(p.policy_id, p.model.version),
+        on_unusable=metrics.unusable,
+        on_thread_failure=thread_health.failed,
     )
+    running = await create_server(
+        brain, metrics, config.server.address, background=True, worker=process == 0, reuse_port=processes > 1,
+        thread_health=thread_health,
+    )  # fmt: skip
     log.info(
         "serving on %s, metrics on %s, store %s, %d actions, policy %s model %s",
         config.server.address, config.server.metrics_address, config.server.store, len(brain.catalog),

@@ -18,6 +18,7 @@ from store.errors import UnknownStore
 from store.ports import CommitListener, Store
 from store.postgres import PostgresStore
 from store.sqlite import SQLiteStore
+from store.threads import ThreadFailure
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -52,17 +53,25 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parts.path[1:])
 
 
-def open_store(url: str, *, on_commit: CommitListener | None = None, write_pause: float = 0.0, create: bool = True) -> Store:
+def open_store(
+    url: str,
+    *,
+    on_commit: CommitListener | None = None,
+    write_pause: float = 0.0,
+    create: bool = True,
+    on_thread_failure: ThreadFailure | None = None,
+) -> Store:
     """The store at ``url`` (see the module's doc), its migrations applied.
 
-    ``on_commit`` hears of every commit (for metrics). ``write_pause``: seconds the writer rests
+    ``on_commit`` hears of every commit (for metrics), ``on_thread_failure`` of every failure of
+    the store's background threads (store/threads.py). ``write_pause``: seconds the writer rests
     after each commit, so that another process sharing the database (the server, beside its
     worker) gets to write in between; PostgreSQL ignores it. ``create=False``: UnknownStore rather
     than a new, empty store when there is none at ``url`` (a PostgreSQL database is never created:
     StoreUnavailable when it cannot be reached)."""
     if is_postgres(url):
-        return PostgresStore(url, on_commit=on_commit)
+        return PostgresStore(url, on_commit=on_commit, on_thread_failure=on_thread_failure)
     path = sqlite_path(url)
     if path is not None and not create and not path.is_file():
         raise UnknownStore(f"no store at {path}: give --store, or run the server once to create it")
-    return SQLiteStore(path, on_commit=on_commit, commit_pause=write_pause)
+    return SQLiteStore(path, on_commit=on_commit, commit_pause=write_pause, on_thread_failure=on_thread_failure)

@@ -27,6 +27,7 @@ from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.security import key_hash
 from serving.server import RunningServer, create_server
+from serving.supervision import ThreadHealth
 from store import Store, open_store
 from store.opening import is_postgres, sqlite_path
 
@@ -210,12 +211,15 @@ def brain(make_brain: Callable[..., Brain], config: BreinConfig, metrics: Metric
 class LiveServer:
     """A real grpc.aio server on 127.0.0.1 and a free port, on its own event-loop thread."""
 
-    def __init__(self, brain: Brain, metrics: Metrics, *, background: bool = False) -> None:
+    def __init__(
+        self, brain: Brain, metrics: Metrics, *, background: bool = False, thread_health: ThreadHealth | None = None
+    ) -> None:
         self.metrics = metrics
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.running: RunningServer = self._run(create_server(brain, self.metrics, "127.0.0.1:0", background=background))
+        serving = create_server(brain, self.metrics, "127.0.0.1:0", background=background, thread_health=thread_health)
+        self.running: RunningServer = self._run(serving)
         self.address = f"127.0.0.1:{self.running.port}"
         self.channel = grpc.insecure_channel(self.address)
         self.stub = pb_grpc.DecisionServiceStub(self.channel)

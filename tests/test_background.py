@@ -98,7 +98,8 @@ def test_a_worker_that_dies_is_counted_and_replaced(make_brain: Callable[..., Br
         until(lambda: len(workers()) == 1 and live.sample("brein_join_pending") == 0 and live.sample("brein_joined_examples_total", {"status": "joined"}) == 0)
         (first,) = workers()
         os.kill(first, signal.SIGKILL)
-        until(lambda: live.sample("brein_background_failures_total") >= 1 and workers() not in (set(), {first}))
+        died = {"thread": "brein-worker-process"}
+        until(lambda: live.sample("brein_background_failures_total", died) >= 1 and workers() not in (set(), {first}))
         simulate(brain, days=35)  # the new worker joins what is logged from now on
         until(lambda: live.sample("brein_joined_examples_total", {"status": "joined"}) > 0)
     finally:

@@ -5,6 +5,7 @@ show it, and service resumes by itself when the store recovers."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -14,20 +15,25 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import grpc
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bandit.config import BreinConfig, parse_config
 from brain.core import Brain
 from serving import converters
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
+from serving.supervision import ThreadHealth
 from store import open_store
 from store.opening import sqlite_path
-from tests.conftest import T0, LiveServer, example_data, postgres_store_url
+from tests.conftest import T0, Clock, LiveServer, example_data, postgres_store_url, worker_processes
+from tests.test_background import background_config, until
+from tests.test_online import simulate
 
 
 def decide(request_id: str, customer: str = "c1") -> pb.DecideRequest:
@@ -61,10 +67,24 @@ def intact(path: Path) -> None:
 @pytest.fixture
 def small_disk() -> Iterator[Path]:
     """A real 4 MiB filesystem (tmpfs), so 'disk full' is the kernel's ENOSPC, not a simulation."""
+    with tmpfs("4m") as directory:
+        yield directory
+
+
+@pytest.fixture
+def disk_for_a_worker() -> Iterator[Path]:
+    """A real 16 MiB filesystem: room for tests.test_online.simulate's store and its WAL."""
+    with tmpfs("16m") as directory:
+        yield directory
+
+
+@contextmanager
+def tmpfs(size: str) -> Iterator[Path]:
     if shutil.which("mount") is None:
         pytest.skip("no mount command in this sandbox")
     directory = Path(tempfile.mkdtemp(prefix="brein-small-disk-"))
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(directory)], capture_output=True, text=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)]
+    mounted = subprocess.run(mount, capture_output=True, text=True)
     if mounted.returncode != 0:
         directory.rmdir()
         pytest.skip(f"cannot mount a size-limited tmpfs here (needs root and mount rights): {mounted.stderr.strip()}")
@@ -138,6 +158,72 @@ def test_full_disk_gives_unavailable_in_time_and_service_resumes(small_disk: Pat
     intact(small_disk / "brein.db")
 
 
+def test_a_full_disk_fails_the_workers_writer_loudly_and_joining_resumes_without_a_restart(
+    disk_for_a_worker: Path, metrics: Metrics, clock: Clock, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The worker's writer thread fails on the full disk (its WAL checkpoint): the failure is in the
+    JSON log and counted by the server, the thread runs again, and once space is freed the same
+    worker process joins what had waited."""
+    store = open_store(str(disk_for_a_worker / "brein.db"), on_commit=metrics.on_commit)
+    brain = Brain(background_config(), store, clock=clock)
+    simulate(brain)
+    filler = fill(disk_for_a_worker)
+    live = LiveServer(brain, metrics, background=True)
+    try:
+        until(lambda: live.sample("brein_background_failures_total", {"thread": "brein-store-writer"}) >= 1, 30)
+        (worker,) = worker_processes(os.getpid())
+        assert brain.store.examples.count() == 0
+        filler.unlink()  # the operator frees space; nobody restarts anything
+        until(lambda: live.sample("brein_joined_examples_total", {"status": "joined"}) > 0, 60)
+        assert brain.store.examples.count() > 0 and worker_processes(os.getpid()) == {worker}
+    finally:
+        live.stop()
+    logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+    failures = [line for line in logged if line.get("background_thread") == "brein-store-writer"]
+    assert failures and "database or disk is full" in failures[0]["error"]
+
+
+def test_a_failed_writer_makes_the_server_not_serving_until_its_store_commits_again(
+    small_disk: Path, metrics: Metrics, config: BreinConfig
+) -> None:
+    """A server whose writer rests after each commit (write_pause) checkpoints its WAL; on a full
+    disk the checkpoint fails the writer thread: counted, health NOT_SERVING, and SERVING again by
+    itself once space is freed and a commit succeeds."""
+    thread_health = ThreadHealth(metrics)
+    store = open_store(
+        str(small_disk / "brein.db"), on_commit=thread_health.on_commit, write_pause=0.001, on_thread_failure=thread_health.failed
+    )
+    live = LiveServer(Brain(config, store, clock=lambda: T0 + 60), metrics, thread_health=thread_health)
+    health = health_pb2_grpc.HealthStub(live.channel)
+
+    def status() -> int:
+        return health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+    try:
+        live.stub.Decide(decide("before"), timeout=5)
+        assert status() == health_pb2.HealthCheckResponse.SERVING
+        filler = fill(small_disk)
+        for i in range(200):
+            with suppress(grpc.RpcError):  # UNAVAILABLE while the disk is full
+                live.stub.Decide(decide(f"full-{i}", f"c{i}"), timeout=1.0)
+            if live.sample("brein_background_failures_total", {"thread": "brein-store-writer"}):
+                break
+        until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, 10)
+        filler.unlink()
+        until(lambda: _decided(live, "after"), 30)  # the writer runs again by itself
+        until(lambda: status() == health_pb2.HealthCheckResponse.SERVING, 10)
+    finally:
+        live.stop()
+    intact(small_disk / "brein.db")
+
+
+def _decided(live: LiveServer, request_id: str) -> bool:
+    try:
+        return bool(live.stub.Decide(decide(request_id), timeout=2).decision_id)
+    except grpc.RpcError:
+        return False
+
+
 LOCKER = """
 import sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -146,6 +232,14 @@ print("locked", flush=True)
 sys.stdin.readline()
 conn.execute("ROLLBACK")
 """
+
+
+def lock(brain: Brain) -> subprocess.Popen[str]:
+    """Another process holding the store's write lock until it reads a line."""
+    path = str(sqlite_path(brain.store.url))
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+    return locker
 
 
 @pytest.fixture
@@ -158,14 +252,8 @@ def test_a_locked_store_gives_unavailable_within_the_deadline_and_abandons_the_w
     locked_brain: Brain, metrics: Metrics
 ) -> None:
     live = LiveServer(locked_brain, metrics)
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(sqlite_path(locked_brain.store.url))],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    locker = lock(locked_brain)
     try:
-        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
         abandoned = []
         for i, timeout in enumerate((0.5, 0.25)):
             started = time.monotonic()
@@ -204,6 +292,28 @@ def test_a_locked_store_gives_unavailable_within_the_deadline_and_abandons_the_w
     finally:
         live.stop()
     intact(Path(str(sqlite_path(locked_brain.store.url))))
+
+
+def test_store_up_drops_with_the_first_write_that_does_not_commit(locked_brain: Brain, metrics: Metrics) -> None:
+    """brein_store_up says 0 as soon as a caller is answered UNAVAILABLE, not once the writer gives
+    up waiting for the lock (LOCK_WAIT_SECONDS later), and 1 again with the next commit."""
+    live = LiveServer(locked_brain, metrics)
+    try:
+        live.stub.Decide(decide("up"), timeout=5)
+        assert live.sample("brein_store_up") == 1
+        locker = lock(locked_brain)
+        try:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as error:
+                live.stub.Decide(decide("locked", "c1"), timeout=0.5)
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert live.sample("brein_store_up") == 0 and time.monotonic() - started < 1.0
+        finally:
+            locker.communicate("release\n", timeout=10)
+        assert live.stub.Decide(decide("after", "c2"), timeout=10).decision_id
+        assert live.sample("brein_store_up") == 1
+    finally:
+        live.stop()
 
 
 def test_work_for_an_expired_deadline_is_not_done(live: LiveServer) -> None:

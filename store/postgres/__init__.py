@@ -11,6 +11,7 @@ from store.postgres.engine import Engine
 from store.postgres.joins import PostgresJoinedExamples, PostgresJoinState
 from store.postgres.lease import AdvisoryLease
 from store.postgres.privacy import PostgresPrivacy
+from store.threads import ThreadFailure
 
 __all__ = ["PostgresStore"]
 
@@ -18,9 +19,17 @@ __all__ = ["PostgresStore"]
 class PostgresStore:
     """Every port (store.ports.Store) on one PostgreSQL database."""
 
-    def __init__(self, url: str, *, on_commit: CommitListener | None = None, customer_locks: bool = True) -> None:
-        """``customer_locks`` False only to measure the per-customer lock (see store/postgres/engine.py)."""
-        self.engine = Engine(url, on_commit=on_commit, customer_locks=customer_locks)
+    def __init__(
+        self,
+        url: str,
+        *,
+        on_commit: CommitListener | None = None,
+        on_thread_failure: ThreadFailure | None = None,
+        customer_locks: bool = True,
+    ) -> None:
+        """``on_thread_failure`` hears of the failures of the store's writer (store/threads.py);
+        ``customer_locks`` False only to measure the per-customer lock (see store/postgres/engine.py)."""
+        self.engine = Engine(url, on_commit=on_commit, on_thread_failure=on_thread_failure, customer_locks=customer_locks)
         """The pool and the writer; for tests of this backend's own behaviour, never for consumers."""
         self.decisions = PostgresDecisionLog(self.engine)
         self.joins = PostgresJoinState(self.engine)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import queue
-import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future
@@ -39,6 +38,7 @@ from store.errors import Conflict, StoreUnavailable
 from store.ports import CommitListener
 from store.postgres.schema import lock_key, migrate
 from store.settling import Settled, committed, failed
+from store.threads import Supervised, ThreadFailure
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -134,9 +134,17 @@ def _merged(conn: Connection, run: list[_Queued]) -> list[Settled]:
 class Engine:
     """The pool, the writer thread and the reads of one database."""
 
-    def __init__(self, url: str, *, on_commit: CommitListener | None = None, customer_locks: bool = True) -> None:
-        """``customer_locks`` False: decisions are written without the per-customer lock (only to
-        measure what the lock costs; replicas could then both pass a contact cap)."""
+    def __init__(
+        self,
+        url: str,
+        *,
+        on_commit: CommitListener | None = None,
+        on_thread_failure: ThreadFailure | None = None,
+        customer_locks: bool = True,
+    ) -> None:
+        """The writer is a supervised thread (store/threads.py): ``on_thread_failure`` hears of its
+        failures. ``customer_locks`` False: decisions are written without the per-customer lock (only
+        to measure what the lock costs; replicas could then both pass a contact cap)."""
         self.url = url
         self.customer_locks = customer_locks
         self.pool: ConnectionPool[Connection] = ConnectionPool(
@@ -153,7 +161,7 @@ class Engine:
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._closed = False
-        self._writer = threading.Thread(target=self._write_loop, name="brein-store-writer", daemon=True)
+        self._writer = Supervised("brein-store-writer", self._write_loop, on_failure=on_thread_failure)
         self._writer.start()
 
     # -- reads --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from store.sqlite.lease import FileLease, PrivateLease
 from store.sqlite.models import SQLiteModelSnapshots
 from store.sqlite.privacy import SQLiteAuditTrail, SQLitePrivacy
 from store.sqlite.registry import SQLiteRegistryStorage
+from store.threads import ThreadFailure
 
 __all__ = ["SQLiteStore"]
 
@@ -21,13 +22,21 @@ __all__ = ["SQLiteStore"]
 class SQLiteStore:
     """Every port (store.ports.Store) on one SQLite database: a file path, or None for in-memory."""
 
-    def __init__(self, path: str | Path | None, *, on_commit: CommitListener | None = None, commit_pause: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: str | Path | None,
+        *,
+        on_commit: CommitListener | None = None,
+        commit_pause: float = 0.0,
+        on_thread_failure: ThreadFailure | None = None,
+    ) -> None:
         """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
-        process (the server's) gets the write lock between this one's transactions."""
+        process (the server's) gets the write lock between this one's transactions.
+        ``on_thread_failure`` hears of the failures of the store's background threads."""
         self.path = None if path is None else str(path)
         if self.path is not None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = Engine(self.path, on_commit=on_commit, commit_pause=commit_pause)
+        self.engine = Engine(self.path, on_commit=on_commit, commit_pause=commit_pause, on_thread_failure=on_thread_failure)
         """The writer and readers; for tests of this backend's own behaviour, never for consumers."""
         self.decisions = SQLiteDecisionLog(self.engine)
         self.joins = SQLiteJoinState(self.engine)

@@ -30,6 +30,7 @@ from store.errors import Conflict, StoreUnavailable
 from store.ports import CommitListener
 from store.settling import Settled, committed, failed
 from store.sqlite.schema import migrations
+from store.threads import Supervised, ThreadFailure
 
 T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], T]
@@ -151,9 +152,17 @@ class _SharedReads(_Reads):
 class Engine:
     """The writer thread and the readers of one database: a file path, or None for in-memory."""
 
-    def __init__(self, path: str | None, *, on_commit: CommitListener | None = None, commit_pause: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: str | None,
+        *,
+        on_commit: CommitListener | None = None,
+        commit_pause: float = 0.0,
+        on_thread_failure: ThreadFailure | None = None,
+    ) -> None:
         """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
-        process (the server's) gets the write lock between this one's transactions."""
+        process (the server's) gets the write lock between this one's transactions. The writer is a
+        supervised thread (store/threads.py): ``on_thread_failure`` hears of its failures."""
         self.path = path
         self._writer_conn = connect(path or ":memory:")
         self._readers: list[sqlite3.Connection] = []
@@ -171,7 +180,7 @@ class Engine:
         self._commit_pause = commit_pause
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[tuple[Write[Any], Future[Any]] | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name="brein-store-writer", daemon=True)
+        self._writer = Supervised("brein-store-writer", self._write_loop, on_failure=on_thread_failure)
         self._closed = False
         self._writer.start()
 
@@ -213,6 +222,8 @@ class Engine:
 
     def _write_loop(self) -> None:
         conn = self._writer_conn
+        if conn.in_transaction:  # run again after a failure (store/threads.py) that left one open
+            conn.execute("ROLLBACK")
         while True:
             item = self._queue.get()
             if item is None:
