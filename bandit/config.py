@@ -11,12 +11,12 @@ import math
 import tomllib
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bandit.errors import ConfigError
+from bandit.errors import BreinError, ConfigError
 from bandit.security_config import LimitsConfig, PrivacyConfig, SecurityConfig, TLSConfig
 
 Money = Annotated[float, Field(allow_inf_nan=False)]
@@ -177,6 +177,19 @@ class GateConfig(_Strict):
     max_age_hours: float = Field(default=24.0, gt=0)
 
 
+class TuningConfig(_Strict):
+    """Opt-in: the worker tunes learning set-ups from the log on a schedule in event time (`brein policy
+    tune`'s work) and promotes the best through the gate, never around it."""
+
+    enabled: bool = False
+    # Days of event time between tuning runs.
+    every_days: Days = 7.0
+    # The newest joined examples of this many days are held out: set-ups learn before them, are evaluated on them.
+    holdout_days: Days = 14.0
+    # A TOML file of [[setup]] tables (see `brein policy tune --setups`); absent: the default grid.
+    setups: str | None = None
+
+
 class BreinConfig(_Strict):
     timezone: str = "UTC"
     currency: str = "EUR"
@@ -193,6 +206,7 @@ class BreinConfig(_Strict):
     learner: LearnerConfig = LearnerConfig()
     joiner: JoinerConfig = JoinerConfig()
     gate: GateConfig = GateConfig()
+    tuning: TuningConfig = TuningConfig()
     tls: TLSConfig | None = None
     security: SecurityConfig | None = None
     privacy: PrivacyConfig = PrivacyConfig()
@@ -268,12 +282,15 @@ def parse_config(data: dict[str, object], source: str = "config") -> BreinConfig
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
 
-def load_config(path: str | Path) -> BreinConfig:
-    path = Path(path)
+def read_toml(path: Path, error: type[BreinError] = ConfigError) -> dict[str, Any]:
+    """A TOML file's document; ``error`` naming the file when it is missing or not valid TOML."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    return parse_config(data, source=str(path))
+        raise error(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as problem:
+        raise error(f"{path}: not valid TOML: {problem}") from None
+
+
+def load_config(path: str | Path) -> BreinConfig:
+    return parse_config(read_toml(Path(path)), source=str(path))

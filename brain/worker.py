@@ -24,6 +24,7 @@ from bandit.config import BreinConfig
 from bandit.learner import VWPolicy
 from brain.champion import bootstrap_champion
 from brain.probe import Prober
+from brain.tuning import ScheduledTuning, TuningRun
 from policies.loading import PolicyLoadError, load_policy
 from policies.registry import Registry
 from reward.joiner import WRITE_ROWS, Joiner, JoinReport
@@ -47,6 +48,7 @@ millisecond, takes the lock in between."""
 class RoundReport:
     join: JoinReport
     learned: int
+    tuned: TuningRun | None = None
 
 
 class Worker:
@@ -64,13 +66,23 @@ class Worker:
         self._learning: str | None = None
         self._learner: OnlineLearner | None = None
         self._retained_at: float | None = None
+        self.tuning = ScheduledTuning(config, store) if config.tuning.enabled else None
 
     def round(self, until: float | None = None) -> RoundReport:
         """Join every decision whose window has closed by ``until`` (default: the latest event time
-        seen) and learn the champion from what is joined and not learned yet."""
+        seen), learn the champion from what is joined and not learned yet, and tune when ``[tuning]``
+        is due (in event time)."""
         report = self.joiner.run(until)
         learner = self.learner() if self.config.learner.online else None
-        return RoundReport(report, learner.step() if learner is not None else 0)
+        learned = learner.step() if learner is not None else 0
+        return RoundReport(report, learned, self.tune(until))
+
+    def tune(self, until: float | None = None) -> TuningRun | None:
+        """The scheduled tuning run, if ``[tuning]`` is on and one is due at ``until`` (default: the latest event time seen)."""
+        now = until if until is not None else self.store.joins.watermark()
+        if self.tuning is None or now is None or not self.tuning.due(now):
+            return None
+        return self.tuning.run(now, joined_until=now - self.joiner.rules.close_after)
 
     def learner(self) -> OnlineLearner | None:
         """The online learner of the registry's champion, from its newest snapshot that loads and

@@ -25,6 +25,7 @@ from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_
 from policies.gate import gate_reliability
 from policies.plot import plot_report
 from policies.registry import Registry
+from policies.tuning import Tuning, default_setups, load_setups, register_best, tune
 from store import Store, open_store
 from store.errors import StoreError
 from store.records import KINDS
@@ -260,6 +261,59 @@ def train(config_path: str, store_url: str | None, policy_id: str, since: dateti
     console.print(f"registered candidate [bold]{entry.id}[/], trained on {learned:,} joined examples")
     if report:
         _print_report(report, f"held-out evaluation on {report.decisions:,} decisions")
+
+
+def _tuning_table(tuning: Tuning) -> Table:
+    first = tuning.tried[0].record.estimator
+    table = Table("set-up", "trained on", "train s", f"value ({first})", "95% interval", f"lift vs {tuning.baseline}",
+                  "lift 95% interval", "ESS (set-up)", "reliable", "best",
+                  title=f"{len(tuning.tried)} set-ups trained on {tuning.trained_on:,} joined examples before the cut, "
+                        f"evaluated on {tuning.evaluated_on:,} after it (money per decision)")  # fmt: skip
+    for tried in tuning.tried:
+        row = tried.as_dict(evaluation=False)
+        value, lift = row["value_interval"], row["lift_interval"]
+        table.add_row(tried.setup.name, f"{row['trained_on']:,}", f"{row['train_seconds']:.1f}", f"{row['value']:.3f}",
+                      f"[{value[0]:.3f}, {value[1]:.3f}]", f"{row['lift']:+.3f}", f"[{lift[0]:+.3f}, {lift[1]:+.3f}]",
+                      f"{row['ess']:,.0f}", _verdict(tried.reliable), "<- best" if tried is tuning.best else "")  # fmt: skip
+    return table
+
+
+@policy.command("tune")
+@config_option
+@store_option
+@click.option("--cut", type=click.DateTime(TIME_FORMATS), required=True,
+              help="Train on joined decisions before this time (UTC), evaluate on those from it on.")  # fmt: skip
+@click.option("--setups", "setups_path", type=click.Path(dir_okay=False),
+              help="A TOML file of [[setup]] tables (name and [learner] keys); default a grid of eleven around the "
+                   "config's learner.")  # fmt: skip
+@click.option("--against", "against",
+              help="Compare with this set-up (trained on the same examples), not the champion; registers nothing.")  # fmt: skip
+@click.option("--id", "policy_id", help="The registered candidate's id; default tuned-<cut date>-<set-up>.")
+@json_option
+def tune_setups(config_path: str, store_url: str | None, cut: datetime, setups_path: str | None, against: str | None,
+                policy_id: str | None, as_json: bool) -> None:  # fmt: skip
+    """Train learning set-ups before a cut, evaluate each after it against the champion, and register the best reliable one."""
+    with _opened(config_path, store_url) as (config, store), Progress(console=console, disable=as_json, transient=True) as bar:
+        setups = load_setups(setups_path) if setups_path else default_setups(config)
+        task = bar.add_task("tuning", total=None)
+        tuning = tune(config, store, cut=_epoch(cut) or 0.0, setups=setups, against=against,
+                      progress=lambda what, done, total: bar.update(task, description=what, completed=done,
+                                                                    total=total))  # fmt: skip
+        entry = register_best(config, store, tuning, actor=_actor(), policy_id=policy_id) if against is None else None
+    if as_json:
+        click.echo(json.dumps(tuning.as_dict(), indent=2))
+    else:
+        console.print(_tuning_table(tuning))
+        reasons = sorted({reason for tried in tuning.tried for reason in tried.as_dict(evaluation=False)["reasons"]})
+        for reason in reasons:
+            console.print(f"[bold red]UNRELIABLE[/]: {reason}")
+        if against is not None:
+            console.print(f"compared with the set-up {against}, not the champion: nothing registered; {tuning.verdict}")
+        else:
+            registered = f"registered candidate [bold]{entry.id}[/]" if entry else "nothing registered"
+            console.print(f"{registered}: {tuning.verdict}")
+    if not any(tried.reliable for tried in tuning.tried):
+        raise SystemExit(1)
 
 
 @policy.command()

@@ -202,7 +202,10 @@ def evaluate_on(
     reliability: Reliability,
     n_bootstrap: int = 500,
     seed: int = 0,
+    reward_hat: FloatArray | None = None,
 ) -> EvaluationReport:
+    """``reward_hat``: ``reward_predictions(encoder, data, seed=seed)`` made once for several
+    evaluations on the same log (DM and DR need it); made here when absent."""
     if len(data) < 2:
         raise ValueError(f"the log holds {len(data)} joined decisions in that range; an evaluation needs at least 2")
     unknown = sorted(set(estimators) - set(ESTIMATORS))
@@ -218,7 +221,7 @@ def evaluate_on(
     needs_model = any(e.needs_model for e in chosen)
     log = LoggedDecisions(
         reward=data.reward, propensity=data.propensity, action=data.chosen,
-        reward_hat=reward_predictions(encoder, data, seed=seed) if needs_model else None,
+        reward_hat=(reward_predictions(encoder, data, seed=seed) if reward_hat is None else reward_hat) if needs_model else None,
     )  # fmt: skip
     if len(targets) == 1:
         estimates = run_estimators(log, targets[0], chosen, reliability=reliability)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bandit.catalog import DO_NOTHING, Catalog
@@ -120,15 +121,61 @@ def evaluate_policy(
                          reliability=gate_reliability(config.gate), n_bootstrap=n_bootstrap)  # fmt: skip
     champion = registry.champion()
     if record and baseline is not None and champion is not None and baseline[0] == champion.id and registry.has(candidate):
-        gate_row = report.row(config.gate.estimator) if config.gate.estimator in estimators else report.comparisons[0]
-        registry.record_evaluation(EvaluationRecord(
-            policy_id=candidate, against=champion.id, at=time.time(),
-            since=float(logged.event_times.min()), until=float(logged.event_times.max()), decisions=report.decisions,
-            estimator=gate_row.estimator, lift=gate_row.difference,  # type: ignore[union-attr]
-            lift_lower=min(gate_row.bootstrap.low, gate_row.analytic.low), lift_upper=max(gate_row.bootstrap.high, gate_row.analytic.high),
-            ess=gate_row.candidate.diagnostics.ess, report=report.as_dict(),  # type: ignore[union-attr]
-        ))  # fmt: skip
+        registry.record_evaluation(evaluation_record(config, report, logged, candidate, champion.id))
     return report
+
+
+def evaluation_record(
+    config: BreinConfig, report: EvaluationReport, logged: LoggedData, policy_id: str, champion: str
+) -> EvaluationRecord:
+    """What the promotion gate reads of a paired evaluation against the champion: the gate estimator's
+    row (else the first), its lift with the wider of its two intervals' bounds, and the whole report."""
+    names = [c.estimator for c in report.comparisons]
+    gate_row = report.comparisons[names.index(config.gate.estimator)] if config.gate.estimator in names else report.comparisons[0]
+    return EvaluationRecord(
+        policy_id=policy_id, against=champion, at=time.time(),
+        since=float(logged.event_times.min()), until=float(logged.event_times.max()), decisions=report.decisions,
+        estimator=gate_row.estimator, lift=gate_row.difference,
+        lift_lower=min(gate_row.bootstrap.low, gate_row.analytic.low),
+        lift_upper=max(gate_row.bootstrap.high, gate_row.analytic.high),
+        ess=gate_row.candidate.diagnostics.ess, report=report.as_dict(),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Trained:
+    """A VW model learned from the joined examples of a time range, and the position of the last one."""
+
+    args: list[str]
+    data: bytes
+    learned: int
+    position: Cursor
+
+
+def train_model(
+    config: BreinConfig, store: Store, *, since: float | None, until: float | None, vw_args: Sequence[str] | None = None,
+    progress: Progress | None = None,
+) -> Trained:  # fmt: skip
+    """Learn a VW model (``vw_args``, default the config's learner arguments) from the joined examples
+    in [since, until), encoded and scaled by ``config``, in the order the online learner takes them."""
+    args = list(vw_args) if vw_args else vw_arguments(config.learner)
+    reader = ExampleReader(config, store.examples)
+    total = store.examples.count(since=since, until=until)
+    last: list[Cursor] = [START]
+
+    def in_range() -> Iterator[LabelledExample]:
+        for done, (position, example, _) in enumerate(reader.read(since=since, until=until), 1):
+            last[0] = position
+            yield example
+            if progress and done % 500 == 0:
+                progress(min(done, total), total)
+
+    data, learned = train(args, None, in_range())
+    if data is None:
+        raise ValueError("no joined examples in that time range to train on")
+    if progress:
+        progress(learned, total)
+    return Trained(args, data, learned, last[0])
 
 
 def train_candidate(
@@ -146,30 +193,15 @@ def train_candidate(
     registry = Registry(store.registry)
     if registry.has(policy_id):
         raise InvalidTransition(f"a policy {policy_id!r} is already registered")
-    args = list(vw_args) if vw_args else vw_arguments(config.learner)
-    reader = ExampleReader(config, store.examples)
-    total = store.examples.count(since=since, until=until)
-    last: list[Cursor] = [START]
-
-    def in_range() -> Iterator[LabelledExample]:
-        for done, (position, example, _) in enumerate(reader.read(since=since, until=until), 1):
-            last[0] = position
-            yield example
-            if progress and done % 500 == 0:
-                progress(min(done, total), total)
-
-    data, learned = train(args, None, in_range())
-    if data is None:
-        raise ValueError("no joined examples in that time range to train on")
+    trained = train_model(config, store, since=since, until=until, vw_args=vw_args, progress=progress)
     champion = registry.champion()
     entry = registry.register(
-        policy_id, "vw", artifact=data, args=args, features=config.features.model_dump(), parent=champion.id if champion else "",
-        note=f"trained on {learned} joined examples", actor=actor,
+        policy_id, "vw", artifact=trained.data, args=trained.args, features=config.features.model_dump(),
+        parent=champion.id if champion else "", note=f"trained on {trained.learned} joined examples", actor=actor,
     )  # fmt: skip
-    store.models.save(ModelSnapshot(VWPolicy(args, data).version, args, data, policy_id, last[0])).result()
-    if progress:
-        progress(learned, total)
-    return entry, learned
+    store.models.save(ModelSnapshot(VWPolicy(trained.args, trained.data).version, trained.args, trained.data, policy_id,
+                                    trained.position)).result()  # fmt: skip
+    return entry, trained.learned
 
 
 def promote(config: BreinConfig, store: Store, policy_id: str, *, actor: str, force: bool = False, reason: str = "") -> str | None:

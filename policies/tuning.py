@@ -1,0 +1,340 @@
+"""Tuning from the log: train several learning set-ups on the joined examples before a cut, evaluate
+each off-policy on the examples after it against the champion, and register the best reliable one.
+
+A set-up is data: a name and overrides of the ``[learner]`` section (any of its learning keys, e.g.
+``interactions`` with cubic terms, ``exploration``, ``epsilon``, ``reward_scale``) plus the VW
+settings the section only reaches through ``extra_args``: ``learning_rate``, ``power_t`` (its
+decay), ``l1``, ``l2``, ``cb_type`` (VW's SquareCB takes only ``mtr``: the others need
+``exploration = "epsilon"``) and ``clip_p`` (importance-weight clipping: a logged probability counts
+as at least this). The feature encoding is the config's for every set-up: the served model is fed
+the config's encoding, so a candidate trained on another one would be evaluated on features it
+would never see live.
+
+Nothing is written while set-ups are trained and evaluated. The best is registered afterwards: its
+snapshot and its evaluation first, under an id no registered policy has, then the registry entry
+in one store call, so a run killed at any point leaves either no candidate or a whole one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from vowpal_wabbit_next import Workspace
+
+from bandit.config import BreinConfig, LearnerConfig, read_toml
+from bandit.errors import BreinError
+from bandit.features import FeatureEncoder
+from bandit.learner import VWPolicy, vw_arguments
+from policies.estimators import Estimate
+from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_logged, reward_predictions
+from policies.gate import gate_reliability
+from policies.operations import Trained, evaluation_record, resolve_policy, train_model
+from policies.registry import Registry
+from store import Store
+from store.records import EvaluationRecord, ModelSnapshot, PolicyEntry
+
+VW_KEYS: dict[str, str] = {
+    "learning_rate": "--learning_rate", "power_t": "--power_t", "l1": "--l1", "l2": "--l2",
+    "cb_type": "--cb_type", "clip_p": "--clip_p",
+}  # fmt: skip
+"""Set-up keys that are VW options, not keys of the ``[learner]`` section."""
+NOT_LEARNING = frozenset({"policy_id", "model", "online", "snapshot_every"})
+"""``[learner]`` keys that say how the server runs a model, not how it learns: not for a set-up."""
+LEARNER_KEYS = sorted(set(LearnerConfig.model_fields) - NOT_LEARNING)
+ACTOR = "brein-tuning"
+
+
+class TuningError(BreinError):
+    """Tuning cannot run on this input (a bad set-up file, a cut outside the log, too few examples)."""
+
+
+def _without(args: Sequence[str], option: str) -> list[str]:
+    """``args`` without ``option`` and its value (``--option value``, ``--option=value``, or VW's short
+    ``-l value`` for ``--learning_rate``): the set-up's value replaces the config's."""
+    names = {option, *(["-l"] if option == "--learning_rate" else [])}
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(f"{option}="):
+            kept.append(arg)
+    return kept
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """A named learning set-up: overrides of the ``[learner]`` section and VW options (``VW_KEYS``)."""
+
+    name: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def config(self, config: BreinConfig) -> BreinConfig:
+        """``config`` with this set-up's learner; TuningError naming the key when it is not valid."""
+        unknown = sorted(set(self.overrides) - set(LEARNER_KEYS) - set(VW_KEYS))
+        if unknown:
+            raise TuningError(f"set-up {self.name!r}: unknown learner key {', '.join(map(repr, unknown))}; "
+                              f"expected some of {', '.join(LEARNER_KEYS + list(VW_KEYS))}")  # fmt: skip
+        learner = {k: v for k, v in self.overrides.items() if k not in VW_KEYS}
+        extra = [str(a) for a in learner.pop("extra_args", config.learner.extra_args)]
+        for key, option in VW_KEYS.items():
+            if key in self.overrides:
+                extra = [*_without(extra, option), option, str(self.overrides[key])]
+        try:
+            tuned = LearnerConfig.model_validate({**config.learner.model_dump(), **learner, "extra_args": extra})
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise TuningError(f"set-up {self.name!r}: {problems}") from None
+        try:
+            Workspace(vw_arguments(tuned))
+        except Exception as error:
+            raise TuningError(f"set-up {self.name!r}: VW refuses {' '.join(vw_arguments(tuned))}: {error}") from None
+        return config.model_copy(update={"learner": tuned})
+
+
+def default_setups(config: BreinConfig) -> list[Setup]:
+    """Eleven set-ups around the config's own learner (the first, ``config``, changes nothing):
+
+    - ``cubic``: the config's interactions plus offer x channel and context x offer x channel/slot terms;
+    - ``lr-0.1``, ``lr-2``: VW's learning rate (default 0.5) lower and higher;
+    - ``power_t-0.25``, ``power_t-0``: the learning rate decays more slowly, or not at all (default 0.5);
+    - ``l1``, ``l2``: a little regularisation;
+    - ``clip_p-0.05``: logged probabilities below 0.05 count as 0.05 in learning;
+    - ``epsilon-dr``, ``epsilon-ips``: epsilon-greedy (the config's epsilon) learning with the doubly
+      robust or the IPS cost estimate instead of SquareCB's regression.
+    """
+    cubic = [*config.learner.interactions, "oc", "uoc", "uos", "hoc", "noc"]
+    epsilon = config.learner.epsilon
+    return [
+        Setup("config"),
+        Setup("cubic", {"interactions": list(dict.fromkeys(cubic))}),
+        Setup("lr-0.1", {"learning_rate": 0.1}),
+        Setup("lr-2", {"learning_rate": 2.0}),
+        Setup("power_t-0.25", {"power_t": 0.25}),
+        Setup("power_t-0", {"power_t": 0.0}),
+        Setup("l1", {"l1": 1e-6}),
+        Setup("l2", {"l2": 1e-6}),
+        Setup("clip_p-0.05", {"clip_p": 0.05}),
+        Setup("epsilon-dr", {"exploration": "epsilon", "epsilon": epsilon, "cb_type": "dr"}),
+        Setup("epsilon-ips", {"exploration": "epsilon", "epsilon": epsilon, "cb_type": "ips"}),
+    ]
+
+
+def load_setups(path: str | Path) -> list[Setup]:
+    """A set-up file: ``[[setup]]`` tables, each with a ``name`` and its learner keys, e.g.
+
+        [[setup]]
+        name = "cubic-fast"
+        interactions = ["uo", "uc", "uoc"]
+        learning_rate = 1.0
+    """
+    path = Path(path)
+    data = read_toml(path, TuningError)
+    tables = data.get("setup")
+    if set(data) != {"setup"} or not isinstance(tables, list) or not tables:
+        raise TuningError(f"{path}: expected one or more [[setup]] tables and nothing else, got keys {', '.join(data) or 'none'}")
+    setups = []
+    for i, table in enumerate(tables):
+        name = table.get("name")
+        if not isinstance(name, str) or not name:
+            raise TuningError(f"{path}: setup[{i}]: expected a non-empty name")
+        setups.append(Setup(name, {k: v for k, v in table.items() if k != "name"}))
+    names = [s.name for s in setups]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TuningError(f"{path}: set-up names must differ; {', '.join(twice)} more than once")
+    return setups
+
+
+@dataclass(frozen=True)
+class Tried:
+    """One set-up trained and evaluated: its model, its report, and the gate's reading of that report
+    (``record``: the gate estimator's lift over the champion with the wider of its intervals' bounds)."""
+
+    setup: Setup
+    trained: Trained
+    train_seconds: float
+    report: EvaluationReport
+    record: EvaluationRecord
+
+    @property
+    def reliable(self) -> bool:
+        return self.report.reliable
+
+    @property
+    def value(self) -> Estimate:
+        """The set-up's own estimated value (money per decision) by the gate estimator."""
+        return self.report.estimates[[e.estimator for e in self.report.estimates].index(self.record.estimator)]
+
+    def as_dict(self, *, evaluation: bool = True) -> dict[str, Any]:
+        first = self.report.comparisons[0]  # the diagnostics are each policy's on the log: every estimator shares them
+        sides = ((first.candidate, self.setup.name), (first.baseline, self.record.against))
+        reasons = [f"{name}: {reason}" for estimate, name in sides for reason in estimate.reasons]
+        value, record = self.value, self.record
+        row = {"setup": self.setup.name, "overrides": dict(self.setup.overrides), "args": self.trained.args,
+               "trained_on": self.trained.learned, "train_seconds": self.train_seconds, "estimator": record.estimator,
+               "value": value.value,
+               "value_interval": [min(value.bootstrap.low, value.analytic.low), max(value.bootstrap.high, value.analytic.high)],
+               "lift": record.lift, "lift_interval": [record.lift_lower, record.lift_upper], "ess": record.ess,
+               "reliable": self.reliable, "reasons": reasons}  # fmt: skip
+        return {**row, "evaluation": self.report.as_dict()} if evaluation else row
+
+
+@dataclass
+class Tuning:
+    """A tuning run's result: everything tried, the best (None when none is reliable and wins) and why."""
+
+    cut: float
+    until: float | None
+    baseline: str
+    """The registry's champion, or the set-up every other one is compared with (``against``)."""
+    against_champion: bool
+    trained_on: int
+    evaluated_on: int
+    tried: list[Tried]
+    best: Tried | None
+    verdict: str
+    registered: str | None = None
+
+    def as_dict(self, *, evaluation: bool = True) -> dict[str, Any]:
+        """JSON-ready; each set-up's whole evaluation report too unless ``evaluation`` is False."""
+        return {"cut": self.cut, "until": self.until, "baseline": self.baseline, "against_champion": self.against_champion,
+                "trained_on": self.trained_on,
+                "evaluated_on": self.evaluated_on, "best": self.best.setup.name if self.best else None, "verdict": self.verdict,
+                "registered": self.registered, "tried": [t.as_dict(evaluation=evaluation) for t in self.tried]}  # fmt: skip
+
+
+Progress = Callable[[str, int, int], None]
+"""What is being done, and how many of the set-ups' steps (a training, an evaluation) are done of how many."""
+
+
+def _when(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def check_log(config: BreinConfig, store: Store, cut: float, until: float | None = None) -> tuple[int, int]:
+    """How many joined examples lie before the cut and in [cut, until); TuningError when tuning cannot use them."""
+    before = store.examples.count(until=cut)
+    after = store.examples.count(since=cut, until=until)
+    if before == 0 and after == 0:
+        raise TuningError("the log holds no joined examples to tune on (has `brein join` run?)")
+    if before == 0:
+        raise TuningError(f"the cut {_when(cut)} is before the log: no joined examples to train on before it")
+    if after == 0:
+        raise TuningError(f"the cut {_when(cut)} is after the log: no joined examples to evaluate on after it")
+    needed = config.gate.min_decisions
+    if after < needed:
+        raise TuningError(f"too few joined examples after the cut {_when(cut)} to evaluate on: {after:,}, and the gate needs "
+                          f"{needed:,} (gate.min_decisions): choose an earlier cut")  # fmt: skip
+    return before, after
+
+
+def tune(
+    config: BreinConfig,
+    store: Store,
+    *,
+    cut: float,
+    until: float | None = None,
+    setups: Sequence[Setup] | None = None,
+    against: str | None = None,
+    progress: Progress | None = None,
+    n_bootstrap: int = 500,
+) -> Tuning:
+    """Train every set-up (default ``default_setups``) on the joined examples before ``cut``, evaluate
+    each with every estimator on those in [cut, until) with its paired lift over the champion, and
+    pick the best: the reliable one with the highest lower bound of the gate estimator's lift, if
+    that lift is positive. Reads the store only.
+
+    ``against``: the name of one of the set-ups, compared with instead of the champion (what tuning
+    finds over the config's own set-up, retrained on the same examples); such a run registers nothing."""
+    chosen = list(setups) if setups is not None else default_setups(config)
+    if not chosen:
+        raise TuningError("expected at least one set-up to try")
+    configs = [setup.config(config) for setup in chosen]  # every set-up is checked before anything is trained
+    names = [setup.name for setup in chosen]
+    if against is not None and against not in names:
+        raise TuningError(f"against: expected the name of a set-up ({', '.join(names)}), got {against!r}")
+    before, _ = check_log(config, store, cut, until)
+    logged = load_logged(config, store.examples, cut, until)
+    encoder = FeatureEncoder(config)
+    steps, done = 2 * len(chosen) + 1, 0
+
+    def step(what: str) -> None:
+        if progress:
+            progress(what, done, steps)
+
+    step("fitting the reward model for DM and DR")
+    reward_hat = reward_predictions(encoder, logged)
+    done += 1
+    models: list[tuple[Trained, float]] = []
+    for setup, tuned in zip(chosen, configs, strict=True):
+        step(f"training {setup.name} on {before:,} examples")
+        started = time.perf_counter()
+        models.append((train_model(tuned, store, since=None, until=cut), time.perf_counter() - started))
+        done += 1
+    policies = [(setup.name, VWPolicy(trained.args, trained.data)) for setup, (trained, _) in zip(chosen, models, strict=True)]
+    baseline = resolve_policy("champion", config, store) if against is None else policies[names.index(against)]
+    tried = []
+    for setup, (trained, seconds), policy in zip(chosen, models, policies, strict=True):
+        step(f"evaluating {setup.name} on {len(logged):,} decisions")
+        report = evaluate_on(logged, encoder, policy, baseline, tuple(ESTIMATORS), reliability=gate_reliability(config.gate),
+                             n_bootstrap=n_bootstrap, reward_hat=reward_hat)  # fmt: skip
+        done += 1
+        tried.append(Tried(setup, trained, seconds, report, evaluation_record(config, report, logged, setup.name, baseline[0])))
+    step("done")
+    best, verdict = _best([t for t in tried if t.setup.name != against], baseline[0])
+    return Tuning(cut, until, baseline[0], against is None, before, len(logged), tried, best, verdict)
+
+
+def _best(tried: Sequence[Tried], champion: str) -> tuple[Tried | None, str]:
+    reliable = [t for t in tried if t.reliable]
+    if not reliable:
+        return None, "no set-up's evaluation is reliable (too little support in the log: see each one's reasons)"
+    best = max(reliable, key=lambda t: t.record.lift_lower)
+    lift = best.record
+    if lift.lift <= 0:
+        return None, (f"no reliable set-up beats {champion}: the best, {best.setup.name}, "
+                      f"has a {lift.estimator} lift of {lift.lift:+.3f}")
+    return best, (f"{best.setup.name}: the highest lower bound of the {lift.estimator} lift over {champion} among the reliable "
+                  f"set-ups, {lift.lift:+.3f} [{lift.lift_lower:+.3f}, {lift.lift_upper:+.3f}] per decision")  # fmt: skip
+
+
+def candidate_id(tuning: Tuning, best: Tried) -> str:
+    return f"tuned-{datetime.fromtimestamp(tuning.cut, tz=UTC):%Y%m%d}-{best.setup.name}"
+
+
+def register_best(
+    config: BreinConfig, store: Store, tuning: Tuning, *, actor: str = ACTOR, policy_id: str | None = None
+) -> PolicyEntry | None:
+    """Register the best set-up's model as a candidate with its evidence (None when there is no best):
+    its snapshot (learned up to the cut) and its evaluation against the champion first, then the entry
+    in one store call, so that an interrupted registration leaves no candidate behind."""
+    best = tuning.best
+    if best is None:
+        return None
+    if not tuning.against_champion:
+        raise TuningError(f"a tuning against the set-up {tuning.baseline} registers nothing: the gate compares with the champion")
+    registry = Registry(store.registry)
+    new_id = policy_id or candidate_id(tuning, best)
+    if registry.has(new_id):
+        raise TuningError(f"a policy {new_id!r} is already registered: tuned on this cut before? (choose another id)")
+    trained = best.trained
+    summary = tuning.as_dict(evaluation=False)
+    store.models.save(ModelSnapshot(VWPolicy(trained.args, trained.data).version, trained.args, trained.data, new_id,
+                                    trained.position)).result()  # fmt: skip
+    evidence = {**best.record.report, "tuning": summary}
+    registry.record_evaluation(replace(best.record, policy_id=new_id, at=time.time(), report=evidence))
+    note = (f"tuned on {tuning.trained_on:,} joined examples before {_when(tuning.cut)}, evaluated on {tuning.evaluated_on:,} "
+            f"after it; best of {len(tuning.tried)} set-ups: {tuning.verdict}; set-up {dict(best.setup.overrides)}")  # fmt: skip
+    entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args, features=config.features.model_dump(),
+                              parent=tuning.baseline, note=note, actor=actor)  # fmt: skip
+    tuning.registered = entry.id
+    return entry

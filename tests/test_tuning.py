@@ -1,0 +1,264 @@
+"""`brein policy tune` (issue 13, part 4) on a real SQLite store of 3,000 logged, joined decisions
+(tests/test_policy_flow.py's world, logged by a cold champion: uniform exploration), with real VW."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bandit.config import BreinConfig, parse_config
+from bandit.learner import vw_arguments
+from brain.worker import Worker
+from policies.registry import Registry
+from policies.tuning import Setup, TuningError, default_setups, load_setups, register_best, tune
+from store import open_store
+from tests import test_policy_flow
+from tests.conftest import example_data
+from tests.test_policy_flow import DAY, SPLIT, Flow, _config_data, _utc
+
+world = test_policy_flow.world  # the logged world, made once for this module too
+flow = test_policy_flow.flow
+
+SETUPS = """
+[[setup]]
+name = "plain"
+
+[[setup]]
+name = "cubic-fast"
+interactions = ["uo", "uc", "us", "ho", "no", "oc", "uoc"]
+learning_rate = 1.0
+power_t = 0.25
+
+[[setup]]
+name = "epsilon-dr"
+exploration = "epsilon"
+cb_type = "dr"
+l2 = 1e-7
+clip_p = 0.05
+"""
+
+
+def _setups(flow: Flow, text: str = SETUPS) -> Path:
+    path = flow.tmp_path / "setups.toml"
+    path.write_text(text)
+    return path
+
+
+def _everything(flow: Flow) -> tuple[list[str], int, int]:
+    """The registry's policies, and how many evaluations and snapshots the store holds."""
+    store = open_store(str(flow.store))
+    try:
+        ids = [e.id for e in Registry(store.registry).list()]
+        evaluations = sum(len(store.registry.evaluations(i)) for i in ids + ["tuned-x", "plain", "cubic-fast", "epsilon-dr"])
+        snapshots = sum(1 for i in ids for _ in store.models.newest_first(i))
+    finally:
+        store.close()
+    return ids, evaluations, snapshots
+
+
+def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_evidence(flow: Flow) -> None:
+    result = flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--json")
+    tuning = json.loads(result.output)
+    assert [t["setup"] for t in tuning["tried"]] == ["plain", "cubic-fast", "epsilon-dr"]
+    assert (tuning["trained_on"], tuning["evaluated_on"], tuning["baseline"]) == (1500, 1500, "champion")
+    assert tuning["against_champion"]
+    for tried in tuning["tried"]:
+        assert tried["trained_on"] == 1500 and tried["estimator"] == "snips" and tried["train_seconds"] > 0
+        assert tried["lift_interval"][0] <= tried["lift"] <= tried["lift_interval"][1]
+        assert list(tried["evaluation"]["estimators"]) == ["ips", "clipped_ips", "snips", "dm", "dr", "sndr"]
+    cubic, epsilon = (" ".join(tried["args"]) for tried in tuning["tried"][1:])
+    assert "--interactions uoc" in cubic and "--learning_rate 1.0" in cubic and "--power_t 0.25" in cubic
+    assert "--cb_type dr" in epsilon and "--clip_p 0.05" in epsilon and "--clip_p 0.1" not in epsilon  # the config's replaced
+    # Logged by uniform exploration: every evaluation is reliable, and the trained models beat the uniform champion.
+    reliable = [t for t in tuning["tried"] if t["reliable"]]
+    assert reliable and all(t["lift"] > 0 for t in reliable)
+    best = max(reliable, key=lambda t: t["lift_interval"][0])
+    assert tuning["best"] == best["setup"]
+    assert tuning["registered"] == f"tuned-{_utc(SPLIT)[:10].replace('-', '')}-{best['setup']}"
+
+    shown = json.loads(flow.cli("policy", "show", tuning["registered"], "--json").output)
+    assert shown["state"] == "candidate" and shown["parent"] == "champion" and shown["args"] == best["args"]
+    assert [(h["from_state"], h["to_state"], h["actor"][:4]) for h in shown["history"]] == [("", "candidate", "cli:")]
+    assert f"best of 3 set-ups: {best['setup']}" in shown["history"][0]["reason"]
+    [evaluation] = shown["evaluations"]
+    assert (evaluation["against"], evaluation["estimator"], evaluation["decisions"]) == ("champion", "snips", 1500)
+    assert evaluation["lift_lower"] == pytest.approx(best["lift_interval"][0])
+    assert [t["setup"] for t in evaluation["report"]["tuning"]["tried"]] == ["plain", "cubic-fast", "epsilon-dr"]
+    assert _everything(flow)[2] == 1  # the candidate's model, learned up to the cut: promoted, it learns on from there
+    # The table: every set-up, the best marked, and what was registered (under the id asked for).
+    table = flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--id", "second").output
+    assert all(f"│ {name} " in table for name in ("plain", "cubic-fast", "epsilon-dr"))
+    assert table.count("<- best") == 1 and f"registered candidate second: {best['setup']}: the highest lower bound" in table
+
+    # The gate lets it through on that evidence; tuned again, nothing beats it (the same model): nothing is registered.
+    assert "is the champion (was champion)" in flow.cli("policy", "promote", tuning["registered"]).output
+    again = flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--id", "third")
+    assert "<- best" not in again.output
+    assert f"nothing registered: no reliable set-up beats {tuning['registered']}: the best" in again.output
+    assert set(flow.states()) == {"champion", tuning["registered"], "second"}
+
+
+def test_against_a_setup_compares_with_it_retrained_on_the_same_examples_and_registers_nothing(flow: Flow) -> None:
+    args = ["policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--against", "plain"]
+    tuning = json.loads(flow.cli(*args, "--json").output)
+    assert (tuning["baseline"], tuning["against_champion"], tuning["registered"]) == ("plain", False, None)
+    plain = tuning["tried"][0]
+    assert plain["lift"] == 0 and plain["lift_interval"] == [0, 0]  # itself: never the best
+    assert tuning["best"] in ("cubic-fast", "epsilon-dr", None)
+    assert "compared with the set-up plain, not the champion: nothing registered" in flow.cli(*args).output
+    assert _everything(flow) == (["champion"], 0, 0)
+    unknown = flow.cli(*args[:-1], "nope", ok=False)
+    assert unknown.exit_code == 1
+    assert "against: expected the name of a set-up (plain, cubic-fast, epsilon-dr), got 'nope'" in unknown.output
+
+
+def test_nothing_is_registered_when_no_setup_is_reliable(flow: Flow) -> None:
+    strict = flow.write_config("strict.toml", min_ess=1e9)
+    result = flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), config=strict, ok=False)
+    assert result.exit_code == 1
+    assert "nothing registered: no set-up's evaluation is reliable" in result.output
+    assert "UNRELIABLE: champion: the effective sample size" in result.output
+    assert _everything(flow) == (["champion"], 0, 0)
+
+
+BAD_SETUPS = [
+    ("[[setup]]\nname = \"x\"\nlearning_rat = 0.1\n", "set-up 'x': unknown learner key 'learning_rat'; expected some of"),
+    ("[[setup]]\nname = \"x\"\nsnapshot_every = 5\n", "set-up 'x': unknown learner key 'snapshot_every'"),
+    ("[[setup]\nname = \"x\"\n", "not valid TOML"),
+    ("[learner]\nepsilon = 0.1\n", "expected one or more [[setup]] tables and nothing else, got keys learner"),
+    ("[[setup]]\nname = \"x\"\n[[setup]]\nname = \"x\"\n", "set-up names must differ; x more than once"),
+    ("[[setup]]\nname = \"x\"\ncb_type = \"dr\"\n", "set-up 'x': VW refuses --cb_explore_adf --quiet --squarecb"),
+    ("[[setup]]\nname = \"x\"\nepsilon = 2.0\n", "set-up 'x': epsilon: Input should be less than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SETUPS)
+def test_a_bad_setup_file_is_refused_before_anything_is_trained(flow: Flow, text: str, message: str) -> None:
+    result = flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow, text)), ok=False)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert _everything(flow) == (["champion"], 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [
+        ("2020-01-01", "the cut 2020-01-01 00:00 is before the log: no joined examples to train on before it"),
+        ("2030-01-01", "the cut 2030-01-01 00:00 is after the log: no joined examples to evaluate on after it"),
+        (_utc(SPLIT + 25 * 86_400), "too few joined examples after the cut"),
+    ],
+)
+def test_a_cut_the_log_cannot_serve_is_refused(flow: Flow, cut: str, message: str) -> None:
+    result = flow.cli("policy", "tune", "--cut", cut, ok=False)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert _everything(flow) == (["champion"], 0, 0)
+
+
+def test_a_run_interrupted_half_way_leaves_nothing_behind(flow: Flow) -> None:
+    def interrupt(what: str, done: int, total: int) -> None:
+        if done == 3:
+            raise KeyboardInterrupt
+
+    store = open_store(str(flow.store))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tune(flow.config, store, cut=SPLIT, setups=[Setup("a"), Setup("b", {"learning_rate": 1.0})], progress=interrupt)
+        # Registration fails at its last step (the id is taken meanwhile): the entry is not there, nor half of it.
+        tuning = tune(flow.config, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
+        Registry(store.registry).register("taken", "uniform", actor="test")
+        with pytest.raises(TuningError, match="'taken' is already registered"):
+            register_best(flow.config, store, tuning, policy_id="taken")
+    finally:
+        store.close()
+    assert _everything(flow) == (["champion", "taken"], 0, 0)
+
+
+def test_the_default_grid_builds_on_the_configs_learner_and_every_setup_is_valid(flow: Flow) -> None:
+    setups = default_setups(flow.config)
+    assert 8 <= len(setups) <= 12 and setups[0] == Setup("config")
+    assert len({s.name for s in setups}) == len(setups)
+    for setup in setups:
+        setup.config(flow.config)  # VW accepts every one
+    cubic = next(s for s in setups if s.name == "cubic").overrides["interactions"]
+    assert cubic[: len(flow.config.learner.interactions)] == flow.config.learner.interactions and "uoc" in cubic
+
+
+# --- [tuning]: the worker tunes on a schedule in event time and promotes through the gate ----------------
+
+
+def _worker_config(flow: Flow, **gate: Any) -> BreinConfig:
+    data = _config_data(flow.store, **gate)
+    data["tuning"] = {"enabled": True, "every_days": 7.0, "holdout_days": 25.0, "setups": str(_setups(flow))}
+    return parse_config(data)
+
+
+def test_a_worker_round_with_tuning_on_registers_and_promotes_through_the_gate(flow: Flow) -> None:
+    store = open_store(str(flow.store))
+    try:
+        worker = Worker(_worker_config(flow), store)
+        now = store.joins.watermark()
+        assert now is not None
+        done = worker.round().tuned
+        assert done is not None and (done.outcome, done.event_time) == ("promoted", now)
+        assert done.cut == pytest.approx(now - worker.joiner.rules.close_after - 25 * DAY)
+        registry = Registry(store.registry)
+        champion = registry.champion()
+        assert champion is not None and champion.id == done.candidate and champion.id.startswith("tuned-")
+        promoted = registry.history(champion.id)[-1]
+        assert (promoted.actor, promoted.from_state, promoted.to_state) == ("brein-tuning", "candidate", "champion")
+        assert promoted.reason.startswith("tuning passed the gate: ") and "lift over champion" in promoted.reason
+        [evaluation] = registry.evaluations(champion.id)
+        assert evaluation.lift_lower > 0 and len(evaluation.report["tuning"]["tried"]) == 3
+        # Not due again until 7 days of event time have passed, also for a worker started afresh on the store.
+        assert worker.round().tuned is None and Worker(_worker_config(flow), store).tune(now + 6 * DAY) is None
+        later = Worker(_worker_config(flow), store).tune(now + 7 * DAY)
+        assert later is not None and later.outcome in ("promoted", "nothing registered", "refused")
+        runs = [json.loads(e.detail) for e in store.audit.entries("policy_tuning")]
+        assert [r["event_time"] for r in runs] == [now, now + 7 * DAY] and runs[0]["outcome"] == "promoted"
+    finally:
+        store.close()
+
+
+def test_a_candidate_the_gate_refuses_is_retired_with_the_gates_reason(flow: Flow) -> None:
+    store = open_store(str(flow.store))
+    try:
+        done = Worker(_worker_config(flow, min_lift=1000.0), store).round().tuned
+        assert done is not None and done.outcome == "refused" and done.candidate is not None
+        assert done.reason.startswith(f"the gate refused it: {done.candidate} does not beat champion with confidence")
+        registry = Registry(store.registry)
+        champion = registry.champion()
+        assert champion is not None and champion.id == "champion"
+        retired = registry.history(done.candidate)[-1]
+        assert (retired.from_state, retired.to_state, retired.reason) == ("candidate", "retired", f"tuning: {done.reason}")
+    finally:
+        store.close()
+
+
+def test_tuning_is_off_by_default_and_a_bad_setups_file_stops_the_worker_at_start(flow: Flow) -> None:
+    store = open_store(str(flow.store))
+    try:
+        assert not flow.config.tuning.enabled and Worker(flow.config, store).round().tuned is None
+        config = _worker_config(flow)
+        _setups(flow, "[[setup]]\nname = \"x\"\nfoo = 1\n")
+        with pytest.raises(TuningError, match="set-up 'x': unknown learner key 'foo'"):
+            Worker(config, store)
+    finally:
+        store.close()
+    assert _everything(flow) == (["champion"], 0, 0)
+
+
+def test_the_readmes_tuning_snippets_are_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Tuning learning set-ups from the log") :]
+    setups_snippet, tuning_snippet = re.findall(r"```toml\n(.*?)```", section, re.S)[:2]
+    (tmp_path / "setups.toml").write_text(setups_snippet)
+    [setup] = load_setups(tmp_path / "setups.toml")
+    data = example_data()
+    data["tuning"] = tomllib.loads(tuning_snippet)["tuning"]
+    config = parse_config(data)
+    assert config.tuning.enabled and config.tuning.every_days == 7 and config.tuning.setups == "setups.toml"
+    assert "--interactions uoc" in " ".join(vw_arguments(setup.config(config).learner))
