@@ -37,7 +37,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from store.errors import Conflict, StoreUnavailable
 from store.ports import CommitListener
 from store.postgres.schema import lock_key, migrate
-from store.settling import Settled, committed, failed
+from store.settling import Settled, committed, failed, next_group
 from store.threads import Supervised, ThreadFailure
 
 T = TypeVar("T")
@@ -200,20 +200,7 @@ class Engine:
         return future
 
     def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            group = [item]
-            while len(group) < MAX_GROUP:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                group.append(more)
+        while (group := next_group(self._queue, MAX_GROUP)) is not None:
             self._commit_group(group)
 
     def _begin(self, conn: Connection, group: list[_Queued]) -> None:

@@ -28,7 +28,7 @@ from sqlite_utils import Database
 
 from store.errors import Conflict, StoreUnavailable
 from store.ports import CommitListener
-from store.settling import Settled, committed, failed
+from store.settling import Settled, committed, failed, next_group
 from store.sqlite.schema import migrations
 from store.threads import Supervised, ThreadFailure
 
@@ -224,20 +224,7 @@ class Engine:
         conn = self._writer_conn
         if conn.in_transaction:  # run again after a failure (store/threads.py) that left one open
             conn.execute("ROLLBACK")
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            group = [item]
-            while len(group) < MAX_GROUP:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                group.append(more)
+        while (group := next_group(self._queue, MAX_GROUP)) is not None:
             if self._shared is None:
                 self._commit_group(conn, group)
             else:
