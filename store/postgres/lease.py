@@ -4,6 +4,7 @@ When the holder dies, however it dies, its connection closes and the server lets
 from __future__ import annotations
 
 import threading
+from contextlib import suppress
 from typing import Any
 
 import psycopg
@@ -12,6 +13,7 @@ from store.postgres.engine import CONNECT_SECONDS
 from store.postgres.schema import lock_key
 
 TAKE = f"SELECT pg_try_advisory_lock({lock_key('worker')})"
+GIVE_BACK = f"SELECT pg_advisory_unlock({lock_key('worker')})"
 
 
 class AdvisoryLease:
@@ -46,6 +48,10 @@ class AdvisoryLease:
             self._let_go()
 
     def _let_go(self) -> None:
+        """Unlock before closing: the server lets a closed session's locks go only once it notices
+        the connection closed, soon but not at once; an unlock is done when it returns."""
         if self._conn is not None:
-            self._conn.close()  # the session's advisory lock goes with it
+            with suppress(psycopg.Error):  # a broken connection: its lock is gone (or going) anyway
+                self._conn.execute(GIVE_BACK)
+            self._conn.close()
             self._conn = None
