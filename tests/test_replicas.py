@@ -137,15 +137,18 @@ def test_serve_with_two_processes_answers_on_one_port_from_both(tmp_path: Path, 
     )  # fmt: skip
     try:
         _serving(f"127.0.0.1:{port}", 60)
-        for i in range(40):  # a connection each: the kernel spreads connections over the processes
+        deadline, calls, served = time.monotonic() + 60, 0, [0.0, 0.0]
+        while min(served) == 0:  # a connection a call: the kernel spreads them over the processes bound by now
+            assert time.monotonic() < deadline, f"one process served every call: {served}"
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = pb_grpc.DecisionServiceStub(channel)
-                stub.Decide(pb.DecideRequest(request_id=f"r{i}", customer_id=f"c{i}", channel="app"), timeout=10)
-        served = [_decisions_served(metrics), _decisions_served(metrics + 1)]
-        assert sum(served) == 40 and min(served) > 0, served
+                stub.Decide(pb.DecideRequest(request_id=f"r{calls}", customer_id=f"c{calls}", channel="app"), timeout=10)
+            calls += 1
+            served = [_decisions_served(metrics), _decisions_served(metrics + 1)]
+        assert sum(served) == calls, served
         store = open_store(shared_url)
         try:
-            assert store.decisions.decision_count() == 40
+            assert store.decisions.decision_count() == calls
         finally:
             store.close()
         serving.send_signal(signal.SIGTERM)
