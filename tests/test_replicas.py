@@ -6,6 +6,7 @@ And `brein serve --workers N`: N processes on one port, refused on SQLite."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -57,11 +59,16 @@ def test_two_replicas_deciding_for_one_customer_at_once_make_one_contact_within_
     barrier = threading.Barrier(len(replicas))
     pending: list[list[Future[None]]] = [[] for _ in replicas]
     records = []
+    arrivals, ordered = itertools.count(), threading.Lock()
 
     def decide(i: int) -> None:
         barrier.wait()
         for k in range(REQUESTS):  # each a contact or nothing, until the cap leaves only nothing
-            made = replicas[i].decider.decide(request("c1", f"r{i}-{k}", at=T0 + k, candidate_actions=(SMS,)))
+            # Event times in the order the calls arrive (a cap counts what happened before a decision's
+            # time); decide() returns before its write commits, so the replicas still race to commit.
+            with ordered:
+                at = T0 + next(arrivals)
+                made = replicas[i].decider.decide(request("c1", f"r{i}-{k}", at=at, candidate_actions=(SMS,)))
             pending[i].append(made.committed)
             records.append(made)
 
@@ -76,8 +83,8 @@ def test_two_replicas_deciding_for_one_customer_at_once_make_one_contact_within_
             committed.result(timeout=30)
         except StaleHistory:  # made again MAX_TRIES times on a history the other replica kept changing
             refused += 1
-    logs = replicas[0].store.decisions.customer_logs(["c1"], T0 + REQUESTS, T0 + REQUESTS, 1.0)
-    contacts = logs["c1"].at(T0 + REQUESTS).contacts
+    end = T0 + 2 * REQUESTS
+    contacts = replicas[0].store.decisions.customer_logs(["c1"], end, end, 1.0)["c1"].at(end).contacts
     assert len(contacts) == 1 and contacts[0].channel == "sms"
     assert replicas[0].store.decisions.decision_count() == 2 * REQUESTS - refused
     assert refused < REQUESTS  # most calls are answered
@@ -107,8 +114,12 @@ def _free_ports(count: int) -> int:
 
 
 def _decisions_served(metrics_port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    """Decisions a serving process counted; 0 while its metrics are not up yet (it is still starting)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except urllib.error.URLError:
+        return 0.0
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("brein_decisions_total{"))
 
 
