@@ -35,8 +35,10 @@ serve: $(STAMP)
 	test -f serving/pb/brein/v1/brein_pb2.py || $(MAKE) proto
 	$(VENV)/bin/brein serve --config $(CONFIG)
 
+# PostgreSQL's tests must run, not skip: a PostgreSQL server at BREIN_TEST_POSTGRES_URL (default
+# postgresql://postgres@127.0.0.1:5432/test) is part of what `make test` needs.
 test: $(STAMP) proto-check
-	$(PY) -m pytest -q
+	BREIN_REQUIRE_POSTGRES=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -8,6 +8,8 @@
 
 Servers and the client run in processes of their own (the client must not share a server's GIL);
 each server binds 127.0.0.1:0 and logs to a temp SQLite file. ``--quick`` for a short run.
+``--store-url postgresql://...``: Brein's server logs to a schema of its own in that database instead,
+and its server CPU includes every PostgreSQL process's on this machine (the database's share).
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import EligibilityRules
 from bandit.sampling import decision_id_for, sample_index, uniform_draw
 from bench import load, servers
+from bench.customer_lock import scratch_schema
 from bench.workload import EVENT_TIME, eligible_customer, sized_config, telecom_config, train_model
 from store import open_store
+from store.opening import is_postgres
 from store.ports import DecisionLog
 from store.records import CustomerLog, DecisionRecord, Head
 
@@ -102,12 +106,30 @@ def _receive(conn: Connection, timeout: float, what: str) -> Any:
         raise RuntimeError(f"{what} exited (its traceback is above)") from None
 
 
+def postgres_cpu() -> float:
+    """CPU seconds every PostgreSQL server process on this machine has used (/proc): the database's
+    share of a Decide on a PostgreSQL store, counted with the server's."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone between two looks
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if name.startswith("postgres"):
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 class ServerProcess:
     def __init__(
-        self, ctx: SpawnContext, kind: str, config: dict[str, Any], store: Path, profile: Path | None, *, background: bool = False
-    ) -> None:
+        self, ctx: SpawnContext, kind: str, config: dict[str, Any], store: Path | str, profile: Path | None, *,
+        background: bool = False,
+    ) -> None:  # fmt: skip
         self.kind = kind
         self.store = store
+        self._database = is_postgres(str(store))
         self._conn, child = ctx.Pipe()
         self._process = ctx.Process(
             target=servers.serve,
@@ -123,9 +145,10 @@ class ServerProcess:
         self.address = f"127.0.0.1:{detail}"
 
     def cpu(self) -> float:
+        """CPU seconds of the server's process, and of the database's on a PostgreSQL store."""
         self._conn.send("cpu")
         seconds: float = _receive(self._conn, 10, f"the {self.kind} server")
-        return seconds
+        return seconds + (postgres_cpu() if self._database else 0.0)
 
     def stop(self) -> None:
         if self._process.is_alive():
@@ -164,7 +187,7 @@ class ClientProcess:
             self._process.join(5)
 
 
-def _count_decisions(store: Path) -> int:
+def _count_decisions(store: Path | str) -> int:
     opened = open_store(str(store))
     try:
         return opened.decisions.decision_count()
@@ -309,7 +332,11 @@ def batch(
     return figures
 
 
-def over_grpc(settings: Settings, tmp: Path, profile: Path | None, say: Callable[[str], None]) -> list[Measured]:
+def over_grpc(
+    settings: Settings, tmp: Path, profile: Path | None, say: Callable[[str], None], database: str | None = None
+) -> list[Measured]:
+    """With ``database`` (a PostgreSQL URL), Brein's server logs to a schema of its own there and its
+    server CPU includes the database's."""
     ctx = multiprocessing.get_context("spawn")
     say("training the telecom model for the servers ...")
     model = tmp / "telecom.vw"
@@ -317,7 +344,9 @@ def over_grpc(settings: Settings, tmp: Path, profile: Path | None, say: Callable
     with contextlib.ExitStack() as stack:
         started = []
         for kind in ("decide", "noop"):
-            store = tmp / f"{kind}.db"
+            store: Path | str = tmp / f"{kind}.db"
+            if database and kind == "decide":
+                store = stack.enter_context(scratch_schema(database))
             server = ServerProcess(
                 ctx, kind, telecom_config(store, model), store, profile / f"{kind}.pstats" if profile else None
             )
@@ -512,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--customers", type=int, default=FULL.customers, help="size of the customer pool (default 100,000)")
     parser.add_argument("--profile", type=Path, help="write each server's cProfile stats here (figures are then not valid)")
     parser.add_argument("--skip-grpc", action="store_true", help="only the in-process figures")
+    parser.add_argument("--store-url", help="a PostgreSQL database for Brein's server (in a schema of its own)")
     args = parser.parse_args(argv)
     settings = dataclasses.replace(QUICK if args.quick else FULL, customers=args.customers)
     command = shlex.join(["python", "-m", "bench.decide", *(sys.argv[1:] if argv is None else argv)])
@@ -528,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="brein-bench-") as tmp:
-            figures = over_grpc(settings, Path(tmp), args.profile, say) + figures
+            figures = over_grpc(settings, Path(tmp), args.profile, say, args.store_url) + figures
     say(
         f"done in {time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.2f} at end "
         "(figures are noisy on a shared 2-core machine: see bench/README.md)"

@@ -139,7 +139,7 @@ def train_model(config: BreinConfig, examples: int, seed: int, actions_per_examp
     return data
 
 
-def telecom_config(store: Path, model: Path | None) -> dict[str, Any]:
+def telecom_config(store: Path | str, model: Path | None) -> dict[str, Any]:
     """The example config with a temp store, a model file and a seed of its own."""
     data = example_data()
     data["server"] = {**data["server"], "store": str(store), "seed": 7}

@@ -100,16 +100,25 @@ main.add_command(replay)
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
+@store_option
+@click.option("--workers", "processes", default=1, show_default=True, type=int,
+              help="Serving processes on the one port (SO_REUSEPORT); more than 1 needs a PostgreSQL store.")  # fmt: skip
 @click.option("--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def serve(config_path: str, log_level: str) -> None:
+def serve(config_path: str, store_url: str | None, processes: int, log_level: str) -> None:
     """Serve gRPC (Decide, DecideBatch, ReportOutcome, Activate, Explain, health, reflection) and metrics."""
     from brain import logs
+    from serving.processes import serve_processes
     from serving.server import serve as run
 
     logs.configure(log_level)
     config = _config(config_path)
+    if store_url:
+        config = config.model_copy(update={"server": config.server.model_copy(update={"store": store_url})})
     try:
-        asyncio.run(run(config))
+        if processes == 1:
+            asyncio.run(run(config))
+        elif code := serve_processes(config, processes, log_level):
+            raise SystemExit(code)
     except (BreinError, StoreError) as error:
         raise click.ClickException(str(error)) from None
 

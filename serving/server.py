@@ -117,11 +117,19 @@ async def follow_forever(brain: Brain, metrics: Metrics, interval: float) -> Non
 
 
 async def create_server(
-    brain: Brain, metrics: Metrics, address: str, *, background: bool = False, thread_health: ThreadHealth | None = None
+    brain: Brain,
+    metrics: Metrics,
+    address: str,
+    *,
+    background: bool = False,
+    worker: bool = True,
+    reuse_port: bool = False,
+    thread_health: ThreadHealth | None = None,
 ) -> RunningServer:
     """Bind and start; ``address`` may end in ':0' to take a free port (tests bind 127.0.0.1:0).
-    With ``background``, the server follows the store every ``server.follow_seconds`` and runs the
-    worker (joiner, learner, retention) beside itself, on a store that other processes can open.
+    With ``background``, the server follows the store every ``server.follow_seconds`` and, with
+    ``worker``, runs the worker (joiner, learner, retention) beside itself, on a store that other
+    processes can open. ``reuse_port``: other processes may bind the same port (SO_REUSEPORT).
     ``thread_health``: the one the brain's store reports to; its health then follows the store's threads."""
     if background and in_memory(brain.store.url):
         raise ValueError(f"expected a store a worker process can open, got the in-memory {brain.store.url}")
@@ -131,7 +139,7 @@ async def create_server(
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ]
     )
     pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(brain, metrics), server)  # type: ignore[no-untyped-call]
@@ -149,20 +157,21 @@ async def create_server(
     metrics.serving(policy.policy_id, policy.model.version)
     tasks = []
     if background:
-        tasks += [
-            asyncio.create_task(work_beside_forever(brain, metrics, brain.config.joiner.interval_seconds)),
-            asyncio.create_task(follow_forever(brain, metrics, brain.config.server.follow_seconds)),
-        ]
+        tasks.append(asyncio.create_task(follow_forever(brain, metrics, brain.config.server.follow_seconds)))
+        if worker:
+            tasks.append(asyncio.create_task(work_beside_forever(brain, metrics, brain.config.joiner.interval_seconds)))
     return RunningServer(server, port, health_servicer, brain, metrics, tasks)
 
 
-async def serve(config: BreinConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve(config: BreinConfig, process: int = 0, processes: int = 1) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. As serving process ``process`` of
+    ``processes`` on one port (serving/processes.py): the port bound with SO_REUSEPORT, metrics on
+    the metrics port plus ``process``, and only the first runs the worker beside itself."""
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     transport(config, config.server.address)  # refuse a plaintext non-loopback address before anything starts
     host, _, port = config.server.metrics_address.rpartition(":")
-    http_server, _ = start_http_server(int(port), addr=host, registry=registry)
+    http_server, _ = start_http_server(int(port) + process if int(port) else 0, addr=host, registry=registry)
     thread_health = ThreadHealth(metrics)
     brain = open_brain(
         config,
@@ -171,7 +180,10 @@ async def serve(config: BreinConfig) -> None:
         on_unusable=metrics.unusable,
         on_thread_failure=thread_health.failed,
     )
-    running = await create_server(brain, metrics, config.server.address, background=True, thread_health=thread_health)
+    running = await create_server(
+        brain, metrics, config.server.address, background=True, worker=process == 0, reuse_port=processes > 1,
+        thread_health=thread_health,
+    )  # fmt: skip
     log.info(
         "serving on %s, metrics on %s, store %s, %d actions, policy %s model %s",
         config.server.address, config.server.metrics_address, config.server.store, len(brain.catalog),

@@ -5,7 +5,8 @@
   var/brein.db              a plain path is a SQLite file too (configs from before URLs)
   sqlite:// or sqlite:///:memory:
                             an in-memory SQLite database, gone when the store closes (unit tests)
-  postgresql://user@host/db the PostgreSQL backend (not built yet)
+  postgresql://user@host/db the PostgreSQL backend (postgres:// too): a database several serving
+                            replicas and a worker share; any libpq connection URI
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from urllib.parse import urlsplit
 
 from store.errors import UnknownStore
 from store.ports import CommitListener, Store
+from store.postgres import PostgresStore
 from store.sqlite import SQLiteStore
 from store.threads import ThreadFailure
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 MEMORY = ("sqlite://", "sqlite:///:memory:")
 
@@ -24,6 +28,10 @@ MEMORY = ("sqlite://", "sqlite:///:memory:")
 def in_memory(url: str) -> bool:
     """An in-memory database: only the store that opened it sees it (no other process can share it)."""
     return url in MEMORY
+
+
+def is_postgres(url: str) -> bool:
+    return urlsplit(url).scheme in POSTGRES_SCHEMES
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -36,8 +44,8 @@ def sqlite_path(url: str) -> Path | None:
             raise UnknownStore("expected a store URL like sqlite:///var/brein.db, got ''")
         return Path(url)
     parts = urlsplit(url)
-    if parts.scheme in ("postgresql", "postgres") or parts.scheme.startswith("postgresql+"):
-        raise UnknownStore(f"{url}: the PostgreSQL backend is not built yet; use a SQLite URL like sqlite:///var/brein.db")
+    if parts.scheme in POSTGRES_SCHEMES:
+        raise UnknownStore(f"{url}: a PostgreSQL store has no file")
     if parts.scheme != "sqlite":
         raise UnknownStore(f"{url}: expected a URL starting sqlite:// (or postgresql://), got the scheme {parts.scheme!r}")
     if parts.netloc or parts.query or parts.fragment or not parts.path.startswith("/") or len(parts.path) < 2:
@@ -58,8 +66,11 @@ def open_store(
     ``on_commit`` hears of every commit (for metrics), ``on_thread_failure`` of every failure of
     the store's background threads (store/threads.py). ``write_pause``: seconds the writer rests
     after each commit, so that another process sharing the database (the server, beside its
-    worker) gets to write in between; a backend may ignore it. ``create=False``: UnknownStore
-    rather than a new, empty store when there is none at ``url``."""
+    worker) gets to write in between; PostgreSQL ignores it. ``create=False``: UnknownStore rather
+    than a new, empty store when there is none at ``url`` (a PostgreSQL database is never created:
+    StoreUnavailable when it cannot be reached)."""
+    if is_postgres(url):
+        return PostgresStore(url, on_commit=on_commit, on_thread_failure=on_thread_failure)
     path = sqlite_path(url)
     if path is not None and not create and not path.is_file():
         raise UnknownStore(f"no store at {path}: give --store, or run the server once to create it")

@@ -4,17 +4,22 @@ file, a live server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import tomllib
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
+import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
+from psycopg import sql
 
 from bandit.config import BreinConfig, parse_config
 from brain.core import Brain
@@ -24,7 +29,7 @@ from serving.security import key_hash
 from serving.server import RunningServer, create_server
 from serving.supervision import ThreadHealth
 from store import Store, open_store
-from store.opening import sqlite_path
+from store.opening import is_postgres, sqlite_path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "telecom.toml"
@@ -64,30 +69,77 @@ def clock() -> Clock:
 
 
 # -- stores: every backend, one parameter each ------------------------------------------------------
-# A backend is one more parameter here (the PostgreSQL one: create a database, yield its URL, drop it).
 
-SHARED_BACKENDS = ["sqlite"]
+SHARED_BACKENDS = ["sqlite", "postgres"]
 """Stores that several store instances, in this process or others, can open at once."""
+POSTGRES_URL = os.environ.get("BREIN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+"""A PostgreSQL server's database to connect to; tests create (and drop) databases of their own there."""
+REQUIRE_POSTGRES = os.environ.get("BREIN_REQUIRE_POSTGRES") == "1"
+"""Set by `make test` (and so CI): no PostgreSQL is a failure, not a skip."""
 
 
 def _sqlite_file(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'brein.db'}"
 
 
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A new PostgreSQL database on POSTGRES_URL's server for this test session: its URL; dropped at
+    the end. Skips (fails with BREIN_REQUIRE_POSTGRES=1) when that server cannot be reached."""
+    name = f"brein_test_{uuid.uuid4().hex[:16]}"
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        reason = f"no PostgreSQL at {POSTGRES_URL} (set BREIN_TEST_POSTGRES_URL): {error}".strip()
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"BREIN_REQUIRE_POSTGRES=1 and {reason}")
+        pytest.skip(reason)
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{name}", query=""))
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def postgres_store_url(database: str) -> Iterator[str]:
+    """A new, empty store in ``database``: a schema of its own (the URL sets its search_path), dropped
+    afterwards. A schema costs a fifth of a database (0.15 s against 0.75 s to create, open and drop,
+    measured): Brein's locks are keyed by schema, so stores in two schemas are apart."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(database, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield f"{database}?options=-csearch_path%3D{schema}"
+    finally:  # on a connection of its own: a test may terminate the database's connections
+        with psycopg.connect(database, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
 @pytest.fixture(params=SHARED_BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of a new store that several store instances can open."""
     if request.param == "sqlite":
-        return _sqlite_file(tmp_path)
-    raise ValueError(f"expected a backend of {SHARED_BACKENDS}, got {request.param!r}")
+        yield _sqlite_file(tmp_path)
+    elif request.param == "postgres":
+        with postgres_store_url(request.getfixturevalue("postgres_database")) as url:
+            yield url
+    else:
+        raise ValueError(f"expected a backend of {SHARED_BACKENDS}, got {request.param!r}")
 
 
 @pytest.fixture(params=[*SHARED_BACKENDS, "sqlite-memory"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A new, empty store of each backend; in-memory SQLite too."""
-    opened = open_store("sqlite://" if request.param == "sqlite-memory" else _sqlite_file(tmp_path))
-    yield opened
-    opened.close()
+    with ExitStack() as stack:
+        if request.param == "postgres":
+            url = stack.enter_context(postgres_store_url(request.getfixturevalue("postgres_database")))
+        else:
+            url = "sqlite://" if request.param == "sqlite-memory" else _sqlite_file(tmp_path)
+        opened = open_store(url)
+        stack.callback(opened.close)
+        yield opened
 
 
 def sqlite_rows(store: Store, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -96,6 +148,14 @@ def sqlite_rows(store: Store, query: str, args: tuple[Any, ...] = ()) -> list[tu
     assert path is not None, "an in-memory store has no file to inspect"
     with closing(sqlite3.connect(path)) as conn:
         return conn.execute(query, args).fetchall()
+
+
+def store_rows(store: Store, query: str) -> list[tuple[Any, ...]]:
+    """A query on a store's database beside the store (SQLite or PostgreSQL; no parameters, SQL both read)."""
+    if not is_postgres(store.url):
+        return sqlite_rows(store, query)
+    with psycopg.connect(store.url) as conn:
+        return conn.execute(query).fetchall()  # type: ignore[call-overload, no-any-return]
 
 
 def sqlite_count(store: Store, table: str, where: str = "", args: tuple[Any, ...] = ()) -> int:
@@ -118,18 +178,24 @@ def worker_processes(parent: int) -> set[int]:
 
 
 @pytest.fixture
-def make_brain(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Brain]]:
-    """Brains on SQLite files of their own: ``on_commit`` goes to the store, the rest to the Brain."""
+def make_brain(request: pytest.FixtureRequest, tmp_path: Path, clock: Clock) -> Iterator[Callable[..., Brain]]:
+    """Brains on SQLite files of their own: ``on_commit`` goes to the store, the rest to the Brain.
+    With the parameter "postgres" (indirect), on PostgreSQL stores of their own."""
     stores: list[Store] = []
+    with ExitStack() as stack:
 
-    def make(config: BreinConfig, *, on_commit: Any = None, **kwargs: Any) -> Brain:
-        store = open_store(f"sqlite:///{tmp_path / f'brein-{len(stores)}.db'}", on_commit=on_commit)
-        stores.append(store)
-        return Brain(config, store, clock=clock, **kwargs)
+        def make(config: BreinConfig, *, on_commit: Any = None, **kwargs: Any) -> Brain:
+            if getattr(request, "param", "sqlite") == "postgres":
+                url = stack.enter_context(postgres_store_url(request.getfixturevalue("postgres_database")))
+            else:
+                url = f"sqlite:///{tmp_path / f'brein-{len(stores)}.db'}"
+            store = open_store(url, on_commit=on_commit)
+            stores.append(store)
+            return Brain(config, store, clock=clock, **kwargs)
 
-    yield make
-    for store in stores:
-        store.close()
+        yield make
+        for store in stores:
+            store.close()
 
 
 @pytest.fixture

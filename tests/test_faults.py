@@ -1,6 +1,7 @@
-"""Fail-safe under real store faults: a full filesystem (a size-limited tmpfs) and another process
-holding the database's write lock. Decide answers UNAVAILABLE within the caller's deadline, nothing
-half-written remains, the metrics show it, and service resumes by itself when the store recovers."""
+"""Fail-safe under real store faults: a full filesystem (a size-limited tmpfs), another process
+holding the database's write lock, and a PostgreSQL server terminating the store's connections.
+Decide answers UNAVAILABLE within the caller's deadline, nothing half-written remains, the metrics
+show it, and service resumes by itself when the store recovers."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -28,7 +31,7 @@ from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.supervision import ThreadHealth
 from store import open_store
 from store.opening import sqlite_path
-from tests.conftest import T0, Clock, LiveServer, example_data, worker_processes
+from tests.conftest import T0, Clock, LiveServer, example_data, postgres_store_url, worker_processes
 from tests.test_background import background_config, until
 from tests.test_online import simulate
 
@@ -323,3 +326,56 @@ def test_work_for_an_expired_deadline_is_not_done(live: LiveServer) -> None:
     time.sleep(0.5)
     assert live.stub.Decide(decide("in-time", "c2"), timeout=5).decision_id  # after the late one, in queue order
     assert stored(live.running.brain, ["too-late"]) == 0
+
+
+TERMINATE = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
+def test_postgresql_connections_terminated_mid_load_give_unavailable_in_time_and_service_resumes(
+    postgres_database: str, metrics: Metrics, config: BreinConfig
+) -> None:
+    """Every server connection of the database is terminated (pg_terminate_backend) twice while six
+    callers decide with a 1 s deadline: a failed call is UNAVAILABLE and answered within its
+    deadline, every acknowledged decision is stored, and calls succeed again without anyone's help."""
+    with postgres_store_url(postgres_database) as url:
+        live = LiveServer(Brain(config, open_store(url, on_commit=metrics.on_commit), clock=lambda: T0 + 60), metrics)
+        acknowledged: list[str] = []
+        failures: list[tuple[grpc.StatusCode, float]] = []
+        stop = threading.Event()
+
+        def call(caller: int) -> None:
+            i = 0
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    live.stub.Decide(decide(f"{caller}-{i}", f"c{caller}-{i % 20}"), timeout=1.0)
+                    acknowledged.append(f"{caller}-{i}")
+                except grpc.RpcError as error:
+                    failures.append((error.code(), time.monotonic() - started))
+                i += 1
+
+        callers = [threading.Thread(target=call, args=(c,)) for c in range(6)]
+        try:
+            for caller in callers:
+                caller.start()
+            with psycopg.connect(url, autocommit=True) as admin:
+                for _ in range(2):
+                    time.sleep(1.0)
+                    assert admin.execute(TERMINATE).fetchall(), "no connection of the store's to terminate"
+            time.sleep(1.0)
+            before = len(acknowledged)
+            time.sleep(1.0)
+            stop.set()
+            for caller in callers:
+                caller.join(timeout=30)
+            assert len(acknowledged) > before  # it recovered by itself
+            assert all(code == grpc.StatusCode.UNAVAILABLE and took < 1.0 for code, took in failures), failures
+            assert stored(live.running.brain, acknowledged) == len(acknowledged)
+            recovered = live.stub.Decide(decide("after", "c9"), timeout=5)
+            assert recovered.decision_id and not recovered.replayed
+        finally:
+            stop.set()
+            live.stop()
+            live.running.brain.store.close()

@@ -109,7 +109,7 @@ def test_a_customer_forgotten_during_a_run_gets_no_example(config: BreinConfig, 
     assert store.joins.pending_count() == 0
 
 
-def _populate(path: Path, customers: int, seed: int = 3) -> float:
+def _populate(path: Path | str, customers: int, seed: int = 3) -> float:
     """A log of several decisions and outcomes per customer over 90 days; returns the last event time."""
     rng = random.Random(seed)
     store = open_store(str(path))

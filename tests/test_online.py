@@ -59,6 +59,7 @@ def join_and_learn(brain: Brain) -> tuple[JoinReport, int]:
     return done.join, done.learned
 
 
+@pytest.mark.parametrize("make_brain", ["sqlite", "postgres"], indirect=True)
 def test_online_learning_stores_snapshots_served_and_resumed_after_restart(make_brain: Callable[..., Brain], clock: Clock) -> None:
     config = config_with(snapshot_every=50)
     swaps: list[str] = []

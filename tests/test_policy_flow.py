@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +45,7 @@ from serving.cli import main
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from store import open_store
-from tests.conftest import T0, example_data
+from tests.conftest import T0, example_data, postgres_store_url, store_rows
 
 DAY = 86_400.0
 DAYS = 60
@@ -62,7 +62,7 @@ def _utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _config_data(store: Path, **gate: Any) -> dict[str, Any]:
+def _config_data(store: Path | str, **gate: Any) -> dict[str, Any]:
     data = example_data()
     data["server"].update(address="127.0.0.1:0", metrics_address="127.0.0.1:0", store=str(store))
     data["joiner"] = {"interval_seconds": 0.2}
@@ -120,7 +120,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @dataclass
 class Flow:
     tmp_path: Path
-    store: Path
+    store: Path | str
+    """A SQLite file, or a PostgreSQL store's URL."""
     config_path: Path
 
     @property
@@ -152,14 +153,24 @@ class Flow:
 
 
 @pytest.fixture
-def flow(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Flow:
-    store = tmp_path / "brein.db"
-    with closing(sqlite3.connect(world)) as source, closing(sqlite3.connect(store)) as copy:
-        source.backup(copy)
+def flow(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flow]:
+    """On a copy of ``world``; with the parameter "postgres" (indirect), on a PostgreSQL store the
+    world is logged into afresh."""
     monkeypatch.setattr(policies.cli, "console", Console(width=250))  # tables on one line each, for the assertions
-    made = Flow(tmp_path, store, tmp_path / "brein.toml")
-    made.write_config()
-    return made
+    with ExitStack() as stack:
+        store: Path | str
+        if getattr(request, "param", "sqlite") == "postgres":
+            store = stack.enter_context(postgres_store_url(request.getfixturevalue("postgres_database")))
+            opened = stack.enter_context(closing(open_store(store)))
+            logged_world(Brain(parse_config(_config_data(store)), opened))
+        else:
+            store = tmp_path / "brein.db"
+            world = request.getfixturevalue("world")
+            with closing(sqlite3.connect(world)) as source, closing(sqlite3.connect(store)) as copy:
+                source.backup(copy)
+        made = Flow(tmp_path, store, tmp_path / "brein.toml")
+        made.write_config()
+        yield made
 
 
 # --- A server process and a client that never stops asking --------------------------------------
@@ -286,6 +297,7 @@ def _runs(sequence: list[str]) -> list[str]:
 # --- train -> shadow -> evaluate -> promote -> rollback, on a live server -------------------------------
 
 
+@pytest.mark.parametrize("flow", ["sqlite", "postgres"], indirect=True)
 def test_train_shadow_evaluate_promote_and_roll_back_on_a_live_server(flow: Flow, start_server: Any) -> None:
     trained = json.loads(flow.cli("policy", "train", "--id", "cand", "--until", _utc(SPLIT), "--json").output)
     assert trained["id"] == "cand" and trained["trained_on"] == 1500
@@ -361,14 +373,23 @@ def test_train_shadow_evaluate_promote_and_roll_back_on_a_live_server(flow: Flow
     assert shown["history"][3]["reason"] == "replaced by champion: rollback: complaints are up"
     assert all(h["actor"].startswith("cli:") for h in shown["history"])
 
+    # Forget a live customer through the running server: every row of theirs goes.
+    forgotten = CliRunner().invoke(main, ["forget", "--customer", "live-promote-0", "--address", f"127.0.0.1:{server.port}"])
+    assert forgotten.exit_code == 0, forgotten.output
+    with closing(open_store(str(flow.store))) as store:
+        assert store_rows(store, "SELECT COUNT(*) FROM decisions WHERE customer_id = 'live-promote-0'") == [(0,)]
+        assert store.audit.entries("forget")[-1].subject == "live-promote-0"
 
-def _wait_for_shadow_rows(store: Path, policy_id: str, timeout: float = 10.0) -> list[tuple[str, Any, list[str], list[float]]]:
+
+def _wait_for_shadow_rows(
+    store: Path | str, policy_id: str, timeout: float = 10.0
+) -> list[tuple[str, Any, list[str], list[float]]]:
     """Live decisions (not the world's) whose shadow column holds ``policy_id``'s pmf."""
     deadline = time.monotonic() + timeout
+    query = "SELECT policy_id, features, eligible, shadow FROM decisions WHERE customer_id LIKE 'live-%'"
     while time.monotonic() < deadline:
-        with closing(sqlite3.connect(store)) as conn:
-            query = "SELECT policy_id, features, eligible, shadow FROM decisions WHERE customer_id LIKE 'live-%'"
-            rows = conn.execute(query).fetchall()
+        with closing(open_store(str(store))) as opened:
+            rows = store_rows(opened, query)
         found = [(p, json.loads(f), json.loads(e), json.loads(s)[policy_id]) for p, f, e, s in rows if policy_id in json.loads(s)]
         if len(found) >= 5:
             return found

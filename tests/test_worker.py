@@ -21,7 +21,8 @@ import tomli_w
 from bandit.config import BreinConfig
 from reward.joiner import Joiner
 from store import open_store
-from tests.conftest import example_data, sqlite_rows
+from store.opening import is_postgres, sqlite_path
+from tests.conftest import example_data, store_rows
 from tests.test_joiner import _populate
 
 TAKEOVER_SECONDS = 10.0
@@ -54,11 +55,11 @@ class WorkerProcess:
         self.process.wait(timeout=10)
 
 
-def until(condition: Callable[[], bool], seconds: float, what: str) -> float:
+def until(condition: Callable[[], bool], seconds: float, what: str, every: float = 0.02) -> float:
     started = time.monotonic()
     while not condition():
         assert time.monotonic() - started < seconds, f"not within {seconds} s: {what}"
-        time.sleep(0.02)
+        time.sleep(every)
     return time.monotonic() - started
 
 
@@ -74,27 +75,31 @@ EXAMPLES = "SELECT decision_id, status, reward, cost, credit, outcomes FROM join
 
 
 def test_a_standby_takes_over_from_a_killed_worker_and_joins_what_an_uninterrupted_run_joins(
-    tmp_path: Path, config: BreinConfig, workers: list[WorkerProcess]
+    tmp_path: Path, store_url: str, config: BreinConfig, workers: list[WorkerProcess]
 ) -> None:
-    path = tmp_path / "brein.db"
-    _populate(path, customers=8_000)
+    """On SQLite the lease is a flock, on PostgreSQL a session-level advisory lock; the uninterrupted
+    run is on a SQLite copy of the same log either way (so both backends join alike, too)."""
     whole = tmp_path / "whole.db"
-    shutil.copy(path, whole)
+    _populate(whole, customers=8_000)
+    if is_postgres(store_url):
+        _populate(store_url, customers=8_000)
+    else:
+        shutil.copy(whole, sqlite_path(store_url) or "")
     reference = open_store(str(whole))
     try:
         expected = Joiner(config, reference.joins).run()  # the watermark a worker takes: the latest event time seen
         assert expected.joined > 5_000
-        want = sqlite_rows(reference, EXAMPLES)
+        want = store_rows(reference, EXAMPLES)
     finally:
         reference.close()
     data = example_data()
-    data["server"]["store"] = f"sqlite:///{path}"
+    data["server"]["store"] = store_url
     data["learner"]["online"] = False  # joining is what is compared here
     data["joiner"] = {**data["joiner"], "interval_seconds": 0.2}
     config_file = tmp_path / "brein.toml"
     config_file.write_text(tomli_w.dumps(data))
 
-    store = open_store(str(path))
+    store = open_store(store_url)
     try:
         workers.append(WorkerProcess(config_file))
         active = workers[0]
@@ -102,17 +107,17 @@ def test_a_standby_takes_over_from_a_killed_worker_and_joins_what_an_uninterrupt
         workers.append(WorkerProcess(config_file))
         standby = workers[1]
         until(lambda: standby.said("another worker holds the store's worker lease; standing by"), 30, "the second stands by")
-        until(
-            lambda: len(sqlite_rows(store, "SELECT 1 FROM joined_examples LIMIT 1")) > 0, 60, "the first worker writes examples"
-        )
+        # Through the store's own (pooled) connections: a look every few milliseconds, so that the
+        # kill falls inside the run also where a run takes under a second (PostgreSQL).
+        until(lambda: store.examples.count() > 0, 60, "the first worker writes examples", every=0.002)
         active.process.send_signal(signal.SIGKILL)
         active.process.wait(timeout=10)
-        written = len(sqlite_rows(store, "SELECT decision_id FROM joined_examples"))
+        written = len(store_rows(store, "SELECT decision_id FROM joined_examples"))
         assert 0 < written < len(want), "the worker was not killed mid-run"
         took = until(lambda: standby.said("holding the store's worker lease"), TAKEOVER_SECONDS, "the standby takes over")
-        until(lambda: store.joins.pending_count() == expected.pending and len(sqlite_rows(store, EXAMPLES)) == len(want), 120,
+        until(lambda: store.joins.pending_count() == expected.pending and len(store_rows(store, EXAMPLES)) == len(want), 120,
               "the standby joins the rest")  # fmt: skip
-        assert sqlite_rows(store, EXAMPLES) == want  # each example once, with the reward an uninterrupted run gives it
+        assert store_rows(store, EXAMPLES) == want  # each example once, with the reward an uninterrupted run gives it
         assert took < TAKEOVER_SECONDS
         assert not standby.said("join/learn round failed")
     finally:

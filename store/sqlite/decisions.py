@@ -11,23 +11,16 @@ import functools
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
-from typing import Any
 
-from store.errors import Conflict
 from store.records import DAY, ActivationRecord, Contact, CustomerLog, DecisionRecord, Head, OutcomeRecord
+from store.rows import DECISION_COLUMNS, OUTCOME_COLUMNS, SENT_COLUMNS, check_sent, decision_from_row, decision_row, outcome_row
 from store.sqlite.engine import Engine, Mergeable
-from store.sqlite.statements import from_json, insert_rows, marks, slices, to_json
+from store.sqlite.statements import insert_rows, marks, slices
 
-DECISION_COLUMNS = (
-    "decision_id, request_id, customer_id, touchpoint, event_time, received_at, action_id, offer, channel, slot, "
-    "send_at, probability, exploratory, policy_id, model_version, personalised, features, eligible, pmf, "
-    "exclusions, contact_consent, shadow, shared_line"
-)
 _INSERT_DECISIONS = f"INSERT INTO decisions ({DECISION_COLUMNS}) VALUES "
 _INSERT_QUEUED = "INSERT INTO join_queue (decision_id, event_time) VALUES "
-OUTCOME_COLUMNS = "outcome_id, customer_id, type, value, event_time, decision_id, received_at, value_sent, event_time_sent"
 _INSERT_OUTCOME = f"INSERT INTO outcomes ({OUTCOME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_SENT = "SELECT customer_id, type, value, value_sent, event_time, event_time_sent, decision_id FROM outcomes WHERE outcome_id = ?"
+_SENT = f"SELECT {SENT_COLUMNS} FROM outcomes WHERE outcome_id = ?"
 
 
 @functools.lru_cache(maxsize=64)
@@ -57,30 +50,6 @@ SELECT 3, customer_id, event_time, type, NULL, NULL FROM outcomes
     WHERE customer_id {is_wanted} AND event_time >= {first} AND event_time < {last}"""
 
 
-def decision_row(r: DecisionRecord) -> tuple[Any, ...]:
-    return (
-        r.decision_id, r.request_id, r.customer_id, r.touchpoint, r.event_time, r.received_at, r.action_id,
-        r.offer, r.channel, r.slot, r.send_at, r.probability, int(r.exploratory), r.policy_id, r.model_version,
-        int(r.personalised), to_json(r.features), to_json(r.eligible), to_json(r.pmf), to_json(r.exclusions),
-        to_json(r.contact_consent), to_json(r.shadow), r.shared_line,
-    )  # fmt: skip
-
-
-def decision_from_row(row: Sequence[Any]) -> DecisionRecord:
-    """A decision from a row of DECISION_COLUMNS, in that order."""
-    (decision_id, request_id, customer_id, touchpoint, event_time, received_at, action_id, offer, channel, slot, send_at,
-     probability, exploratory, policy_id, model_version, personalised, features, eligible, pmf, exclusions, contact_consent,
-     shadow, shared_line) = row  # fmt: skip
-    return DecisionRecord(
-        decision_id=decision_id, request_id=request_id, customer_id=customer_id, touchpoint=touchpoint, event_time=event_time,
-        received_at=received_at, action_id=action_id, offer=offer, channel=channel, slot=slot, send_at=send_at,
-        probability=probability, exploratory=bool(exploratory), policy_id=policy_id, model_version=model_version,
-        personalised=bool(personalised), features=from_json(features), eligible=tuple(from_json(eligible)),
-        pmf=tuple(from_json(pmf)), exclusions=from_json(exclusions), contact_consent=from_json(contact_consent),
-        shadow={k: tuple(v) for k, v in from_json(shadow).items()}, shared_line=shared_line,
-    )  # fmt: skip
-
-
 class DecisionWrite(Mergeable):
     """Decision rows and their join-queue entries: a write the writer merges with its neighbours."""
 
@@ -108,18 +77,14 @@ class SQLiteDecisionLog:
         return self._engine.submit(DecisionWrite(records))
 
     def submit_outcome(self, record: OutcomeRecord) -> Future[bool]:
-        row = (record.outcome_id, record.customer_id, record.type, record.value, record.event_time, record.decision_id,
-               record.received_at, int(record.value_sent), int(record.event_time_sent))  # fmt: skip
-        sent = record.sent()
+        row = outcome_row(record)
 
         def write(conn: sqlite3.Connection) -> bool:
             existing = conn.execute(_SENT, (record.outcome_id,)).fetchone()
             if existing is None:
                 conn.execute(_INSERT_OUTCOME, row)
                 return False
-            customer_id, kind, value, value_sent, event_time, event_time_sent, decision_id = existing
-            if (customer_id, kind, value if value_sent else None, event_time if event_time_sent else None, decision_id) != sent:
-                raise Conflict(f"outcome_id {record.outcome_id!r} was already recorded with different content")
+            check_sent(record, existing)
             return True
 
         return self._engine.submit(write)

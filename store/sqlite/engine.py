@@ -20,8 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, InvalidStateError
-from contextlib import suppress
+from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -29,6 +28,7 @@ from sqlite_utils import Database
 
 from store.errors import Conflict, StoreUnavailable
 from store.ports import CommitListener
+from store.settling import Settled, committed, failed, next_group
 from store.sqlite.schema import migrations
 from store.threads import Supervised, ThreadFailure
 
@@ -224,20 +224,7 @@ class Engine:
         conn = self._writer_conn
         if conn.in_transaction:  # run again after a failure (store/threads.py) that left one open
             conn.execute("ROLLBACK")
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            group = [item]
-            while len(group) < MAX_GROUP:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                group.append(more)
+        while (group := next_group(self._queue, MAX_GROUP)) is not None:
             if self._shared is None:
                 self._commit_group(conn, group)
             else:
@@ -249,7 +236,7 @@ class Engine:
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[tuple[Write[Any], Future[Any]]]) -> None:
         started = time.perf_counter()
-        results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        results: list[Settled] = []
         try:
             begin(conn)
             # Runs of neighbouring writes: mergeable writes of one class together, any other write on its own.
@@ -267,20 +254,9 @@ class Engine:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # SQLite rolls back by itself when the connection next commits or closes
-            failure = StoreUnavailable(f"the store could not commit: {error}")
-            if self._on_commit:  # counted before any caller hears of it, as a success is
-                self._on_commit(time.perf_counter() - started, len(group), False)
-            for _, future in group:
-                with suppress(InvalidStateError):  # a caller may have cancelled it meanwhile
-                    future.set_exception(failure)
+            failed([future for _, future in group], len(group), error, started, self._on_commit)
             return
-        if self._on_commit:
-            self._on_commit(time.perf_counter() - started, len(results), True)
-        for future, value, failed in results:
-            if failed is None:
-                future.set_result(value)
-            else:
-                future.set_exception(failed)
+        committed(results, started, self._on_commit)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close every connection."""

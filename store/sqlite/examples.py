@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from store.records import START, Cursor, LearningRow, LoggedExample
+from store.rows import learning_rows, logged_examples
 from store.sqlite.engine import Engine
-from store.sqlite.statements import from_json
 
-ACTION_LISTS = 1024
-"""Logged action lists remembered parsed: a list recurs for every customer left the same actions."""
 ORDERED = (
     "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
     "d.features{more} "
@@ -22,11 +19,6 @@ LEARNING = ORDERED.format(more="")
 LOGGED = ORDERED.format(more=", j.credit, d.pmf, d.shadow")
 COUNT = ("SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (?, ?, ?) "
          "AND event_time >= ? AND event_time < ?")  # fmt: skip
-
-
-@functools.lru_cache(maxsize=ACTION_LISTS)
-def _eligible(text: str) -> tuple[str, ...]:
-    return tuple(from_json(text))
 
 
 def _span(since: float | None, until: float | None) -> tuple[float, float]:
@@ -42,20 +34,10 @@ class SQLiteJoinedExamples:
             return conn.execute(query, (*after, *_span(since, until), limit)).fetchall()
 
     def learning(self, after: Cursor, limit: int) -> list[LearningRow]:
-        return [
-            LearningRow(run, time, decision_id, reward, _eligible(eligible), action_id, probability, line,
-                        None if line else from_json(features))
-            for run, time, decision_id, reward, eligible, action_id, probability, line, features
-            in self._fetch(LEARNING, after, limit, None, None)
-        ]  # fmt: skip
+        return learning_rows(self._fetch(LEARNING, after, limit, None, None))
 
     def logged(self, after: Cursor, limit: int, *, since: float | None = None, until: float | None = None) -> list[LoggedExample]:
-        return [
-            LoggedExample(run, time, decision_id, reward, _eligible(eligible), action_id, probability, line, from_json(features),
-                          from_json(credit), tuple(from_json(pmf)), {k: tuple(v) for k, v in from_json(shadow).items()})
-            for run, time, decision_id, reward, eligible, action_id, probability, line, features, credit, pmf, shadow
-            in self._fetch(LOGGED, after, limit, since, until)
-        ]  # fmt: skip
+        return logged_examples(self._fetch(LOGGED, after, limit, since, until))
 
     def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None) -> int:
         with self._engine.reading() as conn:

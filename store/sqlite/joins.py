@@ -19,16 +19,15 @@ from itertools import chain, groupby
 from operator import itemgetter
 
 from store.records import ClosedDecision, CustomerFacts, JoinedExample, JoinRun, LateOutcome, OtherDecision, OutcomeFacts
+from store.rows import RUN_COLUMNS, example_rows, to_json
 from store.sqlite.engine import Engine
-from store.sqlite.statements import marks, to_json
+from store.sqlite.statements import marks
 
 WRITE_CACHE_KIB = 256 * 1024
 """The writer's page cache during a write of examples."""
 ROWS_PER_STATEMENT = 2000
 """Examples one INSERT takes: 20,000 values bound, under SQLite's limit of 32,766."""
 FACT_COLUMNS = "d.decision_id, d.event_time, d.offer, d.channel, d.action_id"
-NOTHING_CREDIT, NO_OUTCOMES = "{}", "[]"
-RUN_COLUMNS = "run, watermark, cutoff, horizon, joined, unactivated, late_outcomes, late_checked, finished_at"
 
 
 @functools.lru_cache(maxsize=16)
@@ -119,12 +118,7 @@ class SQLiteJoinState:
         """In statements of many rows (the writer thread then needs the GIL once a statement, not
         once a row, while the joiner's own thread keeps it busy crediting the next rows), in
         decision id order (each index page keyed by decision id is then visited once, not once a row)."""
-        rows = sorted(
-            [(decision_id, customer_id, event_time, run, status, reward, cost,
-              to_json(credit) if outcomes else NOTHING_CREDIT, to_json(outcomes) if outcomes else NO_OUTCOMES, horizon)
-             for decision_id, customer_id, event_time, run, status, reward, cost, credit, outcomes, horizon in examples],
-            key=itemgetter(0),
-        )  # fmt: skip
+        rows = example_rows(examples)
 
         def write(conn: sqlite3.Connection) -> None:
             cache_size = conn.execute("PRAGMA cache_size").fetchone()[0]

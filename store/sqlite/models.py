@@ -6,20 +6,12 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Any
 
 from store.records import ModelSnapshot
+from store.rows import MODEL_COLUMNS, snapshot_from_row, snapshot_row
 from store.sqlite.engine import Engine
-from store.sqlite.statements import from_json, to_json
 
-COLUMNS = "version, args, data, policy_id, learned"
 NEWEST_FIRST = "ORDER BY created_at DESC, rowid DESC"
-
-
-def _snapshot(row: tuple[Any, ...]) -> ModelSnapshot:
-    version, args, data, policy_id, learned = row
-    position = None if learned is None else tuple(from_json(learned))
-    return ModelSnapshot(version, from_json(args), bytes(data), policy_id, position)
 
 
 class SQLiteModelSnapshots:
@@ -27,18 +19,17 @@ class SQLiteModelSnapshots:
         self._engine = engine
 
     def save(self, snapshot: ModelSnapshot) -> Future[None]:
-        learned = None if snapshot.learned is None else to_json(snapshot.learned)
-        row = (snapshot.version, to_json(snapshot.args), snapshot.data, snapshot.policy_id, learned, time.time())
+        row = (*snapshot_row(snapshot), time.time())
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT OR IGNORE INTO models ({COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?)", row)
+            conn.execute(f"INSERT OR IGNORE INTO models ({MODEL_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?)", row)
 
         return self._engine.submit(write)
 
     def get(self, version: str) -> ModelSnapshot | None:
         with self._engine.reading() as conn:
-            row = conn.execute(f"SELECT {COLUMNS} FROM models WHERE version = ?", (version,)).fetchone()
-        return None if row is None else _snapshot(row)
+            row = conn.execute(f"SELECT {MODEL_COLUMNS} FROM models WHERE version = ?", (version,)).fetchone()
+        return None if row is None else snapshot_from_row(row)
 
     def newest_version(self, policy_id: str) -> str | None:
         with self._engine.reading() as conn:

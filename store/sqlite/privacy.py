@@ -6,10 +6,10 @@ import sqlite3
 from concurrent.futures import Future
 
 from store.records import AuditEntry, DeletedDecisions, ForgetReport
+from store.rows import AUDIT_COLUMNS
 from store.sqlite.engine import Engine
 from store.sqlite.registry import append_audit
 
-AUDIT_COLUMNS = "at, actor, action, subject, detail"
 CUSTOMER_DECISIONS = "SELECT decision_id FROM decisions WHERE customer_id = ?"
 
 

@@ -1,11 +1,7 @@
-"""The policy registry's rows on SQLite (store.ports.RegistryStorage): compare-and-set writes.
-
-An evaluation's report is stored with the standard JSON encoder: it writes a NaN or an infinity
-(an interval without a bound) as such, where orjson would write null."""
+"""The policy registry's rows on SQLite (store.ports.RegistryStorage): compare-and-set writes."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -13,26 +9,26 @@ from typing import Any
 
 from store.errors import Conflict
 from store.records import AuditEntry, EvaluationRecord, PolicyEntry, PolicyEvent, State
+from store.rows import (
+    AUDIT_COLUMNS,
+    EVALUATION_COLUMNS,
+    EVENT_COLUMNS,
+    POLICY_COLUMNS,
+    evaluation_from_row,
+    evaluation_row,
+    policy_from_row,
+    policy_row,
+)
 from store.sqlite.engine import Engine
-from store.sqlite.statements import from_json, to_json
-
-POLICY_COLUMNS = "id, kind, artifact, artifact_hash, args, features, parent, created, state, note"
-EVALUATION_COLUMNS = "policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report"
-
-
-def _entry(row: tuple[Any, ...]) -> PolicyEntry:
-    policy_id, kind, artifact, artifact_hash, args, features, parent, created, state, note = row
-    return PolicyEntry(policy_id, kind, None if artifact is None else bytes(artifact), artifact_hash, from_json(args),
-                       from_json(features), parent, created, state, note)  # fmt: skip
 
 
 def append_audit(conn: sqlite3.Connection, entries: Sequence[AuditEntry]) -> None:
-    conn.executemany("INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+    conn.executemany(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
                      [(e.at, e.actor, e.action, e.subject, e.detail) for e in entries])  # fmt: skip
 
 
 def _append(conn: sqlite3.Connection, events: Sequence[PolicyEvent], audit: Sequence[AuditEntry]) -> None:
-    conn.executemany("INSERT INTO policy_events (policy_id, at, actor, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?, ?)",
+    conn.executemany(f"INSERT INTO policy_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                      [(e.policy_id, e.at, e.actor, e.from_state, e.to_state, e.reason) for e in events])  # fmt: skip
     append_audit(conn, audit)
 
@@ -44,7 +40,7 @@ class SQLiteRegistryStorage:
     def _entries(self, where: str = "", args: tuple[Any, ...] = ()) -> list[PolicyEntry]:
         with self._engine.reading() as conn:
             rows = conn.execute(f"SELECT {POLICY_COLUMNS} FROM policies {where} ORDER BY created, id", args).fetchall()
-        return [_entry(row) for row in rows]
+        return [policy_from_row(row) for row in rows]
 
     def policy(self, policy_id: str) -> PolicyEntry | None:
         return next(iter(self._entries("WHERE id = ?", (policy_id,))), None)
@@ -58,25 +54,17 @@ class SQLiteRegistryStorage:
     def events(self, policy_id: str | None = None) -> list[PolicyEvent]:
         where, args = ("WHERE policy_id = ?", (policy_id,)) if policy_id is not None else ("", ())
         with self._engine.reading() as conn:
-            rows = conn.execute(
-                f"SELECT policy_id, at, actor, from_state, to_state, reason FROM policy_events {where} ORDER BY id", args
-            )
+            rows = conn.execute(f"SELECT {EVENT_COLUMNS} FROM policy_events {where} ORDER BY id", args)
             return [PolicyEvent(*row) for row in rows]
 
     def evaluations(self, policy_id: str) -> list[EvaluationRecord]:
         with self._engine.reading() as conn:
             rows = conn.execute(f"SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE policy_id = ? ORDER BY at DESC, id DESC",
                                 (policy_id,)).fetchall()  # fmt: skip
-        return [
-            EvaluationRecord(
-                policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, json.loads(report)
-            )
-            for policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report in rows
-        ]
+        return [evaluation_from_row(row) for row in rows]
 
     def register(self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry]) -> Future[None]:
-        row = (entry.id, entry.kind, entry.artifact, entry.artifact_hash, to_json(entry.args), to_json(entry.features),
-               entry.parent, entry.created, entry.state, entry.note)  # fmt: skip
+        row = policy_row(entry)
 
         def write(conn: sqlite3.Connection) -> None:
             # The primary key refuses a taken id, the one_champion index a second champion: Conflict.
@@ -101,8 +89,7 @@ class SQLiteRegistryStorage:
         return self._engine.submit(write)
 
     def record_evaluation(self, record: EvaluationRecord) -> Future[None]:
-        row = (record.policy_id, record.against, record.at, record.since, record.until, record.decisions, record.estimator,
-               record.lift, record.lift_lower, record.lift_upper, record.ess, json.dumps(record.report))  # fmt: skip
+        row = evaluation_row(record)
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(f"INSERT INTO evaluations ({EVALUATION_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)

@@ -1,4 +1,4 @@
-"""Helpers the SQLite backend's modules share: JSON columns, multi-row INSERTs, bounded IN lists."""
+"""Helpers the SQLite backend's modules share: multi-row INSERTs, bounded IN lists."""
 
 from __future__ import annotations
 
@@ -8,21 +8,10 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
 
-import orjson
-
 ROWS_PER_STATEMENT = (256, 64, 16, 4, 1)
 """Rows one INSERT takes, largest first: few distinct statements to prepare, few executions."""
 MAX_IDS = 500
 """Ids bound in one statement (SQLite allows 32766 variables)."""
-
-
-def to_json(value: Any) -> str:
-    # orjson: the decision row's JSON columns cost a tenth of the standard encoder's time, and
-    # Decide encodes six per decision. Compact, like the standard encoder with separators (",", ":").
-    return orjson.dumps(value).decode()
-
-
-from_json = orjson.loads
 
 
 def insert_rows(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[Any, ...]]) -> None:

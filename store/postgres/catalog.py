@@ -1,0 +1,151 @@
+"""Model snapshots, the policy registry's rows and the audit trail on PostgreSQL
+(store.ports.ModelSnapshots, RegistryStorage, AuditTrail): compare-and-set registry writes, each
+appending its events and audit entries in its own transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from store.errors import Conflict
+from store.postgres.engine import Connection, Engine
+from store.records import AuditEntry, EvaluationRecord, ModelSnapshot, PolicyEntry, PolicyEvent, State
+from store.rows import (
+    AUDIT_COLUMNS,
+    EVALUATION_COLUMNS,
+    EVENT_COLUMNS,
+    MODEL_COLUMNS,
+    POLICY_COLUMNS,
+    evaluation_from_row,
+    evaluation_row,
+    policy_from_row,
+    policy_row,
+    snapshot_from_row,
+    snapshot_row,
+)
+
+NEWEST_FIRST = "ORDER BY created_at DESC, seq DESC"
+MOVE = "UPDATE policies SET state = %s WHERE id = %s AND state = %s"
+
+
+def _marks(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
+def append_audit(conn: Connection, entries: Sequence[AuditEntry]) -> None:
+    with conn.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES ({_marks(5)})",
+                           [(e.at, e.actor, e.action, e.subject, e.detail) for e in entries])  # fmt: skip
+
+
+class PostgresModelSnapshots:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def save(self, snapshot: ModelSnapshot) -> Future[None]:
+        row = (*snapshot_row(snapshot), time.time())
+
+        def write(conn: Connection) -> None:
+            conn.execute(f"INSERT INTO models ({MODEL_COLUMNS}, created_at) VALUES ({_marks(6)}) ON CONFLICT DO NOTHING", row)
+
+        return self._engine.submit(write)
+
+    def get(self, version: str) -> ModelSnapshot | None:
+        rows = self._engine.rows(f"SELECT {MODEL_COLUMNS} FROM models WHERE version = %s", (version,))
+        return snapshot_from_row(rows[0]) if rows else None
+
+    def newest_version(self, policy_id: str) -> str | None:
+        rows = self._engine.rows(f"SELECT version FROM models WHERE policy_id = %s {NEWEST_FIRST} LIMIT 1", (policy_id,))
+        return str(rows[0][0]) if rows else None
+
+    def newest_first(self, policy_id: str) -> Iterator[ModelSnapshot]:
+        """One snapshot read at a time: the versions first, then each model when it is asked for."""
+        versions = self._engine.rows(f"SELECT version FROM models WHERE policy_id = %s {NEWEST_FIRST}", (policy_id,))
+        for (version,) in versions:
+            snapshot = self.get(version)
+            if snapshot is not None:  # gone meanwhile: passed over
+                yield snapshot
+
+
+class PostgresRegistryStorage:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _entries(self, where: str = "", args: tuple[Any, ...] = ()) -> list[PolicyEntry]:
+        rows = self._engine.rows(f"SELECT {POLICY_COLUMNS} FROM policies {where} ORDER BY created, id", args)
+        return [policy_from_row(row) for row in rows]
+
+    def policy(self, policy_id: str) -> PolicyEntry | None:
+        return next(iter(self._entries("WHERE id = %s", (policy_id,))), None)
+
+    def policies(self, state: State | None = None) -> list[PolicyEntry]:
+        return self._entries() if state is None else self._entries("WHERE state = %s", (state,))
+
+    def champion(self) -> PolicyEntry | None:
+        return next(iter(self._entries("WHERE state = 'champion'")), None)
+
+    def events(self, policy_id: str | None = None) -> list[PolicyEvent]:
+        where, args = ("WHERE policy_id = %s", (policy_id,)) if policy_id is not None else ("", ())
+        rows = self._engine.rows(f"SELECT {EVENT_COLUMNS} FROM policy_events {where} ORDER BY id", args)
+        return [PolicyEvent(*row) for row in rows]
+
+    def evaluations(self, policy_id: str) -> list[EvaluationRecord]:
+        rows = self._engine.rows(
+            f"SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE policy_id = %s ORDER BY at DESC, id DESC", (policy_id,)
+        )
+        return [evaluation_from_row(row) for row in rows]
+
+    def register(self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry]) -> Future[None]:
+        row = policy_row(entry)
+
+        def write(conn: Connection) -> None:
+            # The primary key refuses a taken id, the one_champion index a second champion: Conflict.
+            conn.execute(f"INSERT INTO policies ({POLICY_COLUMNS}) VALUES ({_marks(len(row))})", row)
+            _append(conn, [event], audit)
+
+        return self._engine.submit(write)
+
+    def transition(self, events: Sequence[PolicyEvent], audit: Sequence[AuditEntry]) -> Future[None]:
+        changes = [(e.to_state, e.policy_id, e.from_state) for e in events]
+
+        def write(conn: Connection) -> None:
+            # Retirements first: the one_champion index checks each statement, not the transaction.
+            for to_state, policy_id, from_state in sorted(changes, key=lambda change: change[0] == "champion"):
+                moved = conn.execute(MOVE, (to_state, policy_id, from_state))
+                if moved.rowcount != 1:
+                    raise Conflict(f"policy {policy_id!r} is not {from_state} (any more)")
+            _append(conn, events, audit)
+
+        return self._engine.submit(write)
+
+    def record_evaluation(self, record: EvaluationRecord) -> Future[None]:
+        row = evaluation_row(record)
+
+        def write(conn: Connection) -> None:
+            conn.execute(f"INSERT INTO evaluations ({EVALUATION_COLUMNS}) VALUES ({_marks(len(row))})", row)
+
+        return self._engine.submit(write)
+
+
+def _append(conn: Connection, events: Sequence[PolicyEvent], audit: Sequence[AuditEntry]) -> None:
+    with conn.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO policy_events ({EVENT_COLUMNS}) VALUES ({_marks(6)})",
+                           [(e.policy_id, e.at, e.actor, e.from_state, e.to_state, e.reason) for e in events])  # fmt: skip
+    append_audit(conn, audit)
+
+
+class PostgresAuditTrail:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def record(self, entry: AuditEntry) -> Future[None]:
+        def write(conn: Connection) -> None:
+            append_audit(conn, [entry])
+
+        return self._engine.submit(write)
+
+    def entries(self, action: str | None = None) -> list[AuditEntry]:
+        where, args = ("WHERE action = %s", (action,)) if action is not None else ("", ())
+        return [AuditEntry(*row) for row in self._engine.rows(f"SELECT {AUDIT_COLUMNS} FROM audit {where} ORDER BY id", args)]

@@ -1,0 +1,185 @@
+"""The joiner's state on PostgreSQL (store.ports.JoinState) and its joined examples in learning
+order (store.ports.JoinedExamples).
+
+A closed decision's key is its ``seq``, so that its customer's other decisions are read with the
+closed ones left out by number. A write of examples takes its decisions out of the join queue
+(``DELETE ... RETURNING``) and COPYs in the examples of those it took, in one transaction: a
+decision forgotten meanwhile, or joined by an earlier write, gets none.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from itertools import chain, groupby
+from operator import itemgetter
+from typing import Any
+
+from store.postgres.engine import Connection, Engine
+from store.records import (
+    START,
+    ClosedDecision,
+    Cursor,
+    CustomerFacts,
+    JoinedExample,
+    JoinRun,
+    LateOutcome,
+    LearningRow,
+    LoggedExample,
+    OtherDecision,
+    OutcomeFacts,
+)
+from store.rows import EXAMPLE_COLUMNS, RUN_COLUMNS, example_rows, learning_rows, logged_examples
+
+ROWS_PER_STATEMENT = 5000
+"""Decisions one DELETE of the join queue takes."""
+DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%s) RETURNING decision_id"
+FACT_COLUMNS = "d.decision_id, d.event_time, d.offer, d.channel, d.action_id"
+ORDERED = (
+    "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
+    "d.features{more} "
+    "FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
+    "WHERE j.status = 'joined' AND (j.run, j.event_time, j.decision_id) > (%s, %s, %s) "
+    "AND j.event_time >= %s AND j.event_time < %s "
+    "ORDER BY j.run, j.event_time, j.decision_id LIMIT %s"
+)
+LEARNING = ORDERED.format(more="")
+LOGGED = ORDERED.format(more=", j.credit, d.pmf, d.shadow")
+COUNT = ("SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (%s, %s, %s) "
+         "AND event_time >= %s AND event_time < %s")  # fmt: skip
+
+
+class PostgresJoinState:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def watermark(self) -> float | None:
+        found = self._engine.value(
+            "SELECT GREATEST((SELECT MAX(event_time) FROM decisions), (SELECT MAX(event_time) FROM outcomes))"
+        )
+        return None if found is None else float(found)
+
+    def outcome_horizon(self) -> int:
+        """The newest outcome's seq: outcomes take their seqs under one lock, in commit order, so
+        every seq up to the newest one seen is committed."""
+        return int(self._engine.value("SELECT COALESCE(MAX(seq), 0) FROM outcomes"))
+
+    def closed_decisions(self, cutoff: float) -> list[ClosedDecision]:
+        rows = self._engine.rows(
+            f"SELECT d.customer_id, d.seq, {FACT_COLUMNS} FROM join_queue q JOIN decisions d ON d.decision_id = q.decision_id "
+            "WHERE q.event_time <= %s ORDER BY d.customer_id, d.event_time, d.decision_id",
+            (cutoff,),
+        )
+        intern = sys.intern
+        return [(intern(c), seq, d, t, intern(o), intern(ch), intern(a)) for c, seq, d, t, o, ch, a in rows]
+
+    def customer_facts(self, closing: Mapping[str, Sequence[ClosedDecision]], watermark: float, horizon: int) -> CustomerFacts:
+        customers = list(closing)
+        closed = [decision for mine in closing.values() for decision in mine]
+
+        def read(conn: Connection) -> tuple[list[Any], list[Any], list[Any]]:
+            activated = conn.execute(
+                "SELECT decision_id, event_time FROM activations WHERE decision_id = ANY(%s)", ([d[2] for d in closed],)
+            ).fetchall()
+            others = conn.execute(
+                f"SELECT d.customer_id, {FACT_COLUMNS}, a.event_time FROM decisions d "
+                "LEFT JOIN activations a ON a.decision_id = d.decision_id "
+                "WHERE d.customer_id = ANY(%s) AND d.event_time <= %s AND d.seq <> ALL(%s)",
+                (customers, watermark, [d[1] for d in closed]),
+            ).fetchall()
+            outcomes = conn.execute(
+                "SELECT customer_id, outcome_id, type, value, event_time, decision_id FROM outcomes "
+                "WHERE customer_id = ANY(%s) AND seq <= %s ORDER BY customer_id, event_time, outcome_id",
+                (customers, horizon),
+            ).fetchall()
+            return activated, others, outcomes
+
+        activated, other_rows, outcome_rows = self._engine.read(read)
+        others: dict[str, list[OtherDecision]] = {}
+        for row in other_rows:
+            others.setdefault(row[0], []).append(row[1:])
+        outcomes = {customer: [OutcomeFacts(*r[1:]) for r in mine] for customer, mine in groupby(outcome_rows, key=itemgetter(0))}
+        return CustomerFacts(dict(activated), others, outcomes)
+
+    def start_run(self, watermark: float, cutoff: float, horizon: int) -> Future[int]:
+        started = time.time()
+
+        def write(conn: Connection) -> int:
+            # Runs killed before they finished may have examples and no row: numbered after both.
+            last = conn.execute("SELECT GREATEST((SELECT MAX(run) FROM joined_examples), (SELECT MAX(run) FROM join_runs))")
+            run = int((last.fetchone() or (None,))[0] or 0) + 1
+            conn.execute("INSERT INTO join_runs (run, watermark, cutoff, horizon, started_at) VALUES (%s, %s, %s, %s, %s)",
+                         (run, watermark, cutoff, horizon, started))  # fmt: skip
+            return run
+
+        return self._engine.submit(write)
+
+    def write_examples(self, examples: Sequence[JoinedExample]) -> Future[None]:
+        rows = example_rows(examples)
+
+        def write(conn: Connection) -> None:
+            with conn.cursor() as cursor:
+                for start in range(0, len(rows), ROWS_PER_STATEMENT):
+                    part = rows[start : start + ROWS_PER_STATEMENT]
+                    cursor.execute(DEQUEUE, ([r[0] for r in part],))
+                    queued = {decision_id for (decision_id,) in cursor.fetchall()}
+                    with cursor.copy(f"COPY joined_examples ({EXAMPLE_COLUMNS}) FROM STDIN") as copy:
+                        for row in part:
+                            if row[0] in queued:
+                                copy.write_row(row)
+
+        return self._engine.submit(write)
+
+    def late_checked(self) -> int:
+        return int(self._engine.value("SELECT COALESCE(MAX(late_checked), 0) FROM join_runs"))
+
+    def late_outcomes(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateOutcome]:
+        if not windows:
+            return []
+        cases = " ".join("WHEN %s THEN %s::double precision" for _ in windows)
+        query = (
+            "SELECT o.outcome_id, d.decision_id FROM outcomes o "
+            "JOIN decisions d ON d.customer_id = o.customer_id AND d.event_time < o.event_time "
+            f"AND d.event_time >= o.event_time - (CASE o.type {cases} ELSE 0 END) "
+            "JOIN joined_examples j ON j.decision_id = d.decision_id AND j.horizon < o.seq "
+            "WHERE o.seq > %s AND o.seq <= %s"
+        )
+        return [(o, d) for o, d in self._engine.rows(query, (*chain.from_iterable(windows.items()), after, horizon))]
+
+    def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:
+        marked = [(outcome_id, decision_id, run.run) for outcome_id, decision_id in late]
+        counts = (time.time(), run.joined, run.unactivated, run.late_outcomes, run.late_checked, run.run)
+
+        def write(conn: Connection) -> None:
+            with conn.cursor() as cursor:
+                cursor.executemany("INSERT INTO late_outcomes VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", marked)
+            conn.execute("UPDATE join_runs SET finished_at = %s, joined = %s, unactivated = %s, late_outcomes = %s, "
+                         "late_checked = %s WHERE run = %s", counts)  # fmt: skip
+
+        return self._engine.submit(write)
+
+    def pending_count(self) -> int:
+        return int(self._engine.value("SELECT COUNT(*) FROM join_queue"))
+
+    def runs(self) -> list[JoinRun]:
+        return [JoinRun(*row) for row in self._engine.rows(f"SELECT {RUN_COLUMNS} FROM join_runs ORDER BY run")]
+
+
+def _span(since: float | None, until: float | None) -> tuple[float, float]:
+    return (float("-inf") if since is None else since, float("inf") if until is None else until)
+
+
+class PostgresJoinedExamples:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def learning(self, after: Cursor, limit: int) -> list[LearningRow]:
+        return learning_rows(self._engine.rows(LEARNING, (*after, *_span(None, None), limit)))
+
+    def logged(self, after: Cursor, limit: int, *, since: float | None = None, until: float | None = None) -> list[LoggedExample]:
+        return logged_examples(self._engine.rows(LOGGED, (*after, *_span(since, until), limit)))
+
+    def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None) -> int:
+        return int(self._engine.value(COUNT, (*after, *_span(since, until))))

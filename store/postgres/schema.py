@@ -1,0 +1,178 @@
+"""The PostgreSQL store's one migration history: a versioned list of steps, applied when a store
+opens, in one transaction holding an advisory lock (processes opening a store together apply it
+once, in turn), each step recorded in ``brein_migrations``.
+
+Minimal on purpose: the well-kept libraries (Alembic, yoyo-migrations) bring SQLAlchemy or a
+handful of dependencies and a lock table of their own, for what here is a list of statements.
+
+Identifiers are ``COLLATE "C"``: text sorts by code point, as Python's strings do, so learning
+order and cursors ((run, event time, decision id)) are the same on every backend and machine.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+
+def lock_key(name: str) -> str:
+    """The SQL of an advisory lock's key: ``name`` in this store's schema (current_schema(), as
+    the URL's search_path sets it), so that stores in two schemas of one database are apart."""
+    return f"hashtextextended('brein.{name}.' || COALESCE(current_schema(), ''), 0)"
+
+
+ID = 'text COLLATE "C" NOT NULL'
+TIME = "double precision NOT NULL"
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("m001_store", [
+        f"""CREATE TABLE decisions (
+            seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+            decision_id {ID} PRIMARY KEY,
+            request_id {ID} UNIQUE,
+            customer_id {ID},
+            touchpoint text NOT NULL,
+            event_time {TIME},
+            received_at {TIME},
+            action_id text NOT NULL,
+            offer text NOT NULL,
+            channel text NOT NULL,
+            slot text NOT NULL,
+            send_at double precision,
+            probability {TIME},
+            exploratory integer NOT NULL,
+            policy_id text NOT NULL,
+            model_version text NOT NULL,
+            personalised integer NOT NULL,
+            features text NOT NULL,
+            eligible text NOT NULL,
+            pmf text NOT NULL,
+            exclusions text NOT NULL,
+            contact_consent text NOT NULL,
+            shadow text NOT NULL,
+            shared_line text NOT NULL
+        )""",
+        "CREATE INDEX decisions_customer_time ON decisions (customer_id, event_time)",
+        "CREATE INDEX decisions_event_time ON decisions (event_time)",
+        # Each customer's head (DecisionLog.submit_decisions): bumped by every write of its decisions;
+        # ``writer`` the store instance that wrote last, ``since`` the head its run of writes began at.
+        f"CREATE TABLE customer_heads (customer_id {ID} PRIMARY KEY, head bigint NOT NULL, writer text NOT NULL, "
+        "since bigint NOT NULL)",
+        f"CREATE TABLE join_queue (decision_id {ID} PRIMARY KEY, event_time {TIME})",
+        "CREATE INDEX join_queue_event_time ON join_queue (event_time)",
+        f"""CREATE TABLE outcomes (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            outcome_id {ID} UNIQUE,
+            customer_id {ID},
+            type text NOT NULL,
+            value {TIME},
+            event_time {TIME},
+            decision_id {ID},
+            received_at {TIME},
+            value_sent integer NOT NULL,
+            event_time_sent integer NOT NULL
+        )""",
+        "CREATE INDEX outcomes_customer_time ON outcomes (customer_id, event_time)",
+        f"CREATE TABLE activations (decision_id {ID} PRIMARY KEY, event_time {TIME}, received_at {TIME})",
+        f"""CREATE TABLE joined_examples (
+            decision_id {ID} PRIMARY KEY,
+            customer_id {ID},
+            event_time {TIME},
+            run bigint NOT NULL,
+            status text NOT NULL,
+            reward {TIME},
+            cost {TIME},
+            credit text NOT NULL,
+            outcomes text NOT NULL,
+            horizon bigint NOT NULL
+        )""",
+        "CREATE INDEX joined_examples_order ON joined_examples (run, event_time, decision_id)",
+        f"CREATE TABLE late_outcomes (outcome_id {ID}, decision_id {ID}, run bigint NOT NULL, "
+        "PRIMARY KEY (outcome_id, decision_id))",
+        "CREATE INDEX late_outcomes_decision ON late_outcomes (decision_id)",
+        f"""CREATE TABLE join_runs (
+            run bigint PRIMARY KEY,
+            watermark {TIME},
+            cutoff {TIME},
+            horizon bigint NOT NULL,
+            started_at {TIME},
+            finished_at double precision,
+            joined bigint NOT NULL DEFAULT 0,
+            unactivated bigint NOT NULL DEFAULT 0,
+            late_outcomes bigint NOT NULL DEFAULT 0,
+            late_checked bigint
+        )""",
+        f"""CREATE TABLE models (
+            seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+            version {ID} PRIMARY KEY,
+            args text NOT NULL,
+            data bytea NOT NULL,
+            policy_id {ID},
+            learned text,
+            created_at {TIME}
+        )""",
+        "CREATE INDEX models_policy ON models (policy_id, created_at)",
+        f"""CREATE TABLE policies (
+            id {ID} PRIMARY KEY,
+            kind text NOT NULL,
+            artifact bytea,
+            artifact_hash text NOT NULL,
+            args text NOT NULL,
+            features text NOT NULL,
+            parent text NOT NULL,
+            created {TIME},
+            state text NOT NULL,
+            note text NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX one_champion ON policies (state) WHERE state = 'champion'",
+        f"""CREATE TABLE policy_events (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            policy_id {ID},
+            at {TIME},
+            actor text NOT NULL,
+            from_state text NOT NULL,
+            to_state text NOT NULL,
+            reason text NOT NULL
+        )""",
+        f"""CREATE TABLE evaluations (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            policy_id {ID},
+            against text NOT NULL,
+            at {TIME},
+            since {TIME},
+            until {TIME},
+            decisions bigint NOT NULL,
+            estimator text NOT NULL,
+            lift {TIME},
+            lift_lower {TIME},
+            lift_upper {TIME},
+            ess {TIME},
+            report text NOT NULL
+        )""",
+        "CREATE INDEX evaluations_policy ON evaluations (policy_id, at)",
+        f"""CREATE TABLE audit (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at {TIME},
+            actor text NOT NULL,
+            action text NOT NULL,
+            subject text NOT NULL,
+            detail text NOT NULL
+        )""",
+    ]),
+]  # fmt: skip
+
+
+def migrate(conn: psycopg.Connection[Any]) -> None:
+    """Apply the steps not applied yet, in one transaction under the migration lock."""
+    with conn.transaction():
+        conn.execute(f"SELECT pg_advisory_xact_lock({lock_key('migrations')})")
+        conn.execute("CREATE TABLE IF NOT EXISTS brein_migrations (name text PRIMARY KEY, applied_at double precision NOT NULL)")
+        applied = {name for (name,) in conn.execute("SELECT name FROM brein_migrations")}
+        for name, statements in MIGRATIONS:
+            if name in applied:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO brein_migrations VALUES (%s, %s)", (name, time.time()))

@@ -1,0 +1,61 @@
+"""What every backend's writer thread does alike around a group commit: taking the group off its
+queue, and telling the callers what became of their writes once it has committed or failed."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from contextlib import suppress
+from typing import Any, TypeVar
+
+from store.errors import StoreUnavailable
+from store.ports import CommitListener
+
+T = TypeVar("T")
+
+Settled = tuple[Future[Any], Any, BaseException | None]
+"""A write of a committed group: its future, its result, the error it failed with alone (or None)."""
+
+
+def next_group(waiting: queue.SimpleQueue[T | None], most: int) -> list[T] | None:
+    """The writes queued now, waiting for the first, up to ``most``; None when the end of the queue
+    (None, put there at close) comes first. An end found after some writes is put back."""
+    item = waiting.get()
+    if item is None:
+        return None
+    group = [item]
+    while len(group) < most:
+        try:
+            more = waiting.get_nowait()
+        except queue.Empty:
+            break
+        if more is None:
+            waiting.put(None)
+            break
+        group.append(more)
+    return group
+
+
+def committed(results: Sequence[Settled], started: float, on_commit: CommitListener | None) -> None:
+    """The group committed: each write's result, or the error it failed with alone."""
+    if on_commit:
+        on_commit(time.perf_counter() - started, len(results), True)
+    for future, value, refused in results:
+        if refused is None:
+            future.set_result(value)
+        else:
+            future.set_exception(refused)
+
+
+def failed(
+    futures: Iterable[Future[Any]], count: int, error: Exception, started: float, on_commit: CommitListener | None
+) -> None:
+    """The group could not commit (``error``, the database's): every write fails as StoreUnavailable."""
+    failure = StoreUnavailable(f"the store could not commit: {error}")
+    if on_commit:  # counted before any caller hears of it, as a success is
+        on_commit(time.perf_counter() - started, count, False)
+    for future in futures:
+        with suppress(InvalidStateError):  # a caller may have cancelled it meanwhile
+            future.set_exception(failure)
