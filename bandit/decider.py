@@ -428,17 +428,26 @@ class _Accepted:
 
 
 def _with_pending(stored: CustomerHistory, pending: Sequence[DecisionRecord], now: float) -> CustomerHistory:
-    """The stored history with the customer's decisions that are not logged yet (before ``now``)."""
+    """The stored history with the customer's decisions that are not logged yet: those before ``now``
+    as contacts, those at or after it as later contacts (for the contact policy only)."""
     if not pending:
         return stored
-    known = {c.decision_id for c in stored.contacts}
+    known = {c.decision_id for c in stored.contacts} | {c.decision_id for c in stored.later}
     extra = [
         Contact(r.decision_id, r.event_time, r.channel, r.offer)
         for r in pending
-        if r.action_id != "do_nothing" and r.event_time < now and r.decision_id not in known
+        if r.action_id != "do_nothing" and r.decision_id not in known
     ]
     if not extra:
         return stored
-    contacts = tuple(sorted(stored.contacts + tuple(extra), key=lambda c: c.event_time))
-    last = max(c.event_time for c in contacts)
-    return CustomerHistory(contacts, max(last, stored.last_contact or last), stored.last_outcome)
+    before = [c for c in extra if c.event_time < now]
+    after = [c for c in extra if c.event_time >= now]
+    contacts = tuple(sorted(stored.contacts + tuple(before), key=_contact_time)) if before else stored.contacts
+    later = tuple(sorted(stored.later + tuple(after), key=_contact_time)) if after else stored.later
+    times = [c.event_time for c in before] + ([stored.last_contact] if stored.last_contact is not None else [])
+    last_contact = max(times, default=None)
+    return CustomerHistory(contacts, last_contact, stored.last_outcome, later, stored.next_outcome)
+
+
+def _contact_time(contact: Contact) -> float:
+    return contact.event_time

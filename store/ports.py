@@ -87,7 +87,8 @@ class DecisionLog(Protocol):
         self, customer_ids: Collection[str], first: float, last: float, lookback_days: float
     ) -> dict[str, CustomerLog]:
         """Every customer's log (a key for each id asked, known or not) for histories as of any time in
-        [first, last], looking back ``lookback_days`` before ``first``; read as one snapshot."""
+        [first, last], looking back ``lookback_days`` before ``first`` and ahead as far after ``last``
+        (see CustomerLog); read as one snapshot."""
         ...
 
     def decision_count(self) -> int:

@@ -100,23 +100,37 @@ class Contact:
 
 @dataclass(frozen=True, slots=True)
 class CustomerHistory:
-    """Contacts (non-do-nothing decisions) inside the lookback, newest last; last time of each outcome type."""
+    """Contacts (non-do-nothing decisions) inside the lookback, newest last; last time of each outcome type.
+
+    ``later`` and ``next_outcome`` are what the log holds at or after the decision's own time (the
+    contacts within the lookback after it, oldest first; the first time of each outcome type): a
+    decision or outcome that reached the log before one with an earlier event time. Features never
+    see them (a model learns from the past only); the contact policy counts them, so that decisions
+    arriving out of event-time order cannot both pass a cap or a quiet period."""
 
     contacts: tuple[Contact, ...] = ()
     last_contact: float | None = None
     last_outcome: dict[str, float] = field(default_factory=dict)
+    later: tuple[Contact, ...] = ()
+    next_outcome: dict[str, float] = field(default_factory=dict)
 
     def contacts_since(self, since: float, channel: str | None = None) -> int:
         if not self.contacts:
             return 0
         return sum(1 for c in self.contacts if c.event_time >= since and (channel is None or c.channel == channel))
 
+    def contacts_before(self, until: float, channel: str | None = None) -> int:
+        """Contacts logged at or after the decision's time and before ``until``."""
+        if not self.later:
+            return 0
+        return sum(1 for c in self.later if c.event_time < until and (channel is None or c.channel == channel))
+
 
 @dataclass(frozen=True, slots=True)
 class CustomerLog:
     """What the log holds about a customer for its history as of any time in a span [first, last]:
-    its contacts in [first - days, last) (oldest first), the time of its last contact before those,
-    the last time of each outcome type before ``first`` and every outcome in [first, last).
+    its contacts in [first - days, last + days) (oldest first), the time of its last contact before
+    those, the last time of each outcome type before ``first`` and every outcome from ``first`` on.
     ``head`` is the backend's token for the newest decision of the customer it read (see
     DecisionLog.submit_decisions).
 
@@ -129,21 +143,30 @@ class CustomerLog:
     head: Head = None
 
     def at(self, now: float) -> CustomerHistory:
-        """The history as of ``now`` (in [first, last]): contacts in the ``days`` before ``now``."""
-        since = now - self.days * DAY
+        """The history as of ``now`` (in [first, last]): contacts in the ``days`` before ``now``, and
+        those logged in the ``days`` from ``now`` on, with the outcomes from ``now`` on (see CustomerHistory)."""
+        since, until = now - self.days * DAY, now + self.days * DAY
         last_contact = self.contact_before
         contacts = []
+        later = []
         for contact in self.contacts:
             if contact.event_time >= now:
-                break
-            last_contact = contact.event_time
-            if contact.event_time >= since:
-                contacts.append(contact)
+                if contact.event_time >= until:
+                    break
+                later.append(contact)
+            else:
+                last_contact = contact.event_time
+                if contact.event_time >= since:
+                    contacts.append(contact)
         last_outcome: dict[str, float] = {}
+        next_outcome: dict[str, float] = {}
         for kind, at in self.outcomes:
-            if at < now and (kind not in last_outcome or at > last_outcome[kind]):
-                last_outcome[kind] = at
-        return CustomerHistory(tuple(contacts), last_contact, last_outcome)
+            if at < now:
+                if kind not in last_outcome or at > last_outcome[kind]:
+                    last_outcome[kind] = at
+            elif kind not in next_outcome or at < next_outcome[kind]:
+                next_outcome[kind] = at
+        return CustomerHistory(tuple(contacts), last_contact, last_outcome, tuple(later), next_outcome)
 
 
 # -- joining ------------------------------------------------------------------------------------

@@ -141,6 +141,30 @@ def test_contact_caps_across_channels(brain: Brain, clock: Clock) -> None:
     assert len(free.eligible) > 1
 
 
+def test_contact_caps_count_contacts_logged_after_the_decisions_time(brain: Brain) -> None:
+    """Decisions that reach the log out of event-time order: a contact stored (or still in flight)
+    with a later event time counts against a cap as one before it would."""
+    decide = brain.decider.decide_and_wait
+    for i in range(60):
+        made = decide(request("c1", f"e{i}", at=T0 + 6 * 3600 + i, candidate_actions=("renewal/email/morning",))).record
+        if made.action_id != DO_NOTHING:
+            break
+    earlier = decide(request("c1", "earlier", at=T0)).record
+    assert not any("/email/" in a for a in earlier.eligible) and any("/sms/" in a for a in earlier.eligible)
+    assert "contacts_7d" not in earlier.features.get("h", {})  # features see the past only
+    # Two decided together: the later one is in flight (not logged) when the earlier one is decided.
+    for customer in (f"c{i}" for i in range(2, 60)):
+        later, first = brain.decider.decide_many([
+            request(customer, f"{customer}-a", at=T0 + 3600, candidate_actions=("renewal/sms/morning",)),
+            request(customer, f"{customer}-b", at=T0, candidate_actions=("renewal/sms/evening",)),
+        ])  # fmt: skip
+        assert isinstance(later, PendingDecision) and isinstance(first, PendingDecision)
+        if later.record.action_id != DO_NOTHING:
+            assert first.record.eligible == (DO_NOTHING,)  # 1 SMS a day
+            return
+    raise AssertionError("no SMS decided in 58 tries")
+
+
 def test_quiet_period_and_suppression_from_outcomes(brain: Brain, clock: Clock) -> None:
     _, stored = brain.report_outcome(OutcomeReport("o1", "c1", "complaint", event_time=T0))
     stored.result()

@@ -222,3 +222,32 @@ def test_forget_deletes_the_customer_and_serves_them_as_new(live: LiveServer) ->
     with pytest.raises(grpc.RpcError) as missing:
         live.stub.Forget(pb.ForgetRequest(customer_id=""))
     assert missing.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+
+def _contact(live: LiveServer, customer: str, at: float, action: str) -> None:
+    """Decide with one candidate (and do-nothing) at times from ``at`` on until the contact is made."""
+    for i in range(60):
+        response = live.stub.Decide(decide_request(customer, f"{customer}-{at}-{i}", event_time=converters.timestamp(at + i),
+                                                   candidate_actions=[action]))  # fmt: skip
+        if not response.action.do_nothing:
+            return
+    raise AssertionError(f"no {action} in 60 tries")
+
+
+def test_contact_policy_holds_for_decisions_arriving_out_of_event_time_order(live: LiveServer) -> None:
+    """A channel logs later decisions first: an earlier one still counts them under the caps (2
+    contacts in 7 days), and a complaint reported with a later time starts a quiet period for it."""
+    _contact(live, "c7", T0 + 5 * 3600, "renewal/email/morning")
+    _contact(live, "c7", T0 + 3 * DAY, "renewal/sms/morning")
+    earlier = live.stub.Decide(decide_request("c7", "earlier", event_time=converters.timestamp(T0)))
+    assert [r.action_id for r in earlier.ranking] == ["do_nothing"]
+    explained = live.stub.Explain(pb.ExplainRequest(decision_id=earlier.decision_id))
+    assert "contact cap: at most 2 contact(s) per 7 days" in {r.reason for r in explained.removed}
+    complaint = pb.ReportOutcomeRequest(outcome_id="late-complaint", customer_id="c8", type="complaint",
+                                        event_time=converters.timestamp(T0 + DAY))  # fmt: skip
+    live.stub.ReportOutcome(complaint)
+    quiet = live.stub.Decide(decide_request("c8", "quiet", event_time=converters.timestamp(T0)))
+    assert [r.action_id for r in quiet.ranking] == ["do_nothing"]
+    reasons = {r.reason for r in live.stub.Explain(pb.ExplainRequest(decision_id=quiet.decision_id)).removed}
+    assert "quiet period: complaint 1.0 days after this decision's time, no contact within 30 days of it" in reasons

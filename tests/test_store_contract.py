@@ -94,15 +94,21 @@ def test_decisions_by_request_finds_the_logged_ones(store: Store) -> None:
 def _reference_history(
     decisions: list[DecisionRecord], outcomes: list[OutcomeRecord], customer: str, now: float, days: float
 ) -> CustomerHistory:
-    """What a customer's history as of ``now`` is, from what was logged (looking back ``days``)."""
+    """What a customer's history as of ``now`` is, from what was logged (looking back ``days``, and
+    as far ahead for contacts logged out of event-time order; outcomes from ``now`` on)."""
     mine = sorted((d for d in decisions if d.customer_id == customer and d.action_id != "do_nothing"), key=lambda d: d.event_time)
     before = [d for d in mine if d.event_time < now]
     contacts = tuple(Contact(d.decision_id, d.event_time, d.channel, d.offer) for d in before if d.event_time >= now - days * DAY)
+    until = now + days * DAY
+    later = tuple(Contact(d.decision_id, d.event_time, d.channel, d.offer) for d in mine if now <= d.event_time < until)
     last_outcome: dict[str, float] = {}
+    next_outcome: dict[str, float] = {}
     for o in outcomes:
         if o.customer_id == customer and o.event_time < now:
             last_outcome[o.type] = max(o.event_time, last_outcome.get(o.type, o.event_time))
-    return CustomerHistory(contacts, before[-1].event_time if before else None, last_outcome)
+        elif o.customer_id == customer:
+            next_outcome[o.type] = min(o.event_time, next_outcome.get(o.type, o.event_time))
+    return CustomerHistory(contacts, before[-1].event_time if before else None, last_outcome, later, next_outcome)
 
 
 def test_customer_logs_give_each_history_as_of_any_time_in_their_span(store: Store) -> None:
@@ -125,6 +131,20 @@ def test_customer_logs_give_each_history_as_of_any_time_in_their_span(store: Sto
             for customer in wanted:
                 for now in (first, last, rng.uniform(first, last)):
                     assert logs[customer].at(now) == _reference_history(decisions, outcomes, customer, now, days)
+
+
+def test_customer_logs_hold_what_was_logged_after_the_decisions_time(store: Store) -> None:
+    """Decisions and outcomes logged out of event-time order: a history as of an earlier time holds
+    them apart from its contacts (the contact policy counts them, features do not)."""
+    log(store, decision("late", "c1", T0 + 2 * DAY), decision("far", "c1", T0 + 40 * DAY))
+    log(store, decision("skip", "c1", T0 + DAY, "do_nothing"))
+    store.decisions.submit_outcome(outcome("o1", "c1", T0 + 3 * DAY, "complaint")).result()
+    store.decisions.submit_outcome(outcome("o2", "c1", T0 + 50 * DAY, "complaint")).result()
+    history = store.decisions.customer_logs(["c1"], T0, T0, 30.0)["c1"].at(T0)
+    assert history.contacts == () and history.last_contact is None and history.last_outcome == {}
+    assert [c.decision_id for c in history.later] == ["late"]  # "far" is beyond the 30 days looked at
+    assert history.next_outcome == {"complaint": T0 + 3 * DAY}
+    assert history.contacts_before(T0 + 7 * DAY) == 1 and history.contacts_before(T0 + DAY) == 0
 
 
 # -- idempotency by what the client sent -------------------------------------------------------------

@@ -55,7 +55,7 @@ INSERT_ACTIVATIONS = (
 )
 CUSTOMER_LOGS = """WITH wanted(id) AS (SELECT unnest(%(ids)s::text[]))
 SELECT 0, customer_id, event_time, decision_id, channel, offer FROM decisions
-    WHERE customer_id = ANY(%(ids)s) AND event_time >= %(since)s AND event_time < %(last)s AND action_id <> 'do_nothing'
+    WHERE customer_id = ANY(%(ids)s) AND event_time >= %(since)s AND event_time < %(until)s AND action_id <> 'do_nothing'
 UNION ALL
 SELECT 1, id, (SELECT event_time FROM decisions
                WHERE customer_id = id AND event_time < %(since)s AND action_id <> 'do_nothing'
@@ -65,7 +65,7 @@ SELECT 2, customer_id, MAX(event_time), type, NULL, NULL FROM outcomes WHERE cus
     GROUP BY customer_id, type
 UNION ALL
 SELECT 3, customer_id, event_time, type, NULL, NULL FROM outcomes
-    WHERE customer_id = ANY(%(ids)s) AND event_time >= %(first)s AND event_time < %(last)s
+    WHERE customer_id = ANY(%(ids)s) AND event_time >= %(first)s
 UNION ALL
 SELECT 4, customer_id, head, NULL, NULL, NULL FROM customer_heads WHERE customer_id = ANY(%(ids)s)"""
 """Every part of the customers' logs, and their heads, in one statement: one snapshot."""
@@ -207,7 +207,8 @@ class PostgresDecisionLog:
         self, customer_ids: Collection[str], first: float, last: float, lookback_days: float
     ) -> dict[str, CustomerLog]:
         since = first - lookback_days * DAY
-        args: dict[str, Any] = {"ids": list(set(customer_ids)), "since": since, "last": last, "first": first}
+        until = last + lookback_days * DAY
+        args: dict[str, Any] = {"ids": list(set(customer_ids)), "since": since, "until": until, "first": first}
         contacts: dict[str, list[Contact]] = {}
         before: dict[str, float | None] = {}
         outcomes: dict[str, list[tuple[str, float]]] = {}

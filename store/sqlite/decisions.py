@@ -27,8 +27,8 @@ _SENT = f"SELECT {SENT_COLUMNS} FROM outcomes WHERE outcome_id = ?"
 def _customer_logs_sql(count: int) -> str:
     """The histories of ``count`` customers over a span of decision times, in one statement (see
     CustomerLog): ?1..?count the customer ids (distinct), then the first decision time less the
-    lookback, the last decision time, the first decision time."""
-    since, last, first = f"?{count + 1}", f"?{count + 2}", f"?{count + 3}"
+    lookback, the last decision time plus the lookback, the first decision time."""
+    since, until, first = f"?{count + 1}", f"?{count + 2}", f"?{count + 3}"
     # One customer (every unary Decide) is compared directly: no table of wanted ids to build.
     wanted, is_wanted, each = (
         ("", "= ?1", "?1")
@@ -37,7 +37,7 @@ def _customer_logs_sql(count: int) -> str:
     )
     return f"""{wanted}
 SELECT 0, customer_id, event_time, decision_id, channel, offer FROM decisions
-    WHERE customer_id {is_wanted} AND event_time >= {since} AND event_time < {last} AND action_id != 'do_nothing'
+    WHERE customer_id {is_wanted} AND event_time >= {since} AND event_time < {until} AND action_id != 'do_nothing'
 UNION ALL
 SELECT 1, {each}, (SELECT event_time FROM decisions
                    WHERE customer_id = {each} AND event_time < {since} AND action_id != 'do_nothing'
@@ -47,7 +47,7 @@ SELECT 2, customer_id, MAX(event_time), type, NULL, NULL FROM outcomes WHERE cus
     GROUP BY customer_id, type
 UNION ALL
 SELECT 3, customer_id, event_time, type, NULL, NULL FROM outcomes
-    WHERE customer_id {is_wanted} AND event_time >= {first} AND event_time < {last}"""
+    WHERE customer_id {is_wanted} AND event_time >= {first}"""
 
 
 class DecisionWrite(Mergeable):
@@ -120,7 +120,8 @@ class SQLiteDecisionLog:
         outcomes: dict[str, list[tuple[str, float]]] = {}
         with self._engine.reading() as conn:
             for ids in slices(customer_ids):
-                rows = conn.execute(_customer_logs_sql(len(ids)), (*ids, first - lookback_days * DAY, last, first))
+                span = (first - lookback_days * DAY, last + lookback_days * DAY, first)
+                rows = conn.execute(_customer_logs_sql(len(ids)), (*ids, *span))
                 for part, customer, at, name, channel, offer in rows:
                     if part == 0:
                         contacts.setdefault(customer, []).append(Contact(name, at, channel, offer))
