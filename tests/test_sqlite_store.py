@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -26,6 +27,8 @@ from store.errors import Conflict, StoreUnavailable, UnknownStore
 from store.opening import sqlite_path
 from store.records import START, DecisionRecord, JoinRun, OutcomeRecord
 from store.sqlite import SQLiteStore
+from store.sqlite.decisions import SQLiteDecisionLog
+from store.sqlite.engine import Engine
 from tests.conftest import T0, sqlite_count, sqlite_rows
 
 DAY = 86_400.0
@@ -271,3 +274,39 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 9
     finally:
         again.close()
+
+
+def _fill_wal(engine: Engine, commits: int = 120) -> None:
+    log = SQLiteDecisionLog(engine)
+    for i in range(commits):
+        log.submit_decisions([_decision(f"d{i}-{j}", f"c{j}", T0 + i) for j in range(30)]).result()
+
+
+def test_commits_never_checkpoint_the_wal_the_stores_own_thread_does(tmp_path: Path) -> None:
+    """A Decide's commit never copies the WAL into the database (SQLite's autocheckpoint would past
+    1,000 pages); the checkpointer does, on its own connection."""
+    path = tmp_path / "wal.db"
+    engine = Engine(str(path), checkpoint_seconds=3600.0)
+    try:
+        assert engine.checkpointer is not None
+        size = path.stat().st_size
+        _fill_wal(engine)
+        assert path.stat().st_size == size  # nothing copied by the commits
+        busy, frames, copied = engine.checkpointer.checkpoint()
+        assert busy == 0 and frames > 1000 and copied == frames
+        assert path.stat().st_size > size
+    finally:
+        engine.close()
+
+
+def test_the_checkpointer_runs_on_its_interval_and_stops_with_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    engine = Engine(str(path), checkpoint_seconds=0.05)
+    size = path.stat().st_size
+    _fill_wal(engine, commits=20)
+    deadline = time.monotonic() + 10
+    while path.stat().st_size == size and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size > size
+    engine.close()
+    assert not any(t.name == "brein-store-checkpointer" for t in threading.enumerate())

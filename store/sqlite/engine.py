@@ -7,7 +7,8 @@ one bad write fails alone, the others in its group still commit. Neighbouring wr
 mergeable kind (decisions) are written together, in multi-row statements, and one by one only if
 that fails.
 
-A file database (WAL) is read through one connection per thread, each seeing only committed data.
+A file database (WAL) is read through one connection per thread, each seeing only committed data;
+its WAL is checkpointed by a thread of its own (store/sqlite/checkpoints.py), never in a commit.
 An in-memory database has one connection: the writer holds it for a whole group commit and each
 read takes it between commits, so a read also sees only committed data.
 """
@@ -29,6 +30,7 @@ from sqlite_utils import Database
 from store.errors import Conflict, StoreUnavailable
 from store.ports import CommitListener
 from store.settling import Settled, committed, failed, next_group
+from store.sqlite.checkpoints import INTERVAL_SECONDS, Checkpointer
 from store.sqlite.schema import migrations
 from store.threads import Supervised, ThreadFailure
 
@@ -159,22 +161,27 @@ class Engine:
         on_commit: CommitListener | None = None,
         commit_pause: float = 0.0,
         on_thread_failure: ThreadFailure | None = None,
+        checkpoint_seconds: float = INTERVAL_SECONDS,
     ) -> None:
         """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
-        process (the server's) gets the write lock between this one's transactions. The writer is a
-        supervised thread (store/threads.py): ``on_thread_failure`` hears of its failures."""
+        process (the server's) gets the write lock between this one's transactions. The writer and
+        the checkpointer (a file database's, every ``checkpoint_seconds``) are supervised threads
+        (store/threads.py): ``on_thread_failure`` hears of their failures."""
         self.path = path
         self._writer_conn = connect(path or ":memory:")
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._shared: threading.Lock | None = None
+        self.checkpointer: Checkpointer | None = None
         if path is None:
             self._shared = threading.Lock()
             self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
         else:
             self._writer_conn.execute("PRAGMA journal_mode = WAL")
             self._writer_conn.execute("PRAGMA synchronous = FULL")
+            self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._reads = _Reads(self)
+            self.checkpointer = Checkpointer(connect(path), interval=checkpoint_seconds, on_thread_failure=on_thread_failure)
         self._migrate()
         self._writer_conn.execute("PRAGMA busy_timeout = 0")  # begin() waits for the write lock instead
         self._commit_pause = commit_pause
@@ -183,6 +190,8 @@ class Engine:
         self._writer = Supervised("brein-store-writer", self._write_loop, on_failure=on_thread_failure)
         self._closed = False
         self._writer.start()
+        if self.checkpointer is not None:
+            self.checkpointer.start()
 
     def _migrate(self) -> None:
         """The store's one migration history, applied in one transaction holding the write lock:
@@ -265,6 +274,8 @@ class Engine:
         self._closed = True
         self._queue.put(None)
         self._writer.join()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self._writer_conn.close()
         with self._readers_lock:
             for conn in self._readers:
