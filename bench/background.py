@@ -1,4 +1,4 @@
-"""Decide latency while the server joins and learns: `python -m bench.background [--quick]`.
+"""Decide latency while the server joins and learns: `python -m bench.background [--quick] [--tuning]`.
 
 A real server (``create_server`` with its background work, as ``brein serve`` runs it) starts on a
 store holding a backlog of closed decisions and their outcomes (200,000 and 60,000; 50,000 and
@@ -6,6 +6,10 @@ store holding a backlog of closed decisions and their outcomes (200,000 and 60,0
 out at 300 requests/s, open loop, in windows of 2 seconds; each window is put in the phase the
 worker was in when it began (from the store: joined rows, the latest snapshot's learned position).
 The baseline is the same server in the same run once its worker idles.
+
+With --tuning the worker also has ``[tuning]`` on: once it has learned the backlog, it tunes
+learning set-ups on it (brain/tuning.py) before it idles; the phase is "tuning" until the store's
+audit trail holds the run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from bench import load
 from bench.decide import SEED, ClientProcess, ServerProcess
 from bench.join import build
 from bench.workload import telecom_config, train_model
+from brain.tuning import AUDIT_ACTION
 from store import Store, open_store
 from store.records import START
 
@@ -36,25 +41,29 @@ RATE = 300.0
 WINDOW_SECONDS = 2.0
 IDLE_WINDOWS = 3
 MAX_SECONDS = 240.0
-PHASES = ("joining", "learning", "idle")
+PHASES = ("joining", "learning", "tuning", "idle")
 
 
-def phase(store: Store, backlog: int, policy_id: str) -> str:
-    """What the worker is doing: joining the backlog, learning what it joined, or nothing."""
+def phase(store: Store, backlog: int, policy_id: str, tuning: bool = False) -> str:
+    """What the worker is doing: joining the backlog, learning what it joined, tuning (with
+    ``tuning``: until its first run is in the audit trail), or nothing."""
     if sum(run.joined + run.unactivated for run in store.joins.runs() if run.finished_at is not None) < backlog:
         return "joining"
     newest = next(store.models.newest_first(policy_id), None)
     position = newest.learned if newest is not None and newest.learned is not None else START
-    return "learning" if store.examples.count(after=position) else "idle"
+    if store.examples.count(after=position):
+        return "learning"
+    return "tuning" if tuning and not store.audit.entries(AUDIT_ACTION) else "idle"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.background", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a backlog of 50,000 decisions instead of 200,000")
+    parser.add_argument("--tuning", action="store_true", help="the worker also tunes learning set-ups ([tuning] on)")
     args = parser.parse_args(argv)
     backlog = 50_000 if args.quick else 200_000
     console = Console(width=None if sys.stdout.isatty() else 170)
-    command = "python -m bench.background" + (" --quick" if args.quick else "")
+    command = "python -m bench.background" + (" --quick" if args.quick else "") + (" --tuning" if args.tuning else "")
     console.print(f"{command}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start", highlight=False)
     ctx = multiprocessing.get_context("spawn")
     windows: dict[str, list[dict[str, float]]] = {p: [] for p in PHASES}
@@ -65,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         model.write_bytes(train_model(parse_config(telecom_config(Path(tmp) / "probe.db", None)), 1_000, SEED))
         config = telecom_config(store, model)
         config["joiner"] = {**config.get("joiner", {}), "interval_seconds": 0.5}
+        if args.tuning:
+            config["tuning"] = {"enabled": True}
         policy_id = parse_config(config).learner.policy_id
         observer = open_store(str(store))  # how far the worker is, read as any process reads the store
         stack.callback(observer.close)
@@ -76,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         for window in itertools.count():
             if len(windows["idle"]) >= IDLE_WINDOWS or time.monotonic() - started >= MAX_SECONDS:
                 break
-            now = phase(observer, backlog, policy_id)
+            now = phase(observer, backlog, policy_id, args.tuning)
             count = int(RATE * WINDOW_SECONDS)
             result = client.run(load.OpenLoop(server.address, RATE, count, 0, f"w{window}"), WINDOW_SECONDS + 1)
             windows[now].append(result)
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"errors {result['errors']}",
                 highlight=False,
             )
-    table = Table(title=f"Decide latency at {RATE:.0f} req/s while the server joins and learns — {command}")
+    table = Table(title=f"Decide latency at {RATE:.0f} req/s while the server's worker works — {command}")
     for column in ("worker", "windows", "p50 ms (median of windows)", "p99 ms (worst window)", "errors"):
         table.add_column(column, justify="left" if column == "worker" else "right")
     for name in PHASES:
