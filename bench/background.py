@@ -31,7 +31,8 @@ from rich.table import Table
 from bandit.config import parse_config
 from bench import load
 from bench.decide import SEED, ClientProcess, ServerProcess
-from bench.join import build
+from bench.join import DAY, build
+from bench.join import T0 as BACKLOG_START
 from bench.workload import telecom_config, train_model
 from brain.tuning import AUDIT_ACTION
 from store import Store, open_store
@@ -41,6 +42,8 @@ RATE = 300.0
 WINDOW_SECONDS = 2.0
 IDLE_WINDOWS = 3
 MAX_SECONDS = 240.0
+BACKLOG_DAYS = 120
+"""The backlog's decisions are spread over this many days from BACKLOG_START (bench/join.py)."""
 PHASES = ("joining", "learning", "tuning", "idle")
 
 
@@ -75,7 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         config = telecom_config(store, model)
         config["joiner"] = {**config.get("joiner", {}), "interval_seconds": 0.5}
         if args.tuning:
-            config["tuning"] = {"enabled": True}
+            # Live Decides are made at the wall clock's time, months after the backlog: the held-out
+            # part of the log reaches back to the backlog's last 30 days, so there is something to tune on.
+            config["tuning"] = {"enabled": True, "holdout_days": (time.time() - BACKLOG_START) / DAY - BACKLOG_DAYS + 30}
         policy_id = parse_config(config).learner.policy_id
         observer = open_store(str(store))  # how far the worker is, read as any process reads the store
         stack.callback(observer.close)
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"errors {result['errors']}",
                 highlight=False,
             )
+        tuned = observer.audit.entries(AUDIT_ACTION)
     table = Table(title=f"Decide latency at {RATE:.0f} req/s while the server's worker works — {command}")
     for column in ("worker", "windows", "p50 ms (median of windows)", "p99 ms (worst window)", "errors"):
         table.add_column(column, justify="left" if column == "worker" else "right")
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> None:
             p99 = max(1e3 * w["p99"] for w in got)
             table.add_row(name if name != "idle" else "idle (baseline)", str(len(got)), f"{p50:.1f}", f"{p99:.1f}", str(sum(int(w["errors"]) for w in got)))
     console.print(table)
+    if args.tuning:
+        console.print(f"tuning runs (audit trail): {[entry.detail for entry in tuned]}", highlight=False)
     console.print(f"backlog {backlog:,} decisions; load average {os.getloadavg()[0]:.2f} at end")
 
 
