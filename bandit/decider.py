@@ -190,9 +190,8 @@ class Decider:
             pending = {c: list(inflight.by_customer[c]) for c in customers if c in inflight.by_customer}
         # Only ids a caller sent can have been used before (an id made here is a fresh UUID).
         asked = {a.request_id for a in accepted if a.request.request_id and a.request_id not in in_flight}
-        logged = self.store.decisions_by_request(asked)
         times = [a.event_time for a in accepted]
-        logs = self.store.customer_logs(customers, min(times), max(times), self._lookback)
+        logged, logs = self.store.deciding_reads(asked, customers, min(times), max(times), self._lookback)
 
         made: dict[str, Made] = {}  # request id -> decided by this call
         fresh: list[tuple[_Accepted, Made]] = []

@@ -386,6 +386,11 @@ class NullLog:
     ) -> dict[str, CustomerLog]:
         return {c: CustomerLog(lookback_days) for c in customer_ids}
 
+    def deciding_reads(
+        self, request_ids: Collection[str], customer_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> tuple[dict[str, DecisionRecord], dict[str, CustomerLog]]:
+        return {}, self.customer_logs(customer_ids, first, last, lookback_days)
+
 
 def per_call_us(call: Callable[[], object], calls: int, repeats: int) -> float:
     """µs per call, best of ``repeats`` timed loops (the least disturbed by other processes)."""

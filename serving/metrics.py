@@ -14,6 +14,7 @@ class Metrics:
             "brein_decide_latency_seconds", "Decide latency inside the server, commit included", buckets=LATENCY_BUCKETS, registry=registry
         )
         self.decisions = Counter("brein_decisions", "Decisions logged", ["action", "channel", "policy"], registry=registry)
+        self._decided: dict[tuple[str, str, str], Counter] = {}
         self.rpc_errors = Counter("brein_rpc_errors", "RPCs answered with an error, by method and status code", ["method", "code"], registry=registry)
         refused = "Request values refused as out of range (not finite, past their bound, too long), by kind"
         self.refused_values = Counter("brein_refused_values", refused, ["kind"], registry=registry)
@@ -46,6 +47,15 @@ class Metrics:
         self.rate_limited = Counter("brein_rate_limited", "Calls refused past the rate limit", ["caller"], registry=registry)
         self.retention_deleted = Counter("brein_retention_deleted", "Rows deleted by retention", ["kind"], registry=registry)
         self.retention_runs = Counter("brein_retention_runs", "Retention runs, by result", ["result"], registry=registry)
+
+    def decided(self, action: str, channel: str, policy: str) -> None:
+        """Count a decision logged; its labels' child is looked up once (``labels()`` per Decide was
+        a few per cent of a Decide's own work)."""
+        key = (action, channel, policy)
+        child = self._decided.get(key)
+        if child is None:
+            child = self._decided[key] = self.decisions.labels(action, channel, policy)
+        child.inc()
 
     def on_commit(self, seconds: float, writes: int, succeeded: bool) -> None:
         self.store_commit.observe(seconds)

@@ -101,7 +101,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     def _count(self, pending: PendingDecision) -> None:
         if not pending.replayed:
             record = pending.record
-            self.metrics.decisions.labels(record.action_id, record.channel, record.policy_id).inc()
+            self.metrics.decided(record.action_id, record.channel, record.policy_id)
 
     @unary("Decide")
     async def Decide(self, request: pb.DecideRequest, context: grpc.aio.ServicerContext) -> pb.DecideResponse:

@@ -91,6 +91,13 @@ class DecisionLog(Protocol):
         (see CustomerLog); read as one snapshot."""
         ...
 
+    def deciding_reads(
+        self, request_ids: Collection[str], customer_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> tuple[dict[str, DecisionRecord], dict[str, CustomerLog]]:
+        """``decisions_by_request(request_ids)`` and ``customer_logs(customer_ids, ...)``: what deciding
+        needs, read together (in one statement where the backend can: a Decide's one read)."""
+        ...
+
     def decision_count(self) -> int:
         """Decisions logged: for operators and benchmarks, not the hot path."""
         ...

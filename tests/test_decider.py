@@ -354,6 +354,11 @@ class OtherReplicaMeanwhile:
         """As a store that serialises customers gives them: each with a head."""
         return {c: replace(log, head=0) for c, log in self.log.customer_logs(customer_ids, first, last, lookback_days).items()}
 
+    def deciding_reads(
+        self, request_ids: Collection[str], customer_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> tuple[dict[str, DecisionRecord], dict[str, CustomerLog]]:
+        return self.log.decisions_by_request(request_ids), self.customer_logs(customer_ids, first, last, lookback_days)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.log, name)
 

@@ -147,6 +147,16 @@ def test_customer_logs_hold_what_was_logged_after_the_decisions_time(store: Stor
     assert history.contacts_before(T0 + 7 * DAY) == 1 and history.contacts_before(T0 + DAY) == 0
 
 
+def test_deciding_reads_are_the_request_ids_and_the_customers_logs_together(store: Store) -> None:
+    log(store, *(decision(f"d{i}", f"c{i % 3}", T0 + i * DAY) for i in range(9)))
+    store.decisions.submit_outcome(outcome("o1", "c1", T0 + 4.5 * DAY, "complaint")).result()
+    for request_ids, customers in [((), ["c1"]), (["r-d4"], ["c1"]), (["r-d2", "r-none", "r-d7"], ["c0", "c2", "nobody"])]:
+        logged, logs = store.decisions.deciding_reads(request_ids, customers, T0 + 3 * DAY, T0 + 5 * DAY, 7.0)
+        assert logged == store.decisions.decisions_by_request(request_ids)
+        assert logs == store.decisions.customer_logs(customers, T0 + 3 * DAY, T0 + 5 * DAY, 7.0)
+    assert set(store.decisions.deciding_reads(["r-d2", "r-none", "r-d7"], ["c0"], T0, T0, 7.0)[0]) == {"r-d2", "r-d7"}
+
+
 # -- idempotency by what the client sent -------------------------------------------------------------
 
 SENT = OutcomeRecord("o1", "c1", "contract_renewal", 240.0, T0, "d1", received_at=T0 + 1, value_sent=False, event_time_sent=False)

@@ -230,5 +230,10 @@ class PostgresDecisionLog:
             )
         return logs
 
+    def deciding_reads(
+        self, request_ids: Collection[str], customer_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> tuple[dict[str, DecisionRecord], dict[str, CustomerLog]]:
+        return self.decisions_by_request(request_ids), self.customer_logs(customer_ids, first, last, lookback_days)
+
     def decision_count(self) -> int:
         return int(self._engine.value("SELECT COUNT(*) FROM decisions"))

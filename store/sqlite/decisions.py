@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from store.records import DAY, ActivationRecord, Contact, CustomerLog, DecisionRecord, Head, OutcomeRecord
 from store.rows import DECISION_COLUMNS, OUTCOME_COLUMNS, SENT_COLUMNS, check_sent, decision_from_row, decision_row, outcome_row
 from store.sqlite.engine import Engine, Mergeable
-from store.sqlite.statements import insert_rows, marks, slices
+from store.sqlite.statements import MAX_IDS, insert_rows, marks, slices
 
 _INSERT_DECISIONS = f"INSERT INTO decisions ({DECISION_COLUMNS}) VALUES "
 _INSERT_QUEUED = "INSERT INTO join_queue (decision_id, event_time) VALUES "
@@ -24,10 +24,11 @@ _SENT = f"SELECT {SENT_COLUMNS} FROM outcomes WHERE outcome_id = ?"
 
 
 @functools.lru_cache(maxsize=64)
-def _customer_logs_sql(count: int) -> str:
+def _customer_logs_sql(count: int, requests: int = 0) -> str:
     """The histories of ``count`` customers over a span of decision times, in one statement (see
     CustomerLog): ?1..?count the customer ids (distinct), then the first decision time less the
-    lookback, the last decision time plus the lookback, the first decision time."""
+    lookback, the last decision time plus the lookback, the first decision time; then ``requests``
+    request ids, each found one a row of part 4 (its request id, its decision id)."""
     since, until, first = f"?{count + 1}", f"?{count + 2}", f"?{count + 3}"
     # One customer (every unary Decide) is compared directly: no table of wanted ids to build.
     wanted, is_wanted, each = (
@@ -47,7 +48,16 @@ SELECT 2, customer_id, MAX(event_time), type, NULL, NULL FROM outcomes WHERE cus
     GROUP BY customer_id, type
 UNION ALL
 SELECT 3, customer_id, event_time, type, NULL, NULL FROM outcomes
-    WHERE customer_id {is_wanted} AND event_time >= {first}"""
+    WHERE customer_id {is_wanted} AND event_time >= {first}{_logged_sql(count + 4, requests)}"""
+
+
+def _logged_sql(start: int, requests: int) -> str:
+    if not requests:
+        return ""
+    ids = ", ".join(f"?{start + i}" for i in range(requests))
+    return f"""
+UNION ALL
+SELECT 4, request_id, NULL, decision_id, NULL, NULL FROM decisions WHERE request_id IN ({ids})"""
 
 
 class DecisionWrite(Mergeable):
@@ -115,18 +125,39 @@ class SQLiteDecisionLog:
         self, customer_ids: Collection[str], first: float, last: float, lookback_days: float
     ) -> dict[str, CustomerLog]:
         """One statement (one snapshot) for up to MAX_IDS customers."""
+        return self._read(customer_ids, (), first, last, lookback_days)[1]
+
+    def deciding_reads(
+        self, request_ids: Collection[str], customer_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> tuple[dict[str, DecisionRecord], dict[str, CustomerLog]]:
+        """The request ids are looked up in the customers' statement (up to MAX_IDS of each): one read
+        for a Decide; a request found (a replay) is read whole afterwards."""
+        if len(request_ids) > MAX_IDS:
+            return self.decisions_by_request(request_ids), self.customer_logs(customer_ids, first, last, lookback_days)
+        found, logs = self._read(customer_ids, request_ids, first, last, lookback_days)
+        return (self.decisions_by_request(found) if found else {}), logs
+
+    def _read(
+        self, customer_ids: Collection[str], request_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> tuple[list[str], dict[str, CustomerLog]]:
+        """The request ids of ``request_ids`` that are logged, and the customers' logs."""
         contacts: dict[str, list[Contact]] = {}
         before: dict[str, float | None] = {}
         outcomes: dict[str, list[tuple[str, float]]] = {}
+        found: list[str] = []
+        asked = list(dict.fromkeys(request_ids))
+        span = (first - lookback_days * DAY, last + lookback_days * DAY, first)
         with self._engine.reading() as conn:
             for ids in slices(customer_ids):
-                span = (first - lookback_days * DAY, last + lookback_days * DAY, first)
-                rows = conn.execute(_customer_logs_sql(len(ids)), (*ids, *span))
+                rows = conn.execute(_customer_logs_sql(len(ids), len(asked)), (*ids, *span, *asked))
+                asked = []  # with the first slice's statement
                 for part, customer, at, name, channel, offer in rows:
                     if part == 0:
                         contacts.setdefault(customer, []).append(Contact(name, at, channel, offer))
                     elif part == 1:
                         before[customer] = at
+                    elif part == 4:
+                        found.append(customer)
                     elif at is not None:
                         outcomes.setdefault(customer, []).append((name, at))
         logs = {}
@@ -134,7 +165,7 @@ class SQLiteDecisionLog:
             mine = contacts.get(customer, [])
             mine.sort(key=_contact_time)
             logs[customer] = CustomerLog(lookback_days, tuple(mine), before.get(customer), tuple(outcomes.get(customer, ())))
-        return logs
+        return found, logs
 
     def decision_count(self) -> int:
         with self._engine.reading() as conn:
