@@ -310,21 +310,3 @@ def test_the_checkpointer_runs_on_its_interval_and_stops_with_the_store(tmp_path
     assert path.stat().st_size > size
     engine.close()
     assert not any(t.name == "brein-store-checkpointer" for t in threading.enumerate())
-
-
-def test_a_writer_that_pauses_for_another_process_commits_one_write_at_a_time(tmp_path: Path) -> None:
-    """The worker beside a server: its queued writes are never merged into one longer transaction
-    that would hold the write lock the server's commits wait for."""
-    commits: list[int] = []
-    engine = Engine(str(tmp_path / "w.db"), commit_pause=0.001, on_commit=lambda seconds, writes, ok: commits.append(writes))
-    try:
-        gate = threading.Event()
-        blocker = engine.submit(lambda conn: gate.wait(5))
-        log = SQLiteDecisionLog(engine)
-        queued = [log.submit_decisions([_decision(f"d{i}", "c1", T0 + i)]) for i in range(5)]
-        gate.set()
-        for future in (blocker, *queued):
-            future.result()
-    finally:
-        engine.close()
-    assert commits == [1] * 6

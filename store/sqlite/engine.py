@@ -233,10 +233,7 @@ class Engine:
         conn = self._writer_conn
         if conn.in_transaction:  # run again after a failure (store/threads.py) that left one open
             conn.execute("ROLLBACK")
-        # A writer that pauses for another process's writer (the worker beside a server) commits one
-        # write at a time: two of the joiner's writes queued together are not one longer transaction.
-        most = 1 if self._commit_pause else MAX_GROUP
-        while (group := next_group(self._queue, most)) is not None:
+        while (group := next_group(self._queue, MAX_GROUP)) is not None:
             if self._shared is None:
                 self._commit_group(conn, group)
             else:
