@@ -3,11 +3,10 @@
 SQLite checkpoints by itself in the COMMIT of whichever write pushes the WAL past 1,000 pages: that
 commit then copies the WAL's pages into the database file (and syncs it) before it returns, and
 every Decide in its group waits for it; beside a join/learn worker, whose writes fill the WAL fast,
-often (docs/benchmarks.md: Decide while the worker joins, p50 and p99 a third lower without it). So
-the store's writer connection does
-not checkpoint (``wal_autocheckpoint = 0``) and a supervised thread of the store's own, with a
-connection of its own, checkpoints every ``interval`` seconds instead: a PASSIVE checkpoint copies
-what no reader still needs while writers go on committing.
+often (docs/benchmarks.md: Decide while the worker joins, p50 and p99 about a third lower without
+it). So the store's writer connection does not checkpoint (``wal_autocheckpoint = 0``) and a
+supervised thread of the store's own, with a connection of its own, checkpoints every ``interval``
+seconds instead: a PASSIVE checkpoint copies what no reader still needs while writers go on committing.
 """
 
 from __future__ import annotations
