@@ -11,6 +11,7 @@ import sys
 MODULES = [
     "bench.decide",
     "bench.background",
+    "bench.threads",
     "bench.join",
     "bench.learn",
     "bench.estimators",

@@ -144,6 +144,13 @@ class ServerProcess:
             raise RuntimeError(f"the {kind} server did not start: {detail}")
         self.address = f"127.0.0.1:{detail}"
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (its threads are in /proc/<pid>/task: bench/threads.py)."""
+        if self._process.pid is None:
+            raise RuntimeError(f"the {self.kind} server has not started")
+        return self._process.pid
+
     def cpu(self) -> float:
         """CPU seconds of the server's process, and of the database's on a PostgreSQL store."""
         self._conn.send("cpu")
