@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from store.errors import Conflict, StoreUnavailable
+from store.errors import Conflict, StoreUnavailable, UnknownStore
 from store.ports import CommitListener
 from store.postgres.schema import lock_key, migrate
 from store.settling import Settled, committed, failed, next_group
@@ -141,10 +141,12 @@ class Engine:
         on_commit: CommitListener | None = None,
         on_thread_failure: ThreadFailure | None = None,
         customer_locks: bool = True,
+        create: bool = True,
     ) -> None:
         """The writer is a supervised thread (store/threads.py): ``on_thread_failure`` hears of its
         failures. ``customer_locks`` False: decisions are written without the per-customer lock (only
-        to measure what the lock costs; replicas could then both pass a contact cap)."""
+        to measure what the lock costs; replicas could then both pass a contact cap). ``create``
+        False: UnknownStore when the database holds no store (see migrate)."""
         self.url = url
         self.customer_locks = customer_locks
         self.pool: ConnectionPool[Connection] = ConnectionPool(
@@ -154,10 +156,13 @@ class Engine:
         try:
             self.pool.open(wait=True, timeout=CONNECT_SECONDS)
             with self.pool.connection() as conn:
-                migrate(conn)
+                migrate(conn, create=create)
         except BROKEN as error:
             self.pool.close()
             raise StoreUnavailable(f"could not open the PostgreSQL store: {error}") from error
+        except UnknownStore:
+            self.pool.close()
+            raise
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._closed = False
