@@ -14,6 +14,7 @@ import pytest
 from store import open_store
 from store.errors import Conflict, StaleHistory, UnknownStore
 from store.postgres import PostgresStore
+from store.postgres.engine import MAX_LOCKED_CUSTOMERS
 from store.records import ActivationRecord
 from tests.conftest import T0, postgres_store_url
 from tests.test_store_contract import decision, outcome
@@ -111,3 +112,18 @@ def test_a_value_the_database_refuses_fails_its_write_alone_in_a_group(
     assert store.decisions.decision("d1") is not None and store.decisions.decision("d2") is None
     assert store.joins.outcome_horizon() == 1
     assert (len(writes), True) in [(count, ok) for _, count, ok in commits]
+
+
+def test_a_group_locking_more_customers_than_one_transaction_should_is_committed_in_parts(
+    held: tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event],
+) -> None:
+    store, commits, release = held
+    per_write = MAX_LOCKED_CUSTOMERS // 2 + 1  # two writes would lock more than one transaction should
+    writes = [
+        store.decisions.submit_decisions([decision(f"d{w}-{i}", f"c{w}-{i}", T0) for i in range(per_write)], None)
+        for w in range(3)
+    ]
+    release.set()
+    assert [w.result(10) for w in writes] == [None, None, None]
+    assert [count for _, count, _ in commits[1:]] == [1, 1, 1]
+    assert store.decisions.decision_count() == 3 * per_write
