@@ -45,6 +45,15 @@ ORDERED = (
     "AND j.event_time >= %s AND j.event_time < %s "
     "ORDER BY j.run, j.event_time, j.decision_id LIMIT %s"
 )
+OTHERS = (
+    f"SELECT d.customer_id, {FACT_COLUMNS}, a.event_time FROM decisions d "
+    "LEFT JOIN activations a ON a.decision_id = d.decision_id "
+    "WHERE d.customer_id = ANY(%s) AND d.event_time <= %s "
+    "AND NOT EXISTS (SELECT FROM unnest(%s::bigint[]) AS closing(seq) WHERE closing.seq = d.seq)"
+)
+"""The other decisions of the closing decisions' customers. The closing ones are left out by an anti
+join, not ``seq <> ALL(array)``: that compares each row with every closing seq (a quadratic cost
+once the array is a parameter of a generic plan, not a constant PostgreSQL hashes)."""
 LEARNING = ORDERED.format(more="")
 LOGGED = ORDERED.format(more=", j.credit, d.pmf, d.shadow")
 COUNT = ("SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (%s, %s, %s) "
@@ -83,12 +92,7 @@ class PostgresJoinState:
             activated = conn.execute(
                 "SELECT decision_id, event_time FROM activations WHERE decision_id = ANY(%s)", ([d[2] for d in closed],)
             ).fetchall()
-            others = conn.execute(
-                f"SELECT d.customer_id, {FACT_COLUMNS}, a.event_time FROM decisions d "
-                "LEFT JOIN activations a ON a.decision_id = d.decision_id "
-                "WHERE d.customer_id = ANY(%s) AND d.event_time <= %s AND d.seq <> ALL(%s)",
-                (customers, watermark, [d[1] for d in closed]),
-            ).fetchall()
+            others = conn.execute(OTHERS, (customers, watermark, [d[1] for d in closed])).fetchall()
             outcomes = conn.execute(
                 "SELECT customer_id, outcome_id, type, value, event_time, decision_id FROM outcomes "
                 "WHERE customer_id = ANY(%s) AND seq <= %s ORDER BY customer_id, event_time, outcome_id",
