@@ -99,7 +99,7 @@ def test_a_value_the_database_refuses_fails_its_write_alone_in_a_group(
     held: tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event],
 ) -> None:
     """The group's statements fail, so it is written again write by write: the refused ones fail
-    with the driver's error (a DataError here, as the careful path always did), the others commit."""
+    with the driver's error (as the careful path always did), the others commit."""
     store, commits, release = held
     writes: list[Future[Any]] = [
         store.decisions.submit_decisions([decision("d1", "c1", T0)], {"c1": 0}),
@@ -108,7 +108,9 @@ def test_a_value_the_database_refuses_fails_its_write_alone_in_a_group(
         store.decisions.submit_outcome(outcome("o2", "c1\x00", T0 + 5)),
     ]
     release.set()
-    assert [_settled(w) for w in writes] == [None, psycopg.DataError, False, psycopg.DataError]
+    settled = [_settled(w) for w in writes]
+    assert settled[0] is None and settled[2] is False
+    assert issubclass(settled[1], psycopg.DataError) and issubclass(settled[3], psycopg.DataError)  # text with NUL
     assert store.decisions.decision("d1") is not None and store.decisions.decision("d2") is None
     assert store.joins.outcome_horizon() == 1
     assert (len(writes), True) in [(count, ok) for _, count, ok in commits]

@@ -25,13 +25,13 @@ DECISION_TYPES = (
 """The SQL type of each of DECISION_COLUMNS."""
 FLOATS = [i for i, kind in enumerate(DECISION_TYPES) if kind == "float8"]
 INSERT_DECISIONS = f"""WITH asked AS (
-    SELECT * FROM unnest(%s::int[], %s::text[], %s::int8[]) AS a(w, customer_id, head)
+    SELECT * FROM unnest(%b::int[], %b::text[], %b::int8[]) AS a(w, customer_id, head)
 ), stale AS (  -- fresh: the head is the customer's, or this instance wrote every decision since
     SELECT DISTINCT a.w FROM asked a LEFT JOIN customer_heads h ON h.customer_id = a.customer_id
     WHERE NOT COALESCE(a.head = h.head OR (h.writer = %s AND a.head >= h.since), a.head = 0)
 ), d AS (
     INSERT INTO decisions ({DECISION_COLUMNS})
-    SELECT {DECISION_COLUMNS} FROM unnest(%s::int[], {", ".join(f"%s::{kind}[]" for kind in DECISION_TYPES)})
+    SELECT {DECISION_COLUMNS} FROM unnest(%b::int[], {", ".join(f"%b::{kind}[]" for kind in DECISION_TYPES)})
         AS r(w, {DECISION_COLUMNS})
     WHERE r.w NOT IN (SELECT w FROM stale)
     ON CONFLICT DO NOTHING RETURNING decision_id, event_time, customer_id
@@ -47,36 +47,38 @@ SELECT decision_id, NULL FROM d UNION ALL SELECT NULL, w FROM stale"""
 one statement. ``asked``: the head (w, customer, head) each write ``w`` was decided on; a write with
 a head another store instance has moved since is stale, and its rows are left out, as is a row
 whose decision id or request id is taken (ON CONFLICT DO NOTHING: its write is refused).
-Rows: the inserted decision ids, then the stale writes' numbers."""
+Rows: the inserted decision ids, then the stale writes' numbers. The arrays go in binary (``%b``):
+psycopg's text format escapes every element with a regular expression, seven times the cost (for
+500 decisions: 487 µs a decision against 68, measured on a loaded machine)."""
 UNDO = "WITH gone AS (DELETE FROM decisions WHERE decision_id = ANY(%s)) DELETE FROM join_queue WHERE decision_id = ANY(%s)"
 OUTCOME_TYPES = ("text", "text", "text", "float8", "float8", "text", "float8", "int", "int")
 INSERT_OUTCOMES = (
     f"INSERT INTO outcomes ({OUTCOME_COLUMNS}) SELECT {OUTCOME_COLUMNS} FROM unnest("
-    f"{', '.join(f'%s::{kind}[]' for kind in OUTCOME_TYPES)}) WITH ORDINALITY AS u({OUTCOME_COLUMNS}, n) ORDER BY n "
+    f"{', '.join(f'%b::{kind}[]' for kind in OUTCOME_TYPES)}) WITH ORDINALITY AS u({OUTCOME_COLUMNS}, n) ORDER BY n "
     "ON CONFLICT (outcome_id) DO NOTHING RETURNING outcome_id"
 )
 """Outcomes in the order given (so their seqs are), an outcome_id stored already left out."""
 STORED = f"SELECT outcome_id, {SENT_COLUMNS} FROM outcomes WHERE outcome_id = ANY(%s)"
 INSERT_ACTIVATIONS = (
     "INSERT INTO activations (decision_id, event_time, received_at) SELECT decision_id, event_time, received_at "
-    "FROM unnest(%s::text[], %s::float8[], %s::float8[]) WITH ORDINALITY AS u(decision_id, event_time, received_at, n) "
+    "FROM unnest(%b::text[], %b::float8[], %b::float8[]) WITH ORDINALITY AS u(decision_id, event_time, received_at, n) "
     "ORDER BY n ON CONFLICT DO NOTHING RETURNING decision_id"
 )
-CUSTOMER_LOGS = """WITH wanted(id) AS (SELECT unnest(%(ids)s::text[]))
+CUSTOMER_LOGS = """WITH wanted(id) AS (SELECT unnest(%(ids)b::text[]))
 SELECT 0, customer_id, event_time, decision_id, channel, offer FROM decisions
-    WHERE customer_id = ANY(%(ids)s) AND event_time >= %(since)s AND event_time < %(last)s AND action_id <> 'do_nothing'
+    WHERE customer_id = ANY(%(ids)b::text[]) AND event_time >= %(since)s AND event_time < %(last)s AND action_id <> 'do_nothing'
 UNION ALL
 SELECT 1, id, (SELECT event_time FROM decisions
                WHERE customer_id = id AND event_time < %(since)s AND action_id <> 'do_nothing'
                ORDER BY event_time DESC LIMIT 1), NULL, NULL, NULL FROM wanted
 UNION ALL
-SELECT 2, customer_id, MAX(event_time), type, NULL, NULL FROM outcomes WHERE customer_id = ANY(%(ids)s) AND event_time < %(first)s
-    GROUP BY customer_id, type
+SELECT 2, customer_id, MAX(event_time), type, NULL, NULL FROM outcomes
+    WHERE customer_id = ANY(%(ids)b::text[]) AND event_time < %(first)s GROUP BY customer_id, type
 UNION ALL
 SELECT 3, customer_id, event_time, type, NULL, NULL FROM outcomes
-    WHERE customer_id = ANY(%(ids)s) AND event_time >= %(first)s AND event_time < %(last)s
+    WHERE customer_id = ANY(%(ids)b::text[]) AND event_time >= %(first)s AND event_time < %(last)s
 UNION ALL
-SELECT 4, customer_id, head, NULL, NULL, NULL FROM customer_heads WHERE customer_id = ANY(%(ids)s)"""
+SELECT 4, customer_id, head, NULL, NULL, NULL FROM customer_heads WHERE customer_id = ANY(%(ids)b::text[])"""
 """Every part of the customers' logs, and their heads, in one statement: one snapshot."""
 
 
@@ -212,7 +214,8 @@ class PostgresDecisionLog:
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         if not request_ids:
             return {}
-        rows = self._engine.rows(f"SELECT {DECISION_COLUMNS} FROM decisions WHERE request_id = ANY(%s)", (list(request_ids),))
+        query = f"SELECT {DECISION_COLUMNS} FROM decisions WHERE request_id = ANY(%b::text[])"
+        rows = self._engine.rows(query, (list(request_ids),))
         return {row[1]: decision_from_row(row) for row in rows}
 
     def customer_logs(

@@ -61,7 +61,7 @@ LOCK_OUTCOMES = f"SELECT pg_advisory_xact_lock({lock_key('outcomes')})"
 """The transaction-level advisory lock every write of outcomes holds: their seqs in commit order."""
 LOCK_CUSTOMERS = (
     "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(c || COALESCE(current_schema(), ''), 0) AS k "
-    "FROM unnest(%s::text[]) AS c ORDER BY k) AS keys"
+    "FROM unnest(%b::text[]) AS c ORDER BY k) AS keys"
 )
 """The transaction-level advisory locks of customers, in key order (also when two ids share a key)."""
 GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"

@@ -35,7 +35,7 @@ from store.rows import EXAMPLE_COLUMNS, RUN_COLUMNS, example_rows, learning_rows
 
 ROWS_PER_STATEMENT = 5000
 """Decisions one DELETE of the join queue takes."""
-DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%s) RETURNING decision_id"
+DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%b::text[]) RETURNING decision_id"
 FACT_COLUMNS = "d.decision_id, d.event_time, d.offer, d.channel, d.action_id"
 ORDERED = (
     "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
@@ -48,8 +48,8 @@ ORDERED = (
 OTHERS = (
     f"SELECT d.customer_id, {FACT_COLUMNS}, a.event_time FROM decisions d "
     "LEFT JOIN activations a ON a.decision_id = d.decision_id "
-    "WHERE d.customer_id = ANY(%s) AND d.event_time <= %s "
-    "AND NOT EXISTS (SELECT FROM unnest(%s::bigint[]) AS closing(seq) WHERE closing.seq = d.seq)"
+    "WHERE d.customer_id = ANY(%b::text[]) AND d.event_time <= %s "
+    "AND NOT EXISTS (SELECT FROM unnest(%b::bigint[]) AS closing(seq) WHERE closing.seq = d.seq)"
 )
 """The other decisions of the closing decisions' customers. The closing ones are left out by an anti
 join, not ``seq <> ALL(array)``: that compares each row with every closing seq (a quadratic cost
@@ -90,12 +90,12 @@ class PostgresJoinState:
 
         def read(conn: Connection) -> tuple[list[Any], list[Any], list[Any]]:
             activated = conn.execute(
-                "SELECT decision_id, event_time FROM activations WHERE decision_id = ANY(%s)", ([d[2] for d in closed],)
+                "SELECT decision_id, event_time FROM activations WHERE decision_id = ANY(%b::text[])", ([d[2] for d in closed],)
             ).fetchall()
             others = conn.execute(OTHERS, (customers, watermark, [d[1] for d in closed])).fetchall()
             outcomes = conn.execute(
                 "SELECT customer_id, outcome_id, type, value, event_time, decision_id FROM outcomes "
-                "WHERE customer_id = ANY(%s) AND seq <= %s ORDER BY customer_id, event_time, outcome_id",
+                "WHERE customer_id = ANY(%b::text[]) AND seq <= %s ORDER BY customer_id, event_time, outcome_id",
                 (customers, horizon),
             ).fetchall()
             return activated, others, outcomes
