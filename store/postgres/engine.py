@@ -64,7 +64,6 @@ LOCK_CUSTOMERS = (
     "FROM unnest(%b::text[]) AS c ORDER BY k) AS keys"
 )
 """The transaction-level advisory locks of customers, in key order (also when two ids share a key)."""
-GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 BROKEN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 """What says the database or the connection to it failed, not the write."""
 
@@ -153,15 +152,6 @@ def _merged(conn: Connection, run: list[_Queued]) -> list[Settled]:
     return results
 
 
-def _configure(conn: Connection) -> None:
-    """A new pooled connection: its prepared statements (psycopg prepares a statement from its fifth
-    run) keep one generic plan. By default PostgreSQL plans the hot path's statements again at
-    every run (their arrays of ids make each custom plan look cheaper than the generic one): that
-    planning was most of the database's CPU for a history read (360 µs a read with it, 140 µs
-    without, measured on a loaded machine)."""
-    conn.execute(GENERIC_PLANS)
-
-
 def _within_locks(group: list[_Queued]) -> Iterator[list[_Queued]]:
     """``group`` in consecutive parts of at most MAX_LOCKED_CUSTOMERS customers each (a write with
     more is a part of its own): a transaction's advisory locks take slots of the server's shared
@@ -207,7 +197,7 @@ class Engine:
         self.customer_locks = customer_locks
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             url, min_size=2, max_size=MAX_CONNECTIONS, kwargs={"autocommit": True, "connect_timeout": int(CONNECT_SECONDS)},
-            timeout=CONNECT_SECONDS, open=False, name="brein-store", configure=_configure,
+            timeout=CONNECT_SECONDS, open=False, name="brein-store",
         )  # fmt: skip
         try:
             self.pool.open(wait=True, timeout=CONNECT_SECONDS)
