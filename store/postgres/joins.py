@@ -54,6 +54,11 @@ OTHERS = (
 """The other decisions of the closing decisions' customers. The closing ones are left out by an anti
 join, not ``seq <> ALL(array)``: that compares each row with every closing seq (a quadratic cost
 once the array is a parameter of a generic plan, not a constant PostgreSQL hashes)."""
+CLOSED = (
+    f"SELECT d.customer_id, d.seq, {FACT_COLUMNS} FROM join_queue q JOIN decisions d ON d.decision_id = q.decision_id "
+    "WHERE q.event_time <= %s ORDER BY d.customer_id, d.event_time, d.decision_id"
+)
+CLOSED_PER_FETCH = 20_000
 LEARNING = ORDERED.format(more="")
 LOGGED = ORDERED.format(more=", j.credit, d.pmf, d.shadow")
 COUNT = ("SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (%s, %s, %s) "
@@ -76,13 +81,17 @@ class PostgresJoinState:
         return int(self._engine.value("SELECT COALESCE(MAX(seq), 0) FROM outcomes"))
 
     def closed_decisions(self, cutoff: float) -> list[ClosedDecision]:
-        rows = self._engine.rows(
-            f"SELECT d.customer_id, d.seq, {FACT_COLUMNS} FROM join_queue q JOIN decisions d ON d.decision_id = q.decision_id "
-            "WHERE q.event_time <= %s ORDER BY d.customer_id, d.event_time, d.decision_id",
-            (cutoff,),
-        )
+        """Read through a server-side cursor, CLOSED_PER_FETCH rows at a time: a backlog of a million
+        is then never held twice (the driver's result and the records) in this process."""
         intern = sys.intern
-        return [(intern(c), seq, d, t, intern(o), intern(ch), intern(a)) for c, seq, d, t, o, ch, a in rows]
+
+        def read(conn: Connection) -> list[ClosedDecision]:
+            with conn.transaction(), conn.cursor(name="closed_decisions") as cursor:
+                cursor.itersize = CLOSED_PER_FETCH
+                cursor.execute(CLOSED, (cutoff,))
+                return [(intern(c), seq, d, t, intern(o), intern(ch), intern(a)) for c, seq, d, t, o, ch, a in cursor]
+
+        return self._engine.read(read)
 
     def customer_facts(self, closing: Mapping[str, Sequence[ClosedDecision]], watermark: float, horizon: int) -> CustomerFacts:
         customers = list(closing)
