@@ -1,11 +1,12 @@
-"""Decide latency while the server joins and learns: `python -m bench.background [--quick] [--tuning]`.
+"""Decide latency while the server joins and learns: `python -m bench.background [--quick] [--tuning] [--store-url URL]`.
 
 A real server (``create_server`` with its background work, as ``brein serve`` runs it) starts on a
 store holding a backlog of closed decisions and their outcomes (200,000 and 60,000; 50,000 and
 15,000 with --quick). Its join/learn worker joins the backlog, then learns it, then idles. Calls go
 out at 300 requests/s, open loop, in windows of 2 seconds; each window is put in the phase the
 worker was in when it began (from the store: joined rows, the latest snapshot's learned position).
-The baseline is the same server in the same run once its worker idles.
+The baseline is the same server in the same run once its worker idles. With ``--store-url
+postgresql://...``, the store is a scratch database on that PostgreSQL server (bench/postgres.py).
 
 With --tuning the worker also has ``[tuning]`` on: once it has learned the backlog, it tunes
 learning set-ups on it (brain/tuning.py) before it idles; the phase is "tuning" until the store's
@@ -19,6 +20,7 @@ import contextlib
 import itertools
 import multiprocessing
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -33,6 +35,7 @@ from bench import load
 from bench.decide import SEED, ClientProcess, ServerProcess
 from bench.join import DAY, build
 from bench.join import T0 as BACKLOG_START
+from bench.postgres import scratch_database
 from bench.workload import telecom_config, train_model
 from brain.tuning import AUDIT_ACTION
 from store import Store, open_store
@@ -63,15 +66,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.background", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a backlog of 50,000 decisions instead of 200,000")
     parser.add_argument("--tuning", action="store_true", help="the worker also tunes learning set-ups ([tuning] on)")
+    parser.add_argument("--store-url", help="a PostgreSQL server: the store in a scratch database of its own there")
     args = parser.parse_args(argv)
     backlog = 50_000 if args.quick else 200_000
     console = Console(width=None if sys.stdout.isatty() else 170)
-    command = "python -m bench.background" + (" --quick" if args.quick else "") + (" --tuning" if args.tuning else "")
+    command = shlex.join(["python", "-m", "bench.background", *(sys.argv[1:] if argv is None else argv)])
     console.print(f"{command}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start", highlight=False)
     ctx = multiprocessing.get_context("spawn")
     windows: dict[str, list[dict[str, float]]] = {p: [] for p in PHASES}
     with tempfile.TemporaryDirectory(prefix="brein-bench-") as tmp, contextlib.ExitStack() as stack:
-        store = Path(tmp) / "brein.db"
+        store: Path | str = stack.enter_context(scratch_database(args.store_url)) if args.store_url else Path(tmp) / "brein.db"
         build(store, backlog, backlog * 3 // 10, customers=backlog // 5)
         model = Path(tmp) / "telecom.vw"
         model.write_bytes(train_model(parse_config(telecom_config(Path(tmp) / "probe.db", None)), 1_000, SEED))

@@ -8,8 +8,9 @@
 
 Servers and the client run in processes of their own (the client must not share a server's GIL);
 each server binds 127.0.0.1:0 and logs to a temp SQLite file. ``--quick`` for a short run.
-``--store-url postgresql://...``: Brein's server logs to a schema of its own in that database instead,
-and its server CPU includes every PostgreSQL process's on this machine (the database's share).
+``--store-url postgresql://...``: Brein's server logs to a scratch database of its own on that server
+instead, and its server CPU includes that database's backends' (the database's share; see
+bench/postgres.py).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import EligibilityRules
 from bandit.sampling import decision_id_for, sample_index, uniform_draw
 from bench import load, servers
-from bench.customer_lock import scratch_schema
+from bench.postgres import database_of, postgres_cpu, scratch_database
 from bench.workload import EVENT_TIME, eligible_customer, sized_config, telecom_config, train_model
 from store import open_store
 from store.opening import is_postgres
@@ -106,22 +107,6 @@ def _receive(conn: Connection, timeout: float, what: str) -> Any:
         raise RuntimeError(f"{what} exited (its traceback is above)") from None
 
 
-def postgres_cpu() -> float:
-    """CPU seconds every PostgreSQL server process on this machine has used (/proc): the database's
-    share of a Decide on a PostgreSQL store, counted with the server's."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # gone between two looks
-            continue
-        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
-        if name.startswith("postgres"):
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
-
-
 class ServerProcess:
     def __init__(
         self, ctx: SpawnContext, kind: str, config: dict[str, Any], store: Path | str, profile: Path | None, *,
@@ -129,7 +114,7 @@ class ServerProcess:
     ) -> None:  # fmt: skip
         self.kind = kind
         self.store = store
-        self._database = is_postgres(str(store))
+        self._database = database_of(str(store)) if is_postgres(str(store)) else None
         self._conn, child = ctx.Pipe()
         self._process = ctx.Process(
             target=servers.serve,
@@ -152,10 +137,14 @@ class ServerProcess:
         return self._process.pid
 
     def cpu(self) -> float:
-        """CPU seconds of the server's process, and of the database's on a PostgreSQL store."""
+        """CPU seconds of the server's process, and of its database's backends on a PostgreSQL store."""
         self._conn.send("cpu")
         seconds: float = _receive(self._conn, 10, f"the {self.kind} server")
-        return seconds + (postgres_cpu() if self._database else 0.0)
+        return seconds + self.database_cpu()
+
+    def database_cpu(self) -> float:
+        """CPU seconds of the backends of the server's PostgreSQL database (0 on SQLite)."""
+        return postgres_cpu(self._database) if self._database else 0.0
 
     def stop(self) -> None:
         if self._process.is_alive():
@@ -353,7 +342,7 @@ def over_grpc(
         for kind in ("decide", "noop"):
             store: Path | str = tmp / f"{kind}.db"
             if database and kind == "decide":
-                store = stack.enter_context(scratch_schema(database))
+                store = stack.enter_context(scratch_database(database))
             server = ServerProcess(
                 ctx, kind, telecom_config(store, model), store, profile / f"{kind}.pstats" if profile else None
             )
@@ -553,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--customers", type=int, default=FULL.customers, help="size of the customer pool (default 100,000)")
     parser.add_argument("--profile", type=Path, help="write each server's cProfile stats here (figures are then not valid)")
     parser.add_argument("--skip-grpc", action="store_true", help="only the in-process figures")
-    parser.add_argument("--store-url", help="a PostgreSQL database for Brein's server (in a schema of its own)")
+    parser.add_argument("--store-url", help="a PostgreSQL server for Brein's store (in a scratch database of its own)")
     args = parser.parse_args(argv)
     settings = dataclasses.replace(QUICK if args.quick else FULL, customers=args.customers)
     command = shlex.join(["python", "-m", "bench.decide", *(sys.argv[1:] if argv is None else argv)])

@@ -1,17 +1,24 @@
-"""Joining decisions with outcomes: `python -m bench.join [--quick]`.
+"""Joining decisions with outcomes: `python -m bench.join [--quick] [--store-url postgresql://...]`.
 
 Builds a log of 1,000,000 decisions and 300,000 outcomes (100,000 / 30,000 with --quick) over 120
 days, then times, in separate processes so each peak memory is its own:
   * `brein join` — the joiner, exactly-once writes included (target: <= 60 s, <= 1 GiB);
   * the baseline — one SQL query that sums, per decision, the outcomes in a 30-day window, the
     least work any join of this log must do (no attribution modes, no writes): store/sqlite/baseline.py.
+With ``--store-url``, the log is in a scratch database on that PostgreSQL server (its baseline
+store/postgres/baseline.py), and the database's side is measured too: the CPU its backends used and
+the most resident memory they held together (shared buffers counted in each backend that touched
+them: an upper bound), sampled from /proc (bench/postgres.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -23,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bandit.config import load_config
+from bench.postgres import Sampler, database_of, scratch_database
 from store import open_store
 from store.records import ActivationRecord, DecisionRecord, OutcomeRecord
 
@@ -33,9 +41,9 @@ DAY = 86_400.0
 ACTIONS = ["do_nothing", "renewal/email/morning", "renewal_discount/sms/evening", "sim_only/app_push/afternoon", "data_upsell/email/evening"]
 OUTCOMES = [("contract_renewal", 240.0), ("sim_activation", 80.0), ("complaint", -50.0), ("unsubscribe", -30.0)]
 
-def build(path: Path, decisions: int, outcomes: int, customers: int, seed: int = 7) -> None:
+def build(store_url: Path | str, decisions: int, outcomes: int, customers: int, seed: int = 7) -> None:
     rng = random.Random(seed)
-    store = open_store(str(path))
+    store = open_store(str(store_url))
     batch: list[DecisionRecord] = []
     for i in range(decisions):
         action = rng.choice(ACTIONS)
@@ -47,7 +55,7 @@ def build(path: Path, decisions: int, outcomes: int, customers: int, seed: int =
             model_version="v", personalised=True, features={"n": {"touchpoint": "app"}, "u": {"tenure_months": 12.0, "plan": "basic"}},
             eligible=tuple(ACTIONS), pmf=(0.2,) * 5,
         ))  # fmt: skip
-        if len(batch) == 20_000:
+        if len(batch) == 1_000:  # a write's customers are locked together (see store/postgres/engine.py)
             store.decisions.submit_decisions(batch).result()
             batch = []
     if batch:
@@ -98,24 +106,36 @@ def timed(command: list[str]) -> tuple[float, float, str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.join", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100,000 decisions instead of 1,000,000")
+    parser.add_argument("--store-url", help="a PostgreSQL server: the log in a scratch database of its own there")
     args = parser.parse_args(argv)
     decisions, outcomes = (100_000, 30_000) if args.quick else (1_000_000, 300_000)
     console = Console()
     load_config(CONFIG)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "join.db"
+    database: tuple[float, float] | None = None
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        store = stack.enter_context(scratch_database(args.store_url)) if args.store_url else str(Path(tmp) / "join.db")
         started = time.perf_counter()
-        build(path, decisions, outcomes, customers=decisions // 5)
+        build(store, decisions, outcomes, customers=decisions // 5)
         console.print(f"built a log of {decisions:,} decisions and {outcomes:,} outcomes in {time.perf_counter() - started:.0f} s")
-        base_s, base_mib, base_out = timed([sys.executable, str(ROOT / "store" / "sqlite" / "baseline.py"), str(path)])
-        join_s, join_mib, report = timed([sys.executable, "-m", "serving", "join", "--config", str(CONFIG), "--store", str(path),
-                                          "--until", "2026-06-01", "--json"])  # fmt: skip
+        backend = "postgres" if args.store_url else "sqlite"
+        base_s, base_mib, base_out = timed([sys.executable, str(ROOT / "store" / backend / "baseline.py"), store])
+        with Sampler(database_of(store)) if args.store_url else contextlib.nullcontext() as sampler:
+            join_s, join_mib, report = timed([sys.executable, "-m", "serving", "join", "--config", str(CONFIG), "--store", store,
+                                              "--until", "2026-06-01", "--json"])  # fmt: skip
+        if sampler is not None:
+            database = (sampler.cpu, sampler.peak_mib)
         joined = sum(json.loads(report)[kind] for kind in ("joined", "unactivated"))
-    table = Table("", "decisions", "seconds", "decisions/s", "peak RSS MiB", title=f"join {decisions:,} decisions, {outcomes:,} outcomes")
+    title = f"join {decisions:,} decisions, {outcomes:,} outcomes on {'PostgreSQL' if args.store_url else 'SQLite'}"
+    table = Table("", "decisions", "seconds", "decisions/s", "peak RSS MiB", title=title)
     table.add_row("baseline: one SQL window sum", base_out, f"{base_s:.1f}", f"{decisions / base_s:,.0f}", f"{base_mib:.0f}")
     table.add_row("brein join (exactly once)", f"{joined:,}", f"{join_s:.1f}", f"{decisions / join_s:,.0f}", f"{join_mib:.0f}")
     console.print(table)
-    console.print(f"target: <= 60 s and <= 1024 MiB for 1,000,000 decisions; command: python -m bench.join{' --quick' if args.quick else ''}")
+    if database is not None:
+        cpu, mib = database
+        console.print(f"the database's backends during brein join: {cpu:.1f} s CPU, at most {mib:.0f} MiB resident together")
+    command = shlex.join(["python", "-m", "bench.join", *(sys.argv[1:] if argv is None else argv)])
+    load = os.getloadavg()[0]
+    console.print(f"target: <= 60 s and <= 1024 MiB for 1,000,000 decisions; command: {command}; load average {load:.2f}")
 
 
 if __name__ == "__main__":

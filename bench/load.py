@@ -81,9 +81,12 @@ class Client:
         self._rng = random.Random(seed)
 
     async def channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to ``address``; to several servers, ``ipv4:HOST:PORT,HOST:PORT``, with calls
+        spread over them round robin (as a channel backend spreads them over replicas)."""
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address)
+            options = [("grpc.lb_policy_name", "round_robin")] if "," in address else []
+            channel = grpc.aio.insecure_channel(address, options=options)
             await asyncio.wait_for(channel.channel_ready(), DEADLINE)
             self._channels[address] = channel
         return channel

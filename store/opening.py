@@ -67,10 +67,11 @@ def open_store(
     the store's background threads (store/threads.py). ``write_pause``: seconds the writer rests
     after each commit, so that another process sharing the database (the server, beside its
     worker) gets to write in between; PostgreSQL ignores it. ``create=False``: UnknownStore rather
-    than a new, empty store when there is none at ``url`` (a PostgreSQL database is never created:
+    than a new, empty store when there is none at ``url`` (on PostgreSQL: no store's tables in the
+    database, in the schema its URL's search_path names; a database is never created:
     StoreUnavailable when it cannot be reached)."""
     if is_postgres(url):
-        return PostgresStore(url, on_commit=on_commit, on_thread_failure=on_thread_failure)
+        return PostgresStore(url, on_commit=on_commit, on_thread_failure=on_thread_failure, create=create)
     path = sqlite_path(url)
     if path is not None and not create and not path.is_file():
         raise UnknownStore(f"no store at {path}: give --store, or run the server once to create it")

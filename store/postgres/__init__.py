@@ -26,10 +26,14 @@ class PostgresStore:
         on_commit: CommitListener | None = None,
         on_thread_failure: ThreadFailure | None = None,
         customer_locks: bool = True,
+        create: bool = True,
     ) -> None:
         """``on_thread_failure`` hears of the failures of the store's writer (store/threads.py);
-        ``customer_locks`` False only to measure the per-customer lock (see store/postgres/engine.py)."""
-        self.engine = Engine(url, on_commit=on_commit, on_thread_failure=on_thread_failure, customer_locks=customer_locks)
+        ``customer_locks`` False only to measure the per-customer lock (see store/postgres/engine.py);
+        ``create`` False: UnknownStore when the database holds no store (nothing is created)."""
+        self.engine = Engine(
+            url, on_commit=on_commit, on_thread_failure=on_thread_failure, customer_locks=customer_locks, create=create
+        )
         """The pool and the writer; for tests of this backend's own behaviour, never for consumers."""
         self.decisions = PostgresDecisionLog(self.engine)
         self.joins = PostgresJoinState(self.engine)

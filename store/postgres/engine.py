@@ -2,14 +2,17 @@
 
 Every write of a store goes through its writer thread, which commits whatever is queued in one
 transaction (group commit) and only then resolves each write's future: a caller that waits on its
-future holds a committed write. Each write runs in its own savepoint (psycopg's nested
-``transaction()``): a refused write fails alone, the others in its group still commit. The hot
-path's writes (decisions, outcomes, activations) are mergeable: between two other writes, all
-those of one kind are written together, a statement or two for the lot, in one savepoint (and
-one by one only when that fails).
+future holds a committed write. The hot path's writes (decisions, outcomes, activations) are
+mergeable: all those of one kind in a group are written together, in one statement.
 
-The transaction begins with the advisory locks its group needs (in the round trip of its BEGIN),
-always in one order:
+A group of mergeable writes only (the hot path's) costs two round trips: its BEGIN, its locks and
+one statement a kind, sent together in pipeline mode; then its COMMIT. Any other group, or one
+whose statement the database refused, is written the careful way: each write (each kind of
+mergeable writes) in its own savepoint (psycopg's nested ``transaction()``), so that a refused
+write fails alone while the others in its group still commit (a kind whose statement fails is
+then written one by one).
+
+The transaction begins with the advisory locks its group needs, always in one order:
 the per-customer locks of its decisions (sorted by key), then the outcome lock when it stores an
 outcome. Two replicas' groups therefore never wait on each other in a circle; a customer's
 decisions commit one replica at a time; and outcomes get their sequence numbers in commit order
@@ -17,7 +20,8 @@ decisions commit one replica at a time; and outcomes get their sequence numbers 
 
 Reads take a pooled connection in autocommit mode (each statement sees what was committed when it
 began). A read whose connection turns out broken (the server restarted, the backend was
-terminated) is tried once more on a fresh one; a write group on a broken connection fails as
+terminated) is tried once more on a fresh one, and so is a write group whose connection broke
+before its COMMIT was sent (nothing of it was written); a group that fails otherwise fails as
 StoreUnavailable and the next group takes a fresh connection: the store recovers by itself.
 """
 
@@ -28,13 +32,12 @@ import queue
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
 from typing import Any, NamedTuple, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from store.errors import Conflict, StoreUnavailable
+from store.errors import Conflict, StoreUnavailable, UnknownStore
 from store.ports import CommitListener
 from store.postgres.schema import lock_key, migrate
 from store.settling import Settled, committed, failed, next_group
@@ -45,6 +48,8 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 Write = Callable[[Connection], T]
 
 MAX_GROUP = 2048
+MAX_LOCKED_CUSTOMERS = 1000
+"""The most customers whose locks one group commit takes (see _within_locks)."""
 MAX_CONNECTIONS = 8
 """A store's pooled connections: its writer's and its concurrent reads'."""
 CONNECT_SECONDS = 5.0
@@ -56,7 +61,7 @@ LOCK_OUTCOMES = f"SELECT pg_advisory_xact_lock({lock_key('outcomes')})"
 """The transaction-level advisory lock every write of outcomes holds: their seqs in commit order."""
 LOCK_CUSTOMERS = (
     "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(c || COALESCE(current_schema(), ''), 0) AS k "
-    "FROM unnest(%s::text[]) AS c ORDER BY k) AS keys"
+    "FROM unnest(%b::text[]) AS c ORDER BY k) AS keys"
 )
 """The transaction-level advisory locks of customers, in key order (also when two ids share a key)."""
 BROKEN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
@@ -68,17 +73,29 @@ Outcome = tuple[Any, BaseException | None]
 
 
 class Mergeable:
-    """A write that the writer may merge with the other writes of its class between two other
-    writes: their order among themselves is kept, their order against other mergeable kinds is not
-    (each kind is independent of the others)."""
+    """A write that the writer may merge with the other writes of its class in a group: their order
+    among themselves is kept, their order against other mergeable kinds is not (each kind is
+    independent of the others). The writes of a kind are one statement (``statement``), sent with
+    the group's BEGIN without waiting; ``settle`` reads what became of each from its rows."""
 
     __slots__ = ()
 
     @classmethod
-    def merged(cls, conn: Connection, writes: Sequence[Any]) -> list[Outcome]:
-        """Write every one of ``writes`` (all instances of ``cls``) in as few statements as possible:
-        what became of each (one that failed alone left nothing written)."""
+    def statement(cls, writes: Sequence[Any]) -> tuple[str, Sequence[Any]]:
+        """The one statement (query, arguments) that writes all of ``writes`` (instances of ``cls``)."""
         raise NotImplementedError
+
+    @classmethod
+    def settle(cls, conn: Connection, writes: Sequence[Any], rows: list[tuple[Any, ...]]) -> list[Outcome]:
+        """What became of each of ``writes`` from the rows of their statement (one that failed alone
+        left nothing written: undone here on ``conn``, in the group's transaction, when it must be)."""
+        raise NotImplementedError
+
+    @classmethod
+    def merged(cls, conn: Connection, writes: Sequence[Any]) -> list[Outcome]:
+        """Write every one of ``writes`` on ``conn`` now: what became of each."""
+        query, args = cls.statement(writes)
+        return cls.settle(conn, writes, conn.execute(query, args).fetchall())
 
     def __call__(self, conn: Connection) -> Any:
         result, error = type(self).merged(conn, [self])[0]
@@ -112,14 +129,18 @@ def alone(conn: Connection, write: Write[T]) -> tuple[T | None, BaseException | 
         return None, error
 
 
-def _merged(conn: Connection, run: list[_Queued]) -> list[Settled]:
-    """Mergeable writes, each kind's together in a savepoint; each alone when that one fails."""
-    by_kind: dict[type[Mergeable], list[_Queued]] = {}
+def _by_kind(run: Sequence[_Queued]) -> dict[type[Mergeable], list[_Queued]]:
+    kinds: dict[type[Mergeable], list[_Queued]] = {}
     for queued in run:
         assert isinstance(queued.write, Mergeable)
-        by_kind.setdefault(type(queued.write), []).append(queued)
+        kinds.setdefault(type(queued.write), []).append(queued)
+    return kinds
+
+
+def _merged(conn: Connection, run: list[_Queued]) -> list[Settled]:
+    """Mergeable writes, each kind's together in a savepoint; each alone when that one fails."""
     results: list[Settled] = []
-    for kind, mine in by_kind.items():
+    for kind, mine in _by_kind(run).items():
         try:
             with conn.transaction():
                 outcomes = kind.merged(conn, [q.write for q in mine])
@@ -129,6 +150,31 @@ def _merged(conn: Connection, run: list[_Queued]) -> list[Settled]:
             outcomes = [alone(conn, q.write) for q in mine]
         results.extend((q.future, *outcome) for q, outcome in zip(mine, outcomes, strict=True))
     return results
+
+
+def _within_locks(group: list[_Queued]) -> Iterator[list[_Queued]]:
+    """``group`` in consecutive parts of at most MAX_LOCKED_CUSTOMERS customers each (a write with
+    more is a part of its own): a transaction's advisory locks take slots of the server's shared
+    lock table (max_locks_per_transaction × connections), and a group of DecideBatch chunks that
+    filled it would fail as a whole ("out of shared memory")."""
+    part: list[_Queued] = []
+    customers = 0
+    for queued in group:
+        if part and customers + len(queued.customers) > MAX_LOCKED_CUSTOMERS:
+            yield part
+            part, customers = [], 0
+        part.append(queued)
+        customers += len(queued.customers)
+    if part:
+        yield part
+
+
+class _Unsent(Exception):
+    """The connection broke before the group's COMMIT was sent: nothing of the group was written."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Engine:
@@ -141,10 +187,12 @@ class Engine:
         on_commit: CommitListener | None = None,
         on_thread_failure: ThreadFailure | None = None,
         customer_locks: bool = True,
+        create: bool = True,
     ) -> None:
         """The writer is a supervised thread (store/threads.py): ``on_thread_failure`` hears of its
         failures. ``customer_locks`` False: decisions are written without the per-customer lock (only
-        to measure what the lock costs; replicas could then both pass a contact cap)."""
+        to measure what the lock costs; replicas could then both pass a contact cap). ``create``
+        False: UnknownStore when the database holds no store (see migrate)."""
         self.url = url
         self.customer_locks = customer_locks
         self.pool: ConnectionPool[Connection] = ConnectionPool(
@@ -154,10 +202,13 @@ class Engine:
         try:
             self.pool.open(wait=True, timeout=CONNECT_SECONDS)
             with self.pool.connection() as conn:
-                migrate(conn)
+                migrate(conn, create=create)
         except BROKEN as error:
             self.pool.close()
             raise StoreUnavailable(f"could not open the PostgreSQL store: {error}") from error
+        except UnknownStore:
+            self.pool.close()
+            raise
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._closed = False
@@ -201,60 +252,90 @@ class Engine:
 
     def _write_loop(self) -> None:
         while (group := next_group(self._queue, MAX_GROUP)) is not None:
-            self._commit_group(group)
+            for part in _within_locks(group):
+                self._commit_group(part)
 
     def _begin(self, conn: Connection, group: list[_Queued]) -> None:
-        """BEGIN and the group's locks in one round trip: one simple query of several statements
-        (bound on the client), each statement still with a snapshot of its own."""
-        statements, args = ["BEGIN"], []
+        """Queue BEGIN and the group's locks on ``conn``, which is in pipeline mode: the caller
+        decides when they are sent (with the group's statements, or alone)."""
+        conn.execute("BEGIN")
         customers = {customer for queued in group for customer in queued.customers}
         if customers and self.customer_locks:
-            statements.append(LOCK_CUSTOMERS)
-            args.append(list(customers))
+            conn.execute(LOCK_CUSTOMERS, (list(customers),))
         if any(queued.sequenced for queued in group):
-            statements.append(LOCK_OUTCOMES)
-        psycopg.ClientCursor(conn).execute("; ".join(statements), args)
+            conn.execute(LOCK_OUTCOMES)
 
-    @contextmanager
-    def _connection_begun(self, group: list[_Queued]) -> Iterator[tuple[Connection, list[_Queued]]]:
-        """A pooled connection with the group's transaction begun, and the writes of ``group`` whose
-        callers have not given up (a write cancelled before it began, also while this waited for a
-        connection, is never written). A connection that turns out broken at BEGIN (the database
-        restarted, the backend was terminated) is swapped for a fresh one, once: nothing was written."""
-        for attempt in (1, 2):
-            with self.pool.connection(timeout=WAIT_SECONDS) as conn:
-                if attempt == 1:
-                    group = [queued for queued in group if queued.future.set_running_or_notify_cancel()]
-                if not group:
-                    yield conn, group
-                    return
-                try:
-                    self._begin(conn, group)
-                except BROKEN:
-                    if attempt == 2 or not conn.broken:
+    def _pipelined(self, conn: Connection, group: list[_Queued]) -> list[Settled]:
+        """A group of mergeable writes in one round trip (BEGIN, locks, a statement a kind), not
+        committed yet. psycopg.Error when the database refused a statement (nothing written)."""
+        kinds = _by_kind(group)
+        with conn.pipeline():
+            self._begin(conn, group)
+            sent = [(kind, mine, conn.execute(*kind.statement([q.write for q in mine]))) for kind, mine in kinds.items()]
+            results: list[Settled] = []
+            for kind, mine, cursor in sent:
+                outcomes = kind.settle(conn, [q.write for q in mine], cursor.fetchall())
+                results.extend((q.future, *outcome) for q, outcome in zip(mine, outcomes, strict=True))
+        return results
+
+    def _one_by_one(self, conn: Connection, group: list[_Queued]) -> list[Settled]:
+        """A group in its transaction, each write (each kind of mergeable ones) in a savepoint: a
+        write that fails fails alone. Not committed yet."""
+        with conn.pipeline():
+            self._begin(conn, group)
+        results: list[Settled] = []
+        for mergeable, run in itertools.groupby(group, key=_mergeable):
+            if mergeable:
+                results.extend(_merged(conn, list(run)))
+            else:
+                results.extend((q.future, *alone(conn, q.write)) for q in run)
+        return results
+
+    def _write(self, conn: Connection, group: list[_Queued]) -> list[Settled]:
+        """The group written and committed on ``conn``: _Unsent when the connection broke before
+        its COMMIT was sent."""
+        try:
+            try:
+                if all(_mergeable(q) for q in group):
+                    try:
+                        results = self._pipelined(conn, group)
+                    except BROKEN:
                         raise
-                    continue
-                yield conn, group
-                return
+                    except psycopg.Error:  # a value the database refused: find whose, the careful way
+                        conn.execute("ROLLBACK")
+                        results = self._one_by_one(conn, group)
+                else:
+                    results = self._one_by_one(conn, group)
+            except BROKEN as error:
+                if conn.broken:
+                    raise _Unsent(error) from error
+                raise
+            conn.execute("COMMIT")
+            return results
+        except BaseException:
+            if not conn.broken and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            raise
 
     def _commit_group(self, group: list[_Queued]) -> None:
+        """Commit ``group`` and tell its callers; a write cancelled before it began (also while this
+        waited for a connection) is never written. A connection that broke before the COMMIT was
+        sent (the database restarted, the backend was terminated) is swapped for a fresh one, once."""
         started = time.perf_counter()
         results: list[Settled] = []
         try:
-            with self._connection_begun(group) as (conn, group):
-                if not group:
-                    return
-                try:
-                    for mergeable, run in itertools.groupby(group, key=_mergeable):
-                        if mergeable:
-                            results.extend(_merged(conn, list(run)))
-                        else:
-                            results.extend((q.future, *alone(conn, q.write)) for q in run)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if not conn.broken:
-                        conn.execute("ROLLBACK")
-                    raise
+            for attempt in (1, 2):
+                with self.pool.connection(timeout=WAIT_SECONDS) as conn:
+                    if attempt == 1:
+                        group = [queued for queued in group if queued.future.set_running_or_notify_cancel()]
+                    if not group:
+                        return
+                    try:
+                        results = self._write(conn, group)
+                        break
+                    except _Unsent as unsent:
+                        if attempt == 2:
+                            raise unsent.error from None
         except (psycopg.Error, PoolTimeout) as error:  # the database failed (or the group's locks deadlocked)
             failed([q.future for q in group], len(group), error, started, self._on_commit)
             return

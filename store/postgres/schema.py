@@ -16,6 +16,8 @@ from typing import Any
 
 import psycopg
 
+from store.errors import UnknownStore
+
 
 def lock_key(name: str) -> str:
     """The SQL of an advisory lock's key: ``name`` in this store's schema (current_schema(), as
@@ -164,10 +166,17 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
 ]  # fmt: skip
 
 
-def migrate(conn: psycopg.Connection[Any]) -> None:
-    """Apply the steps not applied yet, in one transaction under the migration lock."""
+def migrate(conn: psycopg.Connection[Any], *, create: bool = True) -> None:
+    """Apply the steps not applied yet, in one transaction under the migration lock. ``create``
+    False: UnknownStore, and nothing created, when the database (the URL's schema) holds no store."""
     with conn.transaction():
         conn.execute(f"SELECT pg_advisory_xact_lock({lock_key('migrations')})")
+        if not create and conn.execute("SELECT to_regclass('brein_migrations')").fetchone() == (None,):
+            database, schema = conn.execute("SELECT current_database(), COALESCE(current_schema(), '')").fetchone() or ("", "")
+            raise UnknownStore(
+                f"no store in the PostgreSQL database {database!r} (schema {schema!r}): give --store, "
+                "or run the server once to create it"
+            )
         conn.execute("CREATE TABLE IF NOT EXISTS brein_migrations (name text PRIMARY KEY, applied_at double precision NOT NULL)")
         applied = {name for (name,) in conn.execute("SELECT name FROM brein_migrations")}
         for name, statements in MIGRATIONS:

@@ -1,0 +1,131 @@
+"""What only the PostgreSQL backend does: opening a database that holds no store, and the group
+commit's one-round-trip path with its fallback (each write alone when the database refuses one)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import psycopg
+import pytest
+
+from store import open_store
+from store.errors import Conflict, StaleHistory, UnknownStore
+from store.postgres import PostgresStore
+from store.postgres.engine import MAX_LOCKED_CUSTOMERS
+from store.records import ActivationRecord
+from tests.conftest import T0, postgres_store_url
+from tests.test_store_contract import decision, outcome
+
+
+@pytest.fixture
+def empty_url(postgres_database: str) -> Iterator[str]:
+    with postgres_store_url(postgres_database) as url:
+        yield url
+
+
+def _tables(url: str) -> list[str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [name for (name,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+
+
+def test_a_database_without_a_store_is_not_created_when_one_must_exist(empty_url: str) -> None:
+    with pytest.raises(UnknownStore, match=r"no store in the PostgreSQL database '.*' \(schema 't_.*'\): give --store"):
+        open_store(empty_url, create=False)
+    assert _tables(empty_url) == []
+    open_store(empty_url).close()  # created here, then it may be opened without creating
+    store = open_store(empty_url, create=False)
+    try:
+        assert store.decisions.decision_count() == 0
+    finally:
+        store.close()
+    assert "decisions" in _tables(empty_url)
+
+
+@pytest.fixture
+def held(empty_url: str) -> Iterator[tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event]]:
+    """A store whose writer is held (busy with a write that waits for the event), so that the writes
+    queued meanwhile are one group; and the commits it made: (seconds, writes, succeeded)."""
+    commits: list[tuple[float, int, bool]] = []
+    store = PostgresStore(empty_url, on_commit=lambda *commit: commits.append(commit))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> bool:
+        holding.set()
+        return release.wait(10)
+
+    held = store.engine.submit(hold)
+    assert holding.wait(10)
+    try:
+        yield store, commits, release
+        assert held.result(10)
+    finally:
+        release.set()
+        store.close()
+
+
+def _settled(future: Future[Any]) -> Any:
+    try:
+        return future.result(10)
+    except Exception as error:
+        return type(error)
+
+
+def test_a_group_of_hot_path_writes_is_one_statement_a_kind_with_each_write_settled_alone(
+    held: tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event],
+) -> None:
+    store, commits, release = held
+    writes: list[Future[Any]] = [
+        store.decisions.submit_decisions([decision("d1", "c1", T0)], {"c1": 0}),
+        store.decisions.submit_decisions([decision("d2", "c2", T0)], {"c2": 5}),  # c2 has no decision: head 0
+        store.decisions.submit_decisions([decision("d3", "c3", T0), decision("d1", "c3", T0, request_id="r-x")], {"c3": 0}),
+        store.decisions.submit_decisions([decision("d4", "c4", T0)], None),
+        store.decisions.submit_outcome(outcome("o1", "c1", T0 + 5)),
+        store.decisions.submit_activation(ActivationRecord("d1", T0 + 1)),
+    ]
+    release.set()
+    assert [_settled(w) for w in writes] == [None, StaleHistory, Conflict, None, False, False]
+    assert (len(writes), True) in [(count, ok) for _, count, ok in commits]  # one group
+    assert [d for d in ("d1", "d2", "d3", "d4") if store.decisions.decision(d)] == ["d1", "d4"]
+    assert store.decisions.decision("d1").customer_id == "c1"  # type: ignore[union-attr]
+    assert store.joins.pending_count() == 2
+    logs = store.decisions.customer_logs(["c1", "c2"], T0, T0 + 10, 30)
+    assert [logs[c].head for c in ("c1", "c2")] == [1, 0]
+
+
+def test_a_value_the_database_refuses_fails_its_write_alone_in_a_group(
+    held: tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event],
+) -> None:
+    """The group's statements fail, so it is written again write by write: the refused ones fail
+    with the driver's error (as the careful path always did), the others commit."""
+    store, commits, release = held
+    writes: list[Future[Any]] = [
+        store.decisions.submit_decisions([decision("d1", "c1", T0)], {"c1": 0}),
+        store.decisions.submit_decisions([decision("d2", "c2", T0, touchpoint="a\x00b")], {"c2": 0}),
+        store.decisions.submit_outcome(outcome("o1", "c1", T0 + 5)),
+        store.decisions.submit_outcome(outcome("o2", "c1\x00", T0 + 5)),
+    ]
+    release.set()
+    settled = [_settled(w) for w in writes]
+    assert settled[0] is None and settled[2] is False
+    assert issubclass(settled[1], psycopg.DataError) and issubclass(settled[3], psycopg.DataError)  # text with NUL
+    assert store.decisions.decision("d1") is not None and store.decisions.decision("d2") is None
+    assert store.joins.outcome_horizon() == 1
+    assert (len(writes), True) in [(count, ok) for _, count, ok in commits]
+
+
+def test_a_group_locking_more_customers_than_one_transaction_should_is_committed_in_parts(
+    held: tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event],
+) -> None:
+    store, commits, release = held
+    per_write = MAX_LOCKED_CUSTOMERS // 2 + 1  # two writes would lock more than one transaction should
+    writes = [
+        store.decisions.submit_decisions([decision(f"d{w}-{i}", f"c{w}-{i}", T0) for i in range(per_write)], None)
+        for w in range(3)
+    ]
+    release.set()
+    assert [w.result(10) for w in writes] == [None, None, None]
+    assert [count for _, count, _ in commits[1:]] == [1, 1, 1]
+    assert store.decisions.decision_count() == 3 * per_write
