@@ -18,17 +18,22 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import grpc
+import psycopg
 import pytest
 import tomli_w
 from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg import sql
 
 from bandit.catalog import DO_NOTHING
-from bandit.config import BreinConfig
+from bandit.config import BreinConfig, parse_config
 from brain.core import Brain
+from reward.joiner import Joiner, JoinReport
 from serving.cli import main
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
@@ -36,6 +41,7 @@ from store import Store, open_store
 from store.errors import StaleHistory
 from tests.conftest import EXAMPLE, T0, Clock, example_data, postgres_store_url, store_rows, worker_processes
 from tests.test_decider import request
+from tests.test_worker import EXAMPLES
 
 SMS = "sim_only/sms/morning"  # at most 1 sms a customer a day (examples/telecom.toml)
 REQUESTS = 30
@@ -178,17 +184,26 @@ def test_serve_refuses_several_processes_on_sqlite(tmp_path: Path) -> None:
     assert "--workers 2: several serving processes need a store they can all write, PostgreSQL" in result.output
 
 
-# -- three replicas, workers killed and replicas killed under load ------------------------------------
+# -- three replicas, workers killed and replicas killed under load, again and again ----------------
+
+START = T0 - 120 * 86_400.0
+STEP = 2 * 3600.0
+"""Event time advances two hours a call across all callers: windows (30 days + 1 of lateness) close
+while the load runs, so the worker joins under the kills; three calls in a row are for one
+customer, often in flight at once on different replicas and arriving out of event-time order."""
+CUSTOMERS = 10
+CAPS = ((2, 7 * 86_400.0), (1, 86_400.0))  # examples/telecom.toml: 2 contacts in 7 days, 1 sms a day
 
 
 class Replica:
     """`brein serve` on a port of its own and the shared store; its log lines (and its worker's) collected."""
 
-    def __init__(self, tmp_path: Path, name: str, url: str) -> None:
-        self.port, metrics = _free_ports(1), _free_ports(1)
+    def __init__(self, tmp_path: Path, name: str, url: str, port: int | None = None) -> None:
+        self.port, metrics = port or _free_ports(1), _free_ports(1)
         data = example_data()
         data["server"] = {**data["server"], "address": f"127.0.0.1:{self.port}", "metrics_address": f"127.0.0.1:{metrics}"}
         data["joiner"] = {**data["joiner"], "interval_seconds": 0.5}
+        data["learner"] = {**data["learner"], "online": False}  # joining is what is compared here
         (tmp_path / f"{name}.toml").write_text(tomli_w.dumps(data))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving", "serve", "--config", f"{name}.toml", "--store", url],
@@ -219,36 +234,67 @@ def _until(condition: Callable[[], bool], seconds: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def test_three_replicas_lose_a_worker_and_a_replica_under_load_and_lose_no_acknowledged_write(
-    tmp_path: Path, shared_url: str
+def _lease_taken(replicas: list[Replica], before: int) -> bool:
+    return sum(r.leases() for r in replicas) > before
+
+
+def _stamp(seconds: float) -> Any:
+    stamp = pb.DecideRequest().event_time
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def _caps_held(times: list[float]) -> bool:
+    """No window of a cap's days holds more than its max of these contact times."""
+    times = sorted(times)
+    return all(later - earlier >= days for most, days in CAPS for earlier, later in zip(times, times[most:], strict=False))
+
+
+def _uninterrupted_join(live_url: str, database: str) -> tuple[JoinReport, list[tuple[Any, ...]]]:
+    """The same decisions and outcomes joined in one run on a store of their own."""
+    live_schema = live_url.rsplit("search_path%3D", 1)[1]
+    with postgres_store_url(database) as url, contextlib.closing(open_store(url)) as reference:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for table in ("decisions", "outcomes", "activations"):
+                conn.execute(sql.SQL("INSERT INTO {} OVERRIDING SYSTEM VALUE SELECT * FROM {}.{}").format(
+                    sql.Identifier(table), sql.Identifier(live_schema), sql.Identifier(table)))  # fmt: skip
+            conn.execute("INSERT INTO join_queue SELECT decision_id, event_time FROM decisions")
+        report = Joiner(parse_config(example_data()), reference.joins).run()
+        return report, store_rows(reference, EXAMPLES)
+
+
+def test_three_replicas_lose_workers_and_replicas_again_and_again_and_join_as_an_uninterrupted_run(
+    tmp_path: Path, shared_url: str, postgres_database: str
 ) -> None:
     replicas = [Replica(tmp_path, f"r{i}", shared_url) for i in range(3)]
+    ports = [r.port for r in replicas]
+    ticks = itertools.count()
     acknowledged: list[str] = []
     outcomes: list[str] = []
     stop = threading.Event()
 
     def load(caller: int) -> None:
-        target = "ipv4:" + ",".join(f"127.0.0.1:{r.port}" for r in replicas)
+        target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ports)
         with grpc.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")]) as channel:
             stub = pb_grpc.DecisionServiceStub(channel)
-            i = 0
             while not stop.is_set():
-                customer = f"k{(caller * 7 + i) % 12}"  # few customers, each asked for by every caller
-                request = pb.DecideRequest(
-                    request_id=f"{caller}-{i}", customer_id=customer, channel="app", candidate_actions=[SMS]
-                )
+                tick = next(ticks)
+                at, customer = START + tick * STEP, f"k{tick // 3 % CUSTOMERS}"
+                request = pb.DecideRequest(request_id=f"d{tick}", customer_id=customer, channel="app",
+                                           candidate_actions=[SMS], event_time=_stamp(at))  # fmt: skip
                 try:
                     stub.Decide(request, timeout=2)
                     acknowledged.append(request.request_id)
-                    if i % 4 == 0:
-                        stub.ReportOutcome(pb.ReportOutcomeRequest(outcome_id=f"o{caller}-{i}", customer_id=customer,
-                                                                   type="sim_activation"), timeout=2)  # fmt: skip
-                        outcomes.append(f"o{caller}-{i}")
+                    if tick % 4 == 0:
+                        stub.ReportOutcome(pb.ReportOutcomeRequest(outcome_id=f"o{tick}", customer_id=customer,
+                                                                   type="contract_renewal", event_time=_stamp(at + 1800)),
+                                           timeout=2)  # fmt: skip
+                        outcomes.append(f"o{tick}")
                 except grpc.RpcError as error:
                     assert error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), error
-                i += 1
 
     callers = [threading.Thread(target=load, args=(c,)) for c in range(4)]
+    takeovers: list[float] = []
     try:
         for replica in replicas:
             _serving(f"127.0.0.1:{replica.port}", 60)
@@ -256,24 +302,35 @@ def test_three_replicas_lose_a_worker_and_a_replica_under_load_and_lose_no_ackno
         holder = next(r for r in replicas if r.leases())
         for caller in callers:
             caller.start()
-        time.sleep(1.5)
-        workers = worker_processes(holder.process.pid)
-        assert len(workers) == 1
-        os.kill(workers.pop(), signal.SIGKILL)  # the active worker
-        took = _until(lambda: sum(r.leases() for r in replicas) == 2, 10, "a standby worker takes over")
-        victim = next(r for r in replicas if r is not holder)
-        victim.process.send_signal(signal.SIGKILL)  # and a replica
-        time.sleep(2.0)
+        for kill in range(1, 3):
+            time.sleep(1.5)
+            leases = [r.leases() for r in replicas]
+            os.kill(next(iter(worker_processes(holder.process.pid))), signal.SIGKILL)  # the active worker
+            takeovers.append(_until(partial(_lease_taken, replicas, sum(leases)), 10, "another worker takes the lease"))
+            holder = next(r for r, held in zip(replicas, leases, strict=True) if r.leases() > held)
+            index = next(i for i, r in enumerate(replicas) if r is not holder)
+            replicas[index].stop()  # SIGKILL, and a replica that does not hold the lease
+            replicas[index] = Replica(tmp_path, f"r{index}-{kill}", shared_url, port=ports[index])  # back, on its port
+            _serving(f"127.0.0.1:{ports[index]}", 60)
+        time.sleep(1.0)
         stop.set()
         for caller in callers:
             caller.join(timeout=30)
-        assert took < 10
+        assert len(takeovers) == 2 and max(takeovers) < 10, takeovers
         with contextlib.closing(open_store(shared_url)) as store:
-            assert len(store.decisions.decisions_by_request(acknowledged)) == len(acknowledged) > 100
-            stored_outcomes = {o for (o,) in store_rows(store, "SELECT outcome_id FROM outcomes")}
-            assert stored_outcomes.issuperset(outcomes)
-            contacts = store_rows(store, "SELECT customer_id, COUNT(*) FROM decisions WHERE action_id <> 'do_nothing' GROUP BY 1")
-            assert contacts and all(count == 1 for _, count in contacts), contacts  # 1 sms a customer a day, across replicas
+            assert len(store.decisions.decisions_by_request(acknowledged)) == len(acknowledged) > 200
+            assert {o for (o,) in store_rows(store, "SELECT outcome_id FROM outcomes")}.issuperset(outcomes)
+            contacts: dict[str, list[float]] = {}
+            for customer, at in store_rows(
+                store, "SELECT customer_id, event_time FROM decisions WHERE action_id <> 'do_nothing'"
+            ):
+                contacts.setdefault(customer, []).append(at)
+            assert contacts and all(_caps_held(times) for times in contacts.values()), contacts
+            expected, want = _uninterrupted_join(shared_url, postgres_database)
+            assert expected.joined > 100
+            _until(lambda: store.joins.pending_count() == expected.pending and len(store_rows(store, EXAMPLES)) == len(want),
+                   60, "the workers join what an uninterrupted run joins")  # fmt: skip
+            assert store_rows(store, EXAMPLES) == want  # each example once, with the reward an uninterrupted run gives it
     finally:
         stop.set()
         for replica in replicas:
