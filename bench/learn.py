@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         fill(brain, decisions)
         vw_args = vw_arguments(config.learner)
         export = Path(tmp) / "log.dsjson"
-        export.write_text("\n".join(dsjson_lines(ExampleReader(config, store.examples))) + "\n")
+        export.write_text("\n".join(dsjson_lines(ExampleReader(config, store.examples), store.models)) + "\n")
         for number in range(1, args.rounds + 1):
             load = os.getloadavg()[0]
             learned, seconds = learn_round(brain, config, vw_args, export, number)

@@ -174,10 +174,11 @@ class ModelSnapshots(Protocol):
     """Learned models, each with the position its learner had reached."""
 
     def save(self, snapshot: ModelSnapshot) -> Future[None]:
-        """Store a snapshot; one whose version is stored already is kept as it was."""
+        """Store a snapshot; one whose (policy, version) is stored already is kept as it was (two
+        policies whose models have the same bytes each keep their own snapshot)."""
         ...
 
-    def get(self, version: str) -> ModelSnapshot | None: ...
+    def get(self, policy_id: str, version: str) -> ModelSnapshot | None: ...
 
     def newest_version(self, policy_id: str) -> str | None:
         """The version of the policy's newest snapshot: a cheap read, for servers that follow."""
