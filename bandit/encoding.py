@@ -29,7 +29,7 @@ log = logging.getLogger("brein.encoding")
 QUANTILE_RESOLUTIONS = (4, 16)
 """Bins per field: 4 learn fast, 16 resolve a threshold a quarter would blur."""
 MAX_VALUES = 200_000
-"""Values per field the edges are taken from (the first ones in the log): enough for 16 bins."""
+"""Values per field the edges are taken from, at most: plenty for 16 bins."""
 LARGEST = 1e12
 """A value further from 0 cannot make an edge (the same bound the request check applies)."""
 CONTEXT_NAMESPACES = ("u", "n", "h")

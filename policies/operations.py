@@ -179,7 +179,7 @@ def train_model(
     in [since, until), encoded and scaled by ``config``, in the order the online learner takes them.
     A new lineage: its encoding is learned from the same examples (``encoding_at_birth``)."""
     args = list(vw_args) if vw_args else vw_arguments(config.learner)
-    encoding = encoding_at_birth(config, store.examples, since=since, until=until)
+    encoding = encoding_at_birth(config, store.decisions, until)
     reader = ExampleReader(config, store.examples, encoding=encoding)
     total = store.examples.count(since=since, until=until)
     last: list[Cursor] = [START]

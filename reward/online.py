@@ -2,7 +2,7 @@
 so many examples a snapshot is stored; servers follow the newest snapshot through the store.
 
 A lineage's first model fixes its numeric encoding: quantile edges learned from the raw features
-of the examples it is born on (bandit/encoding.py), stored with every snapshot after it. A line
+of the decisions logged by then (bandit/encoding.py), stored with every snapshot after it. A line
 logged under another encoding (by another policy, or by the lineage's cold start) is re-encoded
 from the raw features.
 
@@ -30,14 +30,14 @@ from bandit.learner import (
     action_lines,
     model_version,
 )
-from store.ports import JoinedExamples, ModelSnapshots
+from store.ports import DecisionLog, JoinedExamples, ModelSnapshots
 from store.records import START, Cursor, LoggedExample, ModelSnapshot, SharedFeatures
 from store.rows import from_json
 
 FETCH = 5000
 """Examples read from the store at a time."""
-BIRTH_EXAMPLES = 100_000
-"""Joined examples a lineage's quantile edges are learned from, at most (the first ones)."""
+BIRTH_DECISIONS = 100_000
+"""Logged decisions a lineage's quantile edges are learned from, at most (the newest ones)."""
 
 
 def action_from_id(catalog: Catalog, action_id: str) -> Action:
@@ -68,17 +68,14 @@ def learns_encoding(features: FeaturesConfig) -> bool:
     return features.numeric_default == "quantile" or any(f.encoding == "quantile" for f in features.numeric.values())
 
 
-def encoding_at_birth(
-    config: BreinConfig, examples: JoinedExamples, after: Cursor = START, *,
-    since: float | None = None, until: float | None = None,
-) -> LearnedEncoding | None:  # fmt: skip
-    """The encoding a lineage born on the joined examples after ``after`` (in [since, until)) fixes:
-    quantile edges of their raw features; None (``auto``) when the config learns none or there is no
-    example yet (a cold start)."""
+def encoding_at_birth(config: BreinConfig, decisions: DecisionLog, until: float | None = None) -> LearnedEncoding | None:
+    """The encoding a lineage born now fixes: quantile edges of the raw features of the decisions
+    logged before ``until`` (None: all), every decision, not only the joined ones (a feature's spread
+    does not wait for the outcomes: at a first model there are many times more); None (``auto``) when
+    the config learns none."""
     if not learns_encoding(config.features):
         return None
-    rows = list(islice(logged_examples(examples, after, since=since, until=until), BIRTH_EXAMPLES))
-    return learn_encoding(config.features, (row.features for row in rows)) if rows else None
+    return learn_encoding(config.features, decisions.features_before(until, BIRTH_DECISIONS))
 
 
 class ExampleReader:
@@ -162,14 +159,16 @@ class OnlineLearner:
         args: list[str],
         model_data: bytes | None,
         *,
+        decisions: DecisionLog,
         policy_id: str,
         after: Cursor = START,
         encoding: LearnedEncoding | None = None,
     ) -> None:
         """``encoding``: the lineage's, from its newest snapshot; a lineage without a model yet
-        learns its own from the examples its first model learns."""
+        learns its own from the decision log when it has its first example to learn."""
         self.config = config
         self.examples = examples
+        self.decisions = decisions
         self.models = models
         self.policy_id = policy_id
         self.args = args
@@ -181,8 +180,8 @@ class OnlineLearner:
     def step(self) -> int:
         """Learn every joined example not learned yet, a snapshot stored every
         ``learner.snapshot_every`` examples and one for the rest."""
-        if self.model_data is None and self.encoding is None:
-            self.encoding = encoding_at_birth(self.config, self.examples, self.position)
+        if self.model_data is None and self.encoding is None and self.examples.learning(self.position, 1):
+            self.encoding = encoding_at_birth(self.config, self.decisions)
             self.reader = ExampleReader(self.config, self.examples, encoding=self.encoding, lineage=self.policy_id)
         texts = self.reader.texts(self.position)
         learned = 0

@@ -42,6 +42,7 @@ from store.records import (
     OutcomeRecord,
     PolicyEntry,
     PolicyEvent,
+    SharedFeatures,
     State,
 )
 
@@ -81,6 +82,11 @@ class DecisionLog(Protocol):
 
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         """The logged decisions of those request ids that have one."""
+        ...
+
+    def features_before(self, until: float | None, limit: int) -> list[SharedFeatures]:
+        """The raw shared features of the newest ``limit`` decisions with event time < ``until`` (None:
+        all), newest first: what a new model lineage learns its numeric encoding from."""
         ...
 
     def customer_logs(

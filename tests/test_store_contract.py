@@ -92,6 +92,14 @@ def test_decisions_by_request_finds_the_logged_ones(store: Store) -> None:
     assert store.decisions.decisions_by_request([]) == {}
 
 
+def test_features_before_reads_the_newest_decisions_raw_features(store: Store) -> None:
+    """What a new lineage learns its numeric encoding from: every decision's raw features, joined or not."""
+    log(store, *(decision(f"d{i}", f"c{i}", T0 + i, features={"u": {"tenure_months": float(i)}}) for i in range(10)))
+    assert store.decisions.features_before(None, 3) == [{"u": {"tenure_months": float(i)}} for i in (9, 8, 7)]
+    assert store.decisions.features_before(T0 + 5, 100) == [{"u": {"tenure_months": float(i)}} for i in range(4, -1, -1)]
+    assert store.decisions.features_before(T0, 100) == []
+
+
 def _reference_history(
     decisions: list[DecisionRecord], outcomes: list[OutcomeRecord], customer: str, now: float, days: float
 ) -> CustomerHistory:
