@@ -95,6 +95,11 @@ def is_quantile(features: FeaturesConfig, namespace: str, name: str) -> bool:
     return namespace != "h" and features.numeric_default == "quantile"
 
 
+def learns_encoding(features: FeaturesConfig) -> bool:
+    """Whether a new lineage learns quantile edges with these feature settings."""
+    return features.numeric_default == "quantile" or any(f.encoding == "quantile" for f in features.numeric.values())
+
+
 def learn_encoding(
     features: FeaturesConfig, logged: Iterable[SharedFeatures], resolutions: tuple[int, ...] = QUANTILE_RESOLUTIONS
 ) -> LearnedEncoding:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 
 from bandit.catalog import Action, Catalog
-from bandit.config import BreinConfig, FeaturesConfig
-from bandit.encoding import LearnedEncoding, learn_encoding
+from bandit.config import BreinConfig
+from bandit.encoding import LearnedEncoding, learn_encoding, learns_encoding
 from bandit.features import FeatureEncoder
 from bandit.learner import (
     ACTION_LINES_MEMO_SIZE,
@@ -61,11 +61,6 @@ def logged_examples(
         if len(page) < FETCH:
             return
         position = page[-1].position
-
-
-def learns_encoding(features: FeaturesConfig) -> bool:
-    """Whether a new lineage learns quantile edges with these feature settings."""
-    return features.numeric_default == "quantile" or any(f.encoding == "quantile" for f in features.numeric.values())
 
 
 def encoding_at_birth(config: BreinConfig, decisions: DecisionLog, until: float | None = None) -> LearnedEncoding | None:
