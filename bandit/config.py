@@ -100,8 +100,10 @@ class ContactPolicyConfig(_Strict):
 
 
 class NumericFeatureConfig(_Strict):
-    # auto: categories on a signed log scale at several resolutions (bandit/features.py), no edges needed.
-    encoding: Literal["auto", "raw", "log1p", "bins"] = "auto"
+    # quantile: categories at quantile edges learned from the log when a model lineage is born
+    # (bandit/encoding.py); auto: categories on a signed log scale at several resolutions
+    # (bandit/features.py), no data needed.
+    encoding: Literal["quantile", "auto", "raw", "log1p", "bins"] = "quantile"
     edges: list[float] = []
 
     @model_validator(mode="after")
@@ -117,8 +119,9 @@ class NumericFeatureConfig(_Strict):
 class FeaturesConfig(_Strict):
     non_personal: list[str] = []
     numeric: dict[str, NumericFeatureConfig] = {}
-    # The encoding of a numeric context field not listed in ``numeric``.
-    numeric_default: Literal["auto", "raw", "log1p"] = "auto"
+    # The encoding of a numeric context field not listed in ``numeric``: ``quantile`` is learned
+    # from the log per model lineage, ``auto`` until a lineage has data.
+    numeric_default: Literal["quantile", "auto", "raw", "log1p"] = "quantile"
 
 
 class ConsentConfig(_Strict):

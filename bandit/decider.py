@@ -141,7 +141,8 @@ class Decider:
         self._min_probability = config.learner.min_probability
         self._rules = EligibilityRules(config)
         self._contact_policy = ContactPolicy(config.contact_policy, self.catalog.channels)
-        self._encoder = FeatureEncoder(config)
+        # Encoding key -> its encoder: the champion and each shadow encode with their own lineage's.
+        self._encoders: dict[str, FeatureEncoder] = {"": FeatureEncoder(config)}
         self._outcome_types = tuple(config.outcomes)
         self._personalise_by_default = config.consent.personalisation_default == "granted"
         self._contact_by_default = config.consent.contact_default == "granted"
@@ -267,7 +268,8 @@ class Decider:
         self._contact_policy.apply(history, event_time, exclusions)
         eligible, eligible_ids = self._eligible(exclusions)
 
-        features = self._encoder.shared_features(
+        encoder = self.encoder_for(policy.model)
+        features = encoder.shared_features(
             touchpoint=request.touchpoint,
             event_time=event_time,
             numeric=request.numeric,
@@ -275,14 +277,18 @@ class Decider:
             history=history_values,
             personalised=personalised,
         )
-        shared_line = self._encoder.shared_line(features)
+        shared_line = encoder.shared_line(features)
         floor = self._min_probability
         pmf = policy.model.pmf(shared_line, eligible, features)
         pmf = floored(pmf, floor) if finite_pmf(pmf) else self._fallback(policy, shared_line, eligible, pmf)
         shadow = {}
         for other in self.shadows:
-            scored = other.model.pmf(shared_line, eligible, features) if other.policy_id != policy.policy_id else None
-            if scored is not None and finite_pmf(scored):  # else not logged: an evaluation scores it itself
+            if other.policy_id == policy.policy_id:
+                continue
+            other_encoder = self.encoder_for(other.model)
+            line = shared_line if other_encoder is encoder else other_encoder.shared_line(features)
+            scored = other.model.pmf(line, eligible, features)
+            if finite_pmf(scored):  # else not logged: an evaluation scores it itself
                 shadow[other.policy_id] = tuple(floored(scored, floor))
         decision_id = decision_id_for(request_id)
         chosen = sample_index(pmf, uniform_draw(self._seed, decision_id))
@@ -312,6 +318,15 @@ class Decider:
             shared_line=shared_line,
             received_at=now,
         )
+
+    def encoder_for(self, model: Policy) -> FeatureEncoder:
+        """The encoder of ``model``'s numeric encoding (made once per encoding)."""
+        learned = model.encoding
+        key = "" if learned is None else learned.key
+        encoder = self._encoders.get(key)
+        if encoder is None:
+            encoder = self._encoders[key] = FeatureEncoder(self.config, learned)
+        return encoder
 
     def _fallback(self, policy: ServingPolicy, shared_line: str, eligible: Sequence[Action], pmf: Sequence[float]) -> list[float]:
         """Uniform over the eligible actions, for a model that scored a distribution one cannot

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bandit.catalog import Catalog
+from bandit.config import BreinConfig
+from bandit.encoding import encoding_from_json, encoding_summary
 from bandit.errors import UnknownDecision
 from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder
@@ -22,10 +25,12 @@ class Explanation:
     removed: list[tuple[str, str]]
     contributions: list[tuple[str, float]]
     contributions_note: str
+    # Numeric field -> its kind and edges as the deciding model encoded it ("*": a field not listed).
+    encoding: dict[str, dict[str, Any]]
 
 
 def explain(
-    decision_id: str, decisions: DecisionLog, models: ModelSnapshots, catalog: Catalog, encoder: FeatureEncoder
+    decision_id: str, decisions: DecisionLog, models: ModelSnapshots, catalog: Catalog, config: BreinConfig
 ) -> Explanation:
     check_text("decision_id", decision_id, required=True)
     record = decisions.decision(decision_id)
@@ -37,11 +42,14 @@ def explain(
     for action in catalog.actions:
         if action.id not in eligible:
             removed.append((action.id, exclusions.reason(action) or "not in the catalog when the decision was made"))
+    data_free = encoding_summary(config.features, None)
     if record.model_version == COLD_START:
-        return Explanation(record, removed, [], "cold start: no model yet, every eligible action was equally likely")
-    snapshot = models.get(record.model_version)
+        return Explanation(record, removed, [], "cold start: no model yet, every eligible action was equally likely", data_free)
+    snapshot = models.get(record.policy_id, record.model_version)
     chosen = catalog.by_id.get(record.action_id)
     if snapshot is None or chosen is None:
-        return Explanation(record, removed, [], f"model version {record.model_version} is no longer in the store")
-    scores = contributions(snapshot.args, snapshot.data, encoder.shared_line(record.features), chosen)
-    return Explanation(record, removed, scores[:TOP_CONTRIBUTIONS], "")
+        return Explanation(record, removed, [], f"model version {record.model_version} is no longer in the store", data_free)
+    learned = encoding_from_json(snapshot.encoding)
+    line = record.shared_line or FeatureEncoder(config, learned).shared_line(record.features)
+    scores = contributions(snapshot.args, snapshot.data, line, chosen)
+    return Explanation(record, removed, scores[:TOP_CONTRIBUTIONS], "", encoding_summary(config.features, learned))

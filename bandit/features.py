@@ -15,7 +15,9 @@ contacting and not would rest on them (measured in docs/simulation.md).
 The log keeps the raw values as used (``SharedFeatures``); the VW text is derived from them with
 the configured encoding, so an exported log can be re-encoded by another feature set-up.
 
-A numeric context field with no encoding configured (``auto``) needs no thresholds from anyone: it
+A numeric context field with no encoding configured (``quantile``) is cut at quantile edges learned
+from the log when a model lineage is born (bandit/encoding.py, ``learned``). Before that, and for a
+field the lineage never saw, the data-free ``auto`` applies, which needs no thresholds either: it
 becomes one category at each of several resolutions of its signed log scale (``LOG_RESOLUTIONS``
 steps per doubling of 1 + |value|), so a linear model can still say "in the last month before
 the term ends" or "only the heaviest users" without edges picked by hand (measured against raw in
@@ -33,6 +35,7 @@ from zoneinfo import ZoneInfo
 
 from bandit.catalog import Action
 from bandit.config import BreinConfig, NumericFeatureConfig
+from bandit.encoding import LearnedEncoding
 from store.records import SharedFeatures
 
 DAYS_SINCE_EDGES = (1.0, 7.0, 30.0, 90.0)
@@ -75,14 +78,25 @@ def _local_hour_weekday(second: int, zone: ZoneInfo) -> tuple[int, int]:
 
 
 class FeatureEncoder:
-    def __init__(self, config: BreinConfig) -> None:
+    """Shared features as VW sees them, with ``learned``: the quantile edges of the model lineage the
+    features are for (None before a lineage has data: ``quantile`` fields are then encoded ``auto``)."""
+
+    def __init__(self, config: BreinConfig, learned: LearnedEncoding | None = None) -> None:
+        self._config = config
         self._zone = config.zone
         self._non_personal = frozenset(config.features.non_personal)
         self._numeric: Mapping[str, NumericFeatureConfig] = config.features.numeric
         self._numeric_default = config.features.numeric_default
+        self.learned = learned
         # (namespace, name, value) -> its token in the VW line: most values recur (categories, hours,
         # counts, whole months). Zeros are not remembered: 0.0 and -0.0 are equal keys, not equal tokens.
         self._tokens: dict[tuple[str, str, float | str], str] = {}
+
+    def with_encoding(self, learned: LearnedEncoding | None) -> FeatureEncoder:
+        """This encoder for a model of another lineage (itself when the encoding is the same)."""
+        if (learned.key if learned else "") == (self.learned.key if self.learned else ""):
+            return self
+        return FeatureEncoder(self._config, learned)
 
     def shared_features(
         self,
@@ -118,10 +132,17 @@ class FeatureEncoder:
             return [(f"{safe}={vw_safe(value)}", 1.0)]
         if namespace == "h" and name.startswith("days_since_"):
             return [(f"{safe}={_bucket(value, DAYS_SINCE_EDGES)}", 1.0)]
+        learned = self.learned
+        if learned is not None:  # the lineage's edges, fixed when it was born, whatever the config says now
+            edges = learned.edges.get(name)
+            if edges is not None:
+                return [(f"{safe}~q{r}={_bucket(value, e)}", 1.0) for r, e in zip(learned.resolutions, edges, strict=True)]
+            if name in learned.unseen:
+                return []
         configured = self._numeric.get(name)
         # History counts are Brein's own (small, comparable): raw unless configured.
         encoding = configured.encoding if configured is not None else "raw" if namespace == "h" else self._numeric_default
-        if encoding == "auto":
+        if encoding in ("auto", "quantile"):  # quantile without edges: a cold start, or a field newer than the lineage
             return [(f"{safe}~{r}={_log_steps(value, r)}", 1.0) for r in LOG_RESOLUTIONS]
         if encoding == "bins" and configured is not None:
             return [(f"{safe}={_bucket(value, configured.edges)}", 1.0)]
@@ -148,7 +169,8 @@ class FeatureEncoder:
                         if len(tokens) >= TOKEN_MEMO_SIZE:
                             tokens.clear()
                         tokens[key] = token
-                parts.append(token)
+                if token:  # empty for a field encoded as absent
+                    parts.append(token)
         return " ".join(parts)
 
     def _token(self, namespace: str, name: str, value: float | str) -> str:

@@ -22,6 +22,7 @@ from vowpal_wabbit_next import CLIError, Example, TextFormatParser, Workspace, r
 
 from bandit.catalog import Action
 from bandit.config import LearnerConfig
+from bandit.encoding import LearnedEncoding
 from bandit.features import action_line
 from store.records import SharedFeatures
 
@@ -61,8 +62,10 @@ def model_version(model_data: bytes) -> str:
 
 
 class VWPolicy:
-    def __init__(self, args: Sequence[str], model_data: bytes | None = None) -> None:
+    def __init__(self, args: Sequence[str], model_data: bytes | None = None, encoding: LearnedEncoding | None = None) -> None:
+        """``encoding``: the numeric encoding of the model's lineage, the one its lines are made with."""
         self.args = list(args)
+        self.encoding = encoding
         self._workspace = Workspace(self.args, model_data=model_data)
         self._parser = TextFormatParser(self._workspace)
         self._lock = threading.Lock()

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import cel
 
 from bandit.catalog import DO_NOTHING, Action
+from bandit.encoding import LearnedEncoding
 from bandit.errors import ConfigError
 from bandit.rules import RULE_VARIABLES
 from store.records import SharedFeatures
@@ -20,6 +21,10 @@ from store.records import SharedFeatures
 
 class Policy(Protocol):
     version: str
+    @property
+    def encoding(self) -> LearnedEncoding | None:
+        """The numeric encoding the policy's shared line is made with (bandit/encoding.py); None: ``auto``."""
+        ...
 
     @property
     def cold(self) -> bool:
@@ -36,6 +41,7 @@ def one_hot(actions: Sequence[Action], action_id: str) -> list[float]:
 class UniformPolicy:
     version = "uniform"
     cold = False
+    encoding = None
 
     def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]:
         return [1.0 / len(actions)] * len(actions)
@@ -44,6 +50,7 @@ class UniformPolicy:
 class DoNothingPolicy:
     version = "do-nothing"
     cold = False
+    encoding = None
 
     def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]:
         return one_hot(actions, DO_NOTHING)
@@ -76,6 +83,7 @@ class RulePolicy:
     """The first rule whose condition holds and whose action is eligible; do-nothing otherwise."""
 
     cold = False
+    encoding = None
 
     def __init__(self, rules: Sequence[RuleSpec], version: str) -> None:
         self.version = version

@@ -55,7 +55,7 @@ from bench.workload import EVENT_TIME, eligible_customer, sized_config, telecom_
 from store import open_store
 from store.opening import is_postgres
 from store.ports import DecisionLog
-from store.records import CustomerLog, DecisionRecord, Head
+from store.records import CustomerLog, DecisionRecord, Head, SharedFeatures
 
 T = TypeVar("T")
 SEED = 20261122
@@ -376,6 +376,9 @@ class NullLog:
 
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         return {}
+
+    def features_before(self, until: float | None, limit: int) -> list[SharedFeatures]:
+        return []
 
     def customer_logs(
         self, customer_ids: Collection[str], first: float, last: float, lookback_days: float

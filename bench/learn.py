@@ -89,7 +89,8 @@ def learn_round(
 ) -> tuple[int, dict[str, Timing]]:
     """One round: Brein's learner from scratch, then VW's CLI both ways: (examples, timing by row).
     Every round learns for a policy id of its own, so that it stores its own snapshots."""
-    learner = OnlineLearner(config, brain.store.examples, brain.store.models, vw_args, None, policy_id=f"bench-{number}")
+    learner = OnlineLearner(config, brain.store.examples, brain.store.models, vw_args, None, decisions=brain.store.decisions,
+                            policy_id=f"bench-{number}")  # fmt: skip
     learned: list[int] = []
     seconds = {BREIN: timed(lambda: learned.append(learner.step()))}
     seconds[CLI] = timed(lambda: run_cli_driver(["--dsjson", "-d", str(export), *vw_args]))
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         fill(brain, decisions)
         vw_args = vw_arguments(config.learner)
         export = Path(tmp) / "log.dsjson"
-        export.write_text("\n".join(dsjson_lines(ExampleReader(config, store.examples))) + "\n")
+        export.write_text("\n".join(dsjson_lines(ExampleReader(config, store.examples), store.models)) + "\n")
         for number in range(1, args.rounds + 1):
             load = os.getloadavg()[0]
             learned, seconds = learn_round(brain, config, vw_args, export, number)

@@ -13,9 +13,9 @@ from concurrent.futures import Future
 
 from bandit.config import BreinConfig
 from bandit.decider import Decider, PendingDecision, ServingPolicy
+from bandit.encoding import encoding_from_json
 from bandit.errors import BreinError
 from bandit.explain import Explanation, explain
-from bandit.features import FeatureEncoder
 from bandit.in_place import errors_in_place
 from bandit.learner import VWPolicy
 from bandit.pseudonyms import Pseudonyms
@@ -58,7 +58,6 @@ class Brain:
         self.pseudonyms = Pseudonyms.from_config(config.privacy)
         self.registry = Registry(store.registry)
         self._on_model = on_model
-        self._encoder = FeatureEncoder(config)
         self._refused_champion: str | None = None
         self._refused_snapshot: str | None = None
         self._refused_shadows: set[str] = set()
@@ -130,12 +129,12 @@ class Brain:
         current = self.decider.policy
         if current.policy_id != policy_id or current.model.version == version:
             return False
-        snapshot = self.store.models.get(version)
+        snapshot = self.store.models.get(policy_id, version)
         if snapshot is None:
             log.error("refused snapshot %s of %s: it is not in the store", version, policy_id)
             return False
         try:
-            model = VWPolicy(snapshot.args, snapshot.data)
+            model = VWPolicy(snapshot.args, snapshot.data, encoding_from_json(snapshot.encoding))
         except Exception:
             self._refused_snapshot = version
             log.exception(
@@ -198,7 +197,7 @@ class Brain:
         return record_activation(report, self.store.decisions, self.clock())
 
     def explain(self, decision_id: str) -> Explanation:
-        return explain(decision_id, self.store.decisions, self.store.models, self.catalog, self._encoder)
+        return explain(decision_id, self.store.decisions, self.store.models, self.catalog, self.config)
 
     def forget(self, customer_id: str, actor: str) -> Future[ForgetReport]:
         return forget_customer(self.store.privacy, self.pseudonyms.customer_id(customer_id), actor=actor, now=self.clock())

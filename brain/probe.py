@@ -6,7 +6,7 @@ saw them with the actions then eligible, and one context with every feature miss
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
@@ -40,18 +40,22 @@ class Prober:
         )
         self._missing = ProbeContext(self._encoder.shared_line(nothing), tuple(self._catalog.actions), nothing)
 
-    def contexts(self) -> list[ProbeContext]:
-        """The all-missing context and the first PROBE_SIZE logged ones (fixed once that many are logged)."""
+    def contexts(self, model: Policy | None = None) -> list[ProbeContext]:
+        """The all-missing context and the first PROBE_SIZE logged ones (fixed once that many are
+        logged), in ``model``'s numeric encoding (a lineage's learned one: bandit/encoding.py)."""
+        encoder = self._encoder.with_encoding(None if model is None else model.encoding)
+        missing = self._missing if encoder is self._encoder else replace(
+            self._missing, shared_line=encoder.shared_line(self._missing.features))  # fmt: skip
         logged = [
-            ProbeContext(row.shared_line or self._encoder.shared_line(row.features),
-                         tuple(action_from_id(self._catalog, a) for a in row.eligible), row.features)
+            ProbeContext(encoder.shared_line(row.features), tuple(action_from_id(self._catalog, a) for a in row.eligible),
+                         row.features)
             for row in self.examples.logged(START, PROBE_SIZE)
         ]  # fmt: skip
-        return [self._missing, *logged]
+        return [missing, *logged]
 
     def check(self, model: Policy) -> str | None:
         """None when ``model`` gives every probe context a finite distribution; else what it gave."""
-        return probe(model, self.contexts())
+        return probe(model, self.contexts(model))
 
 
 def probe(model: Policy, contexts: Sequence[ProbeContext]) -> str | None:

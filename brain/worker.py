@@ -101,7 +101,8 @@ class Worker:
             if isinstance(policy, VWPolicy):
                 data = None if policy.cold else policy.serialize()
                 self._learner = OnlineLearner(self.config, self.store.examples, self.store.models, policy.args, data,
-                                              policy_id=champion.id, after=learned)  # fmt: skip
+                                              decisions=self.store.decisions, policy_id=champion.id, after=learned,
+                                              encoding=policy.encoding)  # fmt: skip
         return self._learner
 
     def retention_due(self) -> bool:

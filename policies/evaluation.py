@@ -121,9 +121,10 @@ def distribution(policy_id: str, policy: Policy, encoder: FeatureEncoder, data: 
     logged pmf is used where the log has it: exact probabilities on the live contexts."""
     width = max(len(a) for a in data.actions)
     target = np.zeros((len(data), width))
+    own = encoder.with_encoding(policy.encoding)  # a model sees its lineage's encoding
     for i, (features, actions) in enumerate(zip(data.features, data.actions, strict=True)):
         logged = data.shadow[i].get(policy_id) if data.shadow else None
-        pmf = logged if logged is not None else policy.pmf(encoder.shared_line(features), actions, features)
+        pmf = logged if logged is not None else policy.pmf(own.shared_line(features), actions, features)
         target[i, : len(actions)] = pmf
     idle = np.flatnonzero(target.sum(axis=1) <= 0)
     if idle.size:

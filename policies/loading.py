@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from bandit.encoding import encoding_from_json
 from bandit.errors import BreinError, ConfigError
 from bandit.learner import VWPolicy
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, RuleSpec, UniformPolicy
@@ -13,6 +14,10 @@ from store.ports import ModelSnapshots
 from store.records import START, Cursor, PolicyEntry
 
 log = logging.getLogger("brein.policies")
+
+
+LEARNED_KEY = "learned_encoding"
+"""Where a registry entry's ``features`` keep the encoding learned for its model (as JSON)."""
 
 
 class PolicyLoadError(BreinError):
@@ -46,7 +51,7 @@ def load_policy(
             raise PolicyLoadError(f"policy {entry.id}: {error}") from None
     for snapshot in models.newest_first(entry.id):
         try:
-            policy = VWPolicy(entry.args, snapshot.data)
+            policy = VWPolicy(entry.args, snapshot.data, encoding_from_json(snapshot.encoding))
         except Exception as error:
             log.error("snapshot %s of policy %s does not load (%s); trying the one before it", snapshot.version, entry.id, error)
             continue
@@ -56,6 +61,6 @@ def load_policy(
             continue
         return policy, snapshot.learned or START
     try:
-        return VWPolicy(entry.args, entry.artifact), START
+        return VWPolicy(entry.args, entry.artifact, encoding_from_json(entry.features.get(LEARNED_KEY))), START
     except Exception as error:
         raise PolicyLoadError(f"policy {entry.id}: its VW model does not load with {' '.join(entry.args)}: {error}") from None

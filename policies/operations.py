@@ -7,17 +7,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bandit.catalog import DO_NOTHING, Catalog
 from bandit.config import BreinConfig
+from bandit.encoding import LearnedEncoding
 from bandit.features import FeatureEncoder
 from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
 from policies.gate import check_gate, gate_reliability
-from policies.loading import PolicyLoadError, load_policy, parse_rules
+from policies.loading import LEARNED_KEY, PolicyLoadError, load_policy, parse_rules
 from policies.registry import InvalidTransition, Registry, UnknownPolicy
-from reward.online import ExampleReader
+from reward.online import ExampleReader, encoding_at_birth
 from store import Store, open_store
 from store.records import START, Cursor, EvaluationRecord, Kind, ModelSnapshot, PolicyEntry
 
@@ -144,12 +146,29 @@ def evaluation_record(
 
 @dataclass(frozen=True, slots=True)
 class Trained:
-    """A VW model learned from the joined examples of a time range, and the position of the last one."""
+    """A VW model learned from the joined examples of a time range, the position of the last one,
+    and the numeric encoding its lineage was born with (None: ``auto``)."""
 
     args: list[str]
     data: bytes
     learned: int
     position: Cursor
+    encoding: LearnedEncoding | None = None
+
+    def policy(self) -> VWPolicy:
+        return VWPolicy(self.args, self.data, self.encoding)
+
+    def snapshot(self, policy_id: str) -> ModelSnapshot:
+        """The model as its lineage's first snapshot, with the encoding it was trained with."""
+        encoding = None if self.encoding is None else self.encoding.to_json()
+        return ModelSnapshot(self.policy().version, self.args, self.data, policy_id, self.position, encoding)
+
+    def features(self, config: BreinConfig) -> dict[str, Any]:
+        """The registry entry's ``features``: the config's, and the encoding learned (LEARNED_KEY)."""
+        features = config.features.model_dump()
+        if self.encoding is not None:
+            features[LEARNED_KEY] = self.encoding.to_json()
+        return features
 
 
 def train_model(
@@ -157,9 +176,11 @@ def train_model(
     progress: Progress | None = None,
 ) -> Trained:  # fmt: skip
     """Learn a VW model (``vw_args``, default the config's learner arguments) from the joined examples
-    in [since, until), encoded and scaled by ``config``, in the order the online learner takes them."""
+    in [since, until), encoded and scaled by ``config``, in the order the online learner takes them.
+    A new lineage: its encoding is learned from the same examples (``encoding_at_birth``)."""
     args = list(vw_args) if vw_args else vw_arguments(config.learner)
-    reader = ExampleReader(config, store.examples)
+    encoding = encoding_at_birth(config, store.decisions, until)
+    reader = ExampleReader(config, store.examples, encoding=encoding)
     total = store.examples.count(since=since, until=until)
     last: list[Cursor] = [START]
 
@@ -175,7 +196,7 @@ def train_model(
         raise ValueError("no joined examples in that time range to train on")
     if progress:
         progress(learned, total)
-    return Trained(args, data, learned, last[0])
+    return Trained(args, data, learned, last[0], encoding)
 
 
 def train_candidate(
@@ -196,11 +217,10 @@ def train_candidate(
     trained = train_model(config, store, since=since, until=until, vw_args=vw_args, progress=progress)
     champion = registry.champion()
     entry = registry.register(
-        policy_id, "vw", artifact=trained.data, args=trained.args, features=config.features.model_dump(),
+        policy_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
         parent=champion.id if champion else "", note=f"trained on {trained.learned} joined examples", actor=actor,
     )  # fmt: skip
-    store.models.save(ModelSnapshot(VWPolicy(trained.args, trained.data).version, trained.args, trained.data, policy_id,
-                                    trained.position)).result()  # fmt: skip
+    store.models.save(trained.snapshot(policy_id)).result()
     return entry, trained.learned
 
 

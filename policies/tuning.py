@@ -6,9 +6,9 @@ A set-up is data: a name and overrides of the ``[learner]`` section (any of its 
 settings the section only reaches through ``extra_args``: ``learning_rate``, ``power_t`` (its
 decay), ``l1``, ``l2``, ``cb_type`` (VW's SquareCB takes only ``mtr``: the others need
 ``exploration = "epsilon"``) and ``clip_p`` (importance-weight clipping: a logged probability counts
-as at least this). The feature encoding is the config's for every set-up: the served model is fed
-the config's encoding, so a candidate trained on another one would be evaluated on features it
-would never see live.
+as at least this). And ``numeric_default``, the encoding of numeric fields: ``quantile`` (edges
+learned from the examples a set-up trains on) or ``auto`` (data-free); a model carries its encoding
+(stored with its snapshots), so it is evaluated and served on the features it was trained on.
 
 Nothing is written while set-ups are trained and evaluated. The best is registered afterwards: its
 snapshot and its evaluation first, under an id no registered policy has, then the registry entry
@@ -27,23 +27,27 @@ from typing import Any
 from pydantic import ValidationError
 from vowpal_wabbit_next import Workspace
 
-from bandit.config import BreinConfig, LearnerConfig, read_toml
+from bandit.config import BreinConfig, FeaturesConfig, LearnerConfig, read_toml
 from bandit.errors import BreinError
 from bandit.features import FeatureEncoder
-from bandit.learner import VWPolicy, vw_arguments
+from bandit.learner import vw_arguments
 from policies.estimators import Estimate
 from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_logged, reward_predictions
 from policies.gate import gate_reliability
 from policies.operations import Trained, evaluation_record, resolve_policy, train_model
 from policies.registry import Registry
 from store import Store
-from store.records import EvaluationRecord, ModelSnapshot, PolicyEntry
+from store.records import EvaluationRecord, PolicyEntry
 
 VW_KEYS: dict[str, str] = {
     "learning_rate": "--learning_rate", "power_t": "--power_t", "l1": "--l1", "l2": "--l2",
     "cb_type": "--cb_type", "clip_p": "--clip_p",
 }  # fmt: skip
 """Set-up keys that are VW options, not keys of the ``[learner]`` section."""
+FEATURE_KEYS: dict[str, tuple[str, ...]] = {"numeric_default": ("quantile", "auto")}
+"""Set-up keys of the ``[features]`` section, and the values a set-up may give them: a model of
+either encoding is served as it was trained whichever of the two the config names (an ``auto``
+model's fields are encoded ``auto`` when its config says ``quantile`` and it has no edges)."""
 NOT_LEARNING = frozenset({"policy_id", "model", "online", "snapshot_every"})
 """``[learner]`` keys that say how the server runs a model, not how it learns: not for a set-up."""
 LEARNER_KEYS = sorted(set(LearnerConfig.model_fields) - NOT_LEARNING)
@@ -79,11 +83,12 @@ class Setup:
 
     def config(self, config: BreinConfig) -> BreinConfig:
         """``config`` with this set-up's learner; TuningError naming the key when it is not valid."""
-        unknown = sorted(set(self.overrides) - set(LEARNER_KEYS) - set(VW_KEYS))
+        unknown = sorted(set(self.overrides) - set(LEARNER_KEYS) - set(VW_KEYS) - set(FEATURE_KEYS))
         if unknown:
             raise TuningError(f"set-up {self.name!r}: unknown learner key {', '.join(map(repr, unknown))}; "
-                              f"expected some of {', '.join(LEARNER_KEYS + list(VW_KEYS))}")  # fmt: skip
-        learner = {k: v for k, v in self.overrides.items() if k not in VW_KEYS}
+                              f"expected some of {', '.join(LEARNER_KEYS + list(VW_KEYS) + list(FEATURE_KEYS))}")  # fmt: skip
+        features = self._features(config)
+        learner = {k: v for k, v in self.overrides.items() if k not in VW_KEYS and k not in FEATURE_KEYS}
         extra = [str(a) for a in learner.pop("extra_args", config.learner.extra_args)]
         for key, option in VW_KEYS.items():
             if key in self.overrides:
@@ -97,11 +102,21 @@ class Setup:
             Workspace(vw_arguments(tuned))
         except Exception as error:
             raise TuningError(f"set-up {self.name!r}: VW refuses {' '.join(vw_arguments(tuned))}: {error}") from None
-        return config.model_copy(update={"learner": tuned})
+        return config.model_copy(update={"learner": tuned, "features": features})
+
+    def _features(self, config: BreinConfig) -> FeaturesConfig:
+        """The config's ``[features]`` with this set-up's ``FEATURE_KEYS``."""
+        update = {k: v for k, v in self.overrides.items() if k in FEATURE_KEYS}
+        for key, value in update.items():
+            allowed = FEATURE_KEYS[key]
+            if value not in allowed or getattr(config.features, key) not in allowed:
+                raise TuningError(f"set-up {self.name!r}: {key}: expected one of {', '.join(allowed)} in the set-up and "
+                                  f"the config, got {value!r} and {getattr(config.features, key)!r}")  # fmt: skip
+        return config.features.model_copy(update=update)
 
 
 def default_setups(config: BreinConfig) -> list[Setup]:
-    """Eleven set-ups around the config's own learner (the first, ``config``, changes nothing):
+    """Eleven set-ups around the config's own learner (the first, ``config``, changes nothing), and one in the other encoding:
 
     - ``cubic``: the config's interactions plus offer x channel and context x offer x channel/slot terms;
     - ``lr-0.1``, ``lr-2``: VW's learning rate (default 0.5) lower and higher;
@@ -109,7 +124,9 @@ def default_setups(config: BreinConfig) -> list[Setup]:
     - ``l1``, ``l2``: a little regularisation;
     - ``clip_p-0.05``: logged probabilities below 0.05 count as 0.05 in learning;
     - ``epsilon-dr``, ``epsilon-ips``: epsilon-greedy (the config's epsilon) learning with the doubly
-      robust or the IPS cost estimate instead of SquareCB's regression.
+      robust or the IPS cost estimate instead of SquareCB's regression;
+    - ``auto`` (or ``quantile``): numeric fields in the other of the two encodings, when the config
+      names one of them.
     """
     cubic = [*config.learner.interactions, "oc", "uoc", "uos", "hoc", "noc"]
     epsilon = config.learner.epsilon
@@ -125,7 +142,14 @@ def default_setups(config: BreinConfig) -> list[Setup]:
         Setup("clip_p-0.05", {"clip_p": 0.05}),
         Setup("epsilon-dr", {"exploration": "epsilon", "epsilon": epsilon, "cb_type": "dr"}),
         Setup("epsilon-ips", {"exploration": "epsilon", "epsilon": epsilon, "cb_type": "ips"}),
+        *other_encoding(config),
     ]
+
+
+def other_encoding(config: BreinConfig) -> list[Setup]:
+    """The set-up with the other numeric encoding (``quantile`` <-> ``auto``); none for another one."""
+    other = {"quantile": "auto", "auto": "quantile"}.get(config.features.numeric_default)
+    return [] if other is None else [Setup(other, {"numeric_default": other})]
 
 
 def load_setups(path: str | Path) -> list[Setup]:
@@ -280,7 +304,7 @@ def tune(
         started = time.perf_counter()
         models.append((train_model(tuned, store, since=None, until=cut), time.perf_counter() - started))
         done += 1
-    policies = [(setup.name, VWPolicy(trained.args, trained.data)) for setup, (trained, _) in zip(chosen, models, strict=True)]
+    policies = [(setup.name, trained.policy()) for setup, (trained, _) in zip(chosen, models, strict=True)]
     baseline = resolve_policy("champion", config, store) if against is None else policies[names.index(against)]
     tried = []
     for setup, (trained, seconds), policy in zip(chosen, models, policies, strict=True):
@@ -328,13 +352,12 @@ def register_best(
         raise TuningError(f"a policy {new_id!r} is already registered: tuned on this cut before? (choose another id)")
     trained = best.trained
     summary = tuning.as_dict(evaluation=False)
-    store.models.save(ModelSnapshot(VWPolicy(trained.args, trained.data).version, trained.args, trained.data, new_id,
-                                    trained.position)).result()  # fmt: skip
+    store.models.save(trained.snapshot(new_id)).result()
     evidence = {**best.record.report, "tuning": summary}
     registry.record_evaluation(replace(best.record, policy_id=new_id, at=time.time(), report=evidence))
     note = (f"tuned on {tuning.trained_on:,} joined examples before {_when(tuning.cut)}, evaluated on {tuning.evaluated_on:,} "
             f"after it; best of {len(tuning.tried)} set-ups: {tuning.verdict}; set-up {dict(best.setup.overrides)}")  # fmt: skip
-    entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args, features=config.features.model_dump(),
+    entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
                               parent=tuning.baseline, note=note, actor=actor)  # fmt: skip
     tuning.registered = entry.id
     return entry

@@ -3,7 +3,9 @@
 Lines come in the order the online learner learns them, with the same features and labels, so
 VW's CLI trained on the export with the same arguments reaches the same model. Fields starting
 with '_' that VW does not know (VW skips them) carry what a replay needs: the raw features, the
-action ids, the reward and its credit per outcome type, the shadow policies' pmfs.
+action ids, the reward and its credit per outcome type, the shadow policies' pmfs, and the numeric
+encoding of the model that decided (``_encoding``: field -> kind and edges). The context ``c`` is
+encoded with the reader's encoding (the champion lineage's, as the online learner learns it).
 """
 
 from __future__ import annotations
@@ -13,14 +15,20 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from bandit.encoding import model_encoding
 from bandit.features import action_features
 from reward.online import ExampleReader
+from store.ports import ModelSnapshots
 from store.records import START, Cursor
 
 
-def dsjson_lines(reader: ExampleReader, after: Cursor = START) -> Iterator[str]:
+def dsjson_lines(reader: ExampleReader, models: ModelSnapshots, after: Cursor = START) -> Iterator[str]:
     encoder = reader.encoder
+    encodings: dict[tuple[str, str], dict[str, Any]] = {}  # (policy, version) -> its encoding: few models decide
     for _, example, row in reader.read(after):
+        deciding = (row.policy_id, row.model_version)
+        if deciding not in encodings:
+            encodings[deciding] = model_encoding(reader.features, models, *deciding)
         context: dict[str, Any] = {ns: dict(features) for ns, features in encoder.encode(row.features).items()}
         context["_multi"] = [{ns: {name: 1 for name in names} for ns, names in action_features(a).items()} for a in example.actions]
         chosen = example.chosen
@@ -43,6 +51,7 @@ def dsjson_lines(reader: ExampleReader, after: Cursor = START) -> Iterator[str]:
                 "_features": row.features,
                 "_actions": [a.id for a in example.actions],
                 "_shadow": {policy: list(pmf) for policy, pmf in row.shadow.items()},
+                "_encoding": encodings[deciding],
             },
             separators=(",", ":"),
         )

@@ -1,6 +1,11 @@
 """Online learning: joined examples train the champion in join order (run, event time), and every
 so many examples a snapshot is stored; servers follow the newest snapshot through the store.
 
+A lineage's first model fixes its numeric encoding: quantile edges learned from the raw features
+of the decisions logged by then (bandit/encoding.py), stored with every snapshot after it. A line
+logged under another encoding (by another policy, or by the lineage's cold start) is re-encoded
+from the raw features.
+
 Learning runs outside any serving model (VW's own driver continues from the last snapshot), so
 it never holds the lock that predictions take. Each snapshot records how far it has learned, so
 a restarted learner continues where its last snapshot stopped.
@@ -14,13 +19,25 @@ from itertools import islice
 
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
+from bandit.encoding import LearnedEncoding, learn_encoding, learns_encoding
 from bandit.features import FeatureEncoder
-from bandit.learner import ACTION_LINES_MEMO_SIZE, ActionLines, LabelledExample, TextTrainer, action_lines, model_version
-from store.ports import JoinedExamples, ModelSnapshots
+from bandit.learner import (
+    ACTION_LINES_MEMO_SIZE,
+    COLD_START,
+    ActionLines,
+    LabelledExample,
+    TextTrainer,
+    action_lines,
+    model_version,
+)
+from store.ports import DecisionLog, JoinedExamples, ModelSnapshots
 from store.records import START, Cursor, LoggedExample, ModelSnapshot, SharedFeatures
+from store.rows import from_json
 
 FETCH = 5000
 """Examples read from the store at a time."""
+BIRTH_DECISIONS = 100_000
+"""Logged decisions a lineage's quantile edges are learned from, at most (the newest ones)."""
 
 
 def action_from_id(catalog: Catalog, action_id: str) -> Action:
@@ -46,17 +63,39 @@ def logged_examples(
         position = page[-1].position
 
 
+def encoding_at_birth(config: BreinConfig, decisions: DecisionLog, until: float | None = None) -> LearnedEncoding | None:
+    """The encoding a lineage born now fixes: quantile edges of the raw features of the decisions
+    logged before ``until`` (None: all), every decision, not only the joined ones (a feature's spread
+    does not wait for the outcomes: at a first model there are many times more); None (``auto``) when
+    the config learns none."""
+    if not learns_encoding(config.features):
+        return None
+    return learn_encoding(config.features, decisions.features_before(until, BIRTH_DECISIONS))
+
+
 class ExampleReader:
     """Joined examples as VW learning examples, in the order the online learner learns them."""
 
-    def __init__(self, config: BreinConfig, examples: JoinedExamples, *, logged_lines: bool = False) -> None:
+    def __init__(
+        self,
+        config: BreinConfig,
+        examples: JoinedExamples,
+        *,
+        logged_lines: bool = False,
+        encoding: LearnedEncoding | None = None,
+        lineage: str | None = None,
+    ) -> None:
         """``logged_lines``: learn from the features exactly as the serving model saw them at decision
-        time (online learning); otherwise encode the logged raw features with ``config`` (a candidate
-        with other features, an export)."""
+        time; otherwise encode the logged raw features with ``config`` and ``encoding`` (a candidate
+        with other features, an export). ``lineage``: the policy whose logged lines ``texts`` may use
+        as they are (they were made with ``encoding``)."""
         self.logged_lines = logged_lines
         self.examples = examples
         self.catalog = Catalog(config)
-        self.encoder = FeatureEncoder(config)
+        self.features = config.features
+        self.encoding = encoding
+        self.lineage = lineage
+        self.encoder = FeatureEncoder(config, encoding)
         self.scale = config.learner.reward_scale
         # A logged action list recurs for every customer left the same actions: made into text once.
         self._offered: Callable[[tuple[str, ...]], ActionLines] = functools.lru_cache(ACTION_LINES_MEMO_SIZE)(self._parse_offered)
@@ -79,15 +118,15 @@ class ExampleReader:
 
     def texts(self, after: Cursor = START) -> Iterator[tuple[Cursor, str]]:
         """Yield (position, its VW text) for every learned-from example after ``after``, as online
-        learning learns it: from the shared features as the serving model saw them (encoded with
-        ``config`` only for a decision logged without them). What ``read`` yields with
-        ``logged_lines``, made into text (``example_text``) without building the example."""
+        learning learns it: from the shared features as the serving model saw them when it was of
+        the ``lineage`` and made with its encoding, else encoded from the raw features."""
         position = after
         while True:
             rows = self.examples.learning(position, FETCH)
             for row in rows:
                 offered = self._offered(row.eligible)
-                shared = row.shared_line if row.features is None else self.encoder.shared_line(row.features)
+                shared = row.shared_line if self._own(row.shared_line, row.policy_id, row.model_version) else (
+                    self.encoder.shared_line(from_json(row.features_json)))  # fmt: skip
                 yield row.position, offered.text(shared, offered.index[row.action_id], -row.reward / self.scale, row.probability)
             if len(rows) < FETCH:
                 return
@@ -96,6 +135,11 @@ class ExampleReader:
     def _parse_offered(self, eligible: tuple[str, ...]) -> ActionLines:
         """The actions of a logged action list and their text."""
         return action_lines(tuple(action_from_id(self.catalog, a) for a in eligible))
+
+    def _own(self, line: str, policy_id: str, version: str) -> bool:
+        """Whether a logged line was made with this reader's encoding: the lineage's, after its cold
+        start (whose lines were ``auto``) unless the lineage is ``auto`` itself."""
+        return bool(line) and policy_id == self.lineage and (version != COLD_START or self.encoding is None)
 
     def _shared_line(self, logged: str, features: SharedFeatures) -> str:
         return logged if self.logged_lines and logged else self.encoder.shared_line(features)
@@ -110,20 +154,30 @@ class OnlineLearner:
         args: list[str],
         model_data: bytes | None,
         *,
+        decisions: DecisionLog,
         policy_id: str,
         after: Cursor = START,
+        encoding: LearnedEncoding | None = None,
     ) -> None:
+        """``encoding``: the lineage's, from its newest snapshot; a lineage without a model yet
+        learns its own from the decision log when it has its first example to learn."""
         self.config = config
+        self.examples = examples
+        self.decisions = decisions
         self.models = models
         self.policy_id = policy_id
         self.args = args
         self.model_data = model_data
         self.position = after
-        self.reader = ExampleReader(config, examples)
+        self.encoding = encoding
+        self.reader = ExampleReader(config, examples, encoding=encoding, lineage=policy_id)
 
     def step(self) -> int:
         """Learn every joined example not learned yet, a snapshot stored every
         ``learner.snapshot_every`` examples and one for the rest."""
+        if self.model_data is None and self.encoding is None and self.examples.learning(self.position, 1):
+            self.encoding = encoding_at_birth(self.config, self.decisions)
+            self.reader = ExampleReader(self.config, self.examples, encoding=self.encoding, lineage=self.policy_id)
         texts = self.reader.texts(self.position)
         learned = 0
         with TextTrainer(self.args) as trainer:
@@ -138,5 +192,7 @@ class OnlineLearner:
         """Store the model as it is now, with how far it has learned."""
         if self.model_data is None:
             return
-        snapshot = ModelSnapshot(model_version(self.model_data), self.args, self.model_data, self.policy_id, self.position)
+        encoding = None if self.encoding is None else self.encoding.to_json()
+        data = self.model_data
+        snapshot = ModelSnapshot(model_version(data), self.args, data, self.policy_id, self.position, encoding)
         self.models.save(snapshot).result()

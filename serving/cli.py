@@ -280,6 +280,11 @@ def explain(decision_id: str, address: str, as_json: bool) -> None:
             console.print(contributions)
         if response.contributions_note:
             console.print(response.contributions_note)
+        if response.encoding:
+            encoding = Table("numeric field", "encoding", "edges", title="Numeric encoding of the model")
+            for e in response.encoding:
+                encoding.add_row(e.field, e.kind, " | ".join(", ".join(f"{x:g}" for x in edges.edges) for edges in e.edges))
+            console.print(encoding)
 
     _emit(response, as_json, render)
 
@@ -340,13 +345,17 @@ def log() -> None:
 @click.option("--output", "-o", type=click.File("w"), default="-", help="Output file; default standard output.")
 def export(config_path: str, store_url: str | None, fmt: str, output: Any) -> None:
     """Write joined examples in VW's decision-service JSON, one per line, in learning order."""
+    from policies.loading import load_policy
+    from policies.registry import Registry
     from reward.export import dsjson_lines
     from reward.online import ExampleReader
 
     config = _config(config_path)
     count = 0
     with opened_store(config, store_url) as store:
-        for line in dsjson_lines(ExampleReader(config, store.examples)):
+        champion = Registry(store.registry).champion()
+        encoding = None if champion is None else load_policy(champion, store.models)[0].encoding
+        for line in dsjson_lines(ExampleReader(config, store.examples, encoding=encoding), store.models):
             output.write(line + "\n")
             count += 1
     click.echo(f"exported {count} joined examples", err=True)

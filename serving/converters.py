@@ -148,4 +148,8 @@ def explain_response(explanation: Explanation) -> pb.ExplainResponse:
         model_version=record.model_version,
         contributions=[pb.FeatureContribution(feature=f, contribution=c) for f, c in explanation.contributions],
         contributions_note=explanation.contributions_note,
+        encoding=[
+            pb.FieldEncoding(field=name, kind=str(spec["kind"]), edges=[pb.Edges(edges=e) for e in spec["edges"]])
+            for name, spec in explanation.encoding.items()
+        ],
     )

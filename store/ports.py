@@ -42,6 +42,7 @@ from store.records import (
     OutcomeRecord,
     PolicyEntry,
     PolicyEvent,
+    SharedFeatures,
     State,
 )
 
@@ -81,6 +82,11 @@ class DecisionLog(Protocol):
 
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         """The logged decisions of those request ids that have one."""
+        ...
+
+    def features_before(self, until: float | None, limit: int) -> list[SharedFeatures]:
+        """The raw shared features of the newest ``limit`` decisions with event time < ``until`` (None:
+        all), newest first: what a new model lineage learns its numeric encoding from."""
         ...
 
     def customer_logs(
@@ -182,10 +188,11 @@ class ModelSnapshots(Protocol):
     """Learned models, each with the position its learner had reached."""
 
     def save(self, snapshot: ModelSnapshot) -> Future[None]:
-        """Store a snapshot; one whose version is stored already is kept as it was."""
+        """Store a snapshot; one whose (policy, version) is stored already is kept as it was (two
+        policies whose models have the same bytes each keep their own snapshot)."""
         ...
 
-    def get(self, version: str) -> ModelSnapshot | None: ...
+    def get(self, policy_id: str, version: str) -> ModelSnapshot | None: ...
 
     def newest_version(self, policy_id: str) -> str | None:
         """The version of the policy's newest snapshot: a cheap read, for servers that follow."""

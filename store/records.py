@@ -230,10 +230,11 @@ LateOutcome = tuple[str, str]
 
 class LearningRow(NamedTuple):
     """A joined example as the online learner reads it: its position and what VW learns from, the
-    shared features as the serving model saw them (``shared_line``). ``features``, the raw shared
-    features, only for a decision logged without its line, None otherwise: a dict a row would make
-    the garbage collector walk at every collection while a page of rows is read. A NamedTuple for
-    the same reason: the learner reads one per example."""
+    shared features as the serving model saw them (``shared_line``), and the policy and model
+    version that decided (a line logged under another encoding is re-encoded). ``features_json``,
+    the raw shared features as stored JSON: parsed only when the line cannot be used (a dict per row
+    would make the garbage collector walk it at every collection while a page of rows is read). A
+    NamedTuple for the same reason: the learner reads one per example."""
 
     run: int
     event_time: float
@@ -243,7 +244,9 @@ class LearningRow(NamedTuple):
     action_id: str
     probability: float
     shared_line: str
-    features: SharedFeatures | None
+    features_json: str
+    policy_id: str
+    model_version: str
 
     @property
     def position(self) -> Cursor:
@@ -267,6 +270,8 @@ class LoggedExample(NamedTuple):
     credit: dict[str, float]
     pmf: tuple[float, ...]
     shadow: dict[str, tuple[float, ...]]
+    policy_id: str = ""
+    model_version: str = ""
 
     @property
     def position(self) -> Cursor:
@@ -284,6 +289,9 @@ class ModelSnapshot:
     policy_id: str = ""
     # How far into the joined examples the model has learned.
     learned: Cursor | None = None
+    # The numeric encoding learned for the model's lineage (bandit/encoding.py, as JSON), fixed for
+    # the lineage; None: the data-free ``auto`` (a cold start, or a snapshot stored before encodings).
+    encoding: dict[str, Any] | None = None
 
 
 State = Literal["candidate", "shadow", "champion", "retired"]

@@ -37,7 +37,7 @@ SENT_COLUMNS = "customer_id, type, value, value_sent, event_time, event_time_sen
 """What an outcome's client sent, as stored: read back to tell a duplicate from a conflict (``check_sent``)."""
 EXAMPLE_COLUMNS = "decision_id, customer_id, event_time, run, status, reward, cost, credit, outcomes, horizon"
 RUN_COLUMNS = "run, watermark, cutoff, horizon, joined, unactivated, late_outcomes, late_checked, finished_at"
-MODEL_COLUMNS = "version, args, data, policy_id, learned"
+MODEL_COLUMNS = "version, args, data, policy_id, learned, encoding"
 POLICY_COLUMNS = "id, kind, artifact, artifact_hash, args, features, parent, created, state, note"
 EVENT_COLUMNS = "policy_id, at, actor, from_state, to_state, reason"
 EVALUATION_COLUMNS = "policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report"
@@ -122,20 +122,21 @@ def _eligible(text: str) -> tuple[str, ...]:
 
 def learning_rows(rows: Iterable[Sequence[Any]]) -> list[LearningRow]:
     """From rows of (run, event time, decision id, reward, eligible, action id, probability, shared
-    line, features): the raw features only where no shared line was logged."""
+    line, features, policy id, model version): the raw features left as their JSON text."""
     return [
-        LearningRow(run, time, decision_id, reward, _eligible(eligible), action_id, probability, line,
-                    None if line else from_json(features))
-        for run, time, decision_id, reward, eligible, action_id, probability, line, features in rows
-    ]  # fmt: skip
+        LearningRow(run, time, decision_id, reward, _eligible(eligible), action_id, probability, line, features, policy, version)
+        for run, time, decision_id, reward, eligible, action_id, probability, line, features, policy, version in rows
+    ]
 
 
 def logged_examples(rows: Iterable[Sequence[Any]]) -> list[LoggedExample]:
     """From rows of learning_rows' columns then credit, pmf and shadow."""
     return [
         LoggedExample(run, time, decision_id, reward, _eligible(eligible), action_id, probability, line, from_json(features),
-                      from_json(credit), tuple(from_json(pmf)), {k: tuple(v) for k, v in from_json(shadow).items()})
-        for run, time, decision_id, reward, eligible, action_id, probability, line, features, credit, pmf, shadow in rows
+                      from_json(credit), tuple(from_json(pmf)), {k: tuple(v) for k, v in from_json(shadow).items()},
+                      policy, version)
+        for run, time, decision_id, reward, eligible, action_id, probability, line, features, policy, version, credit, pmf, shadow
+        in rows
     ]  # fmt: skip
 
 
@@ -145,13 +146,15 @@ def logged_examples(rows: Iterable[Sequence[Any]]) -> list[LoggedExample]:
 def snapshot_row(snapshot: ModelSnapshot) -> tuple[Any, ...]:
     """A row of MODEL_COLUMNS."""
     learned = None if snapshot.learned is None else to_json(snapshot.learned)
-    return (snapshot.version, to_json(snapshot.args), snapshot.data, snapshot.policy_id, learned)
+    encoding = None if snapshot.encoding is None else to_json(snapshot.encoding)
+    return (snapshot.version, to_json(snapshot.args), snapshot.data, snapshot.policy_id, learned, encoding)
 
 
 def snapshot_from_row(row: Sequence[Any]) -> ModelSnapshot:
-    version, args, data, policy_id, learned = row
+    version, args, data, policy_id, learned, encoding = row
     position = None if learned is None else tuple(from_json(learned))
-    return ModelSnapshot(version, from_json(args), bytes(data), policy_id, position)
+    learned_encoding = None if encoding is None else from_json(encoding)
+    return ModelSnapshot(version, from_json(args), bytes(data), policy_id, position, learned_encoding)
 
 
 def policy_row(entry: PolicyEntry) -> tuple[Any, ...]:

@@ -112,7 +112,7 @@ def test_dsjson_export_trains_vw_cli_to_the_same_predictions(make_brain: Callabl
     for _ in range(25):
         features = {"n": {"touchpoint": "app", "hour": str(rng.randint(0, 23)), "weekday": "2"},
                     "u": {"months_to_contract_end": float(rng.randint(0, 6)), "tenure_months": float(rng.randint(0, 60)), "plan": "basic"}}  # fmt: skip
-        line = brain.decider._encoder.shared_line(features)
+        line = brain.decider.encoder_for(online).shared_line(features)
         # The two models' weights agree to the last bits (plain SquareCB's pmfs agree to 1e-7); --elim's
         # cost ranges, a binary search to VW's tolerance of 1e-6, spread that to about 1.4e-6.
         assert from_cli.pmf(line, actions) == pytest.approx(online.pmf(line, actions), abs=1e-5)

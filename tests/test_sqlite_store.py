@@ -186,7 +186,7 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     with closing(sqlite3.connect(tmp_path / "brein.db")) as conn:
         applied = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.store' ORDER BY id").fetchall()
     names = [name for (name,) in applied]
-    assert len(names) == len(set(names)) == 9 and names[0] == "m001_decision_log" and names[-1] == "m009_join_horizons"
+    assert len(names) == len(set(names)) == 10 and names[0] == "m001_decision_log" and names[-1] == "m010_model_encoding_and_keys"
 
 
 def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> None:
@@ -255,6 +255,13 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         assert champion is not None and [e.id for e in store.registry.policies("shadow")] == ["cand"]
         snapshots = list(store.models.newest_first(champion.id))
         assert len(snapshots) == 3 and all(s.learned is not None and s.learned > START for s in snapshots)
+        # Old snapshots have no encoding (read as the data-free ``auto``) and are found by (policy, version).
+        assert all(s.encoding is None for s in snapshots)
+        assert all(store.models.get(champion.id, s.version) == s for s in snapshots)
+        assert sqlite_rows(store, "SELECT name FROM pragma_index_list('models') WHERE origin = 'pk'") != []
+        assert [c for (c,) in sqlite_rows(store, "SELECT name FROM pragma_index_info("
+                                                 "(SELECT name FROM pragma_index_list('models') WHERE origin = 'pk'))")] == [
+            "policy_id", "version"]  # fmt: skip
         assert [e.action for e in store.audit.entries()].count("forget") == 1
         queued = store.joins.pending_count()
         assert queued == len(before["queue"]) > 0
@@ -270,8 +277,8 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         store.close()
     again = open_store(str(path))  # a plain path, as configs had it: nothing is applied twice
     try:
-        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 9
-        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 9
+        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 10
+        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 10
     finally:
         again.close()
 

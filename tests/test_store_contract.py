@@ -6,6 +6,7 @@ transitions and their conflicts, audit, Forget, retention, the worker lease, and
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -89,6 +90,14 @@ def test_decisions_by_request_finds_the_logged_ones(store: Store) -> None:
     assert set(found) == set(wanted) - {"r-unknown"}
     assert found["r-d4"] == store.decisions.decision("d4")
     assert store.decisions.decisions_by_request([]) == {}
+
+
+def test_features_before_reads_the_newest_decisions_raw_features(store: Store) -> None:
+    """What a new lineage learns its numeric encoding from: every decision's raw features, joined or not."""
+    log(store, *(decision(f"d{i}", f"c{i}", T0 + i, features={"u": {"tenure_months": float(i)}}) for i in range(10)))
+    assert store.decisions.features_before(None, 3) == [{"u": {"tenure_months": float(i)}} for i in (9, 8, 7)]
+    assert store.decisions.features_before(T0 + 5, 100) == [{"u": {"tenure_months": float(i)}} for i in range(4, -1, -1)]
+    assert store.decisions.features_before(T0, 100) == []
 
 
 def _reference_history(
@@ -309,10 +318,11 @@ def test_joined_examples_read_in_learning_order_from_a_cursor(store: Store) -> N
     assert source is not None
     assert (first.reward, first.eligible, first.action_id, first.probability, first.shared_line) == (
         order[0][5], source.eligible, source.action_id, source.probability, source.shared_line)  # fmt: skip
-    for row in learned:  # the raw features only where no shared line was logged
+    for row in learned:  # the raw features as stored JSON, and the model that decided
         logged_decision = store.decisions.decision(row.decision_id)
         assert logged_decision is not None
-        assert row.features == (None if logged_decision.shared_line else logged_decision.features)
+        assert json.loads(row.features_json) == logged_decision.features
+        assert (row.policy_id, row.model_version) == (logged_decision.policy_id, logged_decision.model_version)
     paged, position = [], START
     while page := store.examples.learning(position, 4):
         paged += page
@@ -321,6 +331,7 @@ def test_joined_examples_read_in_learning_order_from_a_cursor(store: Store) -> N
     logged = store.examples.logged(START, 100)
     assert [r.position for r in logged] == [r.position for r in learned]
     assert (logged[0].credit, logged[0].pmf, logged[0].shadow) == ({"contract_renewal": order[0][5]}, source.pmf, source.shadow)
+    assert (logged[0].policy_id, logged[0].model_version) == (source.policy_id, source.model_version)
     window = store.examples.logged(START, 100, since=T0 + 1, until=T0 + 3)
     assert [r.decision_id for r in window] == [r[0] for r in order if T0 + 1 <= r[2] < T0 + 3]
     assert store.examples.count() == 19 and store.examples.count(since=T0 + 1, until=T0 + 3) == len(window)
@@ -337,10 +348,25 @@ def test_snapshots_newest_first_and_a_stored_version_is_kept(store: Store) -> No
     store.models.save(older).result()
     store.models.save(newer).result()
     store.models.save(ModelSnapshot("x1", [], b"other", "q")).result()
-    store.models.save(replace(older, data=b"changed")).result()  # a version is stored once
-    assert store.models.get("v1") == older and store.models.get("nope") is None
+    store.models.save(replace(older, data=b"changed")).result()  # a version is stored once per policy
+    assert store.models.get("p", "v1") == older and store.models.get("p", "nope") is None
+    assert store.models.get("q", "v1") is None
     assert store.models.newest_version("p") == "v2"
     assert list(store.models.newest_first("p")) == [newer, older]
+
+
+def test_snapshots_are_keyed_by_policy_and_version_and_keep_their_encoding(store: Store) -> None:
+    """Two policies whose models have the same bytes (the same version) each keep their own snapshot,
+    with its own lineage's encoding; a snapshot without one reads back as None (``auto``)."""
+    edges = {"kind": "quantile", "resolutions": [4, 16], "fields": {"tenure": [[3.0, 12.0], [1.0, 2.5, 3.0]]}, "unseen": ["x"]}
+    first = ModelSnapshot("same", ["--cb_explore_adf"], b"bytes", "a", (1, T0, "d1"), edges)
+    second = ModelSnapshot("same", ["--cb_explore_adf", "--epsilon", "0.1"], b"bytes", "b", (2, T0, "d2"))
+    store.models.save(first).result()
+    store.models.save(second).result()
+    assert store.models.get("a", "same") == first and store.models.get("b", "same") == second
+    assert store.models.get("b", "same").encoding is None  # type: ignore[union-attr]
+    assert [s.encoding for s in store.models.newest_first("a")] == [edges]
+    assert store.models.newest_version("b") == "same"
 
 
 # -- the policy registry -----------------------------------------------------------------------------

@@ -134,6 +134,8 @@ BAD_SETUPS = [
     ("[[setup]]\nname = \"x\"\n[[setup]]\nname = \"x\"\n", "set-up names must differ; x more than once"),
     ("[[setup]]\nname = \"x\"\ncb_type = \"dr\"\n", "set-up 'x': VW refuses --cb_explore_adf --quiet --squarecb"),
     ("[[setup]]\nname = \"x\"\nepsilon = 2.0\n", "set-up 'x': epsilon: Input should be less than or equal to 1"),
+    ("[[setup]]\nname = \"x\"\nnumeric_default = \"raw\"\n",
+     "set-up 'x': numeric_default: expected one of quantile, auto in the set-up and the config, got 'raw' and 'quantile'"),
 ]
 
 
@@ -185,6 +187,29 @@ def test_the_default_grid_builds_on_the_configs_learner_and_every_setup_is_valid
         setup.config(flow.config)  # VW accepts every one
     cubic = next(s for s in setups if s.name == "cubic").overrides["interactions"]
     assert cubic[: len(flow.config.learner.interactions)] == flow.config.learner.interactions and "uoc" in cubic
+
+
+def test_the_numeric_encoding_is_a_tuning_axis_and_each_setup_is_evaluated_on_its_own(flow: Flow) -> None:
+    """A config without bins: ``quantile`` set-ups learn edges from the examples before the cut,
+    ``auto`` ones none; the default grid holds the other encoding; the registered best keeps its own."""
+    config = flow.config.model_copy(update={"features": flow.config.features.model_copy(update={"numeric": {}})})
+    assert default_setups(config)[-1] == Setup("auto", {"numeric_default": "auto"})
+    setups = [Setup("quantile"), Setup("auto", {"numeric_default": "auto"})]
+    store = open_store(str(flow.store))
+    try:
+        tuning = tune(config, store, cut=SPLIT, setups=setups, n_bootstrap=50)
+        quantile, auto = (t.trained for t in tuning.tried)
+        assert quantile.encoding is not None and {"months_to_contract_end", "tenure_months"} <= set(quantile.encoding.edges)
+        assert auto.encoding is None
+        values = [t.value.value for t in tuning.tried]
+        assert values[0] != values[1]  # each scored on its own features, not both on the config's
+        if tuning.best is not None:
+            entry = register_best(config, store, tuning, policy_id="tuned-encoding")
+            assert entry is not None
+            (snapshot,) = store.models.newest_first("tuned-encoding")
+            assert snapshot.encoding == (None if tuning.best.trained.encoding is None else tuning.best.trained.encoding.to_json())
+    finally:
+        store.close()
 
 
 # --- [tuning]: the worker tunes on a schedule in event time and promotes through the gate ----------------

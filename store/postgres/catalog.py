@@ -48,12 +48,13 @@ class PostgresModelSnapshots:
         row = (*snapshot_row(snapshot), time.time())
 
         def write(conn: Connection) -> None:
-            conn.execute(f"INSERT INTO models ({MODEL_COLUMNS}, created_at) VALUES ({_marks(6)}) ON CONFLICT DO NOTHING", row)
+            conn.execute(f"INSERT INTO models ({MODEL_COLUMNS}, created_at) VALUES ({_marks(7)}) ON CONFLICT DO NOTHING", row)
 
         return self._engine.submit(write)
 
-    def get(self, version: str) -> ModelSnapshot | None:
-        rows = self._engine.rows(f"SELECT {MODEL_COLUMNS} FROM models WHERE version = %s", (version,))
+    def get(self, policy_id: str, version: str) -> ModelSnapshot | None:
+        query = f"SELECT {MODEL_COLUMNS} FROM models WHERE policy_id = %s AND version = %s"
+        rows = self._engine.rows(query, (policy_id, version))
         return snapshot_from_row(rows[0]) if rows else None
 
     def newest_version(self, policy_id: str) -> str | None:
@@ -64,7 +65,7 @@ class PostgresModelSnapshots:
         """One snapshot read at a time: the versions first, then each model when it is asked for."""
         versions = self._engine.rows(f"SELECT version FROM models WHERE policy_id = %s {NEWEST_FIRST}", (policy_id,))
         for (version,) in versions:
-            snapshot = self.get(version)
+            snapshot = self.get(policy_id, version)
             if snapshot is not None:  # gone meanwhile: passed over
                 yield snapshot
 

@@ -9,6 +9,7 @@ heads stale: its concurrent decisions for one customer are counted in flight by 
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
@@ -16,8 +17,17 @@ from typing import Any
 
 from store.errors import Conflict, StaleHistory
 from store.postgres.engine import Connection, Engine, Mergeable, Outcome
-from store.records import DAY, ActivationRecord, Contact, CustomerLog, DecisionRecord, Head, OutcomeRecord
-from store.rows import DECISION_COLUMNS, OUTCOME_COLUMNS, SENT_COLUMNS, check_sent, decision_from_row, decision_row, outcome_row
+from store.records import DAY, ActivationRecord, Contact, CustomerLog, DecisionRecord, Head, OutcomeRecord, SharedFeatures
+from store.rows import (
+    DECISION_COLUMNS,
+    OUTCOME_COLUMNS,
+    SENT_COLUMNS,
+    check_sent,
+    decision_from_row,
+    decision_row,
+    from_json,
+    outcome_row,
+)
 
 DECISION_TYPES = (
     ("text",) * 4 + ("float8",) * 2 + ("text",) * 4 + ("float8",) * 2 + ("int", "text", "text", "int") + ("text",) * 7
@@ -210,6 +220,11 @@ class PostgresDecisionLog:
     def decision(self, decision_id: str) -> DecisionRecord | None:
         rows = self._engine.rows(f"SELECT {DECISION_COLUMNS} FROM decisions WHERE decision_id = %s", (decision_id,))
         return decision_from_row(rows[0]) if rows else None
+
+    def features_before(self, until: float | None, limit: int) -> list[SharedFeatures]:
+        rows = self._engine.rows("SELECT features FROM decisions WHERE event_time < %s ORDER BY event_time DESC LIMIT %s",
+                                 (math.inf if until is None else until, limit))  # fmt: skip
+        return [from_json(features) for (features,) in rows]
 
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         if not request_ids:

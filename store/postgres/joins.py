@@ -39,7 +39,7 @@ DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%b::text[]) RETURNING 
 FACT_COLUMNS = "d.decision_id, d.event_time, d.offer, d.channel, d.action_id"
 ORDERED = (
     "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
-    "d.features{more} "
+    "d.features, d.policy_id, d.model_version{more} "
     "FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
     "WHERE j.status = 'joined' AND (j.run, j.event_time, j.decision_id) > (%s, %s, %s) "
     "AND j.event_time >= %s AND j.event_time < %s "

@@ -163,6 +163,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             detail text NOT NULL
         )""",
     ]),
+    # A snapshot keeps its lineage's numeric encoding (NULL before: the data-free ``auto``) and is
+    # keyed by (policy, version): two policies whose models have the same bytes keep one each.
+    ("m002_model_encoding_and_keys", [
+        "ALTER TABLE models ADD COLUMN encoding text",
+        "ALTER TABLE models DROP CONSTRAINT models_pkey",
+        "ALTER TABLE models ADD PRIMARY KEY (policy_id, version)",
+    ]),
 ]  # fmt: skip
 
 

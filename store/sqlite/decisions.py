@@ -8,12 +8,22 @@ every CustomerLog's head is None.
 from __future__ import annotations
 
 import functools
+import math
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 
-from store.records import DAY, ActivationRecord, Contact, CustomerLog, DecisionRecord, Head, OutcomeRecord
-from store.rows import DECISION_COLUMNS, OUTCOME_COLUMNS, SENT_COLUMNS, check_sent, decision_from_row, decision_row, outcome_row
+from store.records import DAY, ActivationRecord, Contact, CustomerLog, DecisionRecord, Head, OutcomeRecord, SharedFeatures
+from store.rows import (
+    DECISION_COLUMNS,
+    OUTCOME_COLUMNS,
+    SENT_COLUMNS,
+    check_sent,
+    decision_from_row,
+    decision_row,
+    from_json,
+    outcome_row,
+)
 from store.sqlite.engine import Engine, Mergeable
 from store.sqlite.statements import MAX_IDS, insert_rows, marks, slices
 
@@ -111,6 +121,12 @@ class SQLiteDecisionLog:
         with self._engine.reading() as conn:
             row = conn.execute(f"SELECT {DECISION_COLUMNS} FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
         return None if row is None else decision_from_row(row)
+
+    def features_before(self, until: float | None, limit: int) -> list[SharedFeatures]:
+        with self._engine.reading() as conn:
+            rows = conn.execute("SELECT features FROM decisions WHERE event_time < ? ORDER BY event_time DESC LIMIT ?",
+                                (math.inf if until is None else until, limit)).fetchall()  # fmt: skip
+        return [from_json(features) for (features,) in rows]
 
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         """One statement for up to MAX_IDS request ids."""

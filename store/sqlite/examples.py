@@ -10,7 +10,7 @@ from store.sqlite.engine import Engine
 
 ORDERED = (
     "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
-    "d.features{more} "
+    "d.features, d.policy_id, d.model_version{more} "
     "FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
     "WHERE j.status = 'joined' AND (j.run, j.event_time, j.decision_id) > (?, ?, ?) AND j.event_time >= ? AND j.event_time < ? "
     "ORDER BY j.run, j.event_time, j.decision_id LIMIT ?"

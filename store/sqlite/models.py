@@ -22,13 +22,14 @@ class SQLiteModelSnapshots:
         row = (*snapshot_row(snapshot), time.time())
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT OR IGNORE INTO models ({MODEL_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?)", row)
+            conn.execute(f"INSERT OR IGNORE INTO models ({MODEL_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)", row)
 
         return self._engine.submit(write)
 
-    def get(self, version: str) -> ModelSnapshot | None:
+    def get(self, policy_id: str, version: str) -> ModelSnapshot | None:
         with self._engine.reading() as conn:
-            row = conn.execute(f"SELECT {MODEL_COLUMNS} FROM models WHERE version = ?", (version,)).fetchone()
+            row = conn.execute(f"SELECT {MODEL_COLUMNS} FROM models WHERE policy_id = ? AND version = ?",
+                               (policy_id, version)).fetchone()  # fmt: skip
         return None if row is None else snapshot_from_row(row)
 
     def newest_version(self, policy_id: str) -> str | None:
@@ -43,6 +44,6 @@ class SQLiteModelSnapshots:
                 v for (v,) in conn.execute(f"SELECT version FROM models WHERE policy_id = ? {NEWEST_FIRST}", (policy_id,))
             ]
         for version in versions:
-            snapshot = self.get(version)
+            snapshot = self.get(policy_id, version)
             if snapshot is not None:  # gone meanwhile: passed over
                 yield snapshot

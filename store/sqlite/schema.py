@@ -251,3 +251,27 @@ def m009_join_horizons(db: Database) -> None:
                "joined, unactivated, late_outcomes, late_checked_rowid FROM join_runs")  # fmt: skip
     db.execute("DROP TABLE join_runs")
     db.execute("ALTER TABLE join_runs_started RENAME TO join_runs")
+
+
+@migrations()
+def m010_model_encoding_and_keys(db: Database) -> None:
+    """A snapshot keeps the numeric encoding of its lineage (NULL for the rows before: the data-free
+    ``auto``), and is keyed by (policy, version): two policies whose models have the same bytes
+    each keep their own snapshot, where the version alone let the second one's be ignored."""
+    db.execute(
+        """CREATE TABLE models_by_policy (
+            version TEXT NOT NULL,
+            args TEXT NOT NULL,
+            data BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            policy_id TEXT NOT NULL DEFAULT '',
+            learned TEXT,
+            encoding TEXT,
+            PRIMARY KEY (policy_id, version)
+        )"""
+    )
+    db.execute("INSERT INTO models_by_policy (version, args, data, created_at, policy_id, learned) "
+               "SELECT version, args, data, created_at, policy_id, learned FROM models ORDER BY rowid")  # fmt: skip
+    db.execute("DROP TABLE models")
+    db.execute("ALTER TABLE models_by_policy RENAME TO models")
+    db.execute("CREATE INDEX models_policy ON models (policy_id, created_at)")

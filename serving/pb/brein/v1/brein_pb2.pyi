@@ -219,7 +219,7 @@ class FeatureContribution(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., contribution: _Optional[float] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("decision_id", "customer_id", "event_time", "channel", "action", "probability", "exploratory", "eligible", "removed", "features", "personalised", "policy_id", "model_version", "contributions", "contributions_note")
+    __slots__ = ("decision_id", "customer_id", "event_time", "channel", "action", "probability", "exploratory", "eligible", "removed", "features", "personalised", "policy_id", "model_version", "contributions", "contributions_note", "encoding")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +235,7 @@ class ExplainResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTIONS_NOTE_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     customer_id: str
     event_time: _timestamp_pb2.Timestamp
@@ -250,7 +251,24 @@ class ExplainResponse(_message.Message):
     model_version: str
     contributions: _containers.RepeatedCompositeFieldContainer[FeatureContribution]
     contributions_note: str
-    def __init__(self, decision_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., channel: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., probability: _Optional[float] = ..., exploratory: _Optional[bool] = ..., eligible: _Optional[_Iterable[_Union[RankedAction, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[RemovedAction, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., personalised: _Optional[bool] = ..., policy_id: _Optional[str] = ..., model_version: _Optional[str] = ..., contributions: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., contributions_note: _Optional[str] = ...) -> None: ...
+    encoding: _containers.RepeatedCompositeFieldContainer[FieldEncoding]
+    def __init__(self, decision_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., channel: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., probability: _Optional[float] = ..., exploratory: _Optional[bool] = ..., eligible: _Optional[_Iterable[_Union[RankedAction, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[RemovedAction, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., personalised: _Optional[bool] = ..., policy_id: _Optional[str] = ..., model_version: _Optional[str] = ..., contributions: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., contributions_note: _Optional[str] = ..., encoding: _Optional[_Iterable[_Union[FieldEncoding, _Mapping]]] = ...) -> None: ...
+
+class FieldEncoding(_message.Message):
+    __slots__ = ("field", "kind", "edges")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    kind: str
+    edges: _containers.RepeatedCompositeFieldContainer[Edges]
+    def __init__(self, field: _Optional[str] = ..., kind: _Optional[str] = ..., edges: _Optional[_Iterable[_Union[Edges, _Mapping]]] = ...) -> None: ...
+
+class Edges(_message.Message):
+    __slots__ = ("edges",)
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    edges: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, edges: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ForgetRequest(_message.Message):
     __slots__ = ("customer_id",)

@@ -1,0 +1,149 @@
+"""Numeric encodings learned from the log: quantile edges of each numeric context field, computed
+once when a model lineage is born and fixed for it (stored with every snapshot of the lineage).
+
+A field encoded ``quantile`` becomes one category at each resolution (``QUANTILE_RESOLUTIONS``
+bins of about equal size in the data, edges that repeat dropped), so a linear model can learn a
+threshold wherever the customers are, without edges picked by hand. A field absent from a
+request gets no feature (the missing category: the model's other terms carry it). Before a
+lineage has data (a cold start) the data-free ``auto`` encoding applies (bandit/features.py); a
+field the config names that the data never held has no values to take quantiles of: it is
+logged once, when the lineage is born, and encoded as absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bandit.config import FeaturesConfig
+from store.ports import ModelSnapshots
+from store.records import SharedFeatures
+
+log = logging.getLogger("brein.encoding")
+
+QUANTILE_RESOLUTIONS = (4, 16)
+"""Bins per field: 4 learn fast, 16 resolve a threshold a quarter would blur."""
+MAX_VALUES = 200_000
+"""Values per field the edges are taken from, at most: plenty for 16 bins."""
+LARGEST = 1e12
+"""A value further from 0 cannot make an edge (the same bound the request check applies)."""
+CONTEXT_NAMESPACES = ("u", "n", "h")
+"""Where numeric fields are; history counts (``h``) are Brein's own and stay raw unless configured."""
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedEncoding:
+    """Per numeric field its quantile edges at each resolution; ``unseen``: fields the config names
+    ``quantile`` that the data never held (encoded as absent)."""
+
+    edges: Mapping[str, tuple[tuple[float, ...], ...]]
+    unseen: frozenset[str] = frozenset()
+    resolutions: tuple[int, ...] = QUANTILE_RESOLUTIONS
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        text = json.dumps(self.to_json(), sort_keys=True)
+        object.__setattr__(self, "key", hashlib.sha256(text.encode()).hexdigest()[:12])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": "quantile",
+            "resolutions": list(self.resolutions),
+            "fields": {name: [list(e) for e in edges] for name, edges in sorted(self.edges.items())},
+            "unseen": sorted(self.unseen),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LearnedEncoding:
+        if data.get("kind") != "quantile":
+            raise ValueError(f"expected a learned encoding of kind 'quantile', got {data.get('kind')!r}")
+        resolutions = tuple(int(r) for r in data["resolutions"])
+        edges = {str(name): tuple(tuple(float(x) for x in e) for e in per) for name, per in data["fields"].items()}
+        for name, per in edges.items():
+            if len(per) != len(resolutions):
+                raise ValueError(f"field {name!r}: expected edges at {len(resolutions)} resolutions, got {len(per)}")
+        return cls(edges, frozenset(data.get("unseen", ())), resolutions)
+
+
+def encoding_from_json(data: Mapping[str, Any] | None) -> LearnedEncoding | None:
+    """A stored encoding (a snapshot's, a registry entry's), None for none stored (``auto``)."""
+    return None if data is None else LearnedEncoding.from_json(data)
+
+
+def quantile_edges(values: list[float], bins: int) -> tuple[float, ...]:
+    """The edges that cut sorted ``values`` into ``bins`` parts of about equal size, repeats dropped
+    (a field with few distinct values gets fewer bins). ``bisect_right(edges, x)`` is x's bin."""
+    if not values:
+        return ()
+    ordered = sorted(values)
+    cuts = (ordered[min(len(ordered) - 1, (i * len(ordered)) // bins)] for i in range(1, bins))
+    edges = sorted(set(cuts))
+    # An edge equal to the smallest value leaves its bin empty below it.
+    return tuple(e for e in edges if e > ordered[0])
+
+
+def is_quantile(features: FeaturesConfig, namespace: str, name: str) -> bool:
+    """Whether field ``name`` of ``namespace`` is encoded ``quantile`` by ``features``."""
+    configured = features.numeric.get(name)
+    if configured is not None:
+        return configured.encoding == "quantile"
+    return namespace != "h" and features.numeric_default == "quantile"
+
+
+def learns_encoding(features: FeaturesConfig) -> bool:
+    """Whether a new lineage learns quantile edges with these feature settings."""
+    return features.numeric_default == "quantile" or any(f.encoding == "quantile" for f in features.numeric.values())
+
+
+def learn_encoding(
+    features: FeaturesConfig, logged: Iterable[SharedFeatures], resolutions: tuple[int, ...] = QUANTILE_RESOLUTIONS
+) -> LearnedEncoding:
+    """The quantile edges of every numeric context field encoded ``quantile``, from the logged raw
+    features. A configured field never seen is logged (once: a lineage learns its encoding once)."""
+    values: dict[str, list[float]] = {}
+    for shared in logged:
+        for namespace in CONTEXT_NAMESPACES:
+            for name, value in shared.get(namespace, {}).items():
+                if isinstance(value, str) or not math.isfinite(value) or abs(value) > LARGEST:
+                    continue
+                if not is_quantile(features, namespace, name):
+                    continue
+                seen = values.setdefault(name, [])
+                if len(seen) < MAX_VALUES:
+                    seen.append(float(value))
+    edges = {name: tuple(quantile_edges(v, r) for r in resolutions) for name, v in values.items()}
+    unseen = frozenset(n for n, c in features.numeric.items() if c.encoding == "quantile" and n not in values)
+    for name in sorted(unseen):
+        log.warning("numeric field %r is configured 'quantile' but the log holds no value of it: encoded as absent", name)
+    return LearnedEncoding(edges, unseen, resolutions)
+
+
+def encoding_summary(features: FeaturesConfig, learned: LearnedEncoding | None) -> dict[str, dict[str, Any]]:
+    """Field -> its kind and edges as a model encodes it, for Explain and the export. ``*`` is what
+    a field not listed gets."""
+    summary: dict[str, dict[str, Any]] = {}
+    for name, configured in sorted(features.numeric.items()):
+        if configured.encoding == "bins":
+            summary[name] = {"kind": "bins", "edges": [list(configured.edges)]}
+        elif configured.encoding != "quantile":
+            summary[name] = {"kind": configured.encoding, "edges": []}
+    if learned is not None:
+        for name, edges in sorted(learned.edges.items()):
+            summary[name] = {"kind": "quantile", "edges": [list(e) for e in edges]}
+        for name in sorted(learned.unseen):
+            summary[name] = {"kind": "absent", "edges": []}
+    default = features.numeric_default
+    summary["*"] = {"kind": "auto" if default == "quantile" else default, "edges": []}
+    return summary
+
+
+def model_encoding(features: FeaturesConfig, models: ModelSnapshots, policy_id: str, version: str) -> dict[str, dict[str, Any]]:
+    """``encoding_summary`` of the model (policy, version) that made a decision: the data-free one for
+    a cold start, a policy without snapshots (rules, uniform) or a snapshot no longer stored."""
+    snapshot = models.get(policy_id, version)
+    return encoding_summary(features, None if snapshot is None else encoding_from_json(snapshot.encoding))

@@ -1,0 +1,107 @@
+"""Numeric encodings learned from the log (bandit/encoding.py): quantile edges at several resolutions,
+fixed per model lineage; ``auto`` before a lineage has data; a configured field never seen is
+encoded as absent and logged once."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytest
+
+from bandit.config import parse_config
+from bandit.encoding import LearnedEncoding, encoding_summary, learn_encoding, quantile_edges
+from bandit.features import LOG_RESOLUTIONS, FeatureEncoder
+from store.records import SharedFeatures
+from tests.conftest import example_data
+
+
+def config(**features: Any) -> Any:
+    data = example_data()
+    data["features"] = {**data["features"], **features}
+    return parse_config(data)
+
+
+def logged(values: list[float], name: str = "tenure", namespace: str = "u") -> list[SharedFeatures]:
+    return [{namespace: {name: v, "plan": "basic"}} for v in values]
+
+
+@pytest.mark.parametrize(
+    ("values", "bins", "edges"),
+    [
+        (list(range(100)), 4, (25.0, 50.0, 75.0)),
+        (list(range(100)), 16, tuple(float((i * 100) // 16) for i in range(1, 16))),
+        ([0.0] * 90 + [1.0] * 10, 4, ()),  # every cut is 0, the smallest value: one bin
+        ([0.0] * 50 + [1.0] * 30 + [5.0] * 20, 16, (1.0, 5.0)),  # repeats dropped: three bins
+        ([], 4, ()),
+    ],
+)
+def test_quantile_edges_cut_the_values_in_parts_of_about_equal_size(
+    values: list[float], bins: int, edges: tuple[float, ...]
+) -> None:
+    assert quantile_edges([float(v) for v in values], bins) == edges
+
+
+def test_a_learned_encoding_has_edges_at_each_resolution_and_encodes_with_them() -> None:
+    cfg = config()
+    assert cfg.features.numeric_default == "quantile"
+    learned = learn_encoding(cfg.features, logged([float(v) for v in range(1, 121)]))
+    coarse, fine = learned.edges["tenure"]
+    assert coarse == (31.0, 61.0, 91.0) and len(fine) == 15
+    encoder = FeatureEncoder(cfg, learned)
+    assert encoder.encode({"u": {"tenure": 1.0}})["u"] == [("tenure~q4=b0", 1.0), ("tenure~q16=b0", 1.0)]
+    assert encoder.encode({"u": {"tenure": 100.0}})["u"][0] == ("tenure~q4=b3", 1.0)
+    assert encoder.encode({"u": {"tenure": 1e9}})["u"] == [("tenure~q4=b3", 1.0), ("tenure~q16=b15", 1.0)]
+    line = encoder.shared_line({"u": {"tenure": 45.0, "plan": "basic"}})
+    assert line == "shared |u tenure~q4=b1 tenure~q16=b5 plan=basic"
+
+
+def test_before_a_lineage_has_data_and_for_a_field_newer_than_it_the_auto_encoding_applies() -> None:
+    cfg = config()
+    cold = FeatureEncoder(cfg)  # no learned encoding: a cold start
+    assert [n for n, _ in cold.encode({"u": {"tenure": 45.0}})["u"]] == [f"tenure~{r}={math.floor(r * math.log2(46))}"
+                                                                         for r in LOG_RESOLUTIONS]  # fmt: skip
+    learned = learn_encoding(cfg.features, logged([1.0, 2.0, 3.0]))
+    newer = FeatureEncoder(cfg, learned).encode({"u": {"spend": 45.0}})["u"]
+    assert newer == cold.encode({"u": {"spend": 45.0}})["u"]
+
+
+def test_history_counts_stay_raw_and_values_that_cannot_make_an_edge_are_left_out() -> None:
+    cfg = config()
+    unusable = (math.inf, -math.inf, 5e12, -7e12)
+    rows: list[SharedFeatures] = [{"u": {"tenure": v}, "h": {"contacts_7d": 2.0}} for v in (1.0, 2.0, *unusable)]
+    rows.append({"u": {"tenure": math.nan}})
+    learned = learn_encoding(cfg.features, rows)
+    assert set(learned.edges) == {"tenure"} and learned.edges["tenure"] == ((2.0,), (2.0,))
+    assert FeatureEncoder(cfg, learned).encode({"h": {"contacts_7d": 2.0}})["h"] == [("contacts_7d", 2.0)]
+
+
+def test_a_configured_field_never_seen_is_encoded_as_absent_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = config(numeric={"months_left": {"encoding": "quantile"}, "spend": {"encoding": "bins", "edges": [10.0]}})
+    with caplog.at_level(logging.WARNING, logger="brein.encoding"):
+        learned = learn_encoding(cfg.features, logged([1.0, 2.0, 3.0]))
+    warnings = [r.getMessage() for r in caplog.records if "months_left" in r.getMessage()]
+    assert len(warnings) == 1 and "encoded as absent" in warnings[0]
+    assert learned.unseen == frozenset({"months_left"})
+    encoder = FeatureEncoder(cfg, learned)
+    assert encoder.encode({"u": {"months_left": 3.0}})["u"] == []
+    assert encoder.shared_line({"u": {"months_left": 3.0, "plan": "basic"}}) == "shared |u plan=basic"
+    assert encoder.encode({"u": {"spend": 30.0}})["u"] == [("spend=b1", 1.0)]  # hand-written edges stay
+    summary = encoding_summary(cfg.features, learned)
+    assert summary["months_left"] == {"kind": "absent", "edges": []}
+    assert summary["spend"] == {"kind": "bins", "edges": [[10.0]]}
+    assert summary["tenure"]["kind"] == "quantile" and len(summary["tenure"]["edges"]) == 2
+    assert summary["*"] == {"kind": "auto", "edges": []}
+
+
+def test_a_learned_encoding_round_trips_through_json_and_is_fixed_whatever_the_config_says_later() -> None:
+    learned = learn_encoding(config().features, logged([float(v) for v in range(50)]))
+    again = LearnedEncoding.from_json(learned.to_json())
+    assert again == learned and again.key == learned.key
+    later = config(numeric_default="raw")  # the config changed after the lineage was born
+    assert FeatureEncoder(later, again).encode({"u": {"tenure": 30.0}})["u"][0] == ("tenure~q4=b2", 1.0)
+    with pytest.raises(ValueError, match="expected a learned encoding of kind 'quantile'"):
+        LearnedEncoding.from_json({"kind": "auto"})
+    with pytest.raises(ValueError, match="expected edges at 2 resolutions, got 1"):
+        LearnedEncoding.from_json({"kind": "quantile", "resolutions": [4, 16], "fields": {"x": [[1.0]]}})
