@@ -68,6 +68,7 @@ INSERT_OUTCOMES = (
     "ON CONFLICT (outcome_id) DO NOTHING RETURNING outcome_id"
 )
 """Outcomes in the order given (so their seqs are), an outcome_id stored already left out."""
+BY_REQUEST = f"SELECT {DECISION_COLUMNS} FROM decisions WHERE request_id = ANY(%b::text[])"
 STORED = f"SELECT outcome_id, {SENT_COLUMNS} FROM outcomes WHERE outcome_id = ANY(%s)"
 INSERT_ACTIVATIONS = (
     "INSERT INTO activations (decision_id, event_time, received_at) SELECT decision_id, event_time, received_at "
@@ -229,41 +230,63 @@ class PostgresDecisionLog:
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         if not request_ids:
             return {}
-        query = f"SELECT {DECISION_COLUMNS} FROM decisions WHERE request_id = ANY(%b::text[])"
-        rows = self._engine.rows(query, (list(request_ids),))
-        return {row[1]: decision_from_row(row) for row in rows}
+        return _by_request(self._engine.rows(BY_REQUEST, (list(request_ids),)))
 
     def customer_logs(
         self, customer_ids: Collection[str], first: float, last: float, lookback_days: float
     ) -> dict[str, CustomerLog]:
-        since = first - lookback_days * DAY
-        until = last + lookback_days * DAY
-        args: dict[str, Any] = {"ids": list(set(customer_ids)), "since": since, "until": until, "first": first}
-        contacts: dict[str, list[Contact]] = {}
-        before: dict[str, float | None] = {}
-        outcomes: dict[str, list[tuple[str, float]]] = {}
-        heads: dict[str, int] = {}
-        for part, customer, at, name, channel, offer in self._engine.rows(CUSTOMER_LOGS, args):
-            if part == 0:
-                contacts.setdefault(customer, []).append(Contact(name, at, channel, offer))
-            elif part == 1:
-                before[customer] = at
-            elif part == 4:
-                heads[customer] = int(at)
-            elif at is not None:
-                outcomes.setdefault(customer, []).append((name, at))
-        logs = {}
-        for customer in customer_ids:
-            mine = sorted(contacts.get(customer, []), key=lambda contact: contact.event_time)
-            logs[customer] = CustomerLog(
-                lookback_days, tuple(mine), before.get(customer), tuple(outcomes.get(customer, ())), heads.get(customer, 0)
-            )
-        return logs
+        args = _log_args(customer_ids, first, last, lookback_days)
+        return _customer_logs(self._engine.rows(CUSTOMER_LOGS, args), customer_ids, lookback_days)
 
     def deciding_reads(
         self, request_ids: Collection[str], customer_ids: Collection[str], first: float, last: float, lookback_days: float
     ) -> tuple[dict[str, DecisionRecord], dict[str, CustomerLog]]:
-        return self.decisions_by_request(request_ids), self.customer_logs(customer_ids, first, last, lookback_days)
+        """Both reads in one round trip (a pipeline): a Decide waits on the database once, not twice."""
+        if not request_ids:
+            return {}, self.customer_logs(customer_ids, first, last, lookback_days)
+        args = _log_args(customer_ids, first, last, lookback_days)
+
+        def read(conn: Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+            with conn.pipeline():
+                by_request = conn.execute(BY_REQUEST, (list(request_ids),))
+                logs = conn.execute(CUSTOMER_LOGS, args)
+            return by_request.fetchall(), logs.fetchall()
+
+        requested, logged = self._engine.read(read)
+        return _by_request(requested), _customer_logs(logged, customer_ids, lookback_days)
 
     def decision_count(self) -> int:
         return int(self._engine.value("SELECT COUNT(*) FROM decisions"))
+
+
+def _by_request(rows: list[tuple[Any, ...]]) -> dict[str, DecisionRecord]:
+    return {row[1]: decision_from_row(row) for row in rows}
+
+
+def _log_args(customer_ids: Collection[str], first: float, last: float, lookback_days: float) -> dict[str, Any]:
+    """CUSTOMER_LOGS' arguments: contacts and outcomes a lookback either side of the decisions' times."""
+    since, until = first - lookback_days * DAY, last + lookback_days * DAY
+    return {"ids": list(set(customer_ids)), "since": since, "until": until, "first": first}
+
+
+def _customer_logs(rows: list[tuple[Any, ...]], customer_ids: Collection[str], lookback_days: float) -> dict[str, CustomerLog]:
+    contacts: dict[str, list[Contact]] = {}
+    before: dict[str, float | None] = {}
+    outcomes: dict[str, list[tuple[str, float]]] = {}
+    heads: dict[str, int] = {}
+    for part, customer, at, name, channel, offer in rows:
+        if part == 0:
+            contacts.setdefault(customer, []).append(Contact(name, at, channel, offer))
+        elif part == 1:
+            before[customer] = at
+        elif part == 4:
+            heads[customer] = int(at)
+        elif at is not None:
+            outcomes.setdefault(customer, []).append((name, at))
+    logs = {}
+    for customer in customer_ids:
+        mine = sorted(contacts.get(customer, []), key=lambda contact: contact.event_time)
+        logs[customer] = CustomerLog(
+            lookback_days, tuple(mine), before.get(customer), tuple(outcomes.get(customer, ())), heads.get(customer, 0)
+        )
+    return logs
