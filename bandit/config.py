@@ -141,9 +141,11 @@ class LearnerConfig(_Strict):
     interactions: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = [
         "uo", "uoc", "ho", "hoc", "no", "noc", "ns", "nos"
     ]  # fmt: skip
-    # Importance weights at most 10 (one lucky outcome on a rarely explored action must not flip the
-    # policy), and SquareCB explores only the actions still plausibly best (--elim).
-    extra_args: list[str] = ["--clip_p", "0.1", "--elim"]
+    # --clip_p 1: every importance weight is 1, the plain regression on the reward of the action taken
+    # that SquareCB assumes; weighted 1/p, a rare large outcome on a rarely explored action made the
+    # greedy chase costly offers (docs/simulation.md, "Choosing the defaults, round 2"). --elim:
+    # SquareCB explores only the actions still plausibly best.
+    extra_args: list[str] = ["--clip_p", "1.0", "--elim"]
     # A VW model file to start from; absent or missing means a cold start (uniform exploration).
     model: str | None = None
     # VW minimises cost: cost = -reward / reward_scale (money / 10: SquareCB explores where gaps are small).

@@ -404,7 +404,8 @@ def replay(log_file: str, config_path: str, candidate: str, against: str | None,
         data = load_dsjson(Path(log_file).read_text().splitlines(), config)
         return evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, store),
                            operations.resolve_policy(against, config, store) if against else None,
-                           estimators or tuple(ESTIMATORS), reliability=gate_reliability(config.gate))  # fmt: skip
+                           estimators or tuple(ESTIMATORS), reliability=gate_reliability(config.gate),
+                           min_probability=config.learner.min_probability)  # fmt: skip
 
     if store_url is None and not any(operations.needs_registry(spec) for spec in (candidate, against) if spec):
         with _errors():  # files and built-in policies only: no store is opened (or created)

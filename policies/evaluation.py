@@ -14,7 +14,9 @@ import numpy.typing as npt
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
 from bandit.features import FeatureEncoder, action_line
+from bandit.learner import VWPolicy
 from bandit.policies import Policy
+from bandit.sampling import floored
 from policies.estimators import (
     DM,
     DR,
@@ -116,15 +118,21 @@ class PolicyCannotAct(ValueError):
     so no estimate of its value on that log means anything."""
 
 
-def distribution(policy_id: str, policy: Policy, encoder: FeatureEncoder, data: LoggedData) -> FloatArray:
+def distribution(
+    policy_id: str, policy: Policy, encoder: FeatureEncoder, data: LoggedData, min_probability: float = 0.0
+) -> FloatArray:
     """The policy's (n, K) distribution over each decision's actions, zero-padded. A shadow policy's
-    logged pmf is used where the log has it: exact probabilities on the live contexts."""
+    logged pmf is used where the log has it: exact probabilities on the live contexts (floored as
+    served). A learned policy's pmf computed here gets ``min_probability`` (``learner.min_probability``)
+    the way serving floors it (``bandit.sampling.floored``), so the evaluation values the policy that
+    would serve; fixed and uniform references are evaluated as they are."""
     width = max(len(a) for a in data.actions)
     target = np.zeros((len(data), width))
     own = encoder.with_encoding(policy.encoding)  # a model sees its lineage's encoding
+    floor = min_probability if isinstance(policy, VWPolicy) else 0.0
     for i, (features, actions) in enumerate(zip(data.features, data.actions, strict=True)):
         logged = data.shadow[i].get(policy_id) if data.shadow else None
-        pmf = logged if logged is not None else policy.pmf(own.shared_line(features), actions, features)
+        pmf = logged if logged is not None else floored(policy.pmf(own.shared_line(features), actions, features), floor)
         target[i, : len(actions)] = pmf
     idle = np.flatnonzero(target.sum(axis=1) <= 0)
     if idle.size:
@@ -204,9 +212,11 @@ def evaluate_on(
     n_bootstrap: int = 500,
     seed: int = 0,
     reward_hat: FloatArray | None = None,
+    min_probability: float = 0.0,
 ) -> EvaluationReport:
     """``reward_hat``: ``reward_predictions(encoder, data, seed=seed)`` made once for several
-    evaluations on the same log (DM and DR need it); made here when absent."""
+    evaluations on the same log (DM and DR need it); made here when absent. ``min_probability``: the
+    floor serving puts under a learned policy's pmf (``learner.min_probability``)."""
     if len(data) < 2:
         raise ValueError(f"the log holds {len(data)} joined decisions in that range; an evaluation needs at least 2")
     unknown = sorted(set(estimators) - set(ESTIMATORS))
@@ -218,7 +228,7 @@ def evaluate_on(
     ]
     # The policies' distributions first: one that cannot act on the log is refused before the reward model is fitted.
     named = [candidate] if baseline is None else [candidate, baseline]
-    targets = [distribution(*policy, encoder, data) for policy in named]
+    targets = [distribution(*policy, encoder, data, min_probability) for policy in named]
     needs_model = any(e.needs_model for e in chosen)
     log = LoggedDecisions(
         reward=data.reward, propensity=data.propensity, action=data.chosen,

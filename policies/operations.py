@@ -120,7 +120,8 @@ def evaluate_policy(
     encoder = FeatureEncoder(config)
     baseline = resolve_policy(against, config, store) if against else None
     report = evaluate_on(logged, encoder, resolve_policy(candidate, config, store), baseline, estimators,
-                         reliability=gate_reliability(config.gate), n_bootstrap=n_bootstrap)  # fmt: skip
+                         reliability=gate_reliability(config.gate), n_bootstrap=n_bootstrap,
+                         min_probability=config.learner.min_probability)  # fmt: skip
     champion = registry.champion()
     if record and baseline is not None and champion is not None and baseline[0] == champion.id and registry.has(candidate):
         registry.record_evaluation(evaluation_record(config, report, logged, candidate, champion.id))

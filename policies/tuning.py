@@ -310,7 +310,8 @@ def tune(
     for setup, (trained, seconds), policy in zip(chosen, models, policies, strict=True):
         step(f"evaluating {setup.name} on {len(logged):,} decisions")
         report = evaluate_on(logged, encoder, policy, baseline, tuple(ESTIMATORS), reliability=gate_reliability(config.gate),
-                             n_bootstrap=n_bootstrap, reward_hat=reward_hat)  # fmt: skip
+                             n_bootstrap=n_bootstrap, reward_hat=reward_hat,
+                             min_probability=config.learner.min_probability)  # fmt: skip
         done += 1
         tried.append(Tried(setup, trained, seconds, report, evaluation_record(config, report, logged, setup.name, baseline[0])))
     step("done")
