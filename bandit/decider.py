@@ -35,6 +35,7 @@ from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder, local_hour_weekday
 from bandit.history import history_features, lookback_days
 from bandit.in_place import errors_in_place
+from bandit.keyed_locks import KeyedLocks
 from bandit.policies import Policy, UniformPolicy
 from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import MEMO_SIZE, EligibilityRules
@@ -148,7 +149,7 @@ class Decider:
         self._contact_by_default = config.consent.contact_default == "granted"
         self._lookback = lookback_days(self._contact_policy.lookback_days)
         self._inflight = _InFlight()
-        self._deciding = threading.Lock()
+        self._deciding = KeyedLocks()
         self._eligible_memo: dict[tuple[object, ...], tuple[tuple[Action, ...], tuple[str, ...]]] = {}
         self._on_fallback = on_fallback
         self._uniform = UniformPolicy()
@@ -169,8 +170,10 @@ class Decider:
     def decide_many(self, requests: Sequence[DecisionRequest]) -> list[PendingDecision | Exception]:
         """Each request's decision (or the error that refused it), in order, as ``decide`` would make
         them one after the other: a request sees the decisions of those before it. The new decisions
-        are one log write (all or none); their ``committed`` is that write's future."""
-        with self._deciding:
+        are one log write (all or none); their ``committed`` is that write's future. Calls about other
+        customers (and request ids) are decided meanwhile; calls about the same ones wait."""
+        keys = [r.customer_id for r in requests] + [r.request_id for r in requests if r.request_id]
+        with self._deciding.holding(keys):
             return errors_in_place(requests, self._accept, self._decide_accepted, refused=InvalidRequest)
 
     def _accept(self, request: DecisionRequest) -> _Accepted:
@@ -185,7 +188,8 @@ class Decider:
         request_ids = {a.request_id for a in accepted}
         customers = {a.request.customer_id for a in accepted}
         # In flight first, then the store: a decision committed in between is in both (and
-        # deduplicated), never in neither. Nothing else decides meanwhile (self._deciding).
+        # deduplicated), never in neither. Nothing else decides for these customers or request ids
+        # meanwhile (self._deciding).
         with inflight.lock:
             in_flight = {r: inflight.by_request[r] for r in request_ids if r in inflight.by_request}
             pending = {c: list(inflight.by_customer[c]) for c in customers if c in inflight.by_customer}
@@ -410,9 +414,9 @@ class Decider:
 
     def _decide_again(self, fresh: list[tuple[_Accepted, Made]], commit: _Commit, tries: int) -> None:
         """Make the decisions of a write refused as stale again, on their customers' histories read afresh."""
+        customers = {a.request.customer_id for a, _ in fresh}
         try:
-            with self._deciding:
-                customers = {a.request.customer_id for a, _ in fresh}
+            with self._deciding.holding(customers):
                 with self._inflight.lock:
                     pending = {c: list(self._inflight.by_customer[c]) for c in customers if c in self._inflight.by_customer}
                 times = [a.event_time for a, _ in fresh]
