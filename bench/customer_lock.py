@@ -16,33 +16,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import psycopg
-from psycopg import sql
 
 from bandit.config import parse_config
 from bandit.requests import DecisionRequest
+from bench.postgres import DEFAULT_URL, scratch_schema
 from bench.workload import EVENT_TIME, customers, example_data
 from brain.core import Brain
 from store.postgres import PostgresStore
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SEED = 20261206
-
-
-@contextmanager
-def scratch_schema(url: str) -> Iterator[str]:
-    """A store URL in a new schema of ``url``'s database, dropped afterwards."""
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        try:
-            yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-        finally:
-            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def _round(brains: dict[str, Brain], requests: list[DecisionRequest]) -> dict[str, tuple[float, float]]:

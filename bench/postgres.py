@@ -34,6 +34,18 @@ def scratch_database(url: str) -> Iterator[str]:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+@contextmanager
+def scratch_schema(url: str) -> Iterator[str]:
+    """A store URL in a new schema of ``url``'s database, dropped afterwards."""
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
 def database_of(url: str) -> str:
     """The database a PostgreSQL URL names."""
     return urlsplit(url).path.lstrip("/")
