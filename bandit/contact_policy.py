@@ -21,31 +21,35 @@ class ContactPolicy:
 
     def apply(self, history: CustomerHistory, now: float, exclusions: Exclusions) -> None:
         """Caps count the contacts within their period on either side of ``now`` and quiet periods
-        start from an outcome on either side (conservative): a decision or outcome with a later event
+        and suppressions start from an outcome on either side (conservative): a decision or outcome with a later event
         time may reach the log first, and two decisions must not both pass a cap by being logged out
         of event-time order."""
         for cap in self._config.caps:
-            since, until = now - cap.days * DAY, now + cap.days * DAY
+            since, until, per = now - cap.days * DAY, now + cap.days * DAY, _days(cap.days)
             if cap.per_channel:
                 for channel in self._channels:
                     if history.contacts_since(since, channel) + history.contacts_before(until, channel) >= cap.max:
-                        exclusions.exclude_channels({channel: f"contact cap: at most {cap.max} {channel} contact(s) per {_days(cap.days)}"})
+                        exclusions.exclude_channels({channel: f"contact cap: at most {cap.max} {channel} contact(s) per {per}"})
             elif history.contacts_since(since) + history.contacts_before(until) >= cap.max:
-                exclusions.all_contacts = exclusions.all_contacts or f"contact cap: at most {cap.max} contact(s) per {_days(cap.days)}"
+                exclusions.all_contacts = exclusions.all_contacts or f"contact cap: at most {cap.max} contact(s) per {per}"
         for quiet in self._config.quiet_periods:
-            at = history.last_outcome.get(quiet.after)
-            if at is not None and now - at < quiet.days * DAY:
-                exclusions.all_contacts = exclusions.all_contacts or (
-                    f"quiet period: {quiet.after} {(now - at) / DAY:.1f} days ago, no contact for {_days(quiet.days)}"
-                )
-            later = history.next_outcome.get(quiet.after)
-            if later is not None and later - now < quiet.days * DAY:
-                exclusions.all_contacts = exclusions.all_contacts or (
-                    f"quiet period: {quiet.after} {(later - now) / DAY:.1f} days after this decision's time, "
-                    f"no contact within {_days(quiet.days)} of it"
-                )
+            when = _near(history, quiet.after, now, quiet.days)
+            if when is not None:
+                exclusions.all_contacts = exclusions.all_contacts or f"quiet period: {when}, no contact for {_days(quiet.days)}"
         for rule in self._config.suppressions:
-            at = history.last_outcome.get(rule.after)
-            if at is not None and now - at < rule.days * DAY:
-                reason = f"suppressed: {rule.after} {(now - at) / DAY:.1f} days ago, no such offer for {_days(rule.days)}"
+            when = _near(history, rule.after, now, rule.days)
+            if when is not None:
+                reason = f"suppressed: {when}, no such offer for {_days(rule.days)}"
                 exclusions.exclude_offers({offer: reason for offer in rule.offers})
+
+
+def _near(history: CustomerHistory, outcome: str, now: float, days: float) -> str | None:
+    """When an ``outcome`` lies within ``days`` of ``now``, before it or after it (an outcome with a
+    later event time may reach the log first), in words; None when none does."""
+    at = history.last_outcome.get(outcome)
+    if at is not None and now - at < days * DAY:
+        return f"{outcome} {(now - at) / DAY:.1f} days ago"
+    later = history.next_outcome.get(outcome)
+    if later is not None and later - now < days * DAY:
+        return f"{outcome} {(later - now) / DAY:.1f} days after this decision's time"
+    return None

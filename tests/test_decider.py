@@ -176,6 +176,13 @@ def test_quiet_period_and_suppression_from_outcomes(brain: Brain, clock: Clock) 
     assert not any(a.startswith(("renewal", "new_handset")) for a in renewed.eligible)
     assert any(a.startswith("sim_only") for a in renewed.eligible)
     assert renewed.features["h"]["days_since_contract_renewal"] == pytest.approx(10.0)
+    # A renewal with a later event time that reached the log first suppresses the renewal offers too.
+    brain.report_outcome(OutcomeReport("o3", "c3", "contract_renewal", event_time=T0 + DAY))[1].result()
+    before = brain.decider.decide_and_wait(request("c3", "b", at=T0)).record
+    assert not any(a.startswith(("renewal", "new_handset")) for a in before.eligible)
+    reason = dict(brain.explain(before.decision_id).removed)["renewal/sms/evening"]
+    assert reason.startswith("suppressed: contract_renewal 1.0 days after this decision's time"), reason
+    assert "days_since_contract_renewal" not in before.features.get("h", {})  # features see the past only
 
 
 def test_in_flight_decisions_count_in_history(brain: Brain) -> None:

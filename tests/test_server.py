@@ -250,4 +250,4 @@ def test_contact_policy_holds_for_decisions_arriving_out_of_event_time_order(liv
     quiet = live.stub.Decide(decide_request("c8", "quiet", event_time=converters.timestamp(T0)))
     assert [r.action_id for r in quiet.ranking] == ["do_nothing"]
     reasons = {r.reason for r in live.stub.Explain(pb.ExplainRequest(decision_id=quiet.decision_id)).removed}
-    assert "quiet period: complaint 1.0 days after this decision's time, no contact within 30 days of it" in reasons
+    assert "quiet period: complaint 1.0 days after this decision's time, no contact for 30 days" in reasons
