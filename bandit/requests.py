@@ -45,8 +45,12 @@ class DecisionRequest:
 
 
 def check_text(field_name: str, value: str, *, required: bool) -> None:
+    """Every text a caller sends passes here: so no text reaches a store that one backend keeps and
+    another refuses (PostgreSQL's ``text`` cannot hold the NUL character; SQLite's can)."""
     if required and not value:
         raise InvalidRequest(field_name, "is required")
+    if "\x00" in value:
+        raise InvalidRequest(field_name, "contains a NUL character")
     # ASCII text is as many bytes as characters; only other text needs encoding to be measured.
     if len(value) > MAX_TEXT_BYTES if value.isascii() else len(value.encode("utf-8")) > MAX_TEXT_BYTES:
         raise OutOfRange(field_name, f"longer than {MAX_TEXT_BYTES} bytes", "text")

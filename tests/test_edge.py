@@ -13,7 +13,7 @@ import pytest
 from brain.core import Brain
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
-from tests.conftest import CREDENTIALS, LiveServer, sqlite_count
+from tests.conftest import CREDENTIALS, LiveServer, store_rows
 from tests.test_online import config_with, join_and_learn, simulate
 from tests.test_server import decide_request
 
@@ -31,8 +31,8 @@ def _error(call: Callable[..., Any], *args: Any, **kwargs: Any) -> grpc.RpcError
 
 
 def _stored(live: LiveServer) -> int:
-    store = live.running.brain.store
-    return sqlite_count(store, "decisions") + sqlite_count(store, "outcomes")
+    [(count,)] = store_rows(live.running.brain.store, "SELECT (SELECT COUNT(*) FROM decisions) + (SELECT COUNT(*) FROM outcomes)")
+    return int(count)
 
 
 # -- 1. an outcome value beyond its type's bound ---------------------------------------------------
@@ -177,3 +177,30 @@ def test_error_messages_quote_input_by_its_start_and_length(
 def test_a_short_unknown_id_is_quoted_whole(live: LiveServer) -> None:
     error = _error(live.stub.Explain, pb.ExplainRequest(decision_id="nope"))
     assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, "decision_id: no decision 'nope' in the log")
+
+
+# -- 7. text no store can keep ---------------------------------------------------------------------
+
+NUL = "a\x00b"
+
+
+@pytest.mark.parametrize("make_brain", ["sqlite", "postgres"], indirect=True)
+def test_text_with_a_nul_character_is_invalid_argument_on_every_backend(live: LiveServer) -> None:
+    """PostgreSQL's text cannot hold NUL (psycopg raised DataError: an internal error, nothing
+    stored); SQLite's can. Both refuse it at the edge, so a request means the same on either."""
+    calls = [
+        (live.stub.Decide, decide_request(customer=NUL), "customer_id"),
+        (live.stub.Decide, decide_request(request_id=NUL), "request_id"),
+        (live.stub.Decide, decide_request(context=pb.Context(categorical={"plan": NUL})), "context.categorical['plan']"),
+        (live.stub.Decide, decide_request(context=pb.Context(numeric={NUL: 1.0})), "context.numeric key"),
+        (live.stub.ReportOutcome, pb.ReportOutcomeRequest(outcome_id=NUL, customer_id="c1", type="sim_activation"), "outcome_id"),
+        (live.stub.ReportOutcome, pb.ReportOutcomeRequest(outcome_id="o1", customer_id=NUL, type="sim_activation"), "customer_id"),
+        (live.stub.Activate, pb.ActivateRequest(decision_id=NUL), "decision_id"),
+        (live.stub.Explain, pb.ExplainRequest(decision_id=NUL), "decision_id"),
+        (live.stub.Forget, pb.ForgetRequest(customer_id=NUL), "customer_id"),
+    ]
+    for call, request, field in calls:
+        error = _error(call, request, timeout=10)
+        assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, f"{field}: contains a NUL character")
+    assert _stored(live) == 0
+    assert live.stub.Decide(decide_request()).decision_id
