@@ -33,9 +33,12 @@ from store.records import (
 )
 from store.rows import EXAMPLE_COLUMNS, RUN_COLUMNS, example_rows, learning_rows, logged_examples
 
-ROWS_PER_STATEMENT = 5000
-"""Decisions one DELETE of the join queue takes."""
 DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%b::text[]) RETURNING decision_id"
+COPY_EXAMPLES = f"COPY joined_examples ({EXAMPLE_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+EXAMPLE_TYPES = ["text", "text", "float8", "int8", "text", "float8", "float8", "text", "text", "int8"]
+"""EXAMPLE_COLUMNS' types, for a binary COPY: 0.6-1.0 us of the joiner's CPU a row against 2.5-4.3
+as text (each value escaped), and 1.5-5 us of wall against 12-19 into a temporary table (50,000 rows,
+load 12). A write is one DELETE and one COPY, whatever its size."""
 FACT_COLUMNS = "d.decision_id, d.event_time, d.offer, d.channel, d.action_id"
 ORDERED = (
     "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
@@ -146,14 +149,13 @@ class PostgresJoinState:
 
         def write(conn: Connection) -> None:
             with conn.cursor() as cursor:
-                for start in range(0, len(rows), ROWS_PER_STATEMENT):
-                    part = rows[start : start + ROWS_PER_STATEMENT]
-                    cursor.execute(DEQUEUE, ([r[0] for r in part],))
-                    queued = {decision_id for (decision_id,) in cursor.fetchall()}
-                    with cursor.copy(f"COPY joined_examples ({EXAMPLE_COLUMNS}) FROM STDIN") as copy:
-                        for row in part:
-                            if row[0] in queued:
-                                copy.write_row(row)
+                cursor.execute(DEQUEUE, ([r[0] for r in rows],))
+                queued = {decision_id for (decision_id,) in cursor.fetchall()}
+                with cursor.copy(COPY_EXAMPLES) as copy:
+                    copy.set_types(EXAMPLE_TYPES)
+                    for row in rows:
+                        if row[0] in queued:
+                            copy.write_row(row)
 
         return self._engine.submit(write)
 
