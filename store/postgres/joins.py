@@ -9,26 +9,24 @@ decision forgotten meanwhile, or joined by an earlier write, gets none.
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import closing
 from itertools import chain, groupby
 from operator import itemgetter
-from typing import Any
 
 from store.postgres.engine import Connection, Engine
 from store.records import (
     START,
-    ClosedDecision,
+    ClosingCustomer,
     Cursor,
-    CustomerFacts,
+    JoinDecision,
     JoinedExample,
     JoinRun,
     LateOutcome,
     LearningRow,
     LoggedExample,
-    OtherDecision,
     OutcomeFacts,
 )
 from store.rows import EXAMPLE_COLUMNS, RUN_COLUMNS, example_rows, learning_rows, logged_examples
@@ -48,37 +46,29 @@ ORDERED = (
     "AND j.event_time >= %s AND j.event_time < %s "
     "ORDER BY j.run, j.event_time, j.decision_id LIMIT %s"
 )
-OTHERS = (
-    f"SELECT d.customer_id, {FACT_COLUMNS}, a.event_time FROM unnest(%b::text[]) AS c(id) "
-    "CROSS JOIN LATERAL (SELECT * FROM decisions WHERE customer_id = c.id AND event_time <= %s OFFSET 0) AS d "
-    "LEFT JOIN activations a ON a.decision_id = d.decision_id "
-    "WHERE NOT EXISTS (SELECT FROM unnest(%b::bigint[]) AS closing(seq) WHERE closing.seq = d.seq)"
+CLOSING = (
+    "WITH customers AS (SELECT DISTINCT d.customer_id FROM join_queue q JOIN decisions d ON d.decision_id = q.decision_id "
+    "WHERE q.event_time <= %(cutoff)s) "
+    "SELECT d.customer_id, 0 AS kind, d.event_time, d.decision_id, d.offer, d.channel, d.action_id, a.event_time, "
+    "q.event_time <= %(cutoff)s, NULL::double precision "
+    "FROM customers c JOIN decisions d ON d.customer_id = c.customer_id "
+    "LEFT JOIN join_queue q ON q.decision_id = d.decision_id LEFT JOIN activations a ON a.decision_id = d.decision_id "
+    "WHERE d.event_time <= %(watermark)s "
+    "UNION ALL "
+    "SELECT o.customer_id, 1, o.event_time, o.outcome_id, o.type, o.decision_id, NULL, NULL, NULL, o.value "
+    "FROM customers c JOIN outcomes o ON o.customer_id = c.customer_id WHERE o.seq <= %(horizon)s "
+    "ORDER BY 1, 2, 3, 4"
 )
-"""The other decisions of the closing decisions' customers. Each chunk's reads (this one,
-ACTIVATED, OUTCOMES) go customer by customer (LATERAL: a nested loop on the customer's index;
-``OFFSET 0`` keeps PostgreSQL from flattening the subquery back into a join it may hash): with a
-hashed ``= ANY(array)`` it preferred scanning every decision and activation once a chunk, so a
-chunk's read grew with the log (938 → 246 ms for 3,000 customers of a 300,000-decision log). The
-closing ones are left out by an anti join, not ``seq <> ALL(array)``, which compares each row with
-every closing seq."""
-ACTIVATED = (
-    "SELECT a.decision_id, a.event_time FROM unnest(%b::text[]) AS c(id) "
-    "CROSS JOIN LATERAL (SELECT * FROM activations WHERE decision_id = c.id OFFSET 0) AS a"
-)
-OUTCOMES = (
-    "SELECT o.customer_id, o.outcome_id, o.type, o.value, o.event_time, o.decision_id FROM unnest(%b::text[]) AS c(id) "
-    "CROSS JOIN LATERAL (SELECT * FROM outcomes WHERE customer_id = c.id AND seq <= %s OFFSET 0) AS o "
-    "ORDER BY o.customer_id, o.event_time, o.outcome_id"
-)
-CLOSED = (
-    f"SELECT d.customer_id, d.seq, {FACT_COLUMNS} FROM join_queue q JOIN decisions d ON d.decision_id = q.decision_id "
-    "WHERE q.event_time <= %s ORDER BY d.customer_id, d.event_time, d.decision_id"
-)
-CLOSED_PER_FETCH = 20_000
-WHOLE_RESULT = "SET LOCAL cursor_tuple_fraction = 1"
-"""A cursor is planned for its first 10% of rows by default: for CLOSED that is a nested loop
-through the customer index into the queue, a random heap read per decision, which took 16 of a
-200,000-decision join's 58 s; planned for every row it is a hash join and a sort (1.4 s)."""
+"""Every fact a run needs, in one statement: the closing customers' decisions up to the watermark
+(each with its activation and whether it is closing now), then their outcomes up to the horizon,
+customer by customer. Set-based, so PostgreSQL chooses the plan for the run's size: for a backlog,
+one hash join over each table and a sort; for a few closed decisions, the customer indexes. Read
+customer by customer (three queries a batch of 1,000 customers, a nested loop on the customer's
+index each) it visited each decision's heap page once per row: 9-11 s of a 200,000-decision join."""
+WHOLE_RUN = ("SET LOCAL cursor_tuple_fraction = 1", "SET LOCAL work_mem = '256MB'")
+"""A cursor is planned for its first 10% of rows by default (nested loops through the customer
+index: a random heap read a decision); CLOSING's rows are all read, and sorted in memory."""
+CLOSING_PER_FETCH = 20_000
 LEARNING = ORDERED.format(more="")
 LOGGED = ORDERED.format(more=", j.credit, d.pmf, d.shadow")
 COUNT = ("SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (%s, %s, %s) "
@@ -100,36 +90,23 @@ class PostgresJoinState:
         every seq up to the newest one seen is committed."""
         return int(self._engine.value("SELECT COALESCE(MAX(seq), 0) FROM outcomes"))
 
-    def closed_decisions(self, cutoff: float) -> list[ClosedDecision]:
-        """Read through a server-side cursor, CLOSED_PER_FETCH rows at a time: a backlog of a million
-        is then never held twice (the driver's result and the records) in this process."""
-        intern = sys.intern
+    def closed_count(self, cutoff: float) -> int:
+        return int(self._engine.value("SELECT COUNT(*) FROM join_queue WHERE event_time <= %s", (cutoff,)))
 
-        def read(conn: Connection) -> list[ClosedDecision]:
-            with conn.transaction(), conn.cursor(name="closed_decisions") as cursor:
-                conn.execute(WHOLE_RESULT)
-                cursor.itersize = CLOSED_PER_FETCH
-                cursor.execute(CLOSED, (cutoff,))
-                return [(intern(c), seq, d, t, intern(o), intern(ch), intern(a)) for c, seq, d, t, o, ch, a in cursor]
-
-        return self._engine.read(read)
-
-    def customer_facts(self, closing: Mapping[str, Sequence[ClosedDecision]], watermark: float, horizon: int) -> CustomerFacts:
-        customers = list(closing)
-        closed = [decision for mine in closing.values() for decision in mine]
-
-        def read(conn: Connection) -> tuple[list[Any], list[Any], list[Any]]:
-            activated = conn.execute(ACTIVATED, ([d[2] for d in closed],)).fetchall()
-            others = conn.execute(OTHERS, (customers, watermark, [d[1] for d in closed])).fetchall()
-            outcomes = conn.execute(OUTCOMES, (customers, horizon)).fetchall()
-            return activated, others, outcomes
-
-        activated, other_rows, outcome_rows = self._engine.read(read)
-        others: dict[str, list[OtherDecision]] = {}
-        for row in other_rows:
-            others.setdefault(row[0], []).append(row[1:])
-        outcomes = {customer: [OutcomeFacts(*r[1:]) for r in mine] for customer, mine in groupby(outcome_rows, key=itemgetter(0))}
-        return CustomerFacts(dict(activated), others, outcomes)
+    def closing(self, cutoff: float, watermark: float, horizon: int) -> Generator[ClosingCustomer, None, None]:
+        args = {"cutoff": cutoff, "watermark": watermark, "horizon": horizon}
+        rows = self._engine.streamed(CLOSING, args, settings=WHOLE_RUN, per_fetch=CLOSING_PER_FETCH)
+        with closing(rows):
+            for customer, facts in groupby(rows, key=itemgetter(0)):
+                closed: list[JoinDecision] = []
+                others: list[JoinDecision] = []
+                outcomes: list[OutcomeFacts] = []
+                for _, kind, at, key, offer_or_type, channel_or_decision, action, activated, closes, value in facts:
+                    if kind:
+                        outcomes.append(OutcomeFacts(key, offer_or_type, value, at, channel_or_decision))
+                    else:
+                        (closed if closes else others).append((key, at, offer_or_type, channel_or_decision, action, activated))
+                yield ClosingCustomer(customer, closed, others, outcomes)
 
     def start_run(self, watermark: float, cutoff: float, horizon: int) -> Future[int]:
         started = time.time()
