@@ -227,7 +227,7 @@ def test_outcomes_get_a_sequence_that_is_never_reused(store: Store) -> None:
         [OutcomeFacts("o9", "contract_renewal", 240.0, T0, "")]]  # fmt: skip
 
 
-def test_closed_decisions_and_their_customers_facts(store: Store) -> None:
+def test_closing_customers_come_with_their_facts(store: Store) -> None:
     log(store, decision("a2", "c1", T0 + 20), decision("a1", "c1", T0 + 10), decision("b1", "c2", T0 + 5, "do_nothing"),
         decision("a3", "c1", T0 + 500), decision("z1", "c3", T0 + 1))  # fmt: skip
     store.decisions.submit_activation(ActivationRecord("a1", T0 + 11)).result()

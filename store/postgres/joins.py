@@ -1,10 +1,10 @@
 """The joiner's state on PostgreSQL (store.ports.JoinState) and its joined examples in learning
 order (store.ports.JoinedExamples).
 
-A closed decision's key is its ``seq``, so that its customer's other decisions are read with the
-closed ones left out by number. A write of examples takes its decisions out of the join queue
-(``DELETE ... RETURNING``) and COPYs in the examples of those it took, in one transaction: a
-decision forgotten meanwhile, or joined by an earlier write, gets none.
+A run reads its facts in one statement, streamed customer by customer (CLOSING). A write of
+examples takes its decisions out of the join queue (``DELETE ... RETURNING``) and COPYs in the
+examples of those it took, in one transaction: a decision forgotten meanwhile, or joined by an
+earlier write, gets none.
 """
 
 from __future__ import annotations
