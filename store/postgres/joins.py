@@ -147,10 +147,13 @@ class PostgresJoinState:
             "SELECT o.outcome_id, d.decision_id FROM outcomes o "
             "JOIN decisions d ON d.customer_id = o.customer_id AND d.event_time < o.event_time "
             f"AND d.event_time >= o.event_time - (CASE o.type {cases} ELSE 0 END) "
-            "JOIN joined_examples j ON j.decision_id = d.decision_id AND j.horizon < o.seq "
+            "JOIN joined_examples j ON j.decision_id = d.decision_id AND j.horizon < o.seq AND j.horizon < %s "
             "WHERE o.seq > %s AND o.seq <= %s"
         )
-        return [(o, d) for o, d in self._engine.rows(query, (*chain.from_iterable(windows.items()), after, horizon))]
+        # j.horizon < horizon follows from the rest, but said outright it lets PostgreSQL leave out,
+        # before any join, the examples this run wrote (a first run's are all of them).
+        args = (*chain.from_iterable(windows.items()), horizon, after, horizon)
+        return [(o, d) for o, d in self._engine.rows(query, args)]
 
     def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:
         marked = [(outcome_id, decision_id, run.run) for outcome_id, decision_id in late]
