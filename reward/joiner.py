@@ -15,21 +15,21 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import asdict, dataclass
-from itertools import groupby
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from types import MappingProxyType
 
 from bandit.catalog import Catalog
 from bandit.config import BreinConfig
 from reward.credit import Credit, CreditRules, DecisionFacts
 from store.ports import JoinState
-from store.records import DAY, ClosedDecision, JoinedExample, JoinRun
+from store.records import DAY, ClosingCustomer, JoinedExample, JoinRun
 
-READ_DECISIONS = 5000
-READ_CUSTOMERS = 1500
+PROGRESS_EVERY = 5000
+"""Decisions between two calls of a run's progress callback (called first after the first customer)."""
 WRITE_ROWS = 50_000
 """Examples a write commits. Each write rewrites most pages of the joined_examples and join_queue
 indexes, whose keys (decision ids, event times) are random in customer order: few large writes
@@ -93,25 +93,28 @@ class Joiner:
         cutoff = watermark - self.rules.close_after
         horizon = store.outcome_horizon()
         checked = store.late_checked()
-        closed = store.closed_decisions(cutoff)
-        if not closed and horizon <= checked:
+        total = store.closed_count(cutoff)
+        if not total and horizon <= checked:
             # Nothing closed and no new outcome: no run is recorded (the server runs one every few seconds).
             return JoinReport(0, watermark, cutoff, 0, 0, 0, store.pending_count(), time.perf_counter() - started)
         run = store.start_run(watermark, cutoff, horizon).result()
         unactivated = done = clamped = 0
         writing: deque[Future[None]] = deque()
         rows: list[JoinedExample] = []
-        for customers in _customer_batches(closed):
-            batch, bounded = self._join_customers(customers, watermark, horizon, run)
-            clamped += bounded
-            done += len(batch)
-            unactivated += sum(1 for row in batch if row[STATUS] == "unactivated")
-            rows += batch
-            while len(rows) >= self.write_rows:
-                self._write(writing, rows[: self.write_rows])
-                rows = rows[self.write_rows :]
-            if progress:
-                progress(done, len(closed))
+        reported = 0
+        with closing(store.closing(cutoff, watermark, horizon)) as customers:
+            for customer in customers:
+                batch, bounded = self._join_customer(customer, horizon, run)
+                clamped += bounded
+                done += len(batch)
+                unactivated += sum(1 for row in batch if row[STATUS] == "unactivated")
+                rows += batch
+                while len(rows) >= self.write_rows:
+                    self._write(writing, rows[: self.write_rows])
+                    rows = rows[self.write_rows :]
+                if progress and (not reported or done - reported >= PROGRESS_EVERY):
+                    progress(done, total)
+                    reported = done
         self._write(writing, rows)
         while writing:
             writing.popleft().result()
@@ -130,21 +133,14 @@ class Joiner:
         while len(writing) > IN_FLIGHT_WRITES:
             writing.popleft().result()
 
-    def _join_customers(
-        self, closing: dict[str, list[ClosedDecision]], watermark: float, horizon: int, run: int
-    ) -> tuple[list[JoinedExample], int]:
-        """The customers' joined examples, and how many credited values had to be bounded."""
-        facts = self.store.customer_facts(closing, watermark, horizon)
-        activated, cost = facts.activated, self._cost
-        rows: list[JoinedExample] = []
-        clamped = 0
-        for customer, mine in closing.items():
-            closed = [DecisionFacts(d, t, o, ch, cost(a, o, ch), activated.get(d)) for _, _, d, t, o, ch, a in mine]
-            others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in facts.others.get(customer, ())]
-            credits = self.rules.credit(_merged(closed, others), facts.outcomes.get(customer, ()))
-            clamped += sum(self._bound(credits[d.decision_id]) for d in closed if d.decision_id in credits)
-            rows += [self._example(customer, d, credits.get(d.decision_id), horizon, run) for d in closed]
-        return rows, clamped
+    def _join_customer(self, customer: ClosingCustomer, horizon: int, run: int) -> tuple[list[JoinedExample], int]:
+        """The customer's joined examples, and how many credited values had to be bounded."""
+        cost = self._cost
+        closed = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.closed]
+        others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.others]
+        credits = self.rules.credit(_merged(closed, others), customer.outcomes)
+        clamped = sum(self._bound(credits[d.decision_id]) for d in closed if d.decision_id in credits)
+        return [self._example(customer.customer_id, d, credits.get(d.decision_id), horizon, run) for d in closed], clamped
 
     def _bound(self, credit: Credit) -> int:
         """Keep each credited value within its outcome type's ±max_value and finite, whatever the
@@ -169,20 +165,6 @@ class Joiner:
             return (decision_id, customer, event_time, run, "joined", 0.0 - cost, cost, NOTHING_CREDITED, (), horizon)
         reward = credit.total - cost
         return (decision_id, customer, event_time, run, "joined", reward, cost, credit.by_type, credit.outcomes, horizon)
-
-
-def _customer_batches(closed: list[ClosedDecision]) -> Iterator[dict[str, list[ClosedDecision]]]:
-    """Closed decisions grouped by customer, a few thousand decisions at a time (one read each)."""
-    batch: dict[str, list[ClosedDecision]] = {}
-    size = 0
-    for customer, rows in groupby(closed, key=itemgetter(0)):
-        batch[customer] = list(rows)
-        size += len(batch[customer])
-        if size >= READ_DECISIONS or len(batch) >= READ_CUSTOMERS:
-            yield batch
-            batch, size = {}, 0
-    if batch:
-        yield batch
 
 
 def _merged(closed: list[DecisionFacts], others: list[DecisionFacts]) -> list[DecisionFacts]:

@@ -16,7 +16,7 @@ Promises every backend keeps:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Protocol
 
@@ -24,9 +24,8 @@ from store.records import (
     START,
     ActivationRecord,
     AuditEntry,
-    ClosedDecision,
+    ClosingCustomer,
     Cursor,
-    CustomerFacts,
     CustomerLog,
     DecisionRecord,
     DeletedDecisions,
@@ -123,14 +122,15 @@ class JoinState(Protocol):
         visible to this store's reads, and none that commits later will get a seq <= S."""
         ...
 
-    def closed_decisions(self, cutoff: float) -> list[ClosedDecision]:
-        """Every queued decision with event time <= cutoff, ordered by customer, event time, decision id."""
+    def closed_count(self, cutoff: float) -> int:
+        """Queued decisions with event time <= cutoff (closed)."""
         ...
 
-    def customer_facts(self, closing: Mapping[str, Sequence[ClosedDecision]], watermark: float, horizon: int) -> CustomerFacts:
-        """The facts of these customers (closing: customer -> its closed decisions, as returned by
-        closed_decisions): activations of the closing decisions, the customers' other decisions
-        with event time <= watermark, their outcomes with seq <= horizon."""
+    def closing(self, cutoff: float, watermark: float, horizon: int) -> Generator[ClosingCustomer, None, None]:
+        """Every customer with closed decisions (queued, event time <= cutoff), in customer id order:
+        those decisions and their activations, the customer's other decisions with event time <=
+        watermark, its outcomes with seq <= horizon. Read as the caller goes (a run's backlog may be a
+        million decisions); close the iterator when stopping early."""
         ...
 
     def start_run(self, watermark: float, cutoff: float, horizon: int) -> Future[int]:

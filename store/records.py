@@ -171,14 +171,9 @@ class CustomerLog:
 
 # -- joining ------------------------------------------------------------------------------------
 
-ClosedDecision = tuple[str, int, str, float, str, str, str]
-"""A queued decision whose window has closed: (customer id, the backend's key for its row, decision
-id, event time, offer, channel, action id). A plain tuple: a run holds a million of them. Hand the
-whole tuples back to JoinState.customer_facts (the key lets a backend tell them apart cheaply)."""
-
-OtherDecision = tuple[str, float, str, str, str, float | None]
-"""A decision of a customer being joined that is not closing now: (decision id, event time, offer,
-channel, action id, activation time or None)."""
+JoinDecision = tuple[str, float, str, str, str, float | None]
+"""A decision of a customer being joined: (decision id, event time, offer, channel, action id,
+activation time or None). A plain tuple: a run reads a million of them."""
 
 
 class OutcomeFacts(NamedTuple):
@@ -189,15 +184,15 @@ class OutcomeFacts(NamedTuple):
     decision_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class CustomerFacts:
-    """What crediting a batch of customers' closed decisions needs, read together: when each closing
-    decision was activated, each customer's other decisions up to the watermark (they share credit),
-    and each customer's outcomes up to the outcome horizon, by time then id."""
+class ClosingCustomer(NamedTuple):
+    """What crediting one customer's closed decisions needs, read together: those decisions (by
+    time, then id), the customer's other decisions up to the watermark (they share credit), and its
+    outcomes up to the outcome horizon (by time, then id)."""
 
-    activated: dict[str, float]
-    others: dict[str, list[OtherDecision]]
-    outcomes: dict[str, list[OutcomeFacts]]
+    customer_id: str
+    closed: list[JoinDecision]
+    others: list[JoinDecision]
+    outcomes: list[OutcomeFacts]
 
 
 JoinStatus = Literal["joined", "unactivated"]

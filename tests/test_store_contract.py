@@ -24,6 +24,7 @@ from store.records import (
     START,
     ActivationRecord,
     AuditEntry,
+    ClosingCustomer,
     Contact,
     CustomerHistory,
     DecisionRecord,
@@ -205,8 +206,8 @@ def test_the_first_activation_is_kept_and_a_repeat_is_a_duplicate(store: Store) 
     log(store, decision("d1", "c1", T0))
     assert store.decisions.submit_activation(ActivationRecord("d1", T0 + 60, T0 + 61)).result() is False
     assert store.decisions.submit_activation(ActivationRecord("d1", T0 + 120, T0 + 121)).result() is True
-    facts = store.joins.customer_facts({"c1": store.joins.closed_decisions(T0)}, T0, 0)
-    assert facts.activated == {"d1": T0 + 60}
+    [closing] = store.joins.closing(T0, T0, 0)
+    assert [d[5] for d in closing.closed] == [T0 + 60]
 
 
 # -- outcome order and the joiner's state ------------------------------------------------------------
@@ -220,36 +221,35 @@ def test_outcomes_get_a_sequence_that_is_never_reused(store: Store) -> None:
     store.privacy.forget("c3", actor="test", at=T0).result()  # the newest outcome goes
     store.decisions.submit_outcome(outcome("o9", "c4", T0)).result()
     assert store.joins.outcome_horizon() > 3  # a horizon recorded as 3 never covers an outcome that came later
-    facts = store.joins.customer_facts({"c4": []}, T0, 3)
-    assert facts.outcomes == {}
-    facts = store.joins.customer_facts({"c4": []}, T0, store.joins.outcome_horizon())
-    assert facts.outcomes == {"c4": [OutcomeFacts("o9", "contract_renewal", 240.0, T0, "")]}
+    log(store, decision("d4", "c4", T0))
+    assert [c.outcomes for c in store.joins.closing(T0, T0, 3)] == [[]]
+    assert [c.outcomes for c in store.joins.closing(T0, T0, store.joins.outcome_horizon())] == [
+        [OutcomeFacts("o9", "contract_renewal", 240.0, T0, "")]]  # fmt: skip
 
 
-def test_closed_decisions_and_their_customers_facts(store: Store) -> None:
+def test_closing_customers_come_with_their_facts(store: Store) -> None:
     log(store, decision("a2", "c1", T0 + 20), decision("a1", "c1", T0 + 10), decision("b1", "c2", T0 + 5, "do_nothing"),
         decision("a3", "c1", T0 + 500), decision("z1", "c3", T0 + 1))  # fmt: skip
     store.decisions.submit_activation(ActivationRecord("a1", T0 + 11)).result()
     store.decisions.submit_activation(ActivationRecord("a3", T0 + 501)).result()
     for record in (outcome("o2", "c1", T0 + 30), outcome("o1", "c1", T0 + 30), outcome("o3", "c2", T0 + 6, "complaint", -50.0)):
         store.decisions.submit_outcome(record).result()
-    closed = store.joins.closed_decisions(T0 + 100)
-    assert [(c[0], c[2], c[3], c[4], c[5], c[6]) for c in closed] == [
-        ("c1", "a1", T0 + 10, "renewal", "email", EMAIL), ("c1", "a2", T0 + 20, "renewal", "email", EMAIL),
-        ("c2", "b1", T0 + 5, "do_nothing", "", "do_nothing"), ("c3", "z1", T0 + 1, "renewal", "email", EMAIL),
-    ]  # by customer, time, id  # fmt: skip
-    closing = {"c1": closed[:2], "c2": closed[2:3]}
-    facts = store.joins.customer_facts(closing, T0 + 1000, store.joins.outcome_horizon())
-    assert facts.activated == {"a1": T0 + 11}
-    assert facts.others == {"c1": [("a3", T0 + 500, "renewal", "email", EMAIL, T0 + 501)]}  # not closing, up to the watermark
-    assert facts.outcomes == {
-        "c1": [OutcomeFacts(o, "contract_renewal", 240.0, T0 + 30, "") for o in ("o1", "o2")],
-        "c2": [OutcomeFacts("o3", "complaint", -50.0, T0 + 6, "")],
-    }  # fmt: skip
-    assert store.joins.customer_facts(closing, T0 + 400, 1).others == {}  # a3 is past that watermark
-    assert store.joins.customer_facts(closing, T0 + 1000, 1).outcomes == {
-        "c1": [OutcomeFacts("o2", "contract_renewal", 240.0, T0 + 30, "")]
-    }
+    assert store.joins.closed_count(T0 + 100) == 4
+    closing = list(store.joins.closing(T0 + 100, T0 + 1000, store.joins.outcome_horizon()))
+    assert closing == [
+        ClosingCustomer("c1",
+                        [("a1", T0 + 10, "renewal", "email", EMAIL, T0 + 11), ("a2", T0 + 20, "renewal", "email", EMAIL, None)],
+                        [("a3", T0 + 500, "renewal", "email", EMAIL, T0 + 501)],  # not closing, up to the watermark
+                        [OutcomeFacts(o, "contract_renewal", 240.0, T0 + 30, "") for o in ("o1", "o2")]),
+        ClosingCustomer("c2", [("b1", T0 + 5, "do_nothing", "", "do_nothing", None)], [],
+                        [OutcomeFacts("o3", "complaint", -50.0, T0 + 6, "")]),
+        ClosingCustomer("c3", [("z1", T0 + 1, "renewal", "email", EMAIL, None)], [], []),
+    ]  # by customer, then time and id  # fmt: skip
+    assert [c.others for c in store.joins.closing(T0 + 100, T0 + 400, 1)] == [[], [], []]  # a3 is past that watermark
+    first = next(store.joins.closing(T0 + 100, T0 + 1000, 1))
+    assert first.outcomes == [OutcomeFacts("o2", "contract_renewal", 240.0, T0 + 30, "")]
+    assert store.joins.closed_count(T0 + 5) == 2
+    assert [c.customer_id for c in store.joins.closing(T0 + 5, T0 + 5, 1)] == ["c2", "c3"]
 
 
 def test_run_numbers_come_from_the_store_and_examples_are_written_exactly_once(store: Store) -> None:
@@ -480,8 +480,8 @@ def test_retention_deletes_the_oldest_in_small_batches(store: Store) -> None:
     assert store.privacy.delete_decisions_before(T0 + 7, 4).result().decisions == 0
     assert store.decisions.decision_count() == 3 and store.joins.pending_count() == 3  # d7-d9 stay, still queued
     assert [store.privacy.delete_outcomes_before(T0 + 7, 5).result() for _ in range(3)] == [5, 2, 0]
-    assert store.joins.customer_facts({"c1": []}, T0 + 100, store.joins.outcome_horizon()).outcomes == {
-        "c1": [OutcomeFacts("o7", "contract_renewal", 240.0, T0 + 7, "")]}  # fmt: skip
+    outcomes = {c.customer_id: c.outcomes for c in store.joins.closing(T0 + 100, T0 + 100, store.joins.outcome_horizon())}
+    assert outcomes["c1"] == [OutcomeFacts("o7", "contract_renewal", 240.0, T0 + 7, "")]
 
 
 # -- the worker lease ---------------------------------------------------------------------------------

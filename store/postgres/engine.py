@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import queue
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, NamedTuple, TypeVar
 
@@ -228,6 +228,24 @@ class Engine:
                 if attempt == 2 or isinstance(error, PoolTimeout):
                     raise StoreUnavailable(f"the store could not be read: {error}") from error
         raise AssertionError("unreachable")
+
+    def streamed(
+        self, query: str, args: Sequence[Any] | dict[str, Any], *, settings: Sequence[str] = (), per_fetch: int = 20_000
+    ) -> Generator[tuple[Any, ...], None, None]:
+        """The rows of ``query`` as the caller goes, through a server-side cursor in one transaction
+        (one snapshot) on a pooled connection that is held until the rows are read or the generator
+        is closed; ``settings``: statements run first in that transaction (``SET LOCAL ...``).
+        StoreUnavailable when the database cannot be reached or fails on the way (not retried: rows
+        were already given out)."""
+        try:
+            with self.pool.connection(timeout=WAIT_SECONDS) as conn, conn.transaction(), conn.cursor(name="streamed") as cursor:
+                for setting in settings:
+                    conn.execute(setting)
+                cursor.itersize = per_fetch
+                cursor.execute(query, args)
+                yield from cursor
+        except BROKEN as error:
+            raise StoreUnavailable(f"the store could not be read: {error}") from error
 
     def rows(self, query: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         return self.read(lambda conn: conn.execute(query, args).fetchall())

@@ -1,41 +1,42 @@
 """The joiner's state on PostgreSQL (store.ports.JoinState) and its joined examples in learning
 order (store.ports.JoinedExamples).
 
-A closed decision's key is its ``seq``, so that its customer's other decisions are read with the
-closed ones left out by number. A write of examples takes its decisions out of the join queue
-(``DELETE ... RETURNING``) and COPYs in the examples of those it took, in one transaction: a
-decision forgotten meanwhile, or joined by an earlier write, gets none.
+A run reads its facts in one statement, streamed customer by customer (CLOSING). A write of
+examples takes its decisions out of the join queue (``DELETE ... RETURNING``) and COPYs in the
+examples of those it took, in one transaction: a decision forgotten meanwhile, or joined by an
+earlier write, gets none.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import closing
 from itertools import chain, groupby
 from operator import itemgetter
-from typing import Any
 
 from store.postgres.engine import Connection, Engine
 from store.records import (
     START,
-    ClosedDecision,
+    ClosingCustomer,
     Cursor,
-    CustomerFacts,
+    JoinDecision,
     JoinedExample,
     JoinRun,
     LateOutcome,
     LearningRow,
     LoggedExample,
-    OtherDecision,
     OutcomeFacts,
 )
 from store.rows import EXAMPLE_COLUMNS, RUN_COLUMNS, example_rows, learning_rows, logged_examples
 
-ROWS_PER_STATEMENT = 5000
-"""Decisions one DELETE of the join queue takes."""
 DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%b::text[]) RETURNING decision_id"
+COPY_EXAMPLES = f"COPY joined_examples ({EXAMPLE_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+EXAMPLE_TYPES = ["text", "text", "float8", "int8", "text", "float8", "float8", "text", "text", "int8"]
+"""EXAMPLE_COLUMNS' types, for a binary COPY: 0.6-1.0 us of the joiner's CPU a row against 2.5-4.3
+as text (each value escaped), and 1.5-5 us of wall against 12-19 into a temporary table (50,000 rows,
+load 12). A write is one DELETE and one COPY, whatever its size."""
 FACT_COLUMNS = "d.decision_id, d.event_time, d.offer, d.channel, d.action_id"
 ORDERED = (
     "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
@@ -45,33 +46,29 @@ ORDERED = (
     "AND j.event_time >= %s AND j.event_time < %s "
     "ORDER BY j.run, j.event_time, j.decision_id LIMIT %s"
 )
-OTHERS = (
-    f"SELECT d.customer_id, {FACT_COLUMNS}, a.event_time FROM unnest(%b::text[]) AS c(id) "
-    "CROSS JOIN LATERAL (SELECT * FROM decisions WHERE customer_id = c.id AND event_time <= %s OFFSET 0) AS d "
-    "LEFT JOIN activations a ON a.decision_id = d.decision_id "
-    "WHERE NOT EXISTS (SELECT FROM unnest(%b::bigint[]) AS closing(seq) WHERE closing.seq = d.seq)"
+CLOSING = (
+    "WITH customers AS (SELECT DISTINCT d.customer_id FROM join_queue q JOIN decisions d ON d.decision_id = q.decision_id "
+    "WHERE q.event_time <= %(cutoff)s) "
+    "SELECT d.customer_id, 0 AS kind, d.event_time, d.decision_id, d.offer, d.channel, d.action_id, a.event_time, "
+    "q.event_time <= %(cutoff)s, NULL::double precision "
+    "FROM customers c JOIN decisions d ON d.customer_id = c.customer_id "
+    "LEFT JOIN join_queue q ON q.decision_id = d.decision_id LEFT JOIN activations a ON a.decision_id = d.decision_id "
+    "WHERE d.event_time <= %(watermark)s "
+    "UNION ALL "
+    "SELECT o.customer_id, 1, o.event_time, o.outcome_id, o.type, o.decision_id, NULL, NULL, NULL, o.value "
+    "FROM customers c JOIN outcomes o ON o.customer_id = c.customer_id WHERE o.seq <= %(horizon)s "
+    "ORDER BY 1, 2, 3, 4"
 )
-"""The other decisions of the closing decisions' customers. Each chunk's reads (this one,
-ACTIVATED, OUTCOMES) go customer by customer (LATERAL: a nested loop on the customer's index;
-``OFFSET 0`` keeps PostgreSQL from flattening the subquery back into a join it may hash): with a
-hashed ``= ANY(array)`` it preferred scanning every decision and activation once a chunk, so a
-chunk's read grew with the log (938 → 246 ms for 3,000 customers of a 300,000-decision log). The
-closing ones are left out by an anti join, not ``seq <> ALL(array)``, which compares each row with
-every closing seq."""
-ACTIVATED = (
-    "SELECT a.decision_id, a.event_time FROM unnest(%b::text[]) AS c(id) "
-    "CROSS JOIN LATERAL (SELECT * FROM activations WHERE decision_id = c.id OFFSET 0) AS a"
-)
-OUTCOMES = (
-    "SELECT o.customer_id, o.outcome_id, o.type, o.value, o.event_time, o.decision_id FROM unnest(%b::text[]) AS c(id) "
-    "CROSS JOIN LATERAL (SELECT * FROM outcomes WHERE customer_id = c.id AND seq <= %s OFFSET 0) AS o "
-    "ORDER BY o.customer_id, o.event_time, o.outcome_id"
-)
-CLOSED = (
-    f"SELECT d.customer_id, d.seq, {FACT_COLUMNS} FROM join_queue q JOIN decisions d ON d.decision_id = q.decision_id "
-    "WHERE q.event_time <= %s ORDER BY d.customer_id, d.event_time, d.decision_id"
-)
-CLOSED_PER_FETCH = 20_000
+"""Every fact a run needs, in one statement: the closing customers' decisions up to the watermark
+(each with its activation and whether it is closing now), then their outcomes up to the horizon,
+customer by customer. Set-based, so PostgreSQL chooses the plan for the run's size: for a backlog,
+one hash join over each table and a sort; for a few closed decisions, the customer indexes. Read
+customer by customer (three queries a batch of 1,000 customers, a nested loop on the customer's
+index each) it visited each decision's heap page once per row: 9-11 s of a 200,000-decision join."""
+WHOLE_RUN = ("SET LOCAL cursor_tuple_fraction = 1", "SET LOCAL work_mem = '256MB'")
+"""A cursor is planned for its first 10% of rows by default (nested loops through the customer
+index: a random heap read a decision); CLOSING's rows are all read, and sorted in memory."""
+CLOSING_PER_FETCH = 20_000
 LEARNING = ORDERED.format(more="")
 LOGGED = ORDERED.format(more=", j.credit, d.pmf, d.shadow")
 COUNT = ("SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (%s, %s, %s) "
@@ -93,35 +90,23 @@ class PostgresJoinState:
         every seq up to the newest one seen is committed."""
         return int(self._engine.value("SELECT COALESCE(MAX(seq), 0) FROM outcomes"))
 
-    def closed_decisions(self, cutoff: float) -> list[ClosedDecision]:
-        """Read through a server-side cursor, CLOSED_PER_FETCH rows at a time: a backlog of a million
-        is then never held twice (the driver's result and the records) in this process."""
-        intern = sys.intern
+    def closed_count(self, cutoff: float) -> int:
+        return int(self._engine.value("SELECT COUNT(*) FROM join_queue WHERE event_time <= %s", (cutoff,)))
 
-        def read(conn: Connection) -> list[ClosedDecision]:
-            with conn.transaction(), conn.cursor(name="closed_decisions") as cursor:
-                cursor.itersize = CLOSED_PER_FETCH
-                cursor.execute(CLOSED, (cutoff,))
-                return [(intern(c), seq, d, t, intern(o), intern(ch), intern(a)) for c, seq, d, t, o, ch, a in cursor]
-
-        return self._engine.read(read)
-
-    def customer_facts(self, closing: Mapping[str, Sequence[ClosedDecision]], watermark: float, horizon: int) -> CustomerFacts:
-        customers = list(closing)
-        closed = [decision for mine in closing.values() for decision in mine]
-
-        def read(conn: Connection) -> tuple[list[Any], list[Any], list[Any]]:
-            activated = conn.execute(ACTIVATED, ([d[2] for d in closed],)).fetchall()
-            others = conn.execute(OTHERS, (customers, watermark, [d[1] for d in closed])).fetchall()
-            outcomes = conn.execute(OUTCOMES, (customers, horizon)).fetchall()
-            return activated, others, outcomes
-
-        activated, other_rows, outcome_rows = self._engine.read(read)
-        others: dict[str, list[OtherDecision]] = {}
-        for row in other_rows:
-            others.setdefault(row[0], []).append(row[1:])
-        outcomes = {customer: [OutcomeFacts(*r[1:]) for r in mine] for customer, mine in groupby(outcome_rows, key=itemgetter(0))}
-        return CustomerFacts(dict(activated), others, outcomes)
+    def closing(self, cutoff: float, watermark: float, horizon: int) -> Generator[ClosingCustomer, None, None]:
+        args = {"cutoff": cutoff, "watermark": watermark, "horizon": horizon}
+        rows = self._engine.streamed(CLOSING, args, settings=WHOLE_RUN, per_fetch=CLOSING_PER_FETCH)
+        with closing(rows):
+            for customer, facts in groupby(rows, key=itemgetter(0)):
+                closed: list[JoinDecision] = []
+                others: list[JoinDecision] = []
+                outcomes: list[OutcomeFacts] = []
+                for _, kind, at, key, offer_or_type, channel_or_decision, action, activated, closes, value in facts:
+                    if kind:
+                        outcomes.append(OutcomeFacts(key, offer_or_type, value, at, channel_or_decision))
+                    else:
+                        (closed if closes else others).append((key, at, offer_or_type, channel_or_decision, action, activated))
+                yield ClosingCustomer(customer, closed, others, outcomes)
 
     def start_run(self, watermark: float, cutoff: float, horizon: int) -> Future[int]:
         started = time.time()
@@ -141,14 +126,13 @@ class PostgresJoinState:
 
         def write(conn: Connection) -> None:
             with conn.cursor() as cursor:
-                for start in range(0, len(rows), ROWS_PER_STATEMENT):
-                    part = rows[start : start + ROWS_PER_STATEMENT]
-                    cursor.execute(DEQUEUE, ([r[0] for r in part],))
-                    queued = {decision_id for (decision_id,) in cursor.fetchall()}
-                    with cursor.copy(f"COPY joined_examples ({EXAMPLE_COLUMNS}) FROM STDIN") as copy:
-                        for row in part:
-                            if row[0] in queued:
-                                copy.write_row(row)
+                cursor.execute(DEQUEUE, ([r[0] for r in rows],))
+                queued = {decision_id for (decision_id,) in cursor.fetchall()}
+                with cursor.copy(COPY_EXAMPLES) as copy:
+                    copy.set_types(EXAMPLE_TYPES)
+                    for row in rows:
+                        if row[0] in queued:
+                            copy.write_row(row)
 
         return self._engine.submit(write)
 
@@ -163,10 +147,13 @@ class PostgresJoinState:
             "SELECT o.outcome_id, d.decision_id FROM outcomes o "
             "JOIN decisions d ON d.customer_id = o.customer_id AND d.event_time < o.event_time "
             f"AND d.event_time >= o.event_time - (CASE o.type {cases} ELSE 0 END) "
-            "JOIN joined_examples j ON j.decision_id = d.decision_id AND j.horizon < o.seq "
+            "JOIN joined_examples j ON j.decision_id = d.decision_id AND j.horizon < o.seq AND j.horizon < %s "
             "WHERE o.seq > %s AND o.seq <= %s"
         )
-        return [(o, d) for o, d in self._engine.rows(query, (*chain.from_iterable(windows.items()), after, horizon))]
+        # j.horizon < horizon follows from the rest, but said outright it lets PostgreSQL leave out,
+        # before any join, the examples this run wrote (a first run's are all of them).
+        args = (*chain.from_iterable(windows.items()), horizon, after, horizon)
+        return [(o, d) for o, d in self._engine.rows(query, args)]
 
     def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:
         marked = [(outcome_id, decision_id, run.run) for outcome_id, decision_id in late]

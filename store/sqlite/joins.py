@@ -13,12 +13,12 @@ import functools
 import sqlite3
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from itertools import chain, groupby
 from operator import itemgetter
 
-from store.records import ClosedDecision, CustomerFacts, JoinedExample, JoinRun, LateOutcome, OtherDecision, OutcomeFacts
+from store.records import ClosingCustomer, JoinDecision, JoinedExample, JoinRun, LateOutcome, OutcomeFacts
 from store.rows import RUN_COLUMNS, example_rows, to_json
 from store.sqlite.engine import Engine
 from store.sqlite.statements import marks
@@ -28,6 +28,15 @@ WRITE_CACHE_KIB = 256 * 1024
 ROWS_PER_STATEMENT = 2000
 """Examples one INSERT takes: 20,000 values bound, under SQLite's limit of 32,766."""
 FACT_COLUMNS = "d.decision_id, d.event_time, d.offer, d.channel, d.action_id"
+READ_DECISIONS = 5000
+READ_CUSTOMERS = 1500
+"""A batch of customers whose facts are read together: at most about this many closed decisions
+and customers (one read each)."""
+
+_Closed = tuple[str, int, str, float, str, str, str]
+"""A closed decision: (customer id, its rowid, decision id, event time, offer, channel, action id).
+A plain tuple: a run holds a million of them."""
+_Facts = tuple[dict[str, float], dict[str, list[JoinDecision]], dict[str, list[OutcomeFacts]]]
 
 
 @functools.lru_cache(maxsize=16)
@@ -59,7 +68,19 @@ class SQLiteJoinState:
         with self._engine.reading() as conn:
             return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outcomes").fetchone()[0])
 
-    def closed_decisions(self, cutoff: float) -> list[ClosedDecision]:
+    def closed_count(self, cutoff: float) -> int:
+        with self._engine.reading() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM join_queue WHERE event_time <= ?", (cutoff,)).fetchone()[0])
+
+    def closing(self, cutoff: float, watermark: float, horizon: int) -> Generator[ClosingCustomer, None, None]:
+        """The closed decisions in one read, then their customers' facts a batch at a time."""
+        for batch in _customer_batches(self._closed(cutoff)):
+            activated, others, outcomes = self._facts(batch, watermark, horizon)
+            for customer, mine in batch.items():
+                closed = [(d, t, o, ch, a, activated.get(d)) for _, _, d, t, o, ch, a in mine]
+                yield ClosingCustomer(customer, closed, others.get(customer, []), outcomes.get(customer, []))
+
+    def _closed(self, cutoff: float) -> list[_Closed]:
         """One read, whole: it visits each decision's row once, where reading them customer by
         customer would visit each again; and a read kept open for the whole run would stop SQLite
         from checkpointing the WAL that the run's own writes grow."""
@@ -73,7 +94,8 @@ class SQLiteJoinState:
             intern = sys.intern
             return [(intern(c), rowid, d, t, intern(o), intern(ch), intern(a)) for c, rowid, d, t, o, ch, a in rows]
 
-    def customer_facts(self, closing: Mapping[str, Sequence[ClosedDecision]], watermark: float, horizon: int) -> CustomerFacts:
+    def _facts(self, closing: Mapping[str, Sequence[_Closed]], watermark: float, horizon: int) -> _Facts:
+        """Activations of the closing decisions, the customers' other decisions, their outcomes."""
         customers = list(closing)
         closed = [decision for mine in closing.values() for decision in mine]
         with self._engine.reading() as conn:
@@ -94,11 +116,11 @@ class SQLiteJoinState:
                 f"WHERE customer_id IN ({marks(len(customers))}) AND seq <= ? ORDER BY customer_id, event_time, outcome_id",
                 (*customers, horizon),
             ).fetchall()
-        others: dict[str, list[OtherDecision]] = {}
+        others: dict[str, list[JoinDecision]] = {}
         for row in other_rows:
             others.setdefault(row[0], []).append(row[1:])
         outcomes = {customer: [OutcomeFacts(*r[1:]) for r in mine] for customer, mine in groupby(outcome_rows, key=itemgetter(0))}
-        return CustomerFacts(activated, others, outcomes)
+        return activated, others, outcomes
 
     def start_run(self, watermark: float, cutoff: float, horizon: int) -> Future[int]:
         started = time.time()
@@ -169,3 +191,17 @@ class SQLiteJoinState:
     def runs(self) -> list[JoinRun]:
         with self._engine.reading() as conn:
             return [JoinRun(*row) for row in conn.execute(f"SELECT {RUN_COLUMNS} FROM join_runs ORDER BY run")]
+
+
+def _customer_batches(closed: list[_Closed]) -> Iterator[dict[str, list[_Closed]]]:
+    """Closed decisions grouped by customer, a few thousand decisions at a time."""
+    batch: dict[str, list[_Closed]] = {}
+    size = 0
+    for customer, rows in groupby(closed, key=itemgetter(0)):
+        batch[customer] = list(rows)
+        size += len(batch[customer])
+        if size >= READ_DECISIONS or len(batch) >= READ_CUSTOMERS:
+            yield batch
+            batch, size = {}, 0
+    if batch:
+        yield batch
