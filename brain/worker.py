@@ -31,6 +31,7 @@ from reward.joiner import WRITE_ROWS, Joiner, JoinReport
 from reward.online import OnlineLearner
 from reward.retention import apply_retention
 from store import Store
+from store.errors import LeaseLost
 from store.records import RetentionReport
 
 log = logging.getLogger("brein.worker")
@@ -225,6 +226,9 @@ def work(config: BreinConfig, store: Store, report: Report, stop: Stop, *, clock
 def _round(worker: Worker) -> WorkerEvent:
     try:
         done = worker.round()
+    except LeaseLost as error:  # not a failure of the round's work: another worker goes on with it
+        log.warning("%s; standing by", error)
+        return Failed(f"{type(error).__name__}: {error}")
     except Exception as error:
         log.exception("join/learn round failed; trying again in %.0f s", worker.config.joiner.interval_seconds)
         return Failed(f"{type(error).__name__}: {error}")

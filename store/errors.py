@@ -22,5 +22,10 @@ class StaleHistory(StoreError):
     (see DecisionLog.submit_decisions); nothing was written and the caller decides again."""
 
 
+class LeaseLost(StoreError):
+    """A write of a store instance that held the worker lease and holds it no more (its lease's
+    connection broke; another worker may be working on the store now): refused, nothing written."""
+
+
 class UnknownStore(StoreError):
     """A store URL that names no backend that is built, or no store where one must exist."""

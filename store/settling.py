@@ -10,7 +10,7 @@ from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from typing import Any, TypeVar
 
-from store.errors import StoreUnavailable
+from store.errors import StoreError, StoreUnavailable
 from store.ports import CommitListener
 
 T = TypeVar("T")
@@ -52,8 +52,9 @@ def committed(results: Sequence[Settled], started: float, on_commit: CommitListe
 def failed(
     futures: Iterable[Future[Any]], count: int, error: Exception, started: float, on_commit: CommitListener | None
 ) -> None:
-    """The group could not commit (``error``, the database's): every write fails as StoreUnavailable."""
-    failure = StoreUnavailable(f"the store could not commit: {error}")
+    """The group could not commit: every write fails with ``error`` when the store raised it on purpose
+    (a StoreError), else (the database's) as StoreUnavailable."""
+    failure = error if isinstance(error, StoreError) else StoreUnavailable(f"the store could not commit: {error}")
     if on_commit:  # counted before any caller hears of it, as a success is
         on_commit(time.perf_counter() - started, count, False)
     for future in futures:

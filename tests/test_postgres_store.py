@@ -1,5 +1,6 @@
-"""What only the PostgreSQL backend does: opening a database that holds no store, and the group
-commit's one-round-trip path with its fallback (each write alone when the database refuses one)."""
+"""What only the PostgreSQL backend does: opening a database that holds no store, the group
+commit's one-round-trip path with its fallback (each write alone when the database refuses one),
+and the fence of a worker that lost its lease without dying."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import psycopg
 import pytest
 
 from store import open_store
-from store.errors import Conflict, StaleHistory, UnknownStore
+from store.errors import Conflict, LeaseLost, StaleHistory, UnknownStore
 from store.postgres import PostgresStore
 from store.postgres.engine import MAX_LOCKED_CUSTOMERS
-from store.records import ActivationRecord
+from store.records import ActivationRecord, ModelSnapshot
 from tests.conftest import T0, postgres_store_url
 from tests.test_store_contract import decision, outcome
 
@@ -129,3 +130,43 @@ def test_a_group_locking_more_customers_than_one_transaction_should_is_committed
     assert [w.result(10) for w in writes] == [None, None, None]
     assert [count for _, count, _ in commits[1:]] == [1, 1, 1]
     assert store.decisions.decision_count() == 3 * per_write
+
+
+def test_a_worker_that_lost_its_lease_without_dying_writes_nothing(empty_url: str) -> None:
+    """The lease's connection is cut (its backend terminated, as a network cut would end it) while
+    the worker's process lives on mid-round; a standby takes the lease. The old worker's next
+    writes, a snapshot and a join run, are refused and leave nothing; the standby's are stored; a
+    store that never held the lease (a server, a CLI) writes as before; the old one, once it holds
+    the lease again, writes again."""
+    zombie, standby, server = open_store(empty_url), open_store(empty_url), open_store(empty_url)
+    snapshot = ModelSnapshot("v1", ["--cb_explore_adf"], b"one", "champion", None)
+    try:
+        assert zombie.lease.try_acquire()
+        zombie.models.save(snapshot).result(timeout=10)
+        with psycopg.connect(empty_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+            )
+        for _ in range(100):  # the server lets the lock go once it has seen the backend end
+            if standby.lease.try_acquire():
+                break
+            threading.Event().wait(0.05)
+        else:
+            pytest.fail("the standby never got the lease")
+        stale = ModelSnapshot("v2", ["--cb_explore_adf"], b"two", "champion", None)
+        with pytest.raises(LeaseLost, match="lease was lost"):
+            zombie.models.save(stale).result(timeout=10)
+        with pytest.raises(LeaseLost):
+            zombie.joins.start_run(T0, T0 + 1, 0).result(timeout=10)
+        assert zombie.models.get("champion", "v2") is None
+        assert zombie.joins.runs() == []
+        standby.models.save(ModelSnapshot("v3", ["--cb_explore_adf"], b"three", "champion", None)).result(timeout=10)
+        server.models.save(ModelSnapshot("v4", ["--cb_explore_adf"], b"four", "champion", None)).result(timeout=10)
+        assert zombie.models.newest_version("champion") in {"v3", "v4"}
+        standby.lease.release()
+        assert zombie.lease.try_acquire()
+        zombie.models.save(stale).result(timeout=10)
+        assert zombie.models.get("champion", "v2") == stale
+    finally:
+        for store in (zombie, standby, server):
+            store.close()

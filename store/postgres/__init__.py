@@ -43,6 +43,7 @@ class PostgresStore:
         self.audit = PostgresAuditTrail(self.engine)
         self.privacy = PostgresPrivacy(self.engine)
         self.lease = AdvisoryLease(url)
+        self.engine.guard = self.lease.guard
 
     @property
     def url(self) -> str:

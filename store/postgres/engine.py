@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from store.errors import Conflict, StoreUnavailable, UnknownStore
+from store.errors import Conflict, LeaseLost, StoreUnavailable, UnknownStore
 from store.ports import CommitListener
 from store.postgres.schema import lock_key, migrate
 from store.settling import Settled, committed, failed, next_group
@@ -210,6 +210,9 @@ class Engine:
             self.pool.close()
             raise
         self._on_commit = on_commit
+        self.guard: Callable[[Connection], None] | None = None
+        """Run first in every write transaction (the worker lease's fence, store/postgres/lease.py):
+        it raises LeaseLost to refuse the transaction's writes."""
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._closed = False
         self._writer = Supervised("brein-store-writer", self._write_loop, on_failure=on_thread_failure)
@@ -277,6 +280,8 @@ class Engine:
         """Queue BEGIN and the group's locks on ``conn``, which is in pipeline mode: the caller
         decides when they are sent (with the group's statements, or alone)."""
         conn.execute("BEGIN")
+        if self.guard is not None:
+            self.guard(conn)
         customers = {customer for queued in group for customer in queued.customers}
         if customers and self.customer_locks:
             conn.execute(LOCK_CUSTOMERS, (list(customers),))
@@ -354,7 +359,7 @@ class Engine:
                     except _Unsent as unsent:
                         if attempt == 2:
                             raise unsent.error from None
-        except (psycopg.Error, PoolTimeout) as error:  # the database failed (or the group's locks deadlocked)
+        except (psycopg.Error, PoolTimeout, LeaseLost) as error:  # the database failed (or the group's locks deadlocked)
             failed([q.future for q in group], len(group), error, started, self._on_commit)
             return
         committed(results, started, self._on_commit)
