@@ -12,11 +12,11 @@ threads. Rounds alternate the two servers; the summary is the median of the roun
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import statistics
 import sys
-import contextlib
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path

@@ -14,8 +14,9 @@ import pytest
 from store import open_store
 from store.errors import Conflict, StaleHistory, UnknownStore
 from store.postgres import PostgresStore
+from store.postgres.decisions import CUSTOMER_LOGS, ONE_CUSTOMER_LOG
 from store.postgres.engine import MAX_LOCKED_CUSTOMERS
-from store.records import ActivationRecord
+from store.records import DAY, ActivationRecord
 from tests.conftest import T0, postgres_store_url
 from tests.test_store_contract import decision, outcome
 
@@ -129,3 +130,30 @@ def test_a_group_locking_more_customers_than_one_transaction_should_is_committed
     assert [w.result(10) for w in writes] == [None, None, None]
     assert [count for _, count, _ in commits[1:]] == [1, 1, 1]
     assert store.decisions.decision_count() == 3 * per_write
+
+
+
+def test_a_decides_read_keeps_its_generic_plan_and_reads_what_the_read_of_many_does(empty_url: str) -> None:
+    """A unary Decide's read (one customer, at most one request id) is planned once a connection,
+    not once a call: with ``= ANY(array)`` PostgreSQL made a custom plan for every call."""
+    store = PostgresStore(empty_url)
+    try:
+        store.decisions.submit_decisions([decision("d1", "c1", T0), decision("d2", "c2", T0)]).result()
+
+        def read(conn: psycopg.Connection[Any]) -> tuple[list[Any], list[Any], tuple[int, int]]:
+            span = {"since": T0 - 7 * DAY, "until": T0 + 7 * DAY, "first": T0}
+            for i in range(14):  # psycopg prepares on the fifth use; PostgreSQL weighs a generic plan after five custom
+                one = conn.execute(ONE_CUSTOMER_LOG, {**span, "id": "c1", "request": "r-d1" if i % 2 else None}).fetchall()
+            many = conn.execute(CUSTOMER_LOGS, {**span, "ids": ["c1"], "requests": ["r-d1"]}).fetchall()
+            plans = conn.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+                (ONE_CUSTOMER_LOG.replace("%(id)s", "$1")[:40] + "%",),
+            ).fetchone()
+            assert plans is not None
+            return one, many, plans
+
+        one, many, (generic, custom) = store.engine.read(read)
+        assert sorted(one, key=repr) == sorted(many, key=repr) and [5, "c1", None, "r-d1", None, None] in map(list, one)
+        assert generic >= 3 and custom <= 5
+    finally:
+        store.close()
