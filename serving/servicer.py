@@ -18,7 +18,7 @@ from bandit.in_place import errors_in_place
 from bandit.requests import DecisionRequest
 from brain.core import Brain
 from serving import converters
-from serving.deadlines import durable, settle
+from serving.deadlines import durable, finished, settle
 from serving.errors import status_for
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
@@ -103,7 +103,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     async def _decide(self, request: DecisionRequest) -> PendingDecision:
         if self._deciders is None:
             return self.brain.decide(request)
-        return await asyncio.get_running_loop().run_in_executor(self._deciders, self.brain.decide, request)
+        return await finished(self._deciders.submit(self.brain.decide, request))
 
     async def _durable(self, future: Future[Any], context: grpc.aio.ServicerContext, *, abandon: bool = True) -> Any:
         """The write's result once durable; UNAVAILABLE before the caller's deadline when the store is stuck."""

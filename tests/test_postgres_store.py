@@ -132,7 +132,6 @@ def test_a_group_locking_more_customers_than_one_transaction_should_is_committed
     assert store.decisions.decision_count() == 3 * per_write
 
 
-
 def test_a_decides_read_keeps_its_generic_plan_and_reads_what_the_read_of_many_does(empty_url: str) -> None:
     """A unary Decide's read (one customer, at most one request id) is planned once a connection,
     not once a call: with ``= ANY(array)`` PostgreSQL made a custom plan for every call."""
