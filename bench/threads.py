@@ -5,11 +5,14 @@ Brein's server and the no-op server (bench/servers.py), each in turn under the s
 after, and printed per call: the event loop (the main thread, where the handlers run), the store's
 writer (in Brein's server the busiest other 'python' thread), gRPC's poller and event-engine
 threads. Rounds alternate the two servers; the summary is the median of the rounds. Linux only.
+``--store-url postgresql://...``: Brein's server logs to a scratch database of its own on that server
+(bench/postgres.py) and the database's backends are one more line, counted in the total.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -21,7 +24,9 @@ from pathlib import Path
 from bandit.config import parse_config
 from bench import load
 from bench.decide import SEED, ClientProcess, ServerProcess
+from bench.postgres import scratch_database
 from bench.workload import telecom_config, train_model
+from store.opening import is_postgres
 
 CONCURRENCY = 32
 
@@ -42,12 +47,20 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return seconds
 
 
-def measure(client: ClientProcess, server: ServerProcess, pid: int, seconds: float) -> tuple[int, dict[str, float]]:
+def _cpu(server: ServerProcess) -> dict[str, float]:
+    """Each thread's CPU seconds, and the database's backends' as one more entry on PostgreSQL."""
+    seconds = thread_cpu(server.pid)
+    if is_postgres(str(server.store)):
+        seconds["database backends"] = server.database_cpu()
+    return seconds
+
+
+def measure(client: ClientProcess, server: ServerProcess, seconds: float) -> tuple[int, dict[str, float]]:
     """Calls answered in ``seconds`` of closed loop, and each thread's CPU µs per call over them."""
     client.run(load.ClosedLoop(server.address, CONCURRENCY, 0.5, 1.0, 1_000_000, "warm-up"), 3.0)
-    before = thread_cpu(pid)
+    before = _cpu(server)
     result = client.run(load.ClosedLoop(server.address, CONCURRENCY, 0.0, seconds, 1_000_000, "measured"), seconds + 2)
-    after = thread_cpu(pid)
+    after = _cpu(server)
     calls = max(1, int(result["completed"]))
     return calls, {name: 1e6 * (after[name] - before.get(name, 0.0)) / calls for name in after}
 
@@ -57,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one round of 3 s a server")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each server once a round (default 3)")
     parser.add_argument("--seconds", type=float, default=6.0, help="closed-loop seconds a server a round (default 6)")
+    parser.add_argument("--store-url", help="a PostgreSQL server for Brein's store (in a scratch database of its own)")
     args = parser.parse_args(argv)
     rounds, seconds = (1, 3.0) if args.quick else (args.rounds, args.seconds)
     say = print
@@ -70,12 +84,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             for round_ in range(rounds):
                 for kind in ("noop", "decide") if round_ % 2 == 0 else ("decide", "noop"):
-                    store = Path(tmp) / f"{kind}-{round_}.db"
-                    server = ServerProcess(ctx, kind, telecom_config(store, model), store, None)
-                    try:
-                        calls, per_call = measure(client, server, server.pid, seconds)
-                    finally:
-                        server.stop()
+                    with contextlib.ExitStack() as stack:
+                        store: Path | str = Path(tmp) / f"{kind}-{round_}.db"
+                        if args.store_url and kind == "decide":
+                            store = stack.enter_context(scratch_database(args.store_url))
+                        server = ServerProcess(ctx, kind, telecom_config(store, model), store, None)
+                        stack.callback(server.stop)
+                        calls, per_call = measure(client, server, seconds)
                     totals[kind].append(sum(per_call.values()))
                     say(f"round {round_ + 1} {kind}: {calls / seconds:.0f} calls/s, load average {os.getloadavg()[0]:.2f}")
                     for name, us in sorted(per_call.items(), key=lambda item: -item[1]):

@@ -136,3 +136,21 @@ async def durable(
     if isinstance(result, BaseException):
         raise result
     return result  # type: ignore[no-any-return]
+
+
+async def finished(future: Future[T]) -> T:
+    """The result of ``future``, done on another thread (a decide pool's), with no deadline: the loop
+    is woken through the same waker as for the store's commits, so results and commits done
+    together cost one wake-up (``run_in_executor`` pays one ``call_soon_threadsafe`` each)."""
+    if not future.done():
+        loop = asyncio.get_running_loop()
+        waker = _waker(loop)
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:  # on the loop's thread
+            if not woken.done():
+                woken.set_result(None)
+
+        future.add_done_callback(lambda _: waker.call_soon(ready))
+        await woken
+    return future.result()

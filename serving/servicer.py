@@ -18,7 +18,7 @@ from bandit.in_place import errors_in_place
 from bandit.requests import DecisionRequest
 from brain.core import Brain
 from serving import converters
-from serving.deadlines import durable, settle
+from serving.deadlines import durable, finished, settle
 from serving.errors import status_for
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
@@ -33,8 +33,10 @@ Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 
 BATCH_SLICE = 50
-"""DecideBatch decides a chunk this many items at a time (one store read and one write each), and
-lets the event loop serve other calls between slices."""
+"""On SQLite, DecideBatch decides a chunk this many items at a time on the event loop (one store read
+and one write each), and lets the loop serve other calls between slices. On PostgreSQL a chunk is
+decided in one call in the decide pool: one read (a round trip the loop need not wait out) and one
+write for all its items."""
 LOOP_TURNS = 8
 """Event-loop iterations other calls get after each slice: gRPC's server accepts one new call per
 iteration, and a unary call takes a few more to be read, decided and answered. With one turn per
@@ -103,7 +105,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     async def _decide(self, request: DecisionRequest) -> PendingDecision:
         if self._deciders is None:
             return self.brain.decide(request)
-        return await asyncio.get_running_loop().run_in_executor(self._deciders, self.brain.decide, request)
+        return await finished(self._deciders.submit(self.brain.decide, request))
 
     async def _durable(self, future: Future[Any], context: grpc.aio.ServicerContext, *, abandon: bool = True) -> Any:
         """The write's result once durable; UNAVAILABLE before the caller's deadline when the store is stuck."""
@@ -150,9 +152,12 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
                 results: list[Result] = []
                 try:
                     items = chunk.items
-                    for start in range(0, len(items), BATCH_SLICE):
-                        results += self._decide_slice(items[start : start + BATCH_SLICE])
-                        await _other_calls_turn()
+                    if self._deciders is not None:
+                        results = await self._decide_in_pool(items)
+                    else:
+                        for start in range(0, len(items), BATCH_SLICE):
+                            results += self._decide_slice(items[start : start + BATCH_SLICE])
+                            await _other_calls_turn()
                     await decided.put(results)
                 except asyncio.CancelledError:
                     self._abandon(results)
@@ -188,6 +193,17 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         for future, mine in _writes(results).items():
             if mine and future.cancel():
                 self.metrics.store_abandoned.inc(mine)
+
+    async def _decide_in_pool(self, items: Sequence[pb.DecideRequest]) -> list[Result]:
+        """A whole chunk decided in the decide pool; if the stream goes away meanwhile, the chunk's
+        writes are abandoned once it is decided (those not begun are never written)."""
+        assert self._deciders is not None
+        future = self._deciders.submit(self._decide_slice, items)
+        try:
+            return await finished(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(lambda done: self._abandon(done.result()))
+            raise
 
     def _decide_slice(self, items: Sequence[pb.DecideRequest]) -> list[Result]:
         """Decide a slice of a chunk in one call of the core; an item's error stays the item's."""

@@ -15,8 +15,9 @@ import pytest
 from store import open_store
 from store.errors import Conflict, LeaseLost, StaleHistory, UnknownStore
 from store.postgres import PostgresStore
+from store.postgres.decisions import CUSTOMER_LOGS
 from store.postgres.engine import MAX_LOCKED_CUSTOMERS
-from store.records import ActivationRecord, ModelSnapshot
+from store.records import DAY, ActivationRecord, ModelSnapshot
 from tests.conftest import T0, postgres_store_url
 from tests.test_store_contract import decision, outcome
 
@@ -170,3 +171,27 @@ def test_a_worker_that_lost_its_lease_without_dying_writes_nothing(empty_url: st
     finally:
         for store in (zombie, standby, server):
             store.close()
+
+
+def test_a_decides_read_is_one_statement_planned_on_the_table_as_it_is_now(empty_url: str) -> None:
+    """The request-id check is part of the customers' log read, and the read never keeps a generic
+    plan: one made on an empty table scanned every recent decision by ``decisions_event_time``."""
+    store = PostgresStore(empty_url)
+    try:
+        store.decisions.submit_decisions([decision("d1", "c1", T0), decision("d2", "c2", T0)]).result()
+
+        def read(conn: psycopg.Connection[Any]) -> tuple[list[Any], tuple[int, int]]:
+            args = {"since": T0 - 7 * DAY, "until": T0 + 7 * DAY, "first": T0, "ids": ["c1"]}
+            for i in range(14):  # psycopg prepares on the fifth use; PostgreSQL weighs a generic plan after five custom
+                rows = conn.execute(CUSTOMER_LOGS, {**args, "requests": ["r-d1", "r-none"] if i % 2 else ["r-none"]}).fetchall()
+            plans = conn.execute(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH wanted%'"
+            ).fetchone()
+            assert plans is not None
+            return rows, plans
+
+        rows, (generic, custom) = store.engine.read(read)
+        assert [5, "c1", None, "r-d1", None, None] in map(list, rows) and {row[0] for row in rows} >= {0, 1, 5}
+        assert generic == 0 and custom >= 9
+    finally:
+        store.close()

@@ -15,6 +15,7 @@ from bandit.sampling import decision_id_for
 from brain.worker import Worker
 from serving import converters
 from serving.pb.brein.v1 import brein_pb2 as pb
+from serving.servicer import BATCH_SLICE
 from tests.conftest import T0, Clock, LiveServer, sqlite_count
 
 DAY = 86_400.0
@@ -107,6 +108,7 @@ def test_a_retried_report_is_a_duplicate_whatever_the_servers_clock_says(live: L
     assert live.sample("brein_outcomes_total", {"type": "contract_renewal"}) == 1 and live.sample("brein_activations_total") == 1
 
 
+@pytest.mark.parametrize("make_brain", ["sqlite", "postgres"], indirect=True)
 def test_decide_batch_streams_results_in_order_with_item_errors(live: LiveServer) -> None:
     chunks = [
         pb.DecideBatchRequest(items=[decide_request(f"c{i}", f"b{i}") for i in range(50)]),
@@ -122,6 +124,7 @@ def test_decide_batch_streams_results_in_order_with_item_errors(live: LiveServer
     assert live.sample("brein_rpc_errors_total", {"method": "DecideBatch", "code": "INVALID_ARGUMENT"}) == 1
 
 
+@pytest.mark.parametrize("make_brain", ["sqlite", "postgres"], indirect=True)
 def test_decide_batch_answers_chunks_in_order_and_a_cancelled_stream_leaves_the_server_serving(live: LiveServer) -> None:
     def chunks(tag: str) -> list[pb.DecideBatchRequest]:
         items = [[decide_request(f"{tag}{c}-{i}", f"{tag}{c}-{i}") for i in range(120)] for c in range(6)]
@@ -137,6 +140,17 @@ def test_decide_batch_answers_chunks_in_order_and_a_cancelled_stream_leaves_the_
     assert live.stub.Decide(decide_request("after", "after")).decision_id
     logged = live.running.brain.store.decisions.decisions_by_request([f"k{c}-{i}" for c in range(6) for i in range(120)])
     assert len(logged) == 720
+
+
+@pytest.mark.parametrize(("make_brain", "writes"), [("sqlite", 3), ("postgres", 1)], indirect=["make_brain"])
+def test_a_decide_batch_chunk_is_one_write_on_postgresql_and_slices_on_sqlite(live: LiveServer, writes: int) -> None:
+    """On PostgreSQL a chunk is decided in one call in the decide pool (one read, one write); on
+    SQLite in slices of BATCH_SLICE on the event loop."""
+    chunk = pb.DecideBatchRequest(items=[decide_request(f"w{i}", f"w{i}") for i in range(2 * BATCH_SLICE + 20)])
+    before = live.sample("brein_store_committed_writes_total")
+    (response,) = live.stub.DecideBatch(iter([chunk]))
+    assert all(r.HasField("decision") for r in response.results) and len(response.results) == 2 * BATCH_SLICE + 20
+    assert live.sample("brein_store_committed_writes_total") - before == writes
 
 
 BAD_INPUT = [
