@@ -37,6 +37,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     brain: Brain
     metrics: Metrics
+    servicer: DecisionServicer
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float) -> None:
@@ -47,6 +48,7 @@ class RunningServer:
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.server.stop(grace)
         await _calls_finished()
+        self.servicer.close()
         self.brain.store.close()
 
 
@@ -142,7 +144,8 @@ async def create_server(
             ("grpc.so_reuseport", int(reuse_port)),
         ]
     )
-    pb_grpc.add_DecisionServiceServicer_to_server(DecisionServicer(brain, metrics), server)  # type: ignore[no-untyped-call]
+    servicer = DecisionServicer(brain, metrics)
+    pb_grpc.add_DecisionServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
@@ -160,7 +163,7 @@ async def create_server(
         tasks.append(asyncio.create_task(follow_forever(brain, metrics, brain.config.server.follow_seconds)))
         if worker:
             tasks.append(asyncio.create_task(work_beside_forever(brain, metrics, brain.config.joiner.interval_seconds)))
-    return RunningServer(server, port, health_servicer, brain, metrics, tasks)
+    return RunningServer(server, port, health_servicer, brain, metrics, servicer, tasks)
 
 
 async def serve(config: BreinConfig, process: int = 0, processes: int = 1) -> None:

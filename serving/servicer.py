@@ -102,6 +102,11 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         # about other customers overlap their waits instead of queueing behind each one on the loop.
         self._deciders = ThreadPoolExecutor(DECIDE_THREADS, "brein-decide") if is_postgres(brain.store.url) else None
 
+    def close(self) -> None:
+        """Let the decide threads go, once the server has stopped: they finish what they began."""
+        if self._deciders is not None:
+            self._deciders.shutdown(wait=True)
+
     async def _decide(self, request: DecisionRequest) -> PendingDecision:
         if self._deciders is None:
             return self.brain.decide(request)

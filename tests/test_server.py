@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import grpc
@@ -12,8 +13,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bandit.sampling import decision_id_for
+from brain.core import Brain
 from brain.worker import Worker
 from serving import converters
+from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.servicer import BATCH_SLICE
 from tests.conftest import T0, Clock, LiveServer, sqlite_count
@@ -265,3 +268,16 @@ def test_contact_policy_holds_for_decisions_arriving_out_of_event_time_order(liv
     assert [r.action_id for r in quiet.ranking] == ["do_nothing"]
     reasons = {r.reason for r in live.stub.Explain(pb.ExplainRequest(decision_id=quiet.decision_id)).removed}
     assert "quiet period: complaint 1.0 days after this decision's time, no contact for 30 days" in reasons
+
+
+@pytest.mark.parametrize("make_brain", ["postgres"], indirect=True)
+def test_a_stopped_server_on_postgresql_leaves_no_decide_thread(brain: Brain, metrics: Metrics) -> None:
+    """On PostgreSQL Decides run in a pool of threads; stopping the server lets them go (they were left
+    idle for the process's life, one pool a server started)."""
+    before = set(threading.enumerate())
+    server = LiveServer(brain, metrics)
+    assert server.stub.Decide(decide_request()).decision_id
+    started = {t for t in set(threading.enumerate()) - before if t.name.startswith("brein-decide")}
+    assert started
+    server.stop()
+    assert not [t for t in started if t.is_alive()]
