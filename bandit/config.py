@@ -150,6 +150,13 @@ class LearnerConfig(_Strict):
     model: str | None = None
     # VW minimises cost: cost = -reward / reward_scale (money / 10: SquareCB explores where gaps are small).
     reward_scale: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    # A contact is learned as earning this share of the config's largest |outcome value| less than it
+    # did, do-nothing as it did: the greedy choice contacts only where a contact's predicted advantage
+    # over do-nothing clears that hurdle. The argmax over many noisy estimates against one do-nothing
+    # is biased towards some contact. Off by default: 0.01 cut contacts by a quarter on the choosing
+    # worlds but lost the median share (docs/simulation.md, "Choosing the defaults, round 3"). Learning
+    # only: logged rewards, evaluation and the export's rewards are untouched.
+    restraint: float = Field(default=0.0, ge=0.0, lt=1.0)
     # Every eligible action keeps at least this probability (at most 1/K: uniform), mixed in after the
     # learner's pmf, so the log keeps the support off-policy evaluation and tuning need.
     min_probability: float = Field(default=0.0, ge=0.0, lt=1.0)

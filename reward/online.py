@@ -73,6 +73,13 @@ def encoding_at_birth(config: BreinConfig, decisions: DecisionLog, until: float 
     return learn_encoding(config.features, decisions.features_before(until, BIRTH_DECISIONS))
 
 
+def contact_margin(config: BreinConfig) -> float:
+    """The money a contact is learned as earning less than it did: ``learner.restraint`` times the
+    largest |value| of the config's outcome types (scale-free: a share of the world's own money)."""
+    largest = max((abs(t.value) for t in config.outcomes.values()), default=0.0)
+    return config.learner.restraint * largest
+
+
 class ExampleReader:
     """Joined examples as VW learning examples, in the order the online learner learns them."""
 
@@ -97,6 +104,7 @@ class ExampleReader:
         self.lineage = lineage
         self.encoder = FeatureEncoder(config, encoding)
         self.scale = config.learner.reward_scale
+        self.margin = contact_margin(config)
         # A logged action list recurs for every customer left the same actions: made into text once.
         self._offered: Callable[[tuple[str, ...]], ActionLines] = functools.lru_cache(ACTION_LINES_MEMO_SIZE)(self._parse_offered)
 
@@ -112,7 +120,7 @@ class ExampleReader:
                 actions=offered.actions,
                 chosen=offered.index[row.action_id],
                 probability=row.probability,
-                cost=-row.reward / self.scale,
+                cost=self._cost(row.reward, offered.actions[offered.index[row.action_id]]),
             )
             yield row.position, example, row
 
@@ -127,10 +135,15 @@ class ExampleReader:
                 offered = self._offered(row.eligible)
                 shared = row.shared_line if self._own(row.shared_line, row.policy_id, row.model_version) else (
                     self.encoder.shared_line(from_json(row.features_json)))  # fmt: skip
-                yield row.position, offered.text(shared, offered.index[row.action_id], -row.reward / self.scale, row.probability)
+                chosen = offered.index[row.action_id]
+                yield row.position, offered.text(shared, chosen, self._cost(row.reward, offered.actions[chosen]), row.probability)
             if len(rows) < FETCH:
                 return
             position = rows[-1].position
+
+    def _cost(self, reward: float, action: Action) -> float:
+        """VW's cost of a joined reward: -reward / scale, a contact's less the restraint margin."""
+        return -(reward if action.do_nothing else reward - self.margin) / self.scale
 
     def _parse_offered(self, eligible: tuple[str, ...]) -> ActionLines:
         """The actions of a logged action list and their text."""

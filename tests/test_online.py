@@ -130,3 +130,24 @@ def test_learning_texts_are_the_examples_text_in_learning_order(make_brain: Call
     assert list(reader.texts(after)) == read[len(read) // 2 + 1 :]
     first = read[0][1].splitlines()
     assert first[0].startswith("shared ") and first[-1] == "" and sum(line.startswith("0:") for line in first) == 1
+
+
+def test_restraint_learns_every_contact_a_share_of_the_largest_outcome_value_worse(make_brain: Callable[..., Brain]) -> None:
+    config = config_with(snapshot_every=10_000)
+    brain = make_brain(config)
+    simulate(brain, days=10)
+    Worker(config, brain.store).joiner.run(until=T0 + 60 * DAY)
+    restrained = config_with(snapshot_every=10_000, restraint=0.05)
+    margin = 0.05 * max(abs(t.value) for t in config.outcomes.values())
+    plain = list(ExampleReader(config, brain.store.examples, logged_lines=True).read())
+    held = list(ExampleReader(restrained, brain.store.examples, logged_lines=True).read())
+    assert margin > 0 and len(plain) == len(held) > 20
+    contacts = 0
+    for (_, example, row), (_, restrained_example, _) in zip(plain, held, strict=True):
+        assert example.cost == pytest.approx(-row.reward / config.learner.reward_scale)
+        extra = 0.0 if row.action_id == "do_nothing" else margin / config.learner.reward_scale
+        assert restrained_example.cost == pytest.approx(example.cost + extra)
+        contacts += row.action_id != "do_nothing"
+    assert 0 < contacts < len(plain)
+    texts = ExampleReader(restrained, brain.store.examples, logged_lines=True).texts()
+    assert [text for _, text in texts] == [example_text(example) for _, example, _ in held]
