@@ -181,7 +181,8 @@ def test_a_run_interrupted_half_way_leaves_nothing_behind(flow: Flow) -> None:
 
 def test_the_default_grid_builds_on_the_configs_learner_and_every_setup_is_valid(flow: Flow) -> None:
     setups = default_setups(flow.config)
-    assert 8 <= len(setups) <= 12 and setups[0] == Setup("config")
+    assert 8 <= len(setups) <= 13 and setups[0] == Setup("config")
+    assert Setup("restraint-0.01", {"restraint": 0.01}) in setups
     assert len({s.name for s in setups}) == len(setups)
     for setup in setups:
         setup.config(flow.config)  # VW accepts every one
