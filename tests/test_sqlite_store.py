@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from reward.joiner import Joiner
 from store import open_store
 from store.errors import Conflict, StoreUnavailable, UnknownStore
 from store.opening import sqlite_path
-from store.records import START, DecisionRecord, JoinRun, OutcomeRecord
+from store.records import START, DecisionRecord, JoinRun, OutcomeRecord, decision_id_for
 from store.sqlite import SQLiteStore
 from store.sqlite.decisions import SQLiteDecisionLog
 from store.sqlite.engine import Engine
@@ -33,6 +34,8 @@ from tests.conftest import T0, sqlite_count, sqlite_rows
 
 DAY = 86_400.0
 BEFORE = Path(__file__).parent / "data" / "store-before-h1.db.gz"
+BEFORE_H3 = Path(__file__).parent / "data" / "store-before-h3.db.gz"
+"""Main's layout before decisions lost their request_id index (tests/data/make_store_before_h3.py)."""
 
 
 @pytest.fixture
@@ -186,7 +189,8 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     with closing(sqlite3.connect(tmp_path / "brein.db")) as conn:
         applied = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.store' ORDER BY id").fetchall()
     names = [name for (name,) in applied]
-    assert len(names) == len(set(names)) == 10 and names[0] == "m001_decision_log" and names[-1] == "m010_model_encoding_and_keys"
+    assert len(names) == len(set(names)) == 11
+    assert names[0] == "m001_decision_log" and names[-1] == "m011_decisions_without_request_index"
 
 
 def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> None:
@@ -277,10 +281,58 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         store.close()
     again = open_store(str(path))  # a plain path, as configs had it: nothing is applied twice
     try:
-        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 10
-        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 10
+        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 11
+        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 11
     finally:
         again.close()
+
+
+def _indexes_of_decisions(store: SQLiteStore) -> dict[str, list[str]]:
+    names = sqlite_rows(store, "SELECT name FROM pragma_index_list('decisions')")
+    return {name: [c for (c,) in sqlite_rows(store, f"SELECT name FROM pragma_index_info('{name}')")] for (name,) in names}
+
+
+def test_a_store_from_main_with_a_request_id_index_migrates_in_place(tmp_path: Path, config: BreinConfig) -> None:
+    """Main's file: every decision kept with its rowid (the joiner's), a decision made by the
+    Decider written into no request_id index, and still one decision a request id."""
+    path = tmp_path / "brein.db"
+    with gzip.open(BEFORE_H3) as packed, path.open("wb") as unpacked:
+        shutil.copyfileobj(packed, unpacked)
+    columns = "rowid, decision_id, request_id, customer_id, event_time, features, eligible, pmf, shadow, shared_line"
+    with closing(sqlite3.connect(path)) as conn:
+        before = conn.execute(f"SELECT {columns} FROM decisions ORDER BY rowid").fetchall()
+        queued = conn.execute("SELECT * FROM join_queue ORDER BY decision_id").fetchall()
+        assert ["request_id"] in [[c for (c,) in conn.execute(f"SELECT name FROM pragma_index_info('{name}')")]
+                                  for (name,) in conn.execute("SELECT name FROM pragma_index_list('decisions')")]  # fmt: skip
+    own = [row for row in before if row[1].startswith("own-")]
+    assert len(own) == 4 and len(before) > len(own) and len(queued) < len(before)  # some joined, some queued
+
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert sqlite_rows(store, f"SELECT {columns} FROM decisions ORDER BY rowid") == before
+        assert sqlite_rows(store, "SELECT * FROM join_queue ORDER BY decision_id") == queued
+        assert sqlite_rows(store, "SELECT decision_id FROM decisions WHERE derived = 0 ORDER BY rowid") == [(r[1],) for r in own]
+        assert sqlite_rows(store, "PRAGMA integrity_check") == [("ok",)]
+        indexes = _indexes_of_decisions(store)
+        assert sorted(indexes.values()) == [["customer_id", "event_time"], ["decision_id"], ["event_time"], ["request_id"]]
+        partial = "SELECT partial FROM pragma_index_list('decisions') WHERE name = 'decisions_request_not_derived'"
+        assert sqlite_rows(store, partial) == [(1,)]
+        # Found by request id, both kinds, and each request id still gives one decision.
+        found = store.decisions.decisions_by_request([r[2] for r in before])
+        assert sorted(d.decision_id for d in found.values()) == sorted(r[1] for r in before)
+        for record in found.values():
+            own, derived = f"new-{record.decision_id}", decision_id_for(record.request_id)
+            for again in (replace(record, decision_id=own), replace(record, decision_id=derived)):
+                if again.decision_id != record.decision_id:
+                    with pytest.raises(Conflict):
+                        store.decisions.submit_decisions([again]).result()
+        fresh = replace(next(iter(found.values())), request_id="fresh", decision_id=decision_id_for("fresh"))
+        store.decisions.submit_decisions([fresh]).result()
+        assert store.decisions.decisions_by_request(["fresh"]) == {"fresh": fresh}
+        assert sqlite_rows(store, "SELECT derived FROM decisions WHERE request_id = 'fresh'") == [(1,)]
+    finally:
+        store.close()
 
 
 def _fill_wal(engine: Engine, commits: int = 120) -> None:
