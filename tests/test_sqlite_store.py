@@ -189,8 +189,8 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     with closing(sqlite3.connect(tmp_path / "brein.db")) as conn:
         applied = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.store' ORDER BY id").fetchall()
     names = [name for (name,) in applied]
-    assert len(names) == len(set(names)) == 11
-    assert names[0] == "m001_decision_log" and names[-1] == "m011_decisions_without_request_index"
+    assert len(names) == len(set(names)) == 12
+    assert names[0] == "m001_decision_log" and names[-1] == "m012_decisions_queued_by_trigger"
 
 
 def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> None:
@@ -281,8 +281,8 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         store.close()
     again = open_store(str(path))  # a plain path, as configs had it: nothing is applied twice
     try:
-        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 11
-        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 11
+        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 12
+        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 12
     finally:
         again.close()
 

@@ -38,7 +38,6 @@ from store.sqlite.engine import Engine, Mergeable
 from store.sqlite.statements import MAX_IDS, insert_rows, marks, slices
 
 _INSERT_DECISIONS = f"INSERT INTO decisions ({DECISION_COLUMNS}, derived) VALUES "
-_INSERT_QUEUED = "INSERT INTO join_queue (decision_id, event_time) VALUES "
 _INSERT_OUTCOME = f"INSERT INTO outcomes ({OUTCOME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SENT = f"SELECT {SENT_COLUMNS} FROM outcomes WHERE outcome_id = ?"
 
@@ -99,24 +98,23 @@ def _with_derived_ids(request_ids: Sequence[str]) -> tuple[str, ...]:
 
 
 class DecisionWrite(Mergeable):
-    """Decision rows and their join-queue entries: a write the writer merges with its neighbours.
+    """Decision rows (each enters the join queue by the schema's trigger): a write the writer merges
+    with its neighbours.
 
     One decision a request id: a derived decision (its id is its request id's, as the Decider makes
     them) by its primary key, others by a partial unique index, the two kinds against each other
     by the schema's trigger (an other one came first) and by ``_check_not_derived`` (a derived one
     came first, or comes in the same statement)."""
 
-    __slots__ = ("rows", "queued", "not_derived")
+    __slots__ = ("rows", "not_derived")
 
     def __init__(self, records: Sequence[DecisionRecord]) -> None:
         self.rows = [(*decision_row(r), int(r.decision_id == decision_id_for(r.request_id))) for r in records]
-        self.queued = [(r.decision_id, r.event_time) for r in records]
         self.not_derived = [row[1] for row in self.rows if not row[-1]]
 
     @classmethod
     def merged(cls, conn: sqlite3.Connection, writes: Sequence[DecisionWrite]) -> None:
         insert_rows(conn, _INSERT_DECISIONS, [row for w in writes for row in w.rows])
-        insert_rows(conn, _INSERT_QUEUED, [queued for w in writes for queued in w.queued])
         _check_not_derived(conn, [request_id for w in writes for request_id in w.not_derived])
 
 

@@ -314,3 +314,13 @@ def m011_decisions_without_request_index(db: Database) -> None:
             WHEN NEW.derived = 1 AND EXISTS (SELECT 1 FROM decisions WHERE derived = 0 AND request_id = NEW.request_id)
             BEGIN SELECT RAISE(ABORT, 'UNIQUE constraint failed: decisions.request_id'); END"""
     )
+
+
+@migrations()
+def m012_decisions_queued_by_trigger(db: Database) -> None:
+    """A decision enters the join queue by a trigger in the statement that logs it: the writer runs
+    one statement for a group's decisions and their queue entries, not one for each table."""
+    db.execute(
+        """CREATE TRIGGER decisions_queued AFTER INSERT ON decisions
+            BEGIN INSERT INTO join_queue (decision_id, event_time) VALUES (NEW.decision_id, NEW.event_time); END"""
+    )
