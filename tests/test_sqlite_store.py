@@ -5,6 +5,7 @@ opening a new store together. What every backend promises is in tests/test_store
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 import shutil
 import sqlite3
@@ -116,6 +117,43 @@ def test_neighbouring_decision_writes_commit_together_and_a_refused_one_fails_al
             "d3",
             "d4",
         ]
+
+
+def test_a_group_of_decisions_alone_is_one_insert_with_no_savepoint_and_a_refused_one_still_fails_alone(
+    store: SQLiteStore,
+) -> None:
+    log = store.decisions
+    logged = _decision("d0", "c0", 1.0)
+    log.submit_decisions([logged]).result()
+    statements: list[str] = []
+    for refused in (None, 1):
+        gate, inside = threading.Event(), threading.Event()
+
+        def hold(conn: sqlite3.Connection, gate: threading.Event = gate, inside: threading.Event = inside) -> bool:
+            inside.set()
+            return gate.wait(5)
+
+        blocker = store.engine.submit(hold)  # the next writes queue up as one group
+        assert inside.wait(5)
+        ids = [f"r{refused}-{i}" for i in range(4)]
+        records = [replace(_decision(decision_id_for(r), f"c{i}", 2.0 + i), request_id=r) for i, r in enumerate(ids)]
+        if refused is not None:
+            records[refused] = logged
+        writes = [log.submit_decisions(records[:2]), log.submit_decisions(records[2:3]), log.submit_decisions(records[3:])]
+        store.engine._writer_conn.set_trace_callback(statements.append)
+        gate.set()
+        if refused is None:
+            assert [w.result() for w in writes] == [None, None, None]
+        else:
+            with pytest.raises(Conflict, match="UNIQUE constraint failed"):
+                writes[0].result()
+            assert writes[1].result() is None and writes[2].result() is None
+        store.engine._writer_conn.set_trace_callback(None)
+        assert blocker.result() is True
+        if refused is None:  # the blocker's group ends, then this group: four rows in one statement (traced once a trigger)
+            run = [text.split(" (")[0] for text, _ in itertools.groupby(statements)]
+            assert run == ["RELEASE w", "COMMIT", "BEGIN IMMEDIATE", "INSERT INTO decisions", "COMMIT"]
+    assert sqlite_count(store, "join_queue") == sqlite_count(store, "decisions") == 1 + 4 + 2  # the refused write is all or none
 
 
 def test_an_in_memory_store_reads_what_its_writer_committed_from_any_thread() -> None:
@@ -322,8 +360,8 @@ def test_a_store_from_main_with_a_request_id_index_migrates_in_place(tmp_path: P
         found = store.decisions.decisions_by_request([r[2] for r in before])
         assert sorted(d.decision_id for d in found.values()) == sorted(r[1] for r in before)
         for record in found.values():
-            own, derived = f"new-{record.decision_id}", decision_id_for(record.request_id)
-            for again in (replace(record, decision_id=own), replace(record, decision_id=derived)):
+            own_id, derived_id = f"new-{record.decision_id}", decision_id_for(record.request_id)
+            for again in (replace(record, decision_id=own_id), replace(record, decision_id=derived_id)):
                 if again.decision_id != record.decision_id:
                     with pytest.raises(Conflict):
                         store.decisions.submit_decisions([again]).result()
