@@ -103,7 +103,7 @@ class DecisionWrite(Mergeable):
 
     One decision a request id: a derived decision (its id is its request id's, as the Decider makes
     them) by its primary key, others by a partial unique index, the two kinds against each other
-    by the schema's trigger (an other one came first) and by ``_check_not_derived`` (a derived one
+    by the schema's trigger decisions_queued (an other one came first) and by ``_check_not_derived`` (a derived one
     came first, or comes in the same statement)."""
 
     __slots__ = ("rows", "not_derived")
