@@ -7,12 +7,11 @@ import math
 import uuid
 from collections.abc import Sequence
 
+from store.records import decision_id_for
+
+__all__ = ["decision_id_for", "finite_pmf", "floored", "new_request_id", "sample_index", "uniform_draw"]
+
 PMF_TOLERANCE = 1e-6
-
-
-def decision_id_for(request_id: str) -> str:
-    """Decision ids follow from request ids, so a replayed request stream gives the same decisions."""
-    return hashlib.blake2b(request_id.encode("utf-8"), digest_size=16, person=b"brein-decision").hexdigest()
 
 
 def new_request_id() -> str:

@@ -8,6 +8,7 @@ backend takes and gives back, whatever it stores it as.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NamedTuple
@@ -29,6 +30,12 @@ START: Cursor = (0, 0.0, "")
 
 
 # -- the decision log ---------------------------------------------------------------------------
+
+
+def decision_id_for(request_id: str) -> str:
+    """Decision ids follow from request ids, so a replayed request stream gives the same decisions
+    (and a store may find a request's decision by its id: store/sqlite/decisions.py)."""
+    return hashlib.blake2b(request_id.encode("utf-8"), digest_size=16, person=b"brein-decision").hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

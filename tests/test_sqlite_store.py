@@ -5,6 +5,7 @@ opening a new store together. What every backend promises is in tests/test_store
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 import shutil
 import sqlite3
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from reward.joiner import Joiner
 from store import open_store
 from store.errors import Conflict, StoreUnavailable, UnknownStore
 from store.opening import sqlite_path
-from store.records import START, DecisionRecord, JoinRun, OutcomeRecord
+from store.records import START, DecisionRecord, JoinRun, OutcomeRecord, decision_id_for
 from store.sqlite import SQLiteStore
 from store.sqlite.decisions import SQLiteDecisionLog
 from store.sqlite.engine import Engine
@@ -33,6 +35,8 @@ from tests.conftest import T0, sqlite_count, sqlite_rows
 
 DAY = 86_400.0
 BEFORE = Path(__file__).parent / "data" / "store-before-h1.db.gz"
+BEFORE_H3 = Path(__file__).parent / "data" / "store-before-h3.db.gz"
+"""Main's layout before decisions lost their request_id index (tests/data/make_store_before_h3.py)."""
 
 
 @pytest.fixture
@@ -115,6 +119,43 @@ def test_neighbouring_decision_writes_commit_together_and_a_refused_one_fails_al
         ]
 
 
+def test_a_group_of_decisions_alone_is_one_insert_with_no_savepoint_and_a_refused_one_still_fails_alone(
+    store: SQLiteStore,
+) -> None:
+    log = store.decisions
+    logged = _decision("d0", "c0", 1.0)
+    log.submit_decisions([logged]).result()
+    statements: list[str] = []
+    for refused in (None, 1):
+        gate, inside = threading.Event(), threading.Event()
+
+        def hold(conn: sqlite3.Connection, gate: threading.Event = gate, inside: threading.Event = inside) -> bool:
+            inside.set()
+            return gate.wait(5)
+
+        blocker = store.engine.submit(hold)  # the next writes queue up as one group
+        assert inside.wait(5)
+        ids = [f"r{refused}-{i}" for i in range(4)]
+        records = [replace(_decision(decision_id_for(r), f"c{i}", 2.0 + i), request_id=r) for i, r in enumerate(ids)]
+        if refused is not None:
+            records[refused] = logged
+        writes = [log.submit_decisions(records[:2]), log.submit_decisions(records[2:3]), log.submit_decisions(records[3:])]
+        store.engine._writer_conn.set_trace_callback(statements.append)
+        gate.set()
+        if refused is None:
+            assert [w.result() for w in writes] == [None, None, None]
+        else:
+            with pytest.raises(Conflict, match="UNIQUE constraint failed"):
+                writes[0].result()
+            assert writes[1].result() is None and writes[2].result() is None
+        store.engine._writer_conn.set_trace_callback(None)
+        assert blocker.result() is True
+        if refused is None:  # the blocker's group ends, then this group: four rows in one statement (traced once a trigger)
+            run = [text.split(" (")[0] for text, _ in itertools.groupby(statements)]
+            assert run == ["RELEASE w", "COMMIT", "BEGIN IMMEDIATE", "INSERT INTO decisions", "COMMIT"]
+    assert sqlite_count(store, "join_queue") == sqlite_count(store, "decisions") == 1 + 4 + 2  # the refused write is all or none
+
+
 def test_an_in_memory_store_reads_what_its_writer_committed_from_any_thread() -> None:
     """One connection, taken by the writer for a whole group commit and by each read between
     commits: every write, once its future resolved, is read back whole by every thread."""
@@ -186,7 +227,8 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     with closing(sqlite3.connect(tmp_path / "brein.db")) as conn:
         applied = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.store' ORDER BY id").fetchall()
     names = [name for (name,) in applied]
-    assert len(names) == len(set(names)) == 10 and names[0] == "m001_decision_log" and names[-1] == "m010_model_encoding_and_keys"
+    assert len(names) == len(set(names)) == 12
+    assert names[0] == "m001_decision_log" and names[-1] == "m012_decisions_queued_by_trigger"
 
 
 def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> None:
@@ -277,10 +319,58 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         store.close()
     again = open_store(str(path))  # a plain path, as configs had it: nothing is applied twice
     try:
-        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 10
-        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 10
+        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 12
+        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 12
     finally:
         again.close()
+
+
+def _indexes_of_decisions(store: SQLiteStore) -> dict[str, list[str]]:
+    names = sqlite_rows(store, "SELECT name FROM pragma_index_list('decisions')")
+    return {name: [c for (c,) in sqlite_rows(store, f"SELECT name FROM pragma_index_info('{name}')")] for (name,) in names}
+
+
+def test_a_store_from_main_with_a_request_id_index_migrates_in_place(tmp_path: Path, config: BreinConfig) -> None:
+    """Main's file: every decision kept with its rowid (the joiner's), a decision made by the
+    Decider written into no request_id index, and still one decision a request id."""
+    path = tmp_path / "brein.db"
+    with gzip.open(BEFORE_H3) as packed, path.open("wb") as unpacked:
+        shutil.copyfileobj(packed, unpacked)
+    columns = "rowid, decision_id, request_id, customer_id, event_time, features, eligible, pmf, shadow, shared_line"
+    with closing(sqlite3.connect(path)) as conn:
+        before = conn.execute(f"SELECT {columns} FROM decisions ORDER BY rowid").fetchall()
+        queued = conn.execute("SELECT * FROM join_queue ORDER BY decision_id").fetchall()
+        assert ["request_id"] in [[c for (c,) in conn.execute(f"SELECT name FROM pragma_index_info('{name}')")]
+                                  for (name,) in conn.execute("SELECT name FROM pragma_index_list('decisions')")]  # fmt: skip
+    own = [row for row in before if row[1].startswith("own-")]
+    assert len(own) == 4 and len(before) > len(own) and len(queued) < len(before)  # some joined, some queued
+
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert sqlite_rows(store, f"SELECT {columns} FROM decisions ORDER BY rowid") == before
+        assert sqlite_rows(store, "SELECT * FROM join_queue ORDER BY decision_id") == queued
+        assert sqlite_rows(store, "SELECT decision_id FROM decisions WHERE derived = 0 ORDER BY rowid") == [(r[1],) for r in own]
+        assert sqlite_rows(store, "PRAGMA integrity_check") == [("ok",)]
+        indexes = _indexes_of_decisions(store)
+        assert sorted(indexes.values()) == [["customer_id", "event_time"], ["decision_id"], ["event_time"], ["request_id"]]
+        partial = "SELECT partial FROM pragma_index_list('decisions') WHERE name = 'decisions_request_not_derived'"
+        assert sqlite_rows(store, partial) == [(1,)]
+        # Found by request id, both kinds, and each request id still gives one decision.
+        found = store.decisions.decisions_by_request([r[2] for r in before])
+        assert sorted(d.decision_id for d in found.values()) == sorted(r[1] for r in before)
+        for record in found.values():
+            own_id, derived_id = f"new-{record.decision_id}", decision_id_for(record.request_id)
+            for again in (replace(record, decision_id=own_id), replace(record, decision_id=derived_id)):
+                if again.decision_id != record.decision_id:
+                    with pytest.raises(Conflict):
+                        store.decisions.submit_decisions([again]).result()
+        fresh = replace(next(iter(found.values())), request_id="fresh", decision_id=decision_id_for("fresh"))
+        store.decisions.submit_decisions([fresh]).result()
+        assert store.decisions.decisions_by_request(["fresh"]) == {"fresh": fresh}
+        assert sqlite_rows(store, "SELECT derived FROM decisions WHERE request_id = 'fresh'") == [(1,)]
+    finally:
+        store.close()
 
 
 def _fill_wal(engine: Engine, commits: int = 120) -> None:

@@ -36,6 +36,7 @@ from store.records import (
     OutcomeRecord,
     PolicyEntry,
     PolicyEvent,
+    decision_id_for,
 )
 from tests.conftest import T0
 
@@ -91,6 +92,34 @@ def test_decisions_by_request_finds_the_logged_ones(store: Store) -> None:
     assert set(found) == set(wanted) - {"r-unknown"}
     assert found["r-d4"] == store.decisions.decision("d4")
     assert store.decisions.decisions_by_request([]) == {}
+
+
+def derived(request_id: str, customer: str, at: float) -> DecisionRecord:
+    """A decision as the Decider makes it: its id follows from its request id."""
+    return decision(decision_id_for(request_id), customer, at, request_id=request_id)
+
+
+@pytest.mark.parametrize("together", [False, True])
+def test_a_request_id_gives_one_decision_whatever_the_ids_of_its_decisions(store: Store, together: bool) -> None:
+    """Decision ids that follow from the request id (the Decider's) and ids of their own (a
+    record's) against each other, in either order, in one write or two, and found by request id."""
+    kept = [derived("q1", "c1", T0), decision("own-1", "c1", T0, request_id="q2")]
+    log(store, *kept)
+    refused = (decision("own-2", "c2", T0, request_id="q1"), derived("q2", "c2", T0), decision("own-3", "c", T0, request_id="q2"))
+    for again in refused:
+        with pytest.raises(Conflict):
+            if together:
+                log(store, decision("d-ok", "c3", T0), again)
+            else:
+                log(store, again)
+    for first, second in ((derived("q3", "c4", T0), decision("own-4", "c4", T0, request_id="q3")),
+                          (decision("own-5", "c5", T0, request_id="q4"), derived("q4", "c5", T0))):  # fmt: skip
+        with pytest.raises(Conflict):
+            log(store, first, second)  # one write: all or none
+    assert store.decisions.decision_count() == 2
+    assert store.decisions.decisions_by_request(["q1", "q2", "q3", "q4"]) == {"q1": kept[0], "q2": kept[1]}
+    logged, _ = store.decisions.deciding_reads(["q1", "q2", "q3"], ["c1"], T0, T0, 7.0)
+    assert logged == {"q1": kept[0], "q2": kept[1]}
 
 
 def test_features_before_reads_the_newest_decisions_raw_features(store: Store) -> None:

@@ -13,7 +13,17 @@ import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 
-from store.records import DAY, ActivationRecord, Contact, CustomerLog, DecisionRecord, Head, OutcomeRecord, SharedFeatures
+from store.records import (
+    DAY,
+    ActivationRecord,
+    Contact,
+    CustomerLog,
+    DecisionRecord,
+    Head,
+    OutcomeRecord,
+    SharedFeatures,
+    decision_id_for,
+)
 from store.rows import (
     DECISION_COLUMNS,
     OUTCOME_COLUMNS,
@@ -27,8 +37,7 @@ from store.rows import (
 from store.sqlite.engine import Engine, Mergeable
 from store.sqlite.statements import MAX_IDS, insert_rows, marks, slices
 
-_INSERT_DECISIONS = f"INSERT INTO decisions ({DECISION_COLUMNS}) VALUES "
-_INSERT_QUEUED = "INSERT INTO join_queue (decision_id, event_time) VALUES "
+_INSERT_DECISIONS = f"INSERT INTO decisions ({DECISION_COLUMNS}, derived) VALUES "
 _INSERT_OUTCOME = f"INSERT INTO outcomes ({OUTCOME_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SENT = f"SELECT {SENT_COLUMNS} FROM outcomes WHERE outcome_id = ?"
 
@@ -62,27 +71,60 @@ SELECT 3, customer_id, event_time, type, NULL, NULL FROM outcomes
 
 
 def _logged_sql(start: int, requests: int) -> str:
+    """Part 4: ``requests`` request ids from ?start on, then as many decision ids (theirs, if derived)."""
     if not requests:
         return ""
     ids = ", ".join(f"?{start + i}" for i in range(requests))
+    derived_ids = ", ".join(f"?{start + requests + i}" for i in range(requests))
     return f"""
 UNION ALL
-SELECT 4, request_id, NULL, decision_id, NULL, NULL FROM decisions WHERE request_id IN ({ids})"""
+SELECT 4, request_id, NULL, decision_id, NULL, NULL FROM decisions WHERE decision_id IN ({derived_ids}) AND derived = 1
+UNION ALL
+SELECT 4, request_id, NULL, decision_id, NULL, NULL FROM decisions WHERE request_id IN ({ids}) AND derived = 0"""
+
+
+@functools.lru_cache(maxsize=64)
+def _by_request_sql(count: int) -> str:
+    """The decisions of ``count`` request ids, then as many decision ids (theirs, if derived)."""
+    return (
+        f"SELECT {DECISION_COLUMNS} FROM decisions WHERE request_id IN ({marks(count)}) AND derived = 0 "
+        f"UNION ALL SELECT {DECISION_COLUMNS} FROM decisions WHERE decision_id IN ({marks(count)}) AND derived = 1"
+    )
+
+
+def _with_derived_ids(request_ids: Sequence[str]) -> tuple[str, ...]:
+    """The request ids, then the decision id each would have if the Decider made it."""
+    return (*request_ids, *map(decision_id_for, request_ids))
 
 
 class DecisionWrite(Mergeable):
-    """Decision rows and their join-queue entries: a write the writer merges with its neighbours."""
+    """Decision rows (each enters the join queue by the schema's trigger): a write the writer merges
+    with its neighbours.
 
-    __slots__ = ("rows", "queued")
+    One decision a request id: a derived decision (its id is its request id's, as the Decider makes
+    them) by its primary key, others by a partial unique index, the two kinds against each other
+    by the schema's trigger decisions_queued (an other one came first) and by ``_check_not_derived`` (a derived one
+    came first, or comes in the same statement)."""
+
+    __slots__ = ("rows", "not_derived")
 
     def __init__(self, records: Sequence[DecisionRecord]) -> None:
-        self.rows = [decision_row(r) for r in records]
-        self.queued = [(r.decision_id, r.event_time) for r in records]
+        self.rows = [(*decision_row(r), int(r.decision_id == decision_id_for(r.request_id))) for r in records]
+        self.not_derived = [row[1] for row in self.rows if not row[-1]]
 
     @classmethod
     def merged(cls, conn: sqlite3.Connection, writes: Sequence[DecisionWrite]) -> None:
         insert_rows(conn, _INSERT_DECISIONS, [row for w in writes for row in w.rows])
-        insert_rows(conn, _INSERT_QUEUED, [queued for w in writes for queued in w.queued])
+        _check_not_derived(conn, [request_id for w in writes for request_id in w.not_derived])
+
+
+def _check_not_derived(conn: sqlite3.Connection, request_ids: Sequence[str]) -> None:
+    """Refuse (IntegrityError, as the database would) request ids just written for decisions whose
+    id is not derived from them when a derived decision has one of them too."""
+    for ids in slices(request_ids):
+        if conn.execute(f"SELECT 1 FROM decisions WHERE decision_id IN ({marks(len(ids))}) AND derived = 1 LIMIT 1",
+                        [decision_id_for(i) for i in ids]).fetchone() is not None:  # fmt: skip
+            raise sqlite3.IntegrityError("UNIQUE constraint failed: decisions.request_id")
 
 
 def _contact_time(contact: Contact) -> float:
@@ -133,7 +175,7 @@ class SQLiteDecisionLog:
         found = {}
         with self._engine.reading() as conn:
             for ids in slices(request_ids):
-                for row in conn.execute(f"SELECT {DECISION_COLUMNS} FROM decisions WHERE request_id IN ({marks(len(ids))})", ids):
+                for row in conn.execute(_by_request_sql(len(ids)), _with_derived_ids(ids)):
                     found[row[1]] = decision_from_row(row)
         return found
 
@@ -165,7 +207,7 @@ class SQLiteDecisionLog:
         span = (first - lookback_days * DAY, last + lookback_days * DAY, first)
         with self._engine.reading() as conn:
             for ids in slices(customer_ids):
-                rows = conn.execute(_customer_logs_sql(len(ids), len(asked)), (*ids, *span, *asked))
+                rows = conn.execute(_customer_logs_sql(len(ids), len(asked)), (*ids, *span, *_with_derived_ids(asked)))
                 asked = []  # with the first slice's statement
                 for part, customer, at, name, channel, offer in rows:
                     if part == 0:

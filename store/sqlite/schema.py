@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from sqlite_utils import Database, Migrations
 
+from store.records import decision_id_for
+
 migrations = Migrations("brein.store")
 
 LEGACY_TABLE = "_sqlite_migrations"
@@ -275,3 +277,46 @@ def m010_model_encoding_and_keys(db: Database) -> None:
     db.execute("DROP TABLE models")
     db.execute("ALTER TABLE models_by_policy RENAME TO models")
     db.execute("CREATE INDEX models_policy ON models (policy_id, created_at)")
+
+
+@migrations()
+def m011_decisions_without_request_index(db: Database) -> None:
+    """A decision made by the Decider has ``decision_id = decision_id_for(request_id)`` (``derived``
+    = 1): its primary key already makes its request id unique, and a request's decision is found by
+    that key. The ``request_id UNIQUE`` index repeated it and cost every insert a page write at a
+    random place; it goes (a table rebuild: SQLite drops no constraint in place). Request ids of the
+    other decisions (records made by tests and benchmarks, ``derived`` = 0) stay unique through a
+    partial index that holds only them, and the two kinds through m012's trigger and the write
+    (store/sqlite/decisions.py). Rowids are kept: the joiner reads them."""
+    db.conn.create_function("decision_id_for", 1, decision_id_for, deterministic=True)
+    columns = [row[1] for row in db.execute("SELECT * FROM pragma_table_info('decisions')").fetchall()]
+    create = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'decisions'").fetchone()[0]
+    rebuilt = create.replace("request_id TEXT NOT NULL UNIQUE", "request_id TEXT NOT NULL", 1)
+    if rebuilt == create:
+        raise RuntimeError(f"expected decisions.request_id UNIQUE, got {create}")
+    rebuilt = rebuilt.replace("CREATE TABLE decisions", "CREATE TABLE decisions_rebuilt", 1).rstrip()
+    db.execute(rebuilt[:-1] + ", derived INTEGER NOT NULL DEFAULT 1)")
+    listed = ", ".join(columns)
+    db.execute(f"INSERT INTO decisions_rebuilt (rowid, {listed}, derived) "
+               f"SELECT rowid, {listed}, decision_id = decision_id_for(request_id) FROM decisions ORDER BY rowid")  # fmt: skip
+    db.execute("DROP TABLE decisions")
+    db.execute("ALTER TABLE decisions_rebuilt RENAME TO decisions")
+    db.execute("CREATE INDEX decisions_customer_time ON decisions (customer_id, event_time)")
+    db.execute("CREATE INDEX decisions_event_time ON decisions (event_time)")
+    db.execute("CREATE UNIQUE INDEX decisions_request_not_derived ON decisions (request_id) WHERE derived = 0")
+
+
+@migrations()
+def m012_decisions_queued_by_trigger(db: Database) -> None:
+    """A decision enters the join queue by a trigger in the statement that logs it: the writer runs
+    one statement for a group's decisions and their queue entries, not one for each table. The same
+    trigger (one program a row) refuses a decision whose id is its request id's (``derived``) when
+    a decision whose id is not (written only by tests and benchmarks) already has that request id."""
+    db.execute(
+        """CREATE TRIGGER decisions_queued AFTER INSERT ON decisions
+            BEGIN
+                SELECT RAISE(ABORT, 'UNIQUE constraint failed: decisions.request_id')
+                    WHERE NEW.derived = 1 AND EXISTS (SELECT 1 FROM decisions WHERE derived = 0 AND request_id = NEW.request_id);
+                INSERT INTO join_queue (decision_id, event_time) VALUES (NEW.decision_id, NEW.event_time);
+            END"""
+    )

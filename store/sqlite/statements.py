@@ -8,8 +8,9 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
 
-ROWS_PER_STATEMENT = (256, 64, 16, 4, 1)
-"""Rows one INSERT takes, largest first: few distinct statements to prepare, few executions."""
+ROWS_PER_STATEMENT = (256, 128, 64, 32, 16, 8, 4, 2, 1)
+"""Rows one INSERT takes, largest first: n rows in at most popcount(n % 256) + n // 256 statements
+(a group commit's 7 decisions in 3, not 4), from nine statements prepared once."""
 MAX_IDS = 500
 """Ids bound in one statement (SQLite allows 32766 variables)."""
 
