@@ -31,7 +31,7 @@ from psycopg import sql
 
 from bandit.config import load_config
 from bench.join import CONFIG, build
-from bench.postgres import DEFAULT_URL, _backends
+from bench.postgres import DEFAULT_URL, backends
 from reward.joiner import Joiner
 from store import open_store
 from store.ports import JoinState
@@ -113,22 +113,22 @@ def join_copy(server: str, log: str) -> dict[str, Any]:
         try:
             joins = TimedJoinState(store.joins)
             joiner = Joiner(config, joins)
-            before, cpu_before = _backends(database), resource.getrusage(resource.RUSAGE_SELF)
+            before, cpu_before = backends(database), resource.getrusage(resource.RUSAGE_SELF)
             started = time.perf_counter()
             report = joiner.run(UNTIL)
             wall = time.perf_counter() - started
-            after, cpu_after = _backends(database), resource.getrusage(resource.RUSAGE_SELF)
+            after, cpu_after = backends(database), resource.getrusage(resource.RUSAGE_SELF)
         finally:
             store.close()
         with psycopg.connect(url) as conn:
             digest = conn.execute(DIGEST).fetchone()
-    backends = sorted((cpu - before.get(pid, (0.0, 0.0))[0] for pid, (cpu, _) in after.items()), reverse=True)
+    per_backend = sorted((cpu - before.get(pid, (0.0, 0.0))[0] for pid, (cpu, _) in after.items()), reverse=True)
     return {
         "wall_s": round(wall, 1),
         "process_cpu_s": round(_cpu(cpu_after) - _cpu(cpu_before), 1),
         "peak_rss_mib": round(cpu_after.ru_maxrss / 1024),
-        "database_cpu_s": round(sum(backends), 1),
-        "database_cpu_per_backend_s": [round(b, 1) for b in backends],
+        "database_cpu_s": round(sum(per_backend), 1),
+        "database_cpu_per_backend_s": [round(b, 1) for b in per_backend],
         "joined": report.joined,
         "unactivated": report.unactivated,
         "seconds_in": {name: round(seconds, 1) for name, seconds in sorted(joins.spent.items())},

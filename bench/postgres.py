@@ -51,11 +51,17 @@ def database_of(url: str) -> str:
     return urlsplit(url).path.lstrip("/")
 
 
-def _backends(database: str | None) -> dict[int, tuple[float, float]]:
+def stat_cpu_seconds(stat: str) -> float:
+    """CPU seconds (user + system) from the text of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backends(database: str | None) -> dict[int, tuple[float, float]]:
     """Each PostgreSQL process's (CPU seconds, resident MiB): the backends serving ``database``, or
     every PostgreSQL process when None (then other clients of the server, and its background
     writers, too)."""
-    ticks, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    page = os.sysconf("SC_PAGE_SIZE")
     found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -65,7 +71,7 @@ def _backends(database: str | None) -> dict[int, tuple[float, float]]:
             continue
         name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
         if name.startswith("postgres") and (database is None or f" {database} " in title):
-            found[int(stat.parent.name)] = ((int(fields[11]) + int(fields[12])) / ticks, int(fields[21]) * page / 2**20)
+            found[int(stat.parent.name)] = (stat_cpu_seconds(text), int(fields[21]) * page / 2**20)
     return found
 
 
@@ -73,7 +79,7 @@ def postgres_cpu(database: str | None = None) -> float:
     """CPU seconds (user + system) the PostgreSQL processes on this machine have used (/proc): the
     backends serving ``database``, or every one when None. A backend that has exited is no longer
     counted: read before and after a run while the pool keeps its connections (or use Sampler)."""
-    return sum(cpu for cpu, _ in _backends(database).values())
+    return sum(cpu for cpu, _ in backends(database).values())
 
 
 class Sampler:
@@ -84,7 +90,7 @@ class Sampler:
     def __init__(self, database: str, every: float = 0.2) -> None:
         self._database, self._every = database, every
         self._cpu: dict[int, float] = {}
-        self._before = set(_backends(database))
+        self._before = set(backends(database))
         self.peak_mib = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-postgres-sampler", daemon=True)
@@ -94,7 +100,7 @@ class Sampler:
             self._look()
 
     def _look(self) -> None:
-        seen = _backends(self._database)
+        seen = backends(self._database)
         for pid, (cpu, _) in seen.items():
             if pid not in self._before:
                 self._cpu[pid] = cpu

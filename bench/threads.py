@@ -24,7 +24,7 @@ from pathlib import Path
 from bandit.config import parse_config
 from bench import load
 from bench.decide import SEED, ClientProcess, ServerProcess
-from bench.postgres import scratch_database
+from bench.postgres import scratch_database, stat_cpu_seconds
 from bench.workload import telecom_config, train_model
 from store.opening import is_postgres
 
@@ -34,16 +34,14 @@ CONCURRENCY = 32
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of each thread of process ``pid``, keyed by '<name>:<thread id>' (Python's own
     threads are all named 'python' there; the store's writer is the busiest of them in Brein's server)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     seconds = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat, name = (task / "stat").read_text(), (task / "comm").read_text().strip()
         except OSError:  # the thread ended between two looks
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
         label = "event loop (main thread)" if task.name == str(pid) else f"{name}:{task.name}"
-        seconds[label] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        seconds[label] = stat_cpu_seconds(stat)
     return seconds
 
 

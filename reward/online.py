@@ -115,12 +115,13 @@ class ExampleReader:
         after ``after`` with since <= event time < until."""
         for row in logged_examples(self.examples, after, since=since, until=until):
             offered = self._offered(row.eligible)
+            chosen = offered.index[row.action_id]
             example = LabelledExample(
                 shared_line=self._shared_line(row.shared_line, row.features),
                 actions=offered.actions,
-                chosen=offered.index[row.action_id],
+                chosen=chosen,
                 probability=row.probability,
-                cost=self._cost(row.reward, offered.actions[offered.index[row.action_id]]),
+                cost=self._cost(row.reward, offered.actions[chosen]),
             )
             yield row.position, example, row
 

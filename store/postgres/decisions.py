@@ -237,7 +237,7 @@ class PostgresDecisionLog:
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         if not request_ids:
             return {}
-        return _by_request(self._engine.rows(BY_REQUEST, (list(request_ids),)))
+        return {row[1]: decision_from_row(row) for row in self._engine.rows(BY_REQUEST, (list(request_ids),))}
 
     def customer_logs(
         self, customer_ids: Collection[str], first: float, last: float, lookback_days: float
@@ -268,10 +268,6 @@ class PostgresDecisionLog:
 
     def decision_count(self) -> int:
         return int(self._engine.value("SELECT COUNT(*) FROM decisions"))
-
-
-def _by_request(rows: list[tuple[Any, ...]]) -> dict[str, DecisionRecord]:
-    return {row[1]: decision_from_row(row) for row in rows}
 
 
 def _customer_logs(
