@@ -155,7 +155,8 @@ class LearnerConfig(_Strict):
     # over do-nothing clears that hurdle. The argmax over many noisy estimates against one do-nothing
     # is biased towards some contact. Off by default: 0.01 cut contacts by a quarter on the choosing
     # worlds but lost the median share (docs/simulation.md, "Choosing the defaults, round 3"). Learning
-    # only: logged rewards, evaluation and the export's rewards are untouched.
+    # only: logged rewards, evaluation and the export's `_reward` are untouched; the export's
+    # `_label_cost` is the cost learned (margin included), so `vw --dsjson` still reproduces the model.
     restraint: float = Field(default=0.0, ge=0.0, lt=1.0)
     # Every eligible action keeps at least this probability (at most 1/K: uniform), mixed in after the
     # learner's pmf, so the log keeps the support off-policy evaluation and tuning need.
