@@ -158,7 +158,7 @@ class TextTrainer:
 
     VW's driver reads the text with its C++ reader: faster than learning one example at a time
     through the Python API, and the same model as learning all chunks in one uninterrupted run,
-    since a saved model resumes its learning state. It runs with ``onethread``: the driver holds
+    since a saved model resumes its learning state (given its arguments again). It runs with ``onethread``: the driver holds
     the GIL anyway, and its background parser thread cost more than it saved in every run measured,
     most of all per snapshot-sized chunk (docs/benchmarks.md, "Online learning").
     """
@@ -193,11 +193,12 @@ class TextTrainer:
 
     def _run_driver(self, folder: Path, model_data: bytes | None) -> bytes:
         """VW's driver on ``folder``'s examples.txt, from ``model_data``: the model it learned."""
-        if model_data is None:
-            source = [a for a in self.args if a != "--quiet"]
-        else:
+        source = [a for a in self.args if a != "--quiet"]
+        if model_data is not None:
+            # A model file keeps only some of its options (--l1 and --l2 are not among them): the
+            # arguments go with every chunk, or a resumed model would learn without the ones it lost.
             (folder / "in.vw").write_bytes(model_data)
-            source = ["-i", str(folder / "in.vw")]
+            source += ["-i", str(folder / "in.vw")]
         try:
             run_cli_driver(["--quiet", "-d", str(folder / "examples.txt"), "-f", str(folder / "out.vw"), *source], onethread=True)
         except CLIError as error:

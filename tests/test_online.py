@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from vowpal_wabbit_next import run_cli_driver
+from vowpal_wabbit_next import Workspace, run_cli_driver
 
 from bandit.config import BreinConfig, parse_config
-from bandit.learner import COLD_START, VWPolicy, example_text
+from bandit.learner import COLD_START, TextTrainer, VWPolicy, example_text
 from bandit.requests import DecisionRequest
 from brain.core import Brain
 from brain.worker import Worker
@@ -151,3 +152,29 @@ def test_restraint_learns_every_contact_a_share_of_the_largest_outcome_value_wor
     assert 0 < contacts < len(plain)
     texts = ExampleReader(restrained, brain.store.examples, logged_lines=True).texts()
     assert [text for _, text in texts] == [example_text(example) for _, example, _ in held]
+
+
+def _weights(model: bytes) -> dict[str, float]:
+    """A model's weights by index, from VW's readable model ("index:weight adaptive normalised")."""
+    text = Workspace(["--quiet"], model_data=model).readable_model()
+    return {index: float(weight) for index, weight in re.findall(r"^(\d+):(\S+)", text, re.MULTILINE)}
+
+
+@pytest.mark.parametrize("regulariser", [["--l2", "1e-3"], ["--l1", "1e-4"]])
+def test_chunked_learning_keeps_the_options_a_model_file_forgets(regulariser: list[str]) -> None:
+    """VW does not keep --l1 and --l2 in a model file: learned in chunks, each resumed from the last
+    model, the model must still be the one a single run with the same options learns."""
+    rng = random.Random(4)
+    texts = []
+    for _ in range(600):
+        user, taken = rng.randrange(8), rng.randrange(3)
+        cost = (-1.0 if (user + taken) % 3 == 0 else 0.0) + rng.gauss(0, 0.3)
+        actions = [f"{'0:%r:0.3333 ' % cost if a == taken else ''}|o a{a}" for a in range(3)]
+        texts.append("\n".join([f"shared |u f{user}", *actions]) + "\n\n")
+    args = ["--cb_explore_adf", "--squarecb", "--quiet", "-q", "uo", *regulariser]
+    with TextTrainer(args) as trainer:
+        whole, _ = trainer.learn(None, texts)
+        half, _ = trainer.learn(None, texts[:300])
+        chunked, _ = trainer.learn(half, texts[300:])
+    assert whole is not None and chunked is not None
+    assert _weights(chunked) == pytest.approx(_weights(whole))
