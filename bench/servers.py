@@ -26,6 +26,7 @@ from bandit.config import parse_config
 from bench.workload import customers, decide_request
 from brain.core import Brain
 from serving import converters, server
+from serving.heap import freeze_startup_heap
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
@@ -73,6 +74,7 @@ async def _serve(kind: str, config_data: dict[str, Any], store_path: str, seed: 
             running = await server.create_server(brain, metrics, "127.0.0.1:0")
     else:
         running = await server.create_server(brain, metrics, "127.0.0.1:0", background=background)
+    freeze_startup_heap()  # as `brein serve` does once it is up (serving/heap.py)
     conn.send(("ready", running.port))
     loop = asyncio.get_running_loop()
     try:

@@ -16,6 +16,7 @@ from bandit.config import BreinConfig
 from brain.core import Brain, open_brain
 from brain.worker import Failed, Joined, Retained, RetentionFailed, StandingBy, ThreadFailed, WorkerEvent
 from serving.background import WorkerProcess
+from serving.heap import freeze_startup_heap
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
@@ -187,11 +188,12 @@ async def serve(config: BreinConfig, process: int = 0, processes: int = 1) -> No
         brain, metrics, config.server.address, background=True, worker=process == 0, reuse_port=processes > 1,
         thread_health=thread_health,
     )  # fmt: skip
+    frozen = freeze_startup_heap()
     log.info(
         "serving on %s, metrics on %s, store %s, %d actions, policy %s model %s",
         config.server.address, config.server.metrics_address, config.server.store, len(brain.catalog),
         brain.decider.policy.policy_id, brain.decider.policy.model.version,
-        extra={"port": running.port, "metrics_port": http_server.server_port},
+        extra={"port": running.port, "metrics_port": http_server.server_port, "frozen_objects": frozen},
     )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
