@@ -82,6 +82,9 @@ class ScheduledTuning:
             return TuningRun(now, cut, "waiting", None, str(error))
         try:
             tuning = tune(self.config, self.store, cut=cut, until=joined_until, setups=self.setups)
+        except TooFewExamples as error:  # nothing the champion had learned by the cut: as above
+            log.debug("tuning waits: %s", error)
+            return TuningRun(now, cut, "waiting", None, str(error))
         except TuningError as error:
             done = TuningRun(now, cut, "skipped", None, str(error))
         else:

@@ -45,6 +45,7 @@ from policies.evaluation import (
 from policies.gate import gate_reliability
 from policies.operations import Trained, evaluation_record, resolve_policy, train_model
 from policies.registry import Registry
+from reward.credit import CreditRules
 from store import Store
 from store.records import DAY, EvaluationRecord, PolicyEntry
 
@@ -238,6 +239,8 @@ class Tuning:
     baseline: str
     """The registry's champion, or the set-up every other one is compared with (``against``)."""
     against_champion: bool
+    trained_until: float
+    """The set-ups learned the joined decisions before this: the cut, or what the champion had learned by it."""
     trained_on: int
     evaluated_on: int
     tried: list[Tried]
@@ -250,7 +253,7 @@ class Tuning:
     def as_dict(self, *, evaluation: bool = True) -> dict[str, Any]:
         """JSON-ready; each set-up's whole evaluation report too unless ``evaluation`` is False."""
         return {"cut": self.cut, "until": self.until, "baseline": self.baseline, "against_champion": self.against_champion,
-                "baseline_as_served": self.as_served, "trained_on": self.trained_on,
+                "baseline_as_served": self.as_served, "trained_until": self.trained_until, "trained_on": self.trained_on,
                 "evaluated_on": self.evaluated_on, "best": self.best.setup.name if self.best else None, "verdict": self.verdict,
                 "registered": self.registered, "tried": [t.as_dict(evaluation=evaluation) for t in self.tried]}  # fmt: skip
 
@@ -315,6 +318,13 @@ def tune(
     pick the best: the reliable one with the highest lower bound of the gate estimator's lift, if
     that lift is positive. Reads the store only.
 
+    Against the champion as it served (``champion_baseline``) the set-ups learn only what the champion
+    had learned when it served the first held-out decision: the decisions joined by the cut, those
+    before it less the join's ``close_after`` (a decision is joined once its longest window closes).
+    Trained up to the cut, a set-up would know outcomes the champion learned only weeks later, and
+    beat it by hindsight, not by learning better; trained so, it has at most the data the champion
+    had at every held-out decision. Promoted, it learns on online from there, as every lineage does.
+
     ``against``: the name of one of the set-ups, compared with instead of the champion (what tuning
     finds over the config's own set-up, retrained on the same examples); such a run registers nothing."""
     chosen = list(setups) if setups is not None else default_setups(config)
@@ -325,8 +335,11 @@ def tune(
     if against is not None and against not in names:
         raise TuningError(f"against: expected the name of a set-up ({', '.join(names)}), got {against!r}")
     before, _ = check_log(config, store, cut, until)
+    trained_until = cut
     if against is None:
         baseline, logged = champion_baseline(config, store, cut, until)
+        if isinstance(baseline[1], AsServed):
+            trained_until, before = known_by(config, store, cut)
     else:
         logged = load_logged(config, store.examples, cut, until)
     encoder = FeatureEncoder(config)
@@ -343,7 +356,7 @@ def tune(
     for setup, tuned in zip(chosen, configs, strict=True):
         step(f"training {setup.name} on {before:,} examples")
         started = time.perf_counter()
-        models.append((train_model(tuned, store, since=None, until=cut), time.perf_counter() - started))
+        models.append((train_model(tuned, store, since=None, until=trained_until), time.perf_counter() - started))
         done += 1
     policies = [(setup.name, trained.policy()) for setup, (trained, _) in zip(chosen, models, strict=True)]
     if against is not None:
@@ -359,7 +372,19 @@ def tune(
     step("done")
     as_served = isinstance(baseline[1], AsServed)
     best, verdict = _best([t for t in tried if t.setup.name != against], baseline[0] + (" as served" if as_served else ""))
-    return Tuning(cut, until, baseline[0], against is None, before, len(logged), tried, best, verdict, as_served)
+    return Tuning(cut, until, baseline[0], against is None, trained_until, before, len(logged), tried, best, verdict, as_served)
+
+
+def known_by(config: BreinConfig, store: Store, cut: float) -> tuple[float, int]:
+    """The time before which decisions were joined by the cut, and how many joined examples lie before
+    it; TooFewExamples when none do."""
+    lag = CreditRules(config).close_after
+    until = cut - lag
+    before = store.examples.count(until=until)
+    if before == 0:
+        raise TooFewExamples(f"no joined examples to train on before {_when(until)}: what the champion had learned by the cut "
+                             f"{_when(cut)}, the join closing a decision {lag / DAY:g} days after it")  # fmt: skip
+    return until, before
 
 
 def champion_baseline(
@@ -413,8 +438,9 @@ def register_best(
     store.models.save(trained.snapshot(new_id)).result()
     evidence = {**best.record.report, "tuning": summary}
     registry.record_evaluation(replace(best.record, policy_id=new_id, at=time.time(), report=evidence))
-    note = (f"tuned on {tuning.trained_on:,} joined examples before {_when(tuning.cut)}, evaluated on {tuning.evaluated_on:,} "
-            f"after it; best of {len(tuning.tried)} set-ups: {tuning.verdict}; set-up {dict(best.setup.overrides)}")  # fmt: skip
+    note = (f"tuned on {tuning.trained_on:,} joined examples before {_when(tuning.trained_until)}, evaluated on "
+            f"{tuning.evaluated_on:,} from {_when(tuning.cut)}; best of {len(tuning.tried)} set-ups: {tuning.verdict}; "
+            f"set-up {dict(best.setup.overrides)}")  # fmt: skip
     entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
                               parent=tuning.baseline, note=note, actor=actor)  # fmt: skip
     tuning.registered = entry.id

@@ -21,10 +21,32 @@ from policies.tuning import Setup, TuningError, default_setups, load_setups, reg
 from store import open_store
 from tests import test_policy_flow
 from tests.conftest import example_data
-from tests.test_policy_flow import DAY, SPLIT, Flow, _config_data, _utc
+from tests.test_policy_flow import DAY, SPLIT, Flow, _utc
 
 world = test_policy_flow.world  # the logged world, made once for this module too
-flow = test_policy_flow.flow
+logged_flow = test_policy_flow.flow
+WINDOW_DAYS = 5.0
+KNOWN = SPLIT - (WINDOW_DAYS + 1) * DAY
+"""What the champion had learned by the cut SPLIT: decisions joined by then (window + a day's lateness)."""
+
+
+_flow_config_data = test_policy_flow._config_data
+
+
+def _config_data(store: Path | str, **gate: Any) -> dict[str, Any]:
+    """The flow's config with 5-day attribution windows, this module's world logged with it too: with
+    30-day windows nothing the champion had learned by the cut of the 60-day log would be joined."""
+    data = _flow_config_data(store, **gate)
+    for outcome in data["outcomes"].values():
+        outcome["window_days"] = WINDOW_DAYS
+    return data
+
+
+@pytest.fixture
+def flow(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Flow:
+    monkeypatch.setattr(test_policy_flow, "_config_data", _config_data)
+    made: Flow = request.getfixturevalue("logged_flow")
+    return made
 
 SETUPS = """
 [[setup]]
@@ -67,10 +89,11 @@ def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_ev
     result = flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--json")
     tuning = json.loads(result.output)
     assert [t["setup"] for t in tuning["tried"]] == ["plain", "cubic-fast", "epsilon-dr"]
-    assert (tuning["trained_on"], tuning["evaluated_on"], tuning["baseline"]) == (1500, 1500, "champion")
-    assert tuning["against_champion"] and tuning["baseline_as_served"]
+    # Against the champion as served: trained on what it had learned by the cut (decisions 6 days before it: 1,200).
+    assert (tuning["trained_on"], tuning["evaluated_on"], tuning["baseline"]) == (1200, 1500, "champion")
+    assert tuning["against_champion"] and tuning["baseline_as_served"] and tuning["trained_until"] == KNOWN
     for tried in tuning["tried"]:
-        assert tried["trained_on"] == 1500 and tried["estimator"] == "snips" and tried["train_seconds"] > 0
+        assert tried["trained_on"] == 1200 and tried["estimator"] == "snips" and tried["train_seconds"] > 0
         assert tried["lift_interval"][0] <= tried["lift"] <= tried["lift_interval"][1]
         assert list(tried["evaluation"]["estimators"]) == ["ips", "clipped_ips", "snips", "dm", "dr", "sndr"]
     cubic, epsilon = (" ".join(tried["args"]) for tried in tuning["tried"][1:])
@@ -97,22 +120,25 @@ def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_ev
     assert all(f"│ {name} " in table for name in ("plain", "cubic-fast", "epsilon-dr"))
     assert table.count("<- best") == 1 and f"registered candidate second: {best['setup']}: the highest lower bound" in table
 
-    # The gate lets it through on that evidence; tuned again, nothing beats it (the same model): nothing is registered.
+    # The gate lets it through on that evidence. Tuned again on the same cut, the new champion served none of
+    # the held-out decisions: it is judged by its model, against set-ups that learned up to the cut.
     assert "is the champion (was champion)" in flow.cli("policy", "promote", tuning["registered"]).output
-    again = flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--id", "third")
-    assert "<- best" not in again.output
-    assert f"nothing registered: no reliable set-up beats {tuning['registered']}: the best" in again.output
-    assert set(flow.states()) == {"champion", tuning["registered"], "second"}
+    again = json.loads(flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--json").output)
+    assert (again["baseline"], again["baseline_as_served"], again["trained_on"]) == (tuning["registered"], False, 1500)
+    assert f"lift vs {tuning['registered']} " in flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)),
+                                                          "--id", "third", ok=False).output  # fmt: skip
 
 
 def test_the_champion_is_judged_as_it_served_the_held_out_decisions_while_it_served_them(flow: Flow) -> None:
     """The champion's side of every lift is the logged behaviour: every weight 1, its value the mean
-    logged reward, whatever its model says now; a champion that served too few of them (promoted
-    since the cut) is judged by its model instead."""
+    logged reward, whatever its model says now; the set-ups learn only what it had learned by the cut.
+    A champion that served too few of them (promoted since the cut) is judged by its model instead,
+    against set-ups trained up to the cut."""
     store = open_store(str(flow.store))
     try:
         tuning = tune(flow.config, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
         assert tuning.as_served and tuning.baseline == "champion" and "lift over champion as served" in tuning.verdict
+        assert (tuning.trained_until, tuning.trained_on) == (KNOWN, store.examples.count(until=KNOWN))
         held_out = load_logged(flow.config, store.examples, SPLIT)
         [tried] = tuning.tried
         for comparison in tried.report.comparisons:
@@ -124,7 +150,8 @@ def test_the_champion_is_judged_as_it_served_the_held_out_decisions_while_it_ser
         Registry(store.registry).register("fresh", "uniform", actor="test")
         Registry(store.registry).make_champion("fresh", actor="test", reason="test")
         fallback = tune(flow.config, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
-        assert (fallback.baseline, fallback.as_served, fallback.evaluated_on) == ("fresh", False, 1500)
+        assert (fallback.baseline, fallback.as_served, fallback.trained_until) == ("fresh", False, SPLIT)
+        assert fallback.evaluated_on == 1500
         assert "lift over fresh among" in fallback.verdict or "beats fresh:" in fallback.verdict
     finally:
         store.close()
