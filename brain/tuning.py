@@ -24,6 +24,7 @@ from policies.tuning import (
     check_log,
     cut_holding,
     default_setups,
+    known_by,
     load_setups,
     register_best,
     tune,
@@ -75,16 +76,14 @@ class ScheduledTuning:
         move, so the first run is the first one that can promote (not one skipped every ``every_days``)."""
         latest = joined_until - self.config.tuning.holdout_days * DAY
         cut = cut_holding(self.store, self.config.gate.min_decisions, latest, joined_until)
-        try:
+        try:  # counts only: a waiting worker asks at every round
             check_log(self.config, self.store, cut, joined_until)
+            known_by(self.config, self.store, cut)  # what a set-up learns against the champion as served
         except TooFewExamples as error:
             log.debug("tuning waits: %s", error)
             return TuningRun(now, cut, "waiting", None, str(error))
         try:
             tuning = tune(self.config, self.store, cut=cut, until=joined_until, setups=self.setups)
-        except TooFewExamples as error:  # nothing the champion had learned by the cut: as above
-            log.debug("tuning waits: %s", error)
-            return TuningRun(now, cut, "waiting", None, str(error))
         except TuningError as error:
             done = TuningRun(now, cut, "skipped", None, str(error))
         else:

@@ -312,6 +312,13 @@ def test_tuning_waits_for_enough_examples_without_recording_a_run_or_moving_the_
             done = worker.tune(now)
             assert done is not None and (done.outcome, done.candidate) == ("waiting", None)
             assert "is before the log: no joined examples to train on before it" in done.reason  # 3,000 after it: too few
+        # Enough after the cut, but nothing the champion had learned by it (a decision joined 41 days after it;
+        # asked 35 days later, as many decisions are joined as with 6 days now).
+        data = _config_data(flow.store)
+        data["outcomes"]["contract_renewal"]["window_days"] = 40.0
+        data["tuning"] = _worker_config(flow).tuning.model_dump()
+        late = Worker(parse_config(data), store).tune(now + 35 * DAY)
+        assert late is not None and late.outcome == "waiting" and "what the champion had learned by the cut" in late.reason
         assert store.audit.entries("policy_tuning") == [] and [e.id for e in Registry(store.registry).list()] == ["champion"]
         ready = Worker(_worker_config(flow), store).tune(now)  # the gate asks for what the log holds: the run happens
         assert ready is not None and ready.outcome != "waiting" and len(store.audit.entries("policy_tuning")) == 1
