@@ -283,7 +283,8 @@ def _tuning_table(tuning: Tuning) -> Table:
 @config_option
 @store_option
 @click.option("--cut", type=click.DateTime(TIME_FORMATS), required=True,
-              help="Train on joined decisions before this time (UTC), evaluate on those from it on.")  # fmt: skip
+              help="Evaluate on joined decisions from this time (UTC) on, train on those before it (against the "
+                   "champion as served: those joined by then).")  # fmt: skip
 @click.option("--setups", "setups_path", type=click.Path(dir_okay=False),
               help="A TOML file of [[setup]] tables (name and [learner] keys); default a grid of eleven around the "
                    "config's learner.")  # fmt: skip
