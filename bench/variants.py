@@ -10,7 +10,8 @@ compared with each other; ``python -m bench.learning`` reports the full table). 
 held-out worlds are never used to choose anything. Printed: each variant's share of the oracle's
 gain in the last 30 days per world, and per variant the median share, the worlds where it beats
 the best single action by >= 0.10 of the oracle's gain, and those whose weekly gain fell below
-do-nothing's after day 60.
+do-nothing's after day 60; with ``--json`` each variant's ``[tuning]`` runs per world too (the audit
+trail's: outcome, candidate, reason), and per variant how many promoted.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from rich.table import Table
 from bandit.config import parse_config
 from bandit.errors import ConfigError
 from bench.learning import AFTER_DAY, LAST_DAYS, MARGIN, held_out, read_overrides, resolve, weekly_gains
+from brain.tuning import AUDIT_ACTION as TUNING_AUDIT
 from policies.simulation.baselines import best_single_action, fixed_policy, oracle_policy
 from policies.simulation.family import CHOOSING_SEEDS, customers_for, member, with_overrides
 from policies.simulation.harness import ReferenceDriver, gain_share, run
-from serving.simulate import brein_driver
+from serving.simulate import InProcessDriver, brein_driver
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,14 @@ def measure(name: str, variants: list[Variant], days: float, decisions: int) -> 
     shares: dict[str, float] = {}
     below: dict[str, bool] = {}
     contacts: dict[str, int] = {}
+    tuning: dict[str, list[dict[str, Any]]] = {}
     for variant, data in zip(variants, datas, strict=True):
         config = parse_config(data, source=f"{name} config, {variant.name}")
         world = world_member.world(config, customers, world_member.evaluated_draw)
         with brein_driver(data, in_process=True) as driver:
             brein = run(world, driver, days, seed=seed)
+            assert isinstance(driver, InProcessDriver)
+            tuning[variant.name] = [json.loads(entry.detail) for entry in driver.store.audit.entries(TUNING_AUDIT)]
         shares[variant.name] = gain_share(brein, oracle, LAST_DAYS)
         below[variant.name] = any(w < 0.0 for w in weekly_gains(brein, AFTER_DAY))
         contacts[variant.name] = brein.contacts
@@ -78,6 +83,7 @@ def measure(name: str, variants: list[Variant], days: float, decisions: int) -> 
         "share": shares,
         "below_do_nothing_after_day_60": below,
         "contacts": contacts,
+        "tuning": tuning,
         "seconds": time.perf_counter() - began,
     }
 
@@ -90,6 +96,7 @@ def summary(worlds: list[dict[str, Any]], variants: list[Variant]) -> dict[str, 
             "beats_best_single_by_margin": sum(w["share"][v.name] - w["best_single"] >= MARGIN for w in worlds),
             "below_do_nothing_after_day_60": sum(w["below_do_nothing_after_day_60"][v.name] for w in worlds),
             "contacts": sum(w["contacts"][v.name] for w in worlds),
+            "promotions": sum(run["outcome"] == "promoted" for w in worlds for run in w["tuning"][v.name]),
         }
         for v in variants
     }
@@ -156,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"{v.name}: median {t['median_share']:.3f}, mean {t['mean_share']:.3f}, "
                       f"beats best single by >= {MARGIN} in "
                       f"{t['beats_best_single_by_margin']}/{len(worlds)}, below do-nothing after day {AFTER_DAY:g} in "
-                      f"{t['below_do_nothing_after_day_60']}/{len(worlds)}, contacts {t['contacts']:,}")  # fmt: skip
+                      f"{t['below_do_nothing_after_day_60']}/{len(worlds)}, contacts {t['contacts']:,}, "
+                      f"[tuning] promotions {t['promotions']}")  # fmt: skip
     console.print(f"{time.perf_counter() - began:.0f} s")
 
 

@@ -16,7 +16,19 @@ from bandit.config import BreinConfig
 from policies import operations
 from policies.gate import GateRefused
 from policies.registry import Registry
-from policies.tuning import ACTOR, Setup, TuningError, default_setups, load_setups, register_best, tune
+from policies.tuning import (
+    ACTOR,
+    Setup,
+    TooFewExamples,
+    TuningError,
+    check_log,
+    cut_holding,
+    default_setups,
+    known_by,
+    load_setups,
+    register_best,
+    tune,
+)
 from store import Store
 from store.records import DAY, AuditEntry
 
@@ -27,7 +39,8 @@ AUDIT_ACTION = "policy_tuning"
 @dataclass(frozen=True, slots=True)
 class TuningRun:
     """What one scheduled run did: at which event time, on which cut, what it registered and whether
-    the gate promoted it (``outcome``: promoted, refused, nothing registered, skipped) and why."""
+    the gate promoted it (``outcome``: promoted, refused, nothing registered, skipped) and why; or
+    ``waiting`` (not a run: too few joined examples yet, nothing recorded)."""
 
     event_time: float
     cut: float
@@ -57,8 +70,18 @@ class ScheduledTuning:
 
     def run(self, now: float, joined_until: float) -> TuningRun:
         """Tune on the joined examples before ``joined_until`` (everything that closed by event time
-        ``now``), the last ``holdout_days`` of them held out; promote the best through the gate."""
-        cut = joined_until - self.config.tuning.holdout_days * DAY
+        ``now``), the last ``holdout_days`` of them held out, or more when those hold fewer than the
+        gate's ``min_decisions``; promote the best through the gate. Until the log holds enough on
+        both sides of the cut the run waits ("waiting"): nothing is recorded and the schedule does not
+        move, so the first run is the first one that can promote (not one skipped every ``every_days``)."""
+        latest = joined_until - self.config.tuning.holdout_days * DAY
+        cut = cut_holding(self.store, self.config.gate.min_decisions, latest, joined_until)
+        try:  # counts only: a waiting worker asks at every round
+            check_log(self.config, self.store, cut, joined_until)
+            known_by(self.config, self.store, cut)  # what a set-up learns against the champion as served
+        except TooFewExamples as error:
+            log.debug("tuning waits: %s", error)
+            return TuningRun(now, cut, "waiting", None, str(error))
         try:
             tuning = tune(self.config, self.store, cut=cut, until=joined_until, setups=self.setups)
         except TuningError as error:

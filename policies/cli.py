@@ -265,7 +265,8 @@ def train(config_path: str, store_url: str | None, policy_id: str, since: dateti
 
 def _tuning_table(tuning: Tuning) -> Table:
     first = tuning.tried[0].record.estimator
-    table = Table("set-up", "trained on", "train s", f"value ({first})", "95% interval", f"lift vs {tuning.baseline}",
+    against = f"{tuning.baseline} as served" if tuning.as_served else tuning.baseline
+    table = Table("set-up", "trained on", "train s", f"value ({first})", "95% interval", f"lift vs {against}",
                   "lift 95% interval", "ESS (set-up)", "reliable", "best",
                   title=f"{len(tuning.tried)} set-ups trained on {tuning.trained_on:,} joined examples before the cut, "
                         f"evaluated on {tuning.evaluated_on:,} after it (money per decision)")  # fmt: skip
@@ -282,7 +283,8 @@ def _tuning_table(tuning: Tuning) -> Table:
 @config_option
 @store_option
 @click.option("--cut", type=click.DateTime(TIME_FORMATS), required=True,
-              help="Train on joined decisions before this time (UTC), evaluate on those from it on.")  # fmt: skip
+              help="Evaluate on joined decisions from this time (UTC) on, train on those before it (against the "
+                   "champion as served: those joined by then).")  # fmt: skip
 @click.option("--setups", "setups_path", type=click.Path(dir_okay=False),
               help="A TOML file of [[setup]] tables (name and [learner] keys); default a grid of eleven around the "
                    "config's learner.")  # fmt: skip
@@ -292,7 +294,7 @@ def _tuning_table(tuning: Tuning) -> Table:
 @json_option
 def tune_setups(config_path: str, store_url: str | None, cut: datetime, setups_path: str | None, against: str | None,
                 policy_id: str | None, as_json: bool) -> None:  # fmt: skip
-    """Train learning set-ups before a cut, evaluate each after it against the champion, and register the best reliable one."""
+    """Train set-ups before a cut, evaluate each after it against the champion as served, register the best reliable one."""
     with _opened(config_path, store_url) as (config, store), Progress(console=console, disable=as_json, transient=True) as bar:
         setups = load_setups(setups_path) if setups_path else default_setups(config)
         task = bar.add_task("tuning", total=None)

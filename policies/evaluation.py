@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -61,42 +61,70 @@ class LoggedData:
     reward: FloatArray
     # Per decision: shadow policy id -> the pmf it logged over the decision's actions.
     shadow: list[dict[str, list[float]]] = field(default_factory=list)
+    # Per decision: the distribution the logging policy served over the decision's actions (empty: not logged).
+    served: list[list[float]] = field(default_factory=list)
+    # Per decision: the id of the policy that served it (empty: not logged, as in an export).
+    served_by: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.decision_ids)
 
 
-def _logged(rows: Iterable[tuple[str, float, SharedFeatures, list[str], str, float, float, dict[str, list[float]]]], catalog: Catalog) -> LoggedData:
-    ids, times, features, actions, chosen, propensity, reward, shadow = [], [], [], [], [], [], [], []
-    for decision_id, at, feats, eligible, action_id, probability, value, shadows in rows:
-        ids.append(decision_id)
-        times.append(at)
-        features.append(feats)
-        actions.append(tuple(action_from_id(catalog, a) for a in eligible))
-        chosen.append(eligible.index(action_id))
-        propensity.append(probability)
-        reward.append(value)
-        shadow.append(shadows)
+class Row(NamedTuple):
+    """One logged decision as ``LoggedData`` holds it (``served``/``served_by``: empty when the source lacks them)."""
+
+    decision_id: str
+    event_time: float
+    features: SharedFeatures
+    eligible: list[str]
+    action_id: str
+    probability: float
+    reward: float
+    shadow: dict[str, list[float]]
+    served: list[float]
+    served_by: str
+
+
+def _logged(rows: Iterable[Row], catalog: Catalog) -> LoggedData:
+    ids, times, features, actions, chosen, propensity, reward, shadow, served, served_by = [], [], [], [], [], [], [], [], [], []
+    for row in rows:
+        ids.append(row.decision_id)
+        times.append(row.event_time)
+        features.append(row.features)
+        actions.append(tuple(action_from_id(catalog, a) for a in row.eligible))
+        chosen.append(row.eligible.index(row.action_id))
+        propensity.append(row.probability)
+        reward.append(row.reward)
+        shadow.append(row.shadow)
+        served.append(row.served)
+        served_by.append(row.served_by)
     return LoggedData(ids, np.array(times, dtype=float), features, actions, np.array(chosen, dtype=np.int64),
-                      np.array(propensity, dtype=float), np.array(reward, dtype=float), shadow)  # fmt: skip
+                      np.array(propensity, dtype=float), np.array(reward, dtype=float), shadow,
+                      served if all(served) else [], served_by if all(served_by) else [])  # fmt: skip
 
 
 def load_logged(
-    config: BreinConfig, examples: JoinedExamples, since: float | None = None, until: float | None = None
+    config: BreinConfig,
+    examples: JoinedExamples,
+    since: float | None = None,
+    until: float | None = None,
+    *,
+    served_by: str | None = None,
 ) -> LoggedData:
     """Joined examples (decisions that were shown, with their final reward) with since <= time < until,
     in the order the online learner and `brein log export` take them: an evaluation of the store and
-    a replay of its export see the same rows in the same order, so they give the same numbers."""
-    rows = logged_examples(examples, since=since, until=until)
+    a replay of its export see the same rows in the same order, so they give the same numbers.
+    ``served_by``: only the decisions that policy (any version of its lineage) served."""
+    rows = (r for r in logged_examples(examples, since=since, until=until) if served_by is None or r.policy_id == served_by)
     return _logged(
-        ((r.decision_id, r.event_time, r.features, list(r.eligible), r.action_id, r.probability, r.reward,
-          {policy: list(pmf) for policy, pmf in r.shadow.items()}) for r in rows), Catalog(config)
+        (Row(r.decision_id, r.event_time, r.features, list(r.eligible), r.action_id, r.probability, r.reward,
+             {policy: list(pmf) for policy, pmf in r.shadow.items()}, list(r.pmf), r.policy_id) for r in rows), Catalog(config)
     )  # fmt: skip
 
 
 def load_dsjson(lines: Iterable[str], config: BreinConfig) -> LoggedData:
     """An exported log (`brein log export`): each line carries the raw features, actions and reward."""
-    def rows() -> Iterable[tuple[str, float, SharedFeatures, list[str], str, float, float, dict[str, list[float]]]]:
+    def rows() -> Iterable[Row]:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -104,8 +132,8 @@ def load_dsjson(lines: Iterable[str], config: BreinConfig) -> LoggedData:
                 item = json.loads(line)
                 eligible = item["_actions"]
                 chosen = item["_labelIndex"]
-                yield (item["EventId"], float(item["_time"]), item["_features"], eligible, eligible[chosen],
-                       float(item["_label_probability"]), float(item["_reward"]), item.get("_shadow", {}))  # fmt: skip
+                yield Row(item["EventId"], float(item["_time"]), item["_features"], eligible, eligible[chosen],
+                          float(item["_label_probability"]), float(item["_reward"]), item.get("_shadow", {}), [], "")  # fmt: skip
             except (ValueError, KeyError, TypeError, IndexError) as error:
                 raise ValueError(f"line {number}: not a Brein DSJSON export line ({error!r})") from None
 
@@ -118,6 +146,31 @@ class PolicyCannotAct(ValueError):
     so no estimate of its value on that log means anything."""
 
 
+class AsServed:
+    """The policy that served the logged decisions, as it served each one: the distribution it logged
+    with each (``LoggedData.served``), whatever version of its lineage served it. It exists on its own
+    log only. Every importance weight is 1 there, so its value is known on-policy (the mean logged
+    reward) and a paired lift against it needs no support for what it did not do: the baseline for a
+    lineage that kept learning while it served, which no frozen snapshot of it is."""
+
+    version = "as-served"
+    cold = False
+    encoding = None
+
+    def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]:
+        raise PolicyCannotAct("a policy as served has a distribution only on the decisions it logged")
+
+
+def _as_served(policy_id: str, data: LoggedData) -> FloatArray:
+    if not data.served:
+        raise PolicyCannotAct(f"{policy_id} as served: the log holds no served distributions (an export has none)")
+    target = np.zeros((len(data), max(len(a) for a in data.actions)))
+    for i, pmf in enumerate(data.served):
+        total = sum(pmf)  # stored rounded: a row sums to 1 within float precision, not exactly
+        target[i, : len(pmf)] = [p / total for p in pmf]
+    return target
+
+
 def distribution(
     policy_id: str, policy: Policy, encoder: FeatureEncoder, data: LoggedData, min_probability: float = 0.0
 ) -> FloatArray:
@@ -125,7 +178,9 @@ def distribution(
     logged pmf is used where the log has it: exact probabilities on the live contexts (floored as
     served). A learned policy's pmf computed here gets ``min_probability`` (``learner.min_probability``)
     the way serving floors it (``bandit.sampling.floored``), so the evaluation values the policy that
-    would serve; fixed and uniform references are evaluated as they are."""
+    would serve; fixed and uniform references are evaluated as they are, ``AsServed`` as logged."""
+    if isinstance(policy, AsServed):
+        return _as_served(policy_id, data)
     width = max(len(a) for a in data.actions)
     target = np.zeros((len(data), width))
     own = encoder.with_encoding(policy.encoding)  # a model sees its lineage's encoding

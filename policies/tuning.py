@@ -31,13 +31,23 @@ from bandit.config import BreinConfig, FeaturesConfig, LearnerConfig, read_toml
 from bandit.errors import BreinError
 from bandit.features import FeatureEncoder
 from bandit.learner import vw_arguments
+from bandit.policies import Policy
 from policies.estimators import Estimate
-from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_logged, reward_predictions
+from policies.evaluation import (
+    ESTIMATORS,
+    AsServed,
+    EvaluationReport,
+    LoggedData,
+    evaluate_on,
+    load_logged,
+    reward_predictions,
+)
 from policies.gate import gate_reliability
 from policies.operations import Trained, evaluation_record, resolve_policy, train_model
 from policies.registry import Registry
+from reward.credit import CreditRules
 from store import Store
-from store.records import EvaluationRecord, PolicyEntry
+from store.records import DAY, EvaluationRecord, PolicyEntry
 
 VW_KEYS: dict[str, str] = {
     "learning_rate": "--learning_rate", "power_t": "--power_t", "l1": "--l1", "l2": "--l2",
@@ -56,6 +66,10 @@ ACTOR = "brein-tuning"
 
 class TuningError(BreinError):
     """Tuning cannot run on this input (a bad set-up file, a cut outside the log, too few examples)."""
+
+
+class TooFewExamples(TuningError):
+    """The log holds too few joined examples before or after the cut (yet: a growing log may hold enough later)."""
 
 
 def _without(args: Sequence[str], option: str) -> list[str]:
@@ -225,17 +239,21 @@ class Tuning:
     baseline: str
     """The registry's champion, or the set-up every other one is compared with (``against``)."""
     against_champion: bool
+    trained_until: float
+    """The set-ups learned the joined decisions before this: the cut, or what the champion had learned by it."""
     trained_on: int
     evaluated_on: int
     tried: list[Tried]
     best: Tried | None
     verdict: str
+    as_served: bool = False
+    """The baseline is the champion as it served the held-out decisions (``AsServed``), not its model."""
     registered: str | None = None
 
     def as_dict(self, *, evaluation: bool = True) -> dict[str, Any]:
         """JSON-ready; each set-up's whole evaluation report too unless ``evaluation`` is False."""
         return {"cut": self.cut, "until": self.until, "baseline": self.baseline, "against_champion": self.against_champion,
-                "trained_on": self.trained_on,
+                "baseline_as_served": self.as_served, "trained_until": self.trained_until, "trained_on": self.trained_on,
                 "evaluated_on": self.evaluated_on, "best": self.best.setup.name if self.best else None, "verdict": self.verdict,
                 "registered": self.registered, "tried": [t.as_dict(evaluation=evaluation) for t in self.tried]}  # fmt: skip
 
@@ -253,16 +271,35 @@ def check_log(config: BreinConfig, store: Store, cut: float, until: float | None
     before = store.examples.count(until=cut)
     after = store.examples.count(since=cut, until=until)
     if before == 0 and after == 0:
-        raise TuningError("the log holds no joined examples to tune on (has `brein join` run?)")
+        raise TooFewExamples("the log holds no joined examples to tune on (has `brein join` run?)")
     if before == 0:
-        raise TuningError(f"the cut {_when(cut)} is before the log: no joined examples to train on before it")
+        raise TooFewExamples(f"the cut {_when(cut)} is before the log: no joined examples to train on before it")
     if after == 0:
-        raise TuningError(f"the cut {_when(cut)} is after the log: no joined examples to evaluate on after it")
+        raise TooFewExamples(f"the cut {_when(cut)} is after the log: no joined examples to evaluate on after it")
     needed = config.gate.min_decisions
     if after < needed:
-        raise TuningError(f"too few joined examples after the cut {_when(cut)} to evaluate on: {after:,}, and the gate needs "
-                          f"{needed:,} (gate.min_decisions): choose an earlier cut")  # fmt: skip
+        raise TooFewExamples(f"too few joined examples after the cut {_when(cut)} to evaluate on: {after:,}, and the gate needs "
+                             f"{needed:,} (gate.min_decisions): choose an earlier cut")  # fmt: skip
     return before, after
+
+
+def cut_holding(store: Store, needed: int, latest: float, until: float) -> float:
+    """The latest cut at or before ``latest`` with at least ``needed`` joined examples in [cut, until):
+    ``latest`` when it holds them, else the event time (to a minute) from which the log holds them,
+    else the start of the log (then ``check_log`` says how many there are)."""
+    if store.examples.count(since=latest, until=until) >= needed:
+        return latest
+    span, high = DAY, latest
+    low = latest - span  # low: a cut early enough, found by doubling the span; high: one too late
+    while store.examples.count(since=low, until=until) < needed:
+        if store.examples.count(until=low) == 0:
+            return low
+        high, span = low, 2 * span
+        low = latest - span
+    while high - low > 60.0:
+        middle = (low + high) / 2
+        low, high = (middle, high) if store.examples.count(since=middle, until=until) >= needed else (low, middle)
+    return low
 
 
 def tune(
@@ -281,6 +318,13 @@ def tune(
     pick the best: the reliable one with the highest lower bound of the gate estimator's lift, if
     that lift is positive. Reads the store only.
 
+    Against the champion as it served (``champion_baseline``) the set-ups learn only what the champion
+    had learned when it served the first held-out decision: the decisions joined by the cut, those
+    before it less the join's ``close_after`` (a decision is joined once its longest window closes).
+    Trained up to the cut, a set-up would know outcomes the champion learned only weeks later, and
+    beat it by hindsight, not by learning better; trained so, it has at most the data the champion
+    had at every held-out decision. Promoted, it learns on online from there, as every lineage does.
+
     ``against``: the name of one of the set-ups, compared with instead of the champion (what tuning
     finds over the config's own set-up, retrained on the same examples); such a run registers nothing."""
     chosen = list(setups) if setups is not None else default_setups(config)
@@ -291,7 +335,13 @@ def tune(
     if against is not None and against not in names:
         raise TuningError(f"against: expected the name of a set-up ({', '.join(names)}), got {against!r}")
     before, _ = check_log(config, store, cut, until)
-    logged = load_logged(config, store.examples, cut, until)
+    trained_until = cut
+    if against is None:
+        baseline, logged = champion_baseline(config, store, cut, until)
+        if isinstance(baseline[1], AsServed):
+            trained_until, before = known_by(config, store, cut)
+    else:
+        logged = load_logged(config, store.examples, cut, until)
     encoder = FeatureEncoder(config)
     steps, done = 2 * len(chosen) + 1, 0
 
@@ -306,10 +356,11 @@ def tune(
     for setup, tuned in zip(chosen, configs, strict=True):
         step(f"training {setup.name} on {before:,} examples")
         started = time.perf_counter()
-        models.append((train_model(tuned, store, since=None, until=cut), time.perf_counter() - started))
+        models.append((train_model(tuned, store, since=None, until=trained_until), time.perf_counter() - started))
         done += 1
     policies = [(setup.name, trained.policy()) for setup, (trained, _) in zip(chosen, models, strict=True)]
-    baseline = resolve_policy("champion", config, store) if against is None else policies[names.index(against)]
+    if against is not None:
+        baseline = policies[names.index(against)]
     tried = []
     for setup, (trained, seconds), policy in zip(chosen, models, policies, strict=True):
         step(f"evaluating {setup.name} on {len(logged):,} decisions")
@@ -319,8 +370,35 @@ def tune(
         done += 1
         tried.append(Tried(setup, trained, seconds, report, evaluation_record(config, report, logged, setup.name, baseline[0])))
     step("done")
-    best, verdict = _best([t for t in tried if t.setup.name != against], baseline[0])
-    return Tuning(cut, until, baseline[0], against is None, before, len(logged), tried, best, verdict)
+    as_served = isinstance(baseline[1], AsServed)
+    best, verdict = _best([t for t in tried if t.setup.name != against], baseline[0] + (" as served" if as_served else ""))
+    return Tuning(cut, until, baseline[0], against is None, trained_until, before, len(logged), tried, best, verdict, as_served)
+
+
+def known_by(config: BreinConfig, store: Store, cut: float) -> tuple[float, int]:
+    """The time before which decisions were joined by the cut, and how many joined examples lie before
+    it; TooFewExamples when none do."""
+    lag = CreditRules(config).close_after
+    until = cut - lag
+    before = store.examples.count(until=until)
+    if before == 0:
+        raise TooFewExamples(f"no joined examples to train on before {_when(until)}: what the champion had learned by the cut "
+                             f"{_when(cut)}, the join closing a decision {lag / DAY:g} days after it")  # fmt: skip
+    return until, before
+
+
+def champion_baseline(
+    config: BreinConfig, store: Store, cut: float, until: float | None
+) -> tuple[tuple[str, Policy], LoggedData]:
+    """What a set-up is compared with, and on which held-out decisions: the champion as it served them
+    (``AsServed``: its lineage kept learning while it served, and the log supports that behaviour and
+    no frozen snapshot of it) on the decisions it served, when it served at least ``gate.min_decisions``
+    of them; else (a champion promoted since the cut) its model, off-policy, on all of them."""
+    champion = resolve_policy("champion", config, store)
+    served = load_logged(config, store.examples, cut, until, served_by=champion[0])
+    if len(served) >= config.gate.min_decisions:
+        return (champion[0], AsServed()), served
+    return champion, load_logged(config, store.examples, cut, until)
 
 
 def _best(tried: Sequence[Tried], champion: str) -> tuple[Tried | None, str]:
@@ -360,8 +438,9 @@ def register_best(
     store.models.save(trained.snapshot(new_id)).result()
     evidence = {**best.record.report, "tuning": summary}
     registry.record_evaluation(replace(best.record, policy_id=new_id, at=time.time(), report=evidence))
-    note = (f"tuned on {tuning.trained_on:,} joined examples before {_when(tuning.cut)}, evaluated on {tuning.evaluated_on:,} "
-            f"after it; best of {len(tuning.tried)} set-ups: {tuning.verdict}; set-up {dict(best.setup.overrides)}")  # fmt: skip
+    note = (f"tuned on {tuning.trained_on:,} joined examples before {_when(tuning.trained_until)}, evaluated on "
+            f"{tuning.evaluated_on:,} from {_when(tuning.cut)}; best of {len(tuning.tried)} set-ups: {tuning.verdict}; "
+            f"set-up {dict(best.setup.overrides)}")  # fmt: skip
     entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
                               parent=tuning.baseline, note=note, actor=actor)  # fmt: skip
     tuning.registered = entry.id

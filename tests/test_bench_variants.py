@@ -51,3 +51,4 @@ def test_two_variants_on_one_tiny_world(tmp_path: Path, capsys: pytest.CaptureFi
     (world,) = result["worlds"]
     assert world["world"] == "g101" and set(world["share"]) == {"raw", "floor"} and world["decisions"] > 300
     assert set(result["summary"]) == {"raw", "floor"} and result["summary"]["floor"]["median_share"] == world["share"]["floor"]
+    assert world["tuning"] == {"raw": [], "floor": []} and result["summary"]["raw"]["promotions"] == 0  # [tuning] is off

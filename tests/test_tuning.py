@@ -12,17 +12,41 @@ from typing import Any
 import pytest
 
 from bandit.config import BreinConfig, parse_config
+from bandit.features import FeatureEncoder
 from bandit.learner import vw_arguments
 from brain.worker import Worker
+from policies.evaluation import AsServed, PolicyCannotAct, distribution, load_logged
 from policies.registry import Registry
 from policies.tuning import Setup, TuningError, default_setups, load_setups, register_best, tune
 from store import open_store
 from tests import test_policy_flow
 from tests.conftest import example_data
-from tests.test_policy_flow import DAY, SPLIT, Flow, _config_data, _utc
+from tests.test_policy_flow import DAY, SPLIT, Flow, _utc
 
 world = test_policy_flow.world  # the logged world, made once for this module too
-flow = test_policy_flow.flow
+logged_flow = test_policy_flow.flow
+WINDOW_DAYS = 5.0
+KNOWN = SPLIT - (WINDOW_DAYS + 1) * DAY
+"""What the champion had learned by the cut SPLIT: decisions joined by then (window + a day's lateness)."""
+
+
+_flow_config_data = test_policy_flow._config_data
+
+
+def _config_data(store: Path | str, **gate: Any) -> dict[str, Any]:
+    """The flow's config with 5-day attribution windows, this module's world logged with it too: with
+    30-day windows nothing the champion had learned by the cut of the 60-day log would be joined."""
+    data = _flow_config_data(store, **gate)
+    for outcome in data["outcomes"].values():
+        outcome["window_days"] = WINDOW_DAYS
+    return data
+
+
+@pytest.fixture
+def flow(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Flow:
+    monkeypatch.setattr(test_policy_flow, "_config_data", _config_data)
+    made: Flow = request.getfixturevalue("logged_flow")
+    return made
 
 SETUPS = """
 [[setup]]
@@ -65,10 +89,11 @@ def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_ev
     result = flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--json")
     tuning = json.loads(result.output)
     assert [t["setup"] for t in tuning["tried"]] == ["plain", "cubic-fast", "epsilon-dr"]
-    assert (tuning["trained_on"], tuning["evaluated_on"], tuning["baseline"]) == (1500, 1500, "champion")
-    assert tuning["against_champion"]
+    # Against the champion as served: trained on what it had learned by the cut (decisions 6 days before it: 1,200).
+    assert (tuning["trained_on"], tuning["evaluated_on"], tuning["baseline"]) == (1200, 1500, "champion")
+    assert tuning["against_champion"] and tuning["baseline_as_served"] and tuning["trained_until"] == KNOWN
     for tried in tuning["tried"]:
-        assert tried["trained_on"] == 1500 and tried["estimator"] == "snips" and tried["train_seconds"] > 0
+        assert tried["trained_on"] == 1200 and tried["estimator"] == "snips" and tried["train_seconds"] > 0
         assert tried["lift_interval"][0] <= tried["lift"] <= tried["lift_interval"][1]
         assert list(tried["evaluation"]["estimators"]) == ["ips", "clipped_ips", "snips", "dm", "dr", "sndr"]
     cubic, epsilon = (" ".join(tried["args"]) for tried in tuning["tried"][1:])
@@ -95,12 +120,52 @@ def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_ev
     assert all(f"│ {name} " in table for name in ("plain", "cubic-fast", "epsilon-dr"))
     assert table.count("<- best") == 1 and f"registered candidate second: {best['setup']}: the highest lower bound" in table
 
-    # The gate lets it through on that evidence; tuned again, nothing beats it (the same model): nothing is registered.
+    # The gate lets it through on that evidence. Tuned again on the same cut, the new champion served none of
+    # the held-out decisions: it is judged by its model, against set-ups that learned up to the cut.
     assert "is the champion (was champion)" in flow.cli("policy", "promote", tuning["registered"]).output
-    again = flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--id", "third")
-    assert "<- best" not in again.output
-    assert f"nothing registered: no reliable set-up beats {tuning['registered']}: the best" in again.output
-    assert set(flow.states()) == {"champion", tuning["registered"], "second"}
+    again = json.loads(flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--json").output)
+    assert (again["baseline"], again["baseline_as_served"], again["trained_on"]) == (tuning["registered"], False, 1500)
+    assert f"lift vs {tuning['registered']} " in flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)),
+                                                          "--id", "third", ok=False).output  # fmt: skip
+
+
+def test_the_champion_is_judged_as_it_served_the_held_out_decisions_while_it_served_them(flow: Flow) -> None:
+    """The champion's side of every lift is the logged behaviour: every weight 1, its value the mean
+    logged reward, whatever its model says now; the set-ups learn only what it had learned by the cut.
+    A champion that served too few of them (promoted since the cut) is judged by its model instead,
+    against set-ups trained up to the cut."""
+    store = open_store(str(flow.store))
+    try:
+        tuning = tune(flow.config, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
+        assert tuning.as_served and tuning.baseline == "champion" and "lift over champion as served" in tuning.verdict
+        assert (tuning.trained_until, tuning.trained_on) == (KNOWN, store.examples.count(until=KNOWN))
+        held_out = load_logged(flow.config, store.examples, SPLIT)
+        [tried] = tuning.tried
+        for comparison in tried.report.comparisons:
+            assert comparison.baseline.diagnostics.ess == pytest.approx(len(held_out))
+            assert comparison.baseline.diagnostics.largest_weight_share == pytest.approx(1 / len(held_out))
+        assert tried.report.row("snips").baseline.value == pytest.approx(float(held_out.reward.mean()))  # type: ignore[union-attr]
+        assert tried.report.row("ips").baseline.value == pytest.approx(float(held_out.reward.mean()))  # type: ignore[union-attr]
+
+        Registry(store.registry).register("fresh", "uniform", actor="test")
+        Registry(store.registry).make_champion("fresh", actor="test", reason="test")
+        fallback = tune(flow.config, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
+        assert (fallback.baseline, fallback.as_served, fallback.trained_until) == ("fresh", False, SPLIT)
+        assert fallback.evaluated_on == 1500
+        assert "lift over fresh among" in fallback.verdict or "beats fresh:" in fallback.verdict
+    finally:
+        store.close()
+
+
+def test_an_export_has_no_served_distributions_to_judge_a_policy_as_served(flow: Flow) -> None:
+    store = open_store(str(flow.store))
+    try:
+        data = load_logged(flow.config, store.examples, SPLIT)
+    finally:
+        store.close()
+    data.served = []
+    with pytest.raises(PolicyCannotAct, match="champion as served: the log holds no served distributions"):
+        distribution("champion", AsServed(), FeatureEncoder(flow.config), data)
 
 
 def test_against_a_setup_compares_with_it_retrained_on_the_same_examples_and_registers_nothing(flow: Flow) -> None:
@@ -216,10 +281,49 @@ def test_the_numeric_encoding_is_a_tuning_axis_and_each_setup_is_evaluated_on_it
 # --- [tuning]: the worker tunes on a schedule in event time and promotes through the gate ----------------
 
 
-def _worker_config(flow: Flow, **gate: Any) -> BreinConfig:
+def _worker_config(flow: Flow, holdout_days: float = 25.0, **gate: Any) -> BreinConfig:
     data = _config_data(flow.store, **gate)
-    data["tuning"] = {"enabled": True, "every_days": 7.0, "holdout_days": 25.0, "setups": str(_setups(flow))}
+    data["tuning"] = {"enabled": True, "every_days": 7.0, "holdout_days": holdout_days, "setups": str(_setups(flow))}
     return parse_config(data)
+
+
+def test_the_held_out_days_grow_to_hold_the_decisions_the_gate_needs(flow: Flow) -> None:
+    """5 held-out days hold about 250 of the 3,000 decisions: the cut moves back until 1,000
+    (gate.min_decisions) lie after it, to the minute, so the gate can judge the run's candidate."""
+    store = open_store(str(flow.store))
+    try:
+        worker = Worker(_worker_config(flow, holdout_days=5.0), store)
+        done = worker.round().tuned
+        assert done is not None and done.outcome in ("promoted", "refused", "nothing registered")
+        until = done.event_time - worker.joiner.rules.close_after
+        assert done.cut < until - 5 * DAY
+        assert store.examples.count(since=done.cut, until=until) >= 1000 > store.examples.count(since=done.cut + 60, until=until)
+    finally:
+        store.close()
+
+
+def test_tuning_waits_for_enough_examples_without_recording_a_run_or_moving_the_schedule(flow: Flow) -> None:
+    store = open_store(str(flow.store))
+    try:
+        worker = Worker(_worker_config(flow, min_decisions=5000), store)
+        now = store.joins.watermark()
+        assert now is not None
+        for _ in range(2):
+            done = worker.tune(now)
+            assert done is not None and (done.outcome, done.candidate) == ("waiting", None)
+            assert "is before the log: no joined examples to train on before it" in done.reason  # 3,000 after it: too few
+        # Enough after the cut, but nothing the champion had learned by it (a decision joined 41 days after it;
+        # asked 35 days later, as many decisions are joined as with 6 days now).
+        data = _config_data(flow.store)
+        data["outcomes"]["contract_renewal"]["window_days"] = 40.0
+        data["tuning"] = _worker_config(flow).tuning.model_dump()
+        late = Worker(parse_config(data), store).tune(now + 35 * DAY)
+        assert late is not None and late.outcome == "waiting" and "what the champion had learned by the cut" in late.reason
+        assert store.audit.entries("policy_tuning") == [] and [e.id for e in Registry(store.registry).list()] == ["champion"]
+        ready = Worker(_worker_config(flow), store).tune(now)  # the gate asks for what the log holds: the run happens
+        assert ready is not None and ready.outcome != "waiting" and len(store.audit.entries("policy_tuning")) == 1
+    finally:
+        store.close()
 
 
 def test_a_worker_round_with_tuning_on_registers_and_promotes_through_the_gate(flow: Flow) -> None:
