@@ -6,22 +6,44 @@ overlaps the decisions for others, and two calls about one customer still see ea
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable
+from types import TracebackType
 
 STRIPES = 256
 """Distinct keys sharing a stripe wait for each other needlessly: rare among the few calls in flight."""
+
+
+class _Held:
+    """The stripes of some keys, taken in one order (so two holders never wait on each other in a
+    circle) on entering and given back on leaving. A class, not a generator and an ExitStack: every
+    Decide takes one, and this costs half as much."""
+
+    __slots__ = ("_locks",)
+
+    def __init__(self, locks: list[threading.Lock]) -> None:
+        self._locks = locks
+
+    def __enter__(self) -> None:
+        taken = 0
+        try:
+            for lock in self._locks:
+                lock.acquire()
+                taken += 1
+        except BaseException:  # interrupted half-way: give back what was taken
+            for lock in reversed(self._locks[:taken]):
+                lock.release()
+            raise
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
 
 
 class KeyedLocks:
     def __init__(self, stripes: int = STRIPES) -> None:
         self._locks = tuple(threading.Lock() for _ in range(stripes))
 
-    @contextmanager
-    def holding(self, keys: Iterable[str]) -> Iterator[None]:
-        """Hold the stripes of ``keys``, taken in one order (so two holders never wait on each other in a circle)."""
-        stripes = sorted({hash(key) % len(self._locks) for key in keys})
-        with ExitStack() as held:
-            for stripe in stripes:
-                held.enter_context(self._locks[stripe])
-            yield
+    def holding(self, keys: Iterable[str]) -> _Held:
+        """``with locks.holding(keys):`` hold the stripes of ``keys`` for the block."""
+        locks = self._locks
+        return _Held([locks[stripe] for stripe in sorted({hash(key) % len(locks) for key in keys})])
