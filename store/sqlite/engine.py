@@ -67,10 +67,17 @@ def begin(conn: sqlite3.Connection) -> None:
     handler sleeps longer and longer between tries (up to 100 ms), so another process writing back
     to back (the join/learn worker) would keep this writer, and every Decide waiting on it, out
     for seconds; a short poll finds the gaps between its transactions."""
+    _polling(conn, "BEGIN IMMEDIATE")
+
+
+def _polling(conn: sqlite3.Connection, statement: str) -> None:
+    """Run ``statement``, trying again every LOCK_POLL_SECONDS while the database is locked, for up
+    to LOCK_WAIT_SECONDS. Also for what SQLite's busy handler does not wait on: switching a new file
+    to WAL while another process opens it returns "locked" at once (SQLite's deadlock avoidance)."""
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(statement)
             return
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) or time.monotonic() >= deadline:
@@ -192,7 +199,7 @@ class Engine:
             self._shared = threading.Lock()
             self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
         else:
-            self._writer_conn.execute("PRAGMA journal_mode = WAL")
+            _polling(self._writer_conn, "PRAGMA journal_mode = WAL")
             self._writer_conn.execute("PRAGMA synchronous = FULL")
             self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._reads = _Reads(self)
