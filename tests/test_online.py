@@ -169,7 +169,7 @@ def test_chunked_learning_keeps_the_options_a_model_file_forgets(regulariser: li
     for _ in range(600):
         user, taken = rng.randrange(8), rng.randrange(3)
         cost = (-1.0 if (user + taken) % 3 == 0 else 0.0) + rng.gauss(0, 0.3)
-        actions = [f"{'0:%r:0.3333 ' % cost if a == taken else ''}|o a{a}" for a in range(3)]
+        actions = [f"{f'0:{cost!r}:0.3333 ' if a == taken else ''}|o a{a}" for a in range(3)]
         texts.append("\n".join([f"shared |u f{user}", *actions]) + "\n\n")
     args = ["--cb_explore_adf", "--squarecb", "--quiet", "-q", "uo", *regulariser]
     with TextTrainer(args) as trainer:
