@@ -1,5 +1,5 @@
 """`python -m brain.worker_process STORE_URL LOG_LEVEL`: the worker (brain/worker.py) as a child of
-`brein serve`, at a lower CPU priority so that Decide keeps its latency.
+`brein serve`, its joining and learning at a lower CPU priority so that Decide keeps its latency.
 
 Joining and learning are long stretches of Python; in the server's process they would hold the GIL
 that every Decide needs (a round over a 200,000-decision backlog put Decide's p99 at 300 calls/s
@@ -24,8 +24,12 @@ from brain.worker import BESIDE_A_SERVER_COMMIT_PAUSE, ThreadFailed, WorkerEvent
 from store import open_store
 
 NICENESS = 10
-"""The worker's CPU priority below the server's: on a machine with few cores a round of learning
-would otherwise take the core that Decide calls need."""
+"""The worker's own thread (joining, learning, retention) runs this far below the server's CPU
+priority: on a machine with few cores a round of learning would otherwise take the core that Decide
+calls need. Only that thread (Linux: a niceness is a thread's): the store's writer keeps the server's
+priority: while it holds SQLite's write lock the server's Decide writes wait for it, and at a lower
+priority it sat runnable but preempted for a third of each hold (docs/benchmarks.md, "The worker's
+lock holds")."""
 
 
 _reporting = threading.Lock()  # the store's supervised threads report too
@@ -51,9 +55,9 @@ def _stop(timeout: float) -> bool:
 def main() -> None:
     url, level = sys.argv[1:3]
     logs.configure(level)
-    os.nice(NICENESS)
     config = parse_config(json.loads(sys.stdin.readline()), source="the server's config")
     store = open_store(url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE, on_thread_failure=_thread_failed)
+    os.nice(NICENESS)  # after the store's threads started: they keep the server's priority (NICENESS)
     try:
         work(config, store, _report, _stop)
     except BrokenPipeError:  # the server is gone: nobody to flush the rest of standard output to

@@ -7,12 +7,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bandit.config import parse_config
 from bandit.learner import COLD_START
 from brain.core import Brain
 from brain.worker import Worker
+from brain.worker_process import NICENESS
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from store import open_store
@@ -89,6 +91,29 @@ def test_the_worker_stores_snapshots_that_its_servers_follow(make_brain: Callabl
         assert [s.policy_id for s in server.decider.shadows] == ["uniform"]
     finally:
         store.close()
+
+
+def niceness(pid: int, thread: int) -> int:
+    """A thread's niceness, from /proc (field 19 of its stat)."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def test_only_the_workers_own_thread_runs_at_a_lower_priority(make_brain: Callable[..., Brain], metrics: Metrics) -> None:
+    """The store's writer keeps the server's priority: the server's Decide writes wait for it
+    whenever it holds the write lock."""
+    brain = make_brain(background_config())
+    live = LiveServer(brain, metrics, background=True)
+    try:
+        until(lambda: len(workers()) == 1 and live.sample("brein_joined_examples_total", {"status": "joined"}) == 0)
+        (worker,) = workers()
+        ours = os.nice(0)
+        until(lambda: niceness(worker, worker) == ours + NICENESS)  # once its store is open
+        threads = {int(task.name): niceness(worker, int(task.name)) for task in Path(f"/proc/{worker}/task").iterdir()}
+        assert threads.pop(worker) == ours + NICENESS  # the main thread joins and learns
+        assert len([n for n in threads.values() if n == ours]) >= 2  # the store's writer and checkpointer
+    finally:
+        live.stop()
 
 
 def test_a_worker_that_dies_is_counted_and_replaced(make_brain: Callable[..., Brain], metrics: Metrics) -> None:
