@@ -158,9 +158,10 @@ class TextTrainer:
 
     VW's driver reads the text with its C++ reader: faster than learning one example at a time
     through the Python API, and the same model as learning all chunks in one uninterrupted run,
-    since a saved model resumes its learning state (given its arguments again). It runs with ``onethread``: the driver holds
-    the GIL anyway, and its background parser thread cost more than it saved in every run measured,
-    most of all per snapshot-sized chunk (docs/benchmarks.md, "Online learning").
+    since a saved model resumes its learning state (given its arguments again). It runs with
+    ``onethread``: the driver holds the GIL anyway, and its background parser thread cost more than
+    it saved in every run measured, most of all per snapshot-sized chunk (docs/benchmarks.md,
+    "Online learning").
     """
 
     def __init__(self, args: Sequence[str]) -> None:
