@@ -39,10 +39,10 @@ from bandit.keyed_locks import KeyedLocks
 from bandit.policies import Policy, UniformPolicy
 from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import MEMO_SIZE, EligibilityRules
-from bandit.sampling import decision_id_for, finite_pmf, floored, new_request_id, sample_index, uniform_draw
+from bandit.sampling import finite_pmf, floored, new_request_id, sample_index, uniform_draw
 from store.errors import StaleHistory
 from store.ports import DecisionLog
-from store.records import Contact, CustomerHistory, CustomerLog, DecisionRecord
+from store.records import Contact, CustomerHistory, CustomerLog, DecisionRecord, decision_id_for
 
 log = logging.getLogger("brein.decider")
 

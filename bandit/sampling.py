@@ -7,10 +7,6 @@ import math
 import uuid
 from collections.abc import Sequence
 
-from store.records import decision_id_for
-
-__all__ = ["decision_id_for", "finite_pmf", "floored", "new_request_id", "sample_index", "uniform_draw"]
-
 PMF_TOLERANCE = 1e-6
 
 

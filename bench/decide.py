@@ -48,14 +48,14 @@ from bandit.history import EMPTY_HISTORY, history_features
 from bandit.learner import VWPolicy, vw_arguments
 from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import EligibilityRules
-from bandit.sampling import decision_id_for, sample_index, uniform_draw
+from bandit.sampling import sample_index, uniform_draw
 from bench import load, servers
 from bench.postgres import database_of, postgres_cpu, scratch_database
 from bench.workload import EVENT_TIME, eligible_customer, sized_config, telecom_config, train_model
 from store import open_store
 from store.opening import is_postgres
 from store.ports import DecisionLog
-from store.records import CustomerLog, DecisionRecord, Head, SharedFeatures
+from store.records import CustomerLog, DecisionRecord, Head, SharedFeatures, decision_id_for
 
 T = TypeVar("T")
 SEED = 20261122

@@ -16,12 +16,11 @@ from bandit.errors import InvalidRequest
 from bandit.features import FeatureEncoder, action_line
 from bandit.learner import COLD_START, LabelledExample, VWPolicy, train, vw_arguments
 from bandit.requests import DecisionRequest
-from bandit.sampling import decision_id_for
 from brain.core import Brain
 from reward.ingest import OutcomeReport
 from store.errors import StaleHistory
 from store.ports import DecisionLog
-from store.records import CustomerLog, DecisionRecord, Head, ModelSnapshot
+from store.records import CustomerLog, DecisionRecord, Head, ModelSnapshot, decision_id_for
 from tests.conftest import T0, Clock, example_data
 
 DAY = 86_400.0

@@ -16,8 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bandit.sampling import decision_id_for
 from serving.pb.brein.v1 import brein_pb2 as pb
+from store.records import decision_id_for
 from tests.conftest import CREDENTIALS, T0, LiveServer
 from tests.test_server import decide_request
 

@@ -12,13 +12,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from bandit.sampling import decision_id_for
 from brain.core import Brain
 from brain.worker import Worker
 from serving import converters
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.servicer import BATCH_SLICE
+from store.records import decision_id_for
 from tests.conftest import T0, Clock, LiveServer, sqlite_count
 
 DAY = 86_400.0

@@ -37,7 +37,6 @@ EXAMPLE_TYPES = ["text", "text", "float8", "int8", "text", "float8", "float8", "
 """EXAMPLE_COLUMNS' types, for a binary COPY: 0.6-1.0 us of the joiner's CPU a row against 2.5-4.3
 as text (each value escaped), and 1.5-5 us of wall against 12-19 into a temporary table (50,000 rows,
 load 12). A write is one DELETE and one COPY, whatever its size."""
-FACT_COLUMNS = "d.decision_id, d.event_time, d.offer, d.channel, d.action_id"
 ORDERED = (
     "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
     "d.features, d.policy_id, d.model_version{more} "

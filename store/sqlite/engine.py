@@ -85,10 +85,15 @@ def _polling(conn: sqlite3.Connection, statement: str) -> None:
         time.sleep(LOCK_POLL_SECONDS)
 
 
+def _database_failed(error: Exception) -> bool:
+    """The database itself failed (disk full, I/O, locked), not one write's rows: the whole group fails."""
+    return isinstance(error, sqlite3.Error) and not isinstance(error, sqlite3.IntegrityError)
+
+
 def _failed_alone(conn: sqlite3.Connection, error: Exception) -> Exception:
     """Undo the savepoint ``w`` of a write that failed on its own and say why as a store error;
-    re-raise when the database itself failed (disk full, I/O, locked): then the whole group fails."""
-    if isinstance(error, sqlite3.Error) and not isinstance(error, sqlite3.IntegrityError):
+    re-raise when the database itself failed: then the whole group fails."""
+    if _database_failed(error):
         raise error
     conn.execute("ROLLBACK TO w")
     conn.execute("RELEASE w")
@@ -130,8 +135,8 @@ def _write_only(conn: sqlite3.Connection, kind: type[Mergeable], writes: list[tu
     try:
         kind.merged(conn, [write for write, _ in writes])
     except Exception as error:
-        if isinstance(error, sqlite3.Error) and not isinstance(error, sqlite3.IntegrityError):
-            raise  # the database itself failed: the whole group fails
+        if _database_failed(error):
+            raise
         conn.execute("ROLLBACK")
         begin(conn)
         return False
