@@ -41,8 +41,8 @@ _Facts = tuple[dict[str, float], dict[str, list[JoinDecision]], dict[str, list[O
 
 @functools.lru_cache(maxsize=16)
 def _insert_sql(count: int) -> str:
-    """Insert examples of decisions still in the queue: one forgotten (or past retention) while the
-    run computed it is not brought back."""
+    """Insert examples of decisions still in the queue (found by its key, (event time, decision id)):
+    one forgotten (or past retention) while the run computed it is not brought back."""
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
     return (f"INSERT OR IGNORE INTO joined_examples SELECT * FROM (VALUES {values}) AS v "
             f"WHERE (v.column3, v.column1) IN (SELECT event_time, decision_id FROM join_queue)")  # fmt: skip
@@ -50,7 +50,7 @@ def _insert_sql(count: int) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _dequeue_sql(count: int) -> str:
-    """By the queue's key, (event time, decision id): a list of row values searches it; (VALUES ...) alone would scan it."""
+    """By the queue's key: a subquery of row values searches it, where ``IN (VALUES ...)`` would scan it."""
     values = ", ".join(["(?, ?)"] * count)
     return f"DELETE FROM join_queue WHERE (event_time, decision_id) IN (SELECT column1, column2 FROM (VALUES {values}))"
 

@@ -53,15 +53,15 @@ class SQLitePrivacy:
 
     def delete_decisions_before(self, cutoff: float, limit: int) -> Future[DeletedDecisions]:
         def write(conn: sqlite3.Connection) -> DeletedDecisions:
-            queued = conn.execute(
+            keys = conn.execute(
                 "SELECT event_time, decision_id FROM decisions WHERE event_time < ? ORDER BY event_time LIMIT ?", (cutoff, limit)
             ).fetchall()
-            if not queued:
+            if not keys:
                 return DeletedDecisions(0, 0, 0)
-            ids = [(decision_id,) for _, decision_id in queued]
+            ids = [(decision_id,) for _, decision_id in keys]
             activations = sum(conn.execute("DELETE FROM activations WHERE decision_id = ?", i).rowcount for i in ids)
             joined = sum(conn.execute("DELETE FROM joined_examples WHERE decision_id = ?", i).rowcount for i in ids)
-            conn.executemany("DELETE FROM join_queue WHERE event_time = ? AND decision_id = ?", queued)
+            conn.executemany("DELETE FROM join_queue WHERE event_time = ? AND decision_id = ?", keys)  # the queue's key
             conn.executemany("DELETE FROM late_outcomes WHERE decision_id = ?", ids)
             conn.executemany("DELETE FROM decisions WHERE decision_id = ?", ids)
             return DeletedDecisions(len(ids), activations, joined)
