@@ -37,6 +37,8 @@ DAY = 86_400.0
 BEFORE = Path(__file__).parent / "data" / "store-before-h1.db.gz"
 BEFORE_H3 = Path(__file__).parent / "data" / "store-before-h3.db.gz"
 """Main's layout before decisions lost their request_id index (tests/data/make_store_before_h3.py)."""
+BEFORE_H9 = Path(__file__).parent / "data" / "store-before-h9.db.gz"
+"""Main's layout before the join queue was keyed by event time (tests/data/make_store_before_h9.py)."""
 
 
 @pytest.fixture
@@ -227,8 +229,8 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     with closing(sqlite3.connect(tmp_path / "brein.db")) as conn:
         applied = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.store' ORDER BY id").fetchall()
     names = [name for (name,) in applied]
-    assert len(names) == len(set(names)) == 12
-    assert names[0] == "m001_decision_log" and names[-1] == "m012_decisions_queued_by_trigger"
+    assert len(names) == len(set(names)) == 13
+    assert names[0] == "m001_decision_log" and names[-1] == "m013_join_queue_in_time_order"
 
 
 def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> None:
@@ -319,8 +321,8 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         store.close()
     again = open_store(str(path))  # a plain path, as configs had it: nothing is applied twice
     try:
-        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 12
-        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 12
+        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 13
+        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 13
     finally:
         again.close()
 
@@ -369,6 +371,49 @@ def test_a_store_from_main_with_a_request_id_index_migrates_in_place(tmp_path: P
         store.decisions.submit_decisions([fresh]).result()
         assert store.decisions.decisions_by_request(["fresh"]) == {"fresh": fresh}
         assert sqlite_rows(store, "SELECT derived FROM decisions WHERE request_id = 'fresh'") == [(1,)]
+    finally:
+        store.close()
+
+
+def _primary_key(store: SQLiteStore, table: str) -> list[str]:
+    columns = sqlite_rows(store, f"SELECT name, pk FROM pragma_table_info('{table}') WHERE pk > 0")
+    return [name for name, _ in sorted(columns, key=lambda column: column[1])]
+
+
+def test_a_store_from_main_with_a_queue_keyed_by_decision_migrates_in_place(tmp_path: Path, config: BreinConfig) -> None:
+    """Main's file: the queue keeps every entry, now keyed by (event time, decision id) with no
+    index beside it; new decisions still enter it, the joiner empties it once, Forget clears it."""
+    path = tmp_path / "brein.db"
+    with gzip.open(BEFORE_H9) as packed, path.open("wb") as unpacked:
+        shutil.copyfileobj(packed, unpacked)
+    with closing(sqlite3.connect(path)) as conn:
+        queued = conn.execute("SELECT decision_id, event_time FROM join_queue ORDER BY event_time, decision_id").fetchall()
+        joined = conn.execute("SELECT * FROM joined_examples ORDER BY decision_id").fetchall()
+        assert conn.execute("SELECT name FROM pragma_index_list('join_queue') WHERE origin = 'c'").fetchall() != []
+    assert len(queued) > 1 and len(joined) > 0
+
+    store = open_store(f"sqlite:///{path}")
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert sqlite_rows(store, "SELECT decision_id, event_time FROM join_queue") == queued  # read in key order
+        assert _primary_key(store, "join_queue") == ["event_time", "decision_id"]
+        assert sqlite_rows(store, "SELECT name FROM pragma_index_list('join_queue') WHERE origin = 'c'") == []
+        assert sqlite_rows(store, "SELECT * FROM joined_examples ORDER BY decision_id") == joined
+        assert sqlite_rows(store, "PRAGMA integrity_check") == [("ok",)]
+        store.decisions.submit_decisions([_decision("after", "c9", T0 + 20 * DAY)]).result()
+        assert store.joins.pending_count() == len(queued) + 1
+        forgotten = sqlite_rows(store, "SELECT customer_id FROM decisions WHERE decision_id = ?", (queued[0][0],))[0][0]
+        queued_of = ("join_queue q JOIN decisions d USING (decision_id)", "WHERE d.customer_id = ?", (forgotten,))
+        mine = sqlite_count(store, *queued_of)
+        report = store.privacy.forget(forgotten, actor="test", at=T0).result()
+        assert report.joined_examples == sum(1 for row in joined if row[1] == forgotten) > 0
+        assert sqlite_count(store, *queued_of) == 0
+        pending = store.joins.pending_count()
+        assert pending == len(queued) + 1 - mine
+        run = Joiner(config, store.joins).run(until=T0 + 100 * DAY)
+        assert run.joined + run.unactivated == pending and store.joins.pending_count() == 0
+        assert Joiner(config, store.joins).run(until=T0 + 100 * DAY).joined == 0
+        assert sqlite_count(store, "joined_examples") == len(joined) - report.joined_examples + pending
     finally:
         store.close()
 

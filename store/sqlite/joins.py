@@ -41,16 +41,18 @@ _Facts = tuple[dict[str, float], dict[str, list[JoinDecision]], dict[str, list[O
 
 @functools.lru_cache(maxsize=16)
 def _insert_sql(count: int) -> str:
-    """Insert examples of decisions still in the queue: one forgotten (or past retention) while the
-    run computed it is not brought back."""
+    """Insert examples of decisions still in the queue (found by its key, (event time, decision id)):
+    one forgotten (or past retention) while the run computed it is not brought back."""
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
     return (f"INSERT OR IGNORE INTO joined_examples SELECT * FROM (VALUES {values}) AS v "
-            f"WHERE v.column1 IN (SELECT decision_id FROM join_queue)")  # fmt: skip
+            f"WHERE (v.column3, v.column1) IN (SELECT event_time, decision_id FROM join_queue)")  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
 def _dequeue_sql(count: int) -> str:
-    return f"DELETE FROM join_queue WHERE decision_id IN ({marks(count)})"
+    """By the queue's key: a subquery of row values searches it, where ``IN (VALUES ...)`` would scan it."""
+    values = ", ".join(["(?, ?)"] * count)
+    return f"DELETE FROM join_queue WHERE (event_time, decision_id) IN (SELECT column1, column2 FROM (VALUES {values}))"
 
 
 class SQLiteJoinState:
@@ -149,7 +151,7 @@ class SQLiteJoinState:
                 for start in range(0, len(rows), ROWS_PER_STATEMENT):
                     part = rows[start : start + ROWS_PER_STATEMENT]
                     conn.execute(_insert_sql(len(part)), tuple(chain.from_iterable(part)))
-                    conn.execute(_dequeue_sql(len(part)), [row[0] for row in part])
+                    conn.execute(_dequeue_sql(len(part)), tuple(chain.from_iterable((row[2], row[0]) for row in part)))
             finally:
                 conn.execute(f"PRAGMA cache_size = {int(cache_size)}")  # the store's own setting again
 

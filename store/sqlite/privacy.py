@@ -11,6 +11,8 @@ from store.sqlite.engine import Engine
 from store.sqlite.registry import append_audit
 
 CUSTOMER_DECISIONS = "SELECT decision_id FROM decisions WHERE customer_id = ?"
+CUSTOMER_QUEUED = "SELECT event_time, decision_id FROM decisions WHERE customer_id = ?"
+"""The customer's decisions by the join queue's key."""
 
 
 class SQLiteAuditTrail:
@@ -38,7 +40,7 @@ class SQLitePrivacy:
 
         def write(conn: sqlite3.Connection) -> ForgetReport:
             activations = conn.execute(f"DELETE FROM activations WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine).rowcount
-            conn.execute(f"DELETE FROM join_queue WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine)
+            conn.execute(f"DELETE FROM join_queue WHERE (event_time, decision_id) IN ({CUSTOMER_QUEUED})", mine)
             conn.execute(f"DELETE FROM late_outcomes WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine)
             joined = conn.execute(f"DELETE FROM joined_examples WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine).rowcount
             decisions = conn.execute("DELETE FROM decisions WHERE customer_id = ?", mine).rowcount
@@ -51,14 +53,15 @@ class SQLitePrivacy:
 
     def delete_decisions_before(self, cutoff: float, limit: int) -> Future[DeletedDecisions]:
         def write(conn: sqlite3.Connection) -> DeletedDecisions:
-            ids = conn.execute(
-                "SELECT decision_id FROM decisions WHERE event_time < ? ORDER BY event_time LIMIT ?", (cutoff, limit)
+            keys = conn.execute(
+                "SELECT event_time, decision_id FROM decisions WHERE event_time < ? ORDER BY event_time LIMIT ?", (cutoff, limit)
             ).fetchall()
-            if not ids:
+            if not keys:
                 return DeletedDecisions(0, 0, 0)
+            ids = [(decision_id,) for _, decision_id in keys]
             activations = sum(conn.execute("DELETE FROM activations WHERE decision_id = ?", i).rowcount for i in ids)
             joined = sum(conn.execute("DELETE FROM joined_examples WHERE decision_id = ?", i).rowcount for i in ids)
-            conn.executemany("DELETE FROM join_queue WHERE decision_id = ?", ids)
+            conn.executemany("DELETE FROM join_queue WHERE event_time = ? AND decision_id = ?", keys)  # the queue's key
             conn.executemany("DELETE FROM late_outcomes WHERE decision_id = ?", ids)
             conn.executemany("DELETE FROM decisions WHERE decision_id = ?", ids)
             return DeletedDecisions(len(ids), activations, joined)

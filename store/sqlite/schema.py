@@ -15,6 +15,13 @@ from store.records import decision_id_for
 migrations = Migrations("brein.store")
 
 LEGACY_TABLE = "_sqlite_migrations"
+QUEUED_TRIGGER = """CREATE TRIGGER decisions_queued AFTER INSERT ON decisions
+    BEGIN
+        SELECT RAISE(ABORT, 'UNIQUE constraint failed: decisions.request_id')
+            WHERE NEW.derived = 1 AND EXISTS (SELECT 1 FROM decisions WHERE derived = 0 AND request_id = NEW.request_id);
+        INSERT INTO join_queue (decision_id, event_time) VALUES (NEW.decision_id, NEW.event_time);
+    END"""
+"""m012's trigger; m013 makes it again after rebuilding the queue it writes to."""
 
 
 def _applied_before(db: Database, migration_set: str, name: str) -> bool:
@@ -312,11 +319,20 @@ def m012_decisions_queued_by_trigger(db: Database) -> None:
     one statement for a group's decisions and their queue entries, not one for each table. The same
     trigger (one program a row) refuses a decision whose id is its request id's (``derived``) when
     a decision whose id is not (written only by tests and benchmarks) already has that request id."""
-    db.execute(
-        """CREATE TRIGGER decisions_queued AFTER INSERT ON decisions
-            BEGIN
-                SELECT RAISE(ABORT, 'UNIQUE constraint failed: decisions.request_id')
-                    WHERE NEW.derived = 1 AND EXISTS (SELECT 1 FROM decisions WHERE derived = 0 AND request_id = NEW.request_id);
-                INSERT INTO join_queue (decision_id, event_time) VALUES (NEW.decision_id, NEW.event_time);
-            END"""
-    )
+    db.execute(QUEUED_TRIGGER)
+
+
+@migrations()
+def m013_join_queue_in_time_order(db: Database) -> None:
+    """The join queue is kept in the order it is read, WITHOUT ROWID keyed by (event time, decision
+    id), in place of a random key (the decision id) plus an event-time index: a decision enters it
+    at its right edge, and each decision the joiner dequeues changes one B-tree, not two
+    (docs/benchmarks.md, "The worker's join tables"). The trigger that fills it is made again: a
+    table that a trigger writes to cannot be renamed into place under it."""
+    db.execute("DROP TRIGGER decisions_queued")
+    db.execute("CREATE TABLE join_queue_by_time (decision_id TEXT NOT NULL, event_time REAL NOT NULL, "
+               "PRIMARY KEY (event_time, decision_id)) WITHOUT ROWID")  # fmt: skip
+    db.execute("INSERT INTO join_queue_by_time SELECT decision_id, event_time FROM join_queue ORDER BY event_time, decision_id")
+    db.execute("DROP TABLE join_queue")
+    db.execute("ALTER TABLE join_queue_by_time RENAME TO join_queue")
+    db.execute(QUEUED_TRIGGER)
