@@ -134,12 +134,13 @@ class LearnerConfig(_Strict):
     exploration: Literal["squarecb", "epsilon"] = "squarecb"
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
     # Namespace letters to interact: u(ser context), h(istory), n(on-personal context) x o(ffer), c(hannel), s(lot).
-    # Who gets which offer (uo, ho, no), and which channel and send time for that offer (uoc, hoc, noc,
-    # nos): a channel's weights shared by all offers carry one offer's value into every other sent on
-    # it. ns: the arrival hour tells the slot a customer reads in. Chosen on the choosing worlds
-    # (docs/simulation.md, "Choosing the defaults").
+    # Pairs only: who gets which offer (uo, ho, no), which channel (uc, hc, nc) and which send time
+    # (us, ns). A channel's and a slot's weights are learned from every offer sent on them, not per
+    # offer (the triples uoc, hoc, noc, nos, which split the same evidence 3-8 ways): more evidence
+    # for each weight. Chosen on the choosing worlds over three seeds each (docs/simulation.md,
+    # "Choosing the defaults, round 6"); cubic terms stay a set-up `brein policy tune` tries.
     interactions: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = [
-        "uo", "uoc", "ho", "hoc", "no", "noc", "ns", "nos"
+        "uo", "uc", "us", "ho", "hc", "no", "nc", "ns"
     ]  # fmt: skip
     # --clip_p 1: every importance weight is 1, the plain regression on the reward of the action taken
     # that SquareCB assumes; weighted 1/p, a rare large outcome on a rarely explored action made the
