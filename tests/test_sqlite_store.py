@@ -38,7 +38,7 @@ BEFORE = Path(__file__).parent / "data" / "store-before-h1.db.gz"
 BEFORE_H3 = Path(__file__).parent / "data" / "store-before-h3.db.gz"
 """Main's layout before decisions lost their request_id index (tests/data/make_store_before_h3.py)."""
 BEFORE_H9 = Path(__file__).parent / "data" / "store-before-h9.db.gz"
-"""Main's layout before the join queue was keyed by event time (tests/data/make_store_before_h9.py)."""
+"""Main's layout before the join queue was keyed by event time (tests/data/make_store_before_h3.py run at 08016d9)."""
 
 
 @pytest.fixture
