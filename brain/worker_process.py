@@ -23,13 +23,21 @@ from brain import logs
 from brain.worker import BESIDE_A_SERVER_COMMIT_PAUSE, ThreadFailed, WorkerEvent, event_line, work
 from store import open_store
 
-NICENESS = 10
-"""The worker's own thread (joining, learning, retention) runs this far below the server's CPU
-priority: on a machine with few cores a round of learning would otherwise take the core that Decide
-calls need. Only that thread (Linux: a niceness is a thread's): the store's writer keeps the server's
-priority: while it holds SQLite's write lock the server's Decide writes wait for it, and at a lower
-priority it sat runnable but preempted for a third of each hold (docs/benchmarks.md, "The worker's
-lock holds")."""
+
+def yield_cpu_to_the_server() -> None:
+    """This thread (joining, learning, tuning, retention) runs on the CPU the server leaves: on a
+    machine with few cores a round of learning or tuning would otherwise take the core that Decide
+    calls need. Linux's SCHED_IDLE: a waking Decide thread preempts it at once (at niceness 10 or 19
+    it waited out the worker's time slice: Decide's worst 2 s window while the worker tuned 16-45 ms
+    against 8-14 ms; docs/benchmarks.md, "Decide while the worker tunes"), and it still gets a small
+    share of a busy CPU, so the log is joined and learned from under load too. Elsewhere the lowest
+    niceness. Only this thread (Linux: a scheduling policy is a thread's): the store's writer,
+    started before, keeps the server's priority: while it holds SQLite's write lock the server's
+    Decide writes wait for it (docs/benchmarks.md, "The worker's lock holds")."""
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(19)
 
 
 _reporting = threading.Lock()  # the store's supervised threads report too
@@ -57,7 +65,7 @@ def main() -> None:
     logs.configure(level)
     config = parse_config(json.loads(sys.stdin.readline()), source="the server's config")
     store = open_store(url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE, on_thread_failure=_thread_failed)
-    os.nice(NICENESS)  # after the store's threads started: they keep the server's priority (NICENESS)
+    yield_cpu_to_the_server()  # after the store's threads started: they keep the server's priority
     try:
         work(config, store, _report, _stop)
     except BrokenPipeError:  # the server is gone: nobody to flush the rest of standard output to

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,6 @@ from bandit.config import parse_config
 from bandit.learner import COLD_START
 from brain.core import Brain
 from brain.worker import Worker
-from brain.worker_process import NICENESS
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from store import open_store
@@ -93,13 +93,15 @@ def test_the_worker_stores_snapshots_that_its_servers_follow(make_brain: Callabl
         store.close()
 
 
-def niceness(pid: int, thread: int) -> int:
-    """A thread's niceness, from /proc (field 19 of its stat)."""
+def scheduling_policy(pid: int, thread: int) -> int:
+    """A thread's scheduling policy, from /proc (field 41 of its stat)."""
     stat = Path(f"/proc/{pid}/task/{thread}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[16])
+    return int(stat.rsplit(")", 1)[1].split()[38])
 
 
-def test_only_the_workers_own_thread_runs_at_a_lower_priority(make_brain: Callable[..., Brain], metrics: Metrics) -> None:
+def test_only_the_workers_own_thread_runs_on_the_cpu_the_server_leaves(
+    make_brain: Callable[..., Brain], metrics: Metrics
+) -> None:
     """The store's writer keeps the server's priority: the server's Decide writes wait for it
     whenever it holds the write lock."""
     brain = make_brain(background_config())
@@ -107,11 +109,11 @@ def test_only_the_workers_own_thread_runs_at_a_lower_priority(make_brain: Callab
     try:
         until(lambda: len(workers()) == 1 and live.sample("brein_joined_examples_total", {"status": "joined"}) == 0)
         (worker,) = workers()
-        ours = os.nice(0)
-        until(lambda: niceness(worker, worker) == ours + NICENESS)  # once its store is open
-        threads = {int(task.name): niceness(worker, int(task.name)) for task in Path(f"/proc/{worker}/task").iterdir()}
-        assert threads.pop(worker) == ours + NICENESS  # the main thread joins and learns
-        assert len([n for n in threads.values() if n == ours]) >= 2  # the store's writer and checkpointer
+        ours = scheduling_policy(os.getpid(), threading.get_native_id())
+        until(lambda: scheduling_policy(worker, worker) == os.SCHED_IDLE)  # once its store is open
+        threads = {int(task.name): scheduling_policy(worker, int(task.name)) for task in Path(f"/proc/{worker}/task").iterdir()}
+        assert threads.pop(worker) == os.SCHED_IDLE != ours  # the main thread joins, learns and tunes
+        assert len([p for p in threads.values() if p == ours]) >= 2  # the store's writer and checkpointer
     finally:
         live.stop()
 
