@@ -123,7 +123,9 @@ def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_ev
     # The gate lets it through on that evidence. Tuned again on the same cut, the new champion served none of
     # the held-out decisions: it is judged by its model, against set-ups that learned up to the cut.
     assert "is the champion (was champion)" in flow.cli("policy", "promote", tuning["registered"]).output
-    again = json.loads(flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--json").output)
+    # Its own id: the same set-up may win again, and its default id is taken.
+    again = json.loads(flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)), "--id", "again",
+                                "--json").output)  # fmt: skip
     assert (again["baseline"], again["baseline_as_served"], again["trained_on"]) == (tuning["registered"], False, 1500)
     assert f"lift vs {tuning['registered']} " in flow.cli("policy", "tune", "--cut", _utc(SPLIT), "--setups", str(_setups(flow)),
                                                           "--id", "third", ok=False).output  # fmt: skip
