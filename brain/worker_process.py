@@ -1,5 +1,5 @@
 """`python -m brain.worker_process STORE_URL LOG_LEVEL`: the worker (brain/worker.py) as a child of
-`brein serve`, its joining and learning at a lower CPU priority so that Decide keeps its latency.
+`brein serve`, its joining, learning and tuning on the CPU the server leaves, so that Decide keeps its latency.
 
 Joining and learning are long stretches of Python; in the server's process they would hold the GIL
 that every Decide needs (a round over a 200,000-decision backlog put Decide's p99 at 300 calls/s
