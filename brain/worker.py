@@ -40,6 +40,10 @@ LEASE_POLL_SECONDS = 1.0
 BESIDE_A_SERVER_WRITE_ROWS = 250
 """Joined examples per write while servers share the store: each write holds SQLite's write lock,
 and a server's Decide writes wait for it (50,000 rows, the joiner's own default, hold it about a second)."""
+BESIDE_A_SERVER_HOLD_BUDGET = 0.004
+"""Seconds a transaction of the worker's joined examples may hold SQLite's write lock while servers
+share the store: the store commits each write in parts sized to it (store/sqlite/holds.py), since
+a server's Decide write waits out the hold it arrives in (docs/benchmarks.md, "The worker's hold budget")."""
 BESIDE_A_SERVER_COMMIT_PAUSE = 0.01
 """Seconds the worker's writer rests after each commit: a server's writer, trying every
 millisecond, takes the lock in between."""
