@@ -23,6 +23,7 @@ from brain import logs
 from brain.worker import (
     BESIDE_A_SERVER_COMMIT_PAUSE,
     BESIDE_A_SERVER_HOLD_BUDGET,
+    BESIDE_A_SERVER_SYNCED_COMMITS,
     ThreadFailed,
     WorkerEvent,
     event_line,
@@ -72,7 +73,11 @@ def main() -> None:
     logs.configure(level)
     config = parse_config(json.loads(sys.stdin.readline()), source="the server's config")
     store = open_store(
-        url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE, hold_budget=BESIDE_A_SERVER_HOLD_BUDGET, on_thread_failure=_thread_failed
+        url,
+        write_pause=BESIDE_A_SERVER_COMMIT_PAUSE,
+        hold_budget=BESIDE_A_SERVER_HOLD_BUDGET,
+        synced_commits=BESIDE_A_SERVER_SYNCED_COMMITS,
+        on_thread_failure=_thread_failed,
     )
     yield_cpu_to_the_server()  # after the store's threads started: they keep the server's priority
     try:

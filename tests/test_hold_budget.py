@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bandit.config import BreinConfig
+from brain.worker import BESIDE_A_SERVER_HOLD_BUDGET, BESIDE_A_SERVER_SYNCED_COMMITS
 from reward.joiner import Joiner
 from store.records import DecisionRecord
 from store.sqlite import SQLiteStore
@@ -70,7 +71,9 @@ def test_the_budget_must_be_positive() -> None:
 @pytest.fixture
 def commits(tmp_path: Path) -> Iterator[tuple[SQLiteStore, list[tuple[float, int]]]]:
     seen: list[tuple[float, int]] = []
-    store = SQLiteStore(tmp_path / "log.db", hold_budget=BUDGET, on_commit=lambda seconds, writes, ok: seen.append((seconds, writes)))
+    store = SQLiteStore(
+        tmp_path / "log.db", hold_budget=BUDGET, on_commit=lambda seconds, writes, ok: seen.append((seconds, writes))
+    )
     for start in range(0, DECISIONS, 500):
         store.decisions.submit_decisions([_decision(n) for n in range(start, start + 500)]).result()
     seen.clear()
@@ -106,3 +109,21 @@ def test_without_a_budget_a_write_is_one_transaction(config: BreinConfig, tmp_pa
         assert sqlite_count(store, "joined_examples") == DECISIONS
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("synced", "synchronous"), [(True, 2), (False, 1)])
+def test_a_writer_beside_a_server_may_leave_its_commits_to_be_synced_by_the_servers(
+    tmp_path: Path, synced: bool, synchronous: int
+) -> None:
+    """Unsynced: PRAGMA synchronous = NORMAL (1) on the writer's connection, FULL (2) otherwise."""
+    store = SQLiteStore(tmp_path / "log.db", synced_commits=synced)
+    try:
+        assert store.engine.submit(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]).result() == synchronous
+    finally:
+        store.close()
+
+
+def test_the_worker_beside_a_server_writes_in_parts_and_unsynced() -> None:
+    """What brain/worker_process.py and `brein worker` open their store with."""
+    assert 0 < BESIDE_A_SERVER_HOLD_BUDGET <= 0.005
+    assert not BESIDE_A_SERVER_SYNCED_COMMITS

@@ -192,13 +192,17 @@ class Engine:
         on_commit: CommitListener | None = None,
         commit_pause: float = 0.0,
         hold_budget: float = 0.0,
+        synced_commits: bool = True,
         on_thread_failure: ThreadFailure | None = None,
         checkpoint_seconds: float = INTERVAL_SECONDS,
     ) -> None:
         """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
         process (the server's) gets the write lock between this one's transactions. ``hold_budget``:
         seconds a transaction of a divisible write may hold the write lock (0: written whole), for
-        the other process's writes that wait for it. The writer and
+        the other process's writes that wait for it. ``synced_commits=False``: a file database's
+        commits are not synced to disk (``PRAGMA synchronous = NORMAL``), only written to the WAL,
+        which the next synced commit on the file (the other process's) or checkpoint syncs with
+        them: an operating-system crash or power loss may lose the latest commits, whole. The writer and
         the checkpointer (a file database's, every ``checkpoint_seconds``) are supervised threads
         (store/threads.py): ``on_thread_failure`` hears of their failures."""
         self.path = path
@@ -212,7 +216,7 @@ class Engine:
             self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
         else:
             _polling(self._writer_conn, "PRAGMA journal_mode = WAL")
-            self._writer_conn.execute("PRAGMA synchronous = FULL")
+            self._writer_conn.execute(f"PRAGMA synchronous = {'FULL' if synced_commits else 'NORMAL'}")
             self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._reads = _Reads(self)
             self.checkpointer = Checkpointer(connect(path), interval=checkpoint_seconds, on_thread_failure=on_thread_failure)
