@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         build(store, backlog, backlog * 3 // 10, customers=backlog // 5)
         model = Path(tmp) / "telecom.vw"
         model.write_bytes(train_model(parse_config(telecom_config(Path(tmp) / "probe.db", None)), 1_000, SEED))
+        # The backlog just built is still being written back to disk: the server's first synced commits
+        # would wait behind it (60-300 ms in the first joining window of every run), a bench artefact.
+        os.sync()
         config = telecom_config(store, model)
         config["joiner"] = {**config.get("joiner", {}), "interval_seconds": 0.5}
         if args.tuning:
