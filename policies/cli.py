@@ -25,7 +25,7 @@ from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_
 from policies.gate import gate_reliability
 from policies.plot import plot_report
 from policies.registry import Registry
-from policies.tuning import Tuning, default_setups, load_setups, register_best, tune
+from policies.tuning import Tuning, default_setups, level, load_setups, register_best, tune
 from store import Store, open_store
 from store.errors import StoreError
 from store.records import KINDS
@@ -266,8 +266,9 @@ def train(config_path: str, store_url: str | None, policy_id: str, since: dateti
 def _tuning_table(tuning: Tuning) -> Table:
     first = tuning.tried[0].record.estimator
     against = f"{tuning.baseline} as served" if tuning.as_served else tuning.baseline
-    table = Table("set-up", "trained on", "train s", f"value ({first})", "95% interval", f"lift vs {against}",
-                  "lift 95% interval", "ESS (set-up)", "reliable", "best",
+    interval = f"{level(tuning.alpha)} interval"
+    table = Table("set-up", "trained on", "train s", f"value ({first})", interval, f"lift vs {against}", f"lift {interval}",
+                  "ESS (set-up)", "reliable", "best",
                   title=f"{len(tuning.tried)} set-ups trained on {tuning.trained_on:,} joined examples before the cut, "
                         f"evaluated on {tuning.evaluated_on:,} after it (money per decision)")  # fmt: skip
     for tried in tuning.tried:

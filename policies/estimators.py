@@ -317,6 +317,10 @@ class _Policy:
         return Diagnostics(effective_sample_size(weights), largest_weight_share(weights), float(np.mean(self.logged == 0)))
 
 
+ALPHA = 0.05
+"""An interval's level is 1 - ALPHA unless a caller asks for another (tuning, for the set-ups it compares)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Estimator(ABC):
     """An off-policy estimator and its hyper-parameters.
@@ -326,7 +330,7 @@ class Estimator(ABC):
     range when it is known (clicks: (0, 1)).
     """
 
-    alpha: float = 0.05
+    alpha: float = ALPHA
     n_bootstrap: int = 500
     seed: int = 0
     reward_range: tuple[float, float] | None = None

@@ -18,6 +18,7 @@ from bandit.learner import VWPolicy
 from bandit.policies import Policy
 from bandit.sampling import floored
 from policies.estimators import (
+    ALPHA,
     DM,
     DR,
     IPS,
@@ -241,7 +242,7 @@ class EvaluationReport:
 
         def estimate(e: Estimate) -> dict[str, Any]:
             clipped = {} if e.clipped_ess is None else {"clipped_ess": e.clipped_ess}
-            return {"value": e.value, **interval("bootstrap", e.bootstrap), **interval("analytic", e.analytic),
+            return {"value": e.value, "alpha": e.alpha, **interval("bootstrap", e.bootstrap), **interval("analytic", e.analytic),
                     **asdict(e.diagnostics), **clipped, "reliable": e.reliable, "reasons": list(e.reasons)}  # fmt: skip
 
         rows: dict[str, Any] = {}
@@ -268,17 +269,21 @@ def evaluate_on(
     seed: int = 0,
     reward_hat: FloatArray | None = None,
     min_probability: float = 0.0,
+    alpha: float = ALPHA,
 ) -> EvaluationReport:
     """``reward_hat``: ``reward_predictions(encoder, data, seed=seed)`` made once for several
     evaluations on the same log (DM and DR need it); made here when absent. ``min_probability``: the
-    floor serving puts under a learned policy's pmf (``learner.min_probability``)."""
+    floor serving puts under a learned policy's pmf (``learner.min_probability``). ``alpha``: every
+    interval's level is 1 - alpha."""
     if len(data) < 2:
         raise ValueError(f"the log holds {len(data)} joined decisions in that range; an evaluation needs at least 2")
     unknown = sorted(set(estimators) - set(ESTIMATORS))
     if unknown:
         raise ValueError(f"estimator: unknown {', '.join(unknown)}; expected some of {', '.join(ESTIMATORS)}")
     chosen = [
-        ClippedIPS(clip=CLIP, n_bootstrap=n_bootstrap, seed=seed) if name == "clipped_ips" else ESTIMATORS[name](n_bootstrap=n_bootstrap, seed=seed)
+        ClippedIPS(clip=CLIP, alpha=alpha, n_bootstrap=n_bootstrap, seed=seed)
+        if name == "clipped_ips"
+        else ESTIMATORS[name](alpha=alpha, n_bootstrap=n_bootstrap, seed=seed)
         for name in estimators
     ]
     # The policies' distributions first: one that cannot act on the log is refused before the reward model is fitted.

@@ -10,6 +10,11 @@ as at least this). And ``numeric_default``, the encoding of numeric fields: ``qu
 learned from the examples a set-up trains on) or ``auto`` (data-free); a model carries its encoding
 (stored with its snapshots), so it is evaluated and served on the features it was trained on.
 
+Picking the best of several set-ups by the lower bound of its lift on one log favours the one whose
+estimate erred upwards (the winner's curse): each set-up's intervals are at level 1 - ALPHA / k for
+the k set-ups competing (Bonferroni), so the gate's "beats the champion at 95%" holds for the one
+picked, and each has k times the bootstrap resamples, as many beyond each bound as a single one.
+
 Nothing is written while set-ups are trained and evaluated. The best is registered afterwards: its
 snapshot and its evaluation first, under an id no registered policy has, then the registry entry
 in one store call, so a run killed at any point leaves either no candidate or a whole one.
@@ -17,6 +22,7 @@ in one store call, so a run killed at any point leaves either no candidate or a 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,7 +38,7 @@ from bandit.errors import BreinError
 from bandit.features import FeatureEncoder
 from bandit.learner import vw_arguments
 from bandit.policies import Policy
-from policies.estimators import Estimate
+from policies.estimators import ALPHA, Estimate
 from policies.evaluation import (
     ESTIMATORS,
     AsServed,
@@ -246,6 +252,8 @@ class Tuning:
     tried: list[Tried]
     best: Tried | None
     verdict: str
+    alpha: float
+    """Every interval's level is 1 - alpha: ALPHA shared by the set-ups competing to be the best."""
     as_served: bool = False
     """The baseline is the champion as it served the held-out decisions (``AsServed``), not its model."""
     registered: str | None = None
@@ -255,7 +263,8 @@ class Tuning:
         return {"cut": self.cut, "until": self.until, "baseline": self.baseline, "against_champion": self.against_champion,
                 "baseline_as_served": self.as_served, "trained_until": self.trained_until, "trained_on": self.trained_on,
                 "evaluated_on": self.evaluated_on, "best": self.best.setup.name if self.best else None, "verdict": self.verdict,
-                "registered": self.registered, "tried": [t.as_dict(evaluation=evaluation) for t in self.tried]}  # fmt: skip
+                "alpha": self.alpha, "registered": self.registered,
+                "tried": [t.as_dict(evaluation=evaluation) for t in self.tried]}  # fmt: skip
 
 
 Progress = Callable[[str, int, int], None]
@@ -343,6 +352,8 @@ def tune(
     else:
         logged = load_logged(config, store.examples, cut, until)
     encoder = FeatureEncoder(config)
+    alpha = ALPHA / max(1, len(chosen) - (against is not None))
+    resamples = math.ceil(n_bootstrap * ALPHA / alpha)
     steps, done = 2 * len(chosen) + 1, 0
 
     def step(what: str) -> None:
@@ -365,14 +376,15 @@ def tune(
     for setup, (trained, seconds), policy in zip(chosen, models, policies, strict=True):
         step(f"evaluating {setup.name} on {len(logged):,} decisions")
         report = evaluate_on(logged, encoder, policy, baseline, tuple(ESTIMATORS), reliability=gate_reliability(config.gate),
-                             n_bootstrap=n_bootstrap, reward_hat=reward_hat,
-                             min_probability=config.learner.min_probability)  # fmt: skip
+                             n_bootstrap=resamples, reward_hat=reward_hat,
+                             min_probability=config.learner.min_probability, alpha=alpha)  # fmt: skip
         done += 1
         tried.append(Tried(setup, trained, seconds, report, evaluation_record(config, report, logged, setup.name, baseline[0])))
     step("done")
     as_served = isinstance(baseline[1], AsServed)
-    best, verdict = _best([t for t in tried if t.setup.name != against], baseline[0] + (" as served" if as_served else ""))
-    return Tuning(cut, until, baseline[0], against is None, trained_until, before, len(logged), tried, best, verdict, as_served)
+    best, verdict = _best([t for t in tried if t.setup.name != against], baseline[0] + (" as served" if as_served else ""), alpha)
+    return Tuning(cut, until, baseline[0], against is None, trained_until, before, len(logged), tried, best, verdict, alpha,
+                  as_served)
 
 
 def known_by(config: BreinConfig, store: Store, cut: float) -> tuple[float, int]:
@@ -401,7 +413,7 @@ def champion_baseline(
     return champion, load_logged(config, store.examples, cut, until)
 
 
-def _best(tried: Sequence[Tried], champion: str) -> tuple[Tried | None, str]:
+def _best(tried: Sequence[Tried], champion: str, alpha: float) -> tuple[Tried | None, str]:
     reliable = [t for t in tried if t.reliable]
     if not reliable:
         return None, "no set-up's evaluation is reliable (too little support in the log: see each one's reasons)"
@@ -411,7 +423,13 @@ def _best(tried: Sequence[Tried], champion: str) -> tuple[Tried | None, str]:
         return None, (f"no reliable set-up beats {champion}: the best, {best.setup.name}, "
                       f"has a {lift.estimator} lift of {lift.lift:+.3f}")
     return best, (f"{best.setup.name}: the highest lower bound of the {lift.estimator} lift over {champion} among the reliable "
-                  f"set-ups, {lift.lift:+.3f} [{lift.lift_lower:+.3f}, {lift.lift_upper:+.3f}] per decision")  # fmt: skip
+                  f"set-ups, {lift.lift:+.3f} [{lift.lift_lower:+.3f}, {lift.lift_upper:+.3f}] per decision "
+                  f"({level(alpha)} interval: {level(ALPHA)} for the best of {len(tried)})")  # fmt: skip
+
+
+def level(alpha: float) -> str:
+    """An interval's level as people read it: 95%, 99.6%."""
+    return f"{100 * (1 - alpha):.3g}%"
 
 
 def candidate_id(tuning: Tuning, best: Tried) -> str:

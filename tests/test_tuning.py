@@ -131,6 +131,23 @@ def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_ev
                                                           "--id", "third", ok=False).output  # fmt: skip
 
 
+def test_the_intervals_of_setups_competing_to_be_the_best_are_at_a_level_shared_among_them(flow: Flow) -> None:
+    """The winner's curse: the best of k lower bounds on one log is too high, so each set-up's
+    intervals are at 1 - 0.05 / k (Bonferroni), and the gate's 95% holds for the one picked."""
+    args = ["policy", "tune", "--cut", _utc(SPLIT), "--json", "--setups"]
+    three = json.loads(flow.cli(*args, str(_setups(flow)), "--id", "of-three").output)
+    alone = json.loads(flow.cli(*args, str(_setups(flow, SETUPS.split("[[setup]]")[2].join(["[[setup]]", ""]))),
+                                "--id", "alone").output)  # fmt: skip
+    assert (three["alpha"], alone["alpha"]) == (pytest.approx(0.05 / 3), 0.05)
+    [cubic] = [t for t in three["tried"] if t["setup"] == "cubic-fast"]
+    [single] = alone["tried"]
+    assert single["setup"] == "cubic-fast" and single["lift"] == pytest.approx(cubic["lift"])
+    assert cubic["lift_interval"][0] < single["lift_interval"][0] and cubic["lift_interval"][1] > single["lift_interval"][1]
+    assert [row["candidate"]["alpha"] for row in cubic["evaluation"]["estimators"].values()] == [pytest.approx(0.05 / 3)] * 6
+    table = flow.cli(*args[:-2], "--setups", str(_setups(flow)), "--id", "shown").output
+    assert "98.3% interval" in table and "(98.3% interval: 95% for the best of 3)" in table
+
+
 def test_the_champion_is_judged_as_it_served_the_held_out_decisions_while_it_served_them(flow: Flow) -> None:
     """The champion's side of every lift is the logged behaviour: every weight 1, its value the mean
     logged reward, whatever its model says now; the set-ups learn only what it had learned by the cut.
