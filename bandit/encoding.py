@@ -1,8 +1,8 @@
 """Numeric encodings learned from the log: quantile edges of each numeric context field, computed
 once when a model lineage is born and fixed for it (stored with every snapshot of the lineage).
 
-A field encoded ``quantile`` becomes one category at each resolution (``QUANTILE_RESOLUTIONS``
-bins of about equal size in the data, edges that repeat dropped), so a linear model can learn a
+A field encoded ``quantile`` becomes one category at each resolution (``[features]
+quantile_resolutions`` bins of about equal size in the data, edges that repeat dropped), so a linear model can learn a
 threshold wherever the customers are, without edges picked by hand. A field absent from a
 request gets no feature (the missing category: the model's other terms carry it). Before a
 lineage has data (a cold start) the data-free ``auto`` encoding applies (bandit/features.py); a
@@ -26,10 +26,8 @@ from store.records import SharedFeatures
 
 log = logging.getLogger("brein.encoding")
 
-QUANTILE_RESOLUTIONS = (4, 16)
-"""Bins per field: 4 learn fast, 16 resolve a threshold a quarter would blur."""
 MAX_VALUES = 200_000
-"""Values per field the edges are taken from, at most: plenty for 16 bins."""
+"""Values per field the edges are taken from, at most: plenty for a few dozen bins."""
 LARGEST = 1e12
 """A value further from 0 cannot make an edge (the same bound the request check applies)."""
 CONTEXT_NAMESPACES = ("u", "n", "h")
@@ -42,8 +40,8 @@ class LearnedEncoding:
     ``quantile`` that the data never held (encoded as absent)."""
 
     edges: Mapping[str, tuple[tuple[float, ...], ...]]
-    unseen: frozenset[str] = frozenset()
-    resolutions: tuple[int, ...] = QUANTILE_RESOLUTIONS
+    unseen: frozenset[str]
+    resolutions: tuple[int, ...]
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,9 +98,7 @@ def learns_encoding(features: FeaturesConfig) -> bool:
     return features.numeric_default == "quantile" or any(f.encoding == "quantile" for f in features.numeric.values())
 
 
-def learn_encoding(
-    features: FeaturesConfig, logged: Iterable[SharedFeatures], resolutions: tuple[int, ...] = QUANTILE_RESOLUTIONS
-) -> LearnedEncoding:
+def learn_encoding(features: FeaturesConfig, logged: Iterable[SharedFeatures]) -> LearnedEncoding:
     """The quantile edges of every numeric context field encoded ``quantile``, from the logged raw
     features. A configured field never seen is logged (once: a lineage learns its encoding once)."""
     values: dict[str, list[float]] = {}
@@ -116,6 +112,7 @@ def learn_encoding(
                 seen = values.setdefault(name, [])
                 if len(seen) < MAX_VALUES:
                     seen.append(float(value))
+    resolutions = tuple(features.quantile_resolutions)
     edges = {name: tuple(quantile_edges(v, r) for r in resolutions) for name, v in values.items()}
     unseen = frozenset(n for n, c in features.numeric.items() if c.encoding == "quantile" and n not in values)
     for name in sorted(unseen):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bandit.config import parse_config
+from bandit.errors import ConfigError
 from bandit.encoding import LearnedEncoding, encoding_summary, learn_encoding, quantile_edges
 from bandit.features import LOG_RESOLUTIONS, FeatureEncoder
 from store.records import SharedFeatures
@@ -44,7 +45,8 @@ def test_quantile_edges_cut_the_values_in_parts_of_about_equal_size(
 
 
 def test_a_learned_encoding_has_edges_at_each_resolution_and_encodes_with_them() -> None:
-    cfg = config()
+    assert config().features.quantile_resolutions == [4]  # the default: quartiles
+    cfg = config(quantile_resolutions=[4, 16])
     assert cfg.features.numeric_default == "quantile"
     learned = learn_encoding(cfg.features, logged([float(v) for v in range(1, 121)]))
     coarse, fine = learned.edges["tenure"]
@@ -55,6 +57,21 @@ def test_a_learned_encoding_has_edges_at_each_resolution_and_encodes_with_them()
     assert encoder.encode({"u": {"tenure": 1e9}})["u"] == [("tenure~q4=b3", 1.0), ("tenure~q16=b15", 1.0)]
     line = encoder.shared_line({"u": {"tenure": 45.0, "plan": "basic"}})
     assert line == "shared |u tenure~q4=b1 tenure~q16=b5 plan=basic"
+
+
+def test_the_resolutions_are_configured_and_kept_with_the_lineage_s_encoding() -> None:
+    cfg = config(quantile_resolutions=[2, 8])
+    learned = learn_encoding(cfg.features, logged([float(v) for v in range(1, 121)]))
+    assert learned.resolutions == (2, 8) and [len(e) for e in learned.edges["tenure"]] == [1, 7]
+    assert LearnedEncoding.from_json(learned.to_json()) == learned
+    line = FeatureEncoder(cfg, learned).shared_line({"u": {"tenure": 45.0}})
+    assert line == "shared |u tenure~q2=b0 tenure~q8=b2"
+
+
+@pytest.mark.parametrize("resolutions", [[], [16, 4], [4, 4], [1, 4]])
+def test_resolutions_that_are_not_increasing_bin_counts_are_refused(resolutions: list[int]) -> None:
+    with pytest.raises(ConfigError, match="quantile_resolutions"):
+        config(quantile_resolutions=resolutions)
 
 
 def test_before_a_lineage_has_data_and_for_a_field_newer_than_it_the_auto_encoding_applies() -> None:
@@ -73,7 +90,7 @@ def test_history_counts_stay_raw_and_values_that_cannot_make_an_edge_are_left_ou
     rows: list[SharedFeatures] = [{"u": {"tenure": v}, "h": {"contacts_7d": 2.0}} for v in (1.0, 2.0, *unusable)]
     rows.append({"u": {"tenure": math.nan}})
     learned = learn_encoding(cfg.features, rows)
-    assert set(learned.edges) == {"tenure"} and learned.edges["tenure"] == ((2.0,), (2.0,))
+    assert set(learned.edges) == {"tenure"} and learned.edges["tenure"] == ((2.0,),)
     assert FeatureEncoder(cfg, learned).encode({"h": {"contacts_7d": 2.0}})["h"] == [("contacts_7d", 2.0)]
 
 
@@ -91,7 +108,7 @@ def test_a_configured_field_never_seen_is_encoded_as_absent_and_logged_once(capl
     summary = encoding_summary(cfg.features, learned)
     assert summary["months_left"] == {"kind": "absent", "edges": []}
     assert summary["spend"] == {"kind": "bins", "edges": [[10.0]]}
-    assert summary["tenure"]["kind"] == "quantile" and len(summary["tenure"]["edges"]) == 2
+    assert summary["tenure"]["kind"] == "quantile" and len(summary["tenure"]["edges"]) == 1
     assert summary["*"] == {"kind": "auto", "edges": []}
 
 
