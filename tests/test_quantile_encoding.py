@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bandit.config import parse_config
-from bandit.errors import ConfigError
 from bandit.encoding import LearnedEncoding, encoding_summary, learn_encoding, quantile_edges
+from bandit.errors import ConfigError
 from bandit.features import LOG_RESOLUTIONS, FeatureEncoder
 from store.records import SharedFeatures
 from tests.conftest import example_data
