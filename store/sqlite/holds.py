@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import statistics
+from abc import ABC, abstractmethod
 from collections import deque
 
 FIRST_PART_ROWS = 50
@@ -26,19 +27,19 @@ scheduler (descheduled with the lock held, many times its usual hold on a busy m
 shrink the next ones; and the parts' median hold settles at the budget."""
 
 
-class Divisible:
+class Divisible(ABC):
     """A write of many rows that the writer may commit in parts, in order, each part in one
     transaction of its own: everything a part writes (its rows and the progress they stand for)
     commits together, so what is exactly once about the whole write holds for each part."""
 
     __slots__ = ()
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
+    @abstractmethod
     def part(self, conn: sqlite3.Connection, start: int, stop: int) -> None:
         """Write rows ``start`` to ``stop`` (exclusive)."""
-        raise NotImplementedError
 
     def __call__(self, conn: sqlite3.Connection) -> None:
         self.part(conn, 0, len(self))
