@@ -287,8 +287,8 @@ def _tuning_table(tuning: Tuning) -> Table:
               help="Evaluate on joined decisions from this time (UTC) on, train on those before it (against the "
                    "champion as served: those joined by then).")  # fmt: skip
 @click.option("--setups", "setups_path", type=click.Path(dir_okay=False),
-              help="A TOML file of [[setup]] tables (name and [learner] keys); default a grid of eleven around the "
-                   "config's learner.")  # fmt: skip
+              help="A TOML file of [[setup]] tables (name and [learner] keys); default twelve around the config's "
+                   "learner and one in the other encoding.")  # fmt: skip
 @click.option("--against", "against",
               help="Compare with this set-up (trained on the same examples), not the champion; registers nothing.")  # fmt: skip
 @click.option("--id", "policy_id", help="The registered candidate's id; default tuned-<cut date>-<set-up>.")
