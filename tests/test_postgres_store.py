@@ -195,3 +195,42 @@ def test_a_decides_read_is_one_statement_planned_on_the_table_as_it_is_now(empty
         assert generic == 0 and custom >= 9
     finally:
         store.close()
+
+
+CUSTOMER_LOCK_HELD = """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+    AND ((classid::int8 << 32) | objid::int8) = hashtextextended(%s || current_schema(), 0)"""
+
+
+def test_the_next_group_is_sent_while_the_one_before_it_commits_and_commits_after_it(empty_url: str) -> None:
+    """While the first group's writer is still busy after its COMMIT (its commit listener waits), the
+    next group's BEGIN, customer lock and statement are already sent by the other writer; its own
+    COMMIT waits for the first group to be done, so the groups commit in queue order."""
+    commits: list[int] = []
+    listening, release = threading.Event(), threading.Event()
+
+    def on_commit(seconds: float, writes: int, succeeded: bool) -> None:
+        commits.append(writes)
+        if len(commits) == 1:
+            listening.set()
+            release.wait(10)
+
+    store = PostgresStore(empty_url, on_commit=on_commit)
+    try:
+        first = store.decisions.submit_decisions([decision("d1", "c1", T0)], {"c1": 0})
+        assert listening.wait(10)
+        second = store.decisions.submit_decisions([decision("d2", "c2", T0), decision("d3", "c2", T0 + 1)], {"c2": 0})
+        with psycopg.connect(empty_url, autocommit=True) as conn:
+            for _ in range(200):
+                if conn.execute(CUSTOMER_LOCK_HELD, ("c2",)).fetchone() == (1,):
+                    break
+                threading.Event().wait(0.05)
+            else:
+                pytest.fail("the second group was not sent while the first one's writer was busy")
+            assert not second.done() and store.decisions.decision("d2") is None  # sent, not committed
+            release.set()
+            assert first.result(10) is None and second.result(10) is None
+        assert commits == [1, 1]
+        assert store.decisions.decision_count() == 3
+    finally:
+        release.set()
+        store.close()
