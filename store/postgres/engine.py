@@ -1,7 +1,7 @@
-"""One PostgreSQL database: a connection pool (psycopg-pool), the writer thread and the reads.
+"""One PostgreSQL database: a connection pool (psycopg-pool), its writer threads and the reads.
 
-Every write of a store goes through its writer thread, which commits whatever is queued in one
-transaction (group commit) and only then resolves each write's future: a caller that waits on its
+Every write of a store goes through its writer threads, which commit whatever is queued in one
+transaction (group commit) and only then resolve each write's future: a caller that waits on its
 future holds a committed write. The hot path's writes (decisions, outcomes, activations) are
 mergeable: all those of one kind in a group are written together, in one statement.
 
@@ -226,7 +226,7 @@ class _Unsent(Exception):
 
 
 class Engine:
-    """The pool, the writer thread and the reads of one database."""
+    """The pool, the writer threads and the reads of one database."""
 
     def __init__(
         self,
@@ -237,7 +237,7 @@ class Engine:
         customer_locks: bool = True,
         create: bool = True,
     ) -> None:
-        """The writer is a supervised thread (store/threads.py): ``on_thread_failure`` hears of its
+        """Each writer is a supervised thread (store/threads.py): ``on_thread_failure`` hears of its
         failures. ``customer_locks`` False: decisions are written without the per-customer lock (only
         to measure what the lock costs; replicas could then both pass a contact cap). ``create``
         False: UnknownStore when the database holds no store (see migrate)."""
