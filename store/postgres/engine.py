@@ -1,7 +1,7 @@
-"""One PostgreSQL database: a connection pool (psycopg-pool), its writer threads and the reads.
+"""One PostgreSQL database: a connection pool (psycopg-pool), the writer thread and the reads.
 
-Every write of a store goes through its writer threads, which commit whatever is queued in one
-transaction (group commit) and only then resolve each write's future: a caller that waits on its
+Every write of a store goes through its writer thread, which commits whatever is queued in one
+transaction (group commit) and only then resolves each write's future: a caller that waits on its
 future holds a committed write. The hot path's writes (decisions, outcomes, activations) are
 mergeable: all those of one kind in a group are written together, in one statement.
 
@@ -18,15 +18,6 @@ outcome. Two replicas' groups therefore never wait on each other in a circle; a 
 decisions commit one replica at a time; and outcomes get their sequence numbers in commit order
 (see JoinState.outcome_horizon).
 
-Two writer threads take turns: while one group's COMMIT is on its way (and its fsync), the next
-group is taken off the queue and sent (its BEGIN, locks and statements) on another connection; its
-own COMMIT is sent only once the group before it has committed (or failed). A group's locks are
-therefore taken in queue order and groups commit in queue order: a later group that touches what
-an earlier one wrote (a customer's lock, the outcome lock, a unique key) waits for that commit
-inside the database, so every group sees the store as the single writer would have left it. A
-group with any write other than the hot path's starts only after the group before it has
-committed, and the next one only after it has (see _Turn).
-
 Reads take a pooled connection in autocommit mode (each statement sees what was committed when it
 began). A read whose connection turns out broken (the server restarted, the backend was
 terminated) is tried once more on a fresh one, and so is a write group whose connection broke
@@ -38,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import queue
-import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from concurrent.futures import Future
@@ -61,9 +51,7 @@ MAX_GROUP = 2048
 MAX_LOCKED_CUSTOMERS = 1000
 """The most customers whose locks one group commit takes (see _within_locks)."""
 MAX_CONNECTIONS = 8
-"""A store's pooled connections: its writers' and its concurrent reads'."""
-WRITERS = 2
-"""Writer threads: a group is sent while the one before it commits (see _Turn)."""
+"""A store's pooled connections: its writer's and its concurrent reads'."""
 CONNECT_SECONDS = 5.0
 """How long opening a store waits for its first connections, and a new connection for its server."""
 WAIT_SECONDS = 1.0
@@ -181,42 +169,6 @@ def _within_locks(group: list[_Queued]) -> Iterator[list[_Queued]]:
         yield part
 
 
-class _Turn:
-    """One group's place in the writers' queue order. A writer holds the store's turn lock while it
-    takes its group off the queue and sends its BEGIN, locks and statements; it hands the turn on
-    (``sent``) before its COMMIT, which waits for the group before it (``before``) to be done. A
-    group that is not only hot-path writes waits for ``before`` before it begins and hands the turn
-    on only once it is done itself (``alone``)."""
-
-    def __init__(self, turn: threading.Lock, before: threading.Event) -> None:
-        self._turn = turn
-        self.before = before
-        self.done = threading.Event()
-        self._held = True
-        self._alone = False
-
-    def alone(self) -> None:
-        """After every group before it is done, and the turn held until this one is."""
-        self._alone = True
-        self.before.wait()
-
-    def sent(self) -> None:
-        """The group's statements are done (its locks held): the next writer may take its turn."""
-        if self._held and not self._alone:
-            self._release()
-
-    def finished(self) -> None:
-        """The group is done (committed, failed or empty), after every group before it."""
-        self.before.wait()
-        self.done.set()
-        if self._held:
-            self._release()
-
-    def _release(self) -> None:
-        self._held = False
-        self._turn.release()
-
-
 class _Unsent(Exception):
     """The connection broke before the group's COMMIT was sent: nothing of the group was written."""
 
@@ -226,7 +178,7 @@ class _Unsent(Exception):
 
 
 class Engine:
-    """The pool, the writer threads and the reads of one database."""
+    """The pool, the writer thread and the reads of one database."""
 
     def __init__(
         self,
@@ -237,7 +189,7 @@ class Engine:
         customer_locks: bool = True,
         create: bool = True,
     ) -> None:
-        """Each writer is a supervised thread (store/threads.py): ``on_thread_failure`` hears of its
+        """The writer is a supervised thread (store/threads.py): ``on_thread_failure`` hears of its
         failures. ``customer_locks`` False: decisions are written without the per-customer lock (only
         to measure what the lock costs; replicas could then both pass a contact cap). ``create``
         False: UnknownStore when the database holds no store (see migrate)."""
@@ -263,12 +215,8 @@ class Engine:
         it raises LeaseLost to refuse the transaction's writes."""
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._closed = False
-        self._turn = threading.Lock()
-        self._last = threading.Event()
-        self._last.set()
-        self._writers = [Supervised("brein-store-writer", self._write_loop, on_failure=on_thread_failure) for _ in range(WRITERS)]
-        for writer in self._writers:
-            writer.start()
+        self._writer = Supervised("brein-store-writer", self._write_loop, on_failure=on_thread_failure)
+        self._writer.start()
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -324,22 +272,9 @@ class Engine:
         return future
 
     def _write_loop(self) -> None:
-        while True:
-            self._turn.acquire()
-            turn = _Turn(self._turn, self._last)
-            self._last = turn.done
-            try:
-                group = next_group(self._queue, MAX_GROUP)
-                if group is None:
-                    self._queue.put(None)  # the other writers' end too
-                    return
-                parts = list(_within_locks(group))
-                if len(parts) > 1 or not all(_mergeable(q) for q in group):
-                    turn.alone()
-                for part in parts:
-                    self._commit_group(part, turn)
-            finally:
-                turn.finished()
+        while (group := next_group(self._queue, MAX_GROUP)) is not None:
+            for part in _within_locks(group):
+                self._commit_group(part)
 
     def _begin(self, conn: Connection, group: list[_Queued]) -> None:
         """Queue BEGIN and the group's locks on ``conn``, which is in pipeline mode: the caller
@@ -379,9 +314,9 @@ class Engine:
                 results.extend((q.future, *alone(conn, q.write)) for q in run)
         return results
 
-    def _write(self, conn: Connection, group: list[_Queued], turn: _Turn) -> list[Settled]:
-        """The group written and committed on ``conn``, its COMMIT after the group before it is done
-        (``turn``): _Unsent when the connection broke before its COMMIT was sent."""
+    def _write(self, conn: Connection, group: list[_Queued]) -> list[Settled]:
+        """The group written and committed on ``conn``: _Unsent when the connection broke before
+        its COMMIT was sent."""
         try:
             try:
                 if all(_mergeable(q) for q in group):
@@ -398,8 +333,6 @@ class Engine:
                 if conn.broken:
                     raise _Unsent(error) from error
                 raise
-            turn.sent()
-            turn.before.wait()
             conn.execute("COMMIT")
             return results
         except BaseException:
@@ -407,7 +340,7 @@ class Engine:
                 conn.execute("ROLLBACK")
             raise
 
-    def _commit_group(self, group: list[_Queued], turn: _Turn) -> None:
+    def _commit_group(self, group: list[_Queued]) -> None:
         """Commit ``group`` and tell its callers; a write cancelled before it began (also while this
         waited for a connection) is never written. A connection that broke before the COMMIT was
         sent (the database restarted, the backend was terminated) is swapped for a fresh one, once."""
@@ -421,23 +354,21 @@ class Engine:
                     if not group:
                         return
                     try:
-                        results = self._write(conn, group, turn)
+                        results = self._write(conn, group)
                         break
                     except _Unsent as unsent:
                         if attempt == 2:
                             raise unsent.error from None
         except (psycopg.Error, PoolTimeout, LeaseLost) as error:  # the database failed (or the group's locks deadlocked)
-            turn.before.wait()
             failed([q.future for q in group], len(group), error, started, self._on_commit)
             return
         committed(results, started, self._on_commit)
 
     def close(self) -> None:
-        """Commit what is queued, stop the writers and close every connection."""
+        """Commit what is queued, stop the writer and close every connection."""
         if self._closed:
             return
         self._closed = True
         self._queue.put(None)
-        for writer in self._writers:
-            writer.join()
+        self._writer.join()
         self.pool.close()
