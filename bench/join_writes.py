@@ -54,16 +54,15 @@ class Transactions:
     def _size(self) -> int:
         return self._wal.stat().st_size if self._wal.exists() else 0
 
-    def measured(self, commit_group: Callable[..., float]) -> Callable[..., float]:
-        def measuring(*args: Any) -> float:
+    def measured(self, commit_group: Callable[..., None]) -> Callable[..., None]:
+        def measuring(*args: Any) -> None:
             self.writer = threading.get_ident()
             size, cpu, (user, system) = self._size(), time.thread_time(), _ticks()
-            result = commit_group(*args)
+            commit_group(*args)
             now_user, now_system = _ticks()
             held = time.perf_counter() - self.locked_at
             frames = (self._size() - size) // self._frame
             self.rows.append((held, time.thread_time() - cpu, now_user - user, now_system - system, frames))
-            return result
 
         return measuring
 

@@ -38,25 +38,11 @@ log = logging.getLogger("brein.worker")
 
 LEASE_POLL_SECONDS = 1.0
 BESIDE_A_SERVER_WRITE_ROWS = 250
-"""Joined examples per write while servers share the store (50,000 rows, the joiner's own default,
-would hold SQLite's write lock about a second; on SQLite a write is committed in parts of
-BESIDE_A_SERVER_HOLD_BUDGET)."""
-BESIDE_A_SERVER_HOLD_BUDGET = 0.004
-"""Seconds a transaction of the worker's joined examples may hold SQLite's write lock while servers
-share the store: the store commits each write in parts sized to it (store/sqlite/holds.py), since
-a server's Decide write waits out the hold it arrives in (docs/benchmarks.md, "The worker's hold budget")."""
-BESIDE_A_SERVER_SYNCED_COMMITS = False
-"""Whether the worker's own commits are synced to disk while servers share the store: not; a
-server's commit (synced, each of them) syncs the WAL with the worker's commits before it in it.
-The sync was a quarter of a worker transaction's hold (its COMMIT 1.7-2.0 ms synced, 1.0 ms not,
-of a median 3.7-3.9 ms in parts of 4 ms: parts of 31 rows, 42 without). What a sync would save
-from an operating-system crash is the worker's latest commits, each whole: joined examples whose
-decisions are then still in the join queue, a snapshot whose examples are learned again."""
-BESIDE_A_SERVER_COMMIT_PAUSE = 0.004
+"""Joined examples per write while servers share the store: each write holds SQLite's write lock,
+and a server's Decide writes wait for it (50,000 rows, the joiner's own default, hold it about a second)."""
+BESIDE_A_SERVER_COMMIT_PAUSE = 0.01
 """Seconds the worker's writer rests after each commit: a server's writer, trying every
-millisecond, takes the lock in between. Four of its tries: with the worker's transactions in parts
-of BESIDE_A_SERVER_HOLD_BUDGET, a rest of 10 ms made the join last 13-16 two-second windows
-against 9 (docs/benchmarks.md, "The worker's hold budget")."""
+millisecond, takes the lock in between."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,15 +20,7 @@ import threading
 
 from bandit.config import parse_config
 from brain import logs
-from brain.worker import (
-    BESIDE_A_SERVER_COMMIT_PAUSE,
-    BESIDE_A_SERVER_HOLD_BUDGET,
-    BESIDE_A_SERVER_SYNCED_COMMITS,
-    ThreadFailed,
-    WorkerEvent,
-    event_line,
-    work,
-)
+from brain.worker import BESIDE_A_SERVER_COMMIT_PAUSE, ThreadFailed, WorkerEvent, event_line, work
 from store import open_store
 
 
@@ -72,13 +64,7 @@ def main() -> None:
     url, level = sys.argv[1:3]
     logs.configure(level)
     config = parse_config(json.loads(sys.stdin.readline()), source="the server's config")
-    store = open_store(
-        url,
-        write_pause=BESIDE_A_SERVER_COMMIT_PAUSE,
-        hold_budget=BESIDE_A_SERVER_HOLD_BUDGET,
-        synced_commits=BESIDE_A_SERVER_SYNCED_COMMITS,
-        on_thread_failure=_thread_failed,
-    )
+    store = open_store(url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE, on_thread_failure=_thread_failed)
     yield_cpu_to_the_server()  # after the store's threads started: they keep the server's priority
     try:
         work(config, store, _report, _stop)

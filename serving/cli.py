@@ -134,25 +134,14 @@ def worker(config_path: str, store_url: str | None, log_level: str) -> None:
     import threading
 
     from brain import logs
-    from brain.worker import (
-        BESIDE_A_SERVER_COMMIT_PAUSE,
-        BESIDE_A_SERVER_HOLD_BUDGET,
-        BESIDE_A_SERVER_SYNCED_COMMITS,
-        work,
-    )
+    from brain.worker import BESIDE_A_SERVER_COMMIT_PAUSE, work
 
     logs.configure(log_level)
     config = _config(config_path)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    with opened_store(
-        config,
-        store_url,
-        write_pause=BESIDE_A_SERVER_COMMIT_PAUSE,
-        hold_budget=BESIDE_A_SERVER_HOLD_BUDGET,
-        synced_commits=BESIDE_A_SERVER_SYNCED_COMMITS,
-    ) as store:
+    with opened_store(config, store_url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE) as store:
         work(config, store, lambda event: None, stopping.wait)  # what it does, it logs
 
 

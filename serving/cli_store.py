@@ -15,15 +15,11 @@ store_option = click.option("--store", "store_url", help="The store's URL (or a 
 
 
 @contextmanager
-def opened_store(
-    config: BreinConfig, store_url: str | None, *, write_pause: float = 0.0, hold_budget: float = 0.0, synced_commits: bool = True
-) -> Iterator[Store]:
+def opened_store(config: BreinConfig, store_url: str | None, *, write_pause: float = 0.0) -> Iterator[Store]:
     """The store at ``store_url`` (default the config's), closed afterwards; a store error in the
     block becomes a one-line message and exit code 1."""
     try:
-        store = open_store(
-            store_url or config.server.store, write_pause=write_pause, hold_budget=hold_budget, synced_commits=synced_commits
-        )
+        store = open_store(store_url or config.server.store, write_pause=write_pause)
     except StoreError as error:
         raise click.ClickException(str(error)) from None
     try:

@@ -58,8 +58,6 @@ def open_store(
     *,
     on_commit: CommitListener | None = None,
     write_pause: float = 0.0,
-    hold_budget: float = 0.0,
-    synced_commits: bool = True,
     create: bool = True,
     on_thread_failure: ThreadFailure | None = None,
 ) -> Store:
@@ -68,24 +66,13 @@ def open_store(
     ``on_commit`` hears of every commit (for metrics), ``on_thread_failure`` of every failure of
     the store's background threads (store/threads.py). ``write_pause``: seconds the writer rests
     after each commit, so that another process sharing the database (the server, beside its
-    worker) gets to write in between; ``hold_budget``: seconds one of its transactions of joined
-    examples may hold the write lock that the other process's writes wait for (0: a joiner's write
-    whole, in one transaction); ``synced_commits=False``: its commits are not synced to disk by
-    themselves but by the other process's next one (a crash of the machine may lose the latest,
-    whole); PostgreSQL ignores these three. ``create=False``: UnknownStore rather than a new,
-    empty store when there is none at ``url`` (on PostgreSQL: no store's tables in the database,
-    in the schema its URL's search_path names; a database is never created: StoreUnavailable when
-    it cannot be reached)."""
+    worker) gets to write in between; PostgreSQL ignores it. ``create=False``: UnknownStore rather
+    than a new, empty store when there is none at ``url`` (on PostgreSQL: no store's tables in the
+    database, in the schema its URL's search_path names; a database is never created:
+    StoreUnavailable when it cannot be reached)."""
     if is_postgres(url):
         return PostgresStore(url, on_commit=on_commit, on_thread_failure=on_thread_failure, create=create)
     path = sqlite_path(url)
     if path is not None and not create and not path.is_file():
         raise UnknownStore(f"no store at {path}: give --store, or run the server once to create it")
-    return SQLiteStore(
-        path,
-        on_commit=on_commit,
-        commit_pause=write_pause,
-        hold_budget=hold_budget,
-        synced_commits=synced_commits,
-        on_thread_failure=on_thread_failure,
-    )
+    return SQLiteStore(path, on_commit=on_commit, commit_pause=write_pause, on_thread_failure=on_thread_failure)

@@ -28,26 +28,15 @@ class SQLiteStore:
         *,
         on_commit: CommitListener | None = None,
         commit_pause: float = 0.0,
-        hold_budget: float = 0.0,
-        synced_commits: bool = True,
         on_thread_failure: ThreadFailure | None = None,
     ) -> None:
         """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
-        process (the server's) gets the write lock between this one's transactions; ``hold_budget``:
-        seconds a transaction of the joiner's writes may hold it (0: each write in one transaction);
-        ``synced_commits=False``: commits not synced to disk by themselves (store/sqlite/engine.py).
+        process (the server's) gets the write lock between this one's transactions.
         ``on_thread_failure`` hears of the failures of the store's background threads."""
         self.path = None if path is None else str(path)
         if self.path is not None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = Engine(
-            self.path,
-            on_commit=on_commit,
-            commit_pause=commit_pause,
-            hold_budget=hold_budget,
-            synced_commits=synced_commits,
-            on_thread_failure=on_thread_failure,
-        )
+        self.engine = Engine(self.path, on_commit=on_commit, commit_pause=commit_pause, on_thread_failure=on_thread_failure)
         """The writer and readers; for tests of this backend's own behaviour, never for consumers."""
         self.decisions = SQLiteDecisionLog(self.engine)
         self.joins = SQLiteJoinState(self.engine)

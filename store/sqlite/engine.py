@@ -5,9 +5,7 @@ Every write goes through one writer thread that commits whatever is queued in on
 so a caller that waits on its future holds a durable write. Each write runs in its own savepoint:
 one bad write fails alone, the others in its group still commit. Neighbouring writes of one
 mergeable kind (decisions) are written together, in multi-row statements, and one by one only if
-that fails. Beside another process (``hold_budget``), a divisible write of many rows (the joiner's)
-is committed in parts sized so that each transaction holds the write lock about that long
-(store/sqlite/holds.py).
+that fails.
 
 A file database (WAL) is read through one connection per thread, each seeing only committed data;
 its WAL is checkpointed by a thread of its own (store/sqlite/checkpoints.py), never in a commit.
@@ -17,7 +15,6 @@ read takes it between commits, so a read also sees only committed data.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import queue
 import sqlite3
@@ -26,7 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
@@ -34,7 +31,6 @@ from store.errors import Conflict, StoreUnavailable
 from store.ports import CommitListener
 from store.settling import Settled, committed, failed, next_group
 from store.sqlite.checkpoints import INTERVAL_SECONDS, Checkpointer
-from store.sqlite.holds import Divisible, PartSizer
 from store.sqlite.schema import migrations
 from store.threads import Supervised, ThreadFailure
 
@@ -191,18 +187,11 @@ class Engine:
         *,
         on_commit: CommitListener | None = None,
         commit_pause: float = 0.0,
-        hold_budget: float = 0.0,
-        synced_commits: bool = True,
         on_thread_failure: ThreadFailure | None = None,
         checkpoint_seconds: float = INTERVAL_SECONDS,
     ) -> None:
         """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
-        process (the server's) gets the write lock between this one's transactions. ``hold_budget``:
-        seconds a transaction of a divisible write may hold the write lock (0: written whole), for
-        the other process's writes that wait for it. ``synced_commits=False``: a file database's
-        commits are not synced to disk (``PRAGMA synchronous = NORMAL``), only written to the WAL,
-        which the next synced commit on the file (the other process's) or checkpoint syncs with
-        them: an operating-system crash or power loss may lose the latest commits, whole. The writer and
+        process (the server's) gets the write lock between this one's transactions. The writer and
         the checkpointer (a file database's, every ``checkpoint_seconds``) are supervised threads
         (store/threads.py): ``on_thread_failure`` hears of their failures."""
         self.path = path
@@ -216,15 +205,13 @@ class Engine:
             self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
         else:
             _polling(self._writer_conn, "PRAGMA journal_mode = WAL")
-            self._writer_conn.execute(f"PRAGMA synchronous = {'FULL' if synced_commits else 'NORMAL'}")
+            self._writer_conn.execute("PRAGMA synchronous = FULL")
             self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._reads = _Reads(self)
             self.checkpointer = Checkpointer(connect(path), interval=checkpoint_seconds, on_thread_failure=on_thread_failure)
         self._migrate()
         self._writer_conn.execute("PRAGMA busy_timeout = 0")  # begin() waits for the write lock instead
         self._commit_pause = commit_pause
-        self.parts = PartSizer(hold_budget) if hold_budget else None
-        """Sizes the parts of divisible writes; None when they are written whole."""
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[tuple[Write[Any], Future[Any]] | None] = queue.SimpleQueue()
         self._writer = Supervised("brein-store-writer", self._write_loop, on_failure=on_thread_failure)
@@ -273,75 +260,21 @@ class Engine:
         conn = self._writer_conn
         if conn.in_transaction:  # run again after a failure (store/threads.py) that left one open
             conn.execute("ROLLBACK")
-        parts = self.parts
         while (group := next_group(self._queue, MAX_GROUP)) is not None:
-            if parts is None:
-                self._commit(group)
-                continue
-            for divisible, run in itertools.groupby(group, key=lambda item: isinstance(item[0], Divisible)):
-                if divisible:
-                    for write, future in run:
-                        self._commit_in_parts(cast(Divisible, write), future, parts)
-                else:
-                    self._commit(list(run))
+            if self._shared is None:
+                self._commit_group(conn, group)
+            else:
+                with self._shared:
+                    self._commit_group(conn, group)
+            if self._commit_pause:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                time.sleep(self._commit_pause)
 
-    def _commit(self, group: list[tuple[Write[Any], Future[Any]]]) -> None:
-        """One transaction, then the rest that lets another process's writer in."""
-        self._transaction(group)
-        self._rest()
-
-    def _transaction(self, group: list[tuple[Write[Any], Future[Any]]]) -> float:
-        """Commit ``group``: the seconds it held the write lock (0 if it failed)."""
-        if self._shared is None:
-            return self._commit_group(self._writer_conn, group)
-        with self._shared:
-            return self._commit_group(self._writer_conn, group)
-
-    def _rest(self, checkpoint: bool = True) -> None:
-        if self._commit_pause:
-            if checkpoint:
-                self._writer_conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            time.sleep(self._commit_pause)
-
-    def _commit_in_parts(self, write: Divisible, future: Future[Any], parts: PartSizer) -> None:
-        """``write`` a part a transaction, each part's rows as many as ``parts`` expects to hold the
-        lock for its budget; ``future`` resolves once the last part has committed, or fails with the
-        first part that failed (the parts before it stay committed: each is whole on its own)."""
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            failure = self._parts(write, parts)
-        except BaseException as error:  # the writer thread fails (store/threads.py): so does the write
-            future.set_exception(error)
-            raise
-        if failure is None:
-            future.set_result(None)
-        else:
-            future.set_exception(failure)
-
-    def _parts(self, write: Divisible, parts: PartSizer) -> BaseException | None:
-        """Commit ``write``'s parts in turn; the error of the first that fails, if one does."""
-        size, start = len(write), 0
-        while start < size:
-            stop = min(size, start + parts.rows())
-            done: Future[None] = Future()
-            held = self._transaction([(functools.partial(write.part, start=start, stop=stop), done)])
-            if (error := done.exception()) is not None:
-                return error
-            parts.held(stop - start, held)
-            start = stop
-            # The WAL checkpointed once a write, not once a part: a checkpoint (3.4 ms, syncing the
-            # database file) after each of a thousand 4 ms parts took longer than the parts.
-            self._rest(checkpoint=start == size)
-        return None
-
-    def _commit_group(self, conn: sqlite3.Connection, group: list[tuple[Write[Any], Future[Any]]]) -> float:
-        """Commit ``group`` in one transaction: the seconds it held the write lock (0 if it failed)."""
+    def _commit_group(self, conn: sqlite3.Connection, group: list[tuple[Write[Any], Future[Any]]]) -> None:
         started = time.perf_counter()
         results: list[Settled] = []
         try:
             begin(conn)
-            locked = time.perf_counter()
             # Runs of neighbouring writes: mergeable writes of one class together, any other write on its own.
             runs = itertools.groupby(group, key=lambda item: type(item[0]) if isinstance(item[0], Mergeable) else None)
             # A write whose caller gave up (deadline) before it began is never written.
@@ -355,7 +288,6 @@ class Engine:
                     else:
                         results.extend(_write_alone(conn, write, future) for write, future in writes)
             conn.execute("COMMIT")
-            held = time.perf_counter() - locked
         except sqlite3.Error as error:
             if conn.in_transaction:
                 try:
@@ -363,9 +295,8 @@ class Engine:
                 except sqlite3.Error:
                     pass  # SQLite rolls back by itself when the connection next commits or closes
             failed([future for _, future in group], len(group), error, started, self._on_commit)
-            return 0.0
+            return
         committed(results, started, self._on_commit)
-        return held
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close every connection."""

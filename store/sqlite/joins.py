@@ -17,12 +17,10 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from itertools import chain, groupby
 from operator import itemgetter
-from typing import Any
 
 from store.records import ClosingCustomer, JoinDecision, JoinedExample, JoinRun, LateOutcome, OutcomeFacts
 from store.rows import RUN_COLUMNS, example_rows, to_json
 from store.sqlite.engine import Engine
-from store.sqlite.holds import Divisible
 from store.sqlite.statements import marks
 
 WRITE_CACHE_KIB = 256 * 1024
@@ -143,10 +141,21 @@ class SQLiteJoinState:
     def write_examples(self, examples: Sequence[JoinedExample]) -> Future[None]:
         """In statements of many rows (the writer thread then needs the GIL once a statement, not
         once a row, while the joiner's own thread keeps it busy crediting the next rows), in
-        decision id order (each index page keyed by decision id is then visited once, not once a row).
-        Beside a server the writer may commit it in parts (store/sqlite/holds.py): each part's
-        examples and their decisions' dequeue in one transaction."""
-        return self._engine.submit(_ExampleWrite(example_rows(examples)))
+        decision id order (each index page keyed by decision id is then visited once, not once a row)."""
+        rows = example_rows(examples)
+
+        def write(conn: sqlite3.Connection) -> None:
+            cache_size = conn.execute("PRAGMA cache_size").fetchone()[0]
+            conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
+            try:
+                for start in range(0, len(rows), ROWS_PER_STATEMENT):
+                    part = rows[start : start + ROWS_PER_STATEMENT]
+                    conn.execute(_insert_sql(len(part)), tuple(chain.from_iterable(part)))
+                    conn.execute(_dequeue_sql(len(part)), tuple(chain.from_iterable((row[2], row[0]) for row in part)))
+            finally:
+                conn.execute(f"PRAGMA cache_size = {int(cache_size)}")  # the store's own setting again
+
+        return self._engine.submit(write)
 
     def late_checked(self) -> int:
         with self._engine.reading() as conn:
@@ -184,29 +193,6 @@ class SQLiteJoinState:
     def runs(self) -> list[JoinRun]:
         with self._engine.reading() as conn:
             return [JoinRun(*row) for row in conn.execute(f"SELECT {RUN_COLUMNS} FROM join_runs ORDER BY run")]
-
-
-class _ExampleWrite(Divisible):
-    """Joined examples, inserted and dequeued together, a part at a time or whole."""
-
-    __slots__ = ("rows",)
-
-    def __init__(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def part(self, conn: sqlite3.Connection, start: int, stop: int) -> None:
-        cache_size = conn.execute("PRAGMA cache_size").fetchone()[0]
-        conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
-        try:
-            for first in range(start, stop, ROWS_PER_STATEMENT):
-                part = self.rows[first : min(stop, first + ROWS_PER_STATEMENT)]
-                conn.execute(_insert_sql(len(part)), tuple(chain.from_iterable(part)))
-                conn.execute(_dequeue_sql(len(part)), tuple(chain.from_iterable((row[2], row[0]) for row in part)))
-        finally:
-            conn.execute(f"PRAGMA cache_size = {int(cache_size)}")  # the store's own setting again
 
 
 def _customer_batches(closed: list[_Closed]) -> Iterator[dict[str, list[_Closed]]]:
