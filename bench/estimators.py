@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import resource
 import subprocess
 import sys
@@ -48,10 +47,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bandit.config import load_config
-from policies.estimators import ALPHA, DM, DR, IPS, SNDR, SNIPS, ClippedIPS, Estimator, compare_policies, evaluate
+from policies.estimators import DM, DR, IPS, SNDR, SNIPS, ClippedIPS, Estimator, compare_policies, evaluate
 from policies.open_bandit import load_open_bandit
 from policies.simulation.logs import simulator_log
 from policies.synthetic import BINARY, all_estimators, parity_cases, simulate, synthetic_problem, vw_estimators
+from policies.tuning import competing_level, level
 
 OPEN_BANDIT = Path("tests/data/obd_all.npz")
 TELECOM = Path("examples/telecom.toml")
@@ -170,24 +170,24 @@ def best_of_k(console: Console, repetitions: int, candidates: int = 13, decision
     flat = offered * (problem.mean.sum(axis=1) / offered.sum(axis=1))[:, None]
     null = replace(problem, mean=flat)
     rng = np.random.default_rng(7)
-    passed = {ALPHA: 0, ALPHA / candidates: 0}
+    passed = {competing_level(k, 500): 0 for k in (1, candidates)}
     started = time.perf_counter()
     for repetition in range(repetitions):
         weights = np.where(offered, np.exp(rng.normal(0.0, 1.5, size=(candidates, *problem.mean.shape))), 0.0)
         # The same seed logs the same decisions whatever the target: each candidate's rows for that one log.
         logged = [simulate(replace(null, target=w / w.sum(axis=1, keepdims=True)), decisions, seed=repetition) for w in weights]
-        for alpha in passed:
-            estimator = SNIPS(alpha=alpha, n_bootstrap=math.ceil(500 * ALPHA / alpha), reward_range=BINARY)
+        for alpha, resamples in passed:
+            estimator = SNIPS(alpha=alpha, n_bootstrap=resamples, reward_range=BINARY)
             lowers = []
             for log, target, baseline in logged:
                 [comparison] = compare_policies(log, target, baseline, [estimator])
                 lowers.append(min(comparison.bootstrap.low, comparison.analytic.low))
-            passed[alpha] += max(lowers) > 0
+            passed[alpha, resamples] += max(lowers) > 0
     table = Table("each set-up's interval", "the best passes the gate (lower bound > 0)",
                   title=f"the best of {candidates} candidates no better than the champion: {repetitions} repetitions x "
                         f"{decisions:,} decisions, SNIPS ({time.perf_counter() - started:.0f} s)")  # fmt: skip
-    for alpha, count in passed.items():
-        table.add_row(f"{100 * (1 - alpha):.3g}%", f"{count / repetitions:.0%} ({count} of {repetitions})")
+    for (alpha, _), count in passed.items():
+        table.add_row(level(alpha), f"{count / repetitions:.0%} ({count} of {repetitions})")
     console.print(table)
     console.print("a gate at 95% should pass such a candidate at most 2.5% of the time (one-sided); tuning's: the second row")
 

@@ -352,8 +352,7 @@ def tune(
     else:
         logged = load_logged(config, store.examples, cut, until)
     encoder = FeatureEncoder(config)
-    alpha = ALPHA / max(1, len(chosen) - (against is not None))
-    resamples = math.ceil(n_bootstrap * ALPHA / alpha)
+    alpha, resamples = competing_level(len(chosen) - (against is not None), n_bootstrap)
     steps, done = 2 * len(chosen) + 1, 0
 
     def step(what: str) -> None:
@@ -425,6 +424,13 @@ def _best(tried: Sequence[Tried], champion: str, alpha: float) -> tuple[Tried | 
     return best, (f"{best.setup.name}: the highest lower bound of the {lift.estimator} lift over {champion} among the reliable "
                   f"set-ups, {lift.lift:+.3f} [{lift.lift_lower:+.3f}, {lift.lift_upper:+.3f}] per decision "
                   f"({level(alpha)} interval: {level(ALPHA)} for the best of {len(tried)})")  # fmt: skip
+
+
+def competing_level(competing: int, n_bootstrap: int) -> tuple[float, int]:
+    """The alpha of each of ``competing`` set-ups' intervals (Bonferroni: ALPHA shared among them) and
+    the bootstrap resamples that leave as many beyond each bound as ``n_bootstrap`` leave at ALPHA."""
+    alpha = ALPHA / max(1, competing)
+    return alpha, math.ceil(n_bootstrap * ALPHA / alpha)
 
 
 def level(alpha: float) -> str:

@@ -136,8 +136,8 @@ def test_the_intervals_of_setups_competing_to_be_the_best_are_at_a_level_shared_
     intervals are at 1 - 0.05 / k (Bonferroni), and the gate's 95% holds for the one picked."""
     args = ["policy", "tune", "--cut", _utc(SPLIT), "--json", "--setups"]
     three = json.loads(flow.cli(*args, str(_setups(flow)), "--id", "of-three").output)
-    alone = json.loads(flow.cli(*args, str(_setups(flow, SETUPS.split("[[setup]]")[2].join(["[[setup]]", ""]))),
-                                "--id", "alone").output)  # fmt: skip
+    cubic_fast_only = "[[setup]]" + SETUPS.split("[[setup]]")[2]
+    alone = json.loads(flow.cli(*args, str(_setups(flow, cubic_fast_only)), "--id", "alone").output)
     assert (three["alpha"], alone["alpha"]) == (pytest.approx(0.05 / 3), 0.05)
     [cubic] = [t for t in three["tried"] if t["setup"] == "cubic-fast"]
     [single] = alone["tried"]
