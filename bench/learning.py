@@ -45,6 +45,7 @@ from rich.table import Table
 
 from bandit.config import parse_config
 from bandit.errors import ConfigError
+from brain.tuning import AUDIT_ACTION as TUNING_AUDIT
 from policies.simulation.base import DAY
 from policies.simulation.baselines import best_single_action
 from policies.simulation.ceiling import YardstickSettings, train
@@ -52,7 +53,7 @@ from policies.simulation.family import CHOOSING_SEEDS, HELD_OUT_SEEDS, TEST_SEED
 from policies.simulation.harness import Progress as Advance
 from policies.simulation.harness import RunResult, gain_share, run, run_references
 from policies.simulation.interface import SimulatedWorld
-from serving.simulate import brein_driver, plot_curves
+from serving.simulate import GrpcDriver, InProcessDriver, brein_driver, plot_curves
 
 LAST_DAYS = 30.0
 AFTER_DAY = 60.0
@@ -92,6 +93,12 @@ def offer_counts(result: RunResult, last_days: float) -> dict[str, int]:
     """How often each offer was chosen in the run's last days (do-nothing included)."""
     since = result.end - last_days * DAY
     return dict(sorted(Counter(o for t, o in zip(result.times, result.offers, strict=True) if t >= since).items()))
+
+
+def tuning_runs(driver: GrpcDriver | InProcessDriver) -> list[dict[str, Any]]:
+    """The ``[tuning]`` runs of an in-process run, from its audit trail (outcome, candidate, reason)."""
+    assert isinstance(driver, InProcessDriver)
+    return [json.loads(entry.detail) for entry in driver.store.audit.entries(TUNING_AUDIT)]
 
 
 def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]:
@@ -151,6 +158,7 @@ def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]
     lap("references")
     with brein_driver(data, in_process=True) as driver:
         brein = run(make_world(), driver, days, seed=seed, progress=stage(1.0 - STAGES["brein"], STAGES["brein"]))
+        tuning = tuning_runs(driver)
     lap("brein")
     weeks = weekly_gains(brein, AFTER_DAY)
     if settings.plot_dir:
@@ -180,6 +188,7 @@ def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]
         },
         "weekly_gain_after_day_60": weeks,
         "below_do_nothing_after_day_60": any(w < 0.0 for w in weeks),
+        "tuning": tuning,
         "gain_by_offer": {"brein": brein.gain_by_offer(LAST_DAYS), "oracle": oracle.gain_by_offer(LAST_DAYS)},
         "offers_chosen": {"brein": offer_counts(brein, LAST_DAYS), "oracle": offer_counts(oracle, LAST_DAYS)},
         "seconds": time.perf_counter() - began,
@@ -204,6 +213,7 @@ def summary(worlds: list[dict[str, Any]]) -> dict[str, Any]:
         "beats_best_single_by_margin": len(beats),
         "margin": MARGIN,
         "below_do_nothing_after_day_60": below,
+        "tuning_promotions": sum(run["outcome"] == "promoted" for w in worlds for run in w["tuning"]),
         "targets_met": {
             "ratio": ratio >= RATIO_TARGET,
             "beats_best_single": len(beats) >= 0.9 * len(worlds),
@@ -348,6 +358,10 @@ def print_tables(worlds: list[dict[str, Any]], totals: dict[str, Any], console: 
         f"weekly gain below do-nothing's after day {AFTER_DAY:g}: {', '.join(totals['below_do_nothing_after_day_60']) or 'none'} "
         f"({mark(met['never_below_do_nothing'])})"
     )
+    runs = [(w["world"], run) for w in worlds for run in w["tuning"]]
+    if runs:
+        promoted = [f"{world}: {run['candidate']}" for world, run in runs if run["outcome"] == "promoted"]
+        console.print(f"[tuning] {len(runs)} runs, {len(promoted)} promoted: {', '.join(promoted) or 'none'}")
 
 
 def main(argv: list[str] | None = None) -> None:

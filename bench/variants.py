@@ -32,12 +32,11 @@ from rich.table import Table
 
 from bandit.config import parse_config
 from bandit.errors import ConfigError
-from bench.learning import AFTER_DAY, LAST_DAYS, MARGIN, held_out, read_overrides, resolve, weekly_gains
-from brain.tuning import AUDIT_ACTION as TUNING_AUDIT
+from bench.learning import AFTER_DAY, LAST_DAYS, MARGIN, held_out, read_overrides, resolve, tuning_runs, weekly_gains
 from policies.simulation.baselines import best_single_action, fixed_policy, oracle_policy
 from policies.simulation.family import CHOOSING_SEEDS, customers_for, member, with_overrides
 from policies.simulation.harness import ReferenceDriver, gain_share, run
-from serving.simulate import InProcessDriver, brein_driver
+from serving.simulate import brein_driver
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,7 @@ def measure(name: str, variants: list[Variant], days: float, decisions: int) -> 
         world = world_member.world(config, customers, world_member.evaluated_draw)
         with brein_driver(data, in_process=True) as driver:
             brein = run(world, driver, days, seed=seed)
-            assert isinstance(driver, InProcessDriver)
-            tuning[variant.name] = [json.loads(entry.detail) for entry in driver.store.audit.entries(TUNING_AUDIT)]
+            tuning[variant.name] = tuning_runs(driver)
         shares[variant.name] = gain_share(brein, oracle, LAST_DAYS)
         below[variant.name] = any(w < 0.0 for w in weekly_gains(brein, AFTER_DAY))
         contacts[variant.name] = brein.contacts

@@ -77,18 +77,26 @@ def test_weekly_gains_count_whole_weeks_back_from_the_end() -> None:
 
 
 def test_the_summary_counts_against_the_targets() -> None:
-    def world(name: str, brein: float, yardstick: float, best: float, below: bool) -> dict[str, object]:
+    def world(name: str, brein: float, yardstick: float, best: float, below: bool, *outcomes: str) -> dict[str, object]:
         return {
             "world": name,
             "share": {"brein": brein, "yardstick": yardstick, "best_single": best},
             "below_do_nothing_after_day_60": below,
+            "tuning": [{"outcome": outcome} for outcome in outcomes],
         }
 
-    totals = summary([world("a", 0.7, 0.8, 0.5, False), world("b", 0.5, 0.7, 0.45, True), world("c", 0.6, 0.75, 0.3, False)])
+    totals = summary(
+        [
+            world("a", 0.7, 0.8, 0.5, False, "refused", "promoted"),
+            world("b", 0.5, 0.7, 0.45, True),
+            world("c", 0.6, 0.75, 0.3, False, "nothing registered"),
+        ]
+    )
     assert totals["median_share_brein"] == 0.6 and totals["median_share_yardstick"] == 0.75
     assert totals["ratio"] == pytest.approx(0.8)
     assert totals["beats_best_single_by_margin"] == 2
     assert totals["below_do_nothing_after_day_60"] == ["b"]
+    assert totals["tuning_promotions"] == 1
     assert totals["targets_met"] == {"ratio": False, "beats_best_single": False, "never_below_do_nothing": False}
 
 
@@ -99,5 +107,6 @@ def test_one_small_world_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path
     assert world["world"] == "g11" and world["decisions"] >= 1500
     assert set(world["share"]) == {"brein", "yardstick", "best_single", "uniform"}
     assert world["contacts"]["oracle"] > 0
+    assert world["tuning"] == []  # [tuning] is opt-in
     assert report["summary"]["worlds"] == 1 and report["settings"]["held_out"] == []
     assert (tmp_path / "g11.png").stat().st_size > 10_000
