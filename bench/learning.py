@@ -188,6 +188,8 @@ def measure(name: str, settings: Settings, report: Any = None) -> dict[str, Any]
         },
         "weekly_gain_after_day_60": weeks,
         "below_do_nothing_after_day_60": any(w < 0.0 for w in weeks),
+        # A reference, not a target: whether a full-information model on the same features stays above do-nothing.
+        "yardstick_below_do_nothing_after_day_60": any(w < 0.0 for w in weekly_gains(full, AFTER_DAY)),
         "tuning": tuning,
         "gain_by_offer": {"brein": brein.gain_by_offer(LAST_DAYS), "oracle": oracle.gain_by_offer(LAST_DAYS)},
         "offers_chosen": {"brein": offer_counts(brein, LAST_DAYS), "oracle": offer_counts(oracle, LAST_DAYS)},
@@ -213,6 +215,7 @@ def summary(worlds: list[dict[str, Any]]) -> dict[str, Any]:
         "beats_best_single_by_margin": len(beats),
         "margin": MARGIN,
         "below_do_nothing_after_day_60": below,
+        "yardstick_below_do_nothing_after_day_60": [w["world"] for w in worlds if w["yardstick_below_do_nothing_after_day_60"]],
         "tuning_promotions": sum(run["outcome"] == "promoted" for w in worlds for run in w["tuning"]),
         "targets_met": {
             "ratio": ratio >= RATIO_TARGET,
@@ -356,7 +359,8 @@ def print_tables(worlds: list[dict[str, Any]], totals: dict[str, Any], console: 
         f"Brein beats the best single action by >= {MARGIN} of the oracle's gain in {totals['beats_best_single_by_margin']} "
         f"of {totals['worlds']} worlds ({mark(met['beats_best_single'])})\n"
         f"weekly gain below do-nothing's after day {AFTER_DAY:g}: {', '.join(totals['below_do_nothing_after_day_60']) or 'none'} "
-        f"({mark(met['never_below_do_nothing'])})"
+        f"({mark(met['never_below_do_nothing'])}); the yardstick's: "
+        f"{', '.join(totals['yardstick_below_do_nothing_after_day_60']) or 'none'}"
     )
     runs = [(w["world"], run) for w in worlds for run in w["tuning"]]
     if runs:

@@ -82,6 +82,7 @@ def test_the_summary_counts_against_the_targets() -> None:
             "world": name,
             "share": {"brein": brein, "yardstick": yardstick, "best_single": best},
             "below_do_nothing_after_day_60": below,
+            "yardstick_below_do_nothing_after_day_60": name == "c",
             "tuning": [{"outcome": outcome} for outcome in outcomes],
         }
 
@@ -97,6 +98,7 @@ def test_the_summary_counts_against_the_targets() -> None:
     assert totals["beats_best_single_by_margin"] == 2
     assert totals["below_do_nothing_after_day_60"] == ["b"]
     assert totals["tuning_promotions"] == 1
+    assert totals["yardstick_below_do_nothing_after_day_60"] == ["c"]
     assert totals["targets_met"] == {"ratio": False, "beats_best_single": False, "never_below_do_nothing": False}
 
 
