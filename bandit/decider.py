@@ -8,7 +8,8 @@ concurrent requests for one customer cannot both pass a contact cap.
 ``decide_many`` decides several requests (a DecideBatch chunk) as ``decide`` would one after the
 other, with one read of the store for all of them and one write to the log: the request-id check
 and the histories of every customer in one statement each. Decisions are made one call at a time
-(a lock), so a call sees every decision made before it, logged or in flight.
+(a lock), so a call sees every decision made before it, logged or in flight. Several calls may share
+one write (a HeldWrite: a DecideBatch chunk decided in slices), submitted once the last has decided.
 
 Another process may decide for the same customer between this one's read and its write (replicas
 on a shared store). The store then refuses the write as StaleHistory (see DecisionLog.submit_decisions)
@@ -18,10 +19,11 @@ the caller hears of it: ``committed`` resolves once one try is durable, and ``re
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -42,7 +44,7 @@ from bandit.rules import MEMO_SIZE, EligibilityRules
 from bandit.sampling import finite_pmf, floored, new_request_id, sample_index, uniform_draw
 from store.errors import StaleHistory
 from store.ports import DecisionLog
-from store.records import Contact, CustomerHistory, CustomerLog, DecisionRecord, decision_id_for
+from store.records import Contact, CustomerHistory, CustomerLog, DecisionRecord, Head, decision_id_for
 
 log = logging.getLogger("brein.decider")
 
@@ -91,6 +93,48 @@ class _Commit(Future[None]):
         if write is not None and not write.cancel():
             return False
         return super().cancel()
+
+
+class HeldWrite(_Commit):
+    """The decisions of several ``decide_many`` calls, logged in one write when ``release`` is called:
+    a DecideBatch chunk decided in slices pays for one write (one multi-row insert, one commit)
+    instead of one a slice. Held decisions count in flight like any others, and their callers wait
+    on this future, which resolves with the write. Cancelled before the write begins (before
+    ``release``, or while the write is queued), none of them is written."""
+
+    def __init__(self, log: DecisionLog) -> None:
+        super().__init__()
+        self._log = log
+        self._records: list[DecisionRecord] = []
+        self._heads: dict[str, Head] = {}
+
+    def hold(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head]) -> Future[None]:
+        """Hold decisions for the write; each customer keeps the head of the first call that decided
+        for them (a head moved since then makes the write stale, and the calls decide again)."""
+        if self.write is not None:
+            raise RuntimeError("expected decisions held before release, got them after")
+        self._records += records
+        for customer, head in heads.items():
+            self._heads.setdefault(customer, head)
+        return self
+
+    def release(self) -> None:
+        """Submit the held decisions in one write; nothing when none are held or when cancelled."""
+        if self.cancelled() or not self._records:
+            return
+        self.write = self._log.submit_decisions(self._records, self._heads)
+        self.write.add_done_callback(self._written)
+
+    def _written(self, write: Future[None]) -> None:
+        if write.cancelled():
+            super().cancel()
+            return
+        error = write.exception()
+        with suppress(InvalidStateError):
+            if error is None:
+                self.set_result(None)
+            else:
+                self.set_exception(error)
 
 
 @dataclass(slots=True)
@@ -167,21 +211,24 @@ class Decider:
             raise result
         return result
 
-    def decide_many(self, requests: Sequence[DecisionRequest]) -> list[PendingDecision | Exception]:
+    def decide_many(
+        self, requests: Sequence[DecisionRequest], held: HeldWrite | None = None
+    ) -> list[PendingDecision | Exception]:
         """Each request's decision (or the error that refused it), in order, as ``decide`` would make
         them one after the other: a request sees the decisions of those before it. The new decisions
-        are one log write (all or none); their ``committed`` is that write's future. Calls about other
-        customers (and request ids) are decided meanwhile; calls about the same ones wait."""
+        are one log write (all or none), or join ``held``; their ``committed`` is that write's future.
+        Calls about other customers (and request ids) are decided meanwhile; calls about the same ones wait."""
         keys = [r.customer_id for r in requests] + [r.request_id for r in requests if r.request_id]
         with self._deciding.holding(keys):
-            return errors_in_place(requests, self._accept, self._decide_accepted, refused=InvalidRequest)
+            decide = functools.partial(self._decide_accepted, held=held)
+            return errors_in_place(requests, self._accept, decide, refused=InvalidRequest)
 
     def _accept(self, request: DecisionRequest) -> _Accepted:
         now = self._clock()
         event_time = validate_decision_request(request, self.config, self.catalog, now)
         return _Accepted(request, request.request_id or new_request_id(), event_time, now)
 
-    def _decide_accepted(self, accepted: list[_Accepted]) -> list[PendingDecision | Exception]:
+    def _decide_accepted(self, accepted: list[_Accepted], held: HeldWrite | None) -> list[PendingDecision | Exception]:
         if not accepted:
             return []
         inflight = self._inflight
@@ -230,7 +277,7 @@ class Decider:
             decided.append((index, made[a.request_id]))
             pending.setdefault(customer, []).append(record)
         if fresh:
-            committed = self._log(fresh, logs)
+            committed = self._log(fresh, logs, held=held)
             for index, holder in decided:
                 results[index] = PendingDecision(holder, committed)
             for index, holder in repeated:
@@ -359,16 +406,21 @@ class Decider:
         return found
 
     def _log(
-        self, fresh: list[tuple[_Accepted, Made]], logs: dict[str, CustomerLog], commit: _Commit | None = None, tries: int = 1
+        self,
+        fresh: list[tuple[_Accepted, Made]],
+        logs: dict[str, CustomerLog],
+        commit: _Commit | None = None,
+        tries: int = 1,
+        held: HeldWrite | None = None,
     ) -> Future[None]:
         """One write for the decisions, made on the heads of ``logs``; they count as in flight until
         it has committed (or failed). A store that gives no heads (None: one process writes) never
         refuses a write as stale, and the write is what the caller waits on. Otherwise the caller
         waits on a commit that outlives a write refused as stale: the decisions are then made again
-        (``_decide_again``)."""
+        (``_decide_again``). With ``held``, the decisions join its write instead of one of their own."""
         records = [holder.record for _, holder in fresh]
         heads = {r.customer_id: logs[r.customer_id].head for r in records}
-        write = self.store.submit_decisions(records, heads)
+        write = self.store.submit_decisions(records, heads) if held is None else held.hold(records, heads)
         if commit is None and all(head is None for head in heads.values()):
             self._in_flight(fresh, write)
             write.add_done_callback(lambda _: self._settled(records))

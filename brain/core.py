@@ -5,6 +5,7 @@ does, in a process of its own, and stores snapshots that every Brain on the stor
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from bandit.config import BreinConfig
-from bandit.decider import Decider, PendingDecision, ServingPolicy
+from bandit.decider import Decider, HeldWrite, PendingDecision, ServingPolicy
 from bandit.encoding import encoding_from_json
 from bandit.errors import BreinError
 from bandit.explain import Explanation, explain
@@ -186,9 +187,16 @@ class Brain:
     def decide(self, request: DecisionRequest) -> PendingDecision:
         return self.decider.decide(self.pseudonyms.request(request))
 
-    def decide_many(self, requests: Sequence[DecisionRequest]) -> list[PendingDecision | Exception]:
+    def decide_many(
+        self, requests: Sequence[DecisionRequest], held: HeldWrite | None = None
+    ) -> list[PendingDecision | Exception]:
         """Each request's decision or the error that refused it, in order (see Decider.decide_many)."""
-        return errors_in_place(requests, self.pseudonyms.request, self.decider.decide_many, refused=BreinError)
+        decide = functools.partial(self.decider.decide_many, held=held)
+        return errors_in_place(requests, self.pseudonyms.request, decide, refused=BreinError)
+
+    def hold_decisions(self) -> HeldWrite:
+        """One write for the decisions of several ``decide_many`` calls, submitted by its ``release``."""
+        return HeldWrite(self.store.decisions)
 
     def report_outcome(self, report: OutcomeReport) -> tuple[OutcomeRecord, Future[bool]]:
         return record_outcome(self.pseudonyms.request(report), self.config, self.store.decisions, self.clock())

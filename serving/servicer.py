@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from bandit.decider import PendingDecision
+from bandit.decider import HeldWrite, PendingDecision
 from bandit.errors import OutOfRange
 from bandit.in_place import errors_in_place
 from bandit.requests import DecisionRequest
@@ -34,9 +34,10 @@ Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]
 
 BATCH_SLICE = 50
 """On SQLite, DecideBatch decides a chunk this many items at a time on the event loop (one store read
-and one write each), and lets the loop serve other calls between slices. On PostgreSQL a chunk is
-decided in one call in the decide pool: one read (a round trip the loop need not wait out) and one
-write for all its items."""
+each), and lets the loop serve other calls between slices; the chunk's decisions are one write,
+submitted after its last slice (a HeldWrite: one commit a chunk, not one a slice). On PostgreSQL a
+chunk is decided in one call in the decide pool: one read (a round trip the loop need not wait out)
+and one write for all its items."""
 LOOP_TURNS = 8
 """Event-loop iterations other calls get after each slice: gRPC's server accepts one new call per
 iteration, and a unary call takes a few more to be read, decided and answered. With one turn per
@@ -160,9 +161,11 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
                     if self._deciders is not None:
                         results = await self._decide_in_pool(items)
                     else:
+                        held = self.brain.hold_decisions()
                         for start in range(0, len(items), BATCH_SLICE):
-                            results += self._decide_slice(items[start : start + BATCH_SLICE])
+                            results += self._decide_slice(items[start : start + BATCH_SLICE], held)
                             await _other_calls_turn()
+                        held.release()
                     await decided.put(results)
                 except asyncio.CancelledError:
                     self._abandon(results)
@@ -210,14 +213,15 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             future.add_done_callback(lambda done: self._abandon(done.result()))
             raise
 
-    def _decide_slice(self, items: Sequence[pb.DecideRequest]) -> list[Result]:
-        """Decide a slice of a chunk in one call of the core; an item's error stays the item's."""
-        decided = errors_in_place(items, converters.decision_request, self._decide_valid)
+    def _decide_slice(self, items: Sequence[pb.DecideRequest], held: HeldWrite | None = None) -> list[Result]:
+        """Decide a slice of a chunk in one call of the core (its decisions joining ``held``'s write);
+        an item's error stays the item's."""
+        decided = errors_in_place(items, converters.decision_request, functools.partial(self._decide_valid, held=held))
         return [r if isinstance(r, PendingDecision) else _report(self.metrics, "DecideBatch", r) for r in decided]
 
-    def _decide_valid(self, requests: list[DecisionRequest]) -> list[PendingDecision | Exception]:
+    def _decide_valid(self, requests: list[DecisionRequest], held: HeldWrite | None) -> list[PendingDecision | Exception]:
         try:
-            return self.brain.decide_many(requests)
+            return self.brain.decide_many(requests, held)
         except Exception as error:  # the core could not decide at all (the store cannot be read): every item fails
             return [error] * len(requests)
 

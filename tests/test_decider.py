@@ -317,6 +317,41 @@ def test_decide_many_keeps_contact_caps_within_the_call(brain: Brain) -> None:
     assert len(contacts) == 1  # 1 sms per day, although none was logged while the others were decided
 
 
+def _decided(results: Sequence[PendingDecision | Exception]) -> list[PendingDecision]:
+    assert not any(isinstance(r, Exception) for r in results)
+    return cast("list[PendingDecision]", list(results))
+
+
+def test_held_decisions_of_several_calls_are_in_flight_until_released_as_one_write(brain: Brain) -> None:
+    held = brain.hold_decisions()
+    sms = ("sim_only/sms/morning",)
+    first = _decided(brain.decide_many([request("c9", f"h{i}", at=T0 + i, candidate_actions=sms) for i in range(20)], held))
+    second = _decided(brain.decide_many([request("c9", f"h{i}", at=T0 + i, candidate_actions=sms) for i in range(20, 40)], held))
+    replay = _decided(brain.decide_many([request("c9", "h3", at=T0 + 3, candidate_actions=sms)]))[0]
+    assert {id(p.committed) for p in first + second + [replay]} == {id(held)}  # the replay waits on the held write
+    contacts = [p.record for p in first + second if p.record.action_id != DO_NOTHING]
+    assert len(contacts) == 1  # 1 sms per day: the second call saw the first's decisions in flight
+    assert brain.store.decisions.decision_count() == 0 and not held.done()
+    held.release()
+    held.result()
+    assert brain.store.decisions.decision_count() == 40
+    assert brain.store.decisions.decisions_by_request(["h3"])["h3"] == replay.record
+
+
+def test_held_decisions_cancelled_before_release_are_never_written_nor_in_flight(brain: Brain) -> None:
+    held = brain.hold_decisions()
+    sms = ("sim_only/sms/morning",)
+    (kept,) = _decided(brain.decide_many([request("c9", "h1", candidate_actions=sms)], held))
+    assert kept.record.action_id != DO_NOTHING
+    assert held.cancel()
+    held.release()
+    assert kept.committed.cancelled() and brain.store.decisions.decision_count() == 0
+    (later,) = _decided(brain.decide_many([request("c9", "h2", at=T0 + 1, candidate_actions=sms)]))
+    again = brain.decider.decide_and_wait(request("c9", "h1", at=T0 + 2, candidate_actions=sms))
+    assert later.record.action_id != DO_NOTHING and not again.replayed  # the cancelled decision counts nowhere
+    later.committed.result()
+
+
 def test_actions_tied_under_elimination_still_get_a_distribution(brain: Brain, config: BreinConfig) -> None:
     """VW's SquareCB with --elim gives tied actions 1 each and the best one a negative rest; the
     served pmf must stay a distribution. Only renewal/email/morning is learned, so the actions that
