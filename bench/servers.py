@@ -41,6 +41,9 @@ class NoopServicer(pb_grpc.DecisionServiceServicer):
     def __init__(self, response: pb.DecideResponse) -> None:
         self.response = response
 
+    def close(self) -> None:
+        """Nothing to let go (the server's stop closes its servicer)."""
+
     async def Decide(self, request: pb.DecideRequest, context: grpc.aio.ServicerContext) -> pb.DecideResponse:
         return self.response
 
