@@ -162,9 +162,13 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
                         results = await self._decide_in_pool(items)
                     else:
                         held = self.brain.hold_decisions()
-                        for start in range(0, len(items), BATCH_SLICE):
-                            results += self._decide_slice(items[start : start + BATCH_SLICE], held)
-                            await _other_calls_turn()
+                        try:
+                            for start in range(0, len(items), BATCH_SLICE):
+                                results += self._decide_slice(items[start : start + BATCH_SLICE], held)
+                                await _other_calls_turn()
+                        except BaseException:  # never released: its decisions must not stay in flight
+                            held.cancel()
+                            raise
                         held.release()
                     await decided.put(results)
                 except asyncio.CancelledError:
