@@ -12,8 +12,10 @@ action, uniform random, the oracle and the full-information yardstick (``policie
 ceiling``, trained on two other populations of the same world). Printed per world: Brein's share of
 the oracle's gain over do-nothing in the last 30 days, the yardstick's, the best single action's,
 do-nothing's money per decision, the oracle's gain per decision, Brein's and the oracle's contacts,
-and whether Brein's weekly mean gain per decision fell below do-nothing's after day 60. Then the
-summary against issue 13's targets. Worlds run in ``--jobs`` processes.
+and whether Brein's weekly mean gain per decision fell below do-nothing's after day 60 (and, for
+reference, whether the yardstick's did). Then the summary against issue 13's targets. With
+``[tuning]`` on in the overrides, each world's scheduled tuning runs (the audit trail's outcome,
+candidate and reason; in the JSON) and the promotions. Worlds run in ``--jobs`` processes.
 
 Seeds. Held-out worlds report; choosing worlds choose. An overrides file says what it is for in a
 ``[benchmark]`` table (``purpose = "choosing"`` or ``"report"``, removed before merging): the
