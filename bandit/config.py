@@ -126,7 +126,7 @@ class FeaturesConfig(_Strict):
     # with its encoding). Quartiles: every weight of a field learns from a quarter of the customers.
     # Quartiles and 16ths (and 4 and 8) gave each field's interactions more, sparser weights, whose
     # noise the greedy choice picks up: quartiles alone won in 21 of 28 choosing worlds that differed
-    # (docs/simulation.md, "Choosing the defaults, round 7").
+    # (docs/simulation.md, "Choosing the defaults, round 7"); coarser ([3], [2]) lost too (round 9).
     quantile_resolutions: list[Annotated[int, Field(ge=2, le=256)]] = Field(default=[4], min_length=1)
 
     @field_validator("quantile_resolutions")
