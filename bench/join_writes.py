@@ -3,8 +3,8 @@
 A backlog (bench/join.py's log: 50,000 decisions and 15,000 outcomes by default) is joined in
 process the way the worker beside a server joins it (writes of BESIDE_A_SERVER_WRITE_ROWS examples,
 brain/worker.py), while a second store on the same file, the server's, logs 300 decisions/s in
-groups of three. For each of the worker's transactions it records, on the writer thread: the time
-it held the write lock, its CPU (user and system), and the WAL frames it wrote (the WAL is not
+groups of three. For each of the worker's transactions in its own file (store/sqlite/worker_schema.py)
+it records, on the writer thread: the time it held that file's write lock, its CPU (user and system), and the WAL frames it wrote (the WAL is not
 checkpointed during the join, so its growth counts them); and the latency of each of the server's
 writes. ``--log FILE`` joins a copy of a log built before (by this module with ``--keep FILE``),
 so that two trees are measured on the same file (a copy made by the other's schema is migrated in
@@ -35,6 +35,7 @@ from reward.joiner import Joiner
 from store.records import DecisionRecord
 from store.sqlite import SQLiteStore
 from store.sqlite import engine as sqlite_engine
+from store.sqlite.connections import worker_file
 
 RATE = 300.0
 GROUP = 3
@@ -114,8 +115,9 @@ def _server_writes(store: SQLiteStore, stop: threading.Event, customers: int, la
 
 
 def _stop_checkpoints(store: SQLiteStore) -> None:
-    if store.engine.checkpointer is not None:
-        store.engine.checkpointer.stop()
+    for engine in (store.engine, store.worker_engine):
+        if engine.checkpointer is not None:
+            engine.checkpointer.stop()
 
 
 def measure(path: Path, backlog: int) -> dict[str, float]:
@@ -124,12 +126,12 @@ def measure(path: Path, backlog: int) -> dict[str, float]:
     _stop_checkpoints(server)
     worker = SQLiteStore(path)
     _stop_checkpoints(worker)
-    with worker.engine.reading() as conn:
+    with worker.worker_engine.reading() as conn:
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-    transactions = Transactions(Path(f"{path}-wal"), page_size)
+    transactions = Transactions(Path(f"{worker_file(str(path))}-wal"), page_size)
     begin = sqlite_engine.begin
     sqlite_engine.begin = _timed_begin(transactions)  # type: ignore[assignment]
-    worker.engine._commit_group = transactions.measured(worker.engine._commit_group)  # type: ignore[method-assign]
+    worker.worker_engine._commit_group = transactions.measured(worker.worker_engine._commit_group)  # type: ignore[method-assign]
     stop, latencies = threading.Event(), list[float]()
     load = threading.Thread(target=_server_writes, args=(server, stop, backlog // 5, latencies))
     load.start()
@@ -161,8 +163,15 @@ def measure(path: Path, backlog: int) -> dict[str, float]:
         "frames_total": sum(frames),
         "server_write_ms_p50": server_during[len(server_during) // 2] * 1e3,
         "server_write_ms_p99": server_during[int(len(server_during) * 0.99)] * 1e3,
-        "db_mib": path.stat().st_size / 2**20,
+        "db_mib": (path.stat().st_size + Path(worker_file(str(path))).stat().st_size) / 2**20,
     }
+
+
+def _copy(log: Path, to: Path) -> None:
+    """A store's files (the worker's, where there is one: a log from before it has none)."""
+    shutil.copyfile(log, to)
+    if Path(worker_file(str(log))).exists():
+        shutil.copyfile(worker_file(str(log)), worker_file(str(to)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,11 +183,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "join.db"
         if args.log is not None:
-            shutil.copyfile(args.log, path)
+            _copy(args.log, path)
         else:
             build(path, args.backlog, args.backlog * 3 // 10, customers=args.backlog // 5)
             if args.keep is not None:
-                shutil.copyfile(path, args.keep)
+                _copy(path, args.keep)
         figures = measure(path, args.backlog)
     print(json.dumps({**figures, "load": os.getloadavg()[0]}))
 

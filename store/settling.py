@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from typing import Any, TypeVar
@@ -14,6 +14,7 @@ from store.errors import StoreError, StoreUnavailable
 from store.ports import CommitListener
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 Settled = tuple[Future[Any], Any, BaseException | None]
 """A write of a committed group: its future, its result, the error it failed with alone (or None)."""
@@ -60,3 +61,35 @@ def failed(
     for future in futures:
         with suppress(InvalidStateError):  # a caller may have cancelled it meanwhile
             future.set_exception(failure)
+
+
+def chained(first: Future[T], then: Callable[[T], Future[U]]) -> Future[U]:
+    """A future for ``then(first's result)``: a write submitted only once ``first`` has committed,
+    without a thread waiting between them. ``first``'s failure, or ``then``'s, fails it."""
+    outcome: Future[U] = Future()
+
+    def relay(done: Future[Any]) -> None:
+        if done.cancelled():
+            outcome.cancel()
+            return
+        error = done.exception()
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(done.result())
+
+    def start(done: Future[T]) -> None:
+        if done.cancelled():
+            outcome.cancel()
+            return
+        error = done.exception()
+        if error is not None:
+            outcome.set_exception(error)
+            return
+        try:
+            then(done.result()).add_done_callback(relay)
+        except Exception as failure:
+            outcome.set_exception(failure)
+
+    first.add_done_callback(start)
+    return outcome

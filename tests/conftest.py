@@ -30,6 +30,7 @@ from serving.server import RunningServer, create_server
 from serving.supervision import ThreadHealth
 from store import Store, open_store
 from store.opening import is_postgres, sqlite_path
+from store.sqlite.connections import WORKER_SCHEMA, worker_file
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "telecom.toml"
@@ -142,11 +143,19 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield opened
 
 
+def sqlite_files(path: Path | str) -> sqlite3.Connection:
+    """A connection to a SQLite store's file with the worker's file attached (store/sqlite/worker_schema.py),
+    as the store's own readers see them: for tests that inspect the files on purpose."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"ATTACH DATABASE ? AS {WORKER_SCHEMA}", (worker_file(str(path)),))
+    return conn
+
+
 def sqlite_rows(store: Store, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """A query on a SQLite store's file, beside the store: for tests that inspect the file on purpose."""
+    """A query on a SQLite store's files, beside the store."""
     path = sqlite_path(store.url)
     assert path is not None, "an in-memory store has no file to inspect"
-    with closing(sqlite3.connect(path)) as conn:
+    with closing(sqlite_files(path)) as conn:
         return conn.execute(query, args).fetchall()
 
 

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 
 import grpc
@@ -31,7 +31,8 @@ from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.supervision import ThreadHealth
 from store import open_store
 from store.opening import sqlite_path
-from tests.conftest import T0, Clock, LiveServer, example_data, postgres_store_url, worker_processes
+from store.sqlite.connections import WORKER_SCHEMA
+from tests.conftest import T0, Clock, LiveServer, example_data, postgres_store_url, sqlite_files, worker_processes
 from tests.test_background import background_config, until
 from tests.test_online import simulate
 
@@ -51,15 +52,17 @@ def stored(brain: Brain, request_ids: list[str]) -> int:
 
 
 def intact(path: Path) -> None:
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        orphans = conn.execute(
-            "SELECT COUNT(*) FROM join_queue q LEFT JOIN decisions d USING (decision_id) WHERE d.decision_id IS NULL"
-        )
+    """Both files whole; every queued decision logged; every logged decision queued (in the intake or
+    the join queue) or joined."""
+    with closing(sqlite_files(path)) as conn:
+        assert conn.execute("PRAGMA main.integrity_check").fetchone()[0] == "ok"
+        assert conn.execute(f"PRAGMA {WORKER_SCHEMA}.integrity_check").fetchone()[0] == "ok"
+        queued = "SELECT decision_id FROM join_queue UNION ALL SELECT decision_id FROM join_intake"
+        orphans = conn.execute(f"SELECT COUNT(*) FROM ({queued}) q LEFT JOIN decisions d USING (decision_id) WHERE d.decision_id IS NULL")
         assert orphans.fetchone()[0] == 0
         unqueued = conn.execute(
-            "SELECT COUNT(*) FROM decisions d LEFT JOIN join_queue q USING (decision_id) "
-            "LEFT JOIN joined_examples j USING (decision_id) WHERE q.decision_id IS NULL AND j.decision_id IS NULL"
+            f"SELECT COUNT(*) FROM decisions d WHERE d.decision_id NOT IN ({queued}) "
+            "AND d.decision_id NOT IN (SELECT decision_id FROM joined_examples)"
         )
         assert unqueued.fetchone()[0] == 0
 
@@ -161,16 +164,15 @@ def test_full_disk_gives_unavailable_in_time_and_service_resumes(small_disk: Pat
 def test_a_full_disk_fails_the_workers_writer_loudly_and_joining_resumes_without_a_restart(
     disk_for_a_worker: Path, metrics: Metrics, clock: Clock, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """The worker's writer thread fails on the full disk (its WAL checkpoint): the failure is in the
-    JSON log and counted by the server, the thread runs again, and once space is freed the same
-    worker process joins what had waited."""
+    """The worker's writes fail on the full disk: each failed round is in the JSON log and counted
+    by the server, and once space is freed the same worker process joins what had waited."""
     store = open_store(str(disk_for_a_worker / "brein.db"), on_commit=metrics.on_commit)
     brain = Brain(background_config(), store, clock=clock)
     simulate(brain)
     filler = fill(disk_for_a_worker)
     live = LiveServer(brain, metrics, background=True)
     try:
-        until(lambda: live.sample("brein_background_failures_total", {"thread": "brein-store-writer"}) >= 1, 30)
+        until(lambda: live.sample("brein_background_failures_total", {"thread": "brein-worker"}) >= 1, 30)
         (worker,) = worker_processes(os.getpid())
         assert brain.store.examples.count() == 0
         filler.unlink()  # the operator frees space; nobody restarts anything
@@ -179,7 +181,7 @@ def test_a_full_disk_fails_the_workers_writer_loudly_and_joining_resumes_without
     finally:
         live.stop()
     logged = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
-    failures = [line for line in logged if line.get("background_thread") == "brein-store-writer"]
+    failures = [line for line in logged if line["message"].startswith("join/learn round failed")]
     assert failures and "database or disk is full" in failures[0]["error"]
 
 

@@ -7,6 +7,7 @@ import random
 import shutil
 import signal
 import sqlite3
+from contextlib import closing
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from reward.forget import forget_customer
 from reward.joiner import Joiner
 from store import Store, open_store
 from store.records import ActivationRecord, DecisionRecord, ForgetReport, OutcomeRecord
-from tests.conftest import EXAMPLE, T0, sqlite_count, sqlite_rows
+from tests.conftest import EXAMPLE, T0, sqlite_count, sqlite_files, sqlite_rows
 
 DAY = 86_400.0
 CLOSE = (30 + 1) * DAY  # longest window + allowed lateness in the example config
@@ -170,7 +171,7 @@ def test_killed_joiner_restarted_gives_the_same_examples_as_an_uninterrupted_run
             break
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        with sqlite3.connect(killed) as conn:
+        with closing(sqlite_files(killed)) as conn:
             partial_counts.append(conn.execute("SELECT COUNT(*) FROM joined_examples").fetchone()[0])
     else:
         assert _join_process(killed, until).wait(timeout=300) == 0
@@ -179,7 +180,7 @@ def test_killed_joiner_restarted_gives_the_same_examples_as_an_uninterrupted_run
     assert any(0 < n < total for n in partial_counts), f"never killed mid-run: {partial_counts}"
 
     def examples(path: Path) -> list[tuple[object, ...]]:
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite_files(path)) as conn:
             query = "SELECT decision_id, status, reward, cost, credit, outcomes FROM joined_examples ORDER BY decision_id"
             return conn.execute(query).fetchall()
 

@@ -45,7 +45,8 @@ from serving.cli import main
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from store import open_store
-from tests.conftest import T0, example_data, postgres_store_url, store_rows
+from store.sqlite.connections import worker_file
+from tests.conftest import T0, example_data, postgres_store_url, sqlite_files, store_rows
 
 DAY = 86_400.0
 DAYS = 60
@@ -166,8 +167,9 @@ def flow(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
         else:
             store = tmp_path / "brein.db"
             world = request.getfixturevalue("world")
-            with closing(sqlite3.connect(world)) as source, closing(sqlite3.connect(store)) as copy:
-                source.backup(copy)
+            for original, file in ((world, store), (worker_file(str(world)), worker_file(str(store)))):
+                with closing(sqlite3.connect(original)) as source, closing(sqlite3.connect(file)) as copy:
+                    source.backup(copy)
         made = Flow(tmp_path, store, tmp_path / "brein.toml")
         made.write_config()
         yield made
@@ -459,7 +461,7 @@ def test_the_gate_refuses_an_unreliable_evaluation_whatever_its_estimator(flow: 
     rules.write_text(json.dumps(RULES))
     flow.cli("policy", "register", "--id", "rules", "--kind", "rules", "--file", str(rules))
     # One logged decision that the rules would take, as if logged at propensity 1e-6: it holds almost all their weight.
-    with closing(sqlite3.connect(flow.store)) as conn, conn:
+    with closing(sqlite_files(flow.store)) as conn, conn:
         (dominant,) = conn.execute(
             "SELECT d.decision_id FROM decisions d JOIN joined_examples j ON j.decision_id = d.decision_id "
             "WHERE j.status = 'joined' AND d.action_id = 'data_upsell/app_push/morning' "

@@ -4,6 +4,7 @@ opening a new store together. What every backend promises is in tests/test_store
 
 from __future__ import annotations
 
+import functools
 import gzip
 import itertools
 import re
@@ -30,8 +31,11 @@ from store.opening import sqlite_path
 from store.records import START, DecisionRecord, JoinRun, OutcomeRecord, decision_id_for
 from store.sqlite import SQLiteStore
 from store.sqlite.decisions import SQLiteDecisionLog
+from store.sqlite.connections import worker_file
 from store.sqlite.engine import Engine
-from tests.conftest import T0, sqlite_count, sqlite_rows
+from store.sqlite.joins import _queue_intake
+from store.sqlite.worker_schema import MOVED_TABLES
+from tests.conftest import T0, sqlite_count, sqlite_files, sqlite_rows
 
 DAY = 86_400.0
 BEFORE = Path(__file__).parent / "data" / "store-before-h1.db.gz"
@@ -111,7 +115,7 @@ def test_neighbouring_decision_writes_commit_together_and_a_refused_one_fails_al
     assert first.result() is None and last.result() is None and after.result() is None and outcome.result() is False
     with pytest.raises(Conflict, match="UNIQUE constraint failed"):
         again.result()
-    for table in ("decisions", "join_queue"):
+    for table in ("decisions", "join_intake"):  # each decision enters the join intake in the write that logs it
         assert [r[0] for r in sqlite_rows(store, f"SELECT decision_id FROM {table} ORDER BY decision_id")] == [
             "d0",
             "d1",
@@ -155,7 +159,7 @@ def test_a_group_of_decisions_alone_is_one_insert_with_no_savepoint_and_a_refuse
         if refused is None:  # the blocker's group ends, then this group: four rows in one statement (traced once a trigger)
             run = [text.split(" (")[0] for text, _ in itertools.groupby(statements)]
             assert run == ["RELEASE w", "COMMIT", "BEGIN IMMEDIATE", "INSERT INTO decisions", "COMMIT"]
-    assert sqlite_count(store, "join_queue") == sqlite_count(store, "decisions") == 1 + 4 + 2  # the refused write is all or none
+    assert sqlite_count(store, "join_intake") == sqlite_count(store, "decisions") == 1 + 4 + 2  # the refused write is all or none
 
 
 def test_an_in_memory_store_reads_what_its_writer_committed_from_any_thread() -> None:
@@ -229,8 +233,36 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     with closing(sqlite3.connect(tmp_path / "brein.db")) as conn:
         applied = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.store' ORDER BY id").fetchall()
     names = [name for (name,) in applied]
-    assert len(names) == len(set(names)) == 13
-    assert names[0] == "m001_decision_log" and names[-1] == "m013_join_queue_in_time_order"
+    assert len(names) == len(set(names)) == 14
+    assert names[0] == "m001_decision_log" and names[-1] == "m014_worker_file"
+    with closing(sqlite3.connect(worker_file(str(tmp_path / "brein.db")))) as conn:
+        worker = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.worker'").fetchall()
+    assert worker == [("m001_worker_tables",)]
+
+
+def test_a_decision_commits_while_the_worker_holds_its_own_files_write_lock(store: SQLiteStore) -> None:
+    """What the worker writes is in a file of its own: a transaction there (a join's write, a
+    snapshot) holds no lock a decision's commit waits for. In one file the decision waited for it
+    (LOCK_WAIT_SECONDS, then failed)."""
+    with closing(sqlite3.connect(worker_file(str(store.path)), isolation_level=None)) as worker:
+        worker.execute("BEGIN IMMEDIATE")
+        worker.execute("DELETE FROM join_runs")
+        store.decisions.submit_decisions([_decision("d1", "c1", 1.0)]).result(timeout=2)
+        worker.execute("ROLLBACK")
+    assert store.joins.pending_count() == 1
+
+
+def test_a_queued_decision_that_the_log_no_longer_has_leaves_the_queue_unjoined(store: SQLiteStore) -> None:
+    """A joiner that read the intake before Forget deleted a decision takes it into the queue after
+    Forget's writes: the read of closed decisions finds it gone and drops it, with no example."""
+    store.decisions.submit_decisions([_decision("d1", "c1", 1.0), _decision("d2", "c2", 2.0)]).result()
+    read = sqlite_rows(store, "SELECT seq, decision_id, event_time FROM join_intake ORDER BY seq")
+    store.privacy.forget("c1", actor="test", at=3.0).result()
+    store.worker_engine.submit(functools.partial(_queue_intake, read)).result()
+    assert sqlite_count(store, "join_queue") == 2 and store.joins.pending_count() == 2
+    assert [customer.customer_id for customer in store.joins.closing(10.0, 10.0, 0)] == ["c2"]
+    assert sqlite_rows(store, "SELECT decision_id FROM join_queue") == [("d2",)] and store.joins.pending_count() == 1
+    assert sqlite_count(store, "join_intake") == 0  # taken in, then trimmed
 
 
 def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> None:
@@ -246,11 +278,12 @@ def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> No
 # -- a file made before the store had one migration history -----------------------------------------
 
 
-def _snapshot_of(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+def _snapshot_of(path: Path, queue: str = "join_queue") -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of every table; the decisions queued read from ``queue`` (m014's join intake after it)."""
     queries = {
         "decisions": "SELECT decision_id, request_id, customer_id, event_time, action_id, features, eligible, pmf, shadow, "
                      "shared_line FROM decisions ORDER BY decision_id",
-        "queue": "SELECT decision_id, event_time FROM join_queue ORDER BY decision_id",
+        "queue": f"SELECT decision_id, event_time FROM {queue} ORDER BY decision_id",
         "activations": "SELECT * FROM activations ORDER BY decision_id",
         "joined": "SELECT decision_id, customer_id, event_time, run, status, reward, cost, credit, outcomes FROM joined_examples "
                   "ORDER BY decision_id",
@@ -261,7 +294,7 @@ def _snapshot_of(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         "evaluations": "SELECT * FROM evaluations ORDER BY id",
         "audit": "SELECT * FROM audit ORDER BY id",
     }  # fmt: skip
-    with closing(sqlite3.connect(path)) as conn:
+    with closing(sqlite3.connect(path) if queue == "join_queue" else sqlite_files(path)) as conn:
         return {name: conn.execute(query).fetchall() for name, query in queries.items()}
 
 
@@ -281,8 +314,12 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
 
     store = open_store(f"sqlite:///{path}")
     try:
-        assert _snapshot_of(path) == before  # every row kept as it was
+        assert _snapshot_of(path, "join_intake") == before  # every row kept as it was
         assert sqlite_rows(store, "PRAGMA integrity_check") == [("ok",)]
+        # What the worker writes is in its own file now, and only there.
+        with closing(sqlite3.connect(path)) as conn:
+            left = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        assert {name for (name,) in left}.isdisjoint({*MOVED_TABLES, "join_queue"})
         # Outcomes are ordered by a seq that is their old rowid; what the client sent is taken as all of it.
         assert sqlite_rows(store, "SELECT seq, outcome_id, customer_id, type, value, event_time, decision_id FROM outcomes "
                                   "ORDER BY seq") == old_outcomes  # fmt: skip
@@ -321,8 +358,9 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         store.close()
     again = open_store(str(path))  # a plain path, as configs had it: nothing is applied twice
     try:
-        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 13
-        assert sqlite_count(again, "_sqlite_migrations") == len(old_sets) + 13
+        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 14
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == len(old_sets) + 14
     finally:
         again.close()
 
@@ -351,7 +389,7 @@ def test_a_store_from_main_with_a_request_id_index_migrates_in_place(tmp_path: P
     try:
         assert isinstance(store, SQLiteStore)
         assert sqlite_rows(store, f"SELECT {columns} FROM decisions ORDER BY rowid") == before
-        assert sqlite_rows(store, "SELECT * FROM join_queue ORDER BY decision_id") == queued
+        assert sqlite_rows(store, "SELECT decision_id, event_time FROM join_intake ORDER BY decision_id") == queued
         assert sqlite_rows(store, "SELECT decision_id FROM decisions WHERE derived = 0 ORDER BY rowid") == [(r[1],) for r in own]
         assert sqlite_rows(store, "PRAGMA integrity_check") == [("ok",)]
         indexes = _indexes_of_decisions(store)
@@ -381,8 +419,9 @@ def _primary_key(store: SQLiteStore, table: str) -> list[str]:
 
 
 def test_a_store_from_main_with_a_queue_keyed_by_decision_migrates_in_place(tmp_path: Path, config: BreinConfig) -> None:
-    """Main's file: the queue keeps every entry, now keyed by (event time, decision id) with no
-    index beside it; new decisions still enter it, the joiner empties it once, Forget clears it."""
+    """Main's file: the queue keeps every entry (in the join intake since m014, in the same order), and
+    the worker's queue is keyed by (event time, decision id) with no index beside it; new decisions
+    still enter the intake, the joiner empties both once, Forget clears them."""
     path = tmp_path / "brein.db"
     with gzip.open(BEFORE_H9) as packed, path.open("wb") as unpacked:
         shutil.copyfileobj(packed, unpacked)
@@ -395,7 +434,7 @@ def test_a_store_from_main_with_a_queue_keyed_by_decision_migrates_in_place(tmp_
     store = open_store(f"sqlite:///{path}")
     try:
         assert isinstance(store, SQLiteStore)
-        assert sqlite_rows(store, "SELECT decision_id, event_time FROM join_queue") == queued  # read in key order
+        assert sqlite_rows(store, "SELECT decision_id, event_time FROM join_intake ORDER BY seq") == queued
         assert _primary_key(store, "join_queue") == ["event_time", "decision_id"]
         assert sqlite_rows(store, "SELECT name FROM pragma_index_list('join_queue') WHERE origin = 'c'") == []
         assert sqlite_rows(store, "SELECT * FROM joined_examples ORDER BY decision_id") == joined
@@ -403,7 +442,7 @@ def test_a_store_from_main_with_a_queue_keyed_by_decision_migrates_in_place(tmp_
         store.decisions.submit_decisions([_decision("after", "c9", T0 + 20 * DAY)]).result()
         assert store.joins.pending_count() == len(queued) + 1
         forgotten = sqlite_rows(store, "SELECT customer_id FROM decisions WHERE decision_id = ?", (queued[0][0],))[0][0]
-        queued_of = ("join_queue q JOIN decisions d USING (decision_id)", "WHERE d.customer_id = ?", (forgotten,))
+        queued_of = ("join_intake q JOIN decisions d USING (decision_id)", "WHERE d.customer_id = ?", (forgotten,))
         mine = sqlite_count(store, *queued_of)
         report = store.privacy.forget(forgotten, actor="test", at=T0).result()
         assert report.joined_examples == sum(1 for row in joined if row[1] == forgotten) > 0
@@ -413,6 +452,7 @@ def test_a_store_from_main_with_a_queue_keyed_by_decision_migrates_in_place(tmp_
         run = Joiner(config, store.joins).run(until=T0 + 100 * DAY)
         assert run.joined + run.unactivated == pending and store.joins.pending_count() == 0
         assert Joiner(config, store.joins).run(until=T0 + 100 * DAY).joined == 0
+        assert sqlite_count(store, "join_intake") == sqlite_count(store, "join_queue") == 0  # taken in, then trimmed
         assert sqlite_count(store, "joined_examples") == len(joined) - report.joined_examples + pending
     finally:
         store.close()

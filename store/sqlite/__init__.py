@@ -1,11 +1,13 @@
-"""The embedded default store: one SQLite file in WAL mode, fsync on every group commit; or an
-in-memory database for unit tests. Every SQL statement of Brein is in this package."""
+"""The embedded default store: two SQLite files in WAL mode, fsync on every group commit (the log's,
+and beside it the worker's: store/sqlite/worker_schema.py); or one in-memory database for unit
+tests. Every SQL statement of Brein is in this package."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from store.ports import CommitListener, WorkerLease
+from store.sqlite.connections import worker_file
 from store.sqlite.decisions import SQLiteDecisionLog
 from store.sqlite.engine import Engine
 from store.sqlite.examples import SQLiteJoinedExamples
@@ -14,6 +16,8 @@ from store.sqlite.lease import FileLease, PrivateLease
 from store.sqlite.models import SQLiteModelSnapshots
 from store.sqlite.privacy import SQLiteAuditTrail, SQLitePrivacy
 from store.sqlite.registry import SQLiteRegistryStorage
+from store.sqlite.schema import migrations
+from store.sqlite.worker_schema import worker_migrations
 from store.threads import ThreadFailure
 
 __all__ = ["SQLiteStore"]
@@ -30,21 +34,29 @@ class SQLiteStore:
         commit_pause: float = 0.0,
         on_thread_failure: ThreadFailure | None = None,
     ) -> None:
-        """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
-        process (the server's) gets the write lock between this one's transactions.
-        ``on_thread_failure`` hears of the failures of the store's background threads."""
+        """``commit_pause``: seconds the log's writer waits after each commit, so that a writer in
+        another process (the server's) gets the write lock between this one's transactions (the
+        worker's file has no writer to make room for). ``on_thread_failure`` hears of the failures
+        of the store's background threads."""
         self.path = None if path is None else str(path)
-        if self.path is not None:
+        if self.path is None:
+            self.engine = Engine(None, histories=(migrations, worker_migrations), on_commit=on_commit, on_thread_failure=on_thread_failure)
+            self.worker_engine = self.engine
+        else:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = Engine(self.path, on_commit=on_commit, commit_pause=commit_pause, on_thread_failure=on_thread_failure)
-        """The writer and readers; for tests of this backend's own behaviour, never for consumers."""
+            worker = worker_file(self.path)
+            self.engine = Engine(self.path, attached=worker, on_commit=on_commit, commit_pause=commit_pause,
+                                 on_thread_failure=on_thread_failure)  # fmt: skip
+            self.worker_engine = Engine(worker, histories=(worker_migrations,), on_commit=on_commit, on_thread_failure=on_thread_failure)
+        """The writers and readers of the log's file and the worker's; for tests of this backend's own
+        behaviour, never for consumers. The log's readers see the worker's tables too."""
         self.decisions = SQLiteDecisionLog(self.engine)
-        self.joins = SQLiteJoinState(self.engine)
+        self.joins = SQLiteJoinState(self.engine, self.worker_engine)
         self.examples = SQLiteJoinedExamples(self.engine)
-        self.models = SQLiteModelSnapshots(self.engine)
+        self.models = SQLiteModelSnapshots(self.worker_engine)
         self.registry = SQLiteRegistryStorage(self.engine)
         self.audit = SQLiteAuditTrail(self.engine)
-        self.privacy = SQLitePrivacy(self.engine)
+        self.privacy = SQLitePrivacy(self.engine, self.worker_engine)
         self.lease: WorkerLease = FileLease(f"{self.path}.worker.lock") if self.path is not None else PrivateLease()
 
     @property
@@ -55,4 +67,5 @@ class SQLiteStore:
 
     def close(self) -> None:
         self.engine.close()
+        self.worker_engine.close()
         self.lease.release()

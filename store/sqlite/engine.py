@@ -25,12 +25,13 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlite_utils import Database
+from sqlite_utils import Database, Migrations
 
 from store.errors import Conflict, StoreUnavailable
 from store.ports import CommitListener
 from store.settling import Settled, committed, failed, next_group
 from store.sqlite.checkpoints import INTERVAL_SECONDS, Checkpointer
+from store.sqlite.connections import WORKER_SCHEMA, begin, connect, durable
 from store.sqlite.schema import migrations
 from store.threads import Supervised, ThreadFailure
 
@@ -38,8 +39,6 @@ T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], T]
 
 MAX_GROUP = 2048
-LOCK_WAIT_SECONDS = 5.0
-LOCK_POLL_SECONDS = 0.001
 
 
 class Mergeable:
@@ -54,35 +53,6 @@ class Mergeable:
 
     def __call__(self, conn: sqlite3.Connection) -> Any:
         type(self).merged(conn, [self])
-
-
-def connect(target: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_SECONDS)
-    conn.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT_SECONDS * 1000)}")
-    return conn
-
-
-def begin(conn: sqlite3.Connection) -> None:
-    """Take the write lock, trying every millisecond for up to LOCK_WAIT_SECONDS. SQLite's own busy
-    handler sleeps longer and longer between tries (up to 100 ms), so another process writing back
-    to back (the join/learn worker) would keep this writer, and every Decide waiting on it, out
-    for seconds; a short poll finds the gaps between its transactions."""
-    _polling(conn, "BEGIN IMMEDIATE")
-
-
-def _polling(conn: sqlite3.Connection, statement: str) -> None:
-    """Run ``statement``, trying again every LOCK_POLL_SECONDS while the database is locked, for up
-    to LOCK_WAIT_SECONDS. Also for what SQLite's busy handler does not wait on: switching a new file
-    to WAL while another process opens it returns "locked" at once (SQLite's deadlock avoidance)."""
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while True:
-        try:
-            conn.execute(statement)
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() >= deadline:
-                raise
-        time.sleep(LOCK_POLL_SECONDS)
 
 
 def _database_failed(error: Exception) -> bool:
@@ -189,12 +159,19 @@ class Engine:
         commit_pause: float = 0.0,
         on_thread_failure: ThreadFailure | None = None,
         checkpoint_seconds: float = INTERVAL_SECONDS,
+        histories: Sequence[Migrations] = (migrations,),
+        attached: str | None = None,
     ) -> None:
         """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
         process (the server's) gets the write lock between this one's transactions. The writer and
         the checkpointer (a file database's, every ``checkpoint_seconds``) are supervised threads
-        (store/threads.py): ``on_thread_failure`` hears of their failures."""
+        (store/threads.py): ``on_thread_failure`` hears of their failures. ``histories``: the
+        migration histories applied, in turn. ``attached``: a file every reader attaches (the
+        worker's, store/sqlite/worker_schema.py); the writer never does, so that its transactions
+        take this file's write lock only."""
         self.path = path
+        self._histories = histories
+        self._attached = attached
         self._writer_conn = connect(path or ":memory:")
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -204,9 +181,7 @@ class Engine:
             self._shared = threading.Lock()
             self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
         else:
-            _polling(self._writer_conn, "PRAGMA journal_mode = WAL")
-            self._writer_conn.execute("PRAGMA synchronous = FULL")
-            self._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
+            durable(self._writer_conn)
             self._reads = _Reads(self)
             self.checkpointer = Checkpointer(connect(path), interval=checkpoint_seconds, on_thread_failure=on_thread_failure)
         self._migrate()
@@ -221,12 +196,13 @@ class Engine:
             self.checkpointer.start()
 
     def _migrate(self) -> None:
-        """The store's one migration history, applied in one transaction holding the write lock:
-        processes opening a store together apply it once, in turn."""
+        """The database's migration histories, applied in one transaction holding the write lock:
+        processes opening a store together apply them once, in turn."""
         conn = self._writer_conn
         begin(conn)
         try:
-            migrations.apply(Database(conn))
+            for history in self._histories:
+                history.apply(Database(conn))
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -236,6 +212,8 @@ class Engine:
         if self.path is None:
             raise RuntimeError("an in-memory database has one connection")
         conn = connect(self.path)
+        if self._attached is not None:
+            conn.execute(f"ATTACH DATABASE ? AS {WORKER_SCHEMA}", (self._attached,))
         with self._readers_lock:
             self._readers.append(conn)
         return conn

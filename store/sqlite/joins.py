@@ -1,5 +1,11 @@
 """The joiner's state on SQLite (store.ports.JoinState).
 
+A decision enters the join intake in the log's file (by a trigger, in the write that logs it). A run
+first takes the intake into the join queue in the worker's file (store/sqlite/worker_schema.py) and
+then deletes what it took from the intake, a range of its increasing key at a time; everything else
+the joiner writes (its examples, their decisions' removal from the queue, its runs) is in the
+worker's file, whose write lock no Decide waits for.
+
 Two tricks keep a run over a million decisions fast, both behind the port: a closed decision's key
 is its rowid, so that the customers' other decisions are read with the closed ones left out from
 the index alone (no row read twice); and a write of examples raises the writer's page cache, so
@@ -17,6 +23,7 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from itertools import chain, groupby
 from operator import itemgetter
+from typing import Any
 
 from store.records import ClosingCustomer, JoinDecision, JoinedExample, JoinRun, LateOutcome, OutcomeFacts
 from store.rows import RUN_COLUMNS, example_rows, to_json
@@ -32,6 +39,15 @@ READ_DECISIONS = 5000
 READ_CUSTOMERS = 1500
 """A batch of customers whose facts are read together: at most about this many closed decisions
 and customers (one read each)."""
+INTAKE_ROWS = 50_000
+"""Decisions taken from the intake into the join queue in one write of the worker's file."""
+TRIM_ROWS = 2_000
+"""Intake rows one write of the log's file deletes: each such write holds the lock a Decide's
+commit waits for, so it stays short (a range of the intake's key: a few pages)."""
+QUEUED = ("SELECT (SELECT COUNT(*) FROM join_queue WHERE event_time <= ?1) + (SELECT COUNT(*) FROM join_intake i "
+          "WHERE i.event_time <= ?1 AND NOT EXISTS (SELECT 1 FROM join_queue q WHERE (q.event_time, q.decision_id) = "
+          "(i.event_time, i.decision_id)) AND NOT EXISTS (SELECT 1 FROM joined_examples j WHERE j.decision_id = i.decision_id))")  # fmt: skip
+"""Decisions queued (event time <= ?1): in the join queue, or in the intake and neither in the queue nor joined."""
 
 _Closed = tuple[str, int, str, float, str, str, str]
 """A closed decision: (customer id, its rowid, decision id, event time, offer, channel, action id).
@@ -49,6 +65,12 @@ def _insert_sql(count: int) -> str:
 
 
 @functools.lru_cache(maxsize=16)
+def _queued_sql(count: int) -> str:
+    values = ", ".join(["(?, ?)"] * count)
+    return f"SELECT COUNT(*) FROM join_queue WHERE (event_time, decision_id) IN (SELECT column1, column2 FROM (VALUES {values}))"
+
+
+@functools.lru_cache(maxsize=16)
 def _dequeue_sql(count: int) -> str:
     """By the queue's key: a subquery of row values searches it, where ``IN (VALUES ...)`` would scan it."""
     values = ", ".join(["(?, ?)"] * count)
@@ -56,8 +78,11 @@ def _dequeue_sql(count: int) -> str:
 
 
 class SQLiteJoinState:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, worker_engine: Engine) -> None:
+        """``engine``: the log's file, whose readers see the worker's; ``worker_engine``: the
+        worker's file, where the joiner writes."""
         self._engine = engine
+        self._worker = worker_engine
 
     def watermark(self) -> float | None:
         with self._engine.reading() as conn:
@@ -71,11 +96,53 @@ class SQLiteJoinState:
             return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outcomes").fetchone()[0])
 
     def closed_count(self, cutoff: float) -> int:
+        return self._queued(cutoff)
+
+    def _queued(self, cutoff: float) -> int:
+        """Queued decisions with event time <= cutoff, in one read transaction that reads the log's
+        file first: the intake is trimmed only after the worker's file has committed what it took,
+        so the worker's file, read after, is never behind the log's."""
         with self._engine.reading() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM join_queue WHERE event_time <= ?", (cutoff,)).fetchone()[0])
+            conn.execute("BEGIN")
+            try:
+                conn.execute("SELECT MAX(seq) FROM join_intake").fetchone()
+                return int(conn.execute(QUEUED, (cutoff,)).fetchone()[0])
+            finally:
+                conn.execute("COMMIT")
+
+    def _take_intake(self) -> None:
+        """Move the intake's decisions into the join queue (the worker's file), then trim them from the
+        log's file; before anything that reads or writes the queue. No position is kept: what is in
+        the intake is taken, less what is queued or joined already, so a joiner killed between the
+        two writes, a second joiner, or a log restored from an older backup takes nothing twice and
+        skips nothing."""
+        with self._engine.reading() as conn:
+            last = conn.execute("SELECT MAX(seq) FROM join_intake").fetchone()[0]
+        after = 0
+        while last is not None and after < last:  # what is there now: a server logging meanwhile does not keep it going
+            with self._engine.reading() as conn:
+                rows = conn.execute("SELECT seq, decision_id, event_time FROM join_intake WHERE seq > ? AND seq <= ? ORDER BY seq "
+                                    "LIMIT ?", (after, last, INTAKE_ROWS)).fetchall()  # fmt: skip
+            if not rows:
+                return
+            self._worker.submit(functools.partial(_queue_intake, rows)).result()
+            first, after = rows[0][0], rows[-1][0]
+            for bound in [*range(first + TRIM_ROWS - 1, after, TRIM_ROWS), after]:
+                self._engine.submit(functools.partial(_trim_intake, bound)).result()
+
+    def _all_queued(self, rows: Sequence[tuple[Any, ...]]) -> bool:
+        """Whether every example's decision is in the worker's join queue (by its key)."""
+        found = 0
+        with self._engine.reading() as conn:
+            for start in range(0, len(rows), ROWS_PER_STATEMENT):
+                keys = tuple(chain.from_iterable((row[2], row[0]) for row in rows[start : start + ROWS_PER_STATEMENT]))
+                found += int(conn.execute(_queued_sql(len(keys) // 2), keys).fetchone()[0])
+        return found == len(rows)
 
     def closing(self, cutoff: float, watermark: float, horizon: int) -> Generator[ClosingCustomer, None, None]:
-        """The closed decisions in one read, then their customers' facts a batch at a time."""
+        """The closed decisions in one read (the intake taken into the queue first: it may hold some),
+        then their customers' facts a batch at a time."""
+        self._take_intake()
         for batch in _customer_batches(self._closed(cutoff)):
             activated, others, outcomes = self._facts(batch, watermark, horizon)
             for customer, mine in batch.items():
@@ -88,13 +155,18 @@ class SQLiteJoinState:
         from checkpointing the WAL that the run's own writes grow."""
         with self._engine.reading() as conn:
             rows = conn.execute(
-                f"SELECT d.customer_id, d.rowid, {FACT_COLUMNS} FROM join_queue q "
-                f"JOIN decisions d ON d.decision_id = q.decision_id "
+                f"SELECT d.customer_id, d.rowid, {FACT_COLUMNS}, q.event_time, q.decision_id FROM join_queue q "
+                f"LEFT JOIN decisions d ON d.decision_id = q.decision_id "
                 f"WHERE q.event_time <= ? ORDER BY d.customer_id, d.event_time, d.decision_id",
                 (cutoff,),
-            )
+            ).fetchall()
             intern = sys.intern
-            return [(intern(c), rowid, d, t, intern(o), intern(ch), intern(a)) for c, rowid, d, t, o, ch, a in rows]
+            closed = [(intern(c), rowid, d, t, intern(o), intern(ch), intern(a)) for c, rowid, d, t, o, ch, a, _, _ in rows if c is not None]
+            gone = [(queued_time, queued_id) for c, *_, queued_time, queued_id in rows if c is None]
+        if gone:
+            # Taken into the queue from an intake read before the log deleted them (Forget, retention).
+            self._worker.submit(functools.partial(_dequeue, gone)).result()
+        return closed
 
     def _facts(self, closing: Mapping[str, Sequence[_Closed]], watermark: float, horizon: int) -> _Facts:
         """Activations of the closing decisions, the customers' other decisions, their outcomes."""
@@ -125,7 +197,9 @@ class SQLiteJoinState:
         return activated, others, outcomes
 
     def start_run(self, watermark: float, cutoff: float, horizon: int) -> Future[int]:
+        """The intake taken into the join queue first: the run's writes dequeue from it."""
         started = time.time()
+        self._take_intake()
 
         def write(conn: sqlite3.Connection) -> int:
             # Runs killed before they finished have examples but may have no row: numbered after both.
@@ -136,13 +210,15 @@ class SQLiteJoinState:
                          (run, watermark, cutoff, horizon, started))  # fmt: skip
             return run
 
-        return self._engine.submit(write)
+        return self._worker.submit(write)
 
     def write_examples(self, examples: Sequence[JoinedExample]) -> Future[None]:
         """In statements of many rows (the writer thread then needs the GIL once a statement, not
         once a row, while the joiner's own thread keeps it busy crediting the next rows), in
         decision id order (each index page keyed by decision id is then visited once, not once a row)."""
         rows = example_rows(examples)
+        if not self._all_queued(rows):  # logged after the run began, or forgotten meanwhile
+            self._take_intake()
 
         def write(conn: sqlite3.Connection) -> None:
             cache_size = conn.execute("PRAGMA cache_size").fetchone()[0]
@@ -155,7 +231,7 @@ class SQLiteJoinState:
             finally:
                 conn.execute(f"PRAGMA cache_size = {int(cache_size)}")  # the store's own setting again
 
-        return self._engine.submit(write)
+        return self._worker.submit(write)
 
     def late_checked(self) -> int:
         with self._engine.reading() as conn:
@@ -184,15 +260,30 @@ class SQLiteJoinState:
             conn.execute("UPDATE join_runs SET finished_at = ?, joined = ?, unactivated = ?, late_outcomes = ?, late_checked = ? "
                          "WHERE run = ?", counts)  # fmt: skip
 
-        return self._engine.submit(write)
+        return self._worker.submit(write)
 
     def pending_count(self) -> int:
-        with self._engine.reading() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM join_queue").fetchone()[0])
+        return self._queued(float("inf"))
 
     def runs(self) -> list[JoinRun]:
         with self._engine.reading() as conn:
             return [JoinRun(*row) for row in conn.execute(f"SELECT {RUN_COLUMNS} FROM join_runs ORDER BY run")]
+
+
+def _queue_intake(rows: Sequence[tuple[int, str, float]], conn: sqlite3.Connection) -> None:
+    conn.executemany("INSERT OR IGNORE INTO join_queue (decision_id, event_time) SELECT ?1, ?2 "
+                     "WHERE NOT EXISTS (SELECT 1 FROM joined_examples WHERE decision_id = ?1)", [row[1:] for row in rows])  # fmt: skip
+
+
+def _dequeue(keys: Sequence[tuple[float, str]], conn: sqlite3.Connection) -> None:
+    """Queued decisions by the queue's key, (event time, decision id)."""
+    for start in range(0, len(keys), ROWS_PER_STATEMENT):
+        part = keys[start : start + ROWS_PER_STATEMENT]
+        conn.execute(_dequeue_sql(len(part)), tuple(chain.from_iterable(part)))
+
+
+def _trim_intake(bound: int, conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM join_intake WHERE seq <= ?", (bound,))
 
 
 def _customer_batches(closed: list[_Closed]) -> Iterator[dict[str, list[_Closed]]]:

@@ -1,4 +1,4 @@
-"""Model snapshots on SQLite (store.ports.ModelSnapshots)."""
+"""Model snapshots on SQLite (store.ports.ModelSnapshots), in the worker's file (store/sqlite/worker_schema.py)."""
 
 from __future__ import annotations
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 from store.records import AuditEntry, DeletedDecisions, ForgetReport
 from store.rows import AUDIT_COLUMNS
+from store.settling import chained
 from store.sqlite.engine import Engine
 from store.sqlite.registry import append_audit
 
@@ -32,49 +35,84 @@ class SQLiteAuditTrail:
 
 
 class SQLitePrivacy:
-    def __init__(self, engine: Engine) -> None:
+    """Forget and retention delete from the log's file first, then from the worker's (by the ids the
+    first write deleted), each in its own transaction. A decision taken into the join queue from an
+    intake read before the log's deletion is dropped from the queue by the joiner when it closes
+    (store/sqlite/joins.py)."""
+
+    def __init__(self, engine: Engine, worker_engine: Engine) -> None:
         self._engine = engine
+        self._worker = worker_engine
 
     def forget(self, customer_id: str, *, actor: str, at: float) -> Future[ForgetReport]:
         mine = (customer_id,)
 
-        def write(conn: sqlite3.Connection) -> ForgetReport:
+        def from_log(conn: sqlite3.Connection) -> tuple[list[tuple[float, str]], ForgetReport]:
+            keys = conn.execute(CUSTOMER_QUEUED, mine).fetchall()
             activations = conn.execute(f"DELETE FROM activations WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine).rowcount
-            conn.execute(f"DELETE FROM join_queue WHERE (event_time, decision_id) IN ({CUSTOMER_QUEUED})", mine)
-            conn.execute(f"DELETE FROM late_outcomes WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine)
-            joined = conn.execute(f"DELETE FROM joined_examples WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine).rowcount
+            conn.execute(f"DELETE FROM join_intake WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine)  # the intake is short: read whole
             decisions = conn.execute("DELETE FROM decisions WHERE customer_id = ?", mine).rowcount
             outcomes = conn.execute("DELETE FROM outcomes WHERE customer_id = ?", mine).rowcount
-            report = ForgetReport(decisions, outcomes, activations, joined)
-            append_audit(conn, [AuditEntry(at, actor, "forget", customer_id, report.detail())])
-            return report
+            return keys, ForgetReport(decisions, outcomes, activations, 0)
 
-        return self._engine.submit(write)
+        def audited(report: ForgetReport) -> Future[ForgetReport]:
+            def write(conn: sqlite3.Connection) -> ForgetReport:
+                append_audit(conn, [AuditEntry(at, actor, "forget", customer_id, report.detail())])
+                return report
+
+            return self._engine.submit(write)
+
+        deleted = chained(self._engine.submit(from_log), lambda found: self._from_worker(found[0], found[1]))
+        return chained(deleted, audited)
+
+    def _from_worker(self, keys: Sequence[tuple[float, str]], report: ForgetReport) -> Future[ForgetReport]:
+        def write(conn: sqlite3.Connection) -> ForgetReport:
+            return dataclasses.replace(report, joined_examples=_delete_worker_rows(conn, keys))
+
+        return self._worker.submit(write)
 
     def delete_decisions_before(self, cutoff: float, limit: int) -> Future[DeletedDecisions]:
-        def write(conn: sqlite3.Connection) -> DeletedDecisions:
+        def from_log(conn: sqlite3.Connection) -> tuple[list[tuple[float, str]], int]:
             keys = conn.execute(
                 "SELECT event_time, decision_id FROM decisions WHERE event_time < ? ORDER BY event_time LIMIT ?", (cutoff, limit)
             ).fetchall()
-            if not keys:
-                return DeletedDecisions(0, 0, 0)
             ids = [(decision_id,) for _, decision_id in keys]
             activations = sum(conn.execute("DELETE FROM activations WHERE decision_id = ?", i).rowcount for i in ids)
-            joined = sum(conn.execute("DELETE FROM joined_examples WHERE decision_id = ?", i).rowcount for i in ids)
-            conn.executemany("DELETE FROM join_queue WHERE event_time = ? AND decision_id = ?", keys)  # the queue's key
-            conn.executemany("DELETE FROM late_outcomes WHERE decision_id = ?", ids)
             conn.executemany("DELETE FROM decisions WHERE decision_id = ?", ids)
-            return DeletedDecisions(len(ids), activations, joined)
+            return keys, activations
 
-        return self._engine.submit(write)
+        def from_worker(found: tuple[list[tuple[float, str]], int]) -> Future[DeletedDecisions]:
+            keys, activations = found
+
+            def write(conn: sqlite3.Connection) -> DeletedDecisions:
+                return DeletedDecisions(len(keys), activations, _delete_worker_rows(conn, keys))
+
+            return self._worker.submit(write)
+
+        return chained(self._engine.submit(from_log), from_worker)
 
     def delete_outcomes_before(self, cutoff: float, limit: int) -> Future[int]:
-        def write(conn: sqlite3.Connection) -> int:
+        def from_log(conn: sqlite3.Connection) -> list[tuple[str]]:
             ids = conn.execute(
                 "SELECT outcome_id FROM outcomes WHERE event_time < ? ORDER BY event_time LIMIT ?", (cutoff, limit)
             ).fetchall()
-            conn.executemany("DELETE FROM late_outcomes WHERE outcome_id = ?", ids)
             conn.executemany("DELETE FROM outcomes WHERE outcome_id = ?", ids)
-            return len(ids)
+            return ids
 
-        return self._engine.submit(write)
+        def from_worker(ids: list[tuple[str]]) -> Future[int]:
+            def write(conn: sqlite3.Connection) -> int:
+                conn.executemany("DELETE FROM late_outcomes WHERE outcome_id = ?", ids)
+                return len(ids)
+
+            return self._worker.submit(write)
+
+        return chained(self._engine.submit(from_log), from_worker)
+
+
+def _delete_worker_rows(conn: sqlite3.Connection, keys: Sequence[tuple[float, str]]) -> int:
+    """The decisions' (keys: (event time, decision id)) joined examples, late outcomes and queue
+    entries; the number of joined examples deleted."""
+    ids = [(decision_id,) for _, decision_id in keys]
+    conn.executemany("DELETE FROM join_queue WHERE event_time = ? AND decision_id = ?", keys)  # the queue's key
+    conn.executemany("DELETE FROM late_outcomes WHERE decision_id = ?", ids)
+    return sum(conn.execute("DELETE FROM joined_examples WHERE decision_id = ?", i).rowcount for i in ids)

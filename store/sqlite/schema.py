@@ -8,9 +8,13 @@ says it was applied, so such a file migrates in place and a new file is built by
 
 from __future__ import annotations
 
+from contextlib import closing
+
 from sqlite_utils import Database, Migrations
 
 from store.records import decision_id_for
+from store.sqlite.connections import begin, connect, durable, worker_file
+from store.sqlite.worker_schema import MOVED_TABLES, worker_migrations
 
 migrations = Migrations("brein.store")
 
@@ -22,6 +26,10 @@ QUEUED_TRIGGER = """CREATE TRIGGER decisions_queued AFTER INSERT ON decisions
         INSERT INTO join_queue (decision_id, event_time) VALUES (NEW.decision_id, NEW.event_time);
     END"""
 """m012's trigger; m013 makes it again after rebuilding the queue it writes to."""
+INTAKE_TRIGGER = QUEUED_TRIGGER.replace("INSERT INTO join_queue", "INSERT INTO join_intake")
+"""m014's: the same, writing to the join intake."""
+COPY_ROWS = 10_000
+"""Rows m014 copies to the worker's file at a time."""
 
 
 def _applied_before(db: Database, migration_set: str, name: str) -> bool:
@@ -336,3 +344,42 @@ def m013_join_queue_in_time_order(db: Database) -> None:
     db.execute("DROP TABLE join_queue")
     db.execute("ALTER TABLE join_queue_by_time RENAME TO join_queue")
     db.execute(QUEUED_TRIGGER)
+
+
+@migrations()
+def m014_worker_file(db: Database) -> None:
+    """What the worker writes moves to a file of its own (store/sqlite/worker_schema.py), so that its
+    transactions no longer hold the write lock every Decide's commit needs. A decision now enters the
+    join intake, keyed by a sequence that only grows (AUTOINCREMENT: never reused after a trim), from
+    which the worker takes it into the join queue in its own file and then deletes a range of keys.
+    The decisions queued so far go to the intake. The moved tables' rows are copied to the worker's
+    file and committed there before this migration drops them here: a process killed in between
+    copies them again (the copy ignores rows it finds)."""
+    db.execute("DROP TRIGGER decisions_queued")
+    db.execute("CREATE TABLE join_intake (seq INTEGER PRIMARY KEY AUTOINCREMENT, decision_id TEXT NOT NULL, event_time REAL NOT NULL)")
+    db.execute("INSERT INTO join_intake (decision_id, event_time) SELECT decision_id, event_time FROM join_queue ORDER BY event_time, decision_id")
+    db.execute("DROP TABLE join_queue")
+    db.execute(INTAKE_TRIGGER)
+    path = db.execute("SELECT file FROM pragma_database_list WHERE name = 'main'").fetchone()[0]
+    if not path:  # in memory: one database holds both sets of tables
+        worker_migrations.apply(db)
+        return
+    with closing(durable(connect(worker_file(path)))) as conn:
+        begin(conn)
+        worker = Database(conn)
+        worker_migrations.apply(worker)
+        for table in MOVED_TABLES:
+            _copy(db, worker, table)
+        conn.execute("COMMIT")
+    for table in MOVED_TABLES:
+        db.execute(f"DROP TABLE {table}")
+
+
+def _copy(log: Database, worker: Database, table: str) -> None:
+    """``table``'s rows, rowids kept (model snapshots are ordered by theirs), a page at a time."""
+    columns = ", ".join(["rowid", *(row[1] for row in log.execute(f"SELECT * FROM pragma_table_info('{table}')").fetchall())])
+    last = -(2**63)
+    while rows := log.execute(f"SELECT {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, COPY_ROWS)).fetchall():
+        marks = ", ".join("?" * len(rows[0]))
+        worker.conn.executemany(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})", rows)
+        last = rows[-1][0]

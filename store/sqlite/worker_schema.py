@@ -1,0 +1,78 @@
+"""The worker's file: what the join/learn worker writes, in a SQLite file of its own beside the log's.
+
+SQLite has one write lock a file. When the worker's joined examples, its join queue and its model
+snapshots were in the log's file, every transaction of the worker held the lock that each Decide's
+commit needs, for 10-20 ms of a join's write (docs/benchmarks.md, "Decide's tail while the worker
+joins"). In a file of their own the worker's writes take a lock no Decide waits for. The log's file
+keeps what the server writes (decisions, outcomes, activations, the registry, the audit trail) and
+a decision's entry in the join intake (store/sqlite/schema.py, m014), which the worker takes into
+its own join queue and then trims from the log's file by a range of its increasing key.
+
+Readers of the log's file attach this one (store/sqlite/engine.py), and no table name is in both,
+so every query names its tables unqualified. An in-memory store keeps both sets of tables in one
+database. The worker's file has its own migration history, applied by m014 of the log's (which moves
+the tables of a file made before this one) and by every store that opens it.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+worker_migrations = Migrations("brein.worker")
+
+MOVED_TABLES = ("joined_examples", "late_outcomes", "join_runs", "models")
+"""The tables that moved from the log's file to this one, in their layout as of the log's m013."""
+
+
+@worker_migrations()
+def m001_worker_tables(db: Database) -> None:
+    """The moved tables as the log's history had made them (m006, m009, m010), and the join queue.
+    IF NOT EXISTS: an in-memory store already has the
+    moved tables in its one database."""
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS joined_examples (
+            decision_id TEXT PRIMARY KEY,
+            customer_id TEXT NOT NULL,
+            event_time REAL NOT NULL,
+            run INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            reward REAL NOT NULL,
+            cost REAL NOT NULL,
+            credit TEXT NOT NULL,
+            outcomes TEXT NOT NULL,
+            horizon INTEGER NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS joined_examples_order ON joined_examples (run, event_time, decision_id)")
+    db.execute("CREATE TABLE IF NOT EXISTS late_outcomes (outcome_id TEXT NOT NULL, decision_id TEXT NOT NULL, run INTEGER NOT NULL, "
+               "PRIMARY KEY (outcome_id, decision_id))")  # fmt: skip
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS join_runs (
+            run INTEGER PRIMARY KEY,
+            watermark REAL NOT NULL,
+            cutoff REAL NOT NULL,
+            horizon INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            joined INTEGER NOT NULL DEFAULT 0,
+            unactivated INTEGER NOT NULL DEFAULT 0,
+            late_outcomes INTEGER NOT NULL DEFAULT 0,
+            late_checked INTEGER
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS models (
+            version TEXT NOT NULL,
+            args TEXT NOT NULL,
+            data BLOB NOT NULL,
+            created_at REAL NOT NULL,
+            policy_id TEXT NOT NULL DEFAULT '',
+            learned TEXT,
+            encoding TEXT,
+            PRIMARY KEY (policy_id, version)
+        )"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS models_policy ON models (policy_id, created_at)")
+    # The log's m013 layout: in time order, so the joiner dequeues from one B-tree.
+    db.execute("CREATE TABLE join_queue (decision_id TEXT NOT NULL, event_time REAL NOT NULL, "
+               "PRIMARY KEY (event_time, decision_id)) WITHOUT ROWID")  # fmt: skip
