@@ -114,16 +114,18 @@ def _write_only(conn: sqlite3.Connection, kind: type[Mergeable], writes: list[tu
 
 
 class _Reads:
-    """``with engine.reading() as conn``: this thread's connection to a file database."""
+    """``with engine.reading() as conn``: this thread's connection to a file database (with
+    ``attached`` attached as WORKER_SCHEMA)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, attached: str | None = None) -> None:
         self._engine = engine
+        self._attached = attached
         self._local = threading.local()
 
     def __enter__(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self._engine.new_reader()
+            conn = self._local.conn = self._engine.new_reader(self._attached)
         return conn
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
@@ -166,12 +168,12 @@ class Engine:
         process (the server's) gets the write lock between this one's transactions. The writer and
         the checkpointer (a file database's, every ``checkpoint_seconds``) are supervised threads
         (store/threads.py): ``on_thread_failure`` hears of their failures. ``histories``: the
-        migration histories applied, in turn. ``attached``: a file every reader attaches (the
-        worker's, store/sqlite/worker_schema.py); the writer never does, so that its transactions
-        take this file's write lock only."""
+        migration histories applied, in turn. ``attached``: a file the readers of
+        ``reading(with_worker=True)`` attach (the worker's, store/sqlite/worker_schema.py); the
+        writer never does, so that its transactions take this file's write lock only, nor do the
+        other readers, so that the hot path's reads check one file's schema and WAL, not two."""
         self.path = path
         self._histories = histories
-        self._attached = attached
         self._writer_conn = connect(path or ":memory:")
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -180,9 +182,11 @@ class Engine:
         if path is None:
             self._shared = threading.Lock()
             self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
+            self._reads_with_worker = self._reads
         else:
             durable(self._writer_conn)
             self._reads = _Reads(self)
+            self._reads_with_worker = _Reads(self, attached) if attached is not None else self._reads
             self.checkpointer = Checkpointer(connect(path), interval=checkpoint_seconds, on_thread_failure=on_thread_failure)
         self._migrate()
         self._writer_conn.execute("PRAGMA busy_timeout = 0")  # begin() waits for the write lock instead
@@ -208,20 +212,21 @@ class Engine:
             raise
         conn.execute("COMMIT")
 
-    def new_reader(self) -> sqlite3.Connection:
+    def new_reader(self, attached: str | None = None) -> sqlite3.Connection:
         if self.path is None:
             raise RuntimeError("an in-memory database has one connection")
         conn = connect(self.path)
-        if self._attached is not None:
-            conn.execute(f"ATTACH DATABASE ? AS {WORKER_SCHEMA}", (self._attached,))
+        if attached is not None:
+            conn.execute(f"ATTACH DATABASE ? AS {WORKER_SCHEMA}", (attached,))
         with self._readers_lock:
             self._readers.append(conn)
         return conn
 
-    def reading(self) -> _Reads:
+    def reading(self, *, with_worker: bool = False) -> _Reads:
         """``with engine.reading() as conn:`` a connection that sees committed data; a database error
-        in the block comes out as StoreUnavailable."""
-        return self._reads
+        in the block comes out as StoreUnavailable. ``with_worker``: one that sees the attached
+        worker's file too."""
+        return self._reads_with_worker if with_worker else self._reads
 
     # -- writes -------------------------------------------------------------------------------
 

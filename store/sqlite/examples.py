@@ -30,7 +30,7 @@ class SQLiteJoinedExamples:
         self._engine = engine
 
     def _fetch(self, query: str, after: Cursor, limit: int, since: float | None, until: float | None) -> list[Any]:
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             return conn.execute(query, (*after, *_span(since, until), limit)).fetchall()
 
     def learning(self, after: Cursor, limit: int) -> list[LearningRow]:
@@ -40,5 +40,5 @@ class SQLiteJoinedExamples:
         return logged_examples(self._fetch(LOGGED, after, limit, since, until))
 
     def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None) -> int:
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             return int(conn.execute(COUNT, (*after, *_span(since, until))).fetchone()[0])

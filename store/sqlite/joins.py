@@ -85,14 +85,14 @@ class SQLiteJoinState:
         self._worker = worker_engine
 
     def watermark(self) -> float | None:
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             row = conn.execute("SELECT MAX(t) FROM (SELECT MAX(event_time) AS t FROM decisions UNION ALL "
                                "SELECT MAX(event_time) FROM outcomes)").fetchone()  # fmt: skip
         return None if row[0] is None else float(row[0])
 
     def outcome_horizon(self) -> int:
         """The newest outcome's seq: one writer, so everything up to it is committed."""
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outcomes").fetchone()[0])
 
     def closed_count(self, cutoff: float) -> int:
@@ -102,7 +102,7 @@ class SQLiteJoinState:
         """Queued decisions with event time <= cutoff, in one read transaction that reads the log's
         file first: the intake is trimmed only after the worker's file has committed what it took,
         so the worker's file, read after, is never behind the log's."""
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             conn.execute("BEGIN")
             try:
                 conn.execute("SELECT MAX(seq) FROM join_intake").fetchone()
@@ -116,11 +116,11 @@ class SQLiteJoinState:
         the intake is taken, less what is queued or joined already, so a joiner killed between the
         two writes, a second joiner, or a log restored from an older backup takes nothing twice and
         skips nothing."""
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             last = conn.execute("SELECT MAX(seq) FROM join_intake").fetchone()[0]
         after = 0
         while last is not None and after < last:  # what is there now: a server logging meanwhile does not keep it going
-            with self._engine.reading() as conn:
+            with self._engine.reading(with_worker=True) as conn:
                 rows = conn.execute("SELECT seq, decision_id, event_time FROM join_intake WHERE seq > ? AND seq <= ? ORDER BY seq "
                                     "LIMIT ?", (after, last, INTAKE_ROWS)).fetchall()  # fmt: skip
             if not rows:
@@ -133,7 +133,7 @@ class SQLiteJoinState:
     def _all_queued(self, rows: Sequence[tuple[Any, ...]]) -> bool:
         """Whether every example's decision is in the worker's join queue (by its key)."""
         found = 0
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             for start in range(0, len(rows), ROWS_PER_STATEMENT):
                 keys = tuple(chain.from_iterable((row[2], row[0]) for row in rows[start : start + ROWS_PER_STATEMENT]))
                 found += int(conn.execute(_queued_sql(len(keys) // 2), keys).fetchone()[0])
@@ -153,7 +153,7 @@ class SQLiteJoinState:
         """One read, whole: it visits each decision's row once, where reading them customer by
         customer would visit each again; and a read kept open for the whole run would stop SQLite
         from checkpointing the WAL that the run's own writes grow."""
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             rows = conn.execute(
                 f"SELECT d.customer_id, d.rowid, {FACT_COLUMNS}, q.event_time, q.decision_id FROM join_queue q "
                 f"LEFT JOIN decisions d ON d.decision_id = q.decision_id "
@@ -172,7 +172,7 @@ class SQLiteJoinState:
         """Activations of the closing decisions, the customers' other decisions, their outcomes."""
         customers = list(closing)
         closed = [decision for mine in closing.values() for decision in mine]
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             activated = dict(conn.execute(
                 "SELECT decision_id, event_time FROM activations WHERE decision_id IN (SELECT value FROM json_each(?))",
                 (to_json(sorted(decision[2] for decision in closed)),),
@@ -234,7 +234,7 @@ class SQLiteJoinState:
         return self._worker.submit(write)
 
     def late_checked(self) -> int:
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             return int(conn.execute("SELECT COALESCE(MAX(late_checked), 0) FROM join_runs").fetchone()[0])
 
     def late_outcomes(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateOutcome]:
@@ -248,7 +248,7 @@ class SQLiteJoinState:
             "JOIN joined_examples j ON j.decision_id = d.decision_id AND j.horizon < o.seq "
             "WHERE o.seq > ? AND o.seq <= ?"
         )
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             return conn.execute(query, (*chain.from_iterable(windows.items()), after, horizon)).fetchall()
 
     def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:
@@ -266,7 +266,7 @@ class SQLiteJoinState:
         return self._queued(float("inf"))
 
     def runs(self) -> list[JoinRun]:
-        with self._engine.reading() as conn:
+        with self._engine.reading(with_worker=True) as conn:
             return [JoinRun(*row) for row in conn.execute(f"SELECT {RUN_COLUMNS} FROM join_runs ORDER BY run")]
 
 
