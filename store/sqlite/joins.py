@@ -16,6 +16,7 @@ and read back (half the write's time).
 from __future__ import annotations
 
 import functools
+import math
 import sqlite3
 import sys
 import time
@@ -44,6 +45,8 @@ INTAKE_ROWS = 50_000
 TRIM_ROWS = 2_000
 """Intake rows one write of the log's file deletes: each such write holds the lock a Decide's
 commit waits for, so it stays short (a range of the intake's key: a few pages)."""
+TRIM_EVERY_SECONDS = 0.1
+"""At most one trim write this often."""
 QUEUED = ("SELECT (SELECT COUNT(*) FROM join_queue WHERE event_time <= ?1) + (SELECT COUNT(*) FROM join_intake i "
           "WHERE i.event_time <= ?1 AND NOT EXISTS (SELECT 1 FROM join_queue q WHERE (q.event_time, q.decision_id) = "
           "(i.event_time, i.decision_id)) AND NOT EXISTS (SELECT 1 FROM joined_examples j WHERE j.decision_id = i.decision_id))")  # fmt: skip
@@ -83,6 +86,9 @@ class SQLiteJoinState:
         worker's file, where the joiner writes."""
         self._engine = engine
         self._worker = worker_engine
+        self._taken = 0
+        """The intake's seq up to which this process has taken decisions into the queue (in memory)."""
+        self._trimmed_at = -math.inf
 
     def watermark(self) -> float | None:
         with self._engine.reading(with_worker=True) as conn:
@@ -111,24 +117,36 @@ class SQLiteJoinState:
                 conn.execute("COMMIT")
 
     def _take_intake(self) -> None:
-        """Move the intake's decisions into the join queue (the worker's file), then trim them from the
-        log's file; before anything that reads or writes the queue. No position is kept: what is in
-        the intake is taken, less what is queued or joined already, so a joiner killed between the
-        two writes, a second joiner, or a log restored from an older backup takes nothing twice and
-        skips nothing."""
+        """Move the intake's decisions into the join queue (the worker's file), before anything that
+        reads or writes the queue; then trim some of what was taken from the log's file. No position
+        is stored: what is in the intake is taken, less what is queued or joined already, so a joiner
+        killed between the two writes, a second joiner, or a log restored from an older backup takes
+        nothing twice and skips nothing (``_taken`` only spares this process reading rows again)."""
         with self._engine.reading(with_worker=True) as conn:
             last = conn.execute("SELECT MAX(seq) FROM join_intake").fetchone()[0]
-        after = 0
-        while last is not None and after < last:  # what is there now: a server logging meanwhile does not keep it going
+        while last is not None and self._taken < last:  # what is there now: a server logging meanwhile does not keep it going
             with self._engine.reading(with_worker=True) as conn:
                 rows = conn.execute("SELECT seq, decision_id, event_time FROM join_intake WHERE seq > ? AND seq <= ? ORDER BY seq "
-                                    "LIMIT ?", (after, last, INTAKE_ROWS)).fetchall()  # fmt: skip
+                                    "LIMIT ?", (self._taken, last, INTAKE_ROWS)).fetchall()  # fmt: skip
             if not rows:
-                return
+                break
             self._worker.submit(functools.partial(_queue_intake, rows)).result()
-            first, after = rows[0][0], rows[-1][0]
-            for bound in [*range(first + TRIM_ROWS - 1, after, TRIM_ROWS), after]:
-                self._engine.submit(functools.partial(_trim_intake, bound)).result()
+            self._taken = rows[-1][0]
+        self._trim()
+
+    def _trim(self) -> None:
+        """Delete up to TRIM_ROWS of the taken intake from the log's file, at most once every
+        TRIM_EVERY_SECONDS: a backlog's intake is trimmed while the run goes on, not in a burst of
+        writes at its start, each of which a Decide's commit may wait for (docs/benchmarks.md)."""
+        now = time.monotonic()
+        if now - self._trimmed_at < TRIM_EVERY_SECONDS:
+            return
+        with self._engine.reading(with_worker=True) as conn:
+            first = conn.execute("SELECT MIN(seq) FROM join_intake").fetchone()[0]
+        if first is None or first > self._taken:
+            return
+        self._trimmed_at = now
+        self._engine.submit(functools.partial(_trim_intake, min(self._taken, first + TRIM_ROWS - 1))).result()
 
     def _all_queued(self, rows: Sequence[tuple[Any, ...]]) -> bool:
         """Whether every example's decision is in the worker's join queue (by its key)."""
@@ -217,7 +235,9 @@ class SQLiteJoinState:
         once a row, while the joiner's own thread keeps it busy crediting the next rows), in
         decision id order (each index page keyed by decision id is then visited once, not once a row)."""
         rows = example_rows(examples)
-        if not self._all_queued(rows):  # logged after the run began, or forgotten meanwhile
+        if self._all_queued(rows):
+            self._trim()
+        else:  # logged after the run began, or forgotten meanwhile
             self._take_intake()
 
         def write(conn: sqlite3.Connection) -> None:
