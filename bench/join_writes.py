@@ -33,7 +33,7 @@ from bench.join import CONFIG, build
 from brain.worker import BESIDE_A_SERVER_WRITE_ROWS
 from reward.joiner import Joiner
 from store.records import DecisionRecord
-from store.sqlite import SQLiteStore
+from store.sqlite import SQLiteStore, connections
 from store.sqlite import engine as sqlite_engine
 from store.sqlite.connections import worker_file
 
@@ -75,10 +75,8 @@ def _ticks() -> tuple[int, int]:
 
 
 def _timed_begin(transactions: Transactions) -> Callable[[sqlite3.Connection], None]:
-    begin = sqlite_engine.begin
-
     def timed(conn: sqlite3.Connection) -> None:
-        begin(conn)
+        connections.begin(conn)
         if threading.get_ident() == transactions.writer:
             transactions.locked_at = time.perf_counter()
 
@@ -129,8 +127,7 @@ def measure(path: Path, backlog: int) -> dict[str, float]:
     with worker.worker_engine.reading() as conn:
         page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
     transactions = Transactions(Path(f"{worker_file(str(path))}-wal"), page_size)
-    begin = sqlite_engine.begin
-    sqlite_engine.begin = _timed_begin(transactions)  # type: ignore[assignment]
+    sqlite_engine.begin = _timed_begin(transactions)  # type: ignore[attr-defined, assignment]  # the name the writer calls
     worker.worker_engine._commit_group = transactions.measured(worker.worker_engine._commit_group)  # type: ignore[method-assign]
     stop, latencies = threading.Event(), list[float]()
     load = threading.Thread(target=_server_writes, args=(server, stop, backlog // 5, latencies))
@@ -146,7 +143,7 @@ def measure(path: Path, backlog: int) -> dict[str, float]:
         load.join()
         worker.close()
         server.close()
-        sqlite_engine.begin = begin
+        sqlite_engine.begin = connections.begin  # type: ignore[attr-defined]
     rows = [row for row in transactions.rows if row[4] > 0]
     held, cpu, user, system, frames = (list(column) for column in zip(*rows, strict=True))
     server_during.sort()

@@ -7,12 +7,12 @@ import random
 import shutil
 import signal
 import sqlite3
-from contextlib import closing
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 

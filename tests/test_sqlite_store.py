@@ -30,8 +30,8 @@ from store.errors import Conflict, StoreUnavailable, UnknownStore
 from store.opening import sqlite_path
 from store.records import START, DecisionRecord, JoinRun, OutcomeRecord, decision_id_for
 from store.sqlite import SQLiteStore
-from store.sqlite.decisions import SQLiteDecisionLog
 from store.sqlite.connections import worker_file
+from store.sqlite.decisions import SQLiteDecisionLog
 from store.sqlite.engine import Engine
 from store.sqlite.joins import _queue_intake
 from store.sqlite.worker_schema import MOVED_TABLES

@@ -182,7 +182,7 @@ class Engine:
         if path is None:
             self._shared = threading.Lock()
             self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
-            self._reads_with_worker = self._reads
+            self._reads_with_worker: _Reads = self._reads
         else:
             durable(self._writer_conn)
             self._reads = _Reads(self)
