@@ -4,7 +4,8 @@ A backlog (bench/join.py's log: 50,000 decisions and 15,000 outcomes by default)
 process the way the worker beside a server joins it (writes of BESIDE_A_SERVER_WRITE_ROWS examples,
 brain/worker.py), while a second store on the same file, the server's, logs 300 decisions/s in
 groups of three. For each of the worker's transactions in its own file (store/sqlite/worker_schema.py)
-it records, on the writer thread: the time it held that file's write lock, its CPU (user and system), and the WAL frames it wrote (the WAL is not
+it records, on the writer thread: the time it held that file's write lock, its CPU (user and
+system), and the WAL frames it wrote (the WAL is not
 checkpointed during the join, so its growth counts them); and the latency of each of the server's
 writes. ``--log FILE`` joins a copy of a log built before (by this module with ``--keep FILE``),
 so that two trees are measured on the same file (a copy made by the other's schema is migrated in

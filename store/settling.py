@@ -68,28 +68,26 @@ def chained(first: Future[T], then: Callable[[T], Future[U]]) -> Future[U]:
     without a thread waiting between them. ``first``'s failure, or ``then``'s, fails it."""
     outcome: Future[U] = Future()
 
-    def relay(done: Future[Any]) -> None:
+    def succeeded(done: Future[Any]) -> bool:
+        """Whether ``done`` succeeded; if not, ``outcome`` ends as it did."""
         if done.cancelled():
             outcome.cancel()
-            return
+            return False
         error = done.exception()
         if error is not None:
             outcome.set_exception(error)
-        else:
+        return error is None
+
+    def relay(done: Future[U]) -> None:
+        if succeeded(done):
             outcome.set_result(done.result())
 
     def start(done: Future[T]) -> None:
-        if done.cancelled():
-            outcome.cancel()
-            return
-        error = done.exception()
-        if error is not None:
-            outcome.set_exception(error)
-            return
-        try:
-            then(done.result()).add_done_callback(relay)
-        except Exception as failure:
-            outcome.set_exception(failure)
+        if succeeded(done):
+            try:
+                then(done.result()).add_done_callback(relay)
+            except Exception as failure:
+                outcome.set_exception(failure)
 
     first.add_done_callback(start)
     return outcome

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,9 @@ def intact(path: Path) -> None:
         assert conn.execute("PRAGMA main.integrity_check").fetchone()[0] == "ok"
         assert conn.execute(f"PRAGMA {WORKER_SCHEMA}.integrity_check").fetchone()[0] == "ok"
         queued = "SELECT decision_id FROM join_queue UNION ALL SELECT decision_id FROM join_intake"
-        orphans = conn.execute(f"SELECT COUNT(*) FROM ({queued}) q LEFT JOIN decisions d USING (decision_id) WHERE d.decision_id IS NULL")
+        orphans = conn.execute(
+            f"SELECT COUNT(*) FROM ({queued}) q LEFT JOIN decisions d USING (decision_id) WHERE d.decision_id IS NULL"
+        )
         assert orphans.fetchone()[0] == 0
         unqueued = conn.execute(
             f"SELECT COUNT(*) FROM decisions d WHERE d.decision_id NOT IN ({queued}) "

@@ -265,6 +265,19 @@ def test_a_queued_decision_that_the_log_no_longer_has_leaves_the_queue_unjoined(
     assert sqlite_count(store, "join_intake") == 0  # taken in, then trimmed
 
 
+def test_forget_run_again_after_its_worker_write_failed_deletes_the_customers_joined_examples(store: SQLiteStore) -> None:
+    """Forget deletes from the log's file, then from the worker's. If the second write fails, the log
+    no longer names the customer's decisions: a Forget run again finds the joined examples by customer."""
+    store.decisions.submit_decisions([_decision("d1", "c1", 1.0), _decision("d2", "c2", 2.0)]).result()
+    joined = [(f"d{i}", f"c{i}", float(i), 1, "joined", 1.0, 0.0, {}, (), 0) for i in (1, 2)]
+    store.joins.write_examples(joined).result()
+    with closing(sqlite3.connect(str(store.path))) as log, log:
+        log.execute("DELETE FROM decisions WHERE customer_id = 'c1'")  # as if the log's write had committed alone
+    report = store.privacy.forget("c1", actor="test", at=3.0).result()
+    assert (report.decisions, report.joined_examples) == (0, 1)
+    assert sqlite_rows(store, "SELECT decision_id FROM joined_examples") == [("d2",)]
+
+
 def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> None:
     for policy_id in ("champ", "cand"):
         with closing(sqlite3.connect(store.engine.path or "")) as conn, conn:

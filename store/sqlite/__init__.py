@@ -40,14 +40,16 @@ class SQLiteStore:
         of the store's background threads."""
         self.path = None if path is None else str(path)
         if self.path is None:
-            self.engine = Engine(None, histories=(migrations, worker_migrations), on_commit=on_commit, on_thread_failure=on_thread_failure)
+            self.engine = Engine(None, histories=(migrations, worker_migrations), on_commit=on_commit,
+                                 on_thread_failure=on_thread_failure)  # fmt: skip
             self.worker_engine = self.engine
         else:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             worker = worker_file(self.path)
             self.engine = Engine(self.path, attached=worker, on_commit=on_commit, commit_pause=commit_pause,
                                  on_thread_failure=on_thread_failure)  # fmt: skip
-            self.worker_engine = Engine(worker, histories=(worker_migrations,), on_commit=on_commit, on_thread_failure=on_thread_failure)
+            self.worker_engine = Engine(worker, histories=(worker_migrations,), on_commit=on_commit,
+                                        on_thread_failure=on_thread_failure)  # fmt: skip
         """The writers and readers of the log's file and the worker's; for tests of this backend's own
         behaviour, never for consumers. The log's readers see the worker's tables too."""
         self.decisions = SQLiteDecisionLog(self.engine)

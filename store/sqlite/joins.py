@@ -48,8 +48,9 @@ commit waits for, so it stays short (a range of the intake's key: a few pages)."
 TRIM_EVERY_SECONDS = 0.1
 """At most one trim write this often."""
 QUEUED = ("SELECT (SELECT COUNT(*) FROM join_queue WHERE event_time <= ?1) + (SELECT COUNT(*) FROM join_intake i "
-          "WHERE i.event_time <= ?1 AND NOT EXISTS (SELECT 1 FROM join_queue q WHERE (q.event_time, q.decision_id) = "
-          "(i.event_time, i.decision_id)) AND NOT EXISTS (SELECT 1 FROM joined_examples j WHERE j.decision_id = i.decision_id))")  # fmt: skip
+          "WHERE i.event_time <= ?1 "
+          "AND NOT EXISTS (SELECT 1 FROM join_queue q WHERE (q.event_time, q.decision_id) = (i.event_time, i.decision_id)) "
+          "AND NOT EXISTS (SELECT 1 FROM joined_examples j WHERE j.decision_id = i.decision_id))")  # fmt: skip
 """Decisions queued (event time <= ?1): in the join queue, or in the intake and neither in the queue nor joined."""
 
 _Closed = tuple[str, int, str, float, str, str, str]
@@ -124,10 +125,10 @@ class SQLiteJoinState:
         nothing twice and skips nothing (``_taken`` only spares this process reading rows again)."""
         with self._engine.reading(with_worker=True) as conn:
             last = conn.execute("SELECT MAX(seq) FROM join_intake").fetchone()[0]
+        page = "SELECT seq, decision_id, event_time FROM join_intake WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
         while last is not None and self._taken < last:  # what is there now: a server logging meanwhile does not keep it going
             with self._engine.reading(with_worker=True) as conn:
-                rows = conn.execute("SELECT seq, decision_id, event_time FROM join_intake WHERE seq > ? AND seq <= ? ORDER BY seq "
-                                    "LIMIT ?", (self._taken, last, INTAKE_ROWS)).fetchall()  # fmt: skip
+                rows = conn.execute(page, (self._taken, last, INTAKE_ROWS)).fetchall()
             if not rows:
                 break
             self._worker.submit(functools.partial(_queue_intake, rows)).result()
@@ -179,7 +180,8 @@ class SQLiteJoinState:
                 (cutoff,),
             ).fetchall()
             intern = sys.intern
-            closed = [(intern(c), rowid, d, t, intern(o), intern(ch), intern(a)) for c, rowid, d, t, o, ch, a, _, _ in rows if c is not None]
+            closed = [(intern(c), rowid, d, t, intern(o), intern(ch), intern(a))
+                      for c, rowid, d, t, o, ch, a, _, _ in rows if c is not None]  # fmt: skip
             gone = [(queued_time, queued_id) for c, *_, queued_time, queued_id in rows if c is None]
         if gone:
             # Taken into the queue from an intake read before the log deleted them (Forget, retention).
@@ -292,7 +294,8 @@ class SQLiteJoinState:
 
 def _queue_intake(rows: Sequence[tuple[int, str, float]], conn: sqlite3.Connection) -> None:
     conn.executemany("INSERT OR IGNORE INTO join_queue (decision_id, event_time) SELECT ?1, ?2 "
-                     "WHERE NOT EXISTS (SELECT 1 FROM joined_examples WHERE decision_id = ?1)", [row[1:] for row in rows])  # fmt: skip
+                     "WHERE NOT EXISTS (SELECT 1 FROM joined_examples WHERE decision_id = ?1)",
+                     [row[1:] for row in rows])  # fmt: skip
 
 
 def _dequeue(keys: Sequence[tuple[float, str]], conn: sqlite3.Connection) -> None:

@@ -50,7 +50,8 @@ class SQLitePrivacy:
         def from_log(conn: sqlite3.Connection) -> tuple[list[tuple[float, str]], ForgetReport]:
             keys = conn.execute(CUSTOMER_QUEUED, mine).fetchall()
             activations = conn.execute(f"DELETE FROM activations WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine).rowcount
-            conn.execute(f"DELETE FROM join_intake WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine)  # the intake is short: read whole
+            # The intake is short (trimmed as it is taken in): read whole.
+            conn.execute(f"DELETE FROM join_intake WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine)
             decisions = conn.execute("DELETE FROM decisions WHERE customer_id = ?", mine).rowcount
             outcomes = conn.execute("DELETE FROM outcomes WHERE customer_id = ?", mine).rowcount
             return keys, ForgetReport(decisions, outcomes, activations, 0)
@@ -62,14 +63,18 @@ class SQLitePrivacy:
 
             return self._engine.submit(write)
 
-        deleted = chained(self._engine.submit(from_log), lambda found: self._from_worker(found[0], found[1]))
-        return chained(deleted, audited)
+        def from_worker(found: tuple[list[tuple[float, str]], ForgetReport]) -> Future[ForgetReport]:
+            keys, report = found
 
-    def _from_worker(self, keys: Sequence[tuple[float, str]], report: ForgetReport) -> Future[ForgetReport]:
-        def write(conn: sqlite3.Connection) -> ForgetReport:
-            return dataclasses.replace(report, joined_examples=_delete_worker_rows(conn, keys))
+            def write(conn: sqlite3.Connection) -> ForgetReport:
+                joined = _delete_worker_rows(conn, keys)
+                if not keys:  # nothing left in the log: a Forget run again after its worker's write failed
+                    joined += conn.execute("DELETE FROM joined_examples WHERE customer_id = ?", mine).rowcount
+                return dataclasses.replace(report, joined_examples=joined)
 
-        return self._worker.submit(write)
+            return self._worker.submit(write)
+
+        return chained(chained(self._engine.submit(from_log), from_worker), audited)
 
     def delete_decisions_before(self, cutoff: float, limit: int) -> Future[DeletedDecisions]:
         def from_log(conn: sqlite3.Connection) -> tuple[list[tuple[float, str]], int]:

@@ -356,8 +356,10 @@ def m014_worker_file(db: Database) -> None:
     file and committed there before this migration drops them here: a process killed in between
     copies them again (the copy ignores rows it finds)."""
     db.execute("DROP TRIGGER decisions_queued")
-    db.execute("CREATE TABLE join_intake (seq INTEGER PRIMARY KEY AUTOINCREMENT, decision_id TEXT NOT NULL, event_time REAL NOT NULL)")
-    db.execute("INSERT INTO join_intake (decision_id, event_time) SELECT decision_id, event_time FROM join_queue ORDER BY event_time, decision_id")
+    db.execute("CREATE TABLE join_intake (seq INTEGER PRIMARY KEY AUTOINCREMENT, decision_id TEXT NOT NULL, "
+               "event_time REAL NOT NULL)")  # fmt: skip
+    db.execute("INSERT INTO join_intake (decision_id, event_time) "
+               "SELECT decision_id, event_time FROM join_queue ORDER BY event_time, decision_id")  # fmt: skip
     db.execute("DROP TABLE join_queue")
     db.execute(INTAKE_TRIGGER)
     path = db.execute("SELECT file FROM pragma_database_list WHERE name = 'main'").fetchone()[0]
@@ -379,7 +381,8 @@ def _copy(log: Database, worker: Database, table: str) -> None:
     """``table``'s rows, rowids kept (model snapshots are ordered by theirs), a page at a time."""
     columns = ", ".join(["rowid", *(row[1] for row in log.execute(f"SELECT * FROM pragma_table_info('{table}')").fetchall())])
     last = -(2**63)
-    while rows := log.execute(f"SELECT {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, COPY_ROWS)).fetchall():
+    page = f"SELECT {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+    while rows := log.execute(page, (last, COPY_ROWS)).fetchall():
         marks = ", ".join("?" * len(rows[0]))
         worker.conn.executemany(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})", rows)
         last = rows[-1][0]

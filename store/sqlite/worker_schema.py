@@ -2,13 +2,13 @@
 
 SQLite has one write lock a file. When the worker's joined examples, its join queue and its model
 snapshots were in the log's file, every transaction of the worker held the lock that each Decide's
-commit needs, for 10-20 ms of a join's write (docs/benchmarks.md, "Decide's tail while the worker
-joins"). In a file of their own the worker's writes take a lock no Decide waits for. The log's file
+commit needs, for 10-20 ms of a join's write. In a file of their own the worker's writes take a
+lock no Decide waits for (docs/benchmarks.md, "Decide while the worker joins: the worker's own file"). The log's file
 keeps what the server writes (decisions, outcomes, activations, the registry, the audit trail) and
 a decision's entry in the join intake (store/sqlite/schema.py, m014), which the worker takes into
 its own join queue and then trims from the log's file by a range of its increasing key.
 
-Readers of the log's file attach this one (store/sqlite/engine.py), and no table name is in both,
+The joiner's readers of the log's file attach this one (store/sqlite/engine.py); no table name is in both,
 so every query names its tables unqualified. An in-memory store keeps both sets of tables in one
 database. The worker's file has its own migration history, applied by m014 of the log's (which moves
 the tables of a file made before this one) and by every store that opens it.
@@ -44,8 +44,8 @@ def m001_worker_tables(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX IF NOT EXISTS joined_examples_order ON joined_examples (run, event_time, decision_id)")
-    db.execute("CREATE TABLE IF NOT EXISTS late_outcomes (outcome_id TEXT NOT NULL, decision_id TEXT NOT NULL, run INTEGER NOT NULL, "
-               "PRIMARY KEY (outcome_id, decision_id))")  # fmt: skip
+    db.execute("CREATE TABLE IF NOT EXISTS late_outcomes (outcome_id TEXT NOT NULL, decision_id TEXT NOT NULL, "
+               "run INTEGER NOT NULL, PRIMARY KEY (outcome_id, decision_id))")  # fmt: skip
     db.execute(
         """CREATE TABLE IF NOT EXISTS join_runs (
             run INTEGER PRIMARY KEY,
