@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sqlite3
 import threading
 import tomllib
@@ -149,6 +150,12 @@ def sqlite_files(path: Path | str) -> sqlite3.Connection:
     conn = sqlite3.connect(path)
     conn.execute(f"ATTACH DATABASE ? AS {WORKER_SCHEMA}", (worker_file(str(path)),))
     return conn
+
+
+def copy_sqlite_store(source: Path, target: Path | str) -> None:
+    """A closed SQLite store's two files, the log's and the worker's, copied (a log opens only beside its own)."""
+    shutil.copy(source, target)
+    shutil.copy(worker_file(str(source)), worker_file(str(target)))
 
 
 def sqlite_rows(store: Store, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +22,7 @@ from reward.forget import forget_customer
 from reward.joiner import Joiner
 from store import Store, open_store
 from store.records import ActivationRecord, DecisionRecord, ForgetReport, OutcomeRecord
-from tests.conftest import EXAMPLE, T0, sqlite_count, sqlite_files, sqlite_rows
+from tests.conftest import EXAMPLE, T0, copy_sqlite_store, sqlite_count, sqlite_files, sqlite_rows
 
 DAY = 86_400.0
 CLOSE = (30 + 1) * DAY  # longest window + allowed lateness in the example config
@@ -155,8 +154,8 @@ def test_killed_joiner_restarted_gives_the_same_examples_as_an_uninterrupted_run
     original = tmp_path / "log.db"
     until = _populate(original, customers=12_000) + 100 * DAY
     killed, whole = tmp_path / "killed.db", tmp_path / "whole.db"
-    shutil.copy(original, killed)
-    shutil.copy(original, whole)
+    copy_sqlite_store(original, killed)
+    copy_sqlite_store(original, whole)
     started = time.perf_counter()
     assert _join_process(whole, until).wait(timeout=300) == 0
     uninterrupted = time.perf_counter() - started

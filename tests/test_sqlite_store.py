@@ -278,6 +278,24 @@ def test_forget_run_again_after_its_worker_write_failed_deletes_the_customers_jo
     assert sqlite_rows(store, "SELECT decision_id FROM joined_examples") == [("d2",)]
 
 
+def test_a_log_opens_only_beside_its_own_workers_file(tmp_path: Path) -> None:
+    """A log whose worker's file is gone (decisions already taken from its intake would never be
+    joined) or beside another store's worker's file (its snapshots would serve) does not open."""
+    log = tmp_path / "brein.db"
+    SQLiteStore(log).close()
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copyfile(worker_file(str(log)), worker_file(str(other / "brein.db")))
+    for sidecar in ("", "-wal", "-shm"):
+        Path(worker_file(str(log)) + sidecar).unlink(missing_ok=True)
+    with pytest.raises(UnknownStore, match="brein.worker.db is missing or new, beside .*restore both files"):
+        SQLiteStore(log)
+    with pytest.raises(UnknownStore, match="brein.worker.db is missing or new"):
+        SQLiteStore(log)  # still: the empty worker's file the attempt made is not this log's
+    with pytest.raises(UnknownStore, match="belongs to another store's log"):
+        SQLiteStore(other / "brein.db")  # a new log beside a worker's file that is not its own
+
+
 def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> None:
     for policy_id in ("champ", "cand"):
         with closing(sqlite3.connect(store.engine.path or "")) as conn, conn:

@@ -5,7 +5,6 @@ worker `brein serve` starts beside itself imports nothing of the server."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from bandit.config import BreinConfig
 from reward.joiner import Joiner
 from store import open_store
 from store.opening import is_postgres, sqlite_path
-from tests.conftest import example_data, store_rows
+from tests.conftest import copy_sqlite_store, example_data, store_rows
 from tests.test_joiner import _populate
 
 TAKEOVER_SECONDS = 10.0
@@ -84,7 +83,7 @@ def test_a_standby_takes_over_from_a_killed_worker_and_joins_what_an_uninterrupt
     if is_postgres(store_url):
         _populate(store_url, customers=8_000)
     else:
-        shutil.copy(whole, sqlite_path(store_url) or "")
+        copy_sqlite_store(whole, sqlite_path(store_url) or "")
     reference = open_store(str(whole))
     try:
         expected = Joiner(config, reference.joins).run()  # the watermark a worker takes: the latest event time seen

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from store.errors import UnknownStore
 from store.ports import CommitListener, WorkerLease
 from store.sqlite.connections import worker_file
 from store.sqlite.decisions import SQLiteDecisionLog
@@ -17,7 +18,7 @@ from store.sqlite.models import SQLiteModelSnapshots
 from store.sqlite.privacy import SQLiteAuditTrail, SQLitePrivacy
 from store.sqlite.registry import SQLiteRegistryStorage
 from store.sqlite.schema import migrations
-from store.sqlite.worker_schema import worker_migrations
+from store.sqlite.worker_schema import check_pair, worker_migrations
 from store.threads import ThreadFailure
 
 __all__ = ["SQLiteStore"]
@@ -50,6 +51,13 @@ class SQLiteStore:
                                  on_thread_failure=on_thread_failure)  # fmt: skip
             self.worker_engine = Engine(worker, histories=(worker_migrations,), on_commit=on_commit,
                                         on_thread_failure=on_thread_failure)  # fmt: skip
+            try:
+                with self.engine.reading(with_worker=True) as conn:
+                    check_pair(conn, self.path, worker)
+            except UnknownStore:
+                self.engine.close()
+                self.worker_engine.close()
+                raise
         """The writers and readers of the log's file and the worker's; for tests of this backend's own
         behaviour, never for consumers. The log's readers see the worker's tables too."""
         self.decisions = SQLiteDecisionLog(self.engine)

@@ -8,13 +8,14 @@ says it was applied, so such a file migrates in place and a new file is built by
 
 from __future__ import annotations
 
+import uuid
 from contextlib import closing
 
 from sqlite_utils import Database, Migrations
 
 from store.records import decision_id_for
 from store.sqlite.connections import begin, connect, durable, worker_file
-from store.sqlite.worker_schema import MOVED_TABLES, worker_migrations
+from store.sqlite.worker_schema import MOVED_TABLES, claim, worker_migrations
 
 migrations = Migrations("brein.store")
 
@@ -354,7 +355,8 @@ def m014_worker_file(db: Database) -> None:
     which the worker takes it into the join queue in its own file and then deletes a range of keys.
     The decisions queued so far go to the intake. The moved tables' rows are copied to the worker's
     file and committed there before this migration drops them here: a process killed in between
-    copies them again (the copy ignores rows it finds)."""
+    copies them again (the copy ignores rows it finds). Both files get the store's id (a new one):
+    a log opens only beside its own worker's file (worker_schema.check_pair)."""
     db.execute("DROP TRIGGER decisions_queued")
     db.execute("CREATE TABLE join_intake (seq INTEGER PRIMARY KEY AUTOINCREMENT, decision_id TEXT NOT NULL, "
                "event_time REAL NOT NULL)")  # fmt: skip
@@ -362,14 +364,19 @@ def m014_worker_file(db: Database) -> None:
                "SELECT decision_id, event_time FROM join_queue ORDER BY event_time, decision_id")  # fmt: skip
     db.execute("DROP TABLE join_queue")
     db.execute(INTAKE_TRIGGER)
+    store_id = uuid.uuid4().hex
+    db.execute("CREATE TABLE store_identity (one INTEGER PRIMARY KEY CHECK (one = 1), store_id TEXT NOT NULL)")
+    db.execute("INSERT INTO store_identity VALUES (1, ?)", (store_id,))
     path = db.execute("SELECT file FROM pragma_database_list WHERE name = 'main'").fetchone()[0]
     if not path:  # in memory: one database holds both sets of tables
         worker_migrations.apply(db)
+        claim(db, store_id, ":memory:")
         return
     with closing(durable(connect(worker_file(path)))) as conn:
         begin(conn)
         worker = Database(conn)
         worker_migrations.apply(worker)
+        claim(worker, store_id, worker_file(path))
         for table in MOVED_TABLES:
             _copy(db, worker, table)
         conn.execute("COMMIT")

@@ -16,7 +16,11 @@ the tables of a file made before this one) and by every store that opens it.
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlite_utils import Database, Migrations
+
+from store.errors import UnknownStore
 
 worker_migrations = Migrations("brein.worker")
 
@@ -76,3 +80,25 @@ def m001_worker_tables(db: Database) -> None:
     # The log's m013 layout: in time order, so the joiner dequeues from one B-tree.
     db.execute("CREATE TABLE join_queue (decision_id TEXT NOT NULL, event_time REAL NOT NULL, "
                "PRIMARY KEY (event_time, decision_id)) WITHOUT ROWID")  # fmt: skip
+    # The log's store id (m014 of the log's history writes it): a worker's file is read only beside its own log.
+    db.execute("CREATE TABLE worker_identity (one INTEGER PRIMARY KEY CHECK (one = 1), store_id TEXT NOT NULL)")
+
+
+def claim(worker: Database, store_id: str, worker_path: str) -> None:
+    """Mark the worker's file as the log's (``store_id``); UnknownStore if it is another log's."""
+    row = worker.execute("SELECT store_id FROM worker_identity").fetchone()
+    if row is not None and row[0] != store_id:
+        raise UnknownStore(f"{worker_path} belongs to another store's log: restore the log and the worker's file "
+                           "from one backup, or move the worker's file away to start a new store")  # fmt: skip
+    worker.execute("INSERT OR IGNORE INTO worker_identity VALUES (1, ?)", (store_id,))
+
+
+def check_pair(conn: sqlite3.Connection, log_path: str, worker_path: str) -> None:
+    """UnknownStore unless the worker's file (attached to ``conn``) is the log's own: a log opened
+    beside a worker's file that is not its own would join and learn from another store's state,
+    and one whose worker's file is gone has lost decisions already taken from its join intake."""
+    ids = "SELECT (SELECT store_id FROM store_identity), (SELECT store_id FROM worker_identity)"
+    log_id, worker_id = conn.execute(ids).fetchone()
+    if log_id != worker_id:
+        found = "is missing or new" if worker_id is None else "belongs to another store's log"
+        raise UnknownStore(f"{worker_path} {found}, beside {log_path}: restore both files from one backup (README, Backups)")
