@@ -2,16 +2,17 @@
 
 SQLite has one write lock a file. When the worker's joined examples, its join queue and its model
 snapshots were in the log's file, every transaction of the worker held the lock that each Decide's
-commit needs, for 10-20 ms of a join's write. In a file of their own the worker's writes take a
-lock no Decide waits for (docs/benchmarks.md, "Decide while the worker joins: the worker's own file"). The log's file
-keeps what the server writes (decisions, outcomes, activations, the registry, the audit trail) and
-a decision's entry in the join intake (store/sqlite/schema.py, m014), which the worker takes into
-its own join queue and then trims from the log's file by a range of its increasing key.
+commit needs, for 10-20 ms of a join's write. In a file of their own the worker's writes take a lock
+no Decide waits for (docs/benchmarks.md, "Decide while the worker joins: the worker's own file").
+The log's file keeps what the server writes (decisions, outcomes, activations, the registry, the
+audit trail) and a decision's entry in the join intake (store/sqlite/schema.py, m014), which the
+worker takes into its own join queue and then trims from the log's file by a range of its key.
 
-The joiner's readers of the log's file attach this one (store/sqlite/engine.py); no table name is in both,
-so every query names its tables unqualified. An in-memory store keeps both sets of tables in one
-database. The worker's file has its own migration history, applied by m014 of the log's (which moves
-the tables of a file made before this one) and by every store that opens it.
+The joiner's readers of the log's file attach this one (store/sqlite/engine.py); no table name is
+in both, so every query names its tables unqualified. An in-memory store keeps both sets of tables
+in one database. The worker's file has its own migration history, applied by m014 of the log's
+(which moves the tables of a file made before this one) and by every store that opens it; both files
+carry the store's id, and a log opens only beside its own worker's file (``check_pair``).
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ MOVED_TABLES = ("joined_examples", "late_outcomes", "join_runs", "models")
 
 @worker_migrations()
 def m001_worker_tables(db: Database) -> None:
-    """The moved tables as the log's history had made them (m006, m009, m010), and the join queue.
-    IF NOT EXISTS: an in-memory store already has the
-    moved tables in its one database."""
+    """The moved tables as the log's history had made them (m006, m009, m010), the join queue and
+    the store's id. IF NOT EXISTS: an in-memory store already has the moved tables in its one database."""
     db.execute(
         """CREATE TABLE IF NOT EXISTS joined_examples (
             decision_id TEXT PRIMARY KEY,
