@@ -174,15 +174,16 @@ class SQLiteJoinState:
         from checkpointing the WAL that the run's own writes grow."""
         with self._engine.reading(with_worker=True) as conn:
             rows = conn.execute(
-                f"SELECT d.customer_id, d.rowid, {FACT_COLUMNS}, q.event_time, q.decision_id FROM join_queue q "
-                f"LEFT JOIN decisions d ON d.decision_id = q.decision_id "
-                f"WHERE q.event_time <= ? ORDER BY d.customer_id, d.event_time, d.decision_id",
+                # The queue's key is the decision's (id, event time): read from the queue, it names a gone one too.
+                "SELECT d.customer_id, d.rowid, q.decision_id, q.event_time, d.offer, d.channel, d.action_id FROM join_queue q "
+                "LEFT JOIN decisions d ON d.decision_id = q.decision_id "
+                "WHERE q.event_time <= ? ORDER BY d.customer_id, d.event_time, d.decision_id",
                 (cutoff,),
             ).fetchall()
             intern = sys.intern
             closed = [(intern(c), rowid, d, t, intern(o), intern(ch), intern(a))
-                      for c, rowid, d, t, o, ch, a, _, _ in rows if c is not None]  # fmt: skip
-            gone = [(queued_time, queued_id) for c, *_, queued_time, queued_id in rows if c is None]
+                      for c, rowid, d, t, o, ch, a in rows if c is not None]  # fmt: skip
+            gone = [(t, d) for c, _, d, t, *_ in rows if c is None]
         if gone:
             # Taken into the queue from an intake read before the log deleted them (Forget, retention).
             self._worker.submit(functools.partial(_dequeue, gone)).result()

@@ -370,7 +370,6 @@ def m014_worker_file(db: Database) -> None:
     path = db.execute("SELECT file FROM pragma_database_list WHERE name = 'main'").fetchone()[0]
     if not path:  # in memory: one database holds both sets of tables
         worker_migrations.apply(db)
-        claim(db, store_id, ":memory:")
         return
     with closing(durable(connect(worker_file(path)))) as conn:
         begin(conn)
