@@ -74,11 +74,12 @@ class Brain:
 
     # -- following the store ------------------------------------------------------------------
 
-    def follow(self) -> bool:
-        """Serve what the store says now: the registry's champion, at its newest snapshot that loads,
-        scored alongside the registry's shadows. True when the serving model changed."""
+    def follow(self, snapshot: bool = True) -> bool:
+        """Serve what the store says now: the registry's champion, at its newest snapshot that loads
+        (without ``snapshot``, a champion already serving keeps its model), scored alongside the
+        registry's shadows. True when the serving model changed."""
         with self._serving:
-            changed = self._follow_champion() or self._follow_snapshot()
+            changed = self._follow_champion() or (snapshot and self._follow_snapshot())
         self.refresh_shadows()
         return changed
 

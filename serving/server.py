@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from dataclasses import dataclass, field
 
@@ -103,14 +104,18 @@ async def work_beside_forever(brain: Brain, metrics: Metrics, interval: float) -
         await asyncio.sleep(interval)
 
 
-async def follow_forever(brain: Brain, metrics: Metrics, interval: float) -> None:
+async def follow_forever(brain: Brain, metrics: Metrics, interval: float, snapshot_interval: float) -> None:
     """Serve what the store says, every ``interval`` seconds: the champion operators promote and roll
-    back, the newest snapshot the worker learned, the shadows. A failure is logged and counted
+    back, the shadows, and the newest snapshot the worker learned once ``snapshot_interval`` seconds
+    have passed since the serving model last changed. A failure is logged and counted
     (brein_background_failures_total{thread="brein-follow"}) and tried again at the next one."""
     loop = asyncio.get_running_loop()
+    changed_at = -math.inf
     while True:
         try:
-            await loop.run_in_executor(None, brain.follow)
+            snapshot = loop.time() - changed_at >= snapshot_interval
+            if await loop.run_in_executor(None, brain.follow, snapshot):
+                changed_at = loop.time()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -161,7 +166,8 @@ async def create_server(
     metrics.serving(policy.policy_id, policy.model.version)
     tasks = []
     if background:
-        tasks.append(asyncio.create_task(follow_forever(brain, metrics, brain.config.server.follow_seconds)))
+        following = brain.config.server
+        tasks.append(asyncio.create_task(follow_forever(brain, metrics, following.follow_seconds, following.snapshot_seconds)))
         if worker:
             tasks.append(asyncio.create_task(work_beside_forever(brain, metrics, brain.config.joiner.interval_seconds)))
     return RunningServer(server, port, health_servicer, brain, metrics, servicer, tasks)

@@ -3,20 +3,23 @@ stores through the store, refuses a snapshot that does not load, and replaces a 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bandit.config import parse_config
-from bandit.learner import COLD_START
+from bandit.learner import COLD_START, LabelledExample, model_version, train
 from brain.core import Brain
 from brain.worker import Worker
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
+from serving.server import follow_forever
 from store import open_store
 from store.records import ModelSnapshot
 from tests.conftest import Clock, LiveServer, example_data, worker_processes
@@ -91,6 +94,49 @@ def test_the_worker_stores_snapshots_that_its_servers_follow(make_brain: Callabl
         assert [s.policy_id for s in server.decider.shadows] == ["uniform"]
     finally:
         store.close()
+
+
+def test_a_newer_snapshot_is_served_at_most_every_snapshot_seconds_and_a_new_champion_at_once(
+    make_brain: Callable[..., Brain], metrics: Metrics
+) -> None:
+    brain = make_brain(background_config())
+    policy_id = brain.decider.policy.policy_id
+
+    def newest() -> str | None:
+        return brain.store.models.newest_version(policy_id)
+
+    async def until_served(version: str | None) -> None:
+        for _ in range(500):
+            if brain.decider.policy.model.version == version:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{version} not served; {brain.decider.policy.model.version} is")
+
+    async def follow() -> None:
+        following = asyncio.create_task(follow_forever(brain, metrics, 0.02, 3600.0))
+        try:
+            simulate(brain)
+            Worker(brain.config, brain.store, clock=brain.clock).round()
+            first = newest()
+            await until_served(first)  # the first change is not paced
+            stored = brain.store.models.get(policy_id, first or "")
+            assert stored is not None
+            example = LabelledExample("shared |u plan=basic", tuple(brain.catalog.actions[:2]), 1, 0.5, -1.0)
+            data, _ = train(stored.args, stored.data, [example])
+            assert data is not None
+            brain.store.models.save(replace(stored, version=model_version(data), data=data)).result()
+            assert newest() == model_version(data) != first
+            await asyncio.sleep(0.3)  # 15 looks at the store
+            assert brain.decider.policy.model.version == first
+            brain.registry.register("uniform", "uniform", actor="test", state="candidate")
+            brain.registry.make_champion("uniform", actor="test", reason="a new champion is served at the next look")
+            await asyncio.sleep(0.3)
+            assert brain.decider.policy.policy_id == "uniform"
+        finally:
+            following.cancel()
+
+    asyncio.run(follow())
+    assert brain.follow(snapshot=False) is False
 
 
 def scheduling_policy(pid: int, thread: int) -> int:
