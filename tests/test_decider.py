@@ -235,6 +235,23 @@ def test_trained_model_serves_its_pmf_over_eligible_only_and_explains(brain: Bra
     assert all(abs(a[1]) >= abs(b[1]) for a, b in itertools.pairwise(explanation.contributions))
 
 
+def test_a_models_pmf_is_vowpal_wabbits_own_prediction(brain: Brain, config: BreinConfig) -> None:
+    """VWPolicy predicts through the library's core binding, past its Python label check: the same
+    distribution as the public ``predict_one`` on fresh parses, in every action order asked."""
+    model = _trained(config, "sim_only/sms/evening", brain)
+    workspace = Workspace(model.args, model_data=model.serialize())
+    parser = TextFormatParser(workspace)
+    shared_line = _context_line(config)
+    actions = list(brain.catalog.actions)
+    for offered in (actions, actions[::-1], actions[3:9], actions[:1]):
+        public = workspace.predict_one([parser.parse_line(shared_line), *(parser.parse_line(action_line(a)) for a in offered)])
+        expected = [0.0] * len(offered)
+        for index, probability in cast("list[tuple[int, float]]", public):
+            expected[index] = max(probability, 0.0)
+        assert model.pmf(shared_line, offered) == pytest.approx([p / sum(expected) for p in expected], abs=1e-12)
+    assert len(set(model.pmf(shared_line, actions))) > 1
+
+
 def test_the_probability_floor_keeps_every_eligible_action_in_the_log(
     make_brain: Callable[..., Brain], config_data: dict[str, Any]
 ) -> None:
