@@ -5,7 +5,9 @@ store holding a backlog of closed decisions and their outcomes (200,000 and 60,0
 15,000 with --quick). Its join/learn worker joins the backlog, then learns it, then idles. Calls go
 out at 300 requests/s, open loop, in windows of 2 seconds; each window is put in the phase the
 worker was in when it began (from the store: joined rows, the latest snapshot's learned position).
-The baseline is the same server in the same run once its worker idles. With ``--store-url
+The baseline is the same server in the same run once its worker idles. Each phase also counts the
+server's changes of its serving model (``brein_model_change_seconds``), with the mean time they took:
+the stalls ``server.snapshot_seconds`` paces. With ``--store-url
 postgresql://...``, the store is a scratch database on that PostgreSQL server (bench/postgres.py).
 
 With --tuning the worker also has ``[tuning]`` on: once it has learned the backlog, it tunes
@@ -101,23 +103,31 @@ def main(argv: list[str] | None = None) -> None:
                 break
             now = phase(observer, backlog, policy_id, args.tuning)
             count = int(RATE * WINDOW_SECONDS)
+            before = server.model_changes()
             result = client.run(load.OpenLoop(server.address, RATE, count, 0, f"w{window}"), WINDOW_SECONDS + 1)
+            after = server.model_changes()
+            result = {**result, "model_changes": after[0] - before[0], "model_change_seconds": after[1] - before[1]}
             windows[now].append(result)
             console.print(
                 f"  {time.monotonic() - started:5.0f} s {now:8}: p50 {1e3 * result['p50']:7.1f} ms, p99 {1e3 * result['p99']:7.1f} ms, "
-                f"errors {result['errors']}",
+                f"errors {result['errors']}, model changes {result['model_changes']:.0f}",
                 highlight=False,
             )
         tuned = observer.audit.entries(AUDIT_ACTION)
     table = Table(title=f"Decide latency at {RATE:.0f} req/s while the server's worker works — {command}")
-    for column in ("worker", "windows", "p50 ms (median of windows)", "p99 ms (worst window)", "errors"):
+    columns = ("worker", "windows", "p50 ms (median of windows)", "p99 ms (worst window)", "model changes (mean ms)", "errors")
+    for column in columns:
         table.add_column(column, justify="left" if column == "worker" else "right")
     for name in PHASES:
         got = windows[name]
         if got:
             p50 = statistics.median(1e3 * w["p50"] for w in got)
             p99 = max(1e3 * w["p99"] for w in got)
-            table.add_row(name if name != "idle" else "idle (baseline)", str(len(got)), f"{p50:.1f}", f"{p99:.1f}", str(sum(int(w["errors"]) for w in got)))
+            changes = sum(w["model_changes"] for w in got)
+            took = f" ({1e3 * sum(w['model_change_seconds'] for w in got) / changes:.1f})" if changes else ""
+            errors = str(sum(int(w["errors"]) for w in got))
+            label = name if name != "idle" else "idle (baseline)"
+            table.add_row(label, str(len(got)), f"{p50:.1f}", f"{p99:.1f}", f"{changes:.0f}{took}", errors)
     console.print(table)
     if args.tuning:
         console.print(f"tuning runs (audit trail): {[entry.detail for entry in tuned]}", highlight=False)

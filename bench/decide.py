@@ -142,6 +142,13 @@ class ServerProcess:
         seconds: float = _receive(self._conn, 10, f"the {self.kind} server")
         return seconds + self.database_cpu()
 
+    def model_changes(self) -> tuple[float, float]:
+        """How many times the server changed its serving model, and the seconds those changes took
+        (brein_model_change_seconds: only a server that follows the store, ``background``)."""
+        self._conn.send("model_changes")
+        count, seconds = _receive(self._conn, 10, f"the {self.kind} server")
+        return count, seconds
+
     def database_cpu(self) -> float:
         """CPU seconds of the backends of the server's PostgreSQL database (0 on SQLite)."""
         return postgres_cpu(self._database) if self._database else 0.0

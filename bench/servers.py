@@ -85,10 +85,13 @@ async def _serve(kind: str, config_data: dict[str, Any], store_path: str, seed: 
             command = await loop.run_in_executor(None, conn.recv)
             if command == "cpu":
                 conn.send(time.process_time())
+            elif command == "model_changes":
+                changes = ("count", "sum")
+                conn.send(tuple(metrics.registry.get_sample_value(f"brein_model_change_seconds_{c}") or 0.0 for c in changes))
             elif command == "stop":
                 break
             else:
-                raise ValueError(f"expected 'cpu' or 'stop', got {command!r}")
+                raise ValueError(f"expected 'cpu', 'model_changes' or 'stop', got {command!r}")
     finally:
         await running.stop(2.0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+MODEL_CHANGE_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0)
 
 
 class Metrics:
@@ -39,6 +40,11 @@ class Metrics:
         unusable = "Models scoring a non-finite distribution: refused before serving (probe), requests answered uniform (serving)"
         self.unusable_models = Counter("brein_unusable_models", unusable, ["stage"], registry=registry)
         self.model_version = Gauge("brein_model_info", "The serving policy and model version (value 1)", ["policy", "version"], registry=registry)
+        changes = (
+            "Changes of the serving model (a new champion or a newer snapshot), each timed from reading the store to serving: "
+            "the model's load and probe hold a core, mostly under the GIL"
+        )
+        self.model_changes = Histogram("brein_model_change_seconds", changes, buckets=MODEL_CHANGE_BUCKETS, registry=registry)
         # Security and faults. Labels name callers (configured backends), kinds and codes: never customers or features.
         up = "1 when the last group commit succeeded; 0 when it failed or a write did not commit by its caller's deadline"
         self.store_up = Gauge("brein_store_up", up, registry=registry)

@@ -113,9 +113,10 @@ async def follow_forever(brain: Brain, metrics: Metrics, interval: float, snapsh
     changed_at = -math.inf
     while True:
         try:
-            snapshot = loop.time() - changed_at >= snapshot_interval
-            if await loop.run_in_executor(None, brain.follow, snapshot):
+            started = loop.time()
+            if await loop.run_in_executor(None, brain.follow, started - changed_at >= snapshot_interval):
                 changed_at = loop.time()
+                metrics.model_changes.observe(changed_at - started)
         except asyncio.CancelledError:
             raise
         except Exception:

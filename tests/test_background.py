@@ -136,6 +136,7 @@ def test_a_newer_snapshot_is_served_at_most_every_snapshot_seconds_and_a_new_cha
             following.cancel()
 
     asyncio.run(follow())
+    assert metrics.registry.get_sample_value("brein_model_change_seconds_count") == 2  # the first snapshot, the champion
     assert brain.follow(snapshot=False) is False
 
 
