@@ -64,7 +64,7 @@ class Brain:
         self._refused_shadows: set[str] = set()
         self._serving = threading.Lock()  # one change of the serving model at a time
         self._on_unusable = on_unusable
-        self._prober = Prober(config, store.examples)
+        self._prober = Prober(config)
         champion = bootstrap_champion(config, self.registry)
         policy, _ = load_policy(champion, store.models, accept=self._probe)  # the newest snapshot that passes the probe
         serving = ServingPolicy(champion.id, policy)
@@ -153,7 +153,7 @@ class Brain:
         return True
 
     def _probe(self, model: VWPolicy) -> str | None:
-        """Why ``model`` must not serve (it scores the probe set non-finite), or None (counted)."""
+        """Why ``model`` must not serve (brain/probe.py), or None (counted)."""
         problem = self._prober.check(model)
         if problem is not None:
             self._unusable("probe")

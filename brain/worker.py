@@ -63,7 +63,7 @@ class Worker:
         self.clock = clock
         self.registry = Registry(store.registry)
         self.joiner = Joiner(config, store.joins, write_rows=join_write_rows)
-        self._prober = Prober(config, store.examples)
+        self._prober = Prober(config)
         self._learning: str | None = None
         self._learner: OnlineLearner | None = None
         self._retained_at: float | None = None

@@ -1,4 +1,4 @@
-"""A model that cannot take the service down: a snapshot that scores NaN (learned from an infinite
+"""A model that cannot take the service down: a snapshot with NaN weights (learned from an infinite
 cost, as the joiner once let through) is refused before it serves and passed over on restart, and a
 model that scores NaN at serving time is answered uniform over the eligible actions, never INTERNAL."""
 
@@ -41,15 +41,20 @@ def trained(make_brain: Callable[..., Brain], metrics: Metrics) -> Brain:
     return brain
 
 
-def test_a_snapshot_that_scores_nan_is_refused_and_a_restart_serves_the_one_before(trained: Brain, metrics: Metrics) -> None:
+def test_a_snapshot_with_nan_weights_is_refused_and_a_restart_serves_the_one_before(
+    trained: Brain, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
     good = trained.decider.policy
-    assert isinstance(good.model, VWPolicy)
+    assert isinstance(good.model, VWPolicy) and good.model.non_finite_weights() == 0
     bad = poisoned(trained.config, good.model)
-    assert math.isnan(VWPolicy(good.model.args, bad).pmf("shared |n touchpoint=app", Catalog(trained.config).actions)[0])
+    actions = Catalog(trained.config).actions
+    assert math.isnan(VWPolicy(good.model.args, bad).pmf("shared |n touchpoint=app", actions)[0])
     trained.store.models.save(ModelSnapshot(model_version(bad), good.model.args, bad, good.policy_id, None)).result()
     assert trained.store.models.newest_version(good.policy_id) == model_version(bad)
 
-    assert not trained.follow() and not trained.follow()  # refused, and not tried again
+    with caplog.at_level(logging.ERROR, logger="brein"):
+        assert not trained.follow() and not trained.follow()  # refused, and not tried again
+    assert [r.getMessage() for r in caplog.records if "weights are not finite" in r.getMessage()]
     assert trained.decider.policy is good
     assert metrics.registry.get_sample_value("brein_unusable_models_total", {"stage": "probe"}) == 1
 
