@@ -111,12 +111,17 @@ class VWPolicy:
         with self._lock:
             return self._workspace.serialize()
 
-    def non_finite_weights(self) -> int:
+    def non_finite_weights(self) -> int | None:
         """How many of the model's weights (and their learning-rate state) are NaN or infinite: what
         learning from an infinite cost leaves. numpy counts them over VW's own weight table, without
-        a copy and mostly without the GIL (0.2-1 ms for the default 2^18 weights)."""
+        a copy and mostly without the GIL (0.2-1 ms for the default 2^18 weights). None for a model
+        with ``--sparse_weights``, whose table VW cannot show as one array."""
         with self._lock:
-            return int(np.count_nonzero(~np.isfinite(self._workspace.weights())))
+            try:
+                weights = self._workspace.weights()
+            except RuntimeError:  # "weights are sparse, cannot return dense weights"
+                return None
+            return int(np.count_nonzero(~np.isfinite(weights)))
 
 
 def _unchecked_predict(workspace: Workspace[Literal[False]]) -> Callable[[list[_core.Example]], object]:

@@ -15,6 +15,7 @@ from bandit.config import BreinConfig
 from bandit.decider import ServingPolicy
 from bandit.learner import TextTrainer, VWPolicy, action_lines, model_version
 from brain.core import Brain
+from brain.probe import Prober
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from store import open_store
@@ -88,3 +89,12 @@ def test_a_model_scoring_nan_at_serving_time_answers_uniform(
         assert len([r for r in caplog.records if "not finite" in r.getMessage()]) == 1  # once per model
     finally:
         live.stop()
+
+
+def test_a_model_with_sparse_weights_is_probed_on_its_scores(trained: Brain) -> None:
+    """VW shows sparse weights as no array: such a model is probed on the all-missing context only."""
+    good = trained.decider.policy.model
+    assert isinstance(good, VWPolicy)
+    model = VWPolicy([*good.args, "--sparse_weights"])
+    assert model.non_finite_weights() is None
+    assert Prober(trained.config).check(model) is None
