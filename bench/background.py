@@ -5,7 +5,8 @@ store holding a backlog of closed decisions and their outcomes (200,000 and 60,0
 15,000 with --quick). Its join/learn worker joins the backlog, then learns it, then idles. Calls go
 out at 300 requests/s, open loop, in windows of 2 seconds; each window is put in the phase the
 worker was in when it began (from the store: joined rows, the latest snapshot's learned position).
-The baseline is the same server in the same run once its worker idles. Each phase also counts the
+Per phase: the median of its windows' p50s, the worst of their p99s, and the p99 of all its calls
+together. The baseline is the same server in the same run once its worker idles. Each phase also counts the
 server's changes of its serving model (``brein_model_change_seconds``), with the mean time they took:
 the stalls ``server.snapshot_seconds`` paces. With ``--store-url
 postgresql://...``, the store is a scratch database on that PostgreSQL server (bench/postgres.py).
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", "-m", "bench.background", *(sys.argv[1:] if argv is None else argv)])
     console.print(f"{command}: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start", highlight=False)
     ctx = multiprocessing.get_context("spawn")
-    windows: dict[str, list[dict[str, float]]] = {p: [] for p in PHASES}
+    windows: dict[str, list[dict[str, Any]]] = {p: [] for p in PHASES}
     with tempfile.TemporaryDirectory(prefix="brein-bench-") as tmp, contextlib.ExitStack() as stack:
         store: Path | str = stack.enter_context(scratch_database(args.store_url)) if args.store_url else Path(tmp) / "brein.db"
         build(store, backlog, backlog * 3 // 10, customers=backlog // 5)
@@ -115,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
             )
         tuned = observer.audit.entries(AUDIT_ACTION)
     table = Table(title=f"Decide latency at {RATE:.0f} req/s while the server's worker works — {command}")
-    columns = ("worker", "windows", "p50 ms (median of windows)", "p99 ms (worst window)", "model changes (mean ms)", "errors")
+    columns = (
+        "worker", "windows", "p50 ms (median of windows)", "p99 ms (worst window)", "p99 ms (the phase's calls)",
+        "model changes (mean ms)", "errors",
+    )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column == "worker" else "right")
     for name in PHASES:
@@ -123,11 +128,12 @@ def main(argv: list[str] | None = None) -> None:
         if got:
             p50 = statistics.median(1e3 * w["p50"] for w in got)
             p99 = max(1e3 * w["p99"] for w in got)
+            calls = 1e3 * load.percentile(sorted(x for w in got for x in w["latencies"]), 0.99)
             changes = sum(w["model_changes"] for w in got)
             took = f" ({1e3 * sum(w['model_change_seconds'] for w in got) / changes:.1f})" if changes else ""
             errors = str(sum(int(w["errors"]) for w in got))
             label = name if name != "idle" else "idle (baseline)"
-            table.add_row(label, str(len(got)), f"{p50:.1f}", f"{p99:.1f}", f"{changes:.0f}{took}", errors)
+            table.add_row(label, str(len(got)), f"{p50:.1f}", f"{p99:.1f}", f"{calls:.1f}", f"{changes:.0f}{took}", errors)
     console.print(table)
     if args.tuning:
         console.print(f"tuning runs (audit trail): {[entry.detail for entry in tuned]}", highlight=False)

@@ -67,7 +67,7 @@ class Batch:
 Command = ClosedLoop | OpenLoop | Batch
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
@@ -170,10 +170,11 @@ class Client:
         await asyncio.wait(tasks, timeout=DEADLINE + 1)
         measured = sorted(x for x in latencies[o.warmup_count :] if x == x)
         return {
-            "p50": _percentile(measured, 0.50),
-            "p99": _percentile(measured, 0.99),
+            "p50": percentile(measured, 0.50),
+            "p99": percentile(measured, 0.99),
             "max": measured[-1] if measured else float("nan"),
             "measured": len(measured),
+            "latencies": measured,
             "errors": errors,
             "sender_late": late,
             "eligible": statistics.fmean(eligible) if eligible else float("nan"),
