@@ -22,6 +22,7 @@ from bandit.config import parse_config
 from brain import logs
 from brain.worker import BESIDE_A_SERVER_COMMIT_PAUSE, ThreadFailed, WorkerEvent, event_line, work
 from store import open_store
+from store.threads import IDLE_SAFE_THREADS
 
 
 def yield_cpu_to_the_server() -> None:
@@ -31,13 +32,20 @@ def yield_cpu_to_the_server() -> None:
     it waited out the worker's time slice: Decide's worst 2 s window while the worker tuned 16-45 ms
     against 8-14 ms; docs/benchmarks.md, "Decide while the worker tunes"), and it still gets a small
     share of a busy CPU, so the log is joined and learned from under load too. Elsewhere the lowest
-    niceness. Only this thread (Linux: a scheduling policy is a thread's): the store's writer,
-    started before, keeps the server's priority: while it holds SQLite's write lock the server's
-    Decide writes wait for it (docs/benchmarks.md, "The worker's lock holds")."""
-    if hasattr(os, "sched_setscheduler"):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    else:
+    niceness. This thread and the store's threads that hold no lock a Decide waits for
+    (store.threads.IDLE_SAFE_THREADS: the SQLite worker's own file's writer, which ran at the server's
+    priority for 2 s of a 10 s join while the server's loop waited for a CPU 20% of the time,
+    docs/benchmarks.md); Linux sets a scheduling policy per thread. The store's other threads keep
+    the server's priority: while the log's writer holds SQLite's write lock the server's Decide
+    writes wait for it (docs/benchmarks.md, "The worker's lock holds")."""
+    if not hasattr(os, "sched_setscheduler"):
         os.nice(19)
+        return
+    idle = os.sched_param(0)
+    os.sched_setscheduler(0, os.SCHED_IDLE, idle)
+    for thread in threading.enumerate():
+        if thread.name.startswith(IDLE_SAFE_THREADS) and thread.native_id is not None:
+            os.sched_setscheduler(thread.native_id, os.SCHED_IDLE, idle)
 
 
 _reporting = threading.Lock()  # the store's supervised threads report too
@@ -65,7 +73,7 @@ def main() -> None:
     logs.configure(level)
     config = parse_config(json.loads(sys.stdin.readline()), source="the server's config")
     store = open_store(url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE, on_thread_failure=_thread_failed)
-    yield_cpu_to_the_server()  # after the store's threads started: they keep the server's priority
+    yield_cpu_to_the_server()  # after the store's threads started: the others keep the server's priority
     try:
         work(config, store, _report, _stop)
     except BrokenPipeError:  # the server is gone: nobody to flush the rest of standard output to

@@ -20,6 +20,11 @@ log = logging.getLogger("brein.threads")
 ThreadFailure = Callable[[str, BaseException], None]
 """Hears of a background thread's failure: the thread's name and the error it raised."""
 
+IDLE_SAFE_THREADS = "brein-worker-file"
+"""The start of the names of a store's threads that hold no lock a Decide waits for (SQLite: the
+writer and checkpointer of the worker's own file): a worker process may run them on the CPU its
+server leaves (brain/worker_process.py)."""
+
 FIRST_PAUSE = 0.5
 MAX_PAUSE = 10.0
 """Seconds before a failed loop runs again: FIRST_PAUSE, doubling up to MAX_PAUSE while it keeps failing."""

@@ -146,11 +146,12 @@ def scheduling_policy(pid: int, thread: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[38])
 
 
-def test_only_the_workers_own_thread_runs_on_the_cpu_the_server_leaves(
+def test_the_worker_and_its_own_files_threads_run_on_the_cpu_the_server_leaves(
     make_brain: Callable[..., Brain], metrics: Metrics
 ) -> None:
-    """The store's writer keeps the server's priority: the server's Decide writes wait for it
-    whenever it holds the write lock."""
+    """The log's writer and checkpointer keep the server's priority (the server's Decide writes
+    wait for the log's writer whenever it holds the log's write lock); the worker's main thread and
+    its own file's writer and checkpointer, which hold no lock a Decide waits for, do not."""
     brain = make_brain(background_config())
     live = LiveServer(brain, metrics, background=True)
     try:
@@ -160,7 +161,8 @@ def test_only_the_workers_own_thread_runs_on_the_cpu_the_server_leaves(
         until(lambda: scheduling_policy(worker, worker) == os.SCHED_IDLE)  # once its store is open
         threads = {int(task.name): scheduling_policy(worker, int(task.name)) for task in Path(f"/proc/{worker}/task").iterdir()}
         assert threads.pop(worker) == os.SCHED_IDLE != ours  # the main thread joins, learns and tunes
-        assert len([p for p in threads.values() if p == ours]) >= 2  # the store's writer and checkpointer
+        assert len([p for p in threads.values() if p == ours]) >= 2  # the log's writer and checkpointer
+        assert len([p for p in threads.values() if p == os.SCHED_IDLE]) == 2, threads  # the worker's file's
     finally:
         live.stop()
 

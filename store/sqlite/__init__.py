@@ -19,7 +19,7 @@ from store.sqlite.privacy import SQLiteAuditTrail, SQLitePrivacy
 from store.sqlite.registry import SQLiteRegistryStorage
 from store.sqlite.schema import migrations
 from store.sqlite.worker_schema import check_pair, worker_migrations
-from store.threads import ThreadFailure
+from store.threads import IDLE_SAFE_THREADS, ThreadFailure
 
 __all__ = ["SQLiteStore"]
 
@@ -50,7 +50,7 @@ class SQLiteStore:
             self.engine = Engine(self.path, attached=worker, on_commit=on_commit, commit_pause=commit_pause,
                                  on_thread_failure=on_thread_failure)  # fmt: skip
             self.worker_engine = Engine(worker, histories=(worker_migrations,), on_commit=on_commit,
-                                        on_thread_failure=on_thread_failure)  # fmt: skip
+                                        on_thread_failure=on_thread_failure, threads=IDLE_SAFE_THREADS)  # fmt: skip
             try:
                 with self.engine.reading(with_worker=True) as conn:
                     check_pair(conn, self.path, worker)

@@ -25,12 +25,17 @@ class Checkpointer:
     """Checkpoints the WAL of the database that ``connection`` opens, every ``interval`` seconds."""
 
     def __init__(
-        self, conn: sqlite3.Connection, *, interval: float = INTERVAL_SECONDS, on_thread_failure: ThreadFailure | None = None
+        self,
+        conn: sqlite3.Connection,
+        *,
+        interval: float = INTERVAL_SECONDS,
+        on_thread_failure: ThreadFailure | None = None,
+        name: str = "brein-store-checkpointer",
     ) -> None:
         self._conn = conn
         self._interval = interval
         self._stopped = threading.Event()
-        self._thread = Supervised("brein-store-checkpointer", self._loop, on_failure=on_thread_failure)
+        self._thread = Supervised(name, self._loop, on_failure=on_thread_failure)
 
     def start(self) -> None:
         self._thread.start()

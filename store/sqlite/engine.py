@@ -163,6 +163,7 @@ class Engine:
         checkpoint_seconds: float = INTERVAL_SECONDS,
         histories: Sequence[Migrations] = (migrations,),
         attached: str | None = None,
+        threads: str = "brein-store",
     ) -> None:
         """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
         process (the server's) gets the write lock between this one's transactions. The writer and
@@ -171,7 +172,8 @@ class Engine:
         migration histories applied, in turn. ``attached``: a file the readers of
         ``reading(with_worker=True)`` attach (the worker's, store/sqlite/worker_schema.py); the
         writer never does, so that its transactions take this file's write lock only, nor do the
-        other readers, so that the hot path's reads check one file's schema and WAL, not two."""
+        other readers, so that the hot path's reads check one file's schema and WAL, not two.
+        ``threads``: the start of its threads' names (``-writer``, ``-checkpointer``)."""
         self.path = path
         self._histories = histories
         self._writer_conn = connect(path or ":memory:")
@@ -187,13 +189,15 @@ class Engine:
             durable(self._writer_conn)
             self._reads = _Reads(self)
             self._reads_with_worker = _Reads(self, attached) if attached is not None else self._reads
-            self.checkpointer = Checkpointer(connect(path), interval=checkpoint_seconds, on_thread_failure=on_thread_failure)
+            self.checkpointer = Checkpointer(
+                connect(path), interval=checkpoint_seconds, on_thread_failure=on_thread_failure, name=f"{threads}-checkpointer"
+            )
         self._migrate()
         self._writer_conn.execute("PRAGMA busy_timeout = 0")  # begin() waits for the write lock instead
         self._commit_pause = commit_pause
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[tuple[Write[Any], Future[Any]] | None] = queue.SimpleQueue()
-        self._writer = Supervised("brein-store-writer", self._write_loop, on_failure=on_thread_failure)
+        self._writer = Supervised(f"{threads}-writer", self._write_loop, on_failure=on_thread_failure)
         self._closed = False
         self._writer.start()
         if self.checkpointer is not None:
