@@ -34,7 +34,8 @@ class Metrics:
         self.learned = Counter("brein_learned_examples", "Joined examples learned online", registry=registry)
         failures = (
             "Background failures by thread: join/learn rounds (brein-worker), retention runs (brein-retention), worker "
-            "processes (brein-worker-process), following the store (brein-follow), the store's writers (brein-store-writer)"
+            "processes (brein-worker-process), following the store (brein-follow), the store's writers and checkpointers "
+            "(brein-store-writer, brein-store-checkpointer; SQLite's worker file: brein-worker-file-writer, -checkpointer)"
         )
         self.background_failures = Counter("brein_background_failures", failures, ["thread"], registry=registry)
         unusable = "Models scoring a non-finite distribution: refused before serving (probe), requests answered uniform (serving)"
