@@ -27,11 +27,12 @@ class Checkpointer:
     def __init__(
         self,
         conn: sqlite3.Connection,
+        name: str,
         *,
         interval: float = INTERVAL_SECONDS,
         on_thread_failure: ThreadFailure | None = None,
-        name: str = "brein-store-checkpointer",
     ) -> None:
+        """``name``: its thread's (the engine's, store/sqlite/engine.py)."""
         self._conn = conn
         self._interval = interval
         self._stopped = threading.Event()

@@ -190,7 +190,7 @@ class Engine:
             self._reads = _Reads(self)
             self._reads_with_worker = _Reads(self, attached) if attached is not None else self._reads
             self.checkpointer = Checkpointer(
-                connect(path), interval=checkpoint_seconds, on_thread_failure=on_thread_failure, name=f"{threads}-checkpointer"
+                connect(path), f"{threads}-checkpointer", interval=checkpoint_seconds, on_thread_failure=on_thread_failure
             )
         self._migrate()
         self._writer_conn.execute("PRAGMA busy_timeout = 0")  # begin() waits for the write lock instead
