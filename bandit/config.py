@@ -187,6 +187,12 @@ class JoinerConfig(_Strict):
     # "window"): the latest decision gets it all, equal parts, or each gets it in full. Chosen on the
     # choosing worlds (docs/simulation.md, "Choosing the defaults").
     credit: Literal["full", "equal", "last_touch"] = "last_touch"
+    # Days after a decision within which its outcomes are credited to it, whatever an outcome type's
+    # window (a type's shorter window stays): what a decision causes comes within days or weeks,
+    # while the rest of a long window mostly collects outcomes that would have come anyway (alike
+    # for every action: noise in their comparison) and holds back every lesson, complaints
+    # included, until the whole window has passed. Absent: each type's own window.
+    horizon_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # Seconds between background join runs inside the server.
     interval_seconds: float = Field(default=2.0, gt=0)
 
@@ -305,13 +311,18 @@ class BreinConfig(_Strict):
             if unknown:
                 raise ValueError(f"{where}: unknown offer {', '.join(unknown)}")
         retention = self.privacy.retention_days
-        longest = max((o.window_days for o in self.outcomes.values()), default=0.0) + self.joiner.allowed_lateness_days
+        longest = max(self.credit_windows_days().values(), default=0.0) + self.joiner.allowed_lateness_days
         if retention is not None and retention <= longest:
             raise ValueError(f"privacy.retention_days: {retention:g} deletes decisions before they are joined; "
                              f"expected more than the longest attribution window plus lateness ({longest:g} days)")  # fmt: skip
         if "do_nothing" in self.offers:
             raise ValueError("offers.do_nothing: do-nothing is built in and always eligible; do not configure it")
         return self
+
+    def credit_windows_days(self) -> dict[str, float]:
+        """Each outcome type's window as the joiner credits it: its own, cut at ``joiner.horizon_days``."""
+        horizon = self.joiner.horizon_days
+        return {name: o.window_days if horizon is None else min(o.window_days, horizon) for name, o in self.outcomes.items()}
 
     @property
     def zone(self) -> ZoneInfo:

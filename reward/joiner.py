@@ -26,7 +26,7 @@ from bandit.catalog import Catalog
 from bandit.config import BreinConfig
 from reward.credit import Credit, CreditRules, DecisionFacts
 from store.ports import JoinState
-from store.records import DAY, ClosingCustomer, JoinedExample, JoinRun
+from store.records import ClosingCustomer, JoinedExample, JoinRun
 
 PROGRESS_EVERY = 5000
 """Decisions between two calls of a run's progress callback (called first after the first customer)."""
@@ -73,7 +73,6 @@ class Joiner:
         self.store = store
         self.write_rows = write_rows
         self.rules = CreditRules(config)
-        self._windows = {name: kind.window_days * DAY for name, kind in self.rules.types.items()}
         self._bounds = {name: kind.value_bound for name, kind in self.rules.types.items()}
         self._costs = {a.id: a.cost for a in Catalog(config).actions}
         self._offer_costs = {o: c.cost for o, c in config.offers.items()}
@@ -118,7 +117,7 @@ class Joiner:
         self._write(writing, rows)
         while writing:
             writing.popleft().result()
-        late = store.late_outcomes(checked, horizon, self._windows)
+        late = store.late_outcomes(checked, horizon, self.rules.windows)
         late_count = len({outcome_id for outcome_id, _ in late})
         finished = JoinRun(run, watermark, cutoff, horizon, done - unactivated, unactivated, late_count, late_checked=horizon)
         store.finish_run(finished, late).result()

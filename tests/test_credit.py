@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from bandit.config import parse_config
+from bandit.errors import ConfigError
 from reward.credit import Credit, CreditRules, DecisionFacts, OutcomeFacts
 from tests.conftest import example_data
 
@@ -91,3 +92,18 @@ def test_joiner_last_touch_credits_the_latest_decision_of_window_types_only() ->
     assert total(renewal, "a") == total(renewal, "c") == 0.0 and total(renewal, "b") == 240.0
     named = latest.credit([d("a", 0, offer="sim_only"), d("b", 5, offer="sim_only")], [o("s", 10, "sim_activation", 80.0, "a")])
     assert total(named, "a") == 80.0 and total(named, "b") == 0.0  # direct stays direct
+
+
+def test_a_horizon_cuts_every_longer_window_and_keeps_the_shorter_ones() -> None:
+    data = example_data()
+    data["joiner"] = {**data.get("joiner", {}), "credit": "full", "horizon_days": 10}
+    config = parse_config(data)
+    windows = config.credit_windows_days()
+    assert windows["contract_renewal"] == 10.0 and windows["complaint"] == data["outcomes"]["complaint"]["window_days"] < 10
+    cut = CreditRules(config)
+    assert cut.close_after == (10.0 + config.joiner.allowed_lateness_days) * DAY
+    credits = cut.credit([d("a", 0), d("b", 5)], [o("r", 12)])  # 12 days after a, 7 after b
+    assert "a" not in credits and credits["b"].total == 240.0
+    with pytest.raises(ConfigError, match="horizon_days"):
+        data["joiner"]["horizon_days"] = 0
+        parse_config(data)

@@ -77,6 +77,27 @@ def test_join_credits_rewards_once_and_only_after_the_window_closes(config: Brei
     assert [r.joined + r.unactivated for r in store.joins.runs()] == [0, 3]
 
 
+def test_a_horizon_learns_from_a_decision_once_it_has_passed_and_credits_it_only_within_it(
+    config: BreinConfig, store: Store
+) -> None:
+    # The example's renewal window is 30 days; a 10-day horizon closes decisions after 10 days (and
+    # a day's lateness) and leaves a renewal on day 15 uncredited: outside every cut window.
+    horizon = config.model_copy(update={"joiner": config.joiner.model_copy(update={"horizon_days": 10.0})})
+    joiner = Joiner(horizon, store.joins)
+    store.decisions.submit_decisions([decision("a", "c1", T0), decision("b", "c2", T0)]).result()
+    for decision_id in ("a", "b"):
+        store.decisions.submit_activation(ActivationRecord(decision_id, T0)).result()
+    store.decisions.submit_outcome(outcome("r1", "c1", T0 + 4 * DAY)).result()
+    store.decisions.submit_outcome(outcome("r2", "c2", T0 + 15 * DAY)).result()
+    assert joiner.run(until=T0 + 10 * DAY).joined == 0
+    report = joiner.run(until=T0 + 11 * DAY + 1)
+    assert (report.joined, report.pending) == (2, 0)  # the 30-day window would keep them pending for 20 more days
+    result = joined(store)
+    assert result["a"] == ("joined", round(240.0 - 0.05, 9), {"contract_renewal": 240.0})
+    assert result["b"] == ("joined", -0.05, {})
+    assert joiner.run(until=T0 + 40 * DAY).late_outcomes == 0  # r2 fell in no cut window: not late, not credited
+
+
 def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: Store) -> None:
     joiner = Joiner(config, store.joins)
     store.decisions.submit_outcome(outcome("r1", "c1", T0 + 3 * DAY)).result()  # the outcome is reported before its decision is logged
