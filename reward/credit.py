@@ -1,8 +1,8 @@
 """Crediting one customer's outcomes to the decisions that preceded them. Pure: no store, no clock.
 
 An outcome of type T at time t is credited to the customer's decisions in T's attribution window
-(cut at ``[joiner] horizon_days``) before it — every one of them (``window``), the latest (``last_touch``), or only the decision it
-names (``direct``) — restricted to T's offers when the config lists some (do-nothing included when
+(cut at ``[joiner] horizon_days``) before it — every one of them (``window``), the latest
+(``last_touch``), or only the decision it names (``direct``) — restricted to T's offers when the config lists some (do-nothing included when
 it does not: a customer who renews after do-nothing credits do-nothing, or restraint never pays).
 A decision on a deferred channel that was not activated by then was never shown: it takes no credit.
 ``[joiner] credit`` says what ``window`` does with several decisions: each gets the value in full,
@@ -64,7 +64,8 @@ class CreditRules:
         self.windows = {name: days * DAY for name, days in windows.items()}  # seconds
         self.longest_window_days = max(windows.values(), default=0.0)
         self.close_after = (self.longest_window_days + config.joiner.allowed_lateness_days) * DAY
-        self._rules = {name: _Rule(self.windows[name], frozenset(t.offers), t.attribution) for name, t in self.types.items()}
+        self._rules = {name: _Rule(window, frozenset(self.types[name].offers), self.types[name].attribution)
+                       for name, window in self.windows.items()}  # fmt: skip
 
     def shown(self, decision: DecisionFacts, at: float) -> bool:
         """Was the decision's action really delivered by time ``at``?"""
