@@ -2,9 +2,10 @@
 
 An outcome of type T at time t is credited to the customer's decisions in T's attribution window
 (cut at ``[joiner] horizon_days``) before it — every one of them (``window``), the latest
-(``last_touch``), or only the decision it names (``direct``) — restricted to T's offers when the config lists some (do-nothing included when
-it does not: a customer who renews after do-nothing credits do-nothing, or restraint never pays).
-A decision on a deferred channel that was not activated by then was never shown: it takes no credit.
+(``last_touch``), or only the decision it names (``direct``) — restricted to T's offers when the
+config lists some (do-nothing included when it does not: a customer who renews after do-nothing
+credits do-nothing, or restraint never pays). A decision on a deferred channel that was not
+activated by then was never shown: it takes no credit.
 ``[joiner] credit`` says what ``window`` does with several decisions: each gets the value in full,
 they share it equally, or only the latest gets it (the default: on the choosing worlds full credit
 paid every contact in a window for the same outcome and the model over-contacted; measured in
