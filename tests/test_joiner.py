@@ -95,7 +95,11 @@ def test_a_horizon_learns_from_a_decision_once_it_has_passed_and_credits_it_only
     result = joined(store)
     assert result["a"] == ("joined", round(240.0 - 0.05, 9), {"contract_renewal": 240.0})
     assert result["b"] == ("joined", -0.05, {})
-    assert joiner.run(until=T0 + 40 * DAY).late_outcomes == 0  # r2 fell in no cut window: not late, not credited
+    # Reported after a was joined: day 6 is inside a's cut window (late), day 20 only inside its 30 days.
+    store.decisions.submit_outcome(outcome("r3", "c1", T0 + 6 * DAY)).result()
+    store.decisions.submit_outcome(outcome("r4", "c1", T0 + 20 * DAY)).result()
+    assert joiner.run(until=T0 + 40 * DAY).late_outcomes == 1
+    assert sqlite_rows(store, "SELECT outcome_id, decision_id FROM late_outcomes") == [("r3", "a")]
 
 
 def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: Store) -> None:
