@@ -95,6 +95,6 @@ def test_a_model_with_sparse_weights_is_probed_on_its_scores(trained: Brain) -> 
     """VW shows sparse weights as no array: such a model is probed on the all-missing context only."""
     good = trained.decider.policy.model
     assert isinstance(good, VWPolicy)
-    model = VWPolicy([*good.args, "--sparse_weights"])
-    assert model.non_finite_weights() is None
+    model = VWPolicy([*good.args, "--sparse_weights"], good.serialize())
+    assert not model.cold and model.non_finite_weights() is None
     assert Prober(trained.config).check(model) is None
