@@ -193,6 +193,10 @@ class JoinerConfig(_Strict):
     # for every action: noise in their comparison) and holds back every lesson, complaints
     # included, until the whole window has passed. Absent: each type's own window.
     horizon_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # Learn each decision at the close of every shorter window too (reward/provisional.py): what the
+    # types whose windows have closed credited it, less its cost, plus what the types still open
+    # brought the same action's decisions joined whole; then once more, whole, when it is joined.
+    provisional: bool = True
     # Seconds between background join runs inside the server.
     interval_seconds: float = Field(default=2.0, gt=0)
 

@@ -135,6 +135,7 @@ class Joined:
     pending: int
     learned: int
     clamped: int = 0
+    provisional: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,8 +240,9 @@ def _round(worker: Worker) -> WorkerEvent:
             join.clamped, extra={"clamped": join.clamped},
         )  # fmt: skip
     if done.learned:
-        log.info("learned %d joined examples", done.learned, extra={"joined": join.joined, "late_outcomes": join.late_outcomes})
-    return Joined(join.joined, join.unactivated, join.late_outcomes, join.pending, done.learned, join.clamped)
+        log.info("learned %d examples", done.learned,
+                 extra={"joined": join.joined, "provisional": join.provisional, "late_outcomes": join.late_outcomes})  # fmt: skip
+    return Joined(join.joined, join.unactivated, join.late_outcomes, join.pending, done.learned, join.clamped, join.provisional)
 
 
 def _retention(worker: Worker) -> WorkerEvent:

@@ -1,7 +1,9 @@
 """The delayed-reward joiner: every decision whose window has closed becomes one joined example.
 
 Time is event time. The watermark is the latest event time seen (or ``until``); a decision closes
-at its time + the longest attribution window + the allowed lateness. Decisions wait in the join
+at its time + the longest attribution window + the allowed lateness. Before that, at the close of
+each shorter window, it gets a provisional example (reward/provisional.py) unless
+``[joiner] provisional`` is off. Decisions wait in the join
 queue (filled in the transaction that logged them); a batch of joined examples is written in the
 same transaction that takes its decisions out of the queue (and only for decisions still in it, so
 one forgotten during the run is not brought back), so a joiner killed at any point and restarted
@@ -21,12 +23,14 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from operator import attrgetter
 from types import MappingProxyType
+from typing import Any
 
 from bandit.catalog import Catalog
 from bandit.config import BreinConfig
 from reward.credit import Credit, CreditRules, DecisionFacts
+from reward.provisional import OpenMeans, Stages
 from store.ports import JoinState
-from store.records import ClosingCustomer, JoinedExample, JoinRun
+from store.records import DAY, ClosingCustomer, JoinedExample, JoinRun, ProvisionalExample
 
 PROGRESS_EVERY = 5000
 """Decisions between two calls of a run's progress callback (called first after the first customer)."""
@@ -36,8 +40,10 @@ indexes, whose keys (decision ids, event times) are random in customer order: fe
 rewrite them far fewer times than many small ones. Large enough for that, small enough that a
 write holds SQLite's write lock (and the Decide writes waiting on it) about a second (two cores)."""
 IN_FLIGHT_WRITES = 1
-STATUS = 4
-"""Where a JoinedExample holds its status."""
+STATUS, PROVISIONAL_STATUS = 4, 5
+"""Where a JoinedExample and a ProvisionalExample hold their status."""
+RECENT_CREDIT = 50_000
+"""Joined examples a joiner's first run reads the open types' means from (reward/provisional.py)."""
 NOTHING_CREDITED: MappingProxyType[str, float] = MappingProxyType({})
 
 
@@ -55,6 +61,8 @@ class JoinReport:
     seconds: float
     clamped: int = 0
     """Credited values that were not finite (dropped) or past their outcome type's max_value (clamped)."""
+    provisional: int = 0
+    """Provisional examples to learn from (reward/provisional.py)."""
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -77,6 +85,13 @@ class Joiner:
         self._costs = {a.id: a.cost for a in Catalog(config).actions}
         self._offer_costs = {o: c.cost for o, c in config.offers.items()}
         self._channel_costs = {c: cfg.cost for c, cfg in config.channels.items()}
+        self.stages = Stages(self.rules.windows if config.joiner.provisional else {})
+        self._lateness = config.joiner.allowed_lateness_days * DAY
+        self._open_means: OpenMeans | None = None
+        """Read from the store at the first run that has stages to write."""
+        self._staged_until = [-math.inf] * len(self.stages.ages)
+        """Per stage, the cutoff up to which this joiner has written provisional examples: a run
+        reads only the decisions past it (the store keeps each stage exactly once whatever it reads)."""
 
     def _cost(self, action_id: str, offer: str, channel: str) -> float:
         """The action's cost now; an action dropped from the catalog costs what its parts cost."""
@@ -93,10 +108,12 @@ class Joiner:
         horizon = store.outcome_horizon()
         checked = store.late_checked()
         total = store.closed_count(cutoff)
-        if not total and horizon <= checked:
+        if not total and horizon <= checked and not self._staging_due(watermark):
             # Nothing closed and no new outcome: no run is recorded (the server runs one every few seconds).
             return JoinReport(0, watermark, cutoff, 0, 0, 0, store.pending_count(), time.perf_counter() - started)
         run = store.start_run(watermark, cutoff, horizon).result()
+        if self.stages.ages:
+            self._means()  # before this run's whole examples are written: they are added as they are made
         unactivated = done = clamped = 0
         writing: deque[Future[None]] = deque()
         rows: list[JoinedExample] = []
@@ -117,18 +134,84 @@ class Joiner:
         self._write(writing, rows)
         while writing:
             writing.popleft().result()
+        provisional = self._provisional(watermark, horizon, run)
         late = store.late_outcomes(checked, horizon, self.rules.windows)
         late_count = len({outcome_id for outcome_id, _ in late})
         finished = JoinRun(run, watermark, cutoff, horizon, done - unactivated, unactivated, late_count, late_checked=horizon)
         store.finish_run(finished, late).result()
         return JoinReport(run, watermark, cutoff, done - unactivated, unactivated, late_count, store.pending_count(),
-                          time.perf_counter() - started, clamped)  # fmt: skip
+                          time.perf_counter() - started, clamped, provisional)  # fmt: skip
 
-    def _write(self, writing: deque[Future[None]], rows: Sequence[JoinedExample]) -> None:
-        """Queue a write of ``rows`` (all or nothing) and wait for the one before it: the next rows
-        are computed while these are written."""
+    def _staging_due(self, watermark: float) -> bool:
+        """Whether a stage has queued decisions that passed its age since this joiner last wrote it."""
+        for age, done in zip(self.stages.ages, self._staged_until, strict=True):
+            cutoff = watermark - age - self._lateness
+            if cutoff > done and self.store.closed_count(cutoff) > (self.store.closed_count(done) if done > -math.inf else 0):
+                return True
+        return False
+
+    def _provisional(self, watermark: float, horizon: int, run: int) -> int:
+        """Write every stage's provisional examples of the queued decisions whose stage has closed
+        by ``watermark``; how many are to be learned from."""
+        learned = 0
+        writing: deque[Future[None]] = deque()
+        for stage, age in enumerate(self.stages.ages):
+            cutoff = watermark - age - self._lateness
+            if cutoff <= self._staged_until[stage]:
+                continue
+            rows: list[ProvisionalExample] = []
+            with closing(self.store.staging(stage, self._staged_until[stage], cutoff, watermark, horizon)) as customers:
+                for customer in customers:
+                    rows += self._stage_customer(customer, stage, age, run)
+                    if len(rows) >= self.write_rows:
+                        learned += sum(1 for row in rows if row[PROVISIONAL_STATUS] == "joined")
+                        self._write(writing, rows, self.store.write_provisional)
+                        rows = []
+            learned += sum(1 for row in rows if row[PROVISIONAL_STATUS] == "joined")
+            self._write(writing, rows, self.store.write_provisional)
+            while writing:
+                writing.popleft().result()
+            self._staged_until[stage] = cutoff
+        return learned
+
+    def _stage_customer(self, customer: ClosingCustomer, stage: int, age: float, run: int) -> list[ProvisionalExample]:
+        """The provisional examples of one customer's decisions at ``stage``: what the types closed by
+        then credited each, less its cost, plus the open types' mean for its action."""
+        cost = self._cost
+        closed = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.closed]
+        others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.others]
+        credits = self.rules.credit(_merged(closed, others), customer.outcomes)
+        means = self._means()
+        rows: list[ProvisionalExample] = []
+        for decision, (*_, action_id, _) in zip(closed, customer.closed, strict=True):
+            decision_id, event_time = decision.decision_id, decision.event_time
+            if not self.rules.shown(decision, event_time + age):
+                rows.append((decision_id, stage, customer.customer_id, event_time, run, "unactivated", 0.0))
+                continue
+            credit = credits.get(decision_id)
+            earned = 0.0
+            if credit is not None:
+                self._bound(credit)
+                earned = self.stages.closed_value(credit.by_type, stage)
+            reward = earned - decision.cost + means.mean(action_id, stage)
+            rows.append((decision_id, stage, customer.customer_id, event_time, run, "joined", reward))
+        return rows
+
+    def _means(self) -> OpenMeans:
+        """The open types' means, first read from the newest joined examples in the store."""
+        if self._open_means is None:
+            self._open_means = OpenMeans(len(self.stages.ages))
+            for action_id, by_type in self.store.recent_credit(RECENT_CREDIT):
+                self._open_means.add(action_id, self.stages.open_values(by_type))
+        return self._open_means
+
+    def _write(
+        self, writing: deque[Future[None]], rows: Sequence[Any], write: Callable[[Sequence[Any]], Future[None]] | None = None
+    ) -> None:
+        """Queue a write of ``rows`` (all or nothing; joined examples unless ``write`` says) and wait
+        for the one before it: the next rows are computed while these are written."""
         if rows:
-            writing.append(self.store.write_examples(rows))
+            writing.append((write or self.store.write_examples)(rows))
         while len(writing) > IN_FLIGHT_WRITES:
             writing.popleft().result()
 
@@ -139,7 +222,13 @@ class Joiner:
         others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.others]
         credits = self.rules.credit(_merged(closed, others), customer.outcomes)
         clamped = sum(self._bound(credits[d.decision_id]) for d in closed if d.decision_id in credits)
-        return [self._example(customer.customer_id, d, credits.get(d.decision_id), horizon, run) for d in closed], clamped
+        examples = [self._example(customer.customer_id, d, credits.get(d.decision_id), horizon, run) for d in closed]
+        if self._open_means is not None:
+            for example, (*_, action_id, _) in zip(examples, customer.closed, strict=True):
+                if example[STATUS] == "joined":
+                    credit = credits.get(example[0])
+                    self._open_means.add(action_id, self.stages.open_values(credit.by_type if credit else NOTHING_CREDITED))
+        return examples, clamped
 
     def _bound(self, credit: Credit) -> int:
         """Keep each credited value within its outcome type's ±max_value and finite, whatever the

@@ -326,10 +326,11 @@ def join(config_path: str, store_url: str | None, until: datetime | None, as_jso
         click.echo(json.dumps(report.as_dict(), indent=2))
         return
     title = f"join run {report.run}" if report.run else "join: nothing closed, no new outcome"
-    table = Table("joined", "unactivated (never shown)", "late outcomes", "still open", "watermark", "seconds", title=title)
+    table = Table("joined", "unactivated (never shown)", "provisional", "late outcomes", "still open", "watermark", "seconds",
+                  title=title)  # fmt: skip
     watermark_text = datetime.fromtimestamp(report.watermark, tz=UTC).isoformat() if report.watermark else "-"
-    table.add_row(str(report.joined), str(report.unactivated), str(report.late_outcomes), str(report.pending), watermark_text,
-                  f"{report.seconds:.1f}")  # fmt: skip
+    table.add_row(str(report.joined), str(report.unactivated), str(report.provisional), str(report.late_outcomes),
+                  str(report.pending), watermark_text, f"{report.seconds:.1f}")  # fmt: skip
     console.print(table)
 
 

@@ -31,7 +31,9 @@ class Metrics:
         self.join_pending = Gauge("brein_join_pending", "Decisions whose attribution window is still open", registry=registry)
         clamped = "Credited values the joiner clamped to their outcome type's max_value (or dropped: not finite)"
         self.clamped_rewards = Counter("brein_clamped_rewards", clamped, registry=registry)
-        self.learned = Counter("brein_learned_examples", "Joined examples learned online", registry=registry)
+        provisional = "Provisional examples written: a decision to learn from at the close of one of its shorter windows"
+        self.provisional = Counter("brein_provisional_examples", provisional, registry=registry)
+        self.learned = Counter("brein_learned_examples", "Joined and provisional examples learned online", registry=registry)
         failures = (
             "Background failures by thread: join/learn rounds (brein-worker), retention runs (brein-retention), worker "
             "processes (brein-worker-process), following the store (brein-follow), the store's writers and checkpointers "
@@ -81,8 +83,11 @@ class Metrics:
         self.store_up.set(0)
         self.store_abandoned.inc(abandoned)
 
-    def joined_round(self, joined: int, unactivated: int, late: int, pending: int, learned: int, clamped: int) -> None:
+    def joined_round(
+        self, joined: int, unactivated: int, late: int, pending: int, learned: int, clamped: int, provisional: int
+    ) -> None:
         self.joined.labels("joined").inc(joined)
+        self.provisional.inc(provisional)
         self.joined.labels("unactivated").inc(unactivated)
         self.late_outcomes.inc(late)
         self.join_pending.set(pending)

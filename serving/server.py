@@ -66,7 +66,8 @@ async def _calls_finished(timeout: float = 5.0) -> None:
 def _heard(metrics: Metrics, event: WorkerEvent) -> None:
     """What the worker said: a round to count, a failure, a retention run."""
     if isinstance(event, Joined):
-        metrics.joined_round(event.joined, event.unactivated, event.late_outcomes, event.pending, event.learned, event.clamped)
+        metrics.joined_round(event.joined, event.unactivated, event.late_outcomes, event.pending, event.learned, event.clamped,
+                             event.provisional)
     elif isinstance(event, Failed):
         metrics.background_failures.labels("brein-worker").inc()
     elif isinstance(event, ThreadFailed):

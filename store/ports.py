@@ -41,6 +41,7 @@ from store.records import (
     OutcomeRecord,
     PolicyEntry,
     PolicyEvent,
+    ProvisionalExample,
     SharedFeatures,
     State,
 )
@@ -133,6 +134,13 @@ class JoinState(Protocol):
         million decisions); close the iterator when stopping early."""
         ...
 
+    def staging(
+        self, stage: int, since: float, cutoff: float, watermark: float, horizon: int
+    ) -> Generator[ClosingCustomer, None, None]:
+        """As ``closing``, for a provisional stage: the customers whose queued decisions with since <
+        event time <= cutoff have no provisional example of ``stage`` yet, those decisions closing."""
+        ...
+
     def start_run(self, watermark: float, cutoff: float, horizon: int) -> Future[int]:
         """Record that a run begins; resolves to its run number, issued by the store (larger than
         any run before, finished or not)."""
@@ -142,6 +150,15 @@ class JoinState(Protocol):
         """Write joined examples and take their decisions out of the join queue, in one write. Only
         decisions still in the queue get an example (one forgotten meanwhile is not brought back,
         one joined by an earlier write is not joined twice): exactly once, whatever is killed when."""
+        ...
+
+    def write_provisional(self, examples: Sequence[ProvisionalExample]) -> Future[None]:
+        """Write provisional examples of decisions still in the join queue, in one write; a decision's
+        stage written before is kept as it was: exactly once."""
+        ...
+
+    def recent_credit(self, limit: int) -> list[tuple[str, dict[str, float]]]:
+        """(action id, credit by outcome type) of the newest ``limit`` examples learned from, oldest first."""
         ...
 
     def late_checked(self) -> int:
@@ -171,8 +188,8 @@ class JoinedExamples(Protocol):
     time, decision id. Read from a cursor, a page at a time: no read stays open between calls."""
 
     def learning(self, after: Cursor, limit: int) -> list[LearningRow]:
-        """Up to ``limit`` examples after ``after``, with what online learning needs (the raw features
-        only where no shared line was logged)."""
+        """Up to ``limit`` examples after ``after``, the provisional ones among them, with what online
+        learning needs (the raw features only where no shared line was logged)."""
         ...
 
     def logged(self, after: Cursor, limit: int, *, since: float | None = None, until: float | None = None) -> list[LoggedExample]:

@@ -208,6 +208,10 @@ JoinedExample = tuple[str, str, float, int, JoinStatus, float, float, Mapping[st
 id, event time, run, status, reward, cost, credit by outcome type, the outcome ids credited, the
 outcome horizon of the run: outcomes with a larger seq were not seen). A plain tuple: a run makes a
 million, and as NamedTuples (made by a Python-level constructor) they cost a run 5% more instructions."""
+ProvisionalExample = tuple[str, int, str, float, int, JoinStatus, float]
+"""A decision's example at the close of one of its shorter windows (reward/provisional.py): (decision
+id, stage, customer id, event time, run, status, reward). Learned from, never evaluated; in the
+learning order its position's third part is ``<decision id>#<stage>``."""
 
 
 @dataclass(frozen=True, slots=True)

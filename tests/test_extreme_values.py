@@ -34,7 +34,7 @@ def test_a_stream_with_extreme_stored_values_is_learned_and_decide_stays_finite(
         brain.store.decisions.submit_outcome(outcome).result()  # straight into the store, past the API's bounds
 
     report, learned = join_and_learn(brain)
-    assert learned == report.joined > 0
+    assert learned == report.joined + report.provisional and report.joined > 0
     assert report.clamped >= len(decisions) // 2  # every extreme value bounded, none credited as it was
     bound = max(t.value_bound for t in brain.config.outcomes.values())
     rewards = [reward for (reward,) in sqlite_rows(brain.store, "SELECT reward FROM joined_examples")]

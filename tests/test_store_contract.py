@@ -367,6 +367,29 @@ def test_joined_examples_read_in_learning_order_from_a_cursor(store: Store) -> N
     assert store.examples.count(after=learned[9].position) == 9
 
 
+def test_provisional_examples_are_staged_exactly_once_and_learned_in_order_with_the_joined(store: Store) -> None:
+    log(store, decision("a", "c1", T0), decision("b", "c2", T0 + 10), decision("c", "c3", T0 + 20), decision("z", "c1", T0 + 500))
+    staged = [c.customer_id for c in store.joins.staging(0, -float("inf"), T0 + 10, T0 + 1000, 0)]
+    assert staged == ["c1", "c2"] and [c.customer_id for c in store.joins.staging(0, T0, T0 + 10, T0 + 1000, 0)] == ["c2"]
+    first = next(store.joins.staging(0, -float("inf"), T0 + 10, T0 + 1000, 0))
+    assert [d[0] for d in first.closed] == ["a"] and [d[0] for d in first.others] == ["z"]  # since < time <= cutoff closes
+    store.joins.write_provisional([("a", 0, "c1", T0, 1, "joined", 5.0), ("b", 0, "c2", T0 + 10, 1, "unactivated", 0.0)]).result()
+    store.joins.write_provisional([("a", 0, "c1", T0, 2, "joined", 99.0), ("a", 1, "c1", T0, 2, "joined", 7.0)]).result()
+    assert list(store.joins.staging(0, -float("inf"), T0 + 20, T0 + 1000, 0)) == [
+        ClosingCustomer("c3", [("c", T0 + 20, "renewal", "email", EMAIL, None)], [], [])]  # each stage once  # fmt: skip
+    store.joins.write_examples([example("b", "c2", T0 + 10, 2, 0)]).result()
+    store.joins.write_provisional([("b", 1, "c2", T0 + 10, 3, "joined", 1.0)]).result()  # joined whole: out of the queue
+    store.privacy.forget("c3", actor="test", at=T0).result()
+    store.joins.write_provisional([("c", 0, "c3", T0 + 20, 3, "joined", 1.0)]).result()  # forgotten: not brought back
+    learned = store.examples.learning(START, 10)
+    assert [(r.position, r.reward) for r in learned] == [((1, T0, "a#0"), 5.0), ((2, T0, "a#1"), 7.0), ((2, T0 + 10, "b"), 1.0)]
+    assert [r.position for r in store.examples.learning(learned[0].position, 10)] == [p.position for p in learned[1:]]
+    assert learned[0].action_id == EMAIL and [r.decision_id for r in store.examples.logged(START, 10)] == ["b"]
+    assert store.joins.recent_credit(10) == [(EMAIL, {"contract_renewal": 1.0})]
+    store.privacy.forget("c1", actor="test", at=T0).result()
+    assert store.examples.learning(START, 10) == learned[2:]
+
+
 # -- model snapshots ---------------------------------------------------------------------------------
 
 
@@ -502,8 +525,10 @@ def test_retention_deletes_the_oldest_in_small_batches(store: Store) -> None:
         store.decisions.submit_activation(ActivationRecord(f"d{i}", T0 + i)).result()
         store.decisions.submit_outcome(outcome(f"o{i}", f"c{i % 3}", T0 + i)).result()
     store.joins.write_examples([example("d0", "c0", T0, 1, 0), example("d5", "c2", T0 + 5, 1, 0)]).result()
+    store.joins.write_provisional([("d1", 0, "c1", T0 + 1, 1, "joined", 1.0)]).result()
     first = store.privacy.delete_decisions_before(T0 + 7, 4).result()
     assert (first.decisions, first.activations, first.joined_examples) == (4, 4, 1)  # d0-d3, the oldest
+    assert [r.decision_id for r in store.examples.learning(START, 10)] == ["d5"]  # d1's provisional example went with it
     rest = store.privacy.delete_decisions_before(T0 + 7, 4).result()
     assert (rest.decisions, rest.activations, rest.joined_examples) == (3, 3, 1)
     assert store.privacy.delete_decisions_before(T0 + 7, 4).result().decisions == 0

@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from contextlib import closing
 from itertools import chain, groupby
 from operator import itemgetter
+from typing import Any
 
 from store.postgres.engine import Connection, Engine
 from store.records import (
@@ -28,8 +29,9 @@ from store.records import (
     LearningRow,
     LoggedExample,
     OutcomeFacts,
+    ProvisionalExample,
 )
-from store.rows import EXAMPLE_COLUMNS, RUN_COLUMNS, example_rows, learning_rows, logged_examples
+from store.rows import EXAMPLE_COLUMNS, RUN_COLUMNS, example_rows, from_json, learning_rows, logged_examples
 
 DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%b::text[]) RETURNING decision_id"
 COPY_EXAMPLES = f"COPY joined_examples ({EXAMPLE_COLUMNS}) FROM STDIN (FORMAT BINARY)"
@@ -37,19 +39,19 @@ EXAMPLE_TYPES = ["text", "text", "float8", "int8", "text", "float8", "float8", "
 """EXAMPLE_COLUMNS' types, for a binary COPY: 0.6-1.0 us of the joiner's CPU a row against 2.5-4.3
 as text (each value escaped), and 1.5-5 us of wall against 12-19 into a temporary table (50,000 rows,
 load 12). A write is one DELETE and one COPY, whatever its size."""
-ORDERED = (
+LOGGED = (
     "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
-    "d.features, d.policy_id, d.model_version{more} "
+    "d.features, d.policy_id, d.model_version, j.credit, d.pmf, d.shadow "
     "FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
     "WHERE j.status = 'joined' AND (j.run, j.event_time, j.decision_id) > (%s, %s, %s) "
     "AND j.event_time >= %s AND j.event_time < %s "
     "ORDER BY j.run, j.event_time, j.decision_id LIMIT %s"
 )
-CLOSING = (
+CLOSED = (
     "WITH customers AS (SELECT DISTINCT d.customer_id FROM join_queue q JOIN decisions d ON d.decision_id = q.decision_id "
-    "WHERE q.event_time <= %(cutoff)s) "
+    "WHERE {closes}) "
     "SELECT d.customer_id, 0 AS kind, d.event_time, d.decision_id, d.offer, d.channel, d.action_id, a.event_time, "
-    "q.event_time <= %(cutoff)s, NULL::double precision "
+    "{closes}, NULL::double precision "
     "FROM customers c JOIN decisions d ON d.customer_id = c.customer_id "
     "LEFT JOIN join_queue q ON q.decision_id = d.decision_id LEFT JOIN activations a ON a.decision_id = d.decision_id "
     "WHERE d.event_time <= %(watermark)s "
@@ -58,6 +60,7 @@ CLOSING = (
     "FROM customers c JOIN outcomes o ON o.customer_id = c.customer_id WHERE o.seq <= %(horizon)s "
     "ORDER BY 1, 2, 3, 4"
 )
+CLOSING = CLOSED.format(closes="q.event_time <= %(cutoff)s")
 """Every fact a run needs, in one statement: the closing customers' decisions up to the watermark
 (each with its activation and whether it is closing now), then their outcomes up to the horizon,
 customer by customer. Set-based, so PostgreSQL chooses the plan for the run's size: for a backlog,
@@ -67,9 +70,31 @@ index each) it visited each decision's heap page once per row: 9-11 s of a 200,0
 WHOLE_RUN = ("SET LOCAL cursor_tuple_fraction = 1", "SET LOCAL work_mem = '256MB'")
 """A cursor is planned for its first 10% of rows by default (nested loops through the customer
 index: a random heap read a decision); CLOSING's rows are all read, and sorted in memory."""
+STAGING = CLOSED.format(
+    closes="q.event_time > %(since)s AND q.event_time <= %(cutoff)s AND NOT EXISTS "
+    "(SELECT 1 FROM provisional_examples p WHERE p.decision_id = q.decision_id AND p.stage = %(stage)s)"
+)
+"""CLOSING for a provisional stage: the queued decisions in (since, cutoff] without that stage's example."""
 CLOSING_PER_FETCH = 20_000
-LEARNING = ORDERED.format(more="")
-LOGGED = ORDERED.format(more=", j.credit, d.pmf, d.shadow")
+POSITION = "(decision_id || '#' || stage) COLLATE \"C\""
+LEARNING = (
+    "SELECT e.run, e.event_time, e.position, e.reward, d.eligible, d.action_id, d.probability, d.shared_line, d.features, "
+    "d.policy_id, d.model_version FROM ("
+    "(SELECT run, event_time, decision_id AS position, decision_id, reward FROM joined_examples "
+    "WHERE status = 'joined' AND (run, event_time, decision_id) > (%(run)s, %(time)s, %(id)s) "
+    "ORDER BY run, event_time, decision_id LIMIT %(limit)s) "
+    f"UNION ALL (SELECT run, event_time, {POSITION}, decision_id, reward FROM provisional_examples "
+    f"WHERE status = 'joined' AND (run, event_time, {POSITION}) > (%(run)s, %(time)s, %(id)s) ORDER BY 1, 2, 3 LIMIT %(limit)s)"
+    ") e JOIN decisions d ON d.decision_id = e.decision_id ORDER BY e.run, e.event_time, e.position LIMIT %(limit)s"
+)
+"""The joined and the provisional examples after a position, in one learning order."""
+INSERT_PROVISIONAL = (
+    "INSERT INTO provisional_examples SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::float8[], %s::int8[], "
+    "%s::text[], %s::float8[]) AS v(decision_id, stage, customer_id, event_time, run, status, reward) "
+    "WHERE EXISTS (SELECT 1 FROM join_queue q WHERE q.decision_id = v.decision_id) ON CONFLICT DO NOTHING"
+)
+RECENT_CREDIT = ("SELECT d.action_id, j.credit FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
+                 "WHERE j.status = 'joined' ORDER BY j.run DESC, j.event_time DESC, j.decision_id DESC LIMIT %s")  # fmt: skip
 COUNT = ("SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (%s, %s, %s) "
          "AND event_time >= %s AND event_time < %s")  # fmt: skip
 
@@ -93,8 +118,16 @@ class PostgresJoinState:
         return int(self._engine.value("SELECT COUNT(*) FROM join_queue WHERE event_time <= %s", (cutoff,)))
 
     def closing(self, cutoff: float, watermark: float, horizon: int) -> Generator[ClosingCustomer, None, None]:
-        args = {"cutoff": cutoff, "watermark": watermark, "horizon": horizon}
-        rows = self._engine.streamed(CLOSING, args, settings=WHOLE_RUN, per_fetch=CLOSING_PER_FETCH)
+        return self._closing(CLOSING, {"cutoff": cutoff, "watermark": watermark, "horizon": horizon})
+
+    def staging(
+        self, stage: int, since: float, cutoff: float, watermark: float, horizon: int
+    ) -> Generator[ClosingCustomer, None, None]:
+        args = {"stage": stage, "since": since, "cutoff": cutoff, "watermark": watermark, "horizon": horizon}
+        return self._closing(STAGING, args)
+
+    def _closing(self, query: str, args: dict[str, Any]) -> Generator[ClosingCustomer, None, None]:
+        rows = self._engine.streamed(query, args, settings=WHOLE_RUN, per_fetch=CLOSING_PER_FETCH)
         with closing(rows):
             for customer, facts in groupby(rows, key=itemgetter(0)):
                 closed: list[JoinDecision] = []
@@ -134,6 +167,17 @@ class PostgresJoinState:
                             copy.write_row(row)
 
         return self._engine.submit(write)
+
+    def write_provisional(self, examples: Sequence[ProvisionalExample]) -> Future[None]:
+        columns = [list(column) for column in zip(*sorted(examples), strict=True)] if examples else [[]] * 7
+
+        def write(conn: Connection) -> None:
+            conn.execute(INSERT_PROVISIONAL, columns)
+
+        return self._engine.submit(write)
+
+    def recent_credit(self, limit: int) -> list[tuple[str, dict[str, float]]]:
+        return [(action_id, from_json(credit)) for action_id, credit in reversed(self._engine.rows(RECENT_CREDIT, (limit,)))]
 
     def late_checked(self) -> int:
         return int(self._engine.value("SELECT COALESCE(MAX(late_checked), 0) FROM join_runs"))
@@ -182,7 +226,8 @@ class PostgresJoinedExamples:
         self._engine = engine
 
     def learning(self, after: Cursor, limit: int) -> list[LearningRow]:
-        return learning_rows(self._engine.rows(LEARNING, (*after, *_span(None, None), limit)))
+        run, at, position = after
+        return learning_rows(self._engine.rows(LEARNING, {"run": run, "time": at, "id": position, "limit": limit}))
 
     def logged(self, after: Cursor, limit: int, *, since: float | None = None, until: float | None = None) -> list[LoggedExample]:
         return logged_examples(self._engine.rows(LOGGED, (*after, *_span(since, until), limit)))

@@ -23,6 +23,7 @@ class PostgresPrivacy:
             conn.execute(f"DELETE FROM join_queue WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine)
             conn.execute(f"DELETE FROM late_outcomes WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine)
             joined = conn.execute(f"DELETE FROM joined_examples WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine).rowcount
+            conn.execute(f"DELETE FROM provisional_examples WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine)
             decisions = conn.execute("DELETE FROM decisions WHERE customer_id = %s", mine).rowcount
             outcomes = conn.execute("DELETE FROM outcomes WHERE customer_id = %s", mine).rowcount
             conn.execute("DELETE FROM customer_heads WHERE customer_id = %s", mine)
@@ -42,7 +43,7 @@ class PostgresPrivacy:
                 return DeletedDecisions(0, 0, 0)
             activations = conn.execute("DELETE FROM activations WHERE decision_id = ANY(%s)", ids).rowcount
             joined = conn.execute("DELETE FROM joined_examples WHERE decision_id = ANY(%s)", ids).rowcount
-            for table in ("join_queue", "late_outcomes", "decisions"):
+            for table in ("join_queue", "late_outcomes", "provisional_examples", "decisions"):
                 conn.execute(f"DELETE FROM {table} WHERE decision_id = ANY(%s)", ids)
             return DeletedDecisions(len(found), activations, joined)
 

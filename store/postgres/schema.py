@@ -170,6 +170,20 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE models DROP CONSTRAINT models_pkey",
         "ALTER TABLE models ADD PRIMARY KEY (policy_id, version)",
     ]),
+    # A decision's examples at the close of its shorter windows (reward/provisional.py).
+    ("m003_provisional_examples", [
+        f"""CREATE TABLE provisional_examples (
+            decision_id {ID},
+            stage integer NOT NULL,
+            customer_id {ID},
+            event_time {TIME},
+            run bigint NOT NULL,
+            status text NOT NULL,
+            reward {TIME},
+            PRIMARY KEY (decision_id, stage)
+        )""",
+        "CREATE INDEX provisional_examples_order ON provisional_examples (run, event_time)",
+    ]),
 ]  # fmt: skip
 
 

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from store.records import START, Cursor, LearningRow, LoggedExample
 from store.rows import learning_rows, logged_examples
 from store.sqlite.engine import Engine
 
-ORDERED = (
+LOGGED = (
     "SELECT j.run, j.event_time, j.decision_id, j.reward, d.eligible, d.action_id, d.probability, d.shared_line, "
-    "d.features, d.policy_id, d.model_version{more} "
+    "d.features, d.policy_id, d.model_version, j.credit, d.pmf, d.shadow "
     "FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
     "WHERE j.status = 'joined' AND (j.run, j.event_time, j.decision_id) > (?, ?, ?) AND j.event_time >= ? AND j.event_time < ? "
     "ORDER BY j.run, j.event_time, j.decision_id LIMIT ?"
 )
-LEARNING = ORDERED.format(more="")
-LOGGED = ORDERED.format(more=", j.credit, d.pmf, d.shadow")
+LEARNING = (
+    "SELECT e.run, e.event_time, e.position, e.reward, d.eligible, d.action_id, d.probability, d.shared_line, d.features, "
+    "d.policy_id, d.model_version FROM ("
+    "SELECT * FROM (SELECT run, event_time, decision_id AS position, decision_id, reward FROM joined_examples "
+    "WHERE status = 'joined' AND (run, event_time, decision_id) > (?1, ?2, ?3) ORDER BY run, event_time, decision_id LIMIT ?4) "
+    "UNION ALL SELECT * FROM (SELECT run, event_time, decision_id || '#' || stage AS position, decision_id, reward "
+    "FROM provisional_examples WHERE status = 'joined' AND (run, event_time, decision_id || '#' || stage) > (?1, ?2, ?3) "
+    "ORDER BY run, event_time, position LIMIT ?4)"
+    ") e JOIN decisions d ON d.decision_id = e.decision_id ORDER BY e.run, e.event_time, e.position LIMIT ?4"
+)
+"""The joined and the provisional examples after a position, in one learning order."""
 COUNT = ("SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (?, ?, ?) "
          "AND event_time >= ? AND event_time < ?")  # fmt: skip
 
@@ -29,15 +36,13 @@ class SQLiteJoinedExamples:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def _fetch(self, query: str, after: Cursor, limit: int, since: float | None, until: float | None) -> list[Any]:
-        with self._engine.reading(with_worker=True) as conn:
-            return conn.execute(query, (*after, *_span(since, until), limit)).fetchall()
-
     def learning(self, after: Cursor, limit: int) -> list[LearningRow]:
-        return learning_rows(self._fetch(LEARNING, after, limit, None, None))
+        with self._engine.reading(with_worker=True) as conn:
+            return learning_rows(conn.execute(LEARNING, (*after, limit)).fetchall())
 
     def logged(self, after: Cursor, limit: int, *, since: float | None = None, until: float | None = None) -> list[LoggedExample]:
-        return logged_examples(self._fetch(LOGGED, after, limit, since, until))
+        with self._engine.reading(with_worker=True) as conn:
+            return logged_examples(conn.execute(LOGGED, (*after, *_span(since, until), limit)).fetchall())
 
     def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None) -> int:
         with self._engine.reading(with_worker=True) as conn:

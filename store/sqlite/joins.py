@@ -26,8 +26,8 @@ from itertools import chain, groupby
 from operator import itemgetter
 from typing import Any
 
-from store.records import ClosingCustomer, JoinDecision, JoinedExample, JoinRun, LateOutcome, OutcomeFacts
-from store.rows import RUN_COLUMNS, example_rows, to_json
+from store.records import ClosingCustomer, JoinDecision, JoinedExample, JoinRun, LateOutcome, OutcomeFacts, ProvisionalExample
+from store.rows import RUN_COLUMNS, example_rows, from_json, to_json
 from store.sqlite.engine import Engine
 from store.sqlite.statements import marks
 
@@ -53,6 +53,19 @@ QUEUED = ("SELECT (SELECT COUNT(*) FROM join_queue WHERE event_time <= ?1) + (SE
           "AND NOT EXISTS (SELECT 1 FROM joined_examples j WHERE j.decision_id = i.decision_id))")  # fmt: skip
 """Decisions queued (event time <= ?1): in the join queue, or in the intake and neither in the queue nor joined."""
 
+CLOSED = (
+    # The queue's key is the decision's (id, event time): read from the queue, it names a gone one too.
+    "SELECT d.customer_id, d.rowid, q.decision_id, q.event_time, d.offer, d.channel, d.action_id FROM join_queue q "
+    "LEFT JOIN decisions d ON d.decision_id = q.decision_id WHERE {closes} ORDER BY d.customer_id, d.event_time, d.decision_id"
+)
+CLOSING = CLOSED.format(closes="q.event_time <= :cutoff")
+STAGING = CLOSED.format(
+    closes="q.event_time > :since AND q.event_time <= :cutoff AND NOT EXISTS "
+    "(SELECT 1 FROM provisional_examples p WHERE p.decision_id = q.decision_id AND p.stage = :stage)"
+)
+RECENT_CREDIT = ("SELECT d.action_id, j.credit FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
+                 "WHERE j.status = 'joined' ORDER BY j.run DESC, j.event_time DESC, j.decision_id DESC LIMIT ?")
+
 _Closed = tuple[str, int, str, float, str, str, str]
 """A closed decision: (customer id, its rowid, decision id, event time, offer, channel, action id).
 A plain tuple: a run holds a million of them."""
@@ -66,6 +79,14 @@ def _insert_sql(count: int) -> str:
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
     return (f"INSERT OR IGNORE INTO joined_examples SELECT * FROM (VALUES {values}) AS v "
             f"WHERE (v.column3, v.column1) IN (SELECT event_time, decision_id FROM join_queue)")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_provisional_sql(count: int) -> str:
+    """Insert provisional examples of decisions still in the queue; a decision's stage written before is kept."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count)
+    return (f"INSERT OR IGNORE INTO provisional_examples SELECT * FROM (VALUES {values}) AS v "
+            f"WHERE (v.column4, v.column1) IN (SELECT event_time, decision_id FROM join_queue)")  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
@@ -159,27 +180,31 @@ class SQLiteJoinState:
         return found == len(rows)
 
     def closing(self, cutoff: float, watermark: float, horizon: int) -> Generator[ClosingCustomer, None, None]:
-        """The closed decisions in one read (the intake taken into the queue first: it may hold some),
-        then their customers' facts a batch at a time."""
+        return self._closing(CLOSING, {"cutoff": cutoff}, watermark, horizon)
+
+    def staging(
+        self, stage: int, since: float, cutoff: float, watermark: float, horizon: int
+    ) -> Generator[ClosingCustomer, None, None]:
+        return self._closing(STAGING, {"stage": stage, "since": since, "cutoff": cutoff}, watermark, horizon)
+
+    def _closing(
+        self, query: str, args: Mapping[str, Any], watermark: float, horizon: int
+    ) -> Generator[ClosingCustomer, None, None]:
+        """The closing decisions in one read (the intake taken into the queue first: it may hold
+        some), then their customers' facts a batch at a time."""
         self._take_intake()
-        for batch in _customer_batches(self._closed(cutoff)):
+        for batch in _customer_batches(self._closed(query, args)):
             activated, others, outcomes = self._facts(batch, watermark, horizon)
             for customer, mine in batch.items():
                 closed = [(d, t, o, ch, a, activated.get(d)) for _, _, d, t, o, ch, a in mine]
                 yield ClosingCustomer(customer, closed, others.get(customer, []), outcomes.get(customer, []))
 
-    def _closed(self, cutoff: float) -> list[_Closed]:
+    def _closed(self, query: str, args: Mapping[str, Any]) -> list[_Closed]:
         """One read, whole: it visits each decision's row once, where reading them customer by
         customer would visit each again; and a read kept open for the whole run would stop SQLite
         from checkpointing the WAL that the run's own writes grow."""
         with self._engine.reading(with_worker=True) as conn:
-            rows = conn.execute(
-                # The queue's key is the decision's (id, event time): read from the queue, it names a gone one too.
-                "SELECT d.customer_id, d.rowid, q.decision_id, q.event_time, d.offer, d.channel, d.action_id FROM join_queue q "
-                "LEFT JOIN decisions d ON d.decision_id = q.decision_id "
-                "WHERE q.event_time <= ? ORDER BY d.customer_id, d.event_time, d.decision_id",
-                (cutoff,),
-            ).fetchall()
+            rows = conn.execute(query, args).fetchall()
             intern = sys.intern
             closed = [(intern(c), rowid, d, t, intern(o), intern(ch), intern(a))
                       for c, rowid, d, t, o, ch, a in rows if c is not None]  # fmt: skip
@@ -255,6 +280,21 @@ class SQLiteJoinState:
                 conn.execute(f"PRAGMA cache_size = {int(cache_size)}")  # the store's own setting again
 
         return self._worker.submit(write)
+
+    def write_provisional(self, examples: Sequence[ProvisionalExample]) -> Future[None]:
+        rows = sorted(examples)
+
+        def write(conn: sqlite3.Connection) -> None:
+            for start in range(0, len(rows), ROWS_PER_STATEMENT):
+                part = rows[start : start + ROWS_PER_STATEMENT]
+                conn.execute(_insert_provisional_sql(len(part)), tuple(chain.from_iterable(part)))
+
+        return self._worker.submit(write)
+
+    def recent_credit(self, limit: int) -> list[tuple[str, dict[str, float]]]:
+        with self._engine.reading(with_worker=True) as conn:
+            rows = conn.execute(RECENT_CREDIT, (limit,)).fetchall()
+        return [(action_id, from_json(credit)) for action_id, credit in reversed(rows)]
 
     def late_checked(self) -> int:
         with self._engine.reading(with_worker=True) as conn:

@@ -70,6 +70,7 @@ class SQLitePrivacy:
                 joined = _delete_worker_rows(conn, keys)
                 if not keys:  # nothing left in the log: a Forget run again after its worker's write failed
                     joined += conn.execute("DELETE FROM joined_examples WHERE customer_id = ?", mine).rowcount
+                    conn.execute("DELETE FROM provisional_examples WHERE customer_id = ?", mine)
                 return dataclasses.replace(report, joined_examples=joined)
 
             return self._worker.submit(write)
@@ -115,9 +116,10 @@ class SQLitePrivacy:
 
 
 def _delete_worker_rows(conn: sqlite3.Connection, keys: Sequence[tuple[float, str]]) -> int:
-    """The decisions' (keys: (event time, decision id)) joined examples, late outcomes and queue
-    entries; the number of joined examples deleted."""
+    """The decisions' (keys: (event time, decision id)) joined and provisional examples, late outcomes
+    and queue entries; the number of joined examples deleted."""
     ids = [(decision_id,) for _, decision_id in keys]
     conn.executemany("DELETE FROM join_queue WHERE event_time = ? AND decision_id = ?", keys)  # the queue's key
     conn.executemany("DELETE FROM late_outcomes WHERE decision_id = ?", ids)
+    conn.executemany("DELETE FROM provisional_examples WHERE decision_id = ?", ids)
     return sum(conn.execute("DELETE FROM joined_examples WHERE decision_id = ?", i).rowcount for i in ids)

@@ -84,6 +84,16 @@ def m001_worker_tables(db: Database) -> None:
     db.execute("CREATE TABLE worker_identity (one INTEGER PRIMARY KEY CHECK (one = 1), store_id TEXT NOT NULL)")
 
 
+@worker_migrations()
+def m002_provisional_examples(db: Database) -> None:
+    """A decision's examples at the close of its shorter windows (reward/provisional.py)."""
+    db.execute("CREATE TABLE IF NOT EXISTS provisional_examples (decision_id TEXT NOT NULL, stage INTEGER NOT NULL, "
+               "customer_id TEXT NOT NULL, event_time REAL NOT NULL, run INTEGER NOT NULL, status TEXT NOT NULL, "
+               "reward REAL NOT NULL, PRIMARY KEY (decision_id, stage)) WITHOUT ROWID")  # fmt: skip
+    db.execute("CREATE INDEX IF NOT EXISTS provisional_examples_order ON provisional_examples (run, event_time)")
+    db.execute("CREATE INDEX IF NOT EXISTS provisional_examples_customer ON provisional_examples (customer_id)")
+
+
 def claim(worker: Database, store_id: str, worker_path: str) -> None:
     """Mark the worker's file as the log's (``store_id``); UnknownStore if it is another log's."""
     row = worker.execute("SELECT store_id FROM worker_identity").fetchone()
