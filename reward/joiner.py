@@ -1,9 +1,8 @@
 """The delayed-reward joiner: every decision whose window has closed becomes one joined example.
 
 Time is event time. The watermark is the latest event time seen (or ``until``); a decision closes
-at its time + the longest attribution window + the allowed lateness. Before that, at the close of
-each shorter window, it gets a provisional example (reward/provisional.py) unless
-``[joiner] provisional`` is off. Decisions wait in the join
+at its time + the longest attribution window + the allowed lateness (before that, at the close of
+each shorter window, it gets a provisional example: reward/provisional.py). Decisions wait in the join
 queue (filled in the transaction that logged them); a batch of joined examples is written in the
 same transaction that takes its decisions out of the queue (and only for decisions still in it, so
 one forgotten during the run is not brought back), so a joiner killed at any point and restarted
@@ -146,7 +145,7 @@ class Joiner:
         """Whether a stage has queued decisions that passed its age since this joiner last wrote it."""
         for age, done in zip(self.stages.ages, self._staged_until, strict=True):
             cutoff = watermark - age - self._lateness
-            if cutoff > done and self.store.closed_count(cutoff) > (self.store.closed_count(done) if done > -math.inf else 0):
+            if cutoff > done and self.store.closed_count(cutoff) > self.store.closed_count(done):
                 return True
         return False
 
@@ -162,12 +161,12 @@ class Joiner:
             rows: list[ProvisionalExample] = []
             with closing(self.store.staging(stage, self._staged_until[stage], cutoff, watermark, horizon)) as customers:
                 for customer in customers:
-                    rows += self._stage_customer(customer, stage, age, run)
+                    batch = self._stage_customer(customer, stage, age, run)
+                    learned += sum(1 for row in batch if row[PROVISIONAL_STATUS] == "joined")
+                    rows += batch
                     if len(rows) >= self.write_rows:
-                        learned += sum(1 for row in rows if row[PROVISIONAL_STATUS] == "joined")
                         self._write(writing, rows, self.store.write_provisional)
                         rows = []
-            learned += sum(1 for row in rows if row[PROVISIONAL_STATUS] == "joined")
             self._write(writing, rows, self.store.write_provisional)
             while writing:
                 writing.popleft().result()
@@ -177,10 +176,7 @@ class Joiner:
     def _stage_customer(self, customer: ClosingCustomer, stage: int, age: float, run: int) -> list[ProvisionalExample]:
         """The provisional examples of one customer's decisions at ``stage``: what the types closed by
         then credited each, less its cost, plus the open types' mean for its action."""
-        cost = self._cost
-        closed = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.closed]
-        others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.others]
-        credits = self.rules.credit(_merged(closed, others), customer.outcomes)
+        closed, credits = self._credited(customer)
         means = self._means()
         rows: list[ProvisionalExample] = []
         for decision, (*_, action_id, _) in zip(closed, customer.closed, strict=True):
@@ -217,10 +213,7 @@ class Joiner:
 
     def _join_customer(self, customer: ClosingCustomer, horizon: int, run: int) -> tuple[list[JoinedExample], int]:
         """The customer's joined examples, and how many credited values had to be bounded."""
-        cost = self._cost
-        closed = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.closed]
-        others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.others]
-        credits = self.rules.credit(_merged(closed, others), customer.outcomes)
+        closed, credits = self._credited(customer)
         clamped = sum(self._bound(credits[d.decision_id]) for d in closed if d.decision_id in credits)
         examples = [self._example(customer.customer_id, d, credits.get(d.decision_id), horizon, run) for d in closed]
         if self._open_means is not None:
@@ -229,6 +222,13 @@ class Joiner:
                     credit = credits.get(example[0])
                     self._open_means.add(action_id, self.stages.open_values(credit.by_type if credit else NOTHING_CREDITED))
         return examples, clamped
+
+    def _credited(self, customer: ClosingCustomer) -> tuple[list[DecisionFacts], dict[str, Credit]]:
+        """The customer's closing decisions and what its outcomes credit them (and its other decisions)."""
+        cost = self._cost
+        closed = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.closed]
+        others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.others]
+        return closed, self.rules.credit(_merged(closed, others), customer.outcomes)
 
     def _bound(self, credit: Credit) -> int:
         """Keep each credited value within its outcome type's ±max_value and finite, whatever the
