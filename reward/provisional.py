@@ -36,8 +36,10 @@ class Stages:
         return sum(value for name, value in by_type.items() if self._stage[name] <= stage)
 
     def open_values(self, by_type: Mapping[str, float]) -> list[float]:
-        """Per stage, what the types still open at it credited."""
-        return [sum(value for name, value in by_type.items() if self._stage[name] > stage) for stage in range(len(self.ages))]
+        """Per stage, what the types still open at it credited (a type the config no longer has, in
+        an example joined before, as closed)."""
+        stages = [self._stage.get(name, 0) for name in by_type]
+        return [sum(v for v, s in zip(by_type.values(), stages, strict=True) if s > stage) for stage in range(len(self.ages))]
 
 
 class OpenMeans:

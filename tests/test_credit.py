@@ -7,6 +7,7 @@ import pytest
 from bandit.config import parse_config
 from bandit.errors import ConfigError
 from reward.credit import Credit, CreditRules, DecisionFacts, OutcomeFacts
+from reward.provisional import MEMORY, OpenMeans, Stages
 from tests.conftest import example_data
 
 DAY = 86_400.0
@@ -107,3 +108,25 @@ def test_a_horizon_cuts_every_longer_window_and_keeps_the_shorter_ones() -> None
     with pytest.raises(ConfigError, match="horizon_days"):
         data["joiner"]["horizon_days"] = 0
         parse_config(data)
+
+
+def test_stages_split_credit_at_each_shorter_window() -> None:
+    stages = Stages({"complaint": 7 * DAY, "unsubscribe": 7 * DAY, "sim_activation": 14 * DAY, "contract_renewal": 30 * DAY})
+    assert stages.ages == [7 * DAY, 14 * DAY]
+    credit = {"complaint": -50.0, "sim_activation": 80.0, "contract_renewal": 240.0}
+    assert [stages.closed_value(credit, stage) for stage in (0, 1)] == [-50.0, 30.0]
+    # A type the config no longer has, in an example joined before it changed, counts as closed.
+    assert stages.open_values({**credit, "gone": 7.0}) == [320.0, 240.0]
+    assert Stages({"complaint": 7 * DAY}).ages == [] and Stages({}).ages == []
+
+
+def test_open_means_are_per_action_and_follow_the_newest_after_memory() -> None:
+    means = OpenMeans(2)
+    for value in (10.0, 20.0):
+        means.add("a", [value, value / 10])
+    assert (means.mean("a", 0), means.mean("a", 1), means.mean("b", 0)) == (15.0, 1.5, 0.0)
+    for _ in range(MEMORY):
+        means.add("b", [0.0, 0.0])
+    means.add("b", [MEMORY * 1.0, 0.0])
+    assert means.mean("b", 0) == pytest.approx(1.0)  # one new value weighs 1/MEMORY, however many came before
+
