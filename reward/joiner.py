@@ -175,15 +175,12 @@ class Joiner:
 
     def _stage_customer(self, customer: ClosingCustomer, stage: int, age: float, run: int) -> list[ProvisionalExample]:
         """The provisional examples of one customer's decisions at ``stage``: what the types closed by
-        then credited each, less its cost, plus the open types' mean for its action (none for an
-        action whose means are not known yet)."""
+        then credited each, less its cost, plus the open types' mean for its action."""
         closed, credits = self._credited(customer)
         means = self._means()
         rows: list[ProvisionalExample] = []
         for decision, (*_, action_id, _) in zip(closed, customer.closed, strict=True):
             decision_id, event_time = decision.decision_id, decision.event_time
-            if not means.known(action_id):
-                continue  # learned whole only
             if not self.rules.shown(decision, event_time + age):
                 rows.append((decision_id, stage, customer.customer_id, event_time, run, "unactivated", 0.0))
                 continue

@@ -7,8 +7,7 @@ days late, and the model served that long on what it knew then (docs/simulation.
 Each distinct window shorter than the longest is a stage. When a stage's window has closed (plus the
 allowed lateness), the joiner writes the decision a provisional example: what the outcome types
 whose windows have closed credited it, less its cost, plus, for the types still open, the mean of
-what they credited the same action's decisions joined whole (once it has KNOWN of them: before, the
-decision waits for its whole example). Its whole example follows as before.
+what they credited the same action's decisions joined whole. Its whole example follows as before.
 The provisional part estimates the open types at the action's level, not the customer's: how the
 context changes the late outcomes is learned from the whole examples only. The evaluators and the
 export read the whole examples only.
@@ -21,11 +20,6 @@ from collections.abc import Mapping, Sequence
 MEMORY = 10_000
 """Whole examples of one action that its open-type means weigh equally; after that each new one
 weighs 1/MEMORY (an exponential mean), so a mean follows a world that changes."""
-KNOWN = 50
-"""Whole examples of an action before its decisions get provisional examples: until then there is
-no estimate of what the open types bring it, and 0 in its place taught a cold learner that every
-contact earns only its early outcomes less its cost (it stopped contacting before the first whole
-example came)."""
 
 
 class Stages:
@@ -50,7 +44,7 @@ class Stages:
 
 class OpenMeans:
     """Per action and stage, the mean of what the types still open at the stage credited the
-    action's decisions joined whole (0.0 for an action not joined yet; see ``known``)."""
+    action's decisions joined whole (0.0 for an action not joined yet)."""
 
     def __init__(self, stages: int) -> None:
         self._stages = stages
@@ -64,10 +58,6 @@ class OpenMeans:
         count = self._counts[action_id] = min(self._counts.get(action_id, 0) + 1, MEMORY)
         for stage, value in enumerate(open_values):
             means[stage] += (value - means[stage]) / count
-
-    def known(self, action_id: str) -> bool:
-        """Whether the action's means rest on KNOWN whole examples or more."""
-        return self._counts.get(action_id, 0) >= KNOWN
 
     def mean(self, action_id: str, stage: int) -> float:
         means = self._means.get(action_id)
