@@ -125,12 +125,12 @@ class Joiner:
                 unactivated += sum(1 for row in batch if row[STATUS] == "unactivated")
                 rows += batch
                 while len(rows) >= self.write_rows:
-                    self._write(writing, rows[: self.write_rows])
+                    self._write(writing, self.store.write_examples, rows[: self.write_rows])
                     rows = rows[self.write_rows :]
                 if progress and (not reported or done - reported >= PROGRESS_EVERY):
                     progress(done, total)
                     reported = done
-        self._write(writing, rows)
+        self._write(writing, self.store.write_examples, rows)
         while writing:
             writing.popleft().result()
         provisional = self._provisional(watermark, horizon, run)
@@ -165,9 +165,9 @@ class Joiner:
                     learned += sum(1 for row in batch if row[PROVISIONAL_STATUS] == "joined")
                     rows += batch
                     if len(rows) >= self.write_rows:
-                        self._write(writing, rows, self.store.write_provisional)
+                        self._write(writing, self.store.write_provisional, rows)
                         rows = []
-            self._write(writing, rows, self.store.write_provisional)
+            self._write(writing, self.store.write_provisional, rows)
             while writing:
                 writing.popleft().result()
             self._staged_until[stage] = cutoff
@@ -201,13 +201,12 @@ class Joiner:
                 self._open_means.add(action_id, self.stages.open_values(by_type))
         return self._open_means
 
-    def _write(
-        self, writing: deque[Future[None]], rows: Sequence[Any], write: Callable[[Sequence[Any]], Future[None]] | None = None
-    ) -> None:
-        """Queue a write of ``rows`` (all or nothing; joined examples unless ``write`` says) and wait
-        for the one before it: the next rows are computed while these are written."""
+    @staticmethod
+    def _write(writing: deque[Future[None]], write: Callable[[Sequence[Any]], Future[None]], rows: Sequence[Any]) -> None:
+        """Queue ``write`` of ``rows`` (all or nothing) and wait for the one before it: the next rows
+        are computed while these are written."""
         if rows:
-            writing.append((write or self.store.write_examples)(rows))
+            writing.append(write(rows))
         while len(writing) > IN_FLIGHT_WRITES:
             writing.popleft().result()
 

@@ -31,7 +31,7 @@ class Metrics:
         self.join_pending = Gauge("brein_join_pending", "Decisions whose attribution window is still open", registry=registry)
         clamped = "Credited values the joiner clamped to their outcome type's max_value (or dropped: not finite)"
         self.clamped_rewards = Counter("brein_clamped_rewards", clamped, registry=registry)
-        provisional = "Provisional examples written: a decision to learn from at the close of one of its shorter windows"
+        provisional = "Provisional examples to learn from: a decision at the close of one of its shorter windows"
         self.provisional = Counter("brein_provisional_examples", provisional, registry=registry)
         self.learned = Counter("brein_learned_examples", "Joined and provisional examples learned online", registry=registry)
         failures = (
