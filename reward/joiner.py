@@ -7,8 +7,8 @@ queue (filled in the transaction that logged them); a batch of joined examples i
 same transaction that takes its decisions out of the queue (and only for decisions still in it, so
 one forgotten during the run is not brought back), so a joiner killed at any point and restarted
 writes each example exactly once. Outcomes are read at close time, so an outcome that
-arrived before its decision was logged is credited all the same; one that arrives after the
-window it falls in was closed is stored and counted as late, never credited twice.
+arrived before its decision was logged is credited all the same; one that arrives after a decision
+the credit rules give it to was joined is stored and counted as late, never credited twice.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bandit.config import BreinConfig
 from reward.credit import Credit, CreditRules, DecisionFacts
 from reward.provisional import OpenMeans, Stages
 from store.ports import JoinState
-from store.records import DAY, ClosingCustomer, JoinedExample, JoinRun, ProvisionalExample
+from store.records import DAY, ClosingCustomer, JoinedExample, JoinRun, LateCandidate, LateOutcome, ProvisionalExample
 
 PROGRESS_EVERY = 5000
 """Decisions between two calls of a run's progress callback (called first after the first customer)."""
@@ -134,7 +134,7 @@ class Joiner:
         while writing:
             writing.popleft().result()
         provisional = self._provisional(watermark, horizon, run)
-        late = store.late_outcomes(checked, horizon, self.rules.windows)
+        late = self._late(store.late_candidates(checked, horizon, self.rules.windows))
         late_count = len({outcome_id for outcome_id, _ in late})
         finished = JoinRun(run, watermark, cutoff, horizon, done - unactivated, unactivated, late_count, late_checked=horizon)
         store.finish_run(finished, late).result()
@@ -228,6 +228,16 @@ class Joiner:
         closed = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.closed]
         others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.others]
         return closed, self.rules.credit(_merged(closed, others), customer.outcomes)
+
+    def _late(self, candidates: Sequence[LateCandidate]) -> list[LateOutcome]:
+        """(outcome, decision) for each outcome credited, by the credit rules, to a decision joined
+        before it arrived: credit that came too late."""
+        late: list[LateOutcome] = []
+        for outcome, decisions, joined in candidates:
+            facts = [DecisionFacts(d, t, o, ch, 0.0, at) for d, t, o, ch, _, at in decisions]
+            credited = self.rules.credit(facts, [outcome])
+            late += [(outcome.outcome_id, decision_id) for decision_id in credited if decision_id in joined]
+        return late
 
     def _bound(self, credit: Credit) -> int:
         """Keep each credited value within its outcome type's ±max_value and finite, whatever the

@@ -27,7 +27,8 @@ class Metrics:
         self.store_commit_writes = Counter("brein_store_committed_writes", "Writes committed to the store", registry=registry)
         self.store_commit_failures = Counter("brein_store_commit_failures", "Group commits that failed", registry=registry)
         self.joined = Counter("brein_joined_examples", "Decisions joined with their outcomes, by status", ["status"], registry=registry)
-        self.late_outcomes = Counter("brein_late_outcomes", "Outcomes that arrived after their window was final", registry=registry)
+        late = "Outcomes that arrived after a decision they are credited to was joined"
+        self.late_outcomes = Counter("brein_late_outcomes", late, registry=registry)
         self.join_pending = Gauge("brein_join_pending", "Decisions whose attribution window is still open", registry=registry)
         clamped = "Credited values the joiner clamped to their outcome type's max_value (or dropped: not finite)"
         self.clamped_rewards = Counter("brein_clamped_rewards", clamped, registry=registry)

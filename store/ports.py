@@ -34,6 +34,7 @@ from store.records import (
     Head,
     JoinedExample,
     JoinRun,
+    LateCandidate,
     LateOutcome,
     LearningRow,
     LoggedExample,
@@ -165,9 +166,10 @@ class JoinState(Protocol):
         """The outcome horizon up to which finished runs have looked for late outcomes (0 if none)."""
         ...
 
-    def late_outcomes(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateOutcome]:
+    def late_candidates(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateCandidate]:
         """Outcomes with after < seq <= horizon that fall in the window (``windows``: outcome type ->
-        seconds before it) of a decision of their customer that was joined with a smaller horizon."""
+        seconds before it) of a decision of their customer that was joined with a smaller horizon,
+        each with its customer's decisions in that window."""
         ...
 
     def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:

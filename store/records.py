@@ -231,7 +231,18 @@ class JoinRun:
 
 
 LateOutcome = tuple[str, str]
-"""(outcome id, decision id): an outcome that arrived after a decision in its window was joined."""
+"""(outcome id, decision id): an outcome credited to a decision that was joined before it arrived."""
+
+
+class LateCandidate(NamedTuple):
+    """An outcome that arrived after a decision in its window was joined, with every decision of its
+    customer in its window (by time, then id) and those joined before it arrived. Whether it is late
+    for them is for the credit rules to say: one credited only to the latest contact before it, not
+    joined yet, is credited when that contact is joined."""
+
+    outcome: OutcomeFacts
+    decisions: list[JoinDecision]
+    joined: frozenset[str]
 
 
 class LearningRow(NamedTuple):

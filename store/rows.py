@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterable, Sequence
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -19,10 +21,13 @@ from store.errors import Conflict
 from store.records import (
     DecisionRecord,
     EvaluationRecord,
+    JoinDecision,
     JoinedExample,
+    LateCandidate,
     LearningRow,
     LoggedExample,
     ModelSnapshot,
+    OutcomeFacts,
     OutcomeRecord,
     PolicyEntry,
 )
@@ -138,6 +143,20 @@ def logged_examples(rows: Iterable[Sequence[Any]]) -> list[LoggedExample]:
         for run, time, decision_id, reward, eligible, action_id, probability, line, features, policy, version, credit, pmf, shadow
         in rows
     ]  # fmt: skip
+
+
+def late_candidates(joined: Iterable[tuple[str, str]], rows: Iterable[Sequence[Any]]) -> list[LateCandidate]:
+    """From (outcome id, decision id joined before it arrived) pairs and rows of an outcome's facts
+    followed by one decision's (a JoinDecision), by outcome and then in the decisions' time order."""
+    before: dict[str, set[str]] = {}
+    for outcome_id, decision_id in joined:
+        before.setdefault(outcome_id, set()).add(decision_id)
+    candidates = []
+    for outcome_id, group in groupby(rows, key=itemgetter(0)):
+        mine = list(group)
+        decisions: list[JoinDecision] = [(d, t, o, ch, a, at) for *_, d, t, o, ch, a, at in mine]
+        candidates.append(LateCandidate(OutcomeFacts(*mine[0][:5]), decisions, frozenset(before[outcome_id])))
+    return candidates
 
 
 # -- snapshots and the registry -----------------------------------------------------------------------

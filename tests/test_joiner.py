@@ -102,6 +102,26 @@ def test_a_horizon_learns_from_a_decision_once_it_has_passed_and_credits_it_only
     assert sqlite_rows(store, "SELECT outcome_id, decision_id FROM late_outcomes") == [("r3", "a")]
 
 
+@pytest.mark.parametrize(("credit", "late", "credited"), [("equal", [("r", "a")], 120.0), ("last_touch", [], 240.0)])
+def test_an_outcome_is_late_only_for_a_joined_decision_the_credit_rules_give_it_to(
+    config: BreinConfig, store: Store, credit: str, late: list[tuple[str, str]], credited: float
+) -> None:
+    # A renewal reported after a was joined falls in a's window and in c's, a later contact not
+    # joined yet. Shared equally, a's share came too late; to the last touch only, it is c's alone,
+    # credited when c is joined: not late for anyone.
+    rules = config.joiner.model_copy(update={"horizon_days": 10.0, "credit": credit})
+    joiner = Joiner(config.model_copy(update={"joiner": rules}), store.joins)
+    store.decisions.submit_decisions([decision("a", "c1", T0), decision("c", "c1", T0 + 5 * DAY)]).result()
+    for decision_id, at in (("a", T0), ("c", T0 + 5 * DAY)):
+        store.decisions.submit_activation(ActivationRecord(decision_id, at)).result()
+    assert joiner.run(until=T0 + 11 * DAY + 1).joined == 1
+    store.decisions.submit_outcome(outcome("r", "c1", T0 + 6 * DAY)).result()
+    assert joiner.run(until=T0 + 12 * DAY).late_outcomes == len(late)
+    assert sqlite_rows(store, "SELECT outcome_id, decision_id FROM late_outcomes") == late
+    assert joiner.run(until=T0 + 17 * DAY).joined == 1
+    assert joined(store)["c"][2] == {"contract_renewal": credited}
+
+
 def test_a_decision_is_learned_provisionally_at_each_shorter_window_then_whole(config: BreinConfig, store: Store) -> None:
     # The example's windows: complaints and unsubscribes 7 days, SIM activations 14, renewals 30. A
     # decision gets a provisional example a day after 7 and after 14 days: what the closed types

@@ -308,6 +308,8 @@ def test_late_outcomes_are_found_recorded_once_and_runs_read_back(store: Store) 
     assert store.joins.runs() == [JoinRun(run, T0 + 40 * DAY, T0 + 9 * DAY, horizon)]
     store.joins.finish_run(JoinRun(run, T0 + 40 * DAY, T0 + 9 * DAY, horizon, 2, 0, 0, late_checked=horizon), []).result()
     assert store.joins.late_checked() == horizon
+    log(store, decision("d3", "c1", T0 + DAY, action="do_nothing"))  # not joined
+    store.decisions.submit_activation(ActivationRecord("d3", T0 + DAY + 60)).result()
     for record in (
         outcome("late", "c1", T0 + 2 * DAY),
         outcome("outside", "c1", T0 + 9 * DAY),
@@ -316,8 +318,12 @@ def test_late_outcomes_are_found_recorded_once_and_runs_read_back(store: Store) 
         store.decisions.submit_outcome(record).result()
     now = store.joins.outcome_horizon()
     windows = {"contract_renewal": 7 * DAY, "complaint": 1 * DAY}
-    assert store.joins.late_outcomes(horizon, now, windows) == [("late", "d1")]
-    assert store.joins.late_outcomes(horizon, now - 3, windows) == []  # only outcomes after ``after``, up to the horizon
+    [late] = store.joins.late_candidates(horizon, now, windows)  # with every decision in its window, joined or not
+    assert late.outcome == OutcomeFacts("late", "contract_renewal", 240.0, T0 + 2 * DAY, "")
+    assert late.decisions == [
+        ("d1", T0, "renewal", "email", EMAIL, None), ("d3", T0 + DAY, "do_nothing", "", "do_nothing", T0 + DAY + 60)]
+    assert late.joined == {"d1"}
+    assert store.joins.late_candidates(horizon, now - 3, windows) == []  # only outcomes after ``after``, up to the horizon
     later = store.joins.start_run(T0 + 41 * DAY, T0 + 10 * DAY, now).result()
     finished = JoinRun(later, T0 + 41 * DAY, T0 + 10 * DAY, now, 0, 0, 1, late_checked=now)
     store.joins.finish_run(finished, [("late", "d1"), ("late", "d1")]).result()

@@ -25,13 +25,14 @@ from store.records import (
     JoinDecision,
     JoinedExample,
     JoinRun,
+    LateCandidate,
     LateOutcome,
     LearningRow,
     LoggedExample,
     OutcomeFacts,
     ProvisionalExample,
 )
-from store.rows import EXAMPLE_COLUMNS, RUN_COLUMNS, example_rows, from_json, learning_rows, logged_examples
+from store.rows import EXAMPLE_COLUMNS, RUN_COLUMNS, example_rows, from_json, late_candidates, learning_rows, logged_examples
 
 DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%b::text[]) RETURNING decision_id"
 COPY_EXAMPLES = f"COPY joined_examples ({EXAMPLE_COLUMNS}) FROM STDIN (FORMAT BINARY)"
@@ -182,21 +183,29 @@ class PostgresJoinState:
     def late_checked(self) -> int:
         return int(self._engine.value("SELECT COALESCE(MAX(late_checked), 0) FROM join_runs"))
 
-    def late_outcomes(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateOutcome]:
+    def late_candidates(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateCandidate]:
         if not windows:
             return []
         cases = " ".join("WHEN %s THEN %s::double precision" for _ in windows)
-        query = (
-            "SELECT o.outcome_id, d.decision_id FROM outcomes o "
-            "JOIN decisions d ON d.customer_id = o.customer_id AND d.event_time < o.event_time "
-            f"AND d.event_time >= o.event_time - (CASE o.type {cases} ELSE 0 END) "
-            "JOIN joined_examples j ON j.decision_id = d.decision_id AND j.horizon < o.seq AND j.horizon < %s "
-            "WHERE o.seq > %s AND o.seq <= %s"
-        )
+        in_window = ("JOIN decisions d ON d.customer_id = o.customer_id AND d.event_time < o.event_time "
+                     f"AND d.event_time >= o.event_time - (CASE o.type {cases} ELSE 0 END)")  # fmt: skip
+        types = tuple(chain.from_iterable(windows.items()))
         # j.horizon < horizon follows from the rest, but said outright it lets PostgreSQL leave out,
         # before any join, the examples this run wrote (a first run's are all of them).
-        args = (*chain.from_iterable(windows.items()), horizon, after, horizon)
-        return [(o, d) for o, d in self._engine.rows(query, args)]
+        joined = [(o, d) for o, d in self._engine.rows(
+            f"SELECT o.outcome_id, d.decision_id FROM outcomes o {in_window} JOIN joined_examples j "
+            "ON j.decision_id = d.decision_id AND j.horizon < o.seq AND j.horizon < %s WHERE o.seq > %s AND o.seq <= %s",
+            (*types, horizon, after, horizon))]  # fmt: skip
+        if not joined:
+            return []
+        rows = self._engine.rows(
+            "SELECT o.outcome_id, o.type, o.value, o.event_time, o.decision_id, "
+            f"d.decision_id, d.event_time, d.offer, d.channel, d.action_id, a.event_time FROM outcomes o {in_window} "
+            "LEFT JOIN activations a ON a.decision_id = d.decision_id "
+            "WHERE o.outcome_id = ANY(%s) ORDER BY o.outcome_id, d.event_time, d.decision_id",
+            (*types, sorted({outcome_id for outcome_id, _ in joined})),
+        )
+        return late_candidates(joined, rows)
 
     def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:
         marked = [(outcome_id, decision_id, run.run) for outcome_id, decision_id in late]

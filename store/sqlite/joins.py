@@ -26,8 +26,17 @@ from itertools import chain, groupby
 from operator import itemgetter
 from typing import Any
 
-from store.records import ClosingCustomer, JoinDecision, JoinedExample, JoinRun, LateOutcome, OutcomeFacts, ProvisionalExample
-from store.rows import RUN_COLUMNS, example_rows, from_json, to_json
+from store.records import (
+    ClosingCustomer,
+    JoinDecision,
+    JoinedExample,
+    JoinRun,
+    LateCandidate,
+    LateOutcome,
+    OutcomeFacts,
+    ProvisionalExample,
+)
+from store.rows import RUN_COLUMNS, example_rows, from_json, late_candidates, to_json
 from store.sqlite.engine import Engine
 from store.sqlite.statements import marks
 
@@ -300,19 +309,28 @@ class SQLiteJoinState:
         with self._engine.reading(with_worker=True) as conn:
             return int(conn.execute("SELECT COALESCE(MAX(late_checked), 0) FROM join_runs").fetchone()[0])
 
-    def late_outcomes(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateOutcome]:
+    def late_candidates(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateCandidate]:
         if not windows:
             return []
         cases = " ".join("WHEN ? THEN ?" for _ in windows)
-        query = (
-            "SELECT o.outcome_id, d.decision_id FROM outcomes o "
-            "JOIN decisions d ON d.customer_id = o.customer_id AND d.event_time < o.event_time "
-            f"AND d.event_time >= o.event_time - (CASE o.type {cases} ELSE 0 END) "
-            "JOIN joined_examples j ON j.decision_id = d.decision_id AND j.horizon < o.seq "
-            "WHERE o.seq > ? AND o.seq <= ?"
-        )
+        in_window = ("JOIN decisions d ON d.customer_id = o.customer_id AND d.event_time < o.event_time "
+                     f"AND d.event_time >= o.event_time - (CASE o.type {cases} ELSE 0 END)")  # fmt: skip
+        types = tuple(chain.from_iterable(windows.items()))
         with self._engine.reading(with_worker=True) as conn:
-            return conn.execute(query, (*chain.from_iterable(windows.items()), after, horizon)).fetchall()
+            joined = conn.execute(
+                f"SELECT o.outcome_id, d.decision_id FROM outcomes o {in_window} "
+                "JOIN joined_examples j ON j.decision_id = d.decision_id AND j.horizon < o.seq WHERE o.seq > ? AND o.seq <= ?",
+                (*types, after, horizon),
+            ).fetchall()
+            if not joined:
+                return []
+            rows = conn.execute(
+                f"SELECT o.outcome_id, o.type, o.value, o.event_time, o.decision_id, {FACT_COLUMNS}, a.event_time "
+                f"FROM outcomes o {in_window} LEFT JOIN activations a ON a.decision_id = d.decision_id "
+                "WHERE o.outcome_id IN (SELECT value FROM json_each(?)) ORDER BY o.outcome_id, d.event_time, d.decision_id",
+                (*types, to_json(sorted({outcome_id for outcome_id, _ in joined}))),
+            ).fetchall()
+        return late_candidates(joined, rows)
 
     def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:
         marked = [(outcome_id, decision_id, run.run) for outcome_id, decision_id in late]
