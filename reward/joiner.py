@@ -234,7 +234,7 @@ class Joiner:
         before it arrived: credit that came too late."""
         late: list[LateOutcome] = []
         for outcome, decisions, joined in candidates:
-            facts = [DecisionFacts(d, t, o, ch, 0.0, at) for d, t, o, ch, _, at in decisions]
+            facts = [DecisionFacts(d, t, o, ch, 0.0, at) for d, t, o, ch, _, at in decisions]  # crediting reads no cost
             credited = self.rules.credit(facts, [outcome])
             late += [(outcome.outcome_id, decision_id) for decision_id in credited if decision_id in joined]
         return late
