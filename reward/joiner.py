@@ -91,6 +91,8 @@ class Joiner:
         self._staged_until = [-math.inf] * len(self.stages.ages)
         """Per stage, the cutoff up to which this joiner has written provisional examples: a run
         reads only the decisions past it (the store keeps each stage exactly once whatever it reads)."""
+        self._stage_keys: list[int] | None = None
+        """Per stage, its key in the store (by its age): registered at the first run that stages."""
 
     def _cost(self, action_id: str, offer: str, channel: str) -> float:
         """The action's cost now; an action dropped from the catalog costs what its parts cost."""
@@ -158,10 +160,13 @@ class Joiner:
             cutoff = watermark - age - self._lateness
             if cutoff <= self._staged_until[stage]:
                 continue
+            if self._stage_keys is None:
+                self._stage_keys = self.store.stage_keys(self.stages.ages)
+            key = self._stage_keys[stage]
             rows: list[ProvisionalExample] = []
-            with closing(self.store.staging(stage, self._staged_until[stage], cutoff, watermark, horizon)) as customers:
+            with closing(self.store.staging(key, self._staged_until[stage], cutoff, watermark, horizon)) as customers:
                 for customer in customers:
-                    batch = self._stage_customer(customer, stage, age, run)
+                    batch = self._stage_customer(customer, stage, key, age, run)
                     learned += sum(1 for row in batch if row[PROVISIONAL_STATUS] == "joined")
                     rows += batch
                     if len(rows) >= self.write_rows:
@@ -173,16 +178,16 @@ class Joiner:
             self._staged_until[stage] = cutoff
         return learned
 
-    def _stage_customer(self, customer: ClosingCustomer, stage: int, age: float, run: int) -> list[ProvisionalExample]:
-        """The provisional examples of one customer's decisions at ``stage``: what the types closed by
-        then credited each, less its cost, plus the open types' mean for its action."""
+    def _stage_customer(self, customer: ClosingCustomer, stage: int, key: int, age: float, run: int) -> list[ProvisionalExample]:
+        """The provisional examples of one customer's decisions at ``stage`` (``key`` in the store):
+        what the types closed by then credited each, less its cost, plus the open types' mean for its action."""
         closed, credits = self._credited(customer)
         means = self._means()
         rows: list[ProvisionalExample] = []
         for decision, (*_, action_id, _) in zip(closed, customer.closed, strict=True):
             decision_id, event_time = decision.decision_id, decision.event_time
             if not self.rules.shown(decision, event_time + age):
-                rows.append((decision_id, stage, customer.customer_id, event_time, run, "unactivated", 0.0))
+                rows.append((decision_id, key, customer.customer_id, event_time, run, "unactivated", 0.0))
                 continue
             credit = credits.get(decision_id)
             earned = 0.0
@@ -190,7 +195,7 @@ class Joiner:
                 self._bound(credit)
                 earned = self.stages.closed_value(credit.by_type, stage)
             reward = earned - decision.cost + means.mean(action_id, stage)
-            rows.append((decision_id, stage, customer.customer_id, event_time, run, "joined", reward))
+            rows.append((decision_id, key, customer.customer_id, event_time, run, "joined", reward))
         return rows
 
     def _means(self) -> OpenMeans:

@@ -139,7 +139,8 @@ class JoinState(Protocol):
         self, stage: int, since: float, cutoff: float, watermark: float, horizon: int
     ) -> Generator[ClosingCustomer, None, None]:
         """As ``closing``, for a provisional stage: the customers whose queued decisions with since <
-        event time <= cutoff have no provisional example of ``stage`` yet, those decisions closing."""
+        event time <= cutoff have no provisional example yet of ``stage`` (a key from ``stage_keys``)
+        or of a stage with a longer age, those decisions closing."""
         ...
 
     def start_run(self, watermark: float, cutoff: float, horizon: int) -> Future[int]:
@@ -151,6 +152,12 @@ class JoinState(Protocol):
         """Write joined examples and take their decisions out of the join queue, in one write. Only
         decisions still in the queue get an example (one forgotten meanwhile is not brought back,
         one joined by an earlier write is not joined twice): exactly once, whatever is killed when."""
+        ...
+
+    def stage_keys(self, ages: Sequence[float]) -> list[int]:
+        """Each provisional stage's key in the store, by its age in seconds: an age registered before
+        keeps its key, a new one gets the next free key. Under changed windows (a shorter one added,
+        one removed) every stage written before keeps its key and age, so none is written twice."""
         ...
 
     def write_provisional(self, examples: Sequence[ProvisionalExample]) -> Future[None]:

@@ -162,6 +162,14 @@ def late_candidates(joined: Iterable[tuple[str, str]], rows: Iterable[Sequence[A
 # -- snapshots and the registry -----------------------------------------------------------------------
 
 
+def new_stage_keys(registered: Iterable[tuple[float, int]], ages: Iterable[float]) -> list[tuple[int, float]]:
+    """(key, age) of each age not registered yet, shortest first, numbered on from the largest key
+    registered: a store's first stages get 0, 1, ... in the order of their ages."""
+    known = dict(registered)
+    first = max(known.values(), default=-1) + 1
+    return list(enumerate(sorted(set(ages) - set(known)), start=first))
+
+
 def snapshot_row(snapshot: ModelSnapshot) -> tuple[Any, ...]:
     """A row of MODEL_COLUMNS."""
     learned = None if snapshot.learned is None else to_json(snapshot.learned)

@@ -237,7 +237,7 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     assert names[0] == "m001_decision_log" and names[-1] == "m014_worker_file"
     with closing(sqlite3.connect(worker_file(str(tmp_path / "brein.db")))) as conn:
         worker = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.worker' ORDER BY id").fetchall()
-    assert worker == [("m001_worker_tables",), ("m002_provisional_examples",)]
+    assert worker == [("m001_worker_tables",), ("m002_provisional_examples",), ("m003_provisional_stages",)]
 
 
 def test_a_decision_commits_while_the_worker_holds_its_own_files_write_lock(store: SQLiteStore) -> None:

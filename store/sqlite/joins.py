@@ -36,7 +36,7 @@ from store.records import (
     OutcomeFacts,
     ProvisionalExample,
 )
-from store.rows import RUN_COLUMNS, example_rows, from_json, late_candidates, to_json
+from store.rows import RUN_COLUMNS, example_rows, from_json, late_candidates, new_stage_keys, to_json
 from store.sqlite.engine import Engine
 from store.sqlite.statements import marks
 
@@ -70,8 +70,11 @@ CLOSED = (
 CLOSING = CLOSED.format(closes="q.event_time <= :cutoff")
 STAGING = CLOSED.format(
     closes="q.event_time > :since AND q.event_time <= :cutoff AND NOT EXISTS "
-    "(SELECT 1 FROM provisional_examples p WHERE p.decision_id = q.decision_id AND p.stage = :stage)"
+    "(SELECT 1 FROM provisional_examples p JOIN provisional_stages s ON s.stage = p.stage WHERE p.decision_id = q.decision_id "
+    "AND s.age >= (SELECT age FROM provisional_stages WHERE stage = :stage))"
 )
+"""CLOSING for a provisional stage: the queued decisions in (since, cutoff] without an example of that
+stage's age or a later one (one staged later under other windows is not staged again earlier)."""
 RECENT_CREDIT = ("SELECT d.action_id, j.credit FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
                  "WHERE j.status = 'joined' ORDER BY j.run DESC, j.event_time DESC, j.decision_id DESC LIMIT ?")
 
@@ -289,6 +292,16 @@ class SQLiteJoinState:
                 conn.execute(f"PRAGMA cache_size = {int(cache_size)}")  # the store's own setting again
 
         return self._worker.submit(write)
+
+    def stage_keys(self, ages: Sequence[float]) -> list[int]:
+        def write(conn: sqlite3.Connection) -> dict[float, int]:
+            registered = conn.execute("SELECT age, stage FROM provisional_stages").fetchall()
+            added = new_stage_keys(registered, ages)
+            conn.executemany("INSERT INTO provisional_stages (stage, age) VALUES (?, ?)", added)
+            return dict(registered) | {age: key for key, age in added}
+
+        keys = self._worker.submit(write).result()
+        return [keys[age] for age in ages]
 
     def write_provisional(self, examples: Sequence[ProvisionalExample]) -> Future[None]:
         rows = sorted(examples)
