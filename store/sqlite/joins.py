@@ -57,10 +57,13 @@ commit waits for, so it stays short (a range of the intake's key: a few pages)."
 TRIM_EVERY_SECONDS = 0.1
 """At most one trim write this often."""
 QUEUED = ("SELECT (SELECT COUNT(*) FROM join_queue WHERE event_time <= ?1) + (SELECT COUNT(*) FROM join_intake i "
-          "WHERE i.event_time <= ?1 "
+          "WHERE i.seq > ?2 AND i.event_time <= ?1 "
           "AND NOT EXISTS (SELECT 1 FROM join_queue q WHERE (q.event_time, q.decision_id) = (i.event_time, i.decision_id)) "
           "AND NOT EXISTS (SELECT 1 FROM joined_examples j WHERE j.decision_id = i.decision_id))")  # fmt: skip
-"""Decisions queued (event time <= ?1): in the join queue, or in the intake and neither in the queue nor joined."""
+"""Decisions queued (event time <= ?1): in the join queue, or in the intake past ?2 (what this process
+has taken: each of those is in the queue or joined) and neither in the queue nor joined. Only the
+intake's rows past ?2 are looked up: a backlog's intake, trimmed a little at a time, holds a million
+rows for minutes, and looking each up made every count a second long."""
 
 CLOSED = (
     # The queue's key is the decision's (id, event time): read from the queue, it names a gone one too.
@@ -136,6 +139,8 @@ class SQLiteJoinState:
             return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outcomes").fetchone()[0])
 
     def closed_count(self, cutoff: float) -> int:
+        """The intake is taken first, so that a joiner with nothing to do counts only the queue."""
+        self._take_intake()
         return self._queued(cutoff)
 
     def _queued(self, cutoff: float) -> int:
@@ -146,7 +151,7 @@ class SQLiteJoinState:
             conn.execute("BEGIN")
             try:
                 conn.execute("SELECT MAX(seq) FROM join_intake").fetchone()
-                return int(conn.execute(QUEUED, (cutoff,)).fetchone()[0])
+                return int(conn.execute(QUEUED, (cutoff, self._taken)).fetchone()[0])
             finally:
                 conn.execute("COMMIT")
 
