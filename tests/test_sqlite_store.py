@@ -252,6 +252,15 @@ def test_a_decision_commits_while_the_worker_holds_its_own_files_write_lock(stor
     assert store.joins.pending_count() == 1
 
 
+def test_a_count_holds_the_intake_taken_and_the_decisions_logged_since(store: SQLiteStore) -> None:
+    """A count takes the intake into the queue first and looks up only the intake logged since."""
+    store.decisions.submit_decisions([_decision("d1", "c1", 1.0), _decision("d2", "c2", 2.0)]).result()
+    assert store.joins.closed_count(1.5) == 1 and sqlite_count(store, "join_queue") == 2
+    store.decisions.submit_decisions([_decision("d3", "c3", 3.0)]).result()
+    assert sqlite_count(store, "join_queue") == 2 and store.joins.pending_count() == 3
+    assert store.joins.closed_count(3.0) == 3 and sqlite_count(store, "join_queue") == 3
+
+
 def test_a_queued_decision_that_the_log_no_longer_has_leaves_the_queue_unjoined(store: SQLiteStore) -> None:
     """A joiner that read the intake before Forget deleted a decision takes it into the queue after
     Forget's writes: the read of closed decisions finds it gone and drops it, with no example."""
