@@ -150,6 +150,8 @@ def test_a_decision_is_learned_provisionally_at_each_shorter_window_then_whole(c
     assert restarted.run(until=T0 + 55 * DAY + 1).provisional == 1
     assert provisional()[-1] == ("b", 1, "joined", round(-0.05 + 240.0, 9))
     assert len(provisional()) == 4
+    progress = [s.staged_until for s in store.joins.stages([7 * DAY, 14 * DAY])]  # where the next joiner starts
+    assert progress == [T0 + 55 * DAY + 1 - 8 * DAY, T0 + 55 * DAY + 1 - 15 * DAY]
     off = config.model_copy(update={"joiner": config.joiner.model_copy(update={"provisional": False})})
     store.decisions.submit_decisions([decision("c", "c3", T0 + 60 * DAY)]).result()
     assert Joiner(off, store.joins).run(until=T0 + 75 * DAY).provisional == 0 and len(provisional()) == 4

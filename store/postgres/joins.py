@@ -31,6 +31,7 @@ from store.records import (
     LoggedExample,
     OutcomeFacts,
     ProvisionalExample,
+    StoredStage,
 )
 from store.rows import (
     EXAMPLE_COLUMNS,
@@ -41,6 +42,7 @@ from store.rows import (
     learning_rows,
     logged_examples,
     new_stage_keys,
+    stored_stages,
 )
 
 DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%b::text[]) RETURNING decision_id"
@@ -180,24 +182,25 @@ class PostgresJoinState:
 
         return self._engine.submit(write)
 
-    def stage_keys(self, ages: Sequence[float]) -> list[int]:
-        def write(conn: Connection) -> dict[float, int]:
+    def stages(self, ages: Sequence[float]) -> list[StoredStage]:
+        def write(conn: Connection) -> list[StoredStage]:
             # Two joiners registering at once (a standby's start beside `brein join`) number in turn.
             conn.execute("LOCK TABLE provisional_stages IN SHARE ROW EXCLUSIVE MODE")
-            registered = [(age, stage) for age, stage in conn.execute("SELECT age, stage FROM provisional_stages")]
-            added = new_stage_keys(registered, ages)
+            added = new_stage_keys(conn.execute("SELECT age, stage FROM provisional_stages"), ages)
             if added:
                 conn.cursor().executemany("INSERT INTO provisional_stages (stage, age) VALUES (%s, %s)", added)
-            return dict(registered) | {age: key for key, age in added}
+            return stored_stages(conn.execute("SELECT age, stage, staged_until FROM provisional_stages"), ages)
 
-        keys = self._engine.submit(write).result()
-        return [keys[age] for age in ages]
+        return self._engine.submit(write).result()
 
-    def write_provisional(self, examples: Sequence[ProvisionalExample]) -> Future[None]:
+    def write_provisional(self, examples: Sequence[ProvisionalExample], staged: tuple[int, float] | None = None) -> Future[None]:
         columns = [list(column) for column in zip(*sorted(examples), strict=True)] if examples else [[]] * 7
 
         def write(conn: Connection) -> None:
             conn.execute(INSERT_PROVISIONAL, columns)
+            if staged is not None:
+                conn.execute("UPDATE provisional_stages SET staged_until = GREATEST(staged_until, %s) WHERE stage = %s",
+                             (staged[1], staged[0]))  # fmt: skip
 
         return self._engine.submit(write)
 

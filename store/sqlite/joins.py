@@ -35,8 +35,9 @@ from store.records import (
     LateOutcome,
     OutcomeFacts,
     ProvisionalExample,
+    StoredStage,
 )
-from store.rows import RUN_COLUMNS, example_rows, from_json, late_candidates, new_stage_keys, to_json
+from store.rows import RUN_COLUMNS, example_rows, from_json, late_candidates, new_stage_keys, stored_stages, to_json
 from store.sqlite.engine import Engine
 from store.sqlite.statements import marks
 
@@ -298,23 +299,23 @@ class SQLiteJoinState:
 
         return self._worker.submit(write)
 
-    def stage_keys(self, ages: Sequence[float]) -> list[int]:
-        def write(conn: sqlite3.Connection) -> dict[float, int]:
-            registered = conn.execute("SELECT age, stage FROM provisional_stages").fetchall()
-            added = new_stage_keys(registered, ages)
-            conn.executemany("INSERT INTO provisional_stages (stage, age) VALUES (?, ?)", added)
-            return dict(registered) | {age: key for key, age in added}
+    def stages(self, ages: Sequence[float]) -> list[StoredStage]:
+        def write(conn: sqlite3.Connection) -> list[StoredStage]:
+            conn.executemany("INSERT INTO provisional_stages (stage, age) VALUES (?, ?)",
+                             new_stage_keys(conn.execute("SELECT age, stage FROM provisional_stages"), ages))  # fmt: skip
+            return stored_stages(conn.execute("SELECT age, stage, staged_until FROM provisional_stages"), ages)
 
-        keys = self._worker.submit(write).result()
-        return [keys[age] for age in ages]
+        return self._worker.submit(write).result()
 
-    def write_provisional(self, examples: Sequence[ProvisionalExample]) -> Future[None]:
+    def write_provisional(self, examples: Sequence[ProvisionalExample], staged: tuple[int, float] | None = None) -> Future[None]:
         rows = sorted(examples)
 
         def write(conn: sqlite3.Connection) -> None:
             for start in range(0, len(rows), ROWS_PER_STATEMENT):
                 part = rows[start : start + ROWS_PER_STATEMENT]
                 conn.execute(_insert_provisional_sql(len(part)), tuple(chain.from_iterable(part)))
+            if staged is not None:
+                conn.execute("UPDATE provisional_stages SET staged_until = MAX(COALESCE(staged_until, ?2), ?2) WHERE stage = ?1", staged)
 
         return self._worker.submit(write)
 

@@ -96,9 +96,10 @@ def m002_provisional_examples(db: Database) -> None:
 
 @worker_migrations()
 def m003_provisional_stages(db: Database) -> None:
-    """Each provisional stage's key by its age (``JoinState.stage_keys``). A file staged before has
-    keys 0, 1, ... for its config's ages in order; its first joiner registers them so."""
-    db.execute("CREATE TABLE IF NOT EXISTS provisional_stages (stage INTEGER PRIMARY KEY, age REAL NOT NULL UNIQUE)")
+    """Each provisional stage's key by its age, and how far it is staged (``JoinState.stages``). A file
+    staged before has keys 0, 1, ... for its config's ages in order; its first joiner registers them so."""
+    db.execute("CREATE TABLE IF NOT EXISTS provisional_stages (stage INTEGER PRIMARY KEY, age REAL NOT NULL UNIQUE, "
+               "staged_until REAL)")  # fmt: skip
 
 
 def claim(worker: Database, store_id: str, worker_path: str) -> None:
