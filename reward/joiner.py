@@ -29,7 +29,16 @@ from bandit.config import BreinConfig
 from reward.credit import Credit, CreditRules, DecisionFacts
 from reward.provisional import OpenMeans, Stages
 from store.ports import JoinState
-from store.records import DAY, ClosingCustomer, JoinedExample, JoinRun, LateCandidate, LateOutcome, ProvisionalExample
+from store.records import (
+    DAY,
+    ClosingCustomer,
+    JoinedExample,
+    JoinRun,
+    LateCandidate,
+    LateOutcome,
+    ProvisionalExample,
+    StoredStage,
+)
 
 PROGRESS_EVERY = 5000
 """Decisions between two calls of a run's progress callback (called first after the first customer)."""
@@ -88,9 +97,10 @@ class Joiner:
         self._lateness = config.joiner.allowed_lateness_days * DAY
         self._open_means: OpenMeans | None = None
         """Read from the store at the first run that has stages to write."""
-        self._staged_until = [-math.inf] * len(self.stages.ages)
-        """Per stage, the cutoff up to which this joiner has written provisional examples: a run
-        reads only the decisions past it (the store keeps each stage exactly once whatever it reads)."""
+        self._stored: list[StoredStage] | None = None
+        """Per stage, its key in the store (by its age) and the cutoff up to which its provisional
+        examples are written: a run reads only the decisions past it (the store keeps each stage
+        exactly once whatever it reads). Read from the store when first needed, then kept here."""
 
     def _cost(self, action_id: str, offer: str, channel: str) -> float:
         """The action's cost now; an action dropped from the catalog costs what its parts cost."""
@@ -141,9 +151,14 @@ class Joiner:
         return JoinReport(run, watermark, cutoff, done - unactivated, unactivated, late_count, store.pending_count(),
                           time.perf_counter() - started, clamped, provisional)  # fmt: skip
 
+    def _stages(self) -> list[StoredStage]:
+        if self._stored is None:
+            self._stored = self.store.stages(self.stages.ages) if self.stages.ages else []
+        return self._stored
+
     def _staging_due(self, watermark: float) -> bool:
-        """Whether a stage has queued decisions that passed its age since this joiner last wrote it."""
-        for age, done in zip(self.stages.ages, self._staged_until, strict=True):
+        """Whether a stage has queued decisions that passed its age since it was last written."""
+        for age, (_, done) in zip(self.stages.ages, self._stages(), strict=True):
             cutoff = watermark - age - self._lateness
             if cutoff > done and self.store.closed_count(cutoff) > self.store.closed_count(done):
                 return True
@@ -154,35 +169,37 @@ class Joiner:
         by ``watermark``; how many are to be learned from."""
         learned = 0
         writing: deque[Future[None]] = deque()
+        stored = self._stages()
         for stage, age in enumerate(self.stages.ages):
+            key, done = stored[stage]
             cutoff = watermark - age - self._lateness
-            if cutoff <= self._staged_until[stage]:
+            if cutoff <= done:
                 continue
             rows: list[ProvisionalExample] = []
-            with closing(self.store.staging(stage, self._staged_until[stage], cutoff, watermark, horizon)) as customers:
+            with closing(self.store.staging(key, done, cutoff, watermark, horizon)) as customers:
                 for customer in customers:
-                    batch = self._stage_customer(customer, stage, age, run)
+                    batch = self._stage_customer(customer, stage, key, age, run)
                     learned += sum(1 for row in batch if row[PROVISIONAL_STATUS] == "joined")
                     rows += batch
                     if len(rows) >= self.write_rows:
                         self._write(writing, self.store.write_provisional, rows)
                         rows = []
-            self._write(writing, self.store.write_provisional, rows)
+            writing.append(self.store.write_provisional(rows, staged=(key, cutoff)))  # its progress, with the last rows
             while writing:
                 writing.popleft().result()
-            self._staged_until[stage] = cutoff
+            stored[stage] = StoredStage(key, cutoff)
         return learned
 
-    def _stage_customer(self, customer: ClosingCustomer, stage: int, age: float, run: int) -> list[ProvisionalExample]:
-        """The provisional examples of one customer's decisions at ``stage``: what the types closed by
-        then credited each, less its cost, plus the open types' mean for its action."""
+    def _stage_customer(self, customer: ClosingCustomer, stage: int, key: int, age: float, run: int) -> list[ProvisionalExample]:
+        """The provisional examples of one customer's decisions at ``stage`` (``key`` in the store):
+        what the types closed by then credited each, less its cost, plus the open types' mean for its action."""
         closed, credits = self._credited(customer)
         means = self._means()
         rows: list[ProvisionalExample] = []
         for decision, (*_, action_id, _) in zip(closed, customer.closed, strict=True):
             decision_id, event_time = decision.decision_id, decision.event_time
             if not self.rules.shown(decision, event_time + age):
-                rows.append((decision_id, stage, customer.customer_id, event_time, run, "unactivated", 0.0))
+                rows.append((decision_id, key, customer.customer_id, event_time, run, "unactivated", 0.0))
                 continue
             credit = credits.get(decision_id)
             earned = 0.0
@@ -190,7 +207,7 @@ class Joiner:
                 self._bound(credit)
                 earned = self.stages.closed_value(credit.by_type, stage)
             reward = earned - decision.cost + means.mean(action_id, stage)
-            rows.append((decision_id, stage, customer.customer_id, event_time, run, "joined", reward))
+            rows.append((decision_id, key, customer.customer_id, event_time, run, "joined", reward))
         return rows
 
     def _means(self) -> OpenMeans:

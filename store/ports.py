@@ -43,6 +43,7 @@ from store.records import (
     PolicyEntry,
     PolicyEvent,
     ProvisionalExample,
+    StoredStage,
     SharedFeatures,
     State,
 )
@@ -139,7 +140,8 @@ class JoinState(Protocol):
         self, stage: int, since: float, cutoff: float, watermark: float, horizon: int
     ) -> Generator[ClosingCustomer, None, None]:
         """As ``closing``, for a provisional stage: the customers whose queued decisions with since <
-        event time <= cutoff have no provisional example of ``stage`` yet, those decisions closing."""
+        event time <= cutoff have no provisional example yet of ``stage`` (a key from ``stages``)
+        or of a stage with a longer age, those decisions closing."""
         ...
 
     def start_run(self, watermark: float, cutoff: float, horizon: int) -> Future[int]:
@@ -153,9 +155,17 @@ class JoinState(Protocol):
         one joined by an earlier write is not joined twice): exactly once, whatever is killed when."""
         ...
 
-    def write_provisional(self, examples: Sequence[ProvisionalExample]) -> Future[None]:
+    def stages(self, ages: Sequence[float]) -> list[StoredStage]:
+        """Each provisional stage in the store, by its age in seconds: an age registered before keeps
+        its key and progress, a new one gets the next free key. Under changed windows (a shorter one
+        added, one removed) every stage written before keeps its key and age, so none is written twice;
+        a restarted joiner stages from where the last one got to, not from the queue's start."""
+        ...
+
+    def write_provisional(self, examples: Sequence[ProvisionalExample], staged: tuple[int, float] | None = None) -> Future[None]:
         """Write provisional examples of decisions still in the join queue, in one write; a decision's
-        stage written before is kept as it was: exactly once."""
+        stage written before is kept as it was: exactly once. ``staged``: (key, cutoff), recorded in
+        the same write: that stage's examples are written up to cutoff (its progress never goes back)."""
         ...
 
     def recent_credit(self, limit: int) -> list[tuple[str, dict[str, float]]]:

@@ -210,7 +210,7 @@ outcome horizon of the run: outcomes with a larger seq were not seen). A plain t
 million, and as NamedTuples (made by a Python-level constructor) they cost a run 5% more instructions."""
 ProvisionalExample = tuple[str, int, str, float, int, JoinStatus, float]
 """A decision's example at the close of one of its shorter windows (reward/provisional.py): (decision
-id, stage, customer id, event time, run, status, reward). Learned from, never evaluated; in the
+id, stage key (``JoinState.stages``), customer id, event time, run, status, reward). Learned from, never evaluated; in the
 learning order its position's third part is ``<decision id>#<stage>``."""
 
 
@@ -232,6 +232,14 @@ class JoinRun:
 
 LateOutcome = tuple[str, str]
 """(outcome id, decision id): an outcome credited to a decision that was joined before it arrived."""
+
+
+class StoredStage(NamedTuple):
+    """A provisional stage as the store keeps it: its key, and the cutoff up to which its examples
+    have been written (-inf before any)."""
+
+    key: int
+    staged_until: float
 
 
 class LateCandidate(NamedTuple):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
@@ -30,6 +31,7 @@ from store.records import (
     OutcomeFacts,
     OutcomeRecord,
     PolicyEntry,
+    StoredStage,
 )
 
 DECISION_COLUMNS = (
@@ -160,6 +162,20 @@ def late_candidates(joined: Iterable[tuple[str, str]], rows: Iterable[Sequence[A
 
 
 # -- snapshots and the registry -----------------------------------------------------------------------
+
+
+def new_stage_keys(registered: Iterable[tuple[float, int]], ages: Iterable[float]) -> list[tuple[int, float]]:
+    """(key, age) of each age not registered yet, shortest first, numbered on from the largest key
+    registered: a store's first stages get 0, 1, ... in the order of their ages."""
+    known = dict(registered)
+    first = max(known.values(), default=-1) + 1
+    return list(enumerate(sorted(set(ages) - set(known)), start=first))
+
+
+def stored_stages(rows: Iterable[Sequence[Any]], ages: Sequence[float]) -> list[StoredStage]:
+    """Each of ``ages``' stage from the registry's (age, key, staged until or NULL) rows."""
+    by_age = {age: StoredStage(key, -math.inf if until is None else until) for age, key, until in rows}
+    return [by_age[age] for age in ages]
 
 
 def snapshot_row(snapshot: ModelSnapshot) -> tuple[Any, ...]:

@@ -150,9 +150,29 @@ def test_a_decision_is_learned_provisionally_at_each_shorter_window_then_whole(c
     assert restarted.run(until=T0 + 55 * DAY + 1).provisional == 1
     assert provisional()[-1] == ("b", 1, "joined", round(-0.05 + 240.0, 9))
     assert len(provisional()) == 4
+    progress = [s.staged_until for s in store.joins.stages([7 * DAY, 14 * DAY])]  # where the next joiner starts
+    assert progress == [T0 + 55 * DAY + 1 - 8 * DAY, T0 + 55 * DAY + 1 - 15 * DAY]
     off = config.model_copy(update={"joiner": config.joiner.model_copy(update={"provisional": False})})
     store.decisions.submit_decisions([decision("c", "c3", T0 + 60 * DAY)]).result()
     assert Joiner(off, store.joins).run(until=T0 + 75 * DAY).provisional == 0 and len(provisional()) == 4
+
+
+def test_changed_windows_stage_no_decision_twice_at_one_age(config: BreinConfig, store: Store) -> None:
+    # Stages at 7 and 14 days; then complaints get a 3-day window (stages at 3, 7 and 14 days). A
+    # decision staged at 7 and 14 days is not staged again (by number, its 14-day stage was the
+    # third now); one that comes after is staged at all three.
+    store.decisions.submit_decisions([decision("a", "c1", T0), decision("b", "c2", T0 + 16 * DAY)]).result()
+    for decision_id, at in (("a", T0), ("b", T0 + 16 * DAY)):
+        store.decisions.submit_activation(ActivationRecord(decision_id, at)).result()
+    assert Joiner(config, store.joins).run(until=T0 + 15 * DAY + 1).provisional == 2
+    outcomes = dict(config.outcomes)
+    outcomes["complaint"] = outcomes["complaint"].model_copy(update={"window_days": 3.0})
+    changed = Joiner(config.model_copy(update={"outcomes": outcomes}), store.joins)
+    assert changed.run(until=T0 + 16 * DAY + 1).provisional == 0
+    assert changed.run(until=T0 + 31 * DAY + 1).provisional == 3
+    rows = sqlite_rows(store, "SELECT p.decision_id, s.age / 86400 FROM provisional_examples p "
+                              "JOIN provisional_stages s ON s.stage = p.stage ORDER BY 1, 2")  # fmt: skip
+    assert rows == [("a", 7.0), ("a", 14.0), ("b", 3.0), ("b", 7.0), ("b", 14.0)]
 
 
 def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: Store) -> None:

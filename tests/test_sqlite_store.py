@@ -237,7 +237,7 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     assert names[0] == "m001_decision_log" and names[-1] == "m014_worker_file"
     with closing(sqlite3.connect(worker_file(str(tmp_path / "brein.db")))) as conn:
         worker = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.worker' ORDER BY id").fetchall()
-    assert worker == [("m001_worker_tables",), ("m002_provisional_examples",)]
+    assert worker == [("m001_worker_tables",), ("m002_provisional_examples",), ("m003_provisional_stages",)]
 
 
 def test_a_decision_commits_while_the_worker_holds_its_own_files_write_lock(store: SQLiteStore) -> None:
@@ -250,6 +250,15 @@ def test_a_decision_commits_while_the_worker_holds_its_own_files_write_lock(stor
         store.decisions.submit_decisions([_decision("d1", "c1", 1.0)]).result(timeout=2)
         worker.execute("ROLLBACK")
     assert store.joins.pending_count() == 1
+
+
+def test_a_count_holds_the_intake_taken_and_the_decisions_logged_since(store: SQLiteStore) -> None:
+    """A count takes the intake into the queue first and looks up only the intake logged since."""
+    store.decisions.submit_decisions([_decision("d1", "c1", 1.0), _decision("d2", "c2", 2.0)]).result()
+    assert store.joins.closed_count(1.5) == 1 and sqlite_count(store, "join_queue") == 2
+    store.decisions.submit_decisions([_decision("d3", "c3", 3.0)]).result()
+    assert sqlite_count(store, "join_queue") == 2 and store.joins.pending_count() == 3
+    assert store.joins.closed_count(3.0) == 3 and sqlite_count(store, "join_queue") == 3
 
 
 def test_a_queued_decision_that_the_log_no_longer_has_leaves_the_queue_unjoined(store: SQLiteStore) -> None:

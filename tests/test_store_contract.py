@@ -36,6 +36,7 @@ from store.records import (
     OutcomeRecord,
     PolicyEntry,
     PolicyEvent,
+    StoredStage,
     decision_id_for,
 )
 from tests.conftest import T0
@@ -375,6 +376,7 @@ def test_joined_examples_read_in_learning_order_from_a_cursor(store: Store) -> N
 
 def test_provisional_examples_are_staged_exactly_once_and_learned_in_order_with_the_joined(store: Store) -> None:
     log(store, decision("a", "c1", T0), decision("b", "c2", T0 + 10), decision("c", "c3", T0 + 20), decision("z", "c1", T0 + 500))
+    assert [s.key for s in store.joins.stages([7 * DAY, 14 * DAY])] == [0, 1]
     staged = [c.customer_id for c in store.joins.staging(0, -float("inf"), T0 + 10, T0 + 1000, 0)]
     assert staged == ["c1", "c2"] and [c.customer_id for c in store.joins.staging(0, T0, T0 + 10, T0 + 1000, 0)] == ["c2"]
     first = next(store.joins.staging(0, -float("inf"), T0 + 10, T0 + 1000, 0))
@@ -394,6 +396,25 @@ def test_provisional_examples_are_staged_exactly_once_and_learned_in_order_with_
     assert store.joins.recent_credit(10) == [(EMAIL, {"contract_renewal": 1.0})]
     store.privacy.forget("c1", actor="test", at=T0).result()
     assert store.examples.learning(START, 10) == learned[2:]
+
+
+def test_a_stage_keeps_its_key_by_age_and_no_decision_is_staged_at_an_age_it_has_passed(store: Store) -> None:
+    # Windows changed between two joiners: a shorter window added, one taken away. The ages seen
+    # before keep their keys and progress; a decision staged at 14 days is not staged at 3 or 7 days afterwards.
+    never = -float("inf")
+    assert store.joins.stages([7 * DAY, 14 * DAY]) == [StoredStage(0, never), StoredStage(1, never)]
+    store.joins.write_provisional([], staged=(1, T0 + 5)).result()
+    store.joins.write_provisional([], staged=(1, T0 + 4)).result()  # progress never goes back
+    assert store.joins.stages([3 * DAY, 14 * DAY]) == [StoredStage(2, never), StoredStage(1, T0 + 5)]
+    assert [s.key for s in store.joins.stages([14 * DAY, 3 * DAY, 7 * DAY])] == [1, 2, 0]
+    log(store, decision("a", "c1", T0), decision("b", "c2", T0 + 10))
+
+    def staged() -> dict[int, list[str]]:
+        return {key: [c.customer_id for c in store.joins.staging(key, -float("inf"), T0 + 10, T0 + 1000, 0)] for key in (0, 1, 2)}
+
+    assert staged() == {0: ["c1", "c2"], 1: ["c1", "c2"], 2: ["c1", "c2"]}
+    store.joins.write_provisional([("a", 1, "c1", T0, 1, "joined", 5.0), ("b", 2, "c2", T0 + 10, 1, "joined", 5.0)]).result()
+    assert staged() == {0: ["c2"], 1: ["c2"], 2: []}
 
 
 # -- model snapshots ---------------------------------------------------------------------------------

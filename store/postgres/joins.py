@@ -31,8 +31,19 @@ from store.records import (
     LoggedExample,
     OutcomeFacts,
     ProvisionalExample,
+    StoredStage,
 )
-from store.rows import EXAMPLE_COLUMNS, RUN_COLUMNS, example_rows, from_json, late_candidates, learning_rows, logged_examples
+from store.rows import (
+    EXAMPLE_COLUMNS,
+    RUN_COLUMNS,
+    example_rows,
+    from_json,
+    late_candidates,
+    learning_rows,
+    logged_examples,
+    new_stage_keys,
+    stored_stages,
+)
 
 DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%b::text[]) RETURNING decision_id"
 COPY_EXAMPLES = f"COPY joined_examples ({EXAMPLE_COLUMNS}) FROM STDIN (FORMAT BINARY)"
@@ -73,9 +84,11 @@ WHOLE_RUN = ("SET LOCAL cursor_tuple_fraction = 1", "SET LOCAL work_mem = '256MB
 index: a random heap read a decision); CLOSING's rows are all read, and sorted in memory."""
 STAGING = CLOSED.format(
     closes="q.event_time > %(since)s AND q.event_time <= %(cutoff)s AND NOT EXISTS "
-    "(SELECT 1 FROM provisional_examples p WHERE p.decision_id = q.decision_id AND p.stage = %(stage)s)"
+    "(SELECT 1 FROM provisional_examples p JOIN provisional_stages s ON s.stage = p.stage WHERE p.decision_id = q.decision_id "
+    "AND s.age >= (SELECT age FROM provisional_stages WHERE stage = %(stage)s))"
 )
-"""CLOSING for a provisional stage: the queued decisions in (since, cutoff] without that stage's example."""
+"""CLOSING for a provisional stage: the queued decisions in (since, cutoff] without an example of that
+stage's age or a later one (one staged later under other windows is not staged again earlier)."""
 CLOSING_PER_FETCH = 20_000
 POSITION = "(decision_id || '#' || stage) COLLATE \"C\""
 LEARNING = (
@@ -169,11 +182,25 @@ class PostgresJoinState:
 
         return self._engine.submit(write)
 
-    def write_provisional(self, examples: Sequence[ProvisionalExample]) -> Future[None]:
+    def stages(self, ages: Sequence[float]) -> list[StoredStage]:
+        def write(conn: Connection) -> list[StoredStage]:
+            # Two joiners registering at once (a standby's start beside `brein join`) number in turn.
+            conn.execute("LOCK TABLE provisional_stages IN SHARE ROW EXCLUSIVE MODE")
+            added = new_stage_keys(conn.execute("SELECT age, stage FROM provisional_stages"), ages)
+            if added:
+                conn.cursor().executemany("INSERT INTO provisional_stages (stage, age) VALUES (%s, %s)", added)
+            return stored_stages(conn.execute("SELECT age, stage, staged_until FROM provisional_stages"), ages)
+
+        return self._engine.submit(write).result()
+
+    def write_provisional(self, examples: Sequence[ProvisionalExample], staged: tuple[int, float] | None = None) -> Future[None]:
         columns = [list(column) for column in zip(*sorted(examples), strict=True)] if examples else [[]] * 7
 
         def write(conn: Connection) -> None:
             conn.execute(INSERT_PROVISIONAL, columns)
+            if staged is not None:
+                conn.execute("UPDATE provisional_stages SET staged_until = GREATEST(staged_until, %s) WHERE stage = %s",
+                             (staged[1], staged[0]))  # fmt: skip
 
         return self._engine.submit(write)
 

@@ -184,6 +184,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         )""",
         "CREATE INDEX provisional_examples_order ON provisional_examples (run, event_time)",
     ]),
+    # Each provisional stage's key by its age, and how far it is staged (JoinState.stages); a store
+    # staged before has keys 0, 1, ... for its config's ages in order, and its first joiner registers them so.
+    ("m004_provisional_stages", [
+        "CREATE TABLE provisional_stages (stage integer PRIMARY KEY, age double precision NOT NULL UNIQUE, "
+        "staged_until double precision)",
+    ]),
 ]  # fmt: skip
 
 

@@ -35,8 +35,9 @@ from store.records import (
     LateOutcome,
     OutcomeFacts,
     ProvisionalExample,
+    StoredStage,
 )
-from store.rows import RUN_COLUMNS, example_rows, from_json, late_candidates, to_json
+from store.rows import RUN_COLUMNS, example_rows, from_json, late_candidates, new_stage_keys, stored_stages, to_json
 from store.sqlite.engine import Engine
 from store.sqlite.statements import marks
 
@@ -57,10 +58,13 @@ commit waits for, so it stays short (a range of the intake's key: a few pages)."
 TRIM_EVERY_SECONDS = 0.1
 """At most one trim write this often."""
 QUEUED = ("SELECT (SELECT COUNT(*) FROM join_queue WHERE event_time <= ?1) + (SELECT COUNT(*) FROM join_intake i "
-          "WHERE i.event_time <= ?1 "
+          "WHERE i.seq > ?2 AND i.event_time <= ?1 "
           "AND NOT EXISTS (SELECT 1 FROM join_queue q WHERE (q.event_time, q.decision_id) = (i.event_time, i.decision_id)) "
           "AND NOT EXISTS (SELECT 1 FROM joined_examples j WHERE j.decision_id = i.decision_id))")  # fmt: skip
-"""Decisions queued (event time <= ?1): in the join queue, or in the intake and neither in the queue nor joined."""
+"""Decisions queued (event time <= ?1): in the join queue, or in the intake past ?2 (what this process
+has taken: each of those is in the queue or joined) and neither in the queue nor joined. Only the
+intake's rows past ?2 are looked up: a backlog's intake, trimmed a little at a time, holds a million
+rows for minutes, and looking each up made every count a second long."""
 
 CLOSED = (
     # The queue's key is the decision's (id, event time): read from the queue, it names a gone one too.
@@ -70,8 +74,11 @@ CLOSED = (
 CLOSING = CLOSED.format(closes="q.event_time <= :cutoff")
 STAGING = CLOSED.format(
     closes="q.event_time > :since AND q.event_time <= :cutoff AND NOT EXISTS "
-    "(SELECT 1 FROM provisional_examples p WHERE p.decision_id = q.decision_id AND p.stage = :stage)"
+    "(SELECT 1 FROM provisional_examples p JOIN provisional_stages s ON s.stage = p.stage WHERE p.decision_id = q.decision_id "
+    "AND s.age >= (SELECT age FROM provisional_stages WHERE stage = :stage))"
 )
+"""CLOSING for a provisional stage: the queued decisions in (since, cutoff] without an example of that
+stage's age or a later one (one staged later under other windows is not staged again earlier)."""
 RECENT_CREDIT = ("SELECT d.action_id, j.credit FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
                  "WHERE j.status = 'joined' ORDER BY j.run DESC, j.event_time DESC, j.decision_id DESC LIMIT ?")
 
@@ -133,6 +140,8 @@ class SQLiteJoinState:
             return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outcomes").fetchone()[0])
 
     def closed_count(self, cutoff: float) -> int:
+        """The intake is taken first, so that a joiner with nothing to do counts only the queue."""
+        self._take_intake()
         return self._queued(cutoff)
 
     def _queued(self, cutoff: float) -> int:
@@ -143,7 +152,7 @@ class SQLiteJoinState:
             conn.execute("BEGIN")
             try:
                 conn.execute("SELECT MAX(seq) FROM join_intake").fetchone()
-                return int(conn.execute(QUEUED, (cutoff,)).fetchone()[0])
+                return int(conn.execute(QUEUED, (cutoff, self._taken)).fetchone()[0])
             finally:
                 conn.execute("COMMIT")
 
@@ -290,13 +299,23 @@ class SQLiteJoinState:
 
         return self._worker.submit(write)
 
-    def write_provisional(self, examples: Sequence[ProvisionalExample]) -> Future[None]:
+    def stages(self, ages: Sequence[float]) -> list[StoredStage]:
+        def write(conn: sqlite3.Connection) -> list[StoredStage]:
+            conn.executemany("INSERT INTO provisional_stages (stage, age) VALUES (?, ?)",
+                             new_stage_keys(conn.execute("SELECT age, stage FROM provisional_stages"), ages))  # fmt: skip
+            return stored_stages(conn.execute("SELECT age, stage, staged_until FROM provisional_stages"), ages)
+
+        return self._worker.submit(write).result()
+
+    def write_provisional(self, examples: Sequence[ProvisionalExample], staged: tuple[int, float] | None = None) -> Future[None]:
         rows = sorted(examples)
 
         def write(conn: sqlite3.Connection) -> None:
             for start in range(0, len(rows), ROWS_PER_STATEMENT):
                 part = rows[start : start + ROWS_PER_STATEMENT]
                 conn.execute(_insert_provisional_sql(len(part)), tuple(chain.from_iterable(part)))
+            if staged is not None:
+                conn.execute("UPDATE provisional_stages SET staged_until = MAX(COALESCE(staged_until, ?2), ?2) WHERE stage = ?1", staged)
 
         return self._worker.submit(write)
 

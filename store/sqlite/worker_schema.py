@@ -94,6 +94,14 @@ def m002_provisional_examples(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS provisional_examples_customer ON provisional_examples (customer_id)")
 
 
+@worker_migrations()
+def m003_provisional_stages(db: Database) -> None:
+    """Each provisional stage's key by its age, and how far it is staged (``JoinState.stages``). A file
+    staged before has keys 0, 1, ... for its config's ages in order; its first joiner registers them so."""
+    db.execute("CREATE TABLE IF NOT EXISTS provisional_stages (stage INTEGER PRIMARY KEY, age REAL NOT NULL UNIQUE, "
+               "staged_until REAL)")  # fmt: skip
+
+
 def claim(worker: Database, store_id: str, worker_path: str) -> None:
     """Mark the worker's file as the log's (``store_id``); UnknownStore if it is another log's."""
     row = worker.execute("SELECT store_id FROM worker_identity").fetchone()
