@@ -315,7 +315,8 @@ class SQLiteJoinState:
                 part = rows[start : start + ROWS_PER_STATEMENT]
                 conn.execute(_insert_provisional_sql(len(part)), tuple(chain.from_iterable(part)))
             if staged is not None:
-                conn.execute("UPDATE provisional_stages SET staged_until = MAX(COALESCE(staged_until, ?2), ?2) WHERE stage = ?1", staged)
+                conn.execute("UPDATE provisional_stages SET staged_until = MAX(COALESCE(staged_until, ?2), ?2) "
+                             "WHERE stage = ?1", staged)  # fmt: skip
 
         return self._worker.submit(write)
 
