@@ -43,9 +43,9 @@ from store.records import (
     PolicyEntry,
     PolicyEvent,
     ProvisionalExample,
-    StoredStage,
     SharedFeatures,
     State,
+    StoredStage,
 )
 
 CommitListener = Callable[[float, int, bool], None]

@@ -140,8 +140,9 @@ class SQLiteJoinState:
             return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outcomes").fetchone()[0])
 
     def closed_count(self, cutoff: float) -> int:
-        """The intake is taken first, so that a joiner with nothing to do counts only the queue."""
-        self._take_intake()
+        """The intake is moved into the queue first (not trimmed: a joiner with nothing to do writes
+        nothing to the log's file), so that such a joiner counts only the queue."""
+        self._move_intake()
         return self._queued(cutoff)
 
     def _queued(self, cutoff: float) -> int:
@@ -157,11 +158,16 @@ class SQLiteJoinState:
                 conn.execute("COMMIT")
 
     def _take_intake(self) -> None:
-        """Move the intake's decisions into the join queue (the worker's file), before anything that
-        reads or writes the queue; then trim some of what was taken from the log's file. No position
-        is stored: what is in the intake is taken, less what is queued or joined already, so a joiner
-        killed between the two writes, a second joiner, or a log restored from an older backup takes
-        nothing twice and skips nothing (``_taken`` only spares this process reading rows again)."""
+        """Move the intake into the join queue, before anything that reads or writes the queue; then
+        trim some of what was taken from the log's file."""
+        self._move_intake()
+        self._trim()
+
+    def _move_intake(self) -> None:
+        """Move the intake's decisions into the join queue (the worker's file). No position is stored:
+        what is in the intake is taken, less what is queued or joined already, so a joiner killed
+        between the two writes, a second joiner, or a log restored from an older backup takes nothing
+        twice and skips nothing (``_taken`` only spares this process reading rows again)."""
         with self._engine.reading(with_worker=True) as conn:
             last = conn.execute("SELECT MAX(seq) FROM join_intake").fetchone()[0]
         page = "SELECT seq, decision_id, event_time FROM join_intake WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
@@ -172,7 +178,6 @@ class SQLiteJoinState:
                 break
             self._worker.submit(functools.partial(_queue_intake, rows)).result()
             self._taken = rows[-1][0]
-        self._trim()
 
     def _trim(self) -> None:
         """Delete up to TRIM_ROWS of the taken intake from the log's file, at most once every
@@ -315,7 +320,8 @@ class SQLiteJoinState:
                 part = rows[start : start + ROWS_PER_STATEMENT]
                 conn.execute(_insert_provisional_sql(len(part)), tuple(chain.from_iterable(part)))
             if staged is not None:
-                conn.execute("UPDATE provisional_stages SET staged_until = MAX(COALESCE(staged_until, ?2), ?2) WHERE stage = ?1", staged)
+                conn.execute("UPDATE provisional_stages SET staged_until = MAX(COALESCE(staged_until, ?2), ?2) "
+                             "WHERE stage = ?1", staged)  # fmt: skip
 
         return self._worker.submit(write)
 
