@@ -13,6 +13,7 @@ MODULES = [
     "bench.background",
     "bench.threads",
     "bench.join",
+    "bench.takeover",
     "bench.learn",
     "bench.estimators",
     "bench.learning",

@@ -215,6 +215,8 @@ def work(config: BreinConfig, store: Store, report: Report, stop: Stop, *, clock
                 " and applying retention" if config.privacy.retention_days else "",
             )
             standing_by = False
+            for warning in store.joins.maintenance_warnings():
+                log.warning(warning)
             worker = Worker(config, store, clock=clock, join_write_rows=BESIDE_A_SERVER_WRITE_ROWS)
         started = time.monotonic()
         report(_round(worker))

@@ -190,6 +190,11 @@ class JoinState(Protocol):
         """Decisions still in the join queue."""
         ...
 
+    def maintenance_warnings(self) -> list[str]:
+        """What the database does not do that the joiner's speed relies on, said for an operator
+        (empty when nothing is missing)."""
+        ...
+
     def runs(self) -> list[JoinRun]:
         """Every run recorded, oldest first."""
         ...

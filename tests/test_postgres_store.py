@@ -195,3 +195,20 @@ def test_a_decides_read_is_one_statement_planned_on_the_table_as_it_is_now(empty
         assert generic == 0 and custom >= 9
     finally:
         store.close()
+
+
+def test_maintenance_warnings_say_where_autovacuum_does_not_run(empty_url: str) -> None:
+    # The server's own setting decides the first answer (our machines run with autovacuum off); a
+    # table with autovacuum switched off is named whatever the server does.
+    store = open_store(empty_url)
+    try:
+        with psycopg.connect(empty_url, autocommit=True) as conn:
+            settings = "SELECT current_setting('autovacuum') = 'on' AND current_setting('track_counts') = 'on'"
+            server_on = conn.execute(settings).fetchone()
+            assert server_on is not None
+            assert (store.joins.maintenance_warnings() == []) is server_on[0]
+            conn.execute("ALTER TABLE join_queue SET (autovacuum_enabled = false)")
+            [warning] = store.joins.maintenance_warnings()
+            assert "table join_queue" in warning and "VACUUM ANALYZE" in warning and "decisions" not in warning
+    finally:
+        store.close()

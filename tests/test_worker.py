@@ -5,6 +5,7 @@ worker `brein serve` starts beside itself imports nothing of the server."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -14,14 +15,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import tomli_w
 
 from bandit.config import BreinConfig
+from brain.worker import work
 from reward.joiner import Joiner
 from store import open_store
 from store.opening import is_postgres, sqlite_path
-from tests.conftest import copy_sqlite_store, example_data, store_rows
+from tests.conftest import copy_sqlite_store, example_data, postgres_store_url, store_rows
 from tests.test_joiner import _populate
 
 TAKEOVER_SECONDS = 10.0
@@ -129,3 +132,18 @@ def test_the_worker_beside_a_server_imports_nothing_of_serving() -> None:
     check = "import sys, brain.worker_process; print(sorted(m for m in sys.modules if m.split('.')[0] in ('serving', 'grpc')))"
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_worker_that_takes_the_lease_says_where_autovacuum_does_not_run(
+    config: BreinConfig, postgres_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with postgres_store_url(postgres_database) as url:
+        store = open_store(url)
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("ALTER TABLE join_queue SET (autovacuum_enabled = false)")
+            with caplog.at_level(logging.WARNING, logger="brein.worker"):
+                work(config, store, lambda event: None, lambda seconds: True)
+        finally:
+            store.close()
+    assert [r.getMessage() for r in caplog.records if "table join_queue" in r.getMessage()] != []

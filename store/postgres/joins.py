@@ -89,6 +89,8 @@ STAGING = CLOSED.format(
 )
 """CLOSING for a provisional stage: the queued decisions in (since, cutoff] without an example of that
 stage's age or a later one (one staged later under other windows is not staged again earlier)."""
+CHURNED = ("decisions", "join_queue", "outcomes", "joined_examples", "provisional_examples")
+"""The tables whose rows the joiner's queries plan over and whose churn (the queue's) autovacuum clears."""
 CLOSING_PER_FETCH = 20_000
 POSITION = "(decision_id || '#' || stage) COLLATE \"C\""
 LEARNING = (
@@ -248,6 +250,22 @@ class PostgresJoinState:
 
     def pending_count(self) -> int:
         return int(self._engine.value("SELECT COUNT(*) FROM join_queue"))
+
+    def maintenance_warnings(self) -> list[str]:
+        """Autovacuum, off for the server or for a table the joiner churns: the join queue's dead rows
+        and the planner's statistics are then left as they are (docs/benchmarks.md, "A restarted
+        joiner": join runs of a few decisions took 7-8 s on a million-decision store never analysed)."""
+        server = self._engine.value("SELECT current_setting('autovacuum') = 'on' AND current_setting('track_counts') = 'on'")
+        tables = [name for (name,) in self._engine.rows(
+            "SELECT c.relname FROM pg_class c WHERE c.oid = ANY(%s::regclass[]) "
+            "AND 'autovacuum_enabled=false' = ANY(COALESCE(c.reloptions, '{}')) ORDER BY 1", (list(CHURNED),))]  # fmt: skip
+        off = [] if server else ["the server (autovacuum or track_counts is off)"]
+        off += [f"table {name}" for name in tables]
+        if not off:
+            return []
+        return [f"PostgreSQL's autovacuum does not run for {', '.join(off)}: run VACUUM ANALYZE on the store's "
+                "tables daily and after bulk imports, or the joiner slows down as the join queue's dead rows and "
+                "stale statistics pile up (README, Running on PostgreSQL)"]  # fmt: skip
 
     def runs(self) -> list[JoinRun]:
         return [JoinRun(*row) for row in self._engine.rows(f"SELECT {RUN_COLUMNS} FROM join_runs ORDER BY run")]

@@ -371,6 +371,11 @@ class SQLiteJoinState:
     def pending_count(self) -> int:
         return self._queued(float("inf"))
 
+    def maintenance_warnings(self) -> list[str]:
+        """None: SQLite's planner reads the indexes, not gathered statistics, and deleted rows' pages
+        are reused as they are freed."""
+        return []
+
     def runs(self) -> list[JoinRun]:
         with self._engine.reading(with_worker=True) as conn:
             return [JoinRun(*row) for row in conn.execute(f"SELECT {RUN_COLUMNS} FROM join_runs ORDER BY run")]
