@@ -210,8 +210,8 @@ outcome horizon of the run: outcomes with a larger seq were not seen). A plain t
 million, and as NamedTuples (made by a Python-level constructor) they cost a run 5% more instructions."""
 ProvisionalExample = tuple[str, int, str, float, int, JoinStatus, float]
 """A decision's example at the close of one of its shorter windows (reward/provisional.py): (decision
-id, stage key (``JoinState.stages``), customer id, event time, run, status, reward). Learned from, never evaluated; in the
-learning order its position's third part is ``<decision id>#<stage>``."""
+id, stage key (``JoinState.stages``), customer id, event time, run, status, reward). Learned from,
+never evaluated; in the learning order its position's third part is ``<decision id>#<stage key>``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,9 +161,6 @@ def late_candidates(joined: Iterable[tuple[str, str]], rows: Iterable[Sequence[A
     return candidates
 
 
-# -- snapshots and the registry -----------------------------------------------------------------------
-
-
 def new_stage_keys(registered: Iterable[tuple[float, int]], ages: Iterable[float]) -> list[tuple[int, float]]:
     """(key, age) of each age not registered yet, shortest first, numbered on from the largest key
     registered: a store's first stages get 0, 1, ... in the order of their ages."""
@@ -176,6 +173,9 @@ def stored_stages(rows: Iterable[Sequence[Any]], ages: Sequence[float]) -> list[
     """Each of ``ages``' stage from the registry's (age, key, staged until or NULL) rows."""
     by_age = {age: StoredStage(key, -math.inf if until is None else until) for age, key, until in rows}
     return [by_age[age] for age in ages]
+
+
+# -- snapshots and the registry -----------------------------------------------------------------------
 
 
 def snapshot_row(snapshot: ModelSnapshot) -> tuple[Any, ...]:
