@@ -175,6 +175,17 @@ def test_changed_windows_stage_no_decision_twice_at_one_age(config: BreinConfig,
     assert rows == [("a", 7.0), ("a", 14.0), ("b", 3.0), ("b", 7.0), ("b", 14.0)]
 
 
+def test_stages_written_before_the_registry_keep_their_meaning(config: BreinConfig, store: Store) -> None:
+    # A store staged by a joiner that numbered stages by their order (before stages had keys): its
+    # first joiner now registers the config's ages in that order, so nothing is staged again.
+    store.decisions.submit_decisions([decision("a", "c1", T0)]).result()
+    store.decisions.submit_activation(ActivationRecord("a", T0)).result()
+    assert store.joins.closed_count(T0) == 1  # the decision taken into the join queue
+    store.joins.write_provisional([("a", 0, "c1", T0, 1, "joined", 1.0), ("a", 1, "c1", T0, 1, "joined", 2.0)]).result()
+    assert Joiner(config, store.joins).run(until=T0 + 16 * DAY).provisional == 0
+    assert sqlite_rows(store, "SELECT stage, age / 86400 FROM provisional_stages ORDER BY 1") == [(0, 7.0), (1, 14.0)]
+
+
 def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: Store) -> None:
     joiner = Joiner(config, store.joins)
     store.decisions.submit_outcome(outcome("r1", "c1", T0 + 3 * DAY)).result()  # the outcome is reported before its decision is logged
