@@ -372,8 +372,8 @@ class SQLiteJoinState:
         return self._queued(float("inf"))
 
     def maintenance_warnings(self) -> list[str]:
-        """None: SQLite's planner reads the indexes, not gathered statistics, and deleted rows' pages
-        are reused as they are freed."""
+        """None: the store never gathers SQLite's statistics (ANALYZE), so its plans do not go stale
+        as tables grow, and a deleted row's page goes back to the file's free list at once."""
         return []
 
     def runs(self) -> list[JoinRun]:
