@@ -75,29 +75,9 @@ INSERT_ACTIVATIONS = (
     "FROM unnest(%b::text[], %b::float8[], %b::float8[]) WITH ORDINALITY AS u(decision_id, event_time, received_at, n) "
     "ORDER BY n ON CONFLICT DO NOTHING RETURNING decision_id"
 )
-CUSTOMER_LOGS = """WITH wanted(id) AS (SELECT unnest(%(ids)b::text[]))
-SELECT 0, customer_id, event_time, decision_id, channel, offer FROM decisions
-    WHERE customer_id = ANY(%(ids)b::text[]) AND event_time >= %(since)s AND event_time < %(until)s AND action_id <> 'do_nothing'
-UNION ALL
-SELECT 1, id, (SELECT event_time FROM decisions
-               WHERE customer_id = id AND event_time < %(since)s AND action_id <> 'do_nothing'
-               ORDER BY event_time DESC LIMIT 1), NULL, NULL, NULL FROM wanted
-UNION ALL
-SELECT 2, customer_id, MAX(event_time), type, NULL, NULL FROM outcomes
-    WHERE customer_id = ANY(%(ids)b::text[]) AND event_time < %(first)s GROUP BY customer_id, type
-UNION ALL
-SELECT 3, customer_id, event_time, type, NULL, NULL FROM outcomes
-    WHERE customer_id = ANY(%(ids)b::text[]) AND event_time >= %(first)s
-UNION ALL
-SELECT 4, customer_id, head, NULL, NULL, NULL FROM customer_heads WHERE customer_id = ANY(%(ids)b::text[])
-UNION ALL
-SELECT 5, customer_id, NULL, request_id, NULL, NULL FROM decisions WHERE request_id = ANY(%(requests)b::text[])"""
-"""Every part of the customers' logs, their heads and which of the asked request ids are logged (part
-5), in one statement: one snapshot, one round trip. PostgreSQL plans it afresh every call (a custom
-plan: ≈ 0.3 ms of the database's CPU), and that is kept on purpose: a form with scalar arguments, for
-which it keeps a generic plan, was planned once on an empty table and then scanned every recent
-decision by ``decisions_event_time`` (44 ms a read at 20,000 rows, until an ANALYZE): see
-tests/test_postgres_store.py."""
+CUSTOMER_LOGS = "SELECT * FROM customer_logs(%(ids)b::text[], %(requests)b::text[], %(since)s, %(until)s, %(first)s)"
+"""Every part of the customers' logs, their heads and which of the asked request ids are logged, in one
+statement (the function's docstring in store/postgres/schema.py says why it is a function)."""
 
 
 def _columns(rows: list[tuple[Any, ...]], floats: Sequence[int], width: int) -> list[list[Any]]:
