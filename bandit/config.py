@@ -162,8 +162,11 @@ class LearnerConfig(_Strict):
     extra_args: list[str] = ["--clip_p", "1.0", "--elim"]
     # A VW model file to start from; absent or missing means a cold start (uniform exploration).
     model: str | None = None
-    # VW minimises cost: cost = -reward / reward_scale (money / 10: SquareCB explores where gaps are small).
-    reward_scale: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    # VW minimises cost: cost = -reward / reward_scale. Absent: the config's largest |outcome value| / 24
+    # (10 for the telecom example's renewal of 240), so that what Brein learns does not depend on the
+    # unit its money is counted in: SquareCB's exploration and `--elim` read cost gaps in absolute units
+    # (reward/online.py, `reward_scale`).
+    reward_scale: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # A contact is learned as earning this share of the config's largest |outcome value| less than it
     # did, do-nothing as it did: the greedy choice contacts only where a contact's predicted advantage
     # over do-nothing clears that hurdle. The argmax over many noisy estimates against one do-nothing

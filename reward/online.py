@@ -73,6 +73,24 @@ def encoding_at_birth(config: BreinConfig, decisions: DecisionLog, until: float 
     return learn_encoding(config.features, decisions.features_before(until, BIRTH_DECISIONS))
 
 
+MONEY_PER_COST = 24.0
+"""The default reward scale's divisor: VW's cost of 1 is 1/24 of the config's largest |outcome value|."""
+UNSCALED = 10.0
+"""The reward scale of a config whose outcome types carry no default value (nothing to scale by)."""
+
+
+def reward_scale(config: BreinConfig) -> float:
+    """Money per unit of VW's cost: ``learner.reward_scale``, or by default the config's largest
+    |outcome value| / MONEY_PER_COST. A fixed number would make learning depend on the unit of
+    money: with values counted in cents instead of euros, every cost gap is 100 times as wide to
+    SquareCB and `--elim`, and in generated worlds Brein stopped contacting altogether
+    (docs/simulation.md, "The unit of money")."""
+    if config.learner.reward_scale is not None:
+        return config.learner.reward_scale
+    largest = max((abs(t.value) for t in config.outcomes.values()), default=0.0)
+    return largest / MONEY_PER_COST if largest > 0 else UNSCALED
+
+
 def contact_margin(config: BreinConfig) -> float:
     """The money a contact is learned as earning less than it did: ``learner.restraint`` times the
     largest |value| of the config's outcome types (scale-free: a share of the world's own money)."""
@@ -103,7 +121,7 @@ class ExampleReader:
         self.encoding = encoding
         self.lineage = lineage
         self.encoder = FeatureEncoder(config, encoding)
-        self.scale = config.learner.reward_scale
+        self.scale = reward_scale(config)
         self.margin = contact_margin(config)
         # A logged action list recurs for every customer left the same actions: made into text once.
         self._offered: Callable[[tuple[str, ...]], ActionLines] = functools.lru_cache(ACTION_LINES_MEMO_SIZE)(self._parse_offered)

@@ -19,7 +19,7 @@ from brain.core import Brain
 from brain.worker import Worker
 from reward.ingest import ActivationReport, OutcomeReport
 from reward.joiner import JoinReport
-from reward.online import ExampleReader
+from reward.online import MONEY_PER_COST, UNSCALED, ExampleReader, reward_scale
 from serving.cli import main
 from store import open_store
 from tests.conftest import T0, Clock, example_data
@@ -135,6 +135,24 @@ def test_learning_texts_are_the_examples_text_in_learning_order(make_brain: Call
     assert first[0].startswith("shared ") and first[-1] == "" and sum(line.startswith("0:") for line in first) == 1
 
 
+def test_the_default_reward_scale_is_a_share_of_the_configs_money_so_learning_does_not_depend_on_its_unit() -> None:
+    """Counted in cents, a world's costs to VW are what they are in euros: a fixed default scale made
+    every cost gap 100 times as wide to SquareCB, and Brein stopped contacting (docs/simulation.md)."""
+    euros = config_with(reward_scale=None)
+    data = example_data()
+    data["learner"].pop("reward_scale")
+    for kind in data["outcomes"].values():
+        kind["value"] *= 100
+    cents = parse_config(data)
+    largest = max(abs(t.value) for t in euros.outcomes.values())
+    assert reward_scale(euros) == pytest.approx(largest / MONEY_PER_COST) == pytest.approx(10.0)  # the example's 240
+    assert reward_scale(cents) == pytest.approx(100 * reward_scale(euros))
+    assert reward_scale(config_with(reward_scale=3.0)) == 3.0  # a scale given is used as given
+    for kind in data["outcomes"].values():
+        kind["value"] = 0.0
+    assert reward_scale(parse_config(data)) == UNSCALED  # no money to scale by
+
+
 def test_restraint_learns_every_contact_a_share_of_the_largest_outcome_value_worse(make_brain: Callable[..., Brain]) -> None:
     config = config_with(snapshot_every=10_000)
     brain = make_brain(config)
@@ -147,8 +165,8 @@ def test_restraint_learns_every_contact_a_share_of_the_largest_outcome_value_wor
     assert margin > 0 and len(plain) == len(held) > 20
     contacts = 0
     for (_, example, row), (_, restrained_example, _) in zip(plain, held, strict=True):
-        assert example.cost == pytest.approx(-row.reward / config.learner.reward_scale)
-        extra = 0.0 if row.action_id == "do_nothing" else margin / config.learner.reward_scale
+        assert example.cost == pytest.approx(-row.reward / reward_scale(config))
+        extra = 0.0 if row.action_id == "do_nothing" else margin / reward_scale(config)
         assert restrained_example.cost == pytest.approx(example.cost + extra)
         contacts += row.action_id != "do_nothing"
     assert 0 < contacts < len(plain)
