@@ -52,12 +52,13 @@ END $body$"""
 """A Decide's read (store/postgres/decisions.py, CUSTOMER_LOGS): every part of the customers' logs,
 their heads and which of the asked request ids are logged (part 5), in one statement. A function, so
 that its plan is made once a connection (generic) rather than every call: planning the statement
-cost more of the database's CPU than running it (0.2 ms a read). A generic plan is made on the
+cost more of the database's CPU than running it (a one-customer read: 300-337 µs of the database's
+CPU planned every call, 137-143 µs as a function; docs/benchmarks.md). A generic plan is made on the
 statistics of the moment, which on a new store are those of empty tables, and it is kept while the
 tables grow; so its form leaves the planner no plan that gets worse as they do: no sequential scans
 (``enable_seqscan``), and conditions only the customers' and request ids' indexes can serve (row
 comparisons on ``(customer_id, event_time)``; ``decisions_event_time`` serves none of them).
-tests/test_postgres_store.py checks the plans on empty, small and grown tables."""
+tests/test_postgres_store.py checks the plans made on empty, empty analysed and small tables."""
 
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("m001_store", [
