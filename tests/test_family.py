@@ -7,6 +7,7 @@ the yardstick and 20 held-out worlds, is ``python -m bench.learning``."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -54,3 +55,35 @@ def test_the_worlds_are_the_size_asked(family: list[dict[str, Any]]) -> None:
 
 def test_brein_beats_the_best_single_action_in_every_world(family: list[dict[str, Any]]) -> None:
     assert all(world["brein"] > world["best_single"] for world in family), family
+
+
+def in_unit(data: dict[str, Any], factor: float) -> dict[str, Any]:
+    """A config with its money counted in a unit ``factor`` times smaller (cents for euros: 100)."""
+    data = copy.deepcopy(data)
+    for kind in data["outcomes"].values():
+        kind["value"] *= factor
+    for table in ("offers", "channels"):
+        for item in data[table].values():
+            item["cost"] = item.get("cost", 0.0) * factor
+    return data
+
+
+def test_a_world_counted_in_cents_is_learned_as_in_euros() -> None:
+    """The unit money is counted in changes no world, so it must not change what Brein learns: with a
+    fixed reward scale a world counted in cents looked 100 times as sure of every cost gap to SquareCB,
+    and Brein stopped contacting (docs/simulation.md, "The unit of money")."""
+    seed = TEST_SEEDS[0]
+    generated = generate(seed)
+    customers = customers_for(generated, DECISIONS, DAYS)
+    runs = []
+    for factor in (1.0, 100.0):
+        data = in_unit(generated.config_data(), factor)
+        config = parse_config(data)
+        oracle_world = generated.world(config, customers, generated.evaluated_draw)
+        oracle = run(oracle_world, ReferenceDriver("oracle", oracle_world, oracle_policy, config, seed), DAYS, seed=seed)
+        with brein_driver(data, in_process=True) as driver:
+            brein = run(generated.world(config, customers, generated.evaluated_draw), driver, DAYS, seed=seed)
+        runs.append((gain_share(brein, oracle, LAST_DAYS), brein.contacts))
+    (euros, euro_contacts), (cents, cent_contacts) = runs
+    assert euro_contacts > 0 and abs(cent_contacts - euro_contacts) <= 0.02 * euro_contacts, runs
+    assert cents == pytest.approx(euros, abs=0.02), runs
