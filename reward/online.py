@@ -79,23 +79,27 @@ UNSCALED = 10.0
 """The reward scale of a config whose outcome types carry no default value (nothing to scale by)."""
 
 
+def largest_value(config: BreinConfig) -> float:
+    """The largest |default value| of the config's outcome types: the money of its world, in its unit."""
+    return max((abs(t.value) for t in config.outcomes.values()), default=0.0)
+
+
 def reward_scale(config: BreinConfig) -> float:
     """Money per unit of VW's cost: ``learner.reward_scale``, or by default the config's largest
     |outcome value| / MONEY_PER_COST. A fixed number would make learning depend on the unit of
     money: with values counted in cents instead of euros, every cost gap is 100 times as wide to
-    SquareCB and `--elim`, and in generated worlds Brein stopped contacting altogether
+    SquareCB and `--elim`, and in two generated worlds Brein all but stopped contacting
     (docs/simulation.md, "The unit of money")."""
     if config.learner.reward_scale is not None:
         return config.learner.reward_scale
-    largest = max((abs(t.value) for t in config.outcomes.values()), default=0.0)
+    largest = largest_value(config)
     return largest / MONEY_PER_COST if largest > 0 else UNSCALED
 
 
 def contact_margin(config: BreinConfig) -> float:
     """The money a contact is learned as earning less than it did: ``learner.restraint`` times the
     largest |value| of the config's outcome types (scale-free: a share of the world's own money)."""
-    largest = max((abs(t.value) for t in config.outcomes.values()), default=0.0)
-    return config.learner.restraint * largest
+    return config.learner.restraint * largest_value(config)
 
 
 class ExampleReader:
