@@ -115,13 +115,20 @@ class VWPolicy:
         """How many of the model's weights (and their learning-rate state) are NaN or infinite: what
         learning from an infinite cost leaves. numpy counts them over VW's own weight table, without
         a copy and mostly without the GIL (0.2-1 ms for the default 2^18 weights). None for a model
-        with ``--sparse_weights``, whose table VW cannot show as one array."""
+        with ``--sparse_weights``, whose table VW cannot show as one array.
+
+        vowpal-wabbit-next 0.7.0 shows the table as (2^bits, weights a feature, state a weight),
+        but VW allocates 2^bits x (state a weight) floats and wraps every feature's several
+        weights (``--nn``, ``--lrq``, ``--cover``: more than one) into them: the array claims
+        memory past the table, and reading it whole crashed the process. Only the table is read."""
         with self._lock:
             try:
                 weights = self._workspace.weights()
             except RuntimeError:  # "weights are sparse, cannot return dense weights"
                 return None
-            return int(np.count_nonzero(~np.isfinite(weights)))
+            bits, _, state = weights.shape
+            table = weights.reshape(-1)[: bits * state]
+            return int(np.count_nonzero(~np.isfinite(table)))
 
 
 def _unchecked_predict(workspace: Workspace[Literal[False]]) -> Callable[[list[_core.Example]], object]:

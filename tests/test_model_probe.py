@@ -98,3 +98,18 @@ def test_a_model_with_sparse_weights_is_probed_on_its_scores(trained: Brain) -> 
     model = VWPolicy([*good.args, "--sparse_weights"], good.serialize())
     assert not model.cold and model.non_finite_weights() is None
     assert Prober(trained.config).check(model) is None
+
+
+@pytest.mark.parametrize("several", [["--nn", "3", "--inpass"], ["--lrqfa", "uo2"]], ids=["nn", "lrqfa"])
+def test_a_learner_keeping_several_weights_a_feature_is_probed_over_vws_own_table(
+    make_brain: Callable[..., Brain], several: list[str]
+) -> None:
+    """vowpal-wabbit-next shows such a model's weights as an array larger than VW's table: read
+    whole, it crashed the server and the worker at their first snapshot."""
+    config = config_with(snapshot_every=50, extra_args=["--clip_p", "1.0", "--elim", *several])
+    brain = make_brain(config)
+    simulate(brain)
+    join_and_learn(brain)
+    model = brain.decider.policy.model
+    assert isinstance(model, VWPolicy) and not model.cold and model.non_finite_weights() == 0
+    assert VWPolicy(model.args, poisoned(config, model)).non_finite_weights()
