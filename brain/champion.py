@@ -11,19 +11,27 @@ from policies.registry import InvalidTransition, Registry
 from store.records import PolicyEntry
 
 
+def config_model(config: BreinConfig) -> tuple[list[str], bytes | None]:
+    """The config's VW arguments and its model file (None: a cold start), loaded into VW once so
+    that arguments VW refuses, or a file that is not a model for them, are the config's error."""
+    args = vw_arguments(config.learner)
+    path = config.learner.model
+    data = Path(path).read_bytes() if path is not None and Path(path).exists() else None
+    try:
+        VWPolicy(args, data)
+    except Exception as error:
+        what = f"learner.model: {path} is not a VW model for" if data is not None else "learner: VW does not take"
+        raise ConfigError(f"{what} {' '.join(args)}: {error}") from None
+    return args, data
+
+
 def bootstrap_champion(config: BreinConfig, registry: Registry) -> PolicyEntry:
     """The registry's champion; on a new store, the config's VW policy (its model file, or cold)."""
     champion = registry.champion()
     if champion is not None:
         return champion
-    args = vw_arguments(config.learner)
+    args, data = config_model(config)
     path = config.learner.model
-    data = Path(path).read_bytes() if path is not None and Path(path).exists() else None
-    if data is not None:
-        try:
-            VWPolicy(args, data)
-        except Exception as error:
-            raise ConfigError(f"learner.model: {path} is not a VW model for {' '.join(args)}: {error}") from None
     try:
         return registry.register(
             config.learner.policy_id, "vw", artifact=data, args=args, features=config.features.model_dump(), actor="brein",

@@ -148,13 +148,15 @@ def worker(config_path: str, store_url: str | None, log_level: str) -> None:
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
 def check(config_path: str) -> None:
-    """Validate a config file: its keys, its CEL rules and its catalog."""
+    """Validate a config file: its keys, its CEL rules, its catalog and its learner's VW arguments."""
     from bandit.catalog import Catalog
     from bandit.rules import EligibilityRules
+    from brain.champion import config_model
 
     config = _config(config_path)
     try:
         rules = EligibilityRules(config)
+        config_model(config)
     except BreinError as error:
         raise click.ClickException(str(error)) from None
     catalog = Catalog(config)

@@ -40,6 +40,20 @@ def test_check_accepts_the_example_and_refuses_a_bad_file(tmp_path: Path) -> Non
     assert "offers.renewal_discount.cost: Input should be a valid number" in refused.output
 
 
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [('"--clip_pp", "1"', "unrecognised option '--clip_pp'"), ('"--bag", "2"', "does not match output prediction type")],
+    ids=["unknown", "conflicting"],
+)
+def test_check_refuses_learner_arguments_vw_does_not_take(tmp_path: Path, extra: str, said: str) -> None:
+    """Such a config used to pass the check and fail only when a server bootstrapped its champion."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(EXAMPLE.read_text().replace('extra_args = ["--clip_p", "0.1", "--elim"]', f"extra_args = [{extra}]"))
+    refused = CliRunner().invoke(main, ["check", "--config", str(bad)])
+    assert refused.exit_code == 1
+    assert "learner: VW does not take --cb_explore_adf" in refused.output and said in refused.output
+
+
 def test_tour_decide_outcome_activate_explain(live: LiveServer) -> None:
     runner = CliRunner()
     address = ["--address", live.address]
