@@ -16,10 +16,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bandit.errors import BreinError, ConfigError
+from bandit.errors import BreinError, ConfigError, validation_problems
 from bandit.security_config import LimitsConfig, PrivacyConfig, SecurityConfig, TLSConfig
 
-Money = Annotated[float, Field(allow_inf_nan=False)]
+MAX_MONEY = 1e12
+"""The largest |amount| of money a config may name (a value, a cost, a max_value), in any unit: room
+for any real outcome, and a log whose rewards stay far inside what the estimators compute with
+(policies.estimators.MAX_REWARD), where a max_value of 1e300 let a reported 1e300 overflow them."""
+Money = Annotated[float, Field(ge=-MAX_MONEY, le=MAX_MONEY, allow_inf_nan=False)]
 Days = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
@@ -53,7 +57,7 @@ MAX_VALUE_FLOOR = 1000.0
 class OutcomeTypeConfig(_Strict):
     value: Money = 0.0
     # The largest |value| a report of this type may carry; absent: 100 x |value|, at least 1000.
-    max_value: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    max_value: float | None = Field(default=None, gt=0, le=MAX_MONEY, allow_inf_nan=False)
     window_days: Days = 30.0
     attribution: Literal["window", "last_touch", "direct"] = "window"
     # Offers an outcome may be credited to; empty means any offer, do-nothing included.
@@ -341,11 +345,7 @@ def parse_config(data: dict[str, object], source: str = "config") -> BreinConfig
     try:
         return BreinConfig.model_validate(data)
     except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-            problems.append(f"{where}: {item['msg']}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+        raise ConfigError(f"{source}: {validation_problems(error)}") from None
 
 
 def read_toml(path: Path, error: type[BreinError] = ConfigError) -> dict[str, Any]:

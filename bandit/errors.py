@@ -5,6 +5,8 @@ whatever came in (gRPC carries it in a trailer, and clients refuse trailers over
 The store's own errors (StoreUnavailable, Conflict, ...) are in store/errors.py.
 """
 
+from pydantic import ValidationError
+
 EXCERPT_CHARACTERS = 64
 
 
@@ -13,6 +15,11 @@ def excerpt(text: str) -> str:
     if len(text) <= EXCERPT_CHARACTERS:
         return repr(text)
     return f"{text[:EXCERPT_CHARACTERS]!r}... ({len(text)} characters)"
+
+
+def validation_problems(error: ValidationError) -> str:
+    """A pydantic validation error in one line: each problem as its key path and the reason."""
+    return "; ".join(f"{'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}" for item in error.errors())
 
 
 class BreinError(Exception):

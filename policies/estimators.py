@@ -82,6 +82,12 @@ IntArray = npt.NDArray[np.int64]
 
 # How far a target distribution's row may sum from 1 (float32 soft-maxes and the like).
 PMF_TOLERANCE = 1e-6
+# The smallest propensity and the largest |reward| a log may hold: the intervals sum squares of
+# weighted rewards in float64, which a propensity of 1e-300 or a reward of 1e160 overflowed (an
+# exception, not an estimate); within these bounds such sums over a billion decisions stay below
+# 1e70. A logging policy's own distribution never comes near 1e-12, nor money near 1e15.
+MIN_PROPENSITY = 1e-12
+MAX_REWARD = 1e15
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,10 +104,14 @@ class LoggedDecisions:
         n = reward.shape[0]
         if n == 0:
             raise ValueError("reward: expected at least one logged decision, got an empty array")
-        propensity = _float_array("propensity", self.propensity, ndim=1, rows=n)
-        valid = (propensity > 0) & (propensity <= 1)
+        valid = np.abs(reward) <= MAX_REWARD
         if not valid.all():
-            raise ValueError(f"propensity: expected probabilities in (0, 1], got {_first_bad(propensity, valid)}")
+            raise ValueError(f"reward: expected numbers within ±{MAX_REWARD:g}, got {_first_bad(reward, valid)}")
+        propensity = _float_array("propensity", self.propensity, ndim=1, rows=n)
+        valid = (propensity >= MIN_PROPENSITY) & (propensity <= 1)
+        if not valid.all():
+            bad = _first_bad(propensity, valid)
+            raise ValueError(f"propensity: expected probabilities in [{MIN_PROPENSITY:g}, 1], got {bad}")
         object.__setattr__(self, "reward", reward)
         object.__setattr__(self, "propensity", propensity)
         width = None

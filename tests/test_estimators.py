@@ -18,6 +18,9 @@ from policies.estimators import (
     DM,
     DR,
     IPS,
+    MAX_REWARD,
+    MIN_PROPENSITY,
+    SNDR,
     SNIPS,
     ClippedIPS,
     Estimator,
@@ -276,8 +279,10 @@ _P = [0.5, 0.25, 1.0]
         ({"reward": [1.0, math.nan, 0.0], "propensity": _P}, r"reward: expected finite numbers, got nan in row 1"),
         ({"reward": ["a", "b", "c"], "propensity": _P}, r"reward: expected an array of numbers, got list"),
         ({"reward": _R, "propensity": [0.5, 0.5]}, r"propensity: expected an array of shape \(3,\), got shape \(2,\)"),
-        ({"reward": _R, "propensity": [0.5, 0.0, 1.0]}, r"propensity: expected probabilities in \(0, 1\], got 0.0 in row 1"),
-        ({"reward": _R, "propensity": [0.5, 0.5, 1.5]}, r"propensity: expected probabilities in \(0, 1\], got 1.5 in row 2"),
+        ({"reward": _R, "propensity": [0.5, 0.0, 1.0]}, r"propensity: expected probabilities in \[1e-12, 1\], got 0.0 in row 1"),
+        ({"reward": _R, "propensity": [0.5, 0.5, 1.5]}, r"propensity: expected probabilities in \[1e-12, 1\], got 1.5 in row 2"),
+        ({"reward": _R, "propensity": [0.5, 1e-300, 1]}, r"propensity: expected probabilities in \[1e-12, 1\], got 1e-300"),
+        ({"reward": [1.0, -1e160, 0.0], "propensity": _P}, r"reward: expected numbers within ±1e\+15, got -1e\+160 in row 1"),
         (
             {"reward": _R, "propensity": _P, "action": [0.0, 1.0, 1.0]},
             r"action: expected 3 integer column indices, got dtype float64",
@@ -304,6 +309,24 @@ _P = [0.5, 0.25, 1.0]
 def test_invalid_logged_decisions(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LoggedDecisions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_every_estimator_computes_at_the_bounds_of_a_log() -> None:
+    """The smallest propensity and the largest rewards a log may hold: finite estimates and
+    intervals, where a propensity of 1e-300 or a reward of 1e160 overflowed in the intervals."""
+    n = 200
+    rng = np.random.default_rng(3)
+    reward = rng.choice([-MAX_REWARD, MAX_REWARD], size=n)
+    propensity = np.full(n, 0.5)
+    propensity[0] = MIN_PROPENSITY
+    action = np.zeros(n, dtype=np.int64)
+    log = LoggedDecisions(reward=reward, propensity=propensity, action=action, reward_hat=np.zeros((n, 2)))
+    target = np.tile([0.5, 0.5], (n, 1))
+    estimators = [IPS(n_bootstrap=50), ClippedIPS(clip=5.0, n_bootstrap=50), SNIPS(n_bootstrap=50), DM(n_bootstrap=50),
+                  DR(n_bootstrap=50), SNDR(n_bootstrap=50)]  # fmt: skip
+    for estimate in evaluate(log, target, estimators):
+        intervals = (estimate.analytic, estimate.bootstrap)
+        assert all(math.isfinite(x) for x in (estimate.value, *(i.low for i in intervals), *(i.high for i in intervals)))
 
 
 _LOG = LoggedDecisions(reward=np.array(_R), propensity=np.array(_P))
