@@ -3,19 +3,21 @@ from an exported DSJSON log, to the estimators' arrays, to a report a person or 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
+from bandit.errors import validation_problems
 from bandit.features import FeatureEncoder, action_line
 from bandit.learner import VWPolicy
 from bandit.policies import Policy
+from bandit.requests import MAX_FEATURE_MAGNITUDE
 from bandit.sampling import floored
 from policies.estimators import (
     ALPHA,
@@ -123,20 +125,53 @@ def load_logged(
     )  # fmt: skip
 
 
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A finite JSON number (not a numeric string, not true)."""
+FeatureValue = Annotated[Number, Field(ge=-MAX_FEATURE_MAGNITUDE, le=MAX_FEATURE_MAGNITUDE)] | StrictStr
+"""A feature as a request may carry it: a number within the server's bound, or a category."""
+
+
+class ExportedDecision(BaseModel):
+    """One line of `brein log export` as a replay reads it: the fields it uses, their types and how
+    they fit together checked, so that a line edited or written by hand is refused with its key
+    rather than read as another decision (a negative ``_labelIndex`` picked the last action)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    decision_id: StrictStr = Field(alias="EventId", min_length=1)
+    event_time: Number = Field(alias="_time")
+    features: dict[StrictStr, dict[StrictStr, FeatureValue]] = Field(alias="_features")
+    actions: list[StrictStr] = Field(alias="_actions", min_length=1)
+    chosen: StrictInt = Field(alias="_labelIndex", ge=0)
+    probability: Number = Field(alias="_label_probability")
+    reward: Number = Field(alias="_reward")
+    shadow: dict[StrictStr, list[Number]] = Field(alias="_shadow", default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fits_its_actions(self) -> ExportedDecision:
+        if self.chosen >= len(self.actions):
+            raise ValueError(f"_labelIndex {self.chosen} is not one of the line's {len(self.actions)} actions")
+        if len(set(self.actions)) < len(self.actions):
+            raise ValueError("_actions: an action id appears more than once")
+        for policy, pmf in self.shadow.items():
+            if len(pmf) != len(self.actions):
+                raise ValueError(f"_shadow.{policy}: {len(pmf)} probabilities for {len(self.actions)} actions")
+        return self
+
+
 def load_dsjson(lines: Iterable[str], config: BreinConfig) -> LoggedData:
-    """An exported log (`brein log export`): each line carries the raw features, actions and reward."""
+    """An exported log (`brein log export`): each line carries the raw features, actions and reward.
+    Propensities and rewards are checked where every log's are (``LoggedDecisions``)."""
     def rows() -> Iterable[Row]:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                item = json.loads(line)
-                eligible = item["_actions"]
-                chosen = item["_labelIndex"]
-                yield Row(item["EventId"], float(item["_time"]), item["_features"], eligible, eligible[chosen],
-                          float(item["_label_probability"]), float(item["_reward"]), item.get("_shadow", {}), [], "")  # fmt: skip
-            except (ValueError, KeyError, TypeError, IndexError) as error:
-                raise ValueError(f"line {number}: not a Brein DSJSON export line ({error!r})") from None
+                item = ExportedDecision.model_validate_json(line)
+            except ValidationError as error:
+                raise ValueError(f"line {number}: not a Brein DSJSON export line ({validation_problems(error)})") from None
+            yield Row(item.decision_id, item.event_time, item.features, item.actions, item.actions[item.chosen],
+                      item.probability, item.reward, item.shadow, [], "")  # fmt: skip
 
     return _logged(rows(), Catalog(config))
 

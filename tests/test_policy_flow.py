@@ -9,6 +9,7 @@ exported log equal to ``policies.evaluate``; a rule policy served; a policy that
 from __future__ import annotations
 
 import json
+import math
 import random
 import sqlite3
 import subprocess
@@ -551,6 +552,30 @@ def test_replay_of_an_export_gives_the_table_and_the_numbers_of_policies_evaluat
     assert paired["baseline"] == "champion" and list(paired["estimators"]) == ["snips", "dr"]
     paired_table = flow.cli("replay", str(log), "--policy", "cand", "--against", "champion", "--estimator", "snips").output
     assert "lift (paired)" in paired_table and f"{paired['estimators']['snips']['difference']:+.3f}" in paired_table
+
+
+def test_replay_refuses_an_edited_export_line_by_its_key_and_never_reads_it_as_another_decision(flow: Flow) -> None:
+    log = flow.tmp_path / "log.dsjson"
+    flow.cli("log", "export", "--store", str(flow.store), "-o", str(log))
+    lines = log.read_text().splitlines()
+    line = json.loads(lines[6])
+    edits: list[tuple[str, Any, str]] = [
+        ("_labelIndex", -1, "line 7: not a Brein DSJSON export line (_labelIndex: Input should be greater than or equal to 0)"),
+        ("_labelIndex", True, "line 7: not a Brein DSJSON export line (_labelIndex: Input should be a valid integer)"),
+        ("_actions", [line["_actions"][0]] * len(line["_actions"]), "_actions: an action id appears more than once"),
+        ("_features", [1, 2], "line 7: not a Brein DSJSON export line (_features: Input should be an object)"),
+        ("_time", "2026", "line 7: not a Brein DSJSON export line (_time: Input should be a valid number)"),
+        ("_reward", math.nan, "line 7: not a Brein DSJSON export line (_reward: Input should be a finite number)"),
+        ("_reward", 1e308, "reward: expected numbers within ±1e+15, got 1e+308 in row 6"),  # overflowed in the intervals
+        ("_label_probability", 1e-300, "propensity: expected probabilities in [1e-12, 1], got 1e-300 in row 6"),
+        ("_shadow", {"x": [1.0]}, f"_shadow.x: 1 probabilities for {len(line['_actions'])} actions"),
+    ]
+    for key, value, message in edits:
+        edited = flow.tmp_path / "edited.dsjson"
+        edited.write_text("\n".join([*lines[:6], json.dumps({**line, key: value}), *lines[7:]]) + "\n")
+        refused = flow.cli("replay", str(edited), "--policy", "uniform", ok=False)
+        assert refused.exit_code == 1 and refused.output.startswith("Error: "), (key, refused.output)
+        assert message in refused.output, (key, refused.output)
 
 
 # --- A rule policy serves; a policy that does not load is refused ---------------------------------------
