@@ -77,6 +77,8 @@ class OutcomeTypeConfig(_Strict):
     def _value_within_bound(self) -> OutcomeTypeConfig:
         if abs(self.value) > self.value_bound:
             raise ValueError(f"value {self.value:g} is beyond max_value {self.value_bound:g}")
+        if self.value < 0 and not self.allow_negative:  # else every report without a value would be refused
+            raise ValueError(f"value {self.value:g} is negative: set allow_negative = true")
         return self
 
 

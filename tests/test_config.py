@@ -51,6 +51,7 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("outcomes.complaint.max_value", float("inf")), "outcomes.complaint.max_value: Input should be a finite number"),
         (_with("outcomes.complaint.max_value", 1e300), "max_value: Input should be less than or equal to 1000000000000"),
         (_with("offers.renewal.cost", -1e13), "offers.renewal.cost: Input should be greater than or equal to -1000000000000"),
+        (_with("outcomes.contract_renewal.value", -1.0), "Value error, value -1 is negative: set allow_negative = true"),
         (_with("gate", {"max_weight_share": 0}), "gate.max_weight_share: Input should be greater than 0"),
         (_with("gate", {"max_weight_share": 1.5}), "gate.max_weight_share: Input should be less than or equal to 1"),
         (_with("gate", {"min_ess": float("inf")}), "gate.min_ess: Input should be a finite number"),
