@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bandit.errors import BreinError, ConfigError, validation_problems
+from bandit.errors import BreinError, ConfigError, excerpt, validation_problems
 from bandit.security_config import LimitsConfig, PrivacyConfig, SecurityConfig, TLSConfig
 
 MAX_MONEY = 1e12
@@ -284,8 +284,8 @@ class BreinConfig(_Strict):
     def _known_timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name no file can have, a folder of zones
+            raise ValueError(f"unknown time zone {excerpt(value)}") from None
         return value
 
     @field_validator("slots")

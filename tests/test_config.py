@@ -38,6 +38,8 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("offers.renewal.cost", "cheap"), "offers.renewal.cost: Input should be a valid number"),
         (_with("offers.renewal.colour", "red"), "offers.renewal.colour: Extra inputs are not permitted"),
         (_with("timezone", "Mars/Olympus"), "unknown time zone 'Mars/Olympus'"),
+        (_with("timezone", "America"), "unknown time zone 'America'"),  # a folder of zones
+        (_with("timezone", "x" * 5000), "unknown time zone 'xxxxxxxx"),  # longer than a file name may be
         (_with("slots.morning", "9 o'clock"), "expected a time of day like '09:00'"),
         (_with("slots.now", "10:00"), "'now' is built in"),
         (_with("combinations", [{"offers": ["gold"], "channels": ["email"], "slots": ["morning"]}]), "combinations[0].offers: unknown gold"),
