@@ -14,8 +14,7 @@ import cel
 
 from bandit.catalog import DO_NOTHING, Action
 from bandit.encoding import LearnedEncoding
-from bandit.errors import ConfigError
-from bandit.rules import RULE_VARIABLES
+from bandit.rules import compiled_condition
 from store.records import SharedFeatures
 
 
@@ -88,17 +87,7 @@ class RulePolicy:
     def __init__(self, rules: Sequence[RuleSpec], version: str) -> None:
         self.version = version
         self.rules = tuple(rules)
-        self._programs = []
-        for i, rule in enumerate(self.rules):
-            try:
-                program = cel.compile(rule.when) if rule.when else None
-                if program is not None:
-                    program.execute(cel.Context(RULE_VARIABLES))
-            except KeyError:
-                pass  # a key absent from the empty dry-run context: fine
-            except Exception as error:
-                raise ConfigError(f"rules[{i}].when: invalid CEL condition {rule.when!r}: {error}") from None
-            self._programs.append(program)
+        self._programs = [compiled_condition(f"rules[{i}].when", r.when) if r.when else None for i, r in enumerate(self.rules)]
 
     def choose(self, actions: Sequence[Action], features: SharedFeatures) -> str:
         eligible = {a.id for a in actions}

@@ -107,8 +107,9 @@ class RuleVerdict:
     channels: dict[str, str]
 
 
-def _compile(subject: Literal["offer", "channel"], name: str, source: str) -> Rule:
-    key = f"{subject}s.{name}.eligible_if"
+def compiled_condition(key: str, source: str) -> cel.Program:
+    """A CEL condition (a config's ``eligible_if``, a rule policy's ``when``), compiled and run once
+    on an empty context: it must parse, run and give true or false. ``key`` names it in errors."""
     try:
         program = cel.compile(source)
     except ValueError as error:
@@ -116,11 +117,16 @@ def _compile(subject: Literal["offer", "channel"], name: str, source: str) -> Ru
     try:
         result = program.execute(cel.Context(RULE_VARIABLES))
     except KeyError:
-        result = True  # a key absent from the empty dry-run context: fine at start-up
+        return program  # a key absent from the empty dry-run context: fine at start-up
     except Exception as error:
         raise ConfigError(f"{key}: rule {source!r} cannot run: {error}") from None
     if not isinstance(result, bool):
         raise ConfigError(f"{key}: rule {source!r} must give true or false, gives {type(result).__name__}")
+    return program
+
+
+def _compile(subject: Literal["offer", "channel"], name: str, source: str) -> Rule:
+    program = compiled_condition(f"{subject}s.{name}.eligible_if", source)
     return Rule(subject, name, source, program, reads_of(source, program.variables()))
 
 

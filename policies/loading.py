@@ -29,7 +29,7 @@ def parse_rules(text: str | bytes) -> list[RuleSpec]:
     try:
         items = json.loads(text)
         return [RuleSpec(action=str(item["action"]), when=str(item.get("when", ""))) for item in items]
-    except (ValueError, TypeError, KeyError) as error:
+    except (ValueError, TypeError, KeyError, RecursionError) as error:  # RecursionError: JSON nested past Python's stack
         raise PolicyLoadError(f"rules: expected a JSON list of {{\"action\": ..., \"when\": ...}}, got an error: {error}") from None
 
 
