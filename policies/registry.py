@@ -8,15 +8,19 @@ the champion, logged, never served), ``champion`` (serves), ``retired``.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bandit.errors import BreinError
+from bandit.errors import BreinError, excerpt
 from store.errors import Conflict
 from store.ports import RegistryStorage
 from store.records import KINDS, STATES, AuditEntry, EvaluationRecord, Kind, PolicyEntry, PolicyEvent, State
 
+POLICY_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+"""A policy's id: it names the policy in metrics' labels, logs, exports and both stores' text (no
+NUL, no spaces); '.' for ids tuning makes from set-ups (tuned-20261207-lr-0.1)."""
 _AS_NOUN = {"candidate": "a candidate", "shadow": "a shadow", "champion": "the champion", "retired": "retired"}
 CHANGES = 5
 """Times a change is tried when another process changes the registry between its read and its write."""
@@ -111,8 +115,8 @@ class Registry:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
         if state not in STATES:
             raise ValueError(f"state: expected one of {', '.join(STATES)}, got {state!r}")
-        if not policy_id:
-            raise ValueError("policy_id: expected a non-empty id")
+        if not POLICY_ID.fullmatch(policy_id):
+            raise ValueError(f"policy_id: expected 1-64 letters, digits, '_', '-' or '.', got {excerpt(policy_id)}")
         at = time.time() if now is None else now
         entry = PolicyEntry(policy_id, kind, artifact, artifact_hash(kind, artifact), list(args or []), dict(features or {}),
                             parent, at, state, note)  # fmt: skip

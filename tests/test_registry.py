@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from bandit.config import BreinConfig, GateConfig
+from bandit.errors import BreinError
 from bandit.learner import vw_arguments
 from bandit.policies import DoNothingPolicy, RulePolicy, UniformPolicy
 from brain.champion import bootstrap_champion
 from policies import operations
 from policies.gate import GateRefused, check_gate
-from policies.loading import PolicyLoadError, load_policy
+from policies.loading import PolicyLoadError, load_policy, parse_rules
 from policies.registry import InvalidTransition, Registry, UnknownPolicy, artifact_hash
 from store import Store, open_store
 from store.errors import Conflict
@@ -87,7 +88,9 @@ def test_opening_the_registry_twice_keeps_its_rows(store: Store, registry: Regis
          r"^kind: expected one of vw, rules, uniform, do_nothing, got 'linear'$"),
         ({"policy_id": "c2", "kind": "uniform", "state": "paused"}, ValueError,
          r"^state: expected one of candidate, shadow, champion, retired, got 'paused'$"),
-        ({"policy_id": "", "kind": "uniform"}, ValueError, r"^policy_id: expected a non-empty id$"),
+        ({"policy_id": "", "kind": "uniform"}, ValueError, r"^policy_id: expected 1-64 letters, digits, '_', '-' or '\.', got"),
+        ({"policy_id": "a\x00b", "kind": "uniform"}, ValueError, r"^policy_id: expected 1-64 letters, .*, got 'a\\x00b'$"),
+        ({"policy_id": "x" * 65, "kind": "uniform"}, ValueError, r"^policy_id: expected 1-64 letters, .*\(65 characters\)$"),
     ],
 )  # fmt: skip
 def test_register_refuses(
@@ -287,10 +290,25 @@ def test_every_kind_loads_and_a_broken_artifact_is_a_load_error(
     assert isinstance(load_policy(registry.get("cand"), store.models)[0], DoNothingPolicy)
     rules = load_policy(registry.get("rules"), store.models)[0]
     assert isinstance(rules, RulePolicy) and rules.version == registry.get("rules").artifact_hash[:12]
-    with pytest.raises(PolicyLoadError, match=r"^policy bad-cel: rules\[0\]\.when: invalid CEL condition"):
+    with pytest.raises(PolicyLoadError, match=r"^policy bad-cel: rules\[0\]\.when: invalid CEL rule"):
         load_policy(registry.get("bad-cel"), store.models)
     with pytest.raises(PolicyLoadError, match=r"^policy bad-vw: its VW model does not load with --cb_explore_adf"):
         load_policy(registry.get("bad-vw"), store.models)
+
+
+@pytest.mark.parametrize(
+    ("artifact", "message"),
+    [
+        (b'[{"action": "sim_only/sms/morning", "when": "1"}]', r"^rules\[0\]\.when: rule '1' must give true or false"),
+        (b"[" * 100_000 + b"]" * 100_000, r"^rules: expected a JSON list of .*maximum recursion depth exceeded"),
+    ],
+    ids=["not-boolean", "nested-past-the-stack"],
+)
+def test_a_rules_file_is_refused_with_what_is_wrong(artifact: bytes, message: str) -> None:
+    """A condition that is not true or false never held (the rule never fired); JSON nested past
+    Python's stack was a RecursionError traceback."""
+    with pytest.raises(BreinError, match=message):
+        RulePolicy(parse_rules(artifact), version="v")
 
 
 # --- Evaluations and the gate ------------------------------------------------------------------------
