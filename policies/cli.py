@@ -24,7 +24,7 @@ from policies.estimators import Estimate, Interval
 from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_dsjson
 from policies.gate import gate_reliability
 from policies.plot import plot_report
-from policies.registry import Registry
+from policies.registry import Registry, checked_policy_id
 from policies.tuning import Tuning, default_setups, level, load_setups, register_best, tune
 from store import Store, open_store
 from store.errors import StoreError
@@ -71,6 +71,14 @@ plot_option = click.option("--plot", type=click.Path(dir_okay=False),
                            help="Also draw each estimate with its intervals beside the baseline's to this PNG file.")  # fmt: skip
 estimator_option = click.option("--estimator", "estimators", multiple=True, type=click.Choice(list(ESTIMATORS)),
                                 help="Estimators to run (repeatable); default all.")  # fmt: skip
+
+
+def _policy_id(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """An ``--id`` checked before any work: a train or tune run is not wasted on an id the registry refuses."""
+    try:
+        return None if value is None else checked_policy_id(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def _actor() -> str:
@@ -219,7 +227,7 @@ def show(policy_id: str, config_path: str, store_url: str | None, as_json: bool)
 @policy.command()
 @config_option
 @store_option
-@click.option("--id", "policy_id", required=True, help="The new candidate's id.")
+@click.option("--id", "policy_id", required=True, callback=_policy_id, help="The new candidate's id.")
 @click.option("--kind", type=click.Choice(list(KINDS)), required=True, help="What the policy is.")
 @click.option("--file", "file", type=click.Path(exists=True, dir_okay=False),
               help="A rules policy's JSON file ([{\"action\": ..., \"when\": CEL}]) or a VW policy's model file.")  # fmt: skip
@@ -238,7 +246,7 @@ def register(config_path: str, store_url: str | None, policy_id: str, kind: Any,
 @policy.command()
 @config_option
 @store_option
-@click.option("--id", "policy_id", required=True, help="The new candidate's id.")
+@click.option("--id", "policy_id", required=True, callback=_policy_id, help="The new candidate's id.")
 @click.option("--since", type=click.DateTime(TIME_FORMATS), help="Train on joined decisions from this time (UTC).")
 @click.option("--until", type=click.DateTime(TIME_FORMATS), required=True, help="Train on joined decisions before this time (UTC).")
 @click.option("--holdout-until", type=click.DateTime(TIME_FORMATS), help="Evaluate on [until, this); default everything after until.")
@@ -291,7 +299,7 @@ def _tuning_table(tuning: Tuning) -> Table:
                    "learner and one in the other encoding.")  # fmt: skip
 @click.option("--against", "against",
               help="Compare with this set-up (trained on the same examples), not the champion; registers nothing.")  # fmt: skip
-@click.option("--id", "policy_id", help="The registered candidate's id; default tuned-<cut date>-<set-up>.")
+@click.option("--id", "policy_id", callback=_policy_id, help="The registered candidate's id; default tuned-<cut date>-<set-up>.")
 @json_option
 def tune_setups(config_path: str, store_url: str | None, cut: datetime, setups_path: str | None, against: str | None,
                 policy_id: str | None, as_json: bool) -> None:  # fmt: skip

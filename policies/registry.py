@@ -21,6 +21,15 @@ from store.records import KINDS, STATES, AuditEntry, EvaluationRecord, Kind, Pol
 POLICY_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 """A policy's id: it names the policy in metrics' labels, logs, exports and both stores' text (no
 NUL, no spaces); '.' for ids tuning makes from set-ups (tuned-20261207-lr-0.1)."""
+
+
+def checked_policy_id(policy_id: str) -> str:
+    """``policy_id``, when it is one (``POLICY_ID``); else ValueError saying what is wrong."""
+    if not POLICY_ID.fullmatch(policy_id):
+        raise ValueError(f"policy_id: expected 1-64 letters, digits, '_', '-' or '.', got {excerpt(policy_id)}")
+    return policy_id
+
+
 _AS_NOUN = {"candidate": "a candidate", "shadow": "a shadow", "champion": "the champion", "retired": "retired"}
 CHANGES = 5
 """Times a change is tried when another process changes the registry between its read and its write."""
@@ -115,8 +124,7 @@ class Registry:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
         if state not in STATES:
             raise ValueError(f"state: expected one of {', '.join(STATES)}, got {state!r}")
-        if not POLICY_ID.fullmatch(policy_id):
-            raise ValueError(f"policy_id: expected 1-64 letters, digits, '_', '-' or '.', got {excerpt(policy_id)}")
+        checked_policy_id(policy_id)
         at = time.time() if now is None else now
         entry = PolicyEntry(policy_id, kind, artifact, artifact_hash(kind, artifact), list(args or []), dict(features or {}),
                             parent, at, state, note)  # fmt: skip

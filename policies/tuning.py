@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from vowpal_wabbit_next import Workspace
 
 from bandit.config import BreinConfig, FeaturesConfig, LearnerConfig, read_toml
-from bandit.errors import BreinError
+from bandit.errors import BreinError, excerpt, validation_problems
 from bandit.features import FeatureEncoder
 from bandit.learner import vw_arguments
 from bandit.policies import Policy
@@ -50,7 +50,7 @@ from policies.evaluation import (
 )
 from policies.gate import gate_reliability
 from policies.operations import Trained, evaluation_record, resolve_policy, train_model
-from policies.registry import Registry
+from policies.registry import Registry, checked_policy_id
 from reward.credit import CreditRules
 from store import Store
 from store.records import DAY, EvaluationRecord, PolicyEntry
@@ -116,8 +116,7 @@ class Setup:
         try:
             tuned = LearnerConfig.model_validate({**config.learner.model_dump(), **learner, "extra_args": extra})
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise TuningError(f"set-up {self.name!r}: {problems}") from None
+            raise TuningError(f"set-up {self.name!r}: {validation_problems(error)}") from None
         try:
             Workspace(vw_arguments(tuned))
         except Exception as error:
@@ -194,6 +193,10 @@ def load_setups(path: str | Path) -> list[Setup]:
         name = table.get("name")
         if not isinstance(name, str) or not name:
             raise TuningError(f"{path}: setup[{i}]: expected a non-empty name")
+        try:
+            checked_policy_id(candidate_id(0.0, name))
+        except ValueError as error:  # the name is part of the id its candidate is registered under
+            raise TuningError(f"{path}: setup[{i}]: name {excerpt(name)} makes no candidate id: {error}") from None
         setups.append(Setup(name, {k: v for k, v in table.items() if k != "name"}))
     names = [s.name for s in setups]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -438,8 +441,9 @@ def level(alpha: float) -> str:
     return f"{100 * (1 - alpha):.3g}%"
 
 
-def candidate_id(tuning: Tuning, best: Tried) -> str:
-    return f"tuned-{datetime.fromtimestamp(tuning.cut, tz=UTC):%Y%m%d}-{best.setup.name}"
+def candidate_id(cut: float, setup: str) -> str:
+    """The id a tuning registers its best set-up under by default."""
+    return f"tuned-{datetime.fromtimestamp(cut, tz=UTC):%Y%m%d}-{setup}"
 
 
 def register_best(
@@ -454,7 +458,7 @@ def register_best(
     if not tuning.against_champion:
         raise TuningError(f"a tuning against the set-up {tuning.baseline} registers nothing: the gate compares with the champion")
     registry = Registry(store.registry)
-    new_id = policy_id or candidate_id(tuning, best)
+    new_id = policy_id or candidate_id(tuning.cut, best.setup.name)
     if registry.has(new_id):
         raise TuningError(f"a policy {new_id!r} is already registered: tuned on this cut before? (choose another id)")
     trained = best.trained

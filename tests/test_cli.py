@@ -41,6 +41,15 @@ def test_check_accepts_the_example_and_refuses_a_bad_file(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
+    "command", [["policy", "register", "--kind", "uniform"], ["policy", "train"], ["policy", "tune", "--cut", "2026-06-01"]]
+)
+def test_an_id_the_registry_refuses_is_refused_before_any_work(command: list[str]) -> None:
+    refused = CliRunner().invoke(main, [*command, "--config", str(EXAMPLE), "--store", "/nonexistent/brein.db", "--id", "a b"])
+    assert refused.exit_code == 2
+    assert "Invalid value for '--id': policy_id: expected 1-64 letters, digits, '_', '-' or '.', got 'a b'" in refused.output
+
+
+@pytest.mark.parametrize(
     ("extra", "said"),
     [('"--clip_pp", "1"', "unrecognised option '--clip_pp'"), ('"--bag", "2"', "does not match output prediction type")],
     ids=["unknown", "conflicting"],

@@ -218,6 +218,7 @@ BAD_SETUPS = [
     ("[[setup]]\nname = \"x\"\n[[setup]]\nname = \"x\"\n", "set-up names must differ; x more than once"),
     ("[[setup]]\nname = \"x\"\ncb_type = \"dr\"\n", "set-up 'x': VW refuses --cb_explore_adf --quiet --squarecb"),
     ("[[setup]]\nname = \"x\"\nepsilon = 2.0\n", "set-up 'x': epsilon: Input should be less than or equal to 1"),
+    ("[[setup]]\nname = \"fast one\"\n", "setup[0]: name 'fast one' makes no candidate id: policy_id: expected 1-64 letters"),
     ("[[setup]]\nname = \"x\"\nnumeric_default = \"raw\"\n",
      "set-up 'x': numeric_default: expected one of quantile, auto in the set-up and the config, got 'raw' and 'quantile'"),
 ]
