@@ -24,6 +24,7 @@ from policies.cli import policy, replay
 from serving import converters
 from serving.cli_security import COMMANDS, ClientCredentials, credential_options
 from serving.cli_store import opened_store, store_option
+from serving.cli_types import FiniteFloatRange
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from store.errors import StoreError
@@ -211,7 +212,7 @@ def decide(
 @main.command()
 @click.option("--customer", required=True, help="The customer id.")
 @click.option("--type", "outcome_type", required=True, help="A configured outcome type.")
-@click.option("--value", type=float, help="Money; default the type's value.")
+@click.option("--value", type=FiniteFloatRange(), help="Money; default the type's value.")
 @click.option("--outcome-id", default="", help="Idempotency key; default a new one.")
 @click.option("--decision-id", default="", help="Attribute directly to this decision.")
 @at_option
@@ -368,9 +369,10 @@ def export(config_path: str, store_url: str | None, fmt: str, output: Any) -> No
 @click.option("--config", "config_path", default="examples/telecom.toml", show_default=True, type=click.Path(dir_okay=False),
               help="The Brein config the world and the server use.")  # fmt: skip
 @click.option("--customers", default=20_000, show_default=True, type=click.IntRange(min=100), help="Customers in the world.")
-@click.option("--days", default=180.0, show_default=True, type=click.FloatRange(min=31), help="Simulated days.")
+@click.option("--days", default=180.0, show_default=True, type=FiniteFloatRange(min=31), help="Simulated days.")
 @click.option("--seed", default=1, show_default=True, type=int, help="World seed: the same customers and arrivals for every policy.")
-@click.option("--last-days", default=30.0, show_default=True, type=float, help="Report the value over the run's last days.")
+@click.option("--last-days", default=30.0, show_default=True, type=FiniteFloatRange(min=0, min_open=True),
+              help="Report the value over the run's last days (at most --days).")  # fmt: skip
 @click.option("--in-process", is_flag=True, help="Drive Brein's core in-process (deterministic) instead of a server over gRPC.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the learning curves to this PNG file.")
 @json_option
@@ -388,6 +390,8 @@ def simulate(config_path: str, customers: int, days: float, seed: int, last_days
     from policies.simulation.world import World
     from serving.simulate import brein_driver, plot_curves
 
+    if last_days > days:
+        raise click.BadParameter(f"{last_days:g} days is more than the {days:g} simulated", param_hint="--last-days")
     data = tomllib.loads(Path(config_path).read_text())
     config = _config(config_path)
     with Progress(console=console, disable=as_json) as bar:

@@ -19,6 +19,7 @@ from rich.table import Table
 from bandit.config import BreinConfig, load_config
 from bandit.errors import BreinError
 from serving.cli_store import opened_store, store_option
+from serving.cli_types import FiniteFloatRange
 from serving.security import key_hash
 
 console = Console()
@@ -171,7 +172,7 @@ def retention() -> None:
 @retention.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
 @store_option
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), help="Retention in days; default privacy.retention_days.")
+@click.option("--days", type=FiniteFloatRange(min=0, min_open=True), help="Retention in days; default privacy.retention_days.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON, for scripts.")
 def retention_run(config_path: str, store_url: str | None, days: float | None, as_json: bool) -> None:
     """Delete what is older than the retention now (the server also does it in the background)."""

@@ -41,6 +41,21 @@ def test_check_accepts_the_example_and_refuses_a_bad_file(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["simulate", "--days", "inf"], "Invalid value for '--days': 'inf' is not a finite number."),  # ran forever
+        (["simulate", "--last-days", "nan"], "Invalid value for '--last-days': 'nan' is not a finite number."),  # nan shares
+        (["simulate", "--days", "60", "--last-days", "90"], "--last-days: 90 days is more than the 60 simulated"),
+        (["retention", "run", "--config", str(EXAMPLE), "--days", "nan"], "'--days': 'nan' is not a finite number."),
+        (["outcome", "--customer", "c", "--type", "complaint", "--value", "-inf"], "'-inf' is not a finite number."),
+    ],
+)
+def test_a_number_option_refuses_what_is_not_a_finite_number_in_its_range(args: list[str], said: str) -> None:
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and said in refused.output, refused.output
+
+
+@pytest.mark.parametrize(
     "command", [["policy", "register", "--kind", "uniform"], ["policy", "train"], ["policy", "tune", "--cut", "2026-06-01"]]
 )
 def test_an_id_the_registry_refuses_is_refused_before_any_work(command: list[str]) -> None:
