@@ -212,6 +212,22 @@ def test_a_url_no_backend_reads_is_refused_with_the_reason(url: str, message: st
         open_store(url)
 
 
+def test_a_file_that_is_no_store_is_refused_with_the_reason_and_left_as_it_was(tmp_path: Path) -> None:
+    """Such a file was an sqlite3.DatabaseError traceback (``brein ... --store /etc/passwd``)."""
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n" * 100)
+    with pytest.raises(UnknownStore, match=r"notes\.txt: not a Brein store: file is not a database"):
+        open_store(f"sqlite:///{text}")
+    assert text.read_text() == "not a database\n" * 100
+    log = tmp_path / "brein.db"
+    open_store(f"sqlite:///{log}").close()
+    (tmp_path / "brein.worker.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)  # the worker's file damaged
+    running = set(threading.enumerate())
+    with pytest.raises(UnknownStore, match=r"brein\.worker\.db: not a Brein store: file is not a database"):
+        open_store(f"sqlite:///{log}")
+    assert set(threading.enumerate()) <= running  # the log's engine, opened first, was closed
+
+
 def test_a_missing_store_is_not_created_when_one_must_exist(tmp_path: Path) -> None:
     with pytest.raises(UnknownStore, match="no store at .*nowhere.db: give --store"):
         open_store(str(tmp_path / "nowhere.db"), create=False)

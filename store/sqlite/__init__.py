@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from store.errors import UnknownStore
+from store.errors import StoreError, UnknownStore
 from store.ports import CommitListener, WorkerLease
 from store.sqlite.connections import worker_file
 from store.sqlite.decisions import SQLiteDecisionLog
@@ -49,8 +49,12 @@ class SQLiteStore:
             worker = worker_file(self.path)
             self.engine = Engine(self.path, attached=worker, on_commit=on_commit, commit_pause=commit_pause,
                                  on_thread_failure=on_thread_failure)  # fmt: skip
-            self.worker_engine = Engine(worker, histories=(worker_migrations,), on_commit=on_commit,
-                                        on_thread_failure=on_thread_failure, threads=IDLE_SAFE_THREADS)  # fmt: skip
+            try:
+                self.worker_engine = Engine(worker, histories=(worker_migrations,), on_commit=on_commit,
+                                            on_thread_failure=on_thread_failure, threads=IDLE_SAFE_THREADS)  # fmt: skip
+            except StoreError:
+                self.engine.close()
+                raise
             try:
                 with self.engine.reading(with_worker=True) as conn:
                     check_pair(conn, self.path, worker)

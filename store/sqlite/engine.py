@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database, Migrations
 
-from store.errors import Conflict, StoreUnavailable
+from store.errors import Conflict, StoreUnavailable, UnknownStore
 from store.ports import CommitListener
 from store.settling import Settled, committed, failed, next_group
 from store.sqlite.checkpoints import INTERVAL_SECONDS, Checkpointer
@@ -176,23 +176,28 @@ class Engine:
         ``threads``: the start of its threads' names (``-writer``, ``-checkpointer``)."""
         self.path = path
         self._histories = histories
-        self._writer_conn = connect(path or ":memory:")
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._shared: threading.Lock | None = None
         self.checkpointer: Checkpointer | None = None
-        if path is None:
-            self._shared = threading.Lock()
-            self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
-            self._reads_with_worker: _Reads = self._reads
-        else:
-            durable(self._writer_conn)
-            self._reads = _Reads(self)
-            self._reads_with_worker = _Reads(self, attached) if attached is not None else self._reads
-            self.checkpointer = Checkpointer(
-                connect(path), f"{threads}-checkpointer", interval=checkpoint_seconds, on_thread_failure=on_thread_failure
-            )
-        self._migrate()
+        try:
+            self._writer_conn = connect(path or ":memory:")
+            if path is None:
+                self._shared = threading.Lock()
+                self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
+                self._reads_with_worker: _Reads = self._reads
+            else:
+                durable(self._writer_conn)
+                self._reads = _Reads(self)
+                self._reads_with_worker = _Reads(self, attached) if attached is not None else self._reads
+                self.checkpointer = Checkpointer(
+                    connect(path), f"{threads}-checkpointer", interval=checkpoint_seconds, on_thread_failure=on_thread_failure
+                )
+            self._migrate()
+        except sqlite3.OperationalError as error:  # locked past the wait, a file that cannot be opened
+            raise StoreUnavailable(f"{path}: the store cannot be opened: {error}") from None
+        except sqlite3.DatabaseError as error:  # not an SQLite file, or a damaged one: a traceback before
+            raise UnknownStore(f"{path}: not a Brein store: {error}") from None
         self._writer_conn.execute("PRAGMA busy_timeout = 0")  # begin() waits for the write lock instead
         self._commit_pause = commit_pause
         self._on_commit = on_commit
