@@ -9,18 +9,28 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 
 from store import open_store
-from store.errors import Conflict, LeaseLost, StaleHistory, UnknownStore
+from store.errors import Conflict, LeaseLost, StaleHistory, StoreUnavailable, UnknownStore
 from store.postgres import PostgresStore
 from store.postgres.decisions import CUSTOMER_LOGS
 from store.postgres.engine import MAX_LOCKED_CUSTOMERS
 from store.records import DAY, ActivationRecord, ModelSnapshot
 from tests.conftest import T0, postgres_store_url
 from tests.test_store_contract import decision, outcome
+
+
+@pytest.mark.parametrize(("change", "reason"), [({"path": "/no_such_database"}, 'database "no_such_database" does not exist'),
+                                                 ({"netloc": "no_such_role@127.0.0.1"}, 'role "no_such_role" does not exist')])
+def test_a_store_that_cannot_be_opened_says_why(postgres_database: str, change: dict[str, str], reason: str) -> None:
+    """The pool only said "pool initialization incomplete after 5.0 sec"."""
+    url = urlunsplit(urlsplit(postgres_database)._replace(**change))
+    with pytest.raises(StoreUnavailable, match=re.escape(reason)):
+        open_store(url)
 
 
 @pytest.fixture

@@ -200,9 +200,11 @@ class Engine:
             timeout=CONNECT_SECONDS, open=False, name="brein-store",
         )  # fmt: skip
         try:
-            self.pool.open(wait=True, timeout=CONNECT_SECONDS)
-            with self.pool.connection() as conn:
+            # The first connection is made directly: its failure says why (no such database, refused),
+            # where the pool's only says that it timed out.
+            with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_SECONDS)) as conn:
                 migrate(conn, create=create)
+            self.pool.open(wait=True, timeout=CONNECT_SECONDS)
         except BROKEN as error:
             self.pool.close()
             raise StoreUnavailable(f"could not open the PostgreSQL store: {error}") from error
