@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bandit.errors import BreinError, ConfigError, excerpt, validation_problems
 from bandit.security_config import LimitsConfig, PrivacyConfig, SecurityConfig, TLSConfig
@@ -227,6 +227,18 @@ class ServerConfig(_Strict):
     # one call that holds the GIL, which the Decides arriving meanwhile wait out; a learner catching up
     # on a backlog stores a snapshot every `snapshot_every` examples.
     snapshot_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+
+    @field_validator("address", "metrics_address")
+    @classmethod
+    def _host_and_port(cls, value: str, info: ValidationInfo) -> str:
+        """host:port with a port a socket can have (0: any free one); gRPC also serves a unix socket.
+        A port past 65535 was taken modulo 65536 (99999 served on 34463)."""
+        if info.field_name == "address" and value.startswith(("unix:", "unix-abstract:")):
+            return value
+        _, colon, port = value.rpartition(":")
+        if not colon or not port.isdigit() or int(port) > 65_535:
+            raise ValueError(f"expected host:port with a port from 0 to 65535, got {excerpt(value)}")
+        return value
 
 
 class GateConfig(_Strict):

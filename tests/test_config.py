@@ -39,6 +39,8 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("offers.renewal.colour", "red"), "offers.renewal.colour: Extra inputs are not permitted"),
         (_with("timezone", "Mars/Olympus"), "unknown time zone 'Mars/Olympus'"),
         (_with("timezone", "America"), "unknown time zone 'America'"),  # a folder of zones
+        (_with("server.address", "127.0.0.1:99999"), "server.address: Value error, expected host:port with a port from 0"),
+        (_with("server.metrics_address", "unix:/tmp/m.sock"), "server.metrics_address: Value error, expected host:port"),
         (_with("timezone", "x" * 5000), "unknown time zone 'xxxxxxxx"),  # longer than a file name may be
         (_with("slots.morning", "9 o'clock"), "expected a time of day like '09:00'"),
         (_with("slots.now", "10:00"), "'now' is built in"),
