@@ -131,6 +131,16 @@ class VWPolicy:
             return int(np.count_nonzero(~np.isfinite(table)))
 
 
+def vw_refusal(args: Sequence[str], model_data: bytes | None = None) -> str | None:
+    """Why VW does not load ``model_data`` (or start a new model) with ``args``: arguments it does not
+    know or cannot combine, a file that is not a model for them; None when it does."""
+    try:
+        VWPolicy(args, model_data)
+    except Exception as error:
+        return str(error)
+    return None
+
+
 def _unchecked_predict(workspace: Workspace[Literal[False]]) -> Callable[[list[_core.Example]], object]:
     """``workspace``'s multi-line predict without vowpal-wabbit-next's check, in Python, that each
     example's label type is the workspace's: 28 µs of a 69 µs predict over 22 examples, for nothing

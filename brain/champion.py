@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bandit.config import BreinConfig
 from bandit.errors import ConfigError
-from bandit.learner import VWPolicy, vw_arguments
+from bandit.learner import vw_arguments, vw_refusal
 from policies.registry import InvalidTransition, Registry
 from store.records import PolicyEntry
 
@@ -17,11 +17,10 @@ def config_model(config: BreinConfig) -> tuple[list[str], bytes | None]:
     args = vw_arguments(config.learner)
     path = config.learner.model
     data = Path(path).read_bytes() if path is not None and Path(path).exists() else None
-    try:
-        VWPolicy(args, data)
-    except Exception as error:
+    refusal = vw_refusal(args, data)
+    if refusal is not None:
         what = f"learner.model: {path} is not a VW model for" if data is not None else "learner: VW does not take"
-        raise ConfigError(f"{what} {' '.join(args)}: {error}") from None
+        raise ConfigError(f"{what} {' '.join(args)}: {refusal}")
     return args, data
 
 

@@ -13,7 +13,7 @@ from bandit.catalog import DO_NOTHING, Catalog
 from bandit.config import BreinConfig
 from bandit.encoding import LearnedEncoding
 from bandit.features import FeatureEncoder
-from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments
+from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments, vw_refusal
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
 from policies.gate import check_gate, gate_reliability
@@ -81,10 +81,9 @@ def register_policy(
         raise ValueError(f"a {kind} policy has no file")
     if kind == "vw":
         args = list(vw_args) if vw_args else vw_arguments(config.learner)
-        try:
-            VWPolicy(args, artifact)
-        except Exception as error:
-            raise PolicyLoadError(f"{policy_id}: not a VW model for {' '.join(args)}: {error}") from None
+        refusal = vw_refusal(args, artifact)
+        if refusal is not None:
+            raise PolicyLoadError(f"{policy_id}: not a VW model for {' '.join(args)}: {refusal}")
     if kind == "rules" and artifact is not None:
         rules = parse_rules(artifact)
         known = Catalog(config).by_id

@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from vowpal_wabbit_next import Workspace
 
 from bandit.config import BreinConfig, FeaturesConfig, LearnerConfig, read_toml
 from bandit.errors import BreinError, excerpt, validation_problems
 from bandit.features import FeatureEncoder
-from bandit.learner import vw_arguments
+from bandit.learner import vw_arguments, vw_refusal
 from bandit.policies import Policy
 from policies.estimators import ALPHA, Estimate
 from policies.evaluation import (
@@ -117,10 +116,9 @@ class Setup:
             tuned = LearnerConfig.model_validate({**config.learner.model_dump(), **learner, "extra_args": extra})
         except ValidationError as error:
             raise TuningError(f"set-up {self.name!r}: {validation_problems(error)}") from None
-        try:
-            Workspace(vw_arguments(tuned))
-        except Exception as error:
-            raise TuningError(f"set-up {self.name!r}: VW refuses {' '.join(vw_arguments(tuned))}: {error}") from None
+        refusal = vw_refusal(vw_arguments(tuned))
+        if refusal is not None:
+            raise TuningError(f"set-up {self.name!r}: VW refuses {' '.join(vw_arguments(tuned))}: {refusal}")
         return config.model_copy(update={"learner": tuned, "features": features})
 
     def _features(self, config: BreinConfig) -> FeaturesConfig:
