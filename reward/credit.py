@@ -1,11 +1,12 @@
 """Crediting one customer's outcomes to the decisions that preceded them. Pure: no store, no clock.
 
 An outcome of type T at time t is credited to the customer's decisions in T's attribution window
-(cut at ``[joiner] horizon_days``) before it — every one of them (``window``), the latest
-(``last_touch``), or only the decision it names (``direct``) — restricted to T's offers when the
-config lists some (do-nothing included when it does not: a customer who renews after do-nothing
-credits do-nothing, or restraint never pays). A decision on a deferred channel that was not
-activated by then was never shown: it takes no credit.
+(cut at ``[joiner] horizon_days``) before it — every one of them, up to the latest
+``[joiner] max_credited_decisions`` (``window``), the latest (``last_touch``), or only the decision
+it names (``direct``) — restricted to T's offers when the config lists some (do-nothing included
+when it does not: a customer who renews after do-nothing credits do-nothing, or restraint never
+pays). A decision on a deferred channel that was not activated by then was never shown: it takes
+no credit.
 ``[joiner] credit`` says what ``window`` does with several decisions: each gets the value in full,
 they share it equally, or only the latest gets it (the default: on the choosing worlds full credit
 paid every contact in a window for the same outcome and the model over-contacted; measured in
@@ -15,7 +16,7 @@ docs/simulation.md, "Choosing the defaults").
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -61,6 +62,7 @@ class CreditRules:
         self.share_equally = config.joiner.credit == "equal"
         self.latest_only = config.joiner.credit == "last_touch"
         self.deferred = frozenset(c for c, cfg in config.channels.items() if cfg.deferred)
+        self.most_credited = config.joiner.max_credited_decisions
         windows = config.credit_windows_days()
         self.windows = {name: days * DAY for name, days in windows.items()}  # seconds
         self.longest_window_days = max(windows.values(), default=0.0)
@@ -75,16 +77,8 @@ class CreditRules:
     def credit(self, decisions: Sequence[DecisionFacts], outcomes: Sequence[OutcomeFacts]) -> dict[str, Credit]:
         """Credit per decision id for one customer's decisions (sorted by time); a decision that
         earned nothing is absent."""
-        times = [d.event_time for d in decisions]
         credits: dict[str, Credit] = {}
-        for outcome in outcomes:
-            rule = self._rules.get(outcome.type)
-            if rule is None:
-                continue
-            window = decisions[bisect_left(times, outcome.event_time - rule.window) : bisect_left(times, outcome.event_time)]
-            candidates = self._candidates(rule, outcome, window)
-            if not candidates:
-                continue
+        for outcome, candidates in self.credited(decisions, outcomes):
             share = outcome.value / len(candidates) if self.share_equally else outcome.value
             for decision in candidates:
                 credit = credits.get(decision.decision_id)
@@ -94,11 +88,62 @@ class CreditRules:
                 credit.outcomes.append(outcome.outcome_id)
         return credits
 
-    def _candidates(self, rule: _Rule, outcome: OutcomeFacts, window: Sequence[DecisionFacts]) -> Sequence[DecisionFacts]:
-        """The decisions in the outcome's window that it is credited to."""
-        candidates = [d for d in window if (not rule.offers or d.offer in rule.offers) and self.shown(d, outcome.event_time)]
-        if rule.attribution == "direct":
-            return [d for d in candidates if d.decision_id == outcome.decision_id]
-        if rule.attribution == "last_touch" or self.latest_only:
-            return candidates[-1:]
-        return candidates
+    def credited(
+        self, decisions: Sequence[DecisionFacts], outcomes: Sequence[OutcomeFacts]
+    ) -> Iterator[tuple[OutcomeFacts, list[DecisionFacts]]]:
+        """Each outcome that is credited to some of one customer's decisions (sorted by time), with
+        those decisions in time order. An outcome's work is a search and at most
+        ``max_credited_decisions`` steps, however many decisions its window holds."""
+        pools: dict[frozenset[str], _Pool] = {}
+        by_id: dict[str, DecisionFacts] | None = None
+        for outcome in outcomes:
+            rule = self._rules.get(outcome.type)
+            if rule is None:
+                continue
+            since, at = outcome.event_time - rule.window, outcome.event_time
+            if rule.attribution == "direct":
+                if by_id is None:
+                    by_id = {d.decision_id: d for d in decisions}
+                named = by_id.get(outcome.decision_id)
+                candidates = [named] if named and self._may_take(rule, named, since, at) else []
+            else:
+                pool = pools.get(rule.offers)
+                if pool is None:
+                    pool = pools[rule.offers] = self._pool(rule, decisions)
+                most = 1 if rule.attribution == "last_touch" or self.latest_only else self.most_credited
+                candidates = pool.latest(since, at, most, self.shown)
+            if candidates:
+                yield outcome, candidates
+
+    def _may_take(self, rule: _Rule, decision: DecisionFacts, since: float, until: float) -> bool:
+        """Whether an outcome under ``rule`` at ``until`` with its window from ``since`` may be credited to ``decision``."""
+        offered = not rule.offers or decision.offer in rule.offers
+        return offered and since <= decision.event_time < until and self.shown(decision, until)
+
+    def _pool(self, rule: _Rule, decisions: Sequence[DecisionFacts]) -> _Pool:
+        """The decisions that outcomes under ``rule`` may be credited to at some time: of its offers,
+        and not on a deferred channel never activated."""
+        mine = [d for d in decisions if (not rule.offers or d.offer in rule.offers)
+                and (d.activated_at is not None or d.channel not in self.deferred)]  # fmt: skip
+        return _Pool(mine, [d.event_time for d in mine])
+
+
+@dataclass(frozen=True, slots=True)
+class _Pool:
+    """Decisions sorted by time, and their times (searched)."""
+
+    decisions: list[DecisionFacts]
+    times: list[float]
+
+    def latest(self, since: float, until: float, most: int, shown: Callable[[DecisionFacts, float], bool]) -> list[DecisionFacts]:
+        """The latest ``most`` decisions in [since, until) shown by ``until``, in time order."""
+        first = bisect_left(self.times, since)
+        found: list[DecisionFacts] = []
+        for index in range(bisect_left(self.times, until) - 1, first - 1, -1):
+            decision = self.decisions[index]
+            if shown(decision, until):
+                found.append(decision)
+                if len(found) == most:
+                    break
+        found.reverse()
+        return found

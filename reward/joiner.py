@@ -34,7 +34,7 @@ from store.records import (
     ClosingCustomer,
     JoinedExample,
     JoinRun,
-    LateCandidate,
+    LateCustomer,
     LateOutcome,
     ProvisionalExample,
     StoredStage,
@@ -144,7 +144,7 @@ class Joiner:
         while writing:
             writing.popleft().result()
         provisional = self._provisional(watermark, horizon, run)
-        late = self._late(store.late_candidates(checked, horizon, self.rules.windows))
+        late = self._late(store.late_candidates(checked, horizon, max(self.rules.windows.values(), default=0.0)))
         late_count = len({outcome_id for outcome_id, _ in late})
         finished = JoinRun(run, watermark, cutoff, horizon, done - unactivated, unactivated, late_count, late_checked=horizon)
         store.finish_run(finished, late).result()
@@ -246,14 +246,17 @@ class Joiner:
         others = [DecisionFacts(d, t, o, ch, cost(a, o, ch), at) for d, t, o, ch, a, at in customer.others]
         return closed, self.rules.credit(_merged(closed, others), customer.outcomes)
 
-    def _late(self, candidates: Sequence[LateCandidate]) -> list[LateOutcome]:
+    def _late(self, customers: Sequence[LateCustomer]) -> list[LateOutcome]:
         """(outcome, decision) for each outcome credited, by the credit rules, to a decision joined
         before it arrived: credit that came too late."""
         late: list[LateOutcome] = []
-        for outcome, decisions, joined in candidates:
-            facts = [DecisionFacts(d, t, o, ch, 0.0, at) for d, t, o, ch, _, at in decisions]  # crediting reads no cost
-            credited = self.rules.credit(facts, [outcome])
-            late += [(outcome.outcome_id, decision_id) for decision_id in credited if decision_id in joined]
+        for customer in customers:
+            facts = [DecisionFacts(d, t, o, ch, 0.0, at) for d, t, o, ch, _, at in customer.decisions]  # crediting reads no cost
+            arrived = {outcome.outcome_id: seq for outcome, seq in customer.outcomes}
+            joined = customer.joined
+            for outcome, credited in self.rules.credited(facts, [outcome for outcome, _ in customer.outcomes]):
+                seq = arrived[outcome.outcome_id]
+                late += [(outcome.outcome_id, d.decision_id) for d in credited if joined.get(d.decision_id, seq) < seq]
         return late
 
     def _bound(self, credit: Credit) -> int:

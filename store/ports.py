@@ -34,7 +34,7 @@ from store.records import (
     Head,
     JoinedExample,
     JoinRun,
-    LateCandidate,
+    LateCustomer,
     LateOutcome,
     LearningRow,
     LoggedExample,
@@ -176,10 +176,12 @@ class JoinState(Protocol):
         """The outcome horizon up to which finished runs have looked for late outcomes (0 if none)."""
         ...
 
-    def late_candidates(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateCandidate]:
-        """Outcomes with after < seq <= horizon that fall in the window (``windows``: outcome type ->
-        seconds before it) of a decision of their customer that was joined with a smaller horizon,
-        each with its customer's decisions in that window."""
+    def late_candidates(self, after: int, horizon: int, window: float) -> list[LateCustomer]:
+        """The customers with outcomes with after < seq <= horizon who have a decision in the
+        ``window`` (seconds) before one of them that was joined with a horizon smaller than one of
+        their seqs: those outcomes, and the customer's decisions from ``window`` before the
+        earliest of them up to the latest. One read whatever a customer's numbers of decisions and
+        outcomes: the credit rules pair them (reward/credit.py)."""
         ...
 
     def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:

@@ -242,15 +242,17 @@ class StoredStage(NamedTuple):
     staged_until: float
 
 
-class LateCandidate(NamedTuple):
-    """An outcome that arrived after a decision in its window was joined, with every decision of its
-    customer in its window (by time, then id) and those joined before it arrived. Whether it is late
-    for them is for the credit rules to say: one credited only to the latest contact before it, not
-    joined yet, is credited when that contact is joined."""
+class LateCustomer(NamedTuple):
+    """A customer with outcomes that arrived after a decision that may share their credit was
+    joined: those outcomes (by time, then id, each with its seq), every decision of the customer in
+    their windows (by time, then id) and the outcome horizon each joined one was joined at. Whether
+    an outcome is late for a decision is for the credit rules to say: one credited only to the
+    latest contact before it, not joined yet, is credited when that contact is joined."""
 
-    outcome: OutcomeFacts
+    customer_id: str
+    outcomes: list[tuple[OutcomeFacts, int]]
     decisions: list[JoinDecision]
-    joined: frozenset[str]
+    joined: dict[str, int]
 
 
 class LearningRow(NamedTuple):

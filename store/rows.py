@@ -24,7 +24,7 @@ from store.records import (
     EvaluationRecord,
     JoinDecision,
     JoinedExample,
-    LateCandidate,
+    LateCustomer,
     LearningRow,
     LoggedExample,
     ModelSnapshot,
@@ -147,18 +147,39 @@ def logged_examples(rows: Iterable[Sequence[Any]]) -> list[LoggedExample]:
     ]  # fmt: skip
 
 
-def late_candidates(joined: Iterable[tuple[str, str]], rows: Iterable[Sequence[Any]]) -> list[LateCandidate]:
-    """From (outcome id, decision id joined before it arrived) pairs and rows of an outcome's facts
-    followed by one decision's (a JoinDecision), by outcome and then in the decisions' time order."""
-    before: dict[str, set[str]] = {}
-    for outcome_id, decision_id in joined:
-        before.setdefault(outcome_id, set()).add(decision_id)
-    candidates = []
-    for outcome_id, group in groupby(rows, key=itemgetter(0)):
-        mine = list(group)
-        decisions: list[JoinDecision] = [(d, t, o, ch, a, at) for *_, d, t, o, ch, a, at in mine]
-        candidates.append(LateCandidate(OutcomeFacts(*mine[0][:5]), decisions, frozenset(before[outcome_id])))
-    return candidates
+NEW_OUTCOMES = "customer_id, outcome_id, type, value, event_time, decision_id, seq"
+"""The columns of the new outcomes a late search reads first, in customer, time, then id order."""
+LateWindow = tuple[str, float, float, int]
+"""(customer id, since, until, newest seq): where a customer's decisions that may share its new
+outcomes' credit are, and the newest of those outcomes."""
+
+
+def late_windows(new_outcomes: Sequence[Sequence[Any]], window: float) -> list[LateWindow]:
+    """Per customer of NEW_OUTCOMES rows: its decisions from ``window`` before its earliest new outcome
+    to its latest, and the newest's seq."""
+    windows = []
+    for customer, rows in groupby(new_outcomes, key=itemgetter(0)):
+        mine = list(rows)  # (customer, outcome id, type, value, event time, decision id, seq)
+        windows.append((customer, mine[0][4] - window, mine[-1][4], max(row[6] for row in mine)))
+    return windows
+
+
+def late_customers(new_outcomes: Sequence[Sequence[Any]], decisions: Iterable[Sequence[Any]]) -> list[LateCustomer]:
+    """From NEW_OUTCOMES rows and rows of the decisions in customers' late windows (customer id,
+    decision id, event time, offer, channel, action id, activation time, horizon it was joined at or
+    None; customer, time, then id order): the customers with decisions among them."""
+    outcomes = {customer: [(OutcomeFacts(*row[1:6]), row[6]) for row in rows]
+                for customer, rows in groupby(new_outcomes, key=itemgetter(0))}  # fmt: skip
+    customers = []
+    for customer, rows in groupby(decisions, key=itemgetter(0)):
+        mine: list[JoinDecision] = []
+        joined: dict[str, int] = {}
+        for _, decision_id, at, offer, channel, action, activated, horizon in rows:
+            mine.append((decision_id, at, offer, channel, action, activated))
+            if horizon is not None:
+                joined[decision_id] = horizon
+        customers.append(LateCustomer(customer, outcomes[customer], mine, joined))
+    return customers
 
 
 def new_stage_keys(registered: Iterable[tuple[float, int]], ages: Iterable[float]) -> list[tuple[int, float]]:

@@ -53,6 +53,23 @@ def test_equal_share_splits_the_value() -> None:
     assert credits["a"].total == credits["b"].total == pytest.approx(120.0)
 
 
+@pytest.mark.parametrize(("credit", "each"), [("full", 240.0), ("equal", 80.0)])
+def test_an_outcome_is_credited_to_at_most_the_latest_max_credited_decisions(credit: str, each: float) -> None:
+    # A customer decided for over and over: the renewal goes to the latest three shown decisions of
+    # its offers in its window. A later sim_only (not a renewal offer here) and an e-mail never
+    # activated take none of it and do not use up the three.
+    data = example_data()
+    data["joiner"] = {"credit": credit, "max_credited_decisions": 3}
+    data["outcomes"]["contract_renewal"]["offers"] = ["renewal"]
+    decisions = [d(f"d{i}", i * 0.1) for i in range(200)] + [d("s", 25, offer="sim_only"), d("u", 26, delay=None)]
+    credits = CreditRules(parse_config(data)).credit(decisions, [o("r", 27)])
+    assert {k: c.total for k, c in credits.items()} == pytest.approx({"d197": each, "d198": each, "d199": each})
+    assert [c.outcomes for c in credits.values()] == [["r"]] * 3
+    with pytest.raises(ConfigError, match="max_credited_decisions"):
+        data["joiner"]["max_credited_decisions"] = 0
+        parse_config(data)
+
+
 def test_last_touch_and_direct() -> None:
     decisions = [d("a", 0), d("b", 5)]
     last = rules(contract_renewal__attribution="last_touch").credit(decisions, [o("r", 10)])

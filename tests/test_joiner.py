@@ -203,6 +203,27 @@ def test_out_of_order_duplicate_and_late_outcomes(config: BreinConfig, store: St
     assert joiner.run(until=T0 + CLOSE + 2 * DAY).late_outcomes == 0  # counted once
 
 
+def test_late_outcomes_of_a_customer_decided_for_over_and_over_mark_only_the_decisions_they_credit(
+    config: BreinConfig, store: Store
+) -> None:
+    # 400 decisions of one customer in ten days, joined; then two renewals arrive, each shared by
+    # the latest three decisions before it (max_credited_decisions), and one for a decision the
+    # joiner has not closed yet. Late for those three only, whatever the decisions around them.
+    rules = config.joiner.model_copy(update={"max_credited_decisions": 3})
+    joiner = Joiner(config.model_copy(update={"joiner": rules}), store.joins)
+    store.decisions.submit_decisions([decision(f"d{i:03}", "c1", T0 + i * DAY / 40) for i in range(400)]).result()
+    store.decisions.submit_activation(ActivationRecord("d399", T0 + 9 * DAY)).result()  # the rest never sent: not credited
+    for i in range(0, 399, 2):
+        store.decisions.submit_activation(ActivationRecord(f"d{i:03}", T0 + i * DAY / 40)).result()
+    assert joiner.run(until=T0 + CLOSE + 10 * DAY).joined == 201
+    store.decisions.submit_decisions([decision("new", "c1", T0 + 40 * DAY, "do_nothing")]).result()
+    for record in (outcome("r1", "c1", T0 + 5 * DAY), outcome("r2", "c1", T0 + 12 * DAY), outcome("r3", "c1", T0 + 41 * DAY)):
+        store.decisions.submit_outcome(record).result()
+    assert joiner.run(until=T0 + CLOSE + 11 * DAY).late_outcomes == 2
+    marked = sqlite_rows(store, "SELECT outcome_id, decision_id FROM late_outcomes ORDER BY 1, 2")
+    assert marked == [("r1", "d194"), ("r1", "d196"), ("r1", "d198"), ("r2", "d396"), ("r2", "d398"), ("r2", "d399")]
+
+
 def test_a_customer_forgotten_during_a_run_gets_no_example(config: BreinConfig, store: Store) -> None:
     joiner = Joiner(config, store.joins)
     for record in (decision("a", "c1", T0), decision("b", "c2", T0)):

@@ -318,13 +318,18 @@ def test_late_outcomes_are_found_recorded_once_and_runs_read_back(store: Store) 
     ):
         store.decisions.submit_outcome(record).result()
     now = store.joins.outcome_horizon()
-    windows = {"contract_renewal": 7 * DAY, "complaint": 1 * DAY}
-    [late] = store.joins.late_candidates(horizon, now, windows)  # with every decision in its window, joined or not
-    assert late.outcome == OutcomeFacts("late", "contract_renewal", 240.0, T0 + 2 * DAY, "")
-    assert late.decisions == [
+    # Each customer with its new outcomes and every decision in the window before them, joined or not.
+    c1, c2 = store.joins.late_candidates(horizon, now, 7 * DAY)
+    assert [(c.customer_id, [o.outcome_id for o, _ in c.outcomes]) for c in (c1, c2)] == [
+        ("c1", ["late", "outside"]), ("c2", ["other"])]
+    assert c1.outcomes[0][0] == OutcomeFacts("late", "contract_renewal", 240.0, T0 + 2 * DAY, "")
+    assert horizon < c1.outcomes[0][1] < c1.outcomes[1][1] <= now  # their seqs
+    assert c1.decisions == [
         ("d1", T0, "renewal", "email", EMAIL, None), ("d3", T0 + DAY, "do_nothing", "", "do_nothing", T0 + DAY + 60)]
-    assert late.joined == {"d1"}
-    assert store.joins.late_candidates(horizon, now - 3, windows) == []  # only outcomes after ``after``, up to the horizon
+    assert (c1.joined, c2.joined) == ({"d1": horizon}, {"d2": horizon})
+    assert store.joins.late_candidates(horizon, now, 1 * DAY) == []  # no decision joined in a day before any of them
+    assert store.joins.late_candidates(0, horizon, 7 * DAY) == []  # "early" came before d1 was joined
+    assert store.joins.late_candidates(horizon, now - 3, 7 * DAY) == []  # only outcomes after ``after``, up to the horizon
     later = store.joins.start_run(T0 + 41 * DAY, T0 + 10 * DAY, now).result()
     finished = JoinRun(later, T0 + 41 * DAY, T0 + 10 * DAY, now, 0, 0, 1, late_checked=now)
     store.joins.finish_run(finished, [("late", "d1"), ("late", "d1")]).result()

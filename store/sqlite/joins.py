@@ -31,13 +31,23 @@ from store.records import (
     JoinDecision,
     JoinedExample,
     JoinRun,
-    LateCandidate,
+    LateCustomer,
     LateOutcome,
     OutcomeFacts,
     ProvisionalExample,
     StoredStage,
 )
-from store.rows import RUN_COLUMNS, example_rows, from_json, late_candidates, new_stage_keys, stored_stages, to_json
+from store.rows import (
+    NEW_OUTCOMES,
+    RUN_COLUMNS,
+    example_rows,
+    from_json,
+    late_customers,
+    late_windows,
+    new_stage_keys,
+    stored_stages,
+    to_json,
+)
 from store.sqlite.engine import Engine
 from store.sqlite.statements import marks
 
@@ -79,6 +89,19 @@ STAGING = CLOSED.format(
 )
 """CLOSING for a provisional stage: the queued decisions in (since, cutoff] without an example of that
 stage's age or a later one (one staged later under other windows is not staged again earlier)."""
+LATE = (
+    "WITH fresh AS (SELECT json_extract(value, '$[0]') AS customer_id, json_extract(value, '$[1]') AS since, "
+    "json_extract(value, '$[2]') AS until, json_extract(value, '$[3]') AS newest FROM json_each(?)), "
+    "late AS (SELECT customer_id, since, until FROM fresh f WHERE EXISTS (SELECT 1 FROM decisions d JOIN joined_examples j "
+    "ON j.decision_id = d.decision_id WHERE d.customer_id = f.customer_id AND d.event_time >= f.since "
+    "AND d.event_time < f.until AND j.horizon < f.newest)) "
+    "SELECT l.customer_id, d.decision_id, d.event_time, d.offer, d.channel, d.action_id, a.event_time, j.horizon "
+    "FROM late l JOIN decisions d ON d.customer_id = l.customer_id AND d.event_time >= l.since AND d.event_time < l.until "
+    "LEFT JOIN activations a ON a.decision_id = d.decision_id LEFT JOIN joined_examples j ON j.decision_id = d.decision_id "
+    "ORDER BY l.customer_id, d.event_time, d.decision_id"
+)
+"""The decisions in the late windows (store.rows.late_windows) of the customers one of whose
+decisions there was joined before the newest of their new outcomes arrived."""
 RECENT_CREDIT = ("SELECT d.action_id, j.credit FROM joined_examples j JOIN decisions d ON d.decision_id = j.decision_id "
                  "WHERE j.status = 'joined' ORDER BY j.run DESC, j.event_time DESC, j.decision_id DESC LIMIT ?")
 
@@ -334,28 +357,14 @@ class SQLiteJoinState:
         with self._engine.reading(with_worker=True) as conn:
             return int(conn.execute("SELECT COALESCE(MAX(late_checked), 0) FROM join_runs").fetchone()[0])
 
-    def late_candidates(self, after: int, horizon: int, windows: Mapping[str, float]) -> list[LateCandidate]:
-        if not windows:
-            return []
-        cases = " ".join("WHEN ? THEN ?" for _ in windows)
-        in_window = ("JOIN decisions d ON d.customer_id = o.customer_id AND d.event_time < o.event_time "
-                     f"AND d.event_time >= o.event_time - (CASE o.type {cases} ELSE 0 END)")  # fmt: skip
-        types = tuple(chain.from_iterable(windows.items()))
+    def late_candidates(self, after: int, horizon: int, window: float) -> list[LateCustomer]:
         with self._engine.reading(with_worker=True) as conn:
-            joined = conn.execute(
-                f"SELECT o.outcome_id, d.decision_id FROM outcomes o {in_window} "
-                "JOIN joined_examples j ON j.decision_id = d.decision_id AND j.horizon < o.seq WHERE o.seq > ? AND o.seq <= ?",
-                (*types, after, horizon),
-            ).fetchall()
-            if not joined:
+            new = conn.execute(f"SELECT {NEW_OUTCOMES} FROM outcomes WHERE seq > ? AND seq <= ? "
+                               "ORDER BY customer_id, event_time, outcome_id", (after, horizon)).fetchall()  # fmt: skip
+            if not new:
                 return []
-            rows = conn.execute(
-                f"SELECT o.outcome_id, o.type, o.value, o.event_time, o.decision_id, {FACT_COLUMNS}, a.event_time "
-                f"FROM outcomes o {in_window} LEFT JOIN activations a ON a.decision_id = d.decision_id "
-                "WHERE o.outcome_id IN (SELECT value FROM json_each(?)) ORDER BY o.outcome_id, d.event_time, d.decision_id",
-                (*types, to_json(sorted({outcome_id for outcome_id, _ in joined}))),
-            ).fetchall()
-        return late_candidates(joined, rows)
+            decisions = conn.execute(LATE, (to_json(late_windows(new, window)),)).fetchall()
+        return late_customers(new, decisions)
 
     def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:
         marked = [(outcome_id, decision_id, run.run) for outcome_id, decision_id in late]
