@@ -13,6 +13,7 @@ MODULES = [
     "bench.background",
     "bench.threads",
     "bench.join",
+    "bench.flood",
     "bench.takeover",
     "bench.learn",
     "bench.estimators",
