@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from bandit.errors import BreinError, ConfigError, excerpt, validation_problems
 from bandit.security_config import LimitsConfig, PrivacyConfig, SecurityConfig, TLSConfig
+from store.records import HISTORY_CONTACTS
 
 MAX_MONEY = 1e12
 """The largest |amount| of money a config may name (a value, a cost, a max_value), in any unit: room
@@ -83,7 +84,7 @@ class OutcomeTypeConfig(_Strict):
 
 
 class CapConfig(_Strict):
-    max: int = Field(ge=0)
+    max: int = Field(ge=0, lt=HISTORY_CONTACTS)  # a customer's log holds its latest HISTORY_CONTACTS contacts
     days: Days
     per_channel: bool = False
 

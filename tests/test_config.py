@@ -46,6 +46,7 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("slots.now", "10:00"), "'now' is built in"),
         (_with("combinations", [{"offers": ["gold"], "channels": ["email"], "slots": ["morning"]}]), "combinations[0].offers: unknown gold"),
         (_with("contact_policy.quiet_periods", [{"after": "fire", "days": 3}]), "quiet_periods[0].after: unknown outcome type 'fire'"),
+        (_with("contact_policy.caps", [{"max": 1000, "days": 7}]), "caps.0.max: Input should be less than 1000"),
         (_with("outcomes.complaint.window_days", 0), "outcomes.complaint.window_days: Input should be greater than 0"),
         (_with("features.numeric.tenure_months", {"encoding": "bins", "edges": [3.0, 1.0]}), "edges must be strictly increasing"),
         (_with("offers.do_nothing", {"cost": 0}), "do-nothing is built in"),

@@ -184,7 +184,7 @@ def test_a_worker_that_lost_its_lease_without_dying_writes_nothing(empty_url: st
             store.close()
 
 
-READ_INDEXES = {"decisions_customer_time", "decisions_request_id_key", "outcomes_customer_time", "customer_heads_pkey"}
+READ_INDEXES = {"decisions_customer_contacts", "decisions_request_id_key", "outcomes_customer_type_time", "customer_heads_pkey"}
 
 
 def test_a_decides_read_is_one_statement_whose_one_plan_uses_only_the_customers_indexes(empty_url: str) -> None:

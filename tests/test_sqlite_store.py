@@ -249,8 +249,8 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     with closing(sqlite3.connect(tmp_path / "brein.db")) as conn:
         applied = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.store' ORDER BY id").fetchall()
     names = [name for (name,) in applied]
-    assert len(names) == len(set(names)) == 14
-    assert names[0] == "m001_decision_log" and names[-1] == "m014_worker_file"
+    assert len(names) == len(set(names)) == 15
+    assert names[0] == "m001_decision_log" and names[-1] == "m015_customer_logs_bounded"
     with closing(sqlite3.connect(worker_file(str(tmp_path / "brein.db")))) as conn:
         worker = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.worker' ORDER BY id").fetchall()
     assert worker == [("m001_worker_tables",), ("m002_provisional_examples",), ("m003_provisional_stages",)]
@@ -414,9 +414,9 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         store.close()
     again = open_store(str(path))  # a plain path, as configs had it: nothing is applied twice
     try:
-        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 14
+        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 15
         with closing(sqlite3.connect(path)) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == len(old_sets) + 14
+            assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == len(old_sets) + 15
     finally:
         again.close()
 
@@ -449,7 +449,8 @@ def test_a_store_from_main_with_a_request_id_index_migrates_in_place(tmp_path: P
         assert sqlite_rows(store, "SELECT decision_id FROM decisions WHERE derived = 0 ORDER BY rowid") == [(r[1],) for r in own]
         assert sqlite_rows(store, "PRAGMA integrity_check") == [("ok",)]
         indexes = _indexes_of_decisions(store)
-        assert sorted(indexes.values()) == [["customer_id", "event_time"], ["decision_id"], ["event_time"], ["request_id"]]
+        assert sorted(indexes.values()) == [
+            ["customer_id", "event_time"], ["customer_id", "event_time"], ["decision_id"], ["event_time"], ["request_id"]]
         partial = "SELECT partial FROM pragma_index_list('decisions') WHERE name = 'decisions_request_not_derived'"
         assert sqlite_rows(store, partial) == [(1,)]
         # Found by request id, both kinds, and each request id still gives one decision.

@@ -21,6 +21,7 @@ from store import Store, open_store
 from store.errors import Conflict, StoreUnavailable
 from store.records import (
     DAY,
+    HISTORY_CONTACTS,
     START,
     ActivationRecord,
     AuditEntry,
@@ -185,6 +186,22 @@ def test_customer_logs_hold_what_was_logged_after_the_decisions_time(store: Stor
     assert [c.decision_id for c in history.later] == ["late"]  # "far" is beyond the 30 days looked at
     assert history.next_outcome == {"complaint": T0 + 3 * DAY}
     assert history.contacts_before(T0 + 7 * DAY) == 1 and history.contacts_before(T0 + DAY) == 0
+
+
+def test_a_customers_log_holds_its_latest_contacts_only(store: Store) -> None:
+    # A customer decided for in a loop: its log is read with the latest HISTORY_CONTACTS contacts of
+    # the span, do-nothing decisions not counted among them; another customer's log in the same
+    # read is whole.
+    flood = [decision(f"f{i}", "loop", T0 + i * 60, EMAIL if i % 2 else "do_nothing") for i in range(2 * HISTORY_CONTACTS + 10)]
+    for start in range(0, len(flood), 500):
+        log(store, *flood[start : start + 500])
+    log(store, decision("other", "c1", T0))
+    now = T0 + len(flood) * 60
+    for customers in (["loop"], ["loop", "c1"]):
+        logs = store.decisions.customer_logs(customers, now, now, 30.0)
+        contacts = [c.decision_id for c in logs["loop"].at(now).contacts]
+        assert contacts == [d.decision_id for d in flood if d.action_id != "do_nothing"][-HISTORY_CONTACTS:]
+    assert [c.decision_id for c in logs["c1"].at(now).contacts] == ["other"]
 
 
 def test_deciding_reads_are_the_request_ids_and_the_customers_logs_together(store: Store) -> None:

@@ -112,7 +112,8 @@ INSERT_PROVISIONAL = (
     "WHERE EXISTS (SELECT 1 FROM join_queue q WHERE q.decision_id = v.decision_id) ON CONFLICT DO NOTHING"
 )
 LATE = (
-    "WITH late AS (SELECT * FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::int8[]) AS f(customer_id, since, until, newest) "
+    "WITH late AS (SELECT * FROM unnest(%s::text[], %s::float8[], %s::float8[], %s::int8[]) "
+    "AS f(customer_id, since, until, newest) "
     "WHERE EXISTS (SELECT 1 FROM decisions d JOIN joined_examples j ON j.decision_id = d.decision_id "
     "WHERE d.customer_id = f.customer_id AND d.event_time >= f.since AND d.event_time < f.until AND j.horizon < f.newest)) "
     "SELECT l.customer_id, d.decision_id, d.event_time, d.offer, d.channel, d.action_id, a.event_time, j.horizon "

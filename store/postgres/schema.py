@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from store.errors import UnknownStore
+from store.records import HISTORY_CONTACTS
 
 
 def lock_key(name: str) -> str:
@@ -28,22 +29,30 @@ def lock_key(name: str) -> str:
 ID = 'text COLLATE "C" NOT NULL'
 TIME = "double precision NOT NULL"
 
-CUSTOMER_LOGS_FUNCTION = """CREATE FUNCTION customer_logs(ids text[], requests text[], since float8, until float8, first float8)
+CUSTOMER_LOGS_FUNCTION = f"""CREATE OR REPLACE FUNCTION customer_logs(
+    ids text[], requests text[], since float8, until float8, first float8)
 RETURNS TABLE (part int, customer_id text, at float8, name text, channel text, offer text)
-LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $body$ BEGIN RETURN QUERY
+LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
+AS $body$ BEGIN RETURN QUERY
+WITH RECURSIVE kinds(customer, type) AS (  -- each customer's outcome types, a search of the index of types each
+    SELECT w.id, (SELECT MIN(o.type) FROM outcomes o WHERE o.customer_id = w.id) FROM unnest(ids) w(id)
+    UNION ALL
+    SELECT k.customer, (SELECT MIN(o.type) FROM outcomes o WHERE o.customer_id = k.customer AND o.type > k.type)
+    FROM kinds k WHERE k.type IS NOT NULL)
 SELECT 0, d.customer_id, d.event_time, d.decision_id, d.channel, d.offer FROM unnest(ids) w(id) CROSS JOIN LATERAL (
     SELECT x.customer_id, x.event_time, x.decision_id, x.channel, x.offer FROM decisions x
     WHERE (x.customer_id, x.event_time) >= (w.id, since) AND (x.customer_id, x.event_time) < (w.id, until)
-        AND x.action_id <> 'do_nothing') d
+        AND x.action_id <> 'do_nothing' ORDER BY x.customer_id DESC, x.event_time DESC LIMIT {HISTORY_CONTACTS}) d
 UNION ALL
 SELECT 1, w.id, (SELECT x.event_time FROM decisions x
                  WHERE x.customer_id = w.id AND (x.customer_id, x.event_time) < (w.id, since) AND x.action_id <> 'do_nothing'
                  ORDER BY x.customer_id DESC, x.event_time DESC LIMIT 1), NULL, NULL, NULL FROM unnest(ids) w(id)
 UNION ALL
-SELECT 2, o.customer_id, MAX(o.event_time), o.type, NULL, NULL FROM outcomes o
-    WHERE o.customer_id = ANY(ids) AND o.event_time < first GROUP BY o.customer_id, o.type
+SELECT 2, k.customer, (SELECT MAX(o.event_time) FROM outcomes o WHERE o.customer_id = k.customer AND o.type = k.type
+                       AND o.event_time < first), k.type, NULL, NULL FROM kinds k WHERE k.type IS NOT NULL
 UNION ALL
-SELECT 3, o.customer_id, o.event_time, o.type, NULL, NULL FROM outcomes o WHERE o.customer_id = ANY(ids) AND o.event_time >= first
+SELECT 3, k.customer, o.event_time, k.type, NULL, NULL FROM kinds k JOIN outcomes o
+    ON o.customer_id = k.customer AND o.type = k.type AND o.event_time >= first
 UNION ALL
 SELECT 4, h.customer_id, h.head::float8, NULL, NULL, NULL FROM customer_heads h WHERE h.customer_id = ANY(ids)
 UNION ALL
@@ -57,8 +66,16 @@ CPU planned every call, 137-143 µs as a function; docs/benchmarks.md). A generi
 statistics of the moment, which on a new store are those of empty tables, and it is kept while the
 tables grow; so its form leaves the planner no plan that gets worse as they do: no sequential scans
 (``enable_seqscan``), and conditions only the customers' and request ids' indexes can serve (row
-comparisons on ``(customer_id, event_time)``; ``decisions_event_time`` serves none of them).
-tests/test_postgres_store.py checks the plans made on empty, empty analysed and small tables."""
+comparisons on ``(customer_id, event_time)``; ``decisions_event_time`` serves none of them). No
+bitmap scans either: a customer's latest contacts are then read backwards along the index of
+contacts and the read stops at the limit, where a bitmap scan read every contact of the customer
+and sorted them (20,000 contacts: 13.9 ms against 0.4). The last outcome of each type before
+``first`` is one search a type along the index of types (found by a skip scan: ``kinds``), where a
+GROUP BY walked every outcome of the customer before it; its outcomes from ``first`` on, a range
+of that index a type.
+tests/test_postgres_store.py checks the plans made on empty, empty analysed and small tables. A
+customer's contacts are its latest HISTORY_CONTACTS. m006 replaced m005's function, which read every
+contact and walked every outcome of the customer."""
 
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("m001_store", [
@@ -223,6 +240,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "staged_until double precision)",
     ]),
     ("m005_customer_logs", [CUSTOMER_LOGS_FUNCTION]),
+    ("m006_customer_logs_bounded", [
+        "CREATE INDEX decisions_customer_contacts ON decisions (customer_id, event_time) WHERE action_id <> 'do_nothing'",
+        "CREATE INDEX outcomes_customer_type_time ON outcomes (customer_id, type, event_time)",
+        CUSTOMER_LOGS_FUNCTION,
+    ]),
 ]  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from concurrent.futures import Future
 
 from store.records import (
     DAY,
+    HISTORY_CONTACTS,
     ActivationRecord,
     Contact,
     CustomerLog,
@@ -35,6 +36,7 @@ from store.rows import (
     outcome_row,
 )
 from store.sqlite.engine import Engine, Mergeable
+from store.sqlite.schema import CONTACT
 from store.sqlite.statements import MAX_IDS, insert_rows, marks, slices
 
 _INSERT_DECISIONS = f"INSERT INTO decisions ({DECISION_COLUMNS}, derived) VALUES "
@@ -47,27 +49,32 @@ def _customer_logs_sql(count: int, requests: int = 0) -> str:
     """The histories of ``count`` customers over a span of decision times, in one statement (see
     CustomerLog): ?1..?count the customer ids (distinct), then the first decision time less the
     lookback, the last decision time plus the lookback, the first decision time; then ``requests``
-    request ids, each found one a row of part 4 (its request id, its decision id)."""
+    request ids, each found one a row of part 4 (its request id, its decision id). A customer's
+    contacts are found in the index of contacts alone, the latest first, and read by rowid; its last
+    outcome of each type before the first time by one search a type (not a walk of its outcomes), and
+    its outcomes from then on by a range a type."""
     since, until, first = f"?{count + 1}", f"?{count + 2}", f"?{count + 3}"
     # One customer (every unary Decide) is compared directly: no table of wanted ids to build.
-    wanted, is_wanted, each = (
-        ("", "= ?1", "?1")
-        if count == 1
-        else (f"WITH wanted(id) AS (VALUES {', '.join(f'(?{i + 1})' for i in range(count))})", "IN wanted", "id")
-    )
-    return f"""{wanted}
-SELECT 0, customer_id, event_time, decision_id, channel, offer FROM decisions
-    WHERE customer_id {is_wanted} AND event_time >= {since} AND event_time < {until} AND action_id != 'do_nothing'
+    wanted, each = ("", "?1") if count == 1 else (f"wanted(id) AS (VALUES {', '.join(f'(?{i + 1})' for i in range(count))}), ",
+                                                  "id")
+    # The outcome types of each customer, one search of the index of types each (a skip scan).
+    kinds = (f"kinds(customer, type) AS (SELECT {each}, (SELECT MIN(type) FROM outcomes WHERE customer_id = {each}) "
+             f"{'' if count == 1 else 'FROM wanted '}UNION ALL SELECT k.customer, (SELECT MIN(o.type) FROM outcomes o "
+             "WHERE o.customer_id = k.customer AND o.type > k.type) FROM kinds k WHERE k.type IS NOT NULL)")  # fmt: skip
+    return f"""WITH RECURSIVE {wanted}{kinds}
+SELECT 0, d.customer_id, d.event_time, d.decision_id, d.channel, d.offer FROM {"" if count == 1 else "wanted, "}decisions d
+    WHERE d.rowid IN (SELECT rowid FROM decisions WHERE customer_id = {each} AND event_time >= {since} AND event_time < {until}
+                      AND {CONTACT} ORDER BY event_time DESC LIMIT {HISTORY_CONTACTS})
 UNION ALL
 SELECT 1, {each}, (SELECT event_time FROM decisions
-                   WHERE customer_id = {each} AND event_time < {since} AND action_id != 'do_nothing'
+                   WHERE customer_id = {each} AND event_time < {since} AND {CONTACT}
                    ORDER BY event_time DESC LIMIT 1), NULL, NULL, NULL {"" if count == 1 else "FROM wanted"}
 UNION ALL
-SELECT 2, customer_id, MAX(event_time), type, NULL, NULL FROM outcomes WHERE customer_id {is_wanted} AND event_time < {first}
-    GROUP BY customer_id, type
+SELECT 2, k.customer, (SELECT MAX(o.event_time) FROM outcomes o WHERE o.customer_id = k.customer AND o.type = k.type
+                       AND o.event_time < {first}), k.type, NULL, NULL FROM kinds k WHERE k.type IS NOT NULL
 UNION ALL
-SELECT 3, customer_id, event_time, type, NULL, NULL FROM outcomes
-    WHERE customer_id {is_wanted} AND event_time >= {first}{_logged_sql(count + 4, requests)}"""
+SELECT 3, k.customer, o.event_time, k.type, NULL, NULL FROM kinds k JOIN outcomes o
+    ON o.customer_id = k.customer AND o.type = k.type AND o.event_time >= {first}{_logged_sql(count + 4, requests)}"""
 
 
 def _logged_sql(start: int, requests: int) -> str:

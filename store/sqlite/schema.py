@@ -18,6 +18,9 @@ from store.sqlite.connections import begin, connect, durable, worker_file
 from store.sqlite.worker_schema import MOVED_TABLES, claim, worker_migrations
 
 migrations = Migrations("brein.store")
+CONTACT = "action_id != 'do_nothing'"
+"""A decision that is a contact; the very condition of the index of contacts, so that a query's
+condition implies it and SQLite uses that index."""
 
 LEGACY_TABLE = "_sqlite_migrations"
 QUEUED_TRIGGER = """CREATE TRIGGER decisions_queued AFTER INSERT ON decisions
@@ -381,6 +384,16 @@ def m014_worker_file(db: Database) -> None:
         conn.execute("COMMIT")
     for table in MOVED_TABLES:
         db.execute(f"DROP TABLE {table}")
+
+
+@migrations()
+def m015_customer_logs_bounded(db: Database) -> None:
+    """Two indexes for a Decide's read of a customer's log (store/sqlite/decisions.py): its contacts
+    (its decisions other than do-nothing) by time, for its latest ones, and its outcomes by type and
+    time, for the last one of each type. A customer decided for, or whose outcomes were reported, in
+    a loop no longer makes that read walk everything logged for it."""
+    db.execute(f"CREATE INDEX decisions_customer_contacts ON decisions (customer_id, event_time) WHERE {CONTACT}")
+    db.execute("CREATE INDEX outcomes_customer_type_time ON outcomes (customer_id, type, event_time)")
 
 
 def _copy(log: Database, worker: Database, table: str) -> None:
