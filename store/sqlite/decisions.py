@@ -55,8 +55,8 @@ def _customer_logs_sql(count: int, requests: int = 0) -> str:
     its outcomes from then on by a range a type."""
     since, until, first = f"?{count + 1}", f"?{count + 2}", f"?{count + 3}"
     # One customer (every unary Decide) is compared directly: no table of wanted ids to build.
-    wanted, each = ("", "?1") if count == 1 else (f"wanted(id) AS (VALUES {', '.join(f'(?{i + 1})' for i in range(count))}), ",
-                                                  "id")
+    ids = ", ".join(f"(?{i + 1})" for i in range(count))
+    wanted, each = ("", "?1") if count == 1 else (f"wanted(id) AS (VALUES {ids}), ", "id")
     # The outcome types of each customer, one search of the index of types each (a skip scan).
     kinds = (f"kinds(customer, type) AS (SELECT {each}, (SELECT MIN(type) FROM outcomes WHERE customer_id = {each}) "
              f"{'' if count == 1 else 'FROM wanted '}UNION ALL SELECT k.customer, (SELECT MIN(o.type) FROM outcomes o "
