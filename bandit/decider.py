@@ -32,7 +32,7 @@ from typing import cast
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
 from bandit.contact_policy import ContactPolicy
-from bandit.errors import InvalidRequest
+from bandit.errors import CustomerBusy, InvalidRequest
 from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder, local_hour_weekday
 from bandit.history import history_features, lookback_days
@@ -50,6 +50,11 @@ log = logging.getLogger("brein.decider")
 
 MAX_TRIES = 3
 """Times decisions are made (each on the history read afresh) before StaleHistory reaches the caller."""
+MAX_IN_FLIGHT = 100
+"""Decisions a customer may have in flight (made, not yet logged); one more is refused (CustomerBusy).
+Each decision counts the customer's decisions in flight in its history, so a DecideBatch chunk of
+2,000 decisions for one customer cost each 1.2 ms, against 42 µs for 2,000 customers, and 40,000 (a
+4 MiB chunk) would have held the server for minutes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +270,10 @@ class Decider:
                     repeated.append((index, earlier))
                 else:
                     results[index] = PendingDecision(Made(record), _done(), replayed=True)
+                continue
+            if len(pending.get(customer, ())) >= MAX_IN_FLIGHT:
+                results[index] = CustomerBusy(f"the customer has {MAX_IN_FLIGHT} decisions in flight, the most one may have: "
+                                              "send this request again once they are logged (their answers have come)")
                 continue
             history = _with_pending(logs[customer].at(a.event_time), pending.get(customer, ()), a.event_time)
             try:

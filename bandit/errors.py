@@ -68,5 +68,10 @@ class RateLimited(BreinError):
     """A caller past its rate limit."""
 
 
+class CustomerBusy(BreinError):
+    """A customer with as many decisions in flight (made, not yet logged) as one may have: this one is
+    not made; sent again once those are logged, it is."""
+
+
 class DeadlineExpired(BreinError):
     """The caller's deadline passed before the work started; nothing was done."""

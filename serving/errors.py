@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import grpc
 
-from bandit.errors import DeadlineExpired, InvalidRequest, PermissionDenied, RateLimited, Unauthenticated, UnknownDecision
+from bandit.errors import (
+    CustomerBusy,
+    DeadlineExpired,
+    InvalidRequest,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+    UnknownDecision,
+)
 from store.errors import Conflict, StaleHistory, StoreUnavailable
 
 STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
@@ -16,6 +24,7 @@ STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    CustomerBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 

@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from bandit.decider import MAX_IN_FLIGHT
 from brain.core import Brain
 from brain.worker import Worker
 from serving import converters
@@ -125,6 +126,24 @@ def test_decide_batch_streams_results_in_order_with_item_errors(live: LiveServer
     assert good.decision.decision_id
     assert live.running.brain.store.decisions.decision_count() == 51
     assert live.sample("brein_rpc_errors_total", {"method": "DecideBatch", "code": "INVALID_ARGUMENT"}) == 1
+
+
+def test_a_customer_past_its_decisions_in_flight_is_refused_per_item_and_served_again_once_they_are_logged(
+    live: LiveServer,
+) -> None:
+    # One chunk asks for more decisions of one customer than it may have in flight: those past the
+    # bound are refused (RESOURCE_EXHAUSTED, saying to send them again), the others are made; once
+    # the chunk is answered they are logged, and the customer is served again.
+    chunk = pb.DecideBatchRequest(items=[decide_request("loop", f"l{i}") for i in range(MAX_IN_FLIGHT + 5)])
+    (response,) = live.stub.DecideBatch(iter([chunk]))
+    made, refused = response.results[:MAX_IN_FLIGHT], response.results[MAX_IN_FLIGHT:]
+    assert all(r.HasField("decision") for r in made)
+    busy = f"the customer has {MAX_IN_FLIGHT} decisions in flight, the most one may have"
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert {(r.error.code, r.error.message.split(":")[0]) for r in refused} == {(exhausted, busy)}
+    assert live.sample("brein_rpc_errors_total", {"method": "DecideBatch", "code": "RESOURCE_EXHAUSTED"}) == 5
+    assert live.stub.Decide(decide_request("loop", "after")).decision_id
+    assert live.running.brain.store.decisions.decision_count() == MAX_IN_FLIGHT + 1
 
 
 @pytest.mark.parametrize("make_brain", ["sqlite", "postgres"], indirect=True)
