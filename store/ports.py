@@ -178,10 +178,10 @@ class JoinState(Protocol):
 
     def late_candidates(self, after: int, horizon: int, window: float) -> list[LateCustomer]:
         """The customers with outcomes with after < seq <= horizon who have a decision in the
-        ``window`` (seconds) before one of them that was joined with a horizon smaller than one of
-        their seqs: those outcomes, and the customer's decisions from ``window`` before the
-        earliest of them up to the latest. One read whatever a customer's numbers of decisions and
-        outcomes: the credit rules pair them (reward/credit.py)."""
+        ``window`` (seconds) before one of them that was joined with a horizon smaller than the
+        newest one's seq: those outcomes, and the customer's decisions from ``window`` before the
+        earliest of them up to the latest. Each is read once, whatever a customer's numbers of
+        decisions and outcomes: the credit rules pair them (reward/credit.py)."""
         ...
 
     def finish_run(self, run: JoinRun, late: Sequence[LateOutcome]) -> Future[None]:
