@@ -53,8 +53,8 @@ MAX_TRIES = 3
 MAX_IN_FLIGHT = 100
 """Decisions a customer may have in flight (made, not yet logged); one more is refused (CustomerBusy).
 Each decision counts the customer's decisions in flight in its history, so a DecideBatch chunk of
-2,000 decisions for one customer cost each 1.2 ms, against 42 µs for 2,000 customers, and 40,000 (a
-4 MiB chunk) would have held the server for minutes."""
+2,000 decisions for one customer cost each 1.2 ms, against 42 µs for 2,000 customers, and 5,000 took
+12.4 s: a cost that grows as the square of a chunk, which 4 MiB lets hold some 42,000 items."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,15 +29,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bandit.config import load_config
+from bench.join import CONFIG, T0
 from bench.postgres import scratch_database
 from reward.joiner import Joiner
 from store import open_store
-from store.records import ActivationRecord, DecisionRecord, OutcomeRecord
+from store.records import DAY, ActivationRecord, DecisionRecord, OutcomeRecord
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "examples" / "telecom.toml"
-T0 = 1_760_000_000.0
-DAY = 86_400.0
 SPAN = 20 * DAY
 SPREAD_CUSTOMERS = 1_000
 FLOODS = [(20_000, 200), (300, 20_000)]

@@ -144,7 +144,7 @@ class Joiner:
         while writing:
             writing.popleft().result()
         provisional = self._provisional(watermark, horizon, run)
-        late = self._late(store.late_candidates(checked, horizon, max(self.rules.windows.values(), default=0.0)))
+        late = self._late(store.late_candidates(checked, horizon, self.rules.longest_window_days * DAY))
         late_count = len({outcome_id for outcome_id, _ in late})
         finished = JoinRun(run, watermark, cutoff, horizon, done - unactivated, unactivated, late_count, late_checked=horizon)
         store.finish_run(finished, late).result()
