@@ -143,8 +143,10 @@ Decide against 0.45); a contact cap is checked exactly below this many (bandit.c
 class CustomerLog:
     """What the log holds about a customer for its history as of any time in a span [first, last]:
     its latest HISTORY_CONTACTS contacts in [first - days, last + days) (oldest first), the time of
-    its last contact before ``first - days``, the last time of each outcome type before ``first`` and
-    every outcome from ``first`` on.
+    its last contact before ``first - days``, the last time of each outcome type before ``first``,
+    every outcome in [first, last] and the first time of each type after ``last`` (what a history as
+    of a time in the span needs: outcomes reported ahead of a Decide's time, or a whole future's in a
+    replay, are not read).
     ``head`` is the backend's token for the newest decision of the customer it read (see
     DecisionLog.submit_decisions).
 

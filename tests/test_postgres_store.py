@@ -193,7 +193,7 @@ def test_a_decides_read_is_one_statement_whose_one_plan_uses_only_the_customers_
     indexes only (one made on an empty table once scanned every recent decision by
     ``decisions_event_time``: 44 ms a read at 20,000 decisions)."""
     store = PostgresStore(empty_url)
-    args = {"since": T0 - 7 * DAY, "until": T0 + 7 * DAY, "first": T0, "ids": ["c1"], "requests": ["r-d1", "r-none"]}
+    args = {"since": T0 - 7 * DAY, "until": T0 + 7 * DAY, "first": T0, "last": T0, "ids": ["c1"], "requests": ["r-d1", "r-none"]}
     try:
         with psycopg.connect(empty_url, autocommit=True) as conn:
             plans: list[str] = []
@@ -216,6 +216,12 @@ def test_a_decides_read_is_one_statement_whose_one_plan_uses_only_the_customers_
             store.decisions.submit_outcome(outcome("o1", "c1", T0 - DAY)).result()
             conn.execute("ANALYZE")
             made["small, analysed"] = plan_of_the_read()
+            for start in range(0, 2000, 500):  # many outcomes reported ahead of the read's time
+                ahead = [outcome(f"a{i}", "c1", T0 + DAY + i) for i in range(start, start + 500)]
+                for future in [store.decisions.submit_outcome(o) for o in ahead]:
+                    future.result()
+            conn.execute("ANALYZE")
+            made["outcomes ahead, analysed"] = plan_of_the_read()
             for state, plan in made.items():
                 assert "Seq Scan" not in plan, (state, plan)
                 used = set(re.findall(r"Index (?:Only )?Scan(?: Backward)? (?:using|on) (\w+)", plan))

@@ -204,6 +204,17 @@ def test_a_customers_log_holds_its_latest_contacts_only(store: Store) -> None:
     assert [c.decision_id for c in logs["c1"].at(now).contacts] == ["other"]
 
 
+def test_a_customers_log_holds_the_first_outcome_of_each_type_after_its_span(store: Store) -> None:
+    # Outcomes reported ahead of a Decide's time (or a replay's whole future) are not read: a history
+    # as of a time in the span needs only the first of each type after it.
+    ahead = [outcome(f"a{i}", "c1", T0 + DAY + i, "complaint" if i % 2 else "contract_renewal") for i in range(400)]
+    for future in [store.decisions.submit_outcome(o) for o in [*ahead, outcome("in", "c1", T0 + 60, "complaint")]]:
+        future.result()
+    log = store.decisions.customer_logs(["c1"], T0, T0 + 60, 30.0)["c1"]
+    assert sorted(log.outcomes) == [("complaint", T0 + 60), ("complaint", T0 + DAY + 1), ("contract_renewal", T0 + DAY)]
+    assert log.at(T0).next_outcome == {"complaint": T0 + 60, "contract_renewal": T0 + DAY}
+
+
 def test_deciding_reads_are_the_request_ids_and_the_customers_logs_together(store: Store) -> None:
     log(store, *(decision(f"d{i}", f"c{i % 3}", T0 + i * DAY) for i in range(9)))
     store.decisions.submit_outcome(outcome("o1", "c1", T0 + 4.5 * DAY, "complaint")).result()

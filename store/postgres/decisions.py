@@ -75,7 +75,7 @@ INSERT_ACTIVATIONS = (
     "FROM unnest(%b::text[], %b::float8[], %b::float8[]) WITH ORDINALITY AS u(decision_id, event_time, received_at, n) "
     "ORDER BY n ON CONFLICT DO NOTHING RETURNING decision_id"
 )
-CUSTOMER_LOGS = "SELECT * FROM customer_logs(%(ids)b::text[], %(requests)b::text[], %(since)s, %(until)s, %(first)s)"
+CUSTOMER_LOGS = "SELECT * FROM customer_logs(%(ids)b::text[], %(requests)b::text[], %(since)s, %(until)s, %(first)s, %(last)s)"
 """Every part of the customers' logs, their heads and which of the asked request ids are logged, in one
 statement (the function's docstring in store/postgres/schema.py says why it is a function)."""
 
@@ -243,6 +243,7 @@ class PostgresDecisionLog:
             "since": since,
             "until": until,
             "first": first,
+            "last": last,
         }
         return _customer_logs(self._engine.rows(CUSTOMER_LOGS, args), customer_ids, lookback_days)
 

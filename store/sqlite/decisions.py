@@ -48,12 +48,12 @@ _SENT = f"SELECT {SENT_COLUMNS} FROM outcomes WHERE outcome_id = ?"
 def _customer_logs_sql(count: int, requests: int = 0) -> str:
     """The histories of ``count`` customers over a span of decision times, in one statement (see
     CustomerLog): ?1..?count the customer ids (distinct), then the first decision time less the
-    lookback, the last decision time plus the lookback, the first decision time; then ``requests``
+    lookback, the last decision time plus the lookback, the first and the last decision times; then ``requests``
     request ids, each found one a row of part 4 (its request id, its decision id). A customer's
     contacts are found in the index of contacts alone, the latest first, and read by rowid; its last
-    outcome of each type before the first time by one search a type (not a walk of its outcomes), and
-    its outcomes from then on by a range a type."""
-    since, until, first = f"?{count + 1}", f"?{count + 2}", f"?{count + 3}"
+    outcome of each type before the first time and its first after the last time by one search a type
+    each (not a walk of its outcomes), and its outcomes between them by a range a type."""
+    since, until, first, last = f"?{count + 1}", f"?{count + 2}", f"?{count + 3}", f"?{count + 4}"
     # One customer (every unary Decide) is compared directly: no table of wanted ids to build.
     ids = ", ".join(f"(?{i + 1})" for i in range(count))
     wanted, each = ("", "?1") if count == 1 else (f"wanted(id) AS (VALUES {ids}), ", "id")
@@ -74,7 +74,11 @@ SELECT 2, k.customer, (SELECT MAX(o.event_time) FROM outcomes o WHERE o.customer
                        AND o.event_time < {first}), k.type, NULL, NULL FROM kinds k WHERE k.type IS NOT NULL
 UNION ALL
 SELECT 3, k.customer, o.event_time, k.type, NULL, NULL FROM kinds k JOIN outcomes o
-    ON o.customer_id = k.customer AND o.type = k.type AND o.event_time >= {first}{_logged_sql(count + 4, requests)}"""
+    ON o.customer_id = k.customer AND o.type = k.type AND o.event_time >= {first} AND o.event_time <= {last}
+UNION ALL
+SELECT 3, k.customer, (SELECT MIN(o.event_time) FROM outcomes o WHERE o.customer_id = k.customer AND o.type = k.type
+                       AND o.event_time > {last}), k.type, NULL, NULL FROM kinds k
+    WHERE k.type IS NOT NULL{_logged_sql(count + 5, requests)}"""
 
 
 def _logged_sql(start: int, requests: int) -> str:
@@ -211,7 +215,7 @@ class SQLiteDecisionLog:
         outcomes: dict[str, list[tuple[str, float]]] = {}
         found: list[str] = []
         asked = list(dict.fromkeys(request_ids))
-        span = (first - lookback_days * DAY, last + lookback_days * DAY, first)
+        span = (first - lookback_days * DAY, last + lookback_days * DAY, first, last)
         with self._engine.reading() as conn:
             for ids in slices(customer_ids):
                 rows = conn.execute(_customer_logs_sql(len(ids), len(asked)), (*ids, *span, *_with_derived_ids(asked)))
