@@ -32,7 +32,7 @@ from typing import cast
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
 from bandit.contact_policy import ContactPolicy
-from bandit.errors import CustomerBusy, InvalidRequest
+from bandit.errors import CustomerBusy, InvalidRequest, excerpt
 from bandit.exclusions import Exclusions
 from bandit.features import FeatureEncoder, local_hour_weekday
 from bandit.history import history_features, lookback_days
@@ -42,7 +42,7 @@ from bandit.policies import Policy, UniformPolicy
 from bandit.requests import DecisionRequest, validate_decision_request
 from bandit.rules import MEMO_SIZE, EligibilityRules
 from bandit.sampling import finite_pmf, floored, new_request_id, sample_index, uniform_draw
-from store.errors import StaleHistory
+from store.errors import Conflict, StaleHistory
 from store.ports import DecisionLog
 from store.records import Contact, CustomerHistory, CustomerLog, DecisionRecord, Head, decision_id_for
 
@@ -54,7 +54,8 @@ MAX_IN_FLIGHT = 100
 """Decisions a customer may have in flight (made, not yet logged); one more is refused (CustomerBusy).
 Each decision counts the customer's decisions in flight in its history, so a DecideBatch chunk of
 2,000 decisions for one customer cost each 1.2 ms, against 42 µs for 2,000 customers, and 5,000 took
-12.4 s: a cost that grows as the square of a chunk, which 4 MiB lets hold some 42,000 items."""
+12.4 s: a cost that grows as the square of a chunk, which 4 MiB of request lets hold some 42,000 items
+(its answer, serving.servicer's bound, some 1,800 with the example's catalog)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +263,10 @@ class Decider:
             record = earlier.record if earlier is not None else logged.get(a.request_id)
             record = record or (replay.record if replay is not None else None)
             if record is not None:
-                if record.customer_id != customer:
-                    results[index] = InvalidRequest("request_id", "already used for a decision about another customer")
+                if differing := self._differences(a.request, record):
+                    results[index] = Conflict(f"request_id {excerpt(a.request_id)} was already used for a decision with another "
+                                              f"{', '.join(differing)}: a request id names one request; "
+                                              "send this one with a new request_id")
                 elif replay is not None:
                     results[index] = PendingDecision(replay.made, replay.committed, replayed=True)
                 elif earlier is not None:
@@ -298,13 +301,37 @@ class Decider:
         pending.committed.result()
         return pending
 
+    def _personalised(self, request: DecisionRequest) -> bool:
+        return request.personalisation == "granted" or (request.personalisation == "unspecified" and self._personalise_by_default)
+
+    def _differences(self, request: DecisionRequest, record: DecisionRecord) -> list[str]:
+        """The fields in which ``request`` differs from the request ``record`` was decided for, as far
+        as the record holds them: a replay for a request that differs would answer a decision made
+        against another channel, consent or set of candidates. What the server fills in is not
+        compared: a request without an event time is decided at the server's clock, which an honest
+        retry cannot repeat. The context is compared as the record holds it: the features the config
+        marks non-personal, and the others only with personalisation."""
+        candidates = sorted(set(request.candidate_actions)) if request.candidate_actions else None
+        context = self._encoders[""].shared_features(
+            touchpoint=record.touchpoint, event_time=record.event_time, numeric=request.numeric,
+            categorical=request.categorical, history={}, personalised=record.personalised,
+        )  # fmt: skip
+        same = {
+            "customer_id": request.customer_id == record.customer_id,
+            "channel": request.touchpoint == record.touchpoint,
+            "event_time": request.event_time is None or request.event_time == record.event_time,
+            "candidate_actions": candidates == record.exclusions.get("candidates"),
+            "consent.personalisation": self._personalised(request) == record.personalised,
+            "consent.contact": request.contact_consent == record.contact_consent,
+            "context": context == {k: v for k, v in record.features.items() if k != "h"},  # h: history, read by the server
+        }
+        return [name for name, equal in same.items() if not equal]
+
     def _decide(
         self, request: DecisionRequest, request_id: str, event_time: float, now: float, history: CustomerHistory
     ) -> DecisionRecord:
         policy = self.policy
-        personalised = request.personalisation == "granted" or (
-            request.personalisation == "unspecified" and self._personalise_by_default
-        )
+        personalised = self._personalised(request)
         history_values = history_features(history, event_time, self.catalog.channels, self._outcome_types)
         hour, weekday = local_hour_weekday(event_time, self.config.zone)
 

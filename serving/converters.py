@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from bandit.catalog import Catalog
 from bandit.decider import PendingDecision
 from bandit.errors import InvalidRequest, excerpt
 from bandit.explain import Explanation
 from bandit.requests import ConsentValue, DecisionRequest
 from reward.ingest import ActivationReport, OutcomeReport
 from serving.pb.brein.v1 import brein_pb2 as pb
-from store.records import DecisionRecord
+from store.records import DecisionRecord, decision_id_for
 
 CONSENT: dict[int, ConsentValue] = {
     pb.CONSENT_STATE_UNSPECIFIED: "unspecified",
@@ -26,11 +27,17 @@ def _consent(field: str, value: int) -> ConsentValue:
         raise InvalidRequest(field, f"unknown consent state {value}") from None
 
 
+NANOS = 1_000_000_000
+
+
 def epoch(message: object, field: str) -> float | None:
-    """A Timestamp field as epoch seconds, or None when the field is absent."""
+    """A Timestamp field as epoch seconds, or None when the field is absent. Its nanos must be a
+    fraction of a second (0 to 999,999,999, as Timestamp defines them): others would move the time."""
     if not message.HasField(field):  # type: ignore[attr-defined]
         return None
     ts: Timestamp = getattr(message, field)
+    if not 0 <= ts.nanos < NANOS:
+        raise InvalidRequest(f"{field}.nanos", f"expected 0 to {NANOS - 1:,}, got {ts.nanos:,}")
     return float(ts.seconds + ts.nanos / 1e9)
 
 
@@ -42,7 +49,7 @@ def timestamp(seconds: float) -> Timestamp:
 
 def _set_timestamp(ts: Timestamp, seconds: float) -> None:
     whole = int(seconds // 1)
-    ts.seconds, ts.nanos = whole, int(round((seconds - whole) * 1e9)) % 1_000_000_000
+    ts.seconds, ts.nanos = whole, int(round((seconds - whole) * 1e9)) % NANOS
 
 
 def decision_request(message: pb.DecideRequest) -> DecisionRequest:
@@ -102,6 +109,44 @@ def fill_decide_response(message: pb.DecideResponse, pending: PendingDecision) -
     for i in sorted(range(len(pmf)), key=pmf.__getitem__, reverse=True):  # stable: ties keep their order
         entry = ranked.add()
         entry.action_id, entry.probability = eligible[i], pmf[i]
+
+
+ERROR_MESSAGE_BYTES = 512
+"""The most of its error message a DecideBatch item's error carries: an item's answer has a bound
+(``largest_result_bytes``). Messages quote what a caller sent by an excerpt, so they are shorter."""
+ANSWER_ID_CHARS = 64
+"""The longest policy id (policies.registry.POLICY_ID) and model version an answer names: a served
+model's version is 12 characters of its hash, or a built-in name ("cold-start")."""
+LATEST_SECONDS = 2**35 - 1
+"""A send time's seconds up to the year 3058, in as many bytes as these."""
+
+
+def item_error(code: int, message: str) -> pb.ItemError:
+    """A DecideBatch item's error, its message clipped to ERROR_MESSAGE_BYTES (on a character)."""
+    clipped = message.encode("utf-8")[:ERROR_MESSAGE_BYTES].decode("utf-8", "ignore")
+    return pb.ItemError(code=code, message=clipped)
+
+
+def largest_result_bytes(catalog: Catalog) -> int:
+    """The most bytes one DecideBatch result adds to its response: an error with the longest message,
+    or a decision of the longest action fields that ranks every action of ``catalog`` and names the
+    longest ids (a decision id is a 32-character hash)."""
+    action_id, offer, channel, slot = (max((getattr(a, name) for a in catalog.actions), key=_utf8_length)
+                                       for name in ("id", "offer", "channel", "slot"))  # fmt: skip
+    send_at = Timestamp(seconds=LATEST_SECONDS, nanos=NANOS - 1)
+    chosen = pb.Action(id=action_id, offer=offer, channel=channel, send_slot=slot, send_at=send_at, do_nothing=True)
+    decision = pb.DecideResponse(
+        decision_id=decision_id_for(""), action=chosen, probability=0.5, policy_id="x" * ANSWER_ID_CHARS,
+        ranking=[pb.RankedAction(action_id=a.id, probability=0.5) for a in catalog.actions], exploratory=True,
+        model_version="x" * ANSWER_ID_CHARS, replayed=True,
+    )  # fmt: skip
+    error = pb.ItemError(code=16, message="x" * ERROR_MESSAGE_BYTES)  # 16: the largest google.rpc.Code
+    results = (pb.DecideBatchResult(decision=decision), pb.DecideBatchResult(error=error))
+    return max(int(pb.DecideBatchResponse(results=[result]).ByteSize()) for result in results)
+
+
+def _utf8_length(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 def outcome_report(message: pb.ReportOutcomeRequest) -> OutcomeReport:

@@ -253,6 +253,13 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise InvalidRequest("request body", f"not a valid {decode.__self__.DESCRIPTOR.name}") from None  # type: ignore[attr-defined]
 
     def _spend(self, caller: Caller, cost: int) -> None:
+        """Take ``cost`` tokens, or refuse: RateLimited while the bucket refills, InvalidRequest for
+        a cost over the burst, which no wait lets pass (a DecideBatch chunk of more items)."""
+        burst = caller.bucket.burst
+        if cost > burst:
+            raise InvalidRequest("items", f"{cost} items in one chunk, more than caller {caller.name}'s rate-limit burst of "
+                                          f"{burst:g}: such a chunk never passes; "
+                                          f"split it into chunks of at most {burst:g} items")
         if not caller.bucket.take(cost):
             self.metrics.rate_limited.labels(caller.name).inc()
             raise RateLimited(f"caller {caller.name} is over its rate limit of {caller.bucket.rate:g} calls a second "

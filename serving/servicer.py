@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import grpc
 
 from bandit.decider import HeldWrite, PendingDecision
-from bandit.errors import OutOfRange
+from bandit.errors import InvalidRequest, OutOfRange
 from bandit.in_place import errors_in_place
 from bandit.requests import DecisionRequest
 from brain.core import Brain
@@ -102,6 +102,9 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         # for. A read from PostgreSQL is a round trip: Decides are decided in threads, so that calls
         # about other customers overlap their waits instead of queueing behind each one on the loop.
         self._deciders = ThreadPoolExecutor(DECIDE_THREADS, "brein-decide") if is_postgres(brain.store.url) else None
+        self._result_bytes = converters.largest_result_bytes(brain.catalog)
+        self.chunk_items = brain.config.limits.max_message_bytes // self._result_bytes
+        """The most items a DecideBatch chunk may have: its answer then fits in one message, whatever is decided."""
 
     def close(self) -> None:
         """Let the decide threads go, once the server has stopped: they finish what they began."""
@@ -158,6 +161,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
                 results: list[Result] = []
                 try:
                     items = chunk.items
+                    self._check_chunk(len(items))
                     if self._deciders is not None:
                         results = await self._decide_in_pool(items)
                     else:
@@ -179,6 +183,16 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             return
         await decided.put(None)
 
+    def _check_chunk(self, items: int) -> None:
+        """Refuse a chunk whose answer might not fit in a message, before any of it is decided: gRPC
+        would refuse to send the answer of decisions already logged."""
+        if items > self.chunk_items:
+            limit = self.brain.config.limits.max_message_bytes
+            each = self._result_bytes
+            raise InvalidRequest("items", f"{items:,} items in one chunk, more than the {self.chunk_items:,} whose answer fits "
+                                          f"in limits.max_message_bytes ({limit:,} bytes; up to {each:,} bytes an item): "
+                                          f"split it into chunks of at most {self.chunk_items:,} items")  # fmt: skip
+
     async def _answer(self, results: list[Result], context: grpc.aio.ServicerContext) -> pb.DecideBatchResponse:
         """One chunk's response once its decisions are durable (or could not be made so in time)."""
         writes = _writes(results)
@@ -197,7 +211,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
                 converters.fill_decide_response(response.results.add().decision, result)
             else:
                 code, message = result
-                response.results.add(error=pb.ItemError(code=code.value[0], message=message))
+                response.results.add(error=converters.item_error(code.value[0], message))
         return response
 
     def _abandon(self, results: list[Result]) -> None:

@@ -18,7 +18,7 @@ from bandit.learner import COLD_START, LabelledExample, VWPolicy, train, vw_argu
 from bandit.requests import DecisionRequest
 from brain.core import Brain
 from reward.ingest import OutcomeReport
-from store.errors import StaleHistory
+from store.errors import Conflict, StaleHistory
 from store.ports import DecisionLog
 from store.records import CustomerLog, DecisionRecord, Head, ModelSnapshot, decision_id_for
 from tests.conftest import T0, Clock, example_data
@@ -55,12 +55,15 @@ def test_cold_start_is_uniform_over_the_eligible_actions(brain: Brain) -> None:
 
 def test_same_request_id_returns_the_same_decision_and_logs_nothing_new(brain: Brain) -> None:
     first = brain.decider.decide_and_wait(request())
-    again = brain.decider.decide_and_wait(request(at=T0 + 60))
-    assert again.replayed and not first.replayed
-    assert again.record == first.record
+    again = brain.decider.decide_and_wait(request())
+    untimed = brain.decider.decide_and_wait(request(at=None))  # the event time is not what the server filled in
+    assert again.replayed and untimed.replayed and not first.replayed
+    assert again.record == untimed.record == first.record
     assert brain.store.decisions.decision_count() == 1
-    with pytest.raises(InvalidRequest, match="request_id: already used for a decision about another customer"):
+    with pytest.raises(Conflict, match="request_id 'r1' was already used for a decision with another customer_id"):
         brain.decider.decide(request(customer="c2"))
+    with pytest.raises(Conflict, match="another event_time"):
+        brain.decider.decide(request(at=T0 + 60))
 
 
 def test_in_flight_duplicate_is_the_same_decision(brain: Brain) -> None:
@@ -309,13 +312,13 @@ def test_decide_many_decides_as_decide_one_after_another(make_brain: Callable[..
     for r in requests:
         try:
             expected.append(one_by_one.decider.decide_and_wait(r))
-        except InvalidRequest as error:
+        except (InvalidRequest, Conflict) as error:
             expected.append(error)
     batched = make_brain(config)
     results = batched.decider.decide_many(requests)
     for got, want in zip(results, expected, strict=True):
-        if isinstance(want, InvalidRequest):
-            assert isinstance(got, InvalidRequest) and str(got) == str(want)
+        if isinstance(want, Exception):
+            assert type(got) is type(want) and str(got) == str(want)
         else:
             assert not isinstance(got, Exception)
             assert (got.record, got.replayed) == (want.record, want.replayed)

@@ -211,12 +211,28 @@ def test_rate_limit_per_caller_is_resource_exhausted(tls_server: SecureServer) -
         limited.value.details() or ""
     )
     shop.Decide(decide("rl-other-caller"), timeout=5)  # one caller's bucket is not another's
-    chunk = pb.DecideBatchRequest(items=[decide(f"rl-batch-{i}") for i in range(5)])  # a batch pays one token per item
+    chunk = pb.DecideBatchRequest(items=[decide(f"rl-batch-{i}") for i in range(3)])  # a batch pays one token per item
     with pytest.raises(grpc.RpcError) as batch:
         list(campaigns.DecideBatch(iter([chunk]), timeout=5))
     assert batch.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert tls_server.sample("brein_rate_limited_total", {"caller": "campaigns"}) == 2
     assert sqlite_count(tls_server.brain.store, "decisions", "WHERE customer_id LIKE 'rl-batch-%'") == 0
+
+
+def test_a_chunk_over_the_burst_is_invalid_argument_saying_to_split_it(tls_server: SecureServer) -> None:
+    """A chunk of more items than the caller's burst was RESOURCE_EXHAUSTED "retry later": no wait lets it pass."""
+    campaigns = tls_server.stub(KEYS["campaigns"])
+    limited = tls_server.sample("brein_rate_limited_total", {"caller": "campaigns"})
+    chunk = pb.DecideBatchRequest(items=[decide(f"over-burst-{i}") for i in range(4)])  # campaigns' burst is 3
+    with pytest.raises(grpc.RpcError) as error:
+        list(campaigns.DecideBatch(iter([chunk]), timeout=5))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details() == (
+        "items: 4 items in one chunk, more than caller campaigns's rate-limit burst of 3: such a chunk never passes; "
+        "split it into chunks of at most 3 items"
+    )
+    assert tls_server.sample("brein_rate_limited_total", {"caller": "campaigns"}) == limited  # not a rate limit
+    assert sqlite_count(tls_server.brain.store, "decisions", "WHERE customer_id LIKE 'over-burst-%'") == 0
 
 
 def test_messages_over_the_size_limit_are_refused(tls_server: SecureServer) -> None:

@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from bandit.config import parse_config
 from bandit.decider import MAX_IN_FLIGHT
 from brain.core import Brain
 from brain.worker import Worker
@@ -20,7 +21,7 @@ from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.servicer import BATCH_SLICE
 from store.records import decision_id_for
-from tests.conftest import T0, Clock, LiveServer, sqlite_count
+from tests.conftest import T0, Clock, LiveServer, example_data, sqlite_count
 
 DAY = 86_400.0
 
@@ -175,6 +176,81 @@ def test_a_decide_batch_chunk_is_one_write(live: LiveServer) -> None:
     assert live.sample("brein_store_committed_writes_total") - before == 1
 
 
+GRANTED, DENIED = pb.CONSENT_STATE_GRANTED, pb.CONSENT_STATE_DENIED
+REUSED = [
+    ({"customer": "c2"}, "customer_id"),
+    ({"channel": "web"}, "channel"),
+    ({"event_time": converters.timestamp(T0 + 60)}, "event_time"),
+    ({"candidate_actions": ["renewal/sms/morning"]}, "candidate_actions"),
+    ({"consent": pb.Consent(personalisation=DENIED)}, "consent.personalisation"),
+    ({"consent": pb.Consent(personalisation=GRANTED, contact={"email": DENIED})}, "consent.contact"),
+    ({"context": pb.Context(numeric={"months_to_contract_end": 3.0}, categorical={"plan": "basic", "has_app": "yes"})},
+     "context"),
+    ({"channel": "web", "candidate_actions": ["renewal/sms/morning"]}, "channel, candidate_actions"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("make_brain", ["sqlite", "postgres"], indirect=True)
+def test_a_request_id_reused_for_another_request_is_already_exists_naming_what_differs(live: LiveServer, clock: Clock) -> None:
+    """A logged request id sent with another channel, consent or candidates replayed its decision
+    (an e-mail to a customer whose e-mail consent the second request denied); only another customer
+    was refused. The same request sent again, with or without the time the server filled in, replays."""
+    first = live.stub.Decide(decide_request())
+    for change, fields in REUSED:
+        with pytest.raises(grpc.RpcError) as error:
+            live.stub.Decide(decide_request(**change))
+        message = f"request_id 'r1' was already used for a decision with another {fields}: a request id names one request"
+        assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS and error.value.details().startswith(message)
+        (response,) = live.stub.DecideBatch(iter([pb.DecideBatchRequest(items=[decide_request(**change)])]))
+        assert response.results[0].error.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+        assert response.results[0].error.message.startswith(message)
+    again = live.stub.Decide(decide_request())
+    assert again.replayed and again.decision_id == first.decision_id
+    untimed = decide_request("c3", "r3")
+    untimed.ClearField("event_time")
+    made = live.stub.Decide(untimed)
+    clock.now += 60
+    chunk = pb.DecideBatchRequest(items=[untimed, decide_request("c4", "r4"), decide_request("c5", "r4")])
+    (retried,) = live.stub.DecideBatch(iter([chunk]))
+    assert retried.results[0].decision.replayed and retried.results[0].decision.decision_id == made.decision_id
+    assert retried.results[2].error.code == grpc.StatusCode.ALREADY_EXISTS.value[0]  # against an item of the same chunk
+    assert "another customer_id" in retried.results[2].error.message
+    assert live.running.brain.store.decisions.decision_count() == 3
+
+
+def test_a_decide_batch_chunk_whose_answer_might_not_fit_is_refused_before_anything_is_decided(
+    make_brain: Any, metrics: Metrics
+) -> None:
+    """A chunk whose answer was over limits.max_message_bytes was decided and logged in full, and its
+    caller got RESOURCE_EXHAUSTED and none of the decisions (8,000 items at 4 MiB). Now a chunk is
+    refused when its answer could be over the limit: each item's answer is bounded (it ranks at most
+    every action of the catalog), so a chunk of up to limit // bound items is answered."""
+    data = example_data()
+    data["limits"] = {"max_message_bytes": 64 * 1024}
+    brain = make_brain(parse_config(data), on_commit=metrics.on_commit)
+    bound = converters.largest_result_bytes(brain.catalog)
+    most = 64 * 1024 // bound
+    live = LiveServer(brain, metrics)
+    try:
+        full = pb.DecideBatchRequest(items=[decide_request(f"f{i}", f"f{i}") for i in range(most)])
+        (answer,) = live.stub.DecideBatch(iter([full]))
+        assert [r.HasField("decision") for r in answer.results] == [True] * most
+        assert max(pb.DecideBatchResponse(results=[r]).ByteSize() for r in answer.results) <= bound
+        long_error = pb.DecideBatchResult(error=converters.item_error(3, "é" * 5000))  # clipped on a character
+        assert pb.DecideBatchResponse(results=[long_error]).ByteSize() <= bound and long_error.error.message == "é" * 256
+        over = pb.DecideBatchRequest(items=[decide_request(f"o{i}", f"o{i}") for i in range(most + 1)])
+        with pytest.raises(grpc.RpcError) as error:
+            list(live.stub.DecideBatch(iter([over])))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details() == (
+            f"items: {most + 1} items in one chunk, more than the {most} whose answer fits in limits.max_message_bytes "
+            f"(65,536 bytes; up to {bound:,} bytes an item): split it into chunks of at most {most} items"
+        )
+        assert brain.store.decisions.decision_count() == most
+    finally:
+        live.stop()
+
+
 BAD_INPUT = [
     ("Decide", decide_request(customer=""), grpc.StatusCode.INVALID_ARGUMENT, "customer_id: is required"),
     ("Decide", decide_request(channel="fax"), grpc.StatusCode.INVALID_ARGUMENT, "channel: unknown touchpoint 'fax'"),
@@ -187,6 +263,15 @@ BAD_INPUT = [
     ("Decide", decide_request(event_time=converters.timestamp(T0 + 400 * DAY)), grpc.StatusCode.INVALID_ARGUMENT,
      "event_time: more than a day in the future"),
     ("Decide", decide_request(event_time=converters.timestamp(900_000_000)), grpc.StatusCode.INVALID_ARGUMENT, "event_time: before 2000"),
+    ("Decide", decide_request(event_time=Timestamp(seconds=int(T0), nanos=-1)), grpc.StatusCode.INVALID_ARGUMENT,
+     "event_time.nanos: expected 0 to 999,999,999, got -1"),
+    ("Decide", decide_request(event_time=Timestamp(seconds=int(T0), nanos=2**31 - 1)), grpc.StatusCode.INVALID_ARGUMENT,
+     "event_time.nanos: expected 0 to 999,999,999, got 2,147,483,647"),
+    ("ReportOutcome", pb.ReportOutcomeRequest(outcome_id="o", customer_id="c", type="complaint",
+                                              event_time=Timestamp(seconds=int(T0), nanos=1_000_000_000)),
+     grpc.StatusCode.INVALID_ARGUMENT, "event_time.nanos: expected 0 to 999,999,999, got 1,000,000,000"),
+    ("Activate", pb.ActivateRequest(decision_id="d", event_time=Timestamp(seconds=int(T0), nanos=-999_999_999)),
+     grpc.StatusCode.INVALID_ARGUMENT, "event_time.nanos"),
     ("Decide", decide_request(consent=pb.Consent(personalisation=7)), grpc.StatusCode.INVALID_ARGUMENT, "consent.personalisation"),
     ("ReportOutcome", pb.ReportOutcomeRequest(outcome_id="o", customer_id="c", type="party"), grpc.StatusCode.INVALID_ARGUMENT,
      "type: unknown outcome type 'party'"),

@@ -78,6 +78,10 @@ class DecisionServiceServicer:
 
     def DecideBatch(self, request_iterator, context):
         """Outbound campaigns: stream chunks of requests, receive one result per item, in order.
+        A chunk's answer is one message: a chunk of more items than fit in the server's
+        limits.max_message_bytes at the largest answer an item can have (it ranks up to every action:
+        1,797 items at 4 MiB with the example's 52 actions) is refused with INVALID_ARGUMENT before
+        anything is decided, as is a chunk of more items than the caller's rate-limit burst.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
