@@ -24,7 +24,7 @@ from policies.estimators import Estimate, Interval
 from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_dsjson
 from policies.gate import gate_reliability
 from policies.plot import plot_report
-from policies.registry import Registry, checked_policy_id
+from policies.registry import Registry, checked_new_policy_id
 from policies.tuning import Tuning, default_setups, level, load_setups, register_best, tune
 from store import Store, open_store
 from store.errors import StoreError
@@ -76,7 +76,7 @@ estimator_option = click.option("--estimator", "estimators", multiple=True, type
 def _policy_id(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
     """An ``--id`` checked before any work: a train or tune run is not wasted on an id the registry refuses."""
     try:
-        return None if value is None else checked_policy_id(value)
+        return None if value is None else checked_new_policy_id(value)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
 
@@ -262,7 +262,8 @@ def train(config_path: str, store_url: str | None, policy_id: str, since: dateti
             config, store, policy_id=policy_id, since=_epoch(since), until=_epoch(until), vw_args=vw_args.split() or None,
             actor=_actor(), progress=lambda done, total: bar.update(task, completed=done, total=total),
         )  # fmt: skip
-        report = None if no_evaluate else operations.evaluate_policy(config, store, entry.id, since=_epoch(until), until=_epoch(holdout_until))
+        held_out = operations.registered(entry.id)
+        report = None if no_evaluate else operations.evaluate_policy(config, store, held_out, since=_epoch(until), until=_epoch(holdout_until))
     if as_json:
         click.echo(json.dumps({"id": entry.id, "trained_on": learned, "evaluation": report.as_dict() if report else None}, indent=2))
         return
@@ -331,7 +332,9 @@ def tune_setups(config_path: str, store_url: str | None, cut: datetime, setups_p
 @click.argument("candidate")
 @config_option
 @store_option
-@click.option("--against", default="champion", show_default=True, help="The baseline policy (registry id, 'champion', file).")
+@click.option("--against", default="champion", show_default=True,
+              help="The baseline policy (registry id, 'champion': the current one, file); registry:ID, builtin:NAME or "
+                   "./FILE say which when a name is both.")  # fmt: skip
 @click.option("--since", type=click.DateTime(TIME_FORMATS), help="Logged decisions from this time (UTC).")
 @click.option("--until", type=click.DateTime(TIME_FORMATS), help="Logged decisions before this time (UTC).")
 @estimator_option
@@ -413,8 +416,8 @@ def replay(log_file: str, config_path: str, candidate: str, against: str | None,
 
     def run(config: BreinConfig, store: Store | None) -> EvaluationReport:
         data = load_dsjson(Path(log_file).read_text().splitlines(), config)
-        return evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, store),
-                           operations.resolve_policy(against, config, store) if against else None,
+        return evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, store).labelled,
+                           operations.resolve_policy(against, config, store).labelled if against else None,
                            estimators or tuple(ESTIMATORS), reliability=gate_reliability(config.gate),
                            min_probability=config.learner.min_probability)  # fmt: skip
 

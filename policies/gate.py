@@ -12,6 +12,10 @@ from bandit.errors import BreinError
 from policies.estimators import Diagnostics, Reliability
 from store.records import EvaluationRecord
 
+CLOCK_TOLERANCE = 300.0
+"""Seconds an evaluation may be dated ahead of the promoting host's clock (hosts' clocks differ a little):
+one dated further ahead was recorded by a host whose clock is wrong, and would never age."""
+
 
 class GateRefused(BreinError):
     """Promotion refused; the message is the reason in one sentence."""
@@ -29,6 +33,10 @@ def check_gate(gate: GateConfig, evaluation: EvaluationRecord | None, candidate:
         raise GateRefused(f"{candidate}'s latest evaluation is against {evaluation.against}, not the champion {champion}: evaluate it again")
     if evaluation.estimator != gate.estimator:
         raise GateRefused(f"{candidate}'s latest evaluation used {evaluation.estimator}, not the gate's {gate.estimator}: evaluate it again")
+    if evaluation.at > now + CLOCK_TOLERANCE:
+        ahead = (evaluation.at - now) / 3600
+        raise GateRefused(f"{candidate}'s evaluation is dated {ahead:.1f} hours ahead of this host's clock: the host that "
+                          f"recorded it has a wrong clock; evaluate it again")  # fmt: skip
     age_hours = (now - evaluation.at) / 3600
     if age_hours > gate.max_age_hours:
         raise GateRefused(f"{candidate}'s evaluation is {age_hours:.1f} hours old, more than the {gate.max_age_hours:g} allowed")

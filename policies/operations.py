@@ -12,13 +12,14 @@ from typing import Any
 from bandit.catalog import DO_NOTHING, Catalog
 from bandit.config import BreinConfig
 from bandit.encoding import LearnedEncoding
+from bandit.errors import BreinError
 from bandit.features import FeatureEncoder
 from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments, vw_refusal
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
-from policies.gate import check_gate, gate_reliability
+from policies.gate import GateRefused, check_gate, gate_reliability
 from policies.loading import LEARNED_KEY, PolicyLoadError, load_policy, parse_rules
-from policies.registry import InvalidTransition, Registry, UnknownPolicy
+from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, checked_new_policy_id
 from reward.online import ExampleReader, encoding_at_birth
 from store import Store, open_store
 from store.records import START, Cursor, EvaluationRecord, Kind, ModelSnapshot, PolicyEntry
@@ -26,36 +27,108 @@ from store.records import START, Cursor, EvaluationRecord, Kind, ModelSnapshot, 
 Progress = Callable[[int, int], None]
 
 
+REGISTRY = "registry:"
+"""A spec's prefix that names a registry entry, whatever else its id could name (``registry:champion``)."""
+BUILTIN = "builtin:"
+"""A spec's prefix that names a built-in policy, whatever is registered under its name."""
+BUILTINS: dict[str, Callable[[], Policy]] = {"uniform": UniformPolicy, "do_nothing": DoNothingPolicy}
+
+
+class AmbiguousPolicy(BreinError):
+    """A policy spec that names both a registry entry and a built-in policy or a file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A policy spec resolved: its name in reports, the policy, and the registry entry it was read
+    from (None: a built-in policy or a file, whatever its name)."""
+
+    label: str
+    policy: Policy
+    entry: PolicyEntry | None = None
+
+    @property
+    def labelled(self) -> tuple[str, Policy]:
+        return self.label, self.policy
+
+
+def registered(policy_id: str) -> str:
+    """The spec that names the registry entry ``policy_id`` and nothing else."""
+    return REGISTRY + policy_id
+
+
+def _outside(spec: str) -> str | None:
+    """What ``spec`` names outside the registry ('built-in', 'file'), or None."""
+    if spec.startswith(BUILTIN) or spec in BUILTINS:
+        return "built-in"
+    return "file" if Path(spec).is_file() else None
+
+
 def needs_registry(spec: str) -> bool:
     """Whether ``resolve_policy`` reads the policy from a registry (not a built-in or a file)."""
-    return spec == "champion" or (spec not in ("uniform", "do_nothing") and not Path(spec).is_file())
+    return spec == "champion" or spec.startswith(REGISTRY) or _outside(spec) is None
 
 
-def resolve_policy(spec: str, config: BreinConfig, store: Store | None) -> tuple[str, Policy]:
-    """A policy named by a registry id, 'champion', 'uniform', 'do_nothing', a rule file (.json) or a VW model file.
+def resolve_policy(spec: str, config: BreinConfig, store: Store | None) -> Resolved:
+    """A policy named by 'champion' (always the current champion), a registry id, 'uniform', 'do_nothing',
+    a rule file (.json) or a VW model file. A spec that names both a registry entry and a built-in or a
+    file is refused (AmbiguousPolicy): ``registry:ID``, ``builtin:NAME`` or ``./FILE`` says which.
     ``store`` may be None when the spec names a built-in policy or a file."""
     if store is None and needs_registry(spec):
         raise ValueError(f"{spec}: no such file, and not 'uniform' or 'do_nothing'; a registry id needs a store (--store)")
-    if spec == "champion" and store is not None:
-        champion = store.registry.champion()
-        if champion is None:
+    outside = _outside(spec)
+    if store is not None and (spec == "champion" or spec.startswith(REGISTRY) or outside is None):
+        return _from_registry(spec, store)
+    if store is not None and store.registry.policy(spec) is not None:
+        how = f"'{BUILTIN}{spec}' for the built-in policy" if outside == "built-in" else f"'./{spec}' for the file"
+        raise AmbiguousPolicy(f"{spec!r} names both a registered policy and a {outside}: say '{REGISTRY}{spec}' for the "
+                              f"registered one or {how}")  # fmt: skip
+    return _builtin(spec.removeprefix(BUILTIN)) if outside == "built-in" else _file(spec, config)
+
+
+def _from_registry(spec: str, store: Store) -> Resolved:
+    registry = Registry(store.registry)
+    if spec == "champion":
+        entry = registry.champion()
+        if entry is None:
             raise UnknownPolicy("champion")
-        return champion.id, load_policy(champion, store.models)[0]
-    if spec == "uniform":
-        return spec, UniformPolicy()
-    if spec == "do_nothing":
-        return spec, DoNothingPolicy()
+    else:
+        entry = registry.get(spec.removeprefix(REGISTRY))
+    return Resolved(entry.id, load_policy(entry, store.models)[0], entry)
+
+
+def _builtin(name: str) -> Resolved:
+    if name not in BUILTINS:
+        raise ValueError(f"{BUILTIN}{name}: expected one of {', '.join(BUILTIN + b for b in BUILTINS)}")
+    return Resolved(name, BUILTINS[name]())
+
+
+def _file(spec: str, config: BreinConfig) -> Resolved:
     path = Path(spec)
-    if path.suffix == ".json" and path.is_file():
-        return path.name, RulePolicy(parse_rules(path.read_text()), version=path.name)
-    if path.is_file():
-        try:
-            return path.name, VWPolicy(vw_arguments(config.learner), path.read_bytes())
-        except Exception as error:
-            raise PolicyLoadError(f"{spec}: not a VW model for the config's learner arguments: {error}") from None
-    if store is None:  # unreachable: needs_registry said so above
-        raise ValueError(f"{spec}: a registry id needs a store (--store)")
-    return spec, load_policy(Registry(store.registry).get(spec), store.models)[0]
+    if path.suffix == ".json":
+        return Resolved(path.name, RulePolicy(parse_rules(path.read_text()), version=path.name))
+    try:
+        return Resolved(path.name, VWPolicy(vw_arguments(config.learner), path.read_bytes()))
+    except Exception as error:
+        raise PolicyLoadError(f"{spec}: not a VW model for the config's learner arguments: {error}") from None
+
+
+def judged(candidate: Resolved, baseline: Resolved | None) -> tuple[str, str] | None:
+    """The (candidate, champion) ids an evaluation is evidence for at the gate: a registry entry's, against
+    the entry that was the champion when it was read. Identities, not names: a built-in or a file named
+    like an entry is no evidence about it, nor is the champion's evaluation against itself."""
+    if candidate.entry is None or baseline is None or baseline.entry is None:
+        return None
+    if baseline.entry.state != "champion" or candidate.entry.id == baseline.entry.id:
+        return None
+    return candidate.entry.id, baseline.entry.id
+
+
+def _new_policy_id(registry: Registry, policy_id: str) -> str:
+    checked_new_policy_id(policy_id)
+    if registry.has(policy_id):
+        raise InvalidTransition(f"a policy {policy_id!r} is already registered")
+    return policy_id
 
 
 def register_policy(
@@ -72,8 +145,7 @@ def register_policy(
     """Register a policy as a candidate once it is shown to load: a VW model file (with the config's
     learner arguments unless given), a rule file (its actions must be in the catalog), uniform or do-nothing."""
     registry = Registry(store.registry)
-    if registry.has(policy_id):
-        raise InvalidTransition(f"a policy {policy_id!r} is already registered")
+    _new_policy_id(registry, policy_id)
     args: list[str] = []
     if kind in ("vw", "rules") and artifact is None:
         raise ValueError(f"a {kind} policy needs its file (--file)")
@@ -113,17 +185,18 @@ def evaluate_policy(
     n_bootstrap: int = 500,
 ) -> EvaluationReport:
     """Estimate the candidate's value (and its paired lift over ``against``) on the logged decisions.
-    A registry candidate's evaluation against the champion is recorded for the promotion gate."""
+    A registry entry's evaluation against the champion's entry is recorded for the promotion gate (``judged``)."""
     registry = Registry(store.registry)
     logged = data if data is not None else load_logged(config, store.examples, since, until)
     encoder = FeatureEncoder(config)
     baseline = resolve_policy(against, config, store) if against else None
-    report = evaluate_on(logged, encoder, resolve_policy(candidate, config, store), baseline, estimators,
+    resolved = resolve_policy(candidate, config, store)
+    report = evaluate_on(logged, encoder, resolved.labelled, baseline.labelled if baseline else None, estimators,
                          reliability=gate_reliability(config.gate), n_bootstrap=n_bootstrap,
                          min_probability=config.learner.min_probability)  # fmt: skip
-    champion = registry.champion()
-    if record and baseline is not None and champion is not None and baseline[0] == champion.id and registry.has(candidate):
-        registry.record_evaluation(evaluation_record(config, report, logged, candidate, champion.id))
+    evidence = judged(resolved, baseline)
+    if record and evidence is not None:
+        registry.record_evaluation(evaluation_record(config, report, logged, *evidence))
     return report
 
 
@@ -212,8 +285,7 @@ def train_candidate(
 ) -> tuple[PolicyEntry, int]:
     """Train a VW candidate from the joined examples in [since, until) and register it."""
     registry = Registry(store.registry)
-    if registry.has(policy_id):
-        raise InvalidTransition(f"a policy {policy_id!r} is already registered")
+    _new_policy_id(registry, policy_id)
     trained = train_model(config, store, since=since, until=until, vw_args=vw_args, progress=progress)
     champion = registry.champion()
     entry = registry.register(
@@ -225,7 +297,8 @@ def train_candidate(
 
 
 def promote(config: BreinConfig, store: Store, policy_id: str, *, actor: str, force: bool = False, reason: str = "") -> str | None:
-    """Make the candidate the champion if the gate lets it through (or ``force`` with a reason)."""
+    """Make the candidate the champion if the gate lets it through (or ``force`` with a reason). The
+    change commits only while the champion is still the one the gate judged against (GateRefused else)."""
     registry = Registry(store.registry)
     entry = registry.get(policy_id)
     champion = registry.champion()
@@ -238,16 +311,25 @@ def promote(config: BreinConfig, store: Store, policy_id: str, *, actor: str, fo
     elif not reason:
         raise ValueError("--force needs --reason: say why the gate is overridden")
     why = f"forced: {reason}" if force else (reason or "passed the gate")
-    return registry.make_champion(entry.id, actor=actor, reason=why)
+    try:
+        return registry.make_champion(entry.id, replacing=champion.id if champion else None, actor=actor, reason=why)
+    except ChampionChanged as changed:
+        raise GateRefused(f"the champion changed from {changed.expected or 'none'} to {changed.current or 'none'} since "
+                          f"{policy_id} was checked against it: evaluate {policy_id} against {changed.current} and "
+                          f"promote it again") from None  # fmt: skip
 
 
 def rollback(store: Store, *, actor: str, reason: str = "") -> str:
+    """Make the previous champion the champion again, only while the champion is still the one rolled back
+    from (ChampionChanged else)."""
     registry = Registry(store.registry)
+    champion = registry.champion()
     previous = registry.previous_champion()
     if previous is None:
         raise ValueError("there is no previous champion to roll back to")
     load_policy(registry.get(previous), store.models)
-    registry.make_champion(previous, actor=actor, reason=f"rollback: {reason}" if reason else "rollback")
+    registry.make_champion(previous, replacing=champion.id if champion else None, actor=actor,
+                           reason=f"rollback: {reason}" if reason else "rollback")  # fmt: skip
     return previous
 
 

@@ -11,6 +11,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
+from pathlib import PurePath
 from typing import Any
 
 from bandit.errors import BreinError, excerpt
@@ -30,6 +31,26 @@ def checked_policy_id(policy_id: str) -> str:
     return policy_id
 
 
+KEYWORDS = ("champion", "uniform", "do_nothing")
+"""Names a policy spec reads as something other than a registry id: the current champion, the built-ins."""
+FILE_SUFFIXES = (".json", ".vw")
+"""Suffixes of the rule and model files a policy spec may name."""
+
+
+def checked_new_policy_id(policy_id: str) -> str:
+    """``policy_id`` for a new registration: a ``POLICY_ID`` that a policy spec cannot read as a keyword
+    or a file's name, so that what is evaluated under it is what is registered under it. Existing
+    entries (and the config's bootstrapped lineage, 'champion' by default) keep their ids."""
+    checked_policy_id(policy_id)
+    if policy_id in KEYWORDS:
+        raise ValueError(f"policy_id: {policy_id!r} is a keyword ('champion' names the current champion, 'uniform' and "
+                         f"'do_nothing' the built-in policies): choose another id")  # fmt: skip
+    suffix = PurePath(policy_id).suffix
+    if suffix.lower() in FILE_SUFFIXES:
+        raise ValueError(f"policy_id: {policy_id!r} looks like a file name: choose an id without {suffix!r}")
+    return policy_id
+
+
 _AS_NOUN = {"candidate": "a candidate", "shadow": "a shadow", "champion": "the champion", "retired": "retired"}
 CHANGES = 5
 """Times a change is tried when another process changes the registry between its read and its write."""
@@ -42,6 +63,15 @@ class UnknownPolicy(BreinError):
 
 class InvalidTransition(BreinError):
     """A state change the registry does not allow (retiring the champion, ...)."""
+
+
+class ChampionChanged(InvalidTransition):
+    """A champion change decided against one champion found another: it changes nothing."""
+
+    def __init__(self, policy_id: str, expected: str | None, current: str | None) -> None:
+        self.expected, self.current = expected, current
+        super().__init__(f"the champion changed from {expected or 'none'} to {current or 'none'} since {policy_id}'s "
+                         f"change was decided: nothing was changed")  # fmt: skip
 
 
 # Registry has a method named ``list``; inside the class these aliases name the builtin type.
@@ -161,22 +191,28 @@ class Registry:
 
         self._change(change)
 
-    def make_champion(self, policy_id: str, *, actor: str, reason: str, now: float | None = None) -> str | None:
-        """The policy serves from now on; the previous champion is retired. Returns the previous champion."""
+    def make_champion(
+        self, policy_id: str, *, replacing: str | None, actor: str, reason: str, now: float | None = None
+    ) -> str | None:
+        """The policy serves from now on and ``replacing``, the champion the caller judged it against
+        (None: there was none), is retired. The write is a compare-and-set on that champion: when another
+        process changed the champion first, ChampionChanged, and nothing changes. Returns ``replacing``."""
         at = time.time() if now is None else now
 
         def change() -> Events:
             current = self.get(policy_id).state
             if current == "champion":
                 raise InvalidTransition(f"{policy_id} is the champion already")
-            previous = self.champion()
-            events = [] if previous is None else [
-                PolicyEvent(previous.id, at, actor, "champion", "retired", f"replaced by {policy_id}: {reason}")
+            champion = self.champion()
+            if (champion.id if champion else None) != replacing:
+                raise ChampionChanged(policy_id, replacing, champion.id if champion else None)
+            events = [] if replacing is None else [
+                PolicyEvent(replacing, at, actor, "champion", "retired", f"replaced by {policy_id}: {reason}")
             ]  # fmt: skip
             return [*events, PolicyEvent(policy_id, at, actor, current, "champion", reason)]
 
-        events = self._change(change)
-        return events[0].policy_id if len(events) == 2 else None
+        self._change(change)
+        return replacing
 
     def _change(self, change: Callable[[], Events]) -> Events:
         """Write the events ``change`` makes from the registry as it reads it; made again from a

@@ -49,7 +49,7 @@ from policies.evaluation import (
 )
 from policies.gate import gate_reliability
 from policies.operations import Trained, evaluation_record, resolve_policy, train_model
-from policies.registry import Registry, checked_policy_id
+from policies.registry import Registry, checked_new_policy_id
 from reward.credit import CreditRules
 from store import Store
 from store.records import DAY, EvaluationRecord, PolicyEntry
@@ -192,7 +192,7 @@ def load_setups(path: str | Path) -> list[Setup]:
         if not isinstance(name, str) or not name:
             raise TuningError(f"{path}: setup[{i}]: expected a non-empty name")
         try:
-            checked_policy_id(candidate_id(0.0, name))
+            checked_new_policy_id(candidate_id(0.0, name))
         except ValueError as error:  # the name is part of the id its candidate is registered under
             raise TuningError(f"{path}: setup[{i}]: name {excerpt(name)} makes no candidate id: {error}") from None
         setups.append(Setup(name, {k: v for k, v in table.items() if k != "name"}))
@@ -406,7 +406,7 @@ def champion_baseline(
     (``AsServed``: its lineage kept learning while it served, and the log supports that behaviour and
     no frozen snapshot of it) on the decisions it served, when it served at least ``gate.min_decisions``
     of them; else (a champion promoted since the cut) its model, off-policy, on all of them."""
-    champion = resolve_policy("champion", config, store)
+    champion = resolve_policy("champion", config, store).labelled
     served = load_logged(config, store.examples, cut, until, served_by=champion[0])
     if len(served) >= config.gate.min_decisions:
         return (champion[0], AsServed()), served
@@ -456,7 +456,7 @@ def register_best(
     if not tuning.against_champion:
         raise TuningError(f"a tuning against the set-up {tuning.baseline} registers nothing: the gate compares with the champion")
     registry = Registry(store.registry)
-    new_id = policy_id or candidate_id(tuning.cut, best.setup.name)
+    new_id = checked_new_policy_id(policy_id or candidate_id(tuning.cut, best.setup.name))
     if registry.has(new_id):
         raise TuningError(f"a policy {new_id!r} is already registered: tuned on this cut before? (choose another id)")
     trained = best.trained

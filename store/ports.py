@@ -258,7 +258,7 @@ class RegistryStorage(Protocol):
         ...
 
     def evaluations(self, policy_id: str) -> list[EvaluationRecord]:
-        """The policy's evaluations, newest first."""
+        """The policy's evaluations, the last recorded first (whatever the clocks that dated them said)."""
         ...
 
     def register(self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry]) -> Future[None]:

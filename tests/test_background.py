@@ -134,7 +134,8 @@ def test_a_newer_snapshot_is_served_at_most_every_snapshot_seconds_and_a_new_cha
             assert brain.decider.policy.model.version == first
             assert not brain.follow(snapshot=False) and brain.decider.policy.model.version == first
             brain.registry.register("uniform", "uniform", actor="test", state="candidate")
-            brain.registry.make_champion("uniform", actor="test", reason="a new champion is served at the next look")
+            brain.registry.make_champion("uniform", replacing="champion", actor="test",
+                                         reason="a new champion is served at the next look")
             await asyncio.sleep(0.3)
             assert brain.decider.policy.policy_id == "uniform"
         finally:

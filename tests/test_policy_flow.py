@@ -500,6 +500,64 @@ def test_the_gate_refuses_an_unreliable_evaluation_whatever_its_estimator(flow: 
 # --- Replay on an exported log ------------------------------------------------------------------------
 
 
+DISCOUNT_CALLS = [  # an outbound call with a discount to every customer near the end of a contract: costly
+    {"action": "renewal_discount/outbound_call/afternoon",
+     "when": "has(numeric.months_to_contract_end) && numeric.months_to_contract_end <= 4.0"},
+    {"action": "sim_only/email/morning"},
+]  # fmt: skip
+
+
+def _evaluated(flow: Flow, policy_id: str) -> list[tuple[str, float]]:
+    with flow.registry() as registry:
+        return [(e.against, e.lift) for e in registry.evaluations(policy_id)]
+
+
+def test_what_the_gate_reads_is_an_evaluation_of_the_registered_policy_against_the_champion(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Identities, not names: a built-in, a file or a keyword named like a registry entry is never recorded
+    as that entry's evaluation, nor a file named like the champion as an evaluation against it."""
+    monkeypatch.chdir(flow.tmp_path)
+    (flow.tmp_path / "upsell.json").write_text(json.dumps([{"action": "data_upsell/app_push/morning"}]))
+    (flow.tmp_path / "discount.json").write_text(json.dumps(DISCOUNT_CALLS))
+    (flow.tmp_path / "renew.json").write_text(json.dumps(RULES))  # not what is registered as renew.json below
+    flow.cli("policy", "register", "--id", "upsell", "--kind", "rules", "--file", "upsell.json")
+    flow.cli("policy", "promote", "upsell", "--force", "--reason", "a champion that is not the bootstrapped one")
+    for taken, why in (("uniform", "is a keyword"), ("champion", "is a keyword"), ("renew.json", "looks like a file name")):
+        refused = flow.cli("policy", "register", "--id", taken, "--kind", "rules", "--file", "discount.json", ok=False)
+        assert refused.exit_code == 2 and f"policy_id: '{taken}' {why}" in refused.output
+    with flow.registry() as registry:  # as a store made before such ids were refused holds them
+        for legacy in ("uniform", "renew.json"):
+            registry.register(legacy, "rules", artifact=json.dumps(DISCOUNT_CALLS).encode(), actor="test")
+
+    for name, what, other in (("uniform", "built-in", "'builtin:uniform' for the built-in policy"),
+                              ("renew.json", "file", "'./renew.json' for the file")):  # fmt: skip
+        ambiguous = flow.cli("policy", "evaluate", name, "--estimator", "snips", ok=False)
+        assert ambiguous.exit_code == 1
+        assert ambiguous.output == (f"Error: '{name}' names both a registered policy and a {what}: "
+                                    f"say 'registry:{name}' for the registered one or {other}\n")  # fmt: skip
+    flow.cli("policy", "evaluate", "builtin:uniform", "--estimator", "snips")
+    flow.cli("policy", "evaluate", "./renew.json", "--estimator", "snips")
+    assert _evaluated(flow, "uniform") == _evaluated(flow, "renew.json") == []
+    flow.cli("policy", "evaluate", "registry:uniform", "--estimator", "snips")
+    [(against, lift)] = _evaluated(flow, "uniform")
+    assert against == "upsell" and lift < 0  # the registered discount calls, not the built-in
+    assert "Error: uniform does not beat upsell with confidence" in flow.cli("policy", "promote", "uniform", ok=False).output
+
+    (flow.tmp_path / "elsewhere").mkdir()
+    (flow.tmp_path / "elsewhere" / "upsell.json").write_text(json.dumps(DISCOUNT_CALLS))  # a strawman named like the champion
+    flow.cli("policy", "register", "--id", "meh", "--kind", "uniform")
+    flow.cli("policy", "evaluate", "meh", "--against", "elsewhere/upsell.json", "--estimator", "snips")
+    assert _evaluated(flow, "meh") == []
+    unevaluated = flow.cli("policy", "promote", "meh", ok=False).output
+    assert unevaluated.startswith("Error: meh has no evaluation against the champion upsell")
+
+    flow.cli("policy", "evaluate", "champion", "--estimator", "snips")  # the current champion against itself: no evidence
+    assert _evaluated(flow, "champion") == _evaluated(flow, "upsell") == []
+    flow.cli("policy", "evaluate", "registry:champion", "--estimator", "snips")  # the retired bootstrapped lineage
+    assert [against for against, _ in _evaluated(flow, "champion")] == ["upsell"]
+
+
 def test_replay_of_an_export_gives_the_table_and_the_numbers_of_policies_evaluate(flow: Flow) -> None:
     flow.cli("policy", "train", "--id", "cand", "--until", _utc(SPLIT), "--no-evaluate")
     log = flow.tmp_path / "log.dsjson"
@@ -608,7 +666,7 @@ def test_a_rule_policy_serves_and_a_champion_that_does_not_load_is_refused(flow:
             registry.register("broken", "vw", artifact=b"not a VW model", args=vw_arguments(flow.config.learner), actor="test")
             forced = flow.cli("policy", "promote", "broken", "--force", "--reason", "hotfix", ok=False)
             assert forced.exit_code == 1 and "policy broken: its VW model does not load" in forced.output
-            registry.make_champion("broken", actor="test", reason="behind the CLI's back")
+            registry.make_champion("broken", replacing="rules", actor="test", reason="behind the CLI's back")
         broken_at = time.monotonic()
         deadline = broken_at + 10
         while not server.messages("refused to switch to champion broken") and time.monotonic() < deadline:

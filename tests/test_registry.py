@@ -4,6 +4,7 @@ history with who/when/why, rollback; and the promotion gate's refusals, one sent
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -19,9 +20,9 @@ from bandit.learner import vw_arguments
 from bandit.policies import DoNothingPolicy, RulePolicy, UniformPolicy
 from brain.champion import bootstrap_champion
 from policies import operations
-from policies.gate import GateRefused, check_gate
+from policies.gate import CLOCK_TOLERANCE, GateRefused, check_gate
 from policies.loading import PolicyLoadError, load_policy, parse_rules
-from policies.registry import InvalidTransition, Registry, UnknownPolicy, artifact_hash
+from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, artifact_hash
 from store import Store, open_store
 from store.errors import Conflict
 from store.records import EvaluationRecord, PolicyEvent
@@ -157,7 +158,30 @@ def test_servers_starting_together_on_a_new_store_serve_one_champion(store_url: 
             store.close()
 
 
-def test_concurrent_promotions_leave_exactly_one_champion_and_a_consistent_history(store_url: str) -> None:
+@pytest.mark.parametrize(
+    ("policy_id", "message"),
+    [
+        ("champion", "policy_id: 'champion' is a keyword ('champion' names the current champion, 'uniform' and 'do_nothing' "
+                     "the built-in policies): choose another id"),
+        ("do_nothing", "policy_id: 'do_nothing' is a keyword"),
+        ("renew.json", "policy_id: 'renew.json' looks like a file name: choose an id without '.json'"),
+        ("model.VW", "policy_id: 'model.VW' looks like a file name: choose an id without '.VW'"),
+        ("a b", "policy_id: expected 1-64 letters, digits"),
+    ],
+)  # fmt: skip
+def test_a_new_policy_id_is_refused_when_a_spec_would_read_it_as_something_else(
+    registry: Registry, store: Store, config: BreinConfig, policy_id: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        operations.register_policy(config, store, policy_id=policy_id, kind="uniform", actor="t")
+    assert not registry.has(policy_id)
+    tuned = operations.register_policy(config, store, policy_id="tuned-20261207-lr-0.1", kind="uniform", actor="t")
+    assert tuned.state == "candidate"
+
+
+def test_of_two_promotions_judged_against_one_champion_only_the_first_commits(store_url: str) -> None:
+    """Each replaces the champion both were judged against: the second finds it replaced and changes nothing
+    (it was never compared with the first), whichever process wins the write."""
     first, second = open_store(store_url), open_store(store_url)
     try:
         a, b = Registry(first.registry), Registry(second.registry)
@@ -166,23 +190,38 @@ def test_concurrent_promotions_leave_exactly_one_champion_and_a_consistent_histo
         for i in range(4):
             a.register(f"x{i}", "uniform", actor="test")
             a.register(f"y{i}", "do_nothing", actor="test")
-            results = _race(partial(a.make_champion, f"x{i}", actor="a", reason="race"),
-                            partial(b.make_champion, f"y{i}", actor="b", reason="race"))  # fmt: skip
-            assert not [r for r in results if isinstance(r, Exception)], results
+            results = _race(partial(a.make_champion, f"x{i}", replacing=previous, actor="a", reason="race"),
+                            partial(b.make_champion, f"y{i}", replacing=previous, actor="b", reason="race"))  # fmt: skip
+            outcome = dict(zip((f"x{i}", f"y{i}"), results, strict=True))
             champions = a.in_state("champion")
-            assert len(champions) == 1 and champions[0].id in (f"x{i}", f"y{i}")
-            # One promotion replaced the old champion, the other replaced the first: never both the old one.
-            earlier, later = (f"y{i}", f"x{i}") if champions[0].id == f"x{i}" else (f"x{i}", f"y{i}")
-            replaced = dict(zip((f"x{i}", f"y{i}"), results, strict=True))
-            assert (replaced[earlier], replaced[later]) == (previous, earlier)
-            assert {a.get(previous).state, a.get(earlier).state} == {"retired"}
-            previous = later
+            assert len(champions) == 1 and champions[0].id in outcome
+            winner = champions[0].id
+            loser = f"y{i}" if winner == f"x{i}" else f"x{i}"
+            assert outcome[winner] == previous
+            refused = outcome[loser]
+            assert isinstance(refused, ChampionChanged) and (refused.expected, refused.current) == (previous, winner)
+            assert str(refused) == (f"the champion changed from {previous} to {winner} since {loser}'s change was decided: "
+                                    "nothing was changed")  # fmt: skip
+            assert (a.get(previous).state, a.get(loser).state) == ("retired", "candidate")
+            assert [e.to_state for e in a.history(loser)] == ["candidate"]
+            previous = winner
         promotions = [e for e in a.history() if e.to_state == "champion"]
         retirements = [e for e in a.history() if e.from_state == "champion"]
-        assert len(promotions) == 1 + 8 and len(retirements) == 8
+        assert len(promotions) == 1 + 4 and len(retirements) == 4
     finally:
         first.close()
         second.close()
+
+
+def test_a_champion_change_judged_against_a_replaced_champion_changes_nothing(registry: Registry, store: Store) -> None:
+    registry.register("third", "uniform", actor="test", now=NOW + 2)
+    registry.make_champion("third", replacing="champ", actor="t", reason="first")
+    before = (registry.list(), registry.history(), _audit(store))
+    with pytest.raises(ChampionChanged, match=r"^the champion changed from champ to third since cand's change was decided"):
+        registry.make_champion("cand", replacing="champ", actor="t", reason="judged against champ")
+    with pytest.raises(ChampionChanged, match=r"^the champion changed from none to third since cand's change"):
+        registry.make_champion("cand", replacing=None, actor="t", reason="judged against no champion")
+    assert (registry.list(), registry.history(), _audit(store)) == before
 
 
 def test_the_database_itself_refuses_a_second_champion(store: Store, registry: Registry) -> None:
@@ -206,9 +245,11 @@ def test_the_database_itself_refuses_a_second_champion(store: Store, registry: R
         (lambda r: r.set_state("cand", "candidate", actor="t", reason="x"), InvalidTransition, r"^cand is a candidate already$"),
         (lambda r: r.set_state("cand", "paused", actor="t", reason="x"), ValueError,
          r"^state: expected one of candidate, shadow, champion, retired, got 'paused'$"),
-        (lambda r: r.make_champion("champ", actor="t", reason="x"), InvalidTransition, r"^champ is the champion already$"),
+        (lambda r: r.make_champion("champ", replacing="champ", actor="t", reason="x"), InvalidTransition,
+         r"^champ is the champion already$"),
         (lambda r: r.set_state("nope", "shadow", actor="t", reason="x"), UnknownPolicy, r"^no policy 'nope' in the registry$"),
-        (lambda r: r.make_champion("nope", actor="t", reason="x"), UnknownPolicy, r"^no policy 'nope' in the registry$"),
+        (lambda r: r.make_champion("nope", replacing="champ", actor="t", reason="x"), UnknownPolicy,
+         r"^no policy 'nope' in the registry$"),
         (lambda r: r.get("nope"), UnknownPolicy, r"^no policy 'nope' in the registry$"),
     ],
 )  # fmt: skip
@@ -237,7 +278,7 @@ def test_a_candidate_goes_to_shadow_back_to_candidate_and_retires(registry: Regi
 def test_history_is_append_only_with_who_when_and_why_mirrored_in_the_audit(registry: Registry, store: Store) -> None:
     earlier = registry.history()
     registry.set_state("cand", "shadow", actor="carol", reason="compare live", now=NOW + 20)
-    assert registry.make_champion("cand", actor="dave", reason="passed the gate", now=NOW + 30) == "champ"
+    assert registry.make_champion("cand", replacing="champ", actor="dave", reason="passed the gate", now=NOW + 30) == "champ"
     history = registry.history()
     assert history[: len(earlier)] == earlier  # nothing before was changed or removed
     assert history[len(earlier) :] == [
@@ -253,7 +294,7 @@ def test_history_is_append_only_with_who_when_and_why_mirrored_in_the_audit(regi
 def test_promotion_retires_the_champion_and_rollback_restores_it(registry: Registry, store: Store) -> None:
     assert registry.previous_champion() is None
     registry.register("third", "uniform", actor="test", now=NOW + 2)
-    assert registry.make_champion("cand", actor="t", reason="better") == "champ"
+    assert registry.make_champion("cand", replacing="champ", actor="t", reason="better") == "champ"
     assert _states(registry) == {"champ": "retired", "cand": "champion", "third": "candidate"}
     assert registry.previous_champion() == "champ"
     assert operations.rollback(store, actor="ops", reason="complaints are up") == "champ"
@@ -262,15 +303,15 @@ def test_promotion_retires_the_champion_and_rollback_restores_it(registry: Regis
     assert registry.history("cand")[-1].reason == "replaced by champ: rollback: complaints are up"
     # Rolling back again undoes the rollback; a later promotion makes the one it replaced the previous.
     assert registry.previous_champion() == "cand"
-    assert registry.make_champion("third", actor="t", reason="try") == "champ"
+    assert registry.make_champion("third", replacing="champ", actor="t", reason="try") == "champ"
     assert operations.rollback(store, actor="ops") == "champ"
     assert registry.history("champ")[-1].reason == "rollback"
 
 
 def test_rollback_refuses_a_previous_champion_that_does_not_load(registry: Registry, store: Store) -> None:
     registry.register("bad", "rules", artifact=b"{not json", actor="test")
-    registry.make_champion("bad", actor="t", reason="x")
-    registry.make_champion("cand", actor="t", reason="y")
+    registry.make_champion("bad", replacing="champ", actor="t", reason="x")
+    registry.make_champion("cand", replacing="bad", actor="t", reason="y")
     with pytest.raises(PolicyLoadError, match="rules: expected a JSON list"):
         operations.rollback(store, actor="ops")
     assert registry.champion().id == "cand"  # type: ignore[union-attr]
@@ -340,6 +381,14 @@ def test_evaluations_are_recorded_and_read_newest_first(registry: Registry) -> N
     assert registry.evaluations("nope") == []
 
 
+def test_the_latest_evaluation_is_the_last_recorded_whatever_the_clock_that_dated_it(registry: Registry) -> None:
+    """A host whose clock is 3 days ahead recorded the first; one with a right clock the second."""
+    ahead, later = _evaluation(at=NOW + 72 * HOUR, lift_lower=0.3), _evaluation(at=NOW, lift_lower=-0.5)
+    registry.record_evaluation(ahead)
+    registry.record_evaluation(later)
+    assert registry.evaluations("cand") == [later, ahead]
+
+
 NOT_BEATEN = "cand does not beat champ with confidence: the lower bound of the"
 GATE = GateConfig(estimator="snips", min_lift=0.0, min_decisions=1000, min_ess=100.0, max_weight_share=0.2, max_age_hours=24.0)
 UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
@@ -355,6 +404,12 @@ UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
         (_evaluation(at=NOW - 25 * HOUR), GATE, "cand's evaluation is 25.0 hours old, more than the 24 allowed"),
         (_evaluation(at=NOW - 3 * HOUR), GATE.model_copy(update={"max_age_hours": 2.5}),
          "cand's evaluation is 3.0 hours old, more than the 2.5 allowed"),
+        (_evaluation(at=NOW + 72 * HOUR), GATE,
+         "cand's evaluation is dated 72.0 hours ahead of this host's clock: the host that recorded it has a wrong clock; "
+         "evaluate it again"),
+        (_evaluation(at=NOW + CLOCK_TOLERANCE + 1), GATE,
+         "cand's evaluation is dated 0.1 hours ahead of this host's clock: the host that recorded it has a wrong clock; "
+         "evaluate it again"),
         (_evaluation(decisions=999), GATE, "cand was evaluated on 999 decisions, fewer than the 1000 required"),
         (_evaluation(candidate={"ess": 99.4}), GATE,
          f"{UNRELIABLE} for cand, the effective sample size of the unclipped importance weights is 99.4, below the 100 required"),
@@ -381,7 +436,8 @@ UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
         (_evaluation(estimator="dr", lift_lower=-1.0), GATE.model_copy(update={"estimator": "dr"}),
          f"{NOT_BEATEN} dr lift is -1.000 per decision, not above the required +0"),
     ],
-    ids=["none", "other-champion", "other-estimator", "too-old", "too-old-custom", "too-few-decisions", "ess", "dominant-weight",
+    ids=["none", "other-champion", "other-estimator", "too-old", "too-old-custom", "dated-ahead", "just-beyond-the-tolerance",
+         "too-few-decisions", "ess", "dominant-weight",
          "clipped-ips-unclipped-diagnostics", "unreliable-champion", "custom-weight-share", "no-diagnostics", "negative-lift",
          "lift-at-the-minimum", "below-min-lift", "dr-gate"],
 )  # fmt: skip
@@ -399,8 +455,9 @@ def test_the_gate_refuses_in_one_sentence(evaluation: EvaluationRecord | None, g
         # every threshold exactly met
         _evaluation(at=NOW - 24 * HOUR, decisions=1000, lift_lower=1e-9, candidate={"ess": 100.0, "largest_weight_share": 0.2},
                     baseline={"ess": 100.0, "largest_weight_share": 0.2}),
+        _evaluation(at=NOW + CLOCK_TOLERANCE),  # clocks differ a little
     ],
-    ids=["clear", "at-the-thresholds"],
+    ids=["clear", "at-the-thresholds", "ahead-within-the-tolerance"],
 )
 def test_the_gate_lets_a_candidate_through(evaluation: EvaluationRecord) -> None:
     check_gate(GATE, evaluation, "cand", "champ", NOW)
@@ -420,6 +477,49 @@ def test_promote_goes_through_the_gate_and_force_is_recorded(registry: Registry,
     assert operations.promote(gated, store, "champ", actor="ops", force=True, reason="incident 42") == "cand"
     last = registry.history("champ")[-1]
     assert (last.actor, last.to_state, last.reason) == ("ops", "champion", "forced: incident 42")
+
+
+def test_a_promotion_commits_only_while_the_champion_is_the_one_the_gate_judged_against(
+    registry: Registry, store: Store, config: BreinConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two promotes at once, both judged against champ: 'other' becomes the champion between cand's gate
+    check and its write; cand, never compared with 'other', is refused and nothing of it changes."""
+    gated = config.model_copy(update={"gate": GATE})
+    registry.register("other", "uniform", actor="test")
+    for policy_id in ("cand", "other"):
+        registry.record_evaluation(_evaluation(policy_id=policy_id, at=time.time() - HOUR))
+    real_check = operations.check_gate
+
+    def check_then_other_promoted(gate: GateConfig, evaluation: EvaluationRecord | None, candidate: str, *rest: Any) -> None:
+        real_check(gate, evaluation, candidate, *rest)
+        if candidate == "cand":
+            operations.promote(gated, store, "other", actor="ops-2")
+
+    monkeypatch.setattr(operations, "check_gate", check_then_other_promoted)
+    with pytest.raises(GateRefused) as refused:
+        operations.promote(gated, store, "cand", actor="ops-1")
+    assert str(refused.value) == ("the champion changed from champ to other since cand was checked against it: "
+                                  "evaluate cand against other and promote it again")  # fmt: skip
+    assert _states(registry) == {"champ": "retired", "cand": "candidate", "other": "champion"}
+    assert [e.to_state for e in registry.history("cand")] == ["candidate"]
+
+
+def test_a_rollback_commits_only_while_the_champion_is_the_one_rolled_back_from(
+    registry: Registry, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry.register("other", "uniform", actor="test")
+    registry.make_champion("cand", replacing="champ", actor="t", reason="better")
+    real_load = operations.load_policy
+
+    def load_while_other_is_promoted(entry: Any, models: Any) -> Any:
+        if registry.champion().id == "cand":  # type: ignore[union-attr]
+            registry.make_champion("other", replacing="cand", actor="ops-2", reason="meanwhile")
+        return real_load(entry, models)
+
+    monkeypatch.setattr(operations, "load_policy", load_while_other_is_promoted)
+    with pytest.raises(ChampionChanged, match=r"^the champion changed from cand to other since champ's change was decided"):
+        operations.rollback(store, actor="ops-1", reason="complaints are up")
+    assert _states(registry) == {"champ": "retired", "cand": "retired", "other": "champion"}
 
 
 def test_promote_refuses_a_policy_that_does_not_load_even_when_forced(

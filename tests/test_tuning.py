@@ -167,7 +167,7 @@ def test_the_champion_is_judged_as_it_served_the_held_out_decisions_while_it_ser
         assert tried.report.row("ips").baseline.value == pytest.approx(float(held_out.reward.mean()))  # type: ignore[union-attr]
 
         Registry(store.registry).register("fresh", "uniform", actor="test")
-        Registry(store.registry).make_champion("fresh", actor="test", reason="test")
+        Registry(store.registry).make_champion("fresh", replacing="champion", actor="test", reason="test")
         fallback = tune(flow.config, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
         assert (fallback.baseline, fallback.as_served, fallback.trained_until) == ("fresh", False, SPLIT)
         assert fallback.evaluated_on == 1500

@@ -94,7 +94,7 @@ class PostgresRegistryStorage:
 
     def evaluations(self, policy_id: str) -> list[EvaluationRecord]:
         rows = self._engine.rows(
-            f"SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE policy_id = %s ORDER BY at DESC, id DESC", (policy_id,)
+            f"SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE policy_id = %s ORDER BY id DESC", (policy_id,)
         )
         return [evaluation_from_row(row) for row in rows]
 

@@ -59,7 +59,7 @@ class SQLiteRegistryStorage:
 
     def evaluations(self, policy_id: str) -> list[EvaluationRecord]:
         with self._engine.reading() as conn:
-            rows = conn.execute(f"SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE policy_id = ? ORDER BY at DESC, id DESC",
+            rows = conn.execute(f"SELECT {EVALUATION_COLUMNS} FROM evaluations WHERE policy_id = ? ORDER BY id DESC",
                                 (policy_id,)).fetchall()  # fmt: skip
         return [evaluation_from_row(row) for row in rows]
 
