@@ -22,7 +22,7 @@ from bandit.features import FeatureEncoder
 from policies import operations
 from policies.estimators import Estimate, Interval
 from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_dsjson
-from policies.gate import gate_reliability
+from policies.gate import gate_evidence, gate_reliability
 from policies.plot import plot_report
 from policies.registry import Registry, checked_new_policy_id
 from policies.tuning import Tuning, default_setups, level, load_setups, register_best, tune
@@ -175,15 +175,15 @@ def policy() -> None:
 @store_option
 @json_option
 def list_policies(config_path: str, store_url: str | None, as_json: bool) -> None:
-    """Every registered policy with its state and latest evaluation."""
+    """Every registered policy with its state and latest evaluation on the gate's window."""
     with _opened(config_path, store_url) as (_, store):
         registry = Registry(store.registry)
-        entries = [(e, next(iter(registry.evaluations(e.id)), None)) for e in registry.list()]
+        entries = [(e, gate_evidence(registry.evaluations(e.id))) for e in registry.list()]
     if as_json:
         click.echo(json.dumps([{"id": e.id, "kind": e.kind, "state": e.state, "created": e.created, "parent": e.parent,
                                 "lift_lower": ev.lift_lower if ev else None} for e, ev in entries], indent=2))  # fmt: skip
         return
-    table = Table("id", "kind", "state", "created", "parent", "latest lift (lower bound)")
+    table = Table("id", "kind", "state", "created", "parent", "gate's latest lift (lower bound)")
     for entry, evaluation in entries:
         lift = f"{evaluation.lift:+.3f} ({evaluation.lift_lower:+.3f}) vs {evaluation.against}" if evaluation else "-"
         table.add_row(entry.id, entry.kind, entry.state, _when(entry.created), entry.parent or "-", lift)
@@ -205,21 +205,25 @@ def show(policy_id: str, config_path: str, store_url: str | None, as_json: bool)
     if as_json:
         click.echo(json.dumps({"id": entry.id, "kind": entry.kind, "state": entry.state, "artifact_hash": entry.artifact_hash,
                                "args": entry.args, "parent": entry.parent, "created": entry.created, "note": entry.note,
+                               "trained_until": entry.trained_until,
                                "history": [asdict(h) for h in history], "evaluations": [asdict(e) for e in evaluations]}, indent=2))  # fmt: skip
         return
     console.print(f"[bold]{entry.id}[/] ({entry.kind}, {entry.state}) artifact {entry.artifact_hash[:12]}, parent {entry.parent or '-'}")
     if entry.args:
         console.print(f"VW arguments: {' '.join(entry.args)}")
+    if entry.trained_until is not None:
+        console.print(f"trained on joined decisions before {_when(entry.trained_until)}: the gate evaluates it on those after")
     table = Table("when", "who", "from", "to", "why", title="History")
     for event in history:
         table.add_row(_when(event.at), event.actor, event.from_state or "-", event.to_state, event.reason)
     console.print(table)
     if evaluations:
-        columns = ["when", "against", "decisions", "estimator", "lift", "lower", "upper", "ESS", "reliable"]
-        evals = Table(*columns, title="Evaluations")
+        columns = ["when", "window", "against", "decisions", "estimator", "lift", "lower", "upper", "ESS", "reliable"]
+        evals = Table(*columns, title="Evaluations (the gate takes the newest on its window)")
         for e in evaluations:
             reliable = e.report.get("reliable")  # as judged when it was made; absent from evaluations made before
-            evals.add_row(_when(e.at), e.against, str(e.decisions), e.estimator, f"{e.lift:+.3f}", f"{e.lift_lower:+.3f}",
+            window = f"{'gate' if e.gate_window else 'chosen'}: {_when(e.since)} .. {_when(e.until)}"
+            evals.add_row(_when(e.at), window, e.against, str(e.decisions), e.estimator, f"{e.lift:+.3f}", f"{e.lift_lower:+.3f}",
                           f"{e.lift_upper:+.3f}", f"{e.ess:,.0f}", "-" if reliable is None else _verdict(reliable))  # fmt: skip
         console.print(evals)
 
@@ -335,8 +339,10 @@ def tune_setups(config_path: str, store_url: str | None, cut: datetime, setups_p
 @click.option("--against", default="champion", show_default=True,
               help="The baseline policy (registry id, 'champion': the current one, file); registry:ID, builtin:NAME or "
                    "./FILE say which when a name is both.")  # fmt: skip
-@click.option("--since", type=click.DateTime(TIME_FORMATS), help="Logged decisions from this time (UTC).")
-@click.option("--until", type=click.DateTime(TIME_FORMATS), help="Logged decisions before this time (UTC).")
+@click.option("--since", type=click.DateTime(TIME_FORMATS),
+              help="Logged decisions from this time (UTC); default the gate's window (after a trained candidate's training "
+                   "data, else the whole log). A window chosen here is shown, never the gate's evidence.")  # fmt: skip
+@click.option("--until", type=click.DateTime(TIME_FORMATS), help="Logged decisions before this time (UTC); see --since.")
 @estimator_option
 @json_option
 @plot_option

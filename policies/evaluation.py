@@ -68,6 +68,8 @@ class LoggedData:
     served: list[list[float]] = field(default_factory=list)
     # Per decision: the id of the policy that served it (empty: not logged, as in an export).
     served_by: list[str] = field(default_factory=list)
+    # Per decision: the positions in ``actions`` of those today's catalog has (empty: every action, in every decision).
+    servable: list[tuple[int, ...]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.decision_ids)
@@ -88,13 +90,25 @@ class Row(NamedTuple):
     served_by: str
 
 
-def _logged(rows: Iterable[Row], catalog: Catalog) -> LoggedData:
+def _logged(rows: Iterable[Row], catalog: Catalog, *, servable_only: bool) -> LoggedData:
+    """The rows with each decision's eligible actions as logged (one ``catalog`` lacks rebuilt from its
+    id) and, ``servable_only``, which of them ``catalog`` has: a policy is judged on those only (one
+    dropped from the config since cannot be served, and a rule that names it never fires). A decision
+    whose chosen action was dropped stays in the log: every policy gives that action probability 0,
+    so it weighs 0 in the importance-weighted sums and counts in n, as it would for any action a
+    policy does not take (the rest of the log is not made to stand for it: it would give the
+    contexts where a dropped action was taken more weight)."""
     ids, times, features, actions, chosen, propensity, reward, shadow, served, served_by = [], [], [], [], [], [], [], [], [], []
+    servable: list[tuple[int, ...]] = []
+    dropped = False
     for row in rows:
         ids.append(row.decision_id)
         times.append(row.event_time)
         features.append(row.features)
         actions.append(tuple(action_from_id(catalog, a) for a in row.eligible))
+        kept = tuple(i for i, a in enumerate(row.eligible) if a in catalog.by_id)
+        servable.append(kept)
+        dropped = dropped or (servable_only and len(kept) < len(row.eligible))
         chosen.append(row.eligible.index(row.action_id))
         propensity.append(row.probability)
         reward.append(row.reward)
@@ -103,7 +117,8 @@ def _logged(rows: Iterable[Row], catalog: Catalog) -> LoggedData:
         served_by.append(row.served_by)
     return LoggedData(ids, np.array(times, dtype=float), features, actions, np.array(chosen, dtype=np.int64),
                       np.array(propensity, dtype=float), np.array(reward, dtype=float), shadow,
-                      served if all(served) else [], served_by if all(served_by) else [])  # fmt: skip
+                      served if all(served) else [], served_by if all(served_by) else [],
+                      servable if dropped else [])  # fmt: skip
 
 
 def load_logged(
@@ -121,7 +136,8 @@ def load_logged(
     rows = (r for r in logged_examples(examples, since=since, until=until) if served_by is None or r.policy_id == served_by)
     return _logged(
         (Row(r.decision_id, r.event_time, r.features, list(r.eligible), r.action_id, r.probability, r.reward,
-             {policy: list(pmf) for policy, pmf in r.shadow.items()}, list(r.pmf), r.policy_id) for r in rows), Catalog(config)
+             {policy: list(pmf) for policy, pmf in r.shadow.items()}, list(r.pmf), r.policy_id) for r in rows), Catalog(config),
+        servable_only=True,
     )  # fmt: skip
 
 
@@ -161,7 +177,9 @@ class ExportedDecision(BaseModel):
 
 def load_dsjson(lines: Iterable[str], config: BreinConfig) -> LoggedData:
     """An exported log (`brein log export`): each line carries the raw features, actions and reward.
-    Propensities and rewards are checked where every log's are (``LoggedDecisions``)."""
+    Propensities and rewards are checked where every log's are (``LoggedDecisions``). Every logged
+    action is a policy's to take: an export may come from another world than the config's catalog
+    (a public log replayed with a config of its features), unlike the store's log (``load_logged``)."""
     def rows() -> Iterable[Row]:
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -173,7 +191,7 @@ def load_dsjson(lines: Iterable[str], config: BreinConfig) -> LoggedData:
             yield Row(item.decision_id, item.event_time, item.features, item.actions, item.actions[item.chosen],
                       item.probability, item.reward, item.shadow, [], "")  # fmt: skip
 
-    return _logged(rows(), Catalog(config))
+    return _logged(rows(), Catalog(config), servable_only=False)
 
 
 class PolicyCannotAct(ValueError):
@@ -210,11 +228,13 @@ def _as_served(policy_id: str, data: LoggedData) -> FloatArray:
 def distribution(
     policy_id: str, policy: Policy, encoder: FeatureEncoder, data: LoggedData, min_probability: float = 0.0
 ) -> FloatArray:
-    """The policy's (n, K) distribution over each decision's actions, zero-padded. A shadow policy's
-    logged pmf is used where the log has it: exact probabilities on the live contexts (floored as
-    served). A learned policy's pmf computed here gets ``min_probability`` (``learner.min_probability``)
-    the way serving floors it (``bandit.sampling.floored``), so the evaluation values the policy that
-    would serve; fixed and uniform references are evaluated as they are, ``AsServed`` as logged."""
+    """The policy's (n, K) distribution over each decision's actions, zero-padded, and zero on those
+    today's catalog no longer has (``LoggedData.servable``). A shadow policy's logged pmf is used where
+    the log has it and every action of the decision is still in the catalog: exact probabilities on
+    the live contexts (floored as served). A learned policy's pmf computed here gets ``min_probability``
+    (``learner.min_probability``) the way serving floors it (``bandit.sampling.floored``), so the
+    evaluation values the policy that would serve; fixed and uniform references are evaluated as they
+    are, ``AsServed`` as logged (what it served, also an action dropped since)."""
     if isinstance(policy, AsServed):
         return _as_served(policy_id, data)
     width = max(len(a) for a in data.actions)
@@ -222,9 +242,13 @@ def distribution(
     own = encoder.with_encoding(policy.encoding)  # a model sees its lineage's encoding
     floor = min_probability if isinstance(policy, VWPolicy) else 0.0
     for i, (features, actions) in enumerate(zip(data.features, data.actions, strict=True)):
-        logged = data.shadow[i].get(policy_id) if data.shadow else None
-        pmf = logged if logged is not None else floored(policy.pmf(own.shared_line(features), actions, features), floor)
-        target[i, : len(actions)] = pmf
+        kept = list(data.servable[i]) if data.servable else list(range(len(actions)))
+        if not kept:
+            continue  # nothing the catalog has today: refused below
+        logged = data.shadow[i].get(policy_id) if data.shadow and len(kept) == len(actions) else None
+        offered = [actions[k] for k in kept]
+        pmf = logged if logged is not None else floored(policy.pmf(own.shared_line(features), offered, features), floor)
+        target[i, kept] = pmf
     idle = np.flatnonzero(target.sum(axis=1) <= 0)
     if idle.size:
         first = int(idle[0])

@@ -1,9 +1,13 @@
 """The promotion gate: a candidate serves only after it has been shown, on logged decisions, to
-beat the champion with confidence — by an evaluation that is itself reliable."""
+beat the champion with confidence — by an evaluation that is itself reliable, made on the window
+the gate fixes: every joined decision after the candidate's training data (the whole log for a
+policy that learned from none), or tuning's held-out decisions. An evaluation on a window someone
+chose (``--since``/``--until``) is recorded for people to read, never taken as evidence: with
+enough windows tried, one of them shows a lift that is not there."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -26,7 +30,18 @@ def gate_reliability(gate: GateConfig) -> Reliability:
     return Reliability(min_ess=gate.min_ess, max_weight_share=gate.max_weight_share)
 
 
-def check_gate(gate: GateConfig, evaluation: EvaluationRecord | None, candidate: str, champion: str, now: float) -> None:
+def gate_evidence(evaluations: Sequence[EvaluationRecord]) -> EvaluationRecord | None:
+    """The newest of a policy's evaluations (given newest first) made on the gate's window."""
+    return next((e for e in evaluations if e.gate_window), None)
+
+
+def check_gate(gate: GateConfig, evaluations: Sequence[EvaluationRecord], candidate: str, champion: str, now: float) -> None:
+    """Refuse unless the newest evaluation on the gate's window lets the candidate through (``evaluations``:
+    the candidate's, newest first)."""
+    evaluation = gate_evidence(evaluations)
+    if evaluation is None and evaluations:
+        raise GateRefused(f"{candidate}'s evaluations are all on windows chosen with --since/--until, which the gate does not "
+                          f"take as evidence: run `brein policy evaluate {candidate}` without them")  # fmt: skip
     if evaluation is None:
         raise GateRefused(f"{candidate} has no evaluation against the champion {champion}: run `brein policy evaluate {candidate}` first")
     if evaluation.against != champion:

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from bandit.catalog import DO_NOTHING, Catalog
 from bandit.encoding import encoding_from_json
 from bandit.errors import BreinError, ConfigError
 from bandit.learner import VWPolicy
@@ -31,6 +32,22 @@ def parse_rules(text: str | bytes) -> list[RuleSpec]:
         return [RuleSpec(action=str(item["action"]), when=str(item.get("when", ""))) for item in items]
     except (ValueError, TypeError, KeyError, RecursionError) as error:  # RecursionError: JSON nested past Python's stack
         raise PolicyLoadError(f"rules: expected a JSON list of {{\"action\": ..., \"when\": ...}}, got an error: {error}") from None
+
+
+class NotInCatalog(BreinError, ValueError):
+    """A rules policy names an action today's catalog does not have: registered, evaluated or promoted,
+    it would be credited for (or serve the fallback instead of) an action that cannot be served."""
+
+
+def check_servable(policy_id: str, policy: Policy, catalog: Catalog) -> None:
+    """NotInCatalog when ``policy`` is a rules policy with an action ``catalog`` does not have; the one check
+    registration, evaluation and promotion make (an action may leave the config after registration)."""
+    if not isinstance(policy, RulePolicy):
+        return
+    for i, rule in enumerate(policy.rules):
+        if rule.action != DO_NOTHING and rule.action not in catalog.by_id:
+            raise NotInCatalog(f"{policy_id}: rules[{i}].action: expected an action of the catalog like 'offer/channel/slot', "
+                               f"got {rule.action!r}")  # fmt: skip
 
 
 def load_policy(

@@ -3,13 +3,14 @@ both call these. Domain errors come out as exceptions; only the CLI turns them i
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bandit.catalog import DO_NOTHING, Catalog
+from bandit.catalog import Catalog
 from bandit.config import BreinConfig
 from bandit.encoding import LearnedEncoding
 from bandit.errors import BreinError
@@ -18,7 +19,7 @@ from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments, vw_re
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
 from policies.gate import GateRefused, check_gate, gate_reliability
-from policies.loading import LEARNED_KEY, PolicyLoadError, load_policy, parse_rules
+from policies.loading import LEARNED_KEY, PolicyLoadError, check_servable, load_policy, parse_rules
 from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, checked_new_policy_id
 from reward.online import ExampleReader, encoding_at_birth
 from store import Store, open_store
@@ -157,13 +158,8 @@ def register_policy(
         if refusal is not None:
             raise PolicyLoadError(f"{policy_id}: not a VW model for {' '.join(args)}: {refusal}")
     if kind == "rules" and artifact is not None:
-        rules = parse_rules(artifact)
-        known = Catalog(config).by_id
-        for i, rule in enumerate(rules):
-            if rule.action != DO_NOTHING and rule.action not in known:
-                raise ValueError(f"rules[{i}].action: expected an action of the catalog like 'offer/channel/slot', "
-                                 f"got {rule.action!r}")
-        RulePolicy(rules, version="check")  # compiles every condition: a bad one is refused here
+        # compiles every condition (a bad one is refused here) and checks every action is in the catalog
+        check_servable(policy_id, RulePolicy(parse_rules(artifact), version="check"), Catalog(config))
     champion = registry.champion()
     return registry.register(
         policy_id, kind, artifact=artifact, args=args, features=config.features.model_dump(),
@@ -184,27 +180,36 @@ def evaluate_policy(
     record: bool = True,
     n_bootstrap: int = 500,
 ) -> EvaluationReport:
-    """Estimate the candidate's value (and its paired lift over ``against``) on the logged decisions.
-    A registry entry's evaluation against the champion's entry is recorded for the promotion gate (``judged``)."""
+    """Estimate the candidate's value (and its paired lift over ``against``) on the logged decisions
+    with since <= time < until; by default (neither given) on the window the promotion gate fixes: for
+    a registry candidate trained on the log, those after its training data, else all of them. A rules
+    candidate with an action the catalog no longer has is refused (``check_servable``). A registry
+    entry's evaluation against the champion's entry is recorded (``judged``); on another window, marked
+    as no evidence for the gate (``EvaluationRecord.gate_window``)."""
     registry = Registry(store.registry)
-    logged = data if data is not None else load_logged(config, store.examples, since, until)
+    resolved = resolve_policy(candidate, config, store)
+    check_servable(*resolved.labelled, Catalog(config))
+    held_out = resolved.entry.trained_until if resolved.entry is not None else None
+    on_gate_window = data is None and until is None and since in (None, held_out)
+    window = (held_out, None) if on_gate_window else (since, until)
+    logged = data if data is not None else load_logged(config, store.examples, *window)
     encoder = FeatureEncoder(config)
     baseline = resolve_policy(against, config, store) if against else None
-    resolved = resolve_policy(candidate, config, store)
     report = evaluate_on(logged, encoder, resolved.labelled, baseline.labelled if baseline else None, estimators,
                          reliability=gate_reliability(config.gate), n_bootstrap=n_bootstrap,
                          min_probability=config.learner.min_probability)  # fmt: skip
     evidence = judged(resolved, baseline)
     if record and evidence is not None:
-        registry.record_evaluation(evaluation_record(config, report, logged, *evidence))
+        registry.record_evaluation(evaluation_record(config, report, logged, *evidence, gate_window=on_gate_window))
     return report
 
 
 def evaluation_record(
-    config: BreinConfig, report: EvaluationReport, logged: LoggedData, policy_id: str, champion: str
+    config: BreinConfig, report: EvaluationReport, logged: LoggedData, policy_id: str, champion: str, *, gate_window: bool
 ) -> EvaluationRecord:
     """What the promotion gate reads of a paired evaluation against the champion: the gate estimator's
-    row (else the first), its lift with the wider of its two intervals' bounds, and the whole report."""
+    row (else the first), its lift with the wider of its two intervals' bounds, the whole report, and
+    whether it was made on the gate's window (else the gate does not take it as evidence)."""
     names = [c.estimator for c in report.comparisons]
     gate_row = report.comparisons[names.index(config.gate.estimator)] if config.gate.estimator in names else report.comparisons[0]
     return EvaluationRecord(
@@ -213,19 +218,21 @@ def evaluation_record(
         estimator=gate_row.estimator, lift=gate_row.difference,
         lift_lower=min(gate_row.bootstrap.low, gate_row.analytic.low),
         lift_upper=max(gate_row.bootstrap.high, gate_row.analytic.high),
-        ess=gate_row.candidate.diagnostics.ess, report=report.as_dict(),
+        ess=gate_row.candidate.diagnostics.ess, report=report.as_dict(), gate_window=gate_window,
     )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Trained:
-    """A VW model learned from the joined examples of a time range, the position of the last one,
-    and the numeric encoding its lineage was born with (None: ``auto``)."""
+    """A VW model learned from the joined examples of a time range, the position of the last one, the
+    end of that range (``PolicyEntry.trained_until``), and the numeric encoding its lineage was born
+    with (None: ``auto``)."""
 
     args: list[str]
     data: bytes
     learned: int
     position: Cursor
+    until: float
     encoding: LearnedEncoding | None = None
 
     def policy(self) -> VWPolicy:
@@ -256,10 +263,12 @@ def train_model(
     reader = ExampleReader(config, store.examples, encoding=encoding)
     total = store.examples.count(since=since, until=until)
     last: list[Cursor] = [START]
+    latest = -math.inf
 
     def in_range() -> Iterator[LabelledExample]:
+        nonlocal latest
         for done, (position, example, _) in enumerate(reader.read(since=since, until=until), 1):
-            last[0] = position
+            last[0], latest = position, max(latest, position[1])
             yield example
             if progress and done % 500 == 0:
                 progress(min(done, total), total)
@@ -269,7 +278,8 @@ def train_model(
         raise ValueError("no joined examples in that time range to train on")
     if progress:
         progress(learned, total)
-    return Trained(args, data, learned, last[0], encoding)
+    end = until if until is not None else math.nextafter(latest, math.inf)  # after the newest example learned
+    return Trained(args, data, learned, last[0], end, encoding)
 
 
 def train_candidate(
@@ -291,6 +301,7 @@ def train_candidate(
     entry = registry.register(
         policy_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
         parent=champion.id if champion else "", note=f"trained on {trained.learned} joined examples", actor=actor,
+        trained_until=trained.until,
     )  # fmt: skip
     store.models.save(trained.snapshot(policy_id)).result()
     return entry, trained.learned
@@ -304,10 +315,10 @@ def promote(config: BreinConfig, store: Store, policy_id: str, *, actor: str, fo
     champion = registry.champion()
     if champion is not None and champion.id == policy_id:
         raise InvalidTransition(f"{policy_id} is the champion already")
-    load_policy(entry, store.models)  # refuse a policy that would not load before anything changes
+    # refuse a policy that would not load, or would serve an action the catalog no longer has, before anything changes
+    check_servable(policy_id, load_policy(entry, store.models)[0], Catalog(config))
     if not force:
-        latest = next(iter(registry.evaluations(policy_id)), None)
-        check_gate(config.gate, latest, policy_id, champion.id if champion else "", time.time())
+        check_gate(config.gate, registry.evaluations(policy_id), policy_id, champion.id if champion else "", time.time())
     elif not reason:
         raise ValueError("--force needs --reason: say why the gate is overridden")
     why = f"forced: {reason}" if force else (reason or "passed the gate")

@@ -379,7 +379,8 @@ def tune(
                              n_bootstrap=resamples, reward_hat=reward_hat,
                              min_probability=config.learner.min_probability, alpha=alpha)  # fmt: skip
         done += 1
-        tried.append(Tried(setup, trained, seconds, report, evaluation_record(config, report, logged, setup.name, baseline[0])))
+        record = evaluation_record(config, report, logged, setup.name, baseline[0], gate_window=True)  # held out by the cut
+        tried.append(Tried(setup, trained, seconds, report, record))
     step("done")
     as_served = isinstance(baseline[1], AsServed)
     best, verdict = _best([t for t in tried if t.setup.name != against], baseline[0] + (" as served" if as_served else ""), alpha)
@@ -468,6 +469,6 @@ def register_best(
             f"{tuning.evaluated_on:,} from {_when(tuning.cut)}; best of {len(tuning.tried)} set-ups: {tuning.verdict}; "
             f"set-up {dict(best.setup.overrides)}")  # fmt: skip
     entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
-                              parent=tuning.baseline, note=note, actor=actor)  # fmt: skip
+                              parent=tuning.baseline, note=note, actor=actor, trained_until=trained.until)  # fmt: skip
     tuning.registered = entry.id
     return entry

@@ -348,6 +348,9 @@ class PolicyEntry:
     created: float
     state: State
     note: str
+    trained_until: float | None = None
+    """A trained or tuned model's: the end of the event-time range it learned from; the log after it
+    is the window the promotion gate evaluates it on. None: it learned from no logged decision."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +379,9 @@ class EvaluationRecord:
     lift_upper: float
     ess: float
     report: dict[str, Any]
+    gate_window: bool = False
+    """Made on the window the gate fixes (every joined decision after the policy's training data, or
+    tuning's held-out decisions), so it may be the gate's evidence; False: a window someone chose."""
 
 
 # -- audit and privacy --------------------------------------------------------------------------

@@ -45,9 +45,11 @@ SENT_COLUMNS = "customer_id, type, value, value_sent, event_time, event_time_sen
 EXAMPLE_COLUMNS = "decision_id, customer_id, event_time, run, status, reward, cost, credit, outcomes, horizon"
 RUN_COLUMNS = "run, watermark, cutoff, horizon, joined, unactivated, late_outcomes, late_checked, finished_at"
 MODEL_COLUMNS = "version, args, data, policy_id, learned, encoding"
-POLICY_COLUMNS = "id, kind, artifact, artifact_hash, args, features, parent, created, state, note"
+POLICY_COLUMNS = "id, kind, artifact, artifact_hash, args, features, parent, created, state, note, trained_until"
 EVENT_COLUMNS = "policy_id, at, actor, from_state, to_state, reason"
-EVALUATION_COLUMNS = "policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report"
+EVALUATION_COLUMNS = (
+    "policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report, gate_window"
+)
 AUDIT_COLUMNS = "at, actor, action, subject, detail"
 NOTHING_CREDIT, NO_OUTCOMES = "{}", "[]"
 ACTION_LISTS = 1024
@@ -216,22 +218,23 @@ def snapshot_from_row(row: Sequence[Any]) -> ModelSnapshot:
 def policy_row(entry: PolicyEntry) -> tuple[Any, ...]:
     """A row of POLICY_COLUMNS."""
     return (entry.id, entry.kind, entry.artifact, entry.artifact_hash, to_json(entry.args), to_json(entry.features),
-            entry.parent, entry.created, entry.state, entry.note)  # fmt: skip
+            entry.parent, entry.created, entry.state, entry.note, entry.trained_until)  # fmt: skip
 
 
 def policy_from_row(row: Sequence[Any]) -> PolicyEntry:
-    policy_id, kind, artifact, artifact_hash, args, features, parent, created, state, note = row
+    policy_id, kind, artifact, artifact_hash, args, features, parent, created, state, note, trained_until = row
     return PolicyEntry(policy_id, kind, None if artifact is None else bytes(artifact), artifact_hash, from_json(args),
-                       from_json(features), parent, created, state, note)  # fmt: skip
+                       from_json(features), parent, created, state, note, trained_until)  # fmt: skip
 
 
 def evaluation_row(record: EvaluationRecord) -> tuple[Any, ...]:
     """A row of EVALUATION_COLUMNS."""
     return (record.policy_id, record.against, record.at, record.since, record.until, record.decisions, record.estimator,
-            record.lift, record.lift_lower, record.lift_upper, record.ess, json.dumps(record.report))  # fmt: skip
+            record.lift, record.lift_lower, record.lift_upper, record.ess, json.dumps(record.report),
+            record.gate_window)  # fmt: skip
 
 
 def evaluation_from_row(row: Sequence[Any]) -> EvaluationRecord:
-    policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report = row
+    policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report, gate_window = row
     return EvaluationRecord(policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess,
-                            json.loads(report))  # fmt: skip
+                            json.loads(report), bool(gate_window))  # fmt: skip

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 import tomli_w
 from click.testing import CliRunner, Result
@@ -35,9 +37,12 @@ from bandit.catalog import Catalog
 from bandit.config import BreinConfig, parse_config
 from bandit.features import FeatureEncoder
 from bandit.learner import vw_arguments
+from bandit.policies import RulePolicy, UniformPolicy
 from bandit.requests import DecisionRequest
 from brain.core import Brain
-from policies.loading import load_policy
+from policies.evaluation import distribution, evaluate_on, load_logged
+from policies.gate import gate_reliability
+from policies.loading import load_policy, parse_rules
 from policies.registry import Registry
 from reward.ingest import ActivationReport, OutcomeReport
 from reward.joiner import Joiner
@@ -606,7 +611,8 @@ def test_replay_of_an_export_gives_the_table_and_the_numbers_of_policies_evaluat
     assert not nowhere.exists()
     paired = json.loads(flow.cli("replay", str(log), "--policy", "cand", "--against", "champion", "--estimator", "snips",
                                  "--estimator", "dr", "--json").output)  # fmt: skip
-    assert paired == policies.evaluate("cand", config=flow.config_path, estimators=("snips", "dr")).as_dict()
+    # The whole log, as exported (by default a trained candidate is evaluated on the decisions after its training data).
+    assert paired == policies.evaluate("cand", config=flow.config_path, since=T0, estimators=("snips", "dr")).as_dict()
     assert paired["baseline"] == "champion" and list(paired["estimators"]) == ["snips", "dr"]
     paired_table = flow.cli("replay", str(log), "--policy", "cand", "--against", "champion", "--estimator", "snips").output
     assert "lift (paired)" in paired_table and f"{paired['estimators']['snips']['difference']:+.3f}" in paired_table
@@ -689,3 +695,101 @@ def test_a_rule_policy_serves_and_a_champion_that_does_not_load_is_refused(flow:
         expected = "renewal/sms/evening" if response.months <= 3 else "data_upsell/app_push/morning"
         assert (response.action, response.probability) == (expected, 1.0)
     assert flow.states() == {"champion": "retired", "rules": "champion", "broken": "retired"}
+
+
+# --- The gate's window, and actions that left the catalog -------------------------------------------
+
+
+@pytest.mark.parametrize("flow", ["sqlite", "postgres"], indirect=True)
+def test_the_gate_takes_its_evidence_from_its_own_window_never_from_one_an_operator_chose(flow: Flow) -> None:
+    """A trained candidate evaluated on the data it learned from looked twice as good as on the held-out
+    days, and that evaluation, the newest, was the gate's evidence; so was a passing window found by
+    sliding --since/--until. Both are shown and recorded, marked as chosen; the gate reads the newest
+    evaluation on its window: the decisions after the candidate's training data."""
+    flow.cli("policy", "train", "--id", "cand", "--until", _utc(SPLIT), "--json")
+    in_sample = json.loads(flow.cli("policy", "evaluate", "cand", "--until", _utc(SPLIT), "--json").output)
+    assert in_sample["decisions"] == 1500
+    with flow.registry() as registry:
+        assert registry.get("cand").trained_until == SPLIT
+        chosen, held_out = registry.evaluations("cand")
+    assert (chosen.gate_window, chosen.until < SPLIT) == (False, True)
+    assert (held_out.gate_window, held_out.since >= SPLIT, held_out.decisions) == (True, True, 1500)
+    strict = flow.write_config("strict.toml", min_lift=1000.0)
+    refused = flow.cli("policy", "promote", "cand", config=strict, ok=False).output
+    assert f"the lower bound of the snips lift is {held_out.lift_lower:+.3f} per decision" in refused
+    assert chosen.lift_lower != held_out.lift_lower
+
+    # By default `policy evaluate` evaluates on the gate's window: after the training data.
+    assert json.loads(flow.cli("policy", "evaluate", "cand", "--json").output)["decisions"] == 1500
+    shown = flow.cli("policy", "show", "cand").output
+    assert shown.count("│ gate: ") == 2 and shown.count("│ chosen: ") == 1
+    assert json.loads(flow.cli("policy", "show", "cand", "--json").output)["trained_until"] == SPLIT
+
+    # A rule policy learned from nothing: its window is the whole log, and a window chosen is no evidence.
+    rules = flow.tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    flow.cli("policy", "register", "--id", "rules", "--kind", "rules", "--file", str(rules))
+    flow.cli("policy", "evaluate", "rules", "--since", _utc(T0 + 10 * DAY), "--until", _utc(T0 + 40 * DAY), "--json")
+    assert flow.cli("policy", "promote", "rules", ok=False).output == (
+        "Error: rules's evaluations are all on windows chosen with --since/--until, which the gate does not take as "
+        "evidence: run `brein policy evaluate rules` without them\n"
+    )
+    assert json.loads(flow.cli("policy", "evaluate", "rules", "--json").output)["decisions"] == 3000
+    with flow.registry() as registry:
+        assert [e.gate_window for e in registry.evaluations("rules")] == [True, False]
+
+
+def _without_evenings(flow: Flow) -> Path:
+    """The config after the business dropped evening sends."""
+    data = _config_data(flow.store)
+    del data["slots"]["evening"]
+    for combination in data["combinations"]:
+        combination["slots"] = [s for s in combination["slots"] if s != "evening"]
+    path = flow.tmp_path / "no-evenings.toml"
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def test_a_rule_policy_whose_action_left_the_catalog_is_refused_at_evaluate_and_promote(flow: Flow) -> None:
+    """Registered before the evening slot was dropped, a rule policy whose first rule sends in the evening
+    was still evaluated (on the logged eligible sets, the dropped action rebuilt at cost 0), credited for
+    it, and promoted; serving, it could only fall back to its second rule."""
+    rules = flow.tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    flow.cli("policy", "register", "--id", "renew-evening", "--kind", "rules", "--file", str(rules))
+    flow.cli("policy", "evaluate", "renew-evening", "--json")
+    no_evenings = _without_evenings(flow)
+    refusal = (
+        "Error: renew-evening: rules[0].action: expected an action of the catalog like 'offer/channel/slot', "
+        "got 'renewal/sms/evening'\n"
+    )
+    evaluated = flow.cli("policy", "evaluate", "renew-evening", config=no_evenings, ok=False)
+    assert (evaluated.exit_code, evaluated.output) == (1, refusal)
+    assert flow.cli("policy", "promote", "renew-evening", config=no_evenings, ok=False).output == refusal
+    forced = flow.cli("policy", "promote", "renew-evening", "--force", "--reason", "x", config=no_evenings, ok=False)
+    assert forced.output == refusal
+    again = flow.cli("policy", "register", "--id", "renew-evening-again", "--kind", "rules", "--file", str(rules),
+                     config=no_evenings, ok=False)  # fmt: skip
+    assert again.output == refusal.replace("renew-evening:", "renew-evening-again:")
+    assert flow.states() == {"champion": "champion", "renew-evening": "candidate"}
+
+
+def test_every_policy_is_evaluated_on_the_actions_the_catalog_has_today(flow: Flow) -> None:
+    """With the evening slot dropped, no policy gets probability for an evening action: a rule naming one
+    is valued as the rules after it (what it would serve), and a decision whose logged action was an
+    evening send weighs 0 for every policy (it stays in n)."""
+    config = parse_config(tomllib.loads(_without_evenings(flow).read_text()))
+    with closing(open_store(str(flow.store))) as store:
+        logged = load_logged(config, store.examples)
+    encoder = FeatureEncoder(config)
+    evenings = [[k for k, action in enumerate(actions) if action.slot == "evening"] for actions in logged.actions]
+    named = RulePolicy(parse_rules(json.dumps(RULES)), version="named")
+    after_it = RulePolicy(parse_rules(json.dumps(RULES[1:])), version="after-it")
+    assert np.array_equal(distribution("named", named, encoder, logged), distribution("after-it", after_it, encoder, logged))
+    uniform = distribution("uniform", UniformPolicy(), encoder, logged)
+    assert any(evenings) and all(not uniform[i, gone].any() for i, gone in enumerate(evenings))
+    assert uniform.sum(axis=1) == pytest.approx(np.ones(len(logged)))
+    taken = [i for i, gone in enumerate(evenings) if logged.chosen[i] in gone]
+    assert len(taken) > 100 and not uniform[taken, logged.chosen[taken]].any()
+    report = evaluate_on(logged, encoder, ("uniform", UniformPolicy()), None, ["ips"], reliability=gate_reliability(config.gate))
+    assert report.decisions == len(logged) == 3000

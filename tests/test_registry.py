@@ -365,6 +365,7 @@ def _evaluation(
     fields: dict[str, Any] = {
         "policy_id": "cand", "against": "champ", "at": NOW - HOUR, "since": NOW - 30 * 24 * HOUR, "until": NOW - 2 * HOUR,
         "decisions": 5000, "estimator": "snips", "lift": 0.8, "lift_lower": 0.3, "lift_upper": 1.3, "ess": 900.0,
+        "gate_window": True,
     }  # fmt: skip
     fields.update(changes)
     row = {"candidate": {**SPREAD, **(candidate or {})}, "baseline": {**SPREAD, **(baseline or {})}, "difference": fields["lift"]}
@@ -398,6 +399,9 @@ UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
     ("evaluation", "gate", "message"),
     [
         (None, GATE, "cand has no evaluation against the champion champ: run `brein policy evaluate cand` first"),
+        (_evaluation(gate_window=False), GATE,
+         "cand's evaluations are all on windows chosen with --since/--until, which the gate does not take as evidence: run "
+         "`brein policy evaluate cand` without them"),
         (_evaluation(against="older"), GATE,
          "cand's latest evaluation is against older, not the champion champ: evaluate it again"),
         (_evaluation(estimator="ips"), GATE, "cand's latest evaluation used ips, not the gate's snips: evaluate it again"),
@@ -436,14 +440,14 @@ UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
         (_evaluation(estimator="dr", lift_lower=-1.0), GATE.model_copy(update={"estimator": "dr"}),
          f"{NOT_BEATEN} dr lift is -1.000 per decision, not above the required +0"),
     ],
-    ids=["none", "other-champion", "other-estimator", "too-old", "too-old-custom", "dated-ahead", "just-beyond-the-tolerance",
-         "too-few-decisions", "ess", "dominant-weight",
-         "clipped-ips-unclipped-diagnostics", "unreliable-champion", "custom-weight-share", "no-diagnostics", "negative-lift",
-         "lift-at-the-minimum", "below-min-lift", "dr-gate"],
+    ids=["none", "chosen-window", "other-champion", "other-estimator", "too-old", "too-old-custom", "dated-ahead",
+         "just-beyond-the-tolerance", "too-few-decisions", "ess", "dominant-weight", "clipped-ips-unclipped-diagnostics",
+         "unreliable-champion", "custom-weight-share", "no-diagnostics", "negative-lift", "lift-at-the-minimum", "below-min-lift",
+         "dr-gate"],
 )  # fmt: skip
 def test_the_gate_refuses_in_one_sentence(evaluation: EvaluationRecord | None, gate: GateConfig, message: str) -> None:
     with pytest.raises(GateRefused) as refused:
-        check_gate(gate, evaluation, "cand", "champ", NOW)
+        check_gate(gate, [] if evaluation is None else [evaluation], "cand", "champ", NOW)
     assert str(refused.value) == message
     assert "\n" not in message and ". " not in message
 
@@ -460,7 +464,16 @@ def test_the_gate_refuses_in_one_sentence(evaluation: EvaluationRecord | None, g
     ids=["clear", "at-the-thresholds", "ahead-within-the-tolerance"],
 )
 def test_the_gate_lets_a_candidate_through(evaluation: EvaluationRecord) -> None:
-    check_gate(GATE, evaluation, "cand", "champ", NOW)
+    check_gate(GATE, [evaluation], "cand", "champ", NOW)
+
+
+def test_the_gate_takes_the_newest_evaluation_on_its_window_not_a_newer_one_on_a_chosen_window() -> None:
+    """An evaluation on a window someone chose (a passing one found by trying many) is no evidence,
+    however new: the gate reads the newest one on its own window."""
+    refused, chosen = _evaluation(lift_lower=-0.2), _evaluation(at=NOW - 1, lift_lower=0.5, gate_window=False)
+    with pytest.raises(GateRefused, match=r"^cand does not beat champ with confidence: .* -0\.200 per decision"):
+        check_gate(GATE, [chosen, refused], "cand", "champ", NOW)
+    check_gate(GATE, [chosen, _evaluation(at=NOW - 2)], "cand", "champ", NOW)
 
 
 def test_promote_goes_through_the_gate_and_force_is_recorded(registry: Registry, store: Store, config: BreinConfig) -> None:

@@ -29,6 +29,7 @@ from store import open_store
 from store.errors import Conflict, StoreUnavailable, UnknownStore
 from store.opening import sqlite_path
 from store.records import START, DecisionRecord, JoinRun, OutcomeRecord, decision_id_for
+from store.rows import EVALUATION_COLUMNS, POLICY_COLUMNS
 from store.sqlite import SQLiteStore
 from store.sqlite.connections import worker_file
 from store.sqlite.decisions import SQLiteDecisionLog
@@ -249,8 +250,8 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     with closing(sqlite3.connect(tmp_path / "brein.db")) as conn:
         applied = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.store' ORDER BY id").fetchall()
     names = [name for (name,) in applied]
-    assert len(names) == len(set(names)) == 15
-    assert names[0] == "m001_decision_log" and names[-1] == "m015_customer_logs_bounded"
+    assert len(names) == len(set(names)) == 16
+    assert names[0] == "m001_decision_log" and names[-1] == "m016_gate_windows"
     with closing(sqlite3.connect(worker_file(str(tmp_path / "brein.db")))) as conn:
         worker = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.worker' ORDER BY id").fetchall()
     assert worker == [("m001_worker_tables",), ("m002_provisional_examples",), ("m003_provisional_stages",)]
@@ -324,7 +325,8 @@ def test_a_log_opens_only_beside_its_own_workers_file(tmp_path: Path) -> None:
 def test_the_database_itself_refuses_a_second_champion(store: SQLiteStore) -> None:
     for policy_id in ("champ", "cand"):
         with closing(sqlite3.connect(store.engine.path or "")) as conn, conn:
-            conn.execute("INSERT INTO policies VALUES (?, 'uniform', NULL, '', '[]', '{}', '', 0, 'candidate', '')", (policy_id,))
+            conn.execute("INSERT INTO policies (id, kind, artifact, artifact_hash, args, features, parent, created, state, note) "
+                         "VALUES (?, 'uniform', NULL, '', '[]', '{}', '', 0, 'candidate', '')", (policy_id,))  # fmt: skip
     with closing(sqlite3.connect(store.engine.path or "")) as conn:
         conn.execute("UPDATE policies SET state = 'champion' WHERE id = 'champ'")
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
@@ -345,9 +347,9 @@ def _snapshot_of(path: Path, queue: str = "join_queue") -> dict[str, list[tuple[
                   "ORDER BY decision_id",
         "late": "SELECT * FROM late_outcomes ORDER BY outcome_id, decision_id",
         "models": "SELECT version, args, data, created_at, policy_id, learned FROM models ORDER BY version",
-        "policies": "SELECT * FROM policies ORDER BY id",
+        "policies": f"SELECT {POLICY_COLUMNS.removesuffix(', trained_until')} FROM policies ORDER BY id",
         "events": "SELECT * FROM policy_events ORDER BY id",
-        "evaluations": "SELECT * FROM evaluations ORDER BY id",
+        "evaluations": f"SELECT id, {EVALUATION_COLUMNS.removesuffix(', gate_window')} FROM evaluations ORDER BY id",
         "audit": "SELECT * FROM audit ORDER BY id",
     }  # fmt: skip
     with closing(sqlite3.connect(path) if queue == "join_queue" else sqlite_files(path)) as conn:
@@ -390,6 +392,7 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         # Read through the ports as any store.
         champion = store.registry.champion()
         assert champion is not None and [e.id for e in store.registry.policies("shadow")] == ["cand"]
+        assert [e.trained_until for e in store.registry.policies()] == [None, None]  # m016: no policy's training end known
         snapshots = list(store.models.newest_first(champion.id))
         assert len(snapshots) == 3 and all(s.learned is not None and s.learned > START for s in snapshots)
         # Old snapshots have no encoding (read as the data-free ``auto``) and are found by (policy, version).
@@ -414,9 +417,9 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         store.close()
     again = open_store(str(path))  # a plain path, as configs had it: nothing is applied twice
     try:
-        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 15
+        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 16
         with closing(sqlite3.connect(path)) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == len(old_sets) + 15
+            assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == len(old_sets) + 16
     finally:
         again.close()
 

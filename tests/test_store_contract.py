@@ -523,6 +523,24 @@ def test_the_registry_stores_policies_events_evaluations_and_mirrors_the_audit(s
     assert registry.evaluations("b") == []
 
 
+def test_the_registry_keeps_a_trained_policys_end_of_training_and_which_evaluations_are_on_the_gates_window(
+    store: Store,
+) -> None:
+    """What the promotion gate fixes its window from (PolicyEntry.trained_until) and reads back
+    (EvaluationRecord.gate_window); an entry and an evaluation without them read back as None and False."""
+    registry = store.registry
+    trained = replace(entry("vw-30", created=T0 + 1), kind="vw", trained_until=T0 + 30 * DAY)
+    registry.register(entry("rules"), event("rules", "", "candidate"), []).result()
+    registry.register(trained, event("vw-30", "", "candidate"), []).result()
+    assert registry.policy("vw-30") == trained and registry.policy("rules") == entry("rules")
+    assert registry.policy("rules").trained_until is None  # type: ignore[union-attr]
+    chosen = EvaluationRecord("vw-30", "champ", T0, T0, T0 + 30 * DAY, 1500, "snips", 2.0, 1.0, 3.0, 250.0, {})
+    held_out = replace(chosen, at=T0 - 1, since=T0 + 30 * DAY, until=T0 + 60 * DAY, gate_window=True)
+    registry.record_evaluation(held_out).result()
+    registry.record_evaluation(chosen).result()
+    assert registry.evaluations("vw-30") == [chosen, held_out] and not chosen.gate_window
+
+
 def test_registry_writes_are_compare_and_set(store: Store) -> None:
     registry = store.registry
     registry.register(entry("champ", "champion"), event("champ", "", "champion"), []).result()

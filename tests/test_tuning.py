@@ -113,6 +113,7 @@ def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_ev
     [evaluation] = shown["evaluations"]
     assert (evaluation["against"], evaluation["estimator"], evaluation["decisions"]) == ("champion", "snips", 1500)
     assert evaluation["lift_lower"] == pytest.approx(best["lift_interval"][0])
+    assert evaluation["gate_window"] and shown["trained_until"] == tuning["trained_until"]  # the gate's evidence, held out
     assert [t["setup"] for t in evaluation["report"]["tuning"]["tried"]] == ["plain", "cubic-fast", "epsilon-dr"]
     assert _everything(flow)[2] == 1  # the candidate's model, learned up to the cut: promoted, it learns on from there
     # The table: every set-up, the best marked, and what was registered (under the id asked for).
@@ -363,6 +364,7 @@ def test_a_worker_round_with_tuning_on_registers_and_promotes_through_the_gate(f
         assert promoted.reason.startswith("tuning passed the gate: ") and "lift over champion" in promoted.reason
         [evaluation] = registry.evaluations(champion.id)
         assert evaluation.lift_lower > 0 and len(evaluation.report["tuning"]["tried"]) == 3
+        assert evaluation.gate_window and champion.trained_until == evaluation.report["tuning"]["trained_until"]
         # Not due again until 7 days of event time have passed, also for a worker started afresh on the store.
         assert worker.round().tuned is None and Worker(_worker_config(flow), store).tune(now + 6 * DAY) is None
         later = Worker(_worker_config(flow), store).tune(now + 7 * DAY)

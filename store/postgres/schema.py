@@ -265,6 +265,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "DROP FUNCTION IF EXISTS customer_logs(text[], text[], float8, float8, float8)",
         CUSTOMER_LOGS_FUNCTION,
     ]),
+    # What the promotion gate needs to fix its window: the end of the range a trained policy learned from,
+    # and whether an evaluation was made on the gate's window (those made before: not).
+    ("m008_gate_windows", [
+        "ALTER TABLE policies ADD COLUMN trained_until double precision",
+        "ALTER TABLE evaluations ADD COLUMN gate_window boolean NOT NULL DEFAULT false",
+    ]),
 ]  # fmt: skip
 
 

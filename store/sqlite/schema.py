@@ -396,6 +396,14 @@ def m015_customer_logs_bounded(db: Database) -> None:
     db.execute("CREATE INDEX outcomes_customer_type_time ON outcomes (customer_id, type, event_time)")
 
 
+
+@migrations()
+def m016_gate_windows(db: Database) -> None:
+    """What the promotion gate needs to fix its window: the end of the range a trained policy learned
+    from, and whether an evaluation was made on the gate's window (those made before: not)."""
+    db.execute("ALTER TABLE policies ADD COLUMN trained_until REAL")
+    db.execute("ALTER TABLE evaluations ADD COLUMN gate_window INTEGER NOT NULL DEFAULT 0")
+
 def _copy(log: Database, worker: Database, table: str) -> None:
     """``table``'s rows, rowids kept (model snapshots are ordered by theirs), a page at a time."""
     columns = ", ".join(["rowid", *(row[1] for row in log.execute(f"SELECT * FROM pragma_table_info('{table}')").fetchall())])
