@@ -41,6 +41,27 @@ def test_check_accepts_the_example_and_refuses_a_bad_file(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("interval_seconds = inf", "joiner.interval_seconds: Input should be a finite number"),
+        ("interval_seconds = 1e300", "joiner.interval_seconds: Input should be less than or equal to 604800"),
+    ],
+)
+@pytest.mark.parametrize("command", [["check"], ["worker", "--store", "brein.db"]], ids=lambda c: c[0])
+def test_a_config_time_that_is_not_finite_or_too_long_is_refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], setting: str, said: str
+) -> None:
+    """It passed the check, then stopped the server's joiner for good (inf) or ended the worker with
+    an OverflowError (1e300)."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(EXAMPLE.read_text().replace("[joiner]", f"[joiner]\n{setting}"))
+    monkeypatch.chdir(tmp_path)
+    refused = CliRunner().invoke(main, [*command, "--config", str(bad)])
+    assert refused.exit_code == 1 and said in refused.output, refused.output
+    assert not (tmp_path / "brein.db").exists()
+
+
+@pytest.mark.parametrize(
     ("args", "said"),
     [
         (["simulate", "--days", "nan"], "Invalid value for '--days': 'nan' is not a finite number."),  # inf ran forever
