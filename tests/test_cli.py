@@ -76,6 +76,15 @@ def test_a_number_option_refuses_what_is_not_a_finite_number_in_its_range(args: 
     assert refused.exit_code == 2 and said in refused.output, refused.output
 
 
+@pytest.mark.parametrize("command", [["join"], ["log", "export"], ["retention", "run", "--days", "400"]], ids=" ".join)
+@pytest.mark.parametrize("store", ["typo.db", "no-such-folder/brein.db"])
+def test_a_command_on_an_existing_store_makes_none_where_there_is_none(tmp_path: Path, command: list[str], store: str) -> None:
+    """A mistyped --store made an empty store (and its folder), and `log export` said "exported 0"."""
+    refused = CliRunner().invoke(main, [*command, "--config", str(EXAMPLE), "--store", str(tmp_path / store)])
+    assert refused.exit_code == 1 and f"no store at {tmp_path / store}: give --store" in refused.output, refused.output
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "command", [["policy", "register", "--kind", "uniform"], ["policy", "train"], ["policy", "tune", "--cut", "2026-06-01"]]
 )
