@@ -6,7 +6,6 @@ import asyncio
 import logging
 import math
 import signal
-import socket
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
@@ -25,6 +24,7 @@ from serving.heap import freeze_startup_heap
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from serving.ports import bind_problem
 from serving.security import Guard, bind, transport
 from serving.servicer import DecisionServicer
 from serving.supervision import ThreadHealth
@@ -131,18 +131,9 @@ async def follow_forever(brain: Brain, metrics: Metrics, interval: float, snapsh
 
 
 def _why_unbindable(address: str) -> str:
-    """Why the OS will not bind ``address`` (host:port): gRPC says only that it could not, so a plain
-    socket tries, and its error says why (in use, not an address of this machine, no such host)."""
+    """Why gRPC could not bind ``address`` (gRPC does not say)."""
     host, _, port = address.rpartition(":")
-    try:
-        family, kind, _, _, where = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind) as probe:
-            probe.bind(where)
-    except OSError as error:
-        return error.strerror or str(error)
-    except ValueError:  # a unix socket's path
-        pass
-    return "gRPC could not bind it"
+    return (port.isdigit() and bind_problem(host, int(port))) or "gRPC could not bind it"
 
 
 def serve_metrics(address: str, registry: CollectorRegistry, offset: int = 0) -> WSGIServer:
