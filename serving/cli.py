@@ -24,7 +24,7 @@ from policies.cli import policy, replay
 from serving import converters
 from serving.cli_security import COMMANDS, ClientCredentials, credential_options
 from serving.cli_store import opened_store, store_option
-from serving.cli_types import FiniteFloatRange
+from serving.cli_types import FiniteFloatRange, TextGroup
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from store.errors import StoreError
@@ -83,7 +83,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 at_option = click.option("--at", "at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]), help="Event time (UTC); default now.")
 
 
-@click.group()
+@click.group(cls=TextGroup)
 @credential_options
 @click.pass_context
 def main(ctx: click.Context, api_key: str | None, ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
