@@ -69,6 +69,8 @@ def test_a_config_time_that_is_not_finite_or_too_long_is_refused_at_start(
         (["simulate", "--days", "60", "--last-days", "90"], "--last-days: 90 days is more than the 60 simulated"),
         (["retention", "run", "--config", str(EXAMPLE), "--days", "nan"], "'--days': 'nan' is not a finite number."),
         (["outcome", "--customer", "c", "--type", "complaint", "--value", "-inf"], "'-inf' is not a finite number."),
+        # It closed every open decision at once, for good: their outcomes could no longer be credited.
+        (["join", "--config", str(EXAMPLE), "--until", "9999-12-31"], "'--until': 9999-12-31T00:00:00 is ahead of now"),
     ],
 )
 def test_a_number_option_refuses_what_is_not_a_finite_number_in_its_range(args: list[str], said: str) -> None:
