@@ -7,15 +7,15 @@ file fails at start-up with the key and the reason.
 
 from __future__ import annotations
 
-import math
 import tomllib
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from bandit.config_types import MAX_DAYS, MAX_HOURS, MAX_SECONDS, ConfigSection, Days, Seconds
 from bandit.errors import BreinError, ConfigError, excerpt, validation_problems
 from bandit.security_config import LimitsConfig, PrivacyConfig, SecurityConfig, TLSConfig
 from store.records import HISTORY_CONTACTS
@@ -24,28 +24,23 @@ MAX_MONEY = 1e12
 """The largest |amount| of money a config may name (a value, a cost, a max_value), in any unit: room
 for any real outcome, and a log whose rewards stay far inside what the estimators compute with
 (policies.estimators.MAX_REWARD), where a max_value of 1e300 let a reported 1e300 overflow them."""
-Money = Annotated[float, Field(ge=-MAX_MONEY, le=MAX_MONEY, allow_inf_nan=False)]
-Days = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Money = Annotated[float, Field(ge=-MAX_MONEY, le=MAX_MONEY)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OfferConfig(_Strict):
+class OfferConfig(ConfigSection):
     cost: Money = 0.0
     description: str = ""
     eligible_if: str | None = None
 
 
-class ChannelConfig(_Strict):
+class ChannelConfig(ConfigSection):
     cost: Money = 0.0
     deferred: bool = False
     eligible_if: str | None = None
 
 
-class CombinationConfig(_Strict):
+class CombinationConfig(ConfigSection):
     offers: list[Name] = Field(min_length=1)
     channels: list[Name] = Field(min_length=1)
     slots: list[Name] = Field(min_length=1)
@@ -55,10 +50,10 @@ MAX_VALUE_FACTOR = 100.0
 MAX_VALUE_FLOOR = 1000.0
 
 
-class OutcomeTypeConfig(_Strict):
+class OutcomeTypeConfig(ConfigSection):
     value: Money = 0.0
     # The largest |value| a report of this type may carry; absent: 100 x |value|, at least 1000.
-    max_value: float | None = Field(default=None, gt=0, le=MAX_MONEY, allow_inf_nan=False)
+    max_value: float | None = Field(default=None, gt=0, le=MAX_MONEY)
     window_days: Days = 30.0
     attribution: Literal["window", "last_touch", "direct"] = "window"
     # Offers an outcome may be credited to; empty means any offer, do-nothing included.
@@ -83,30 +78,30 @@ class OutcomeTypeConfig(_Strict):
         return self
 
 
-class CapConfig(_Strict):
+class CapConfig(ConfigSection):
     max: int = Field(ge=0, lt=HISTORY_CONTACTS)  # a customer's log holds its latest HISTORY_CONTACTS contacts
     days: Days
     per_channel: bool = False
 
 
-class QuietPeriodConfig(_Strict):
+class QuietPeriodConfig(ConfigSection):
     after: Name
     days: Days
 
 
-class SuppressionConfig(_Strict):
+class SuppressionConfig(ConfigSection):
     after: Name
     offers: list[Name] = Field(min_length=1)
     days: Days
 
 
-class ContactPolicyConfig(_Strict):
+class ContactPolicyConfig(ConfigSection):
     caps: list[CapConfig] = []
     quiet_periods: list[QuietPeriodConfig] = []
     suppressions: list[SuppressionConfig] = []
 
 
-class NumericFeatureConfig(_Strict):
+class NumericFeatureConfig(ConfigSection):
     # quantile: categories at quantile edges learned from the log when a model lineage is born
     # (bandit/encoding.py); auto: categories on a signed log scale at several resolutions
     # (bandit/features.py), no data needed.
@@ -116,14 +111,14 @@ class NumericFeatureConfig(_Strict):
     @model_validator(mode="after")
     def _edges_for_bins(self) -> NumericFeatureConfig:
         if self.encoding == "bins":
-            if len(self.edges) < 1 or any(not math.isfinite(e) for e in self.edges):
-                raise ValueError("encoding 'bins' needs a non-empty list of finite edges")
+            if not self.edges:  # finite, as every float of the config
+                raise ValueError("encoding 'bins' needs a non-empty list of edges")
             if sorted(self.edges) != self.edges or len(set(self.edges)) != len(self.edges):
                 raise ValueError("edges must be strictly increasing")
         return self
 
 
-class FeaturesConfig(_Strict):
+class FeaturesConfig(ConfigSection):
     non_personal: list[str] = []
     numeric: dict[str, NumericFeatureConfig] = {}
     # The encoding of a numeric context field not listed in ``numeric``: ``quantile`` is learned
@@ -144,12 +139,12 @@ class FeaturesConfig(_Strict):
         return resolutions
 
 
-class ConsentConfig(_Strict):
+class ConsentConfig(ConfigSection):
     personalisation_default: Literal["granted", "denied"] = "denied"
     contact_default: Literal["granted", "denied"] = "granted"
 
 
-class LearnerConfig(_Strict):
+class LearnerConfig(ConfigSection):
     policy_id: Name = "champion"
     exploration: Literal["squarecb", "epsilon"] = "squarecb"
     epsilon: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -173,7 +168,7 @@ class LearnerConfig(_Strict):
     # (10 for the telecom example's renewal of 240), so that what Brein learns does not depend on the
     # unit its money is counted in: SquareCB's exploration and `--elim` read cost gaps in absolute units
     # (reward/online.py, `reward_scale`).
-    reward_scale: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    reward_scale: float | None = Field(default=None, gt=0)
     # A contact is learned as earning this share of the config's largest |outcome value| less than it
     # did, do-nothing as it did: the greedy choice contacts only where a contact's predicted advantage
     # over do-nothing clears that hurdle. The argmax over many noisy estimates against one do-nothing
@@ -190,9 +185,9 @@ class LearnerConfig(_Strict):
     snapshot_every: int = Field(default=1000, ge=1)
 
 
-class JoinerConfig(_Strict):
+class JoinerConfig(ConfigSection):
     # A decision's window stays open this long after its longest attribution window, for late reports.
-    allowed_lateness_days: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    allowed_lateness_days: float = Field(default=1.0, ge=0, le=MAX_DAYS)
     # How an outcome's value is shared among the decisions in its window (types with attribution
     # "window"): the latest decision gets it all, equal parts, or each gets it in full. Chosen on the
     # choosing worlds (docs/simulation.md, "Choosing the defaults").
@@ -208,32 +203,32 @@ class JoinerConfig(_Strict):
     # while the rest of a long window mostly collects outcomes that would have come anyway (alike
     # for every action: noise in their comparison) and holds back every lesson, complaints
     # included, until the whole window has passed. Absent: each type's own window.
-    horizon_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    horizon_days: Days | None = None
     # Learn each decision at the close of every shorter window too (reward/provisional.py): what the
     # types whose windows have closed credited it, less its cost, plus what the types still open
     # brought the same action's decisions joined whole; then once more, whole, when it is joined.
     provisional: bool = True
     # Seconds between background join runs inside the server.
-    interval_seconds: float = Field(default=2.0, gt=0)
+    interval_seconds: Seconds = 2.0
 
 
-class ServerConfig(_Strict):
+class ServerConfig(ConfigSection):
     address: str = "127.0.0.1:50051"
     metrics_address: str = "127.0.0.1:9464"
     # The store's URL: sqlite:///relative/path.db, sqlite:////absolute/path.db (or a plain path).
     store: str = "sqlite:///var/brein.db"
     seed: int = 0
     # How long a graceful shutdown waits for in-flight requests, in seconds.
-    shutdown_grace: float = Field(default=10.0, ge=0)
+    shutdown_grace: float = Field(default=10.0, ge=0, le=MAX_SECONDS)
     # Plaintext gRPC on an address other than loopback only when this is explicitly true; else use [tls].
     allow_plaintext: bool = False
     # Seconds between looks at the store for a new champion, snapshot or shadow to serve.
-    follow_seconds: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    follow_seconds: Seconds = 1.0
     # Least seconds between two changes of the serving model for a newer snapshot of the same champion
     # (a new champion is served at the next look). Each change loads a VW model: 3.5-6 ms of a core in
     # one call that holds the GIL, which the Decides arriving meanwhile wait out; a learner catching up
     # on a backlog stores a snapshot every `snapshot_every` examples.
-    snapshot_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    snapshot_seconds: float = Field(default=5.0, ge=0, le=MAX_SECONDS)
 
     @field_validator("address", "metrics_address")
     @classmethod
@@ -248,22 +243,22 @@ class ServerConfig(_Strict):
         return value
 
 
-class GateConfig(_Strict):
+class GateConfig(ConfigSection):
     """What a candidate must show, off-policy against the champion, before `brein policy promote`."""
 
     estimator: Literal["ips", "clipped_ips", "snips", "dm", "dr", "sndr"] = "snips"
     # The lower bound of the paired difference (candidate - champion, money per decision) must exceed this.
-    min_lift: float = Field(default=0.0, allow_inf_nan=False)
+    min_lift: Money = 0.0
     min_decisions: int = Field(default=1000, ge=1)
     # An estimate is unreliable, and refused whatever the estimator, when the effective sample size of
     # the candidate's unclipped importance weights is below min_ess or one logged decision holds more
     # than max_weight_share of that weight (the same holds for the champion's side of the lift).
-    min_ess: float = Field(default=100.0, ge=0, allow_inf_nan=False)
+    min_ess: float = Field(default=100.0, ge=0)
     max_weight_share: float = Field(default=0.2, gt=0, le=1)
-    max_age_hours: float = Field(default=24.0, gt=0)
+    max_age_hours: float = Field(default=24.0, gt=0, le=MAX_HOURS)
 
 
-class TuningConfig(_Strict):
+class TuningConfig(ConfigSection):
     """Opt-in: the worker tunes learning set-ups from the log on a schedule in event time (`brein policy
     tune`'s work) and promotes the best through the gate, never around it."""
 
@@ -276,7 +271,7 @@ class TuningConfig(_Strict):
     setups: str | None = None
 
 
-class BreinConfig(_Strict):
+class BreinConfig(ConfigSection):
     timezone: str = "UTC"
     currency: str = "EUR"
     server: ServerConfig = ServerConfig()

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from bandit.config_types import ConfigSection, Days, Seconds
 
 Role = Literal["channel", "analyst", "admin"]
 CallerName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TLSConfig(_Strict):
+class TLSConfig(ConfigSection):
     """TLS on the gRPC port. With ``client_ca_file``, mutual TLS: every connection must present a
     client certificate signed by that CA (gRPC Python either requires client certificates or does
     not ask for them)."""
@@ -30,7 +28,7 @@ class TLSConfig(_Strict):
     client_ca_file: str | None = None
 
 
-class CallerConfig(_Strict):
+class CallerConfig(ConfigSection):
     """One calling backend or operator: its roles and how it proves who it is."""
 
     roles: list[Role] = Field(min_length=1)
@@ -39,7 +37,7 @@ class CallerConfig(_Strict):
     # Client-certificate identities (the SANs, or the CN when there are none) that are this caller.
     client_cert_names: list[Annotated[str, Field(min_length=1)]] = []
     # Token bucket: sustained calls per second and the burst; absent means [security]'s defaults.
-    rate_per_second: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    rate_per_second: float | None = Field(default=None, gt=0)
     burst: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
@@ -49,12 +47,12 @@ class CallerConfig(_Strict):
         return self
 
 
-class SecurityConfig(_Strict):
+class SecurityConfig(ConfigSection):
     """Authenticated callers with roles. Without a [security] section every caller may do everything
     (the local loopback default); with one, a call without valid credentials is refused."""
 
     callers: dict[CallerName, CallerConfig] = Field(min_length=1)
-    rate_per_second: float = Field(default=200.0, gt=0, allow_inf_nan=False)
+    rate_per_second: float = Field(default=200.0, gt=0)
     burst: int = Field(default=400, ge=1)
 
     @model_validator(mode="after")
@@ -70,14 +68,14 @@ class SecurityConfig(_Strict):
         return self
 
 
-class PrivacyConfig(_Strict):
+class PrivacyConfig(ConfigSection):
     # Store customer ids as HMAC-SHA256 pseudonyms, keyed from a file or an environment variable.
     pseudonymise: bool = False
     key_file: str | None = None
     key_env: str | None = None
     # Delete decisions, outcomes and joined examples older than this (by event time); absent keeps all.
-    retention_days: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    retention_interval_seconds: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
+    retention_days: Days | None = None
+    retention_interval_seconds: Seconds = 3600.0
 
     @model_validator(mode="after")
     def _one_key_source(self) -> PrivacyConfig:
@@ -88,11 +86,11 @@ class PrivacyConfig(_Strict):
         return self
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(ConfigSection):
     # Largest gRPC message accepted or sent; bigger ones get RESOURCE_EXHAUSTED.
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     # Longest a write waits for the store when the caller set no (longer) deadline; then UNAVAILABLE.
-    store_wait_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    store_wait_seconds: Seconds = 2.0
 
 
 Roles = frozenset[Role]

@@ -24,7 +24,7 @@ from policies.cli import policy, replay
 from serving import converters
 from serving.cli_security import COMMANDS, ClientCredentials, credential_options
 from serving.cli_store import opened_store, store_option
-from serving.cli_types import FiniteFloatRange
+from serving.cli_types import FiniteFloatRange, TextGroup
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from store.errors import StoreError
@@ -83,7 +83,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 at_option = click.option("--at", "at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]), help="Event time (UTC); default now.")
 
 
-@click.group()
+@click.group(cls=TextGroup)
 @credential_options
 @click.pass_context
 def main(ctx: click.Context, api_key: str | None, ca_file: str | None, cert_file: str | None, key_file: str | None) -> None:
@@ -306,11 +306,21 @@ def forget(customer: str, address: str, as_json: bool) -> None:
     ))  # fmt: skip
 
 
+def _not_ahead(ctx: click.Context, param: click.Parameter, value: datetime | None) -> datetime | None:
+    """A watermark no later than now. One ahead closes decisions whose windows have not passed, for
+    good: their outcomes, still to come, could no longer be credited (`--until 9999-12-31` closed
+    every open decision at once). Now, not the latest logged event: a log of the past (a replay, a
+    benchmark) may be closed whole, since every window of it has passed in the world."""
+    if value is not None and value.replace(tzinfo=UTC) > datetime.now(UTC):
+        raise click.BadParameter(f"{value.isoformat()} is ahead of now: decisions would close before their outcomes could come")
+    return value
+
+
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
 @store_option
-@click.option("--until", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-              help="Watermark (UTC): join every decision whose window closed by then; default the latest event time seen.")  # fmt: skip
+@click.option("--until", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]), callback=_not_ahead,
+              help="Watermark (UTC), at most now: join every decision whose window closed by then; default the latest event time seen.")  # fmt: skip
 @json_option
 def join(config_path: str, store_url: str | None, until: datetime | None, as_json: bool) -> None:
     """Join closed decisions with their outcomes into learning examples (exactly once)."""

@@ -19,7 +19,7 @@ from rich.table import Table
 from bandit.config import BreinConfig, load_config
 from bandit.errors import BreinError
 from serving.cli_store import opened_store, store_option
-from serving.cli_types import FiniteFloatRange
+from serving.cli_types import ApiKey, FiniteFloatRange
 from serving.security import key_hash
 
 console = Console()
@@ -100,7 +100,10 @@ def credential_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
             click.option(
-                "--api-key", envvar="BREIN_API_KEY", help="API key sent as 'authorization: Bearer' (env BREIN_API_KEY)."
+                "--api-key",
+                envvar="BREIN_API_KEY",
+                type=ApiKey(),
+                help="API key sent as 'authorization: Bearer' (env BREIN_API_KEY).",
             ),
             click.option(
                 "--ca-file", envvar="BREIN_CA_FILE", type=path, help="Connect over TLS, trusting this CA (env BREIN_CA_FILE)."

@@ -6,7 +6,9 @@ import asyncio
 import logging
 import math
 import signal
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from bandit.config import BreinConfig
+from bandit.errors import BreinError
 from brain.core import Brain, open_brain
 from brain.worker import Failed, Joined, Retained, RetentionFailed, StandingBy, ThreadFailed, WorkerEvent
 from serving.background import WorkerProcess
@@ -21,6 +24,7 @@ from serving.heap import freeze_startup_heap
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from serving.ports import bind_problem
 from serving.security import Guard, bind, transport
 from serving.servicer import DecisionServicer
 from serving.supervision import ThreadHealth
@@ -126,6 +130,25 @@ async def follow_forever(brain: Brain, metrics: Metrics, interval: float, snapsh
         await asyncio.sleep(interval)
 
 
+def _why_unbindable(address: str) -> str:
+    """Why gRPC could not bind ``address`` (gRPC does not say)."""
+    host, _, port = address.rpartition(":")
+    return (port.isdigit() and bind_problem(host, int(port))) or "gRPC could not bind it"
+
+
+def serve_metrics(address: str, registry: CollectorRegistry, offset: int = 0) -> WSGIServer:
+    """Prometheus's HTTP server on ``address`` (host:port), its port plus ``offset`` (port 0: any free
+    one); BreinError naming the address and the OS's reason when it cannot be bound."""
+    host, _, port = address.rpartition(":")
+    number = int(port) + offset if int(port) else 0
+    try:
+        http_server, _ = start_http_server(number, addr=host, registry=registry)
+    except OSError as error:  # in use, not an address of this machine, a host that does not resolve
+        reason = error.strerror or str(error)
+        raise BreinError(f"server.metrics_address {host}:{number}: cannot serve metrics there: {reason}") from None
+    return http_server
+
+
 async def create_server(
     brain: Brain,
     metrics: Metrics,
@@ -157,7 +180,10 @@ async def create_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
-    port = bind(server, brain.config, address)  # TLS per [tls]; plaintext only on loopback unless allowed
+    try:
+        port = bind(server, brain.config, address)  # TLS per [tls]; plaintext only on loopback unless allowed
+    except (RuntimeError, OSError):  # gRPC says only "Failed to bind to address ..."
+        raise BreinError(f"server.address {address}: cannot serve gRPC there: {_why_unbindable(address)}") from None
     await server.start()
     services = ("", SERVICE_NAME)
     for service in services:
@@ -182,20 +208,23 @@ async def serve(config: BreinConfig, process: int = 0, processes: int = 1) -> No
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     transport(config, config.server.address)  # refuse a plaintext non-loopback address before anything starts
-    host, _, port = config.server.metrics_address.rpartition(":")
-    http_server, _ = start_http_server(int(port) + process if int(port) else 0, addr=host, registry=registry)
     thread_health = ThreadHealth(metrics)
-    brain = open_brain(
-        config,
-        on_commit=thread_health.on_commit,
-        on_model=lambda p: metrics.serving(p.policy_id, p.model.version),
-        on_unusable=metrics.unusable,
-        on_thread_failure=thread_health.failed,
-    )
-    running = await create_server(
-        brain, metrics, config.server.address, background=True, worker=process == 0, reuse_port=processes > 1,
-        thread_health=thread_health,
-    )  # fmt: skip
+    with ExitStack() as started:  # stopped again if the rest cannot start: their threads would keep the process alive
+        http_server = serve_metrics(config.server.metrics_address, registry, process)
+        started.callback(http_server.shutdown)
+        brain = open_brain(
+            config,
+            on_commit=thread_health.on_commit,
+            on_model=lambda p: metrics.serving(p.policy_id, p.model.version),
+            on_unusable=metrics.unusable,
+            on_thread_failure=thread_health.failed,
+        )
+        started.callback(brain.store.close)
+        running = await create_server(
+            brain, metrics, config.server.address, background=True, worker=process == 0, reuse_port=processes > 1,
+            thread_health=thread_health,
+        )  # fmt: skip
+        started.pop_all()
     frozen = freeze_startup_heap()
     log.info(
         "serving on %s, metrics on %s, store %s, %d actions, policy %s model %s",

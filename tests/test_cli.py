@@ -41,6 +41,27 @@ def test_check_accepts_the_example_and_refuses_a_bad_file(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("interval_seconds = inf", "joiner.interval_seconds: Input should be a finite number"),
+        ("interval_seconds = 1e300", "joiner.interval_seconds: Input should be less than or equal to 604800"),
+    ],
+)
+@pytest.mark.parametrize("command", [["check"], ["worker", "--store", "brein.db"]], ids=lambda c: c[0])
+def test_a_config_time_that_is_not_finite_or_too_long_is_refused_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], setting: str, said: str
+) -> None:
+    """It passed the check, then stopped the server's joiner for good (inf) or ended the worker with
+    an OverflowError (1e300)."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(EXAMPLE.read_text().replace("[joiner]", f"[joiner]\n{setting}"))
+    monkeypatch.chdir(tmp_path)
+    refused = CliRunner().invoke(main, [*command, "--config", str(bad)])
+    assert refused.exit_code == 1 and said in refused.output, refused.output
+    assert not (tmp_path / "brein.db").exists()
+
+
+@pytest.mark.parametrize(
     ("args", "said"),
     [
         (["simulate", "--days", "nan"], "Invalid value for '--days': 'nan' is not a finite number."),  # inf ran forever
@@ -48,11 +69,22 @@ def test_check_accepts_the_example_and_refuses_a_bad_file(tmp_path: Path) -> Non
         (["simulate", "--days", "60", "--last-days", "90"], "--last-days: 90 days is more than the 60 simulated"),
         (["retention", "run", "--config", str(EXAMPLE), "--days", "nan"], "'--days': 'nan' is not a finite number."),
         (["outcome", "--customer", "c", "--type", "complaint", "--value", "-inf"], "'-inf' is not a finite number."),
+        # It closed every open decision at once, for good: their outcomes could no longer be credited.
+        (["join", "--config", str(EXAMPLE), "--until", "9999-12-31"], "'--until': 9999-12-31T00:00:00 is ahead of now"),
     ],
 )
 def test_a_number_option_refuses_what_is_not_a_finite_number_in_its_range(args: list[str], said: str) -> None:
     refused = CliRunner().invoke(main, args)
     assert refused.exit_code == 2 and said in refused.output, refused.output
+
+
+@pytest.mark.parametrize("command", [["join"], ["log", "export"], ["retention", "run", "--days", "400"]], ids=" ".join)
+@pytest.mark.parametrize("store", ["typo.db", "no-such-folder/brein.db"])
+def test_a_command_on_an_existing_store_makes_none_where_there_is_none(tmp_path: Path, command: list[str], store: str) -> None:
+    """A mistyped --store made an empty store (and its folder), and `log export` said "exported 0"."""
+    refused = CliRunner().invoke(main, [*command, "--config", str(EXAMPLE), "--store", str(tmp_path / store)])
+    assert refused.exit_code == 1 and f"no store at {tmp_path / store}: give --store" in refused.output, refused.output
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -104,3 +136,24 @@ def test_client_errors_are_one_line_and_non_zero(live: LiveServer) -> None:
     assert malformed.exit_code == 2 and "expected NAME=VALUE" in malformed.output
     missing = CliRunner().invoke(main, ["explain", "nope", "--address", live.address])
     assert missing.exit_code == 1 and "NOT_FOUND" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["decide", "--customer", "Jos\udce9", "--channel", "web"], "Invalid value for '--customer': not valid UTF-8 (character 4)"),
+        (["decide", "--customer", "c", "--channel", "web", "-c", "plan=\udcff"], "'--categorical' / '-c': not valid UTF-8 (character 6)"),
+        (["outcome", "--customer", "c", "--type", "renew\udce9"], "Invalid value for '--type': not valid UTF-8 (character 6)"),
+        (["explain", "d\udce9"], "Invalid value for 'DECISION_ID': not valid UTF-8 (character 2)"),
+        (["forget", "--customer", "\udce9"], "Invalid value for '--customer': not valid UTF-8 (character 1)"),
+        (["--api-key", "brein_\nkey", "explain", "d"], "Invalid value for '--api-key': an API key is printable ASCII; character 7 of 10"),
+        (["--api-key", "sleutél", "explain", "d"], "Invalid value for '--api-key': an API key is printable ASCII; character 6 of 7"),
+    ],
+)
+def test_a_client_argument_grpc_cannot_send_is_refused_before_calling(live: LiveServer, args: list[str], said: str) -> None:
+    """An argument in another encoding than UTF-8 (it reaches Python as a lone surrogate) ended in a
+    UnicodeEncodeError traceback; an API key with a newline or a non-ASCII character in gRPC's
+    "INTERNAL: Invalid metadata" and its C-core trace lines."""
+    refused = CliRunner().invoke(main, [*args, "--address", live.address])
+    assert refused.exit_code == 2 and said in refused.output, refused.output
+    assert "sleut" not in refused.output  # the key is a secret

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -8,6 +9,7 @@ import pytest
 
 from bandit.catalog import DO_NOTHING, Catalog
 from bandit.config import load_config, parse_config
+from bandit.config_types import MAX_DAYS, MAX_HOURS, MAX_SECONDS
 from bandit.errors import ConfigError
 from bandit.rules import EligibilityRules
 from tests.conftest import EXAMPLE, example_data
@@ -60,6 +62,23 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("gate", {"max_weight_share": 0}), "gate.max_weight_share: Input should be greater than 0"),
         (_with("gate", {"max_weight_share": 1.5}), "gate.max_weight_share: Input should be less than or equal to 1"),
         (_with("gate", {"min_ess": float("inf")}), "gate.min_ess: Input should be a finite number"),
+        # Every float is finite and every span of time bounded: inf stopped the joiner for good or
+        # crash-looped the worker (its config crosses as JSON, inf as null), 1e300 overflowed time_t.
+        (_with("joiner.interval_seconds", float("inf")), "joiner.interval_seconds: Input should be a finite number"),
+        (_with("joiner.interval_seconds", 1e300), "joiner.interval_seconds: Input should be less than or equal to 604800"),
+        (_with("server.shutdown_grace", float("inf")), "server.shutdown_grace: Input should be a finite number"),
+        (_with("server.follow_seconds", 1e300), "server.follow_seconds: Input should be less than or equal to 604800"),
+        (_with("gate", {"max_age_hours": float("inf")}), "gate.max_age_hours: Input should be a finite number"),
+        (_with("gate", {"min_lift": 1e300}), "gate.min_lift: Input should be less than or equal to 1000000000000"),
+        (_with("outcomes.complaint.window_days", 1e308), "window_days: Input should be less than or equal to 36525"),
+        (_with("joiner.allowed_lateness_days", 1e300), "allowed_lateness_days: Input should be less than or equal to 36525"),
+        (_with("contact_policy.caps", [{"max": 2, "days": 1e300}]), "caps.0.days: Input should be less than or equal to 36525"),
+        (_with("privacy", {"retention_days": 1e300}), "privacy.retention_days: Input should be less than or equal to 36525"),
+        (_with("limits", {"store_wait_seconds": float("nan")}), "limits.store_wait_seconds: Input should be a finite number"),
+        (_with("security", {"callers": {"a": {"roles": ["admin"], "api_key_sha256": "0" * 64}}, "rate_per_second": float("inf")}),
+         "security.rate_per_second: Input should be a finite number"),  # fmt: skip
+        (_with("features.numeric.tenure_months", {"encoding": "bins", "edges": [1.0, float("inf")]}),
+         "features.numeric.tenure_months.edges.1: Input should be a finite number"),  # fmt: skip
     ],
 )
 def test_bad_config_names_key_and_reason(data: dict[str, Any], message: str) -> None:
@@ -104,3 +123,15 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("offers = [")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_the_config_the_worker_process_reads_is_the_config_again() -> None:
+    """`brein serve` hands its worker process the config as JSON (serving/background.py); every float
+    must come back exactly, the extremes the config allows included (inf came back as null)."""
+    data = _with("joiner.interval_seconds", MAX_SECONDS)
+    data["server"]["shutdown_grace"] = 0.1 + 0.2
+    data["outcomes"]["complaint"]["window_days"] = MAX_DAYS
+    data["gate"] = {"max_age_hours": MAX_HOURS, "min_lift": -1e12, "min_ess": 5e-324}
+    data["features"]["numeric"]["tenure_months"] = {"encoding": "bins", "edges": [-1.7976931348623157e308, 1 / 3]}
+    config = parse_config(data)
+    assert parse_config(json.loads(config.model_dump_json()), source="the server's config") == config

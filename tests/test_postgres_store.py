@@ -57,6 +57,14 @@ def test_a_database_without_a_store_is_not_created_when_one_must_exist(empty_url
     assert "decisions" in _tables(empty_url)
 
 
+def test_a_schema_of_another_application_gets_no_store_of_ours(empty_url: str) -> None:
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE customers (id int PRIMARY KEY)")
+    with pytest.raises(UnknownStore, match=r"\(schema 't_.*'\) holds other tables \(customers\) and no Brein store"):
+        open_store(empty_url)
+    assert _tables(empty_url) == ["customers"]
+
+
 @pytest.fixture
 def held(empty_url: str) -> Iterator[tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event]]:
     """A store whose writer is held (busy with a write that waits for the event), so that the writes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -181,3 +182,34 @@ def test_the_server_freezes_its_start_up_heap_once_it_serves(server: ServerProce
     garbage collection walks only what serving creates instead of stopping the event loop for tens of ms."""
     (serving,) = [entry for entry in server.log if str(entry["message"]).startswith("serving on")]
     assert int(serving["frozen_objects"]) > 10_000  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port some other program listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("address", "metrics_address", "said"),
+    [
+        ("127.0.0.1:{taken}", "127.0.0.1:0", "server.address 127.0.0.1:{taken}: cannot serve gRPC there: Address already in use"),
+        ("127.0.0.1:0", "127.0.0.1:{taken}",
+         "server.metrics_address 127.0.0.1:{taken}: cannot serve metrics there: Address already in use"),  # fmt: skip
+        ("127.0.0.1:0", "no.such.host.invalid:0", "server.metrics_address no.such.host.invalid:0: cannot serve metrics there: "),
+    ],
+    ids=["grpc-port-taken", "metrics-port-taken", "metrics-host-unknown"],
+)
+def test_an_address_serve_cannot_bind_is_one_line_and_a_non_zero_exit(
+    tmp_path: Path, taken_port: int, address: str, metrics_address: str, said: str
+) -> None:
+    """Each printed a Python traceback (RuntimeError: Failed to bind..., OSError, socket.gaierror)."""
+    text = EXAMPLE.read_text().replace("127.0.0.1:50051", address.format(taken=taken_port))
+    (tmp_path / "brein.toml").write_text(text.replace("127.0.0.1:9464", metrics_address.format(taken=taken_port)))
+    done = subprocess.run([sys.executable, "-m", "serving", "serve", "--config", "brein.toml"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and f"Error: {said.format(taken=taken_port)}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

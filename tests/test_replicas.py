@@ -32,11 +32,13 @@ from psycopg import sql
 
 from bandit.catalog import DO_NOTHING
 from bandit.config import BreinConfig, parse_config
+from bandit.errors import BreinError
 from brain.core import Brain
 from reward.joiner import Joiner, JoinReport
 from serving.cli import main
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
+from serving.processes import RestartBudget, serve_processes
 from store import Store, open_store
 from store.errors import StaleHistory
 from tests.conftest import EXAMPLE, T0, Clock, example_data, postgres_store_url, store_rows, worker_processes
@@ -182,6 +184,46 @@ def test_serve_refuses_several_processes_on_sqlite(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "--workers 2: several serving processes need a store they can all write, PostgreSQL" in result.output
+
+
+def _with_addresses(address: str, metrics_address: str) -> BreinConfig:
+    data = example_data()
+    data["server"] = {**data["server"], "address": address, "metrics_address": metrics_address}
+    return parse_config(data)
+
+
+@pytest.mark.parametrize(
+    ("workers", "metrics_port", "said"),
+    [
+        (1000, "9464", "--workers: expected 1 to 64 serving processes, got 1000"),
+        (3, "65534", "--workers 3: serving process i serves metrics on port 65534 + i, past 65535"),  # restarted forever
+        (2, "{taken_before}", "--workers 2: serving process 1 cannot serve metrics on 127.0.0.1:{taken}: Address already in use"),
+    ],
+    ids=["too-many", "past-65535", "port-taken"],
+)
+def test_serve_refuses_processes_it_cannot_start_before_starting_any(workers: int, metrics_port: str, said: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        config = _with_addresses("127.0.0.1:0", f"127.0.0.1:{metrics_port.format(taken_before=taken - 1)}")
+        with pytest.raises(BreinError) as refused:
+            serve_processes(config.model_copy(update={"server": config.server.model_copy(update={"store": "postgresql://x/y"})}),
+                            workers, "ERROR")  # fmt: skip
+    assert said.format(taken=taken) in str(refused.value)
+
+
+def test_serve_gives_up_on_a_process_that_cannot_start_again_and_again(shared_url: str) -> None:
+    """Each serving process's gRPC port is taken by another program: they were restarted forever."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        config = _with_addresses(f"127.0.0.1:{holder.getsockname()[1]}", "127.0.0.1:0")
+        config = config.model_copy(update={"server": config.server.model_copy(update={"store": shared_url})})
+        started = time.monotonic()
+        with pytest.raises(BreinError, match=r"serving process [01] exited 2 times within 60 s \(last exit code 1\); giving up"):
+            serve_processes(config, 2, "ERROR", RestartBudget(restarts=1))
+    assert time.monotonic() - started < 60
 
 
 # -- three replicas, workers killed and replicas killed under load, again and again ----------------

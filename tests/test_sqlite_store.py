@@ -235,6 +235,16 @@ def test_a_missing_store_is_not_created_when_one_must_exist(tmp_path: Path) -> N
     assert not (tmp_path / "nowhere.db").exists()
 
 
+def test_a_database_of_another_application_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    other = tmp_path / "crm.db"
+    with closing(sqlite3.connect(other)) as conn, conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    with pytest.raises(UnknownStore, match=r"crm\.db: not a Brein store: it holds other tables \(customers\) and no record"):
+        open_store(f"sqlite:///{other}")
+    with closing(sqlite3.connect(other)) as conn:
+        assert [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["customers"]
+
+
 OPEN = """
 import sys
 from store import open_store

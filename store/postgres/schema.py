@@ -274,17 +274,29 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
 ]  # fmt: skip
 
 
+def _refuse_to_create(conn: psycopg.Connection[Any], create: bool) -> None:
+    """UnknownStore where no store is to be made in a schema without one: ``create`` False, or a schema
+    holding another application's tables, which Brein would otherwise mix its own in with."""
+    database, schema = conn.execute("SELECT current_database(), COALESCE(current_schema(), '')").fetchone() or ("", "")
+    where = f"the PostgreSQL database {database!r} (schema {schema!r})"
+    if not create:
+        raise UnknownStore(f"no store in {where}: give --store, or run the server once to create it")
+    tables = [name for (name,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")]
+    if tables:
+        listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise UnknownStore(
+            f"{where} holds other tables ({listed}) and no Brein store: give Brein a schema of its own "
+            "(CREATE SCHEMA brein, and ?options=-csearch_path%3Dbrein in the URL)"
+        )
+
+
 def migrate(conn: psycopg.Connection[Any], *, create: bool = True) -> None:
     """Apply the steps not applied yet, in one transaction under the migration lock. ``create``
     False: UnknownStore, and nothing created, when the database (the URL's schema) holds no store."""
     with conn.transaction():
         conn.execute(f"SELECT pg_advisory_xact_lock({lock_key('migrations')})")
-        if not create and conn.execute("SELECT to_regclass('brein_migrations')").fetchone() == (None,):
-            database, schema = conn.execute("SELECT current_database(), COALESCE(current_schema(), '')").fetchone() or ("", "")
-            raise UnknownStore(
-                f"no store in the PostgreSQL database {database!r} (schema {schema!r}): give --store, "
-                "or run the server once to create it"
-            )
+        if conn.execute("SELECT to_regclass('brein_migrations')").fetchone() == (None,):
+            _refuse_to_create(conn, create)
         conn.execute("CREATE TABLE IF NOT EXISTS brein_migrations (name text PRIMARY KEY, applied_at double precision NOT NULL)")
         applied = {name for (name,) in conn.execute("SELECT name FROM brein_migrations")}
         for name, statements in MIGRATIONS:

@@ -113,6 +113,22 @@ def _write_only(conn: sqlite3.Connection, kind: type[Mergeable], writes: list[tu
     return True
 
 
+def _refuse_foreign(conn: sqlite3.Connection, path: str | None) -> None:
+    """UnknownStore for a database of another application: one with tables and no record of Brein's
+    migrations (every Brein file has one, ``brein.*`` sets in sqlite-utils' table), which Brein would
+    otherwise fill with its own tables. A new, empty file is a store still to be made."""
+    listing = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    tables = [name for (name,) in conn.execute(listing)]
+    if not tables:
+        return
+    if Migrations.migrations_table in tables:
+        table = Migrations.migrations_table
+        if conn.execute(f"SELECT 1 FROM [{table}] WHERE migration_set LIKE 'brein.%' LIMIT 1").fetchone():
+            return
+    listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+    raise UnknownStore(f"{path}: not a Brein store: it holds other tables ({listed}) and no record of Brein's migrations")
+
+
 class _Reads:
     """``with engine.reading() as conn``: this thread's connection to a file database (with
     ``attached`` attached as WORKER_SCHEMA)."""
@@ -214,6 +230,7 @@ class Engine:
         conn = self._writer_conn
         begin(conn)
         try:
+            _refuse_foreign(conn, self.path)
             for history in self._histories:
                 history.apply(Database(conn))
         except BaseException:
