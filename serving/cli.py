@@ -142,7 +142,7 @@ def worker(config_path: str, store_url: str | None, log_level: str) -> None:
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    with opened_store(config, store_url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE) as store:
+    with opened_store(config, store_url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE, create=True) as store:
         work(config, store, lambda event: None, stopping.wait)  # what it does, it logs
 
 

@@ -15,13 +15,15 @@ store_option = click.option("--store", "store_url", help="The store's URL (or a 
 
 
 @contextmanager
-def opened_store(config: BreinConfig, store_url: str | None, *, write_pause: float = 0.0) -> Iterator[Store]:
+def opened_store(
+    config: BreinConfig, store_url: str | None, *, write_pause: float = 0.0, create: bool = False
+) -> Iterator[Store]:
     """The existing store at ``store_url`` (default the config's), closed afterwards; a store error in
-    the block becomes a one-line message and exit code 1. Never a new one: a mistyped path made an
-    empty store (and its folder) that `join` or `log export` then reported nothing from; only `serve`
-    creates a store."""
+    the block becomes a one-line message and exit code 1. A new one only with ``create``: a mistyped
+    path made an empty store (and its folder) that `join` or `log export` then reported nothing from;
+    the services (`serve`, `worker`), one of which starts first on a new database, create it."""
     try:
-        store = open_store(store_url or config.server.store, write_pause=write_pause, create=False)
+        store = open_store(store_url or config.server.store, write_pause=write_pause, create=create)
     except StoreError as error:
         raise click.ClickException(str(error)) from None
     try:
