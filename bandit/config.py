@@ -338,13 +338,20 @@ class BreinConfig(ConfigSection):
             if unknown:
                 raise ValueError(f"{where}: unknown offer {', '.join(unknown)}")
         retention = self.privacy.retention_days
-        longest = max(self.credit_windows_days().values(), default=0.0) + self.joiner.allowed_lateness_days
-        if retention is not None and retention <= longest:
-            raise ValueError(f"privacy.retention_days: {retention:g} deletes decisions before they are joined; "
-                             f"expected more than the longest attribution window plus lateness ({longest:g} days)")  # fmt: skip
+        if retention is not None and (problem := self.retention_problem(retention)):
+            raise ValueError(f"privacy.retention_days: {problem}")
         if "do_nothing" in self.offers:
             raise ValueError("offers.do_nothing: do-nothing is built in and always eligible; do not configure it")
         return self
+
+    def retention_problem(self, days: float) -> str | None:
+        """Why a retention of ``days`` loses data, or None: it must outlast the longest attribution
+        window plus lateness, else it deletes decisions before they are joined."""
+        longest = max(self.credit_windows_days().values(), default=0.0) + self.joiner.allowed_lateness_days
+        if days > longest:
+            return None
+        return (f"{days:g} deletes decisions before they are joined; expected more than the longest attribution window "
+                f"plus lateness ({longest:g} days)")  # fmt: skip
 
     def credit_windows_days(self) -> dict[str, float]:
         """Each outcome type's window as the joiner credits it: its own, cut at ``joiner.horizon_days``."""

@@ -17,12 +17,15 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_SECONDS = 7 * 86_400.0
 """The longest interval, wait or grace a config may name: a week. A schedule slower than that, or a
 drain longer, is a typo; the bound keeps ``now + seconds`` a time every wait takes."""
+MIN_SECONDS = 0.01
+"""The shortest interval or wait: 10 ms. A shorter one is a typo that makes a loop spin (``1e-300``
+between join runs passed, and the worker joined without pause)."""
 MAX_DAYS = 36_525.0
 """The longest span of days (a window, a retention, a cap's period): a century, past any legal
 retention, and far inside what ``datetime`` reaches from now (the year 9999)."""
 MAX_HOURS = 24 * MAX_DAYS
 
-Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
+Seconds = Annotated[float, Field(ge=MIN_SECONDS, le=MAX_SECONDS)]
 Days = Annotated[float, Field(gt=0, le=MAX_DAYS)]
 
 

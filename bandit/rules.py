@@ -24,7 +24,7 @@ from typing import Any, Literal
 import cel
 
 from bandit.config import BreinConfig
-from bandit.errors import ConfigError
+from bandit.errors import ConfigError, excerpt
 
 RULE_VARIABLES: dict[str, Any] = {
     "numeric": {},
@@ -107,22 +107,42 @@ class RuleVerdict:
     channels: dict[str, str]
 
 
+MAX_CONDITION_CHARACTERS = 4096
+"""The longest CEL condition: far past a hand-written one. The parser's error repeats the source under
+each error it finds: 7,200 characters of a bad condition made a 4.4 MB message, 36,000 one of 108 MB."""
+PROBLEM_CHARACTERS = 300
+"""The most of the CEL library's own error text a message quotes."""
+
+
 def compiled_condition(key: str, source: str) -> cel.Program:
     """A CEL condition (a config's ``eligible_if``, a rule policy's ``when``), compiled and run once
-    on an empty context: it must parse, run and give true or false. ``key`` names it in errors."""
+    on an empty context: it must parse, run and give true or false. ``key`` names it in errors, which
+    quote the condition by an excerpt and the library's reason by its first line."""
+    if len(source) > MAX_CONDITION_CHARACTERS:
+        raise ConfigError(f"{key}: a CEL rule of {len(source):,} characters, more than the {MAX_CONDITION_CHARACTERS:,} allowed")
     try:
         program = cel.compile(source)
     except ValueError as error:
-        raise ConfigError(f"{key}: invalid CEL rule {source!r}: {error}") from None
+        raise ConfigError(f"{key}: invalid CEL rule {excerpt(source)}: {_problem(error)}") from None
     try:
         result = program.execute(cel.Context(RULE_VARIABLES))
     except KeyError:
         return program  # a key absent from the empty dry-run context: fine at start-up
     except Exception as error:
-        raise ConfigError(f"{key}: rule {source!r} cannot run: {error}") from None
+        raise ConfigError(f"{key}: rule {excerpt(source)} cannot run: {_problem(error)}") from None
     if not isinstance(result, bool):
-        raise ConfigError(f"{key}: rule {source!r} must give true or false, gives {type(result).__name__}")
+        raise ConfigError(f"{key}: rule {excerpt(source)} must give true or false, gives {type(result).__name__}")
     return program
+
+
+def _problem(error: Exception) -> str:
+    """The CEL library's reason without the source it repeats: its first ``ERROR:`` line (position and
+    reason), else its first line, clipped to PROBLEM_CHARACTERS."""
+    text = str(error)
+    start = text.find("ERROR: ")
+    line = text[start:] if start >= 0 else text
+    line = line.split("\n", 1)[0]
+    return line if len(line) <= PROBLEM_CHARACTERS else f"{line[:PROBLEM_CHARACTERS]}..."
 
 
 def _compile(subject: Literal["offer", "channel"], name: str, source: str) -> Rule:

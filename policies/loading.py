@@ -25,13 +25,23 @@ class PolicyLoadError(BreinError):
     """A policy's artifact cannot be loaded; whatever serves keeps serving."""
 
 
+MAX_RULES = 1000
+"""The most rules a rule policy may have: far past a hand-written list. Its rules run in turn on every
+decision it makes, as the champion or as a shadow beside it: 1,000 rules that do not hold, 0.3 ms a
+decision; a 100,000-rule shadow made every Decide 127 ms instead of 1.3."""
+
+
 def parse_rules(text: str | bytes) -> list[RuleSpec]:
-    """A rule policy's artifact: a JSON list of {"action": id, "when": CEL condition}."""
+    """A rule policy's artifact: a JSON list of at most MAX_RULES {"action": id, "when": CEL condition}."""
     try:
         items = json.loads(text)
-        return [RuleSpec(action=str(item["action"]), when=str(item.get("when", ""))) for item in items]
+        rules = [RuleSpec(action=str(item["action"]), when=str(item.get("when", ""))) for item in items]
     except (ValueError, TypeError, KeyError, RecursionError) as error:  # RecursionError: JSON nested past Python's stack
-        raise PolicyLoadError(f"rules: expected a JSON list of {{\"action\": ..., \"when\": ...}}, got an error: {error}") from None
+        raise PolicyLoadError(f"rules: expected a JSON list of {{\"action\": ..., \"when\": ...}}, got an error: {error}") \
+            from None
+    if len(rules) > MAX_RULES:
+        raise PolicyLoadError(f"rules: {len(rules):,} rules, more than the {MAX_RULES:,} a rule policy may have")
+    return rules
 
 
 class NotInCatalog(BreinError, ValueError):

@@ -188,6 +188,8 @@ def retention_run(config_path: str, store_url: str | None, days: float | None, a
     days = days if days is not None else config.privacy.retention_days
     if days is None:
         raise click.ClickException(f"{config_path}: privacy.retention_days is not set; pass --days")
+    if problem := config.retention_problem(days):
+        raise click.ClickException(f"--days: {problem}")
     with opened_store(config, store_url) as store:
         report = apply_retention(store.privacy, store.audit, days, now=time.time(), actor=f"cli {getpass.getuser()}")
     if as_json:

@@ -63,9 +63,10 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("gate", {"max_weight_share": 1.5}), "gate.max_weight_share: Input should be less than or equal to 1"),
         (_with("gate", {"min_ess": float("inf")}), "gate.min_ess: Input should be a finite number"),
         # Every float is finite and every span of time bounded: inf stopped the joiner for good or
-        # crash-looped the worker (its config crosses as JSON, inf as null), 1e300 overflowed time_t.
+        # crash-looped the worker (its config crosses as JSON, inf as null), 1e300 overflowed time_t, 1e-300 made the worker spin.
         (_with("joiner.interval_seconds", float("inf")), "joiner.interval_seconds: Input should be a finite number"),
         (_with("joiner.interval_seconds", 1e300), "joiner.interval_seconds: Input should be less than or equal to 604800"),
+        (_with("joiner.interval_seconds", 1e-300), "joiner.interval_seconds: Input should be greater than or equal to 0.01"),
         (_with("server.shutdown_grace", float("inf")), "server.shutdown_grace: Input should be a finite number"),
         (_with("server.follow_seconds", 1e300), "server.follow_seconds: Input should be less than or equal to 604800"),
         (_with("gate", {"max_age_hours": float("inf")}), "gate.max_age_hours: Input should be a finite number"),

@@ -254,3 +254,6 @@ def test_retention_run_command(tmp_path: Path, config: BreinConfig) -> None:
     assert again.exit_code == 0 and "older than 60 days" in again.output and "│ 0 " in again.output
     unset = CliRunner().invoke(main, ["retention", "run", "--config", str(EXAMPLE), "--store", str(store)])
     assert unset.exit_code == 1 and "privacy.retention_days is not set" in unset.output
+    # --days is held to the config's rule: 0.0001 deleted every decision of a live store before it was joined.
+    early = CliRunner().invoke(main, ["retention", "run", "--config", str(config_file), "--store", str(store), "--days", "1e-4"])
+    assert early.exit_code == 1 and "--days: 0.0001 deletes decisions before they are joined" in early.output, early.output

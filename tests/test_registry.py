@@ -4,6 +4,7 @@ history with who/when/why, rollback; and the promotion gate's refusals, one sent
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import time
@@ -21,7 +22,7 @@ from bandit.policies import DoNothingPolicy, RulePolicy, UniformPolicy
 from brain.champion import bootstrap_champion
 from policies import operations
 from policies.gate import CLOCK_TOLERANCE, GateRefused, check_gate
-from policies.loading import PolicyLoadError, load_policy, parse_rules
+from policies.loading import MAX_RULES, PolicyLoadError, load_policy, parse_rules
 from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, artifact_hash
 from store import Store, open_store
 from store.errors import Conflict
@@ -342,12 +343,21 @@ def test_every_kind_loads_and_a_broken_artifact_is_a_load_error(
     [
         (b'[{"action": "sim_only/sms/morning", "when": "1"}]', r"^rules\[0\]\.when: rule '1' must give true or false"),
         (b"[" * 100_000 + b"]" * 100_000, r"^rules: expected a JSON list of .*maximum recursion depth exceeded"),
+        (json.dumps([{"action": "sim_only/sms/morning"}] * (MAX_RULES + 1)).encode(),
+         r"^rules: 1,001 rules, more than the 1,000 a rule policy may have$"),
+        (json.dumps([{"action": "sim_only/sms/morning", "when": "(" * 3000 + "true" + ")" * 3000}]).encode(),
+         r"^rules\[0\]\.when: a CEL rule of 6,004 characters, more than the 4,096 allowed$"),
+        (json.dumps([{"action": "sim_only/sms/morning", "when": "numeric.x > 1 &&& " * 200 + "true"}]).encode(),
+         r"^rules\[0\]\.when: invalid CEL rule 'numeric.x > 1 &&& numeric.x > 1 &&& numeric.x > 1 &&& numeric.x '\.\.\. "
+         r"\(3604 characters\): ERROR: <input>:1:17: Syntax error: token recognition error at: '& '$"),
     ],
-    ids=["not-boolean", "nested-past-the-stack"],
-)
+    ids=["not-boolean", "nested-past-the-stack", "too-many-rules", "too-long", "quoted-by-an-excerpt"],
+)  # fmt: skip
 def test_a_rules_file_is_refused_with_what_is_wrong(artifact: bytes, message: str) -> None:
     """A condition that is not true or false never held (the rule never fired); JSON nested past
-    Python's stack was a RecursionError traceback."""
+    Python's stack was a RecursionError traceback; a 100,000-rule shadow made every Decide 127 ms; a
+    bad condition of 36,000 characters made a 108 MB message (the parser repeats the source under
+    each error it finds)."""
     with pytest.raises(BreinError, match=message):
         RulePolicy(parse_rules(artifact), version="v")
 
