@@ -4,6 +4,17 @@ CLIs print it and exit non-zero. Every backend raises these, never its driver's 
 from __future__ import annotations
 
 
+REASON_CHARACTERS = 200
+
+
+def reason(error: BaseException) -> str:
+    """A database driver's error as a caller reads it: its first line, clipped to REASON_CHARACTERS
+    (libpq's run on with the state of its pipeline, "\\nPQsendQuery..."; the whole error stays
+    chained to the StoreError for the logs)."""
+    line = str(error).strip().split("\n", 1)[0]
+    return line if len(line) <= REASON_CHARACTERS else f"{line[:REASON_CHARACTERS]}..."
+
+
 class StoreError(Exception):
     """Base of every error a store raises on purpose."""
 

@@ -10,7 +10,7 @@ from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from typing import Any, TypeVar
 
-from store.errors import StoreError, StoreUnavailable
+from store.errors import StoreError, StoreUnavailable, reason
 from store.ports import CommitListener
 
 T = TypeVar("T")
@@ -55,7 +55,9 @@ def failed(
 ) -> None:
     """The group could not commit: every write fails with ``error`` when the store raised it on purpose
     (a StoreError), else (the database's) as StoreUnavailable."""
-    failure = error if isinstance(error, StoreError) else StoreUnavailable(f"the store could not commit: {error}")
+    failure = error if isinstance(error, StoreError) else StoreUnavailable(f"the store could not commit: {reason(error)}")
+    if failure is not error:
+        failure.__cause__ = error
     if on_commit:  # counted before any caller hears of it, as a success is
         on_commit(time.perf_counter() - started, count, False)
     for future in futures:

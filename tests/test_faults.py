@@ -341,11 +341,13 @@ def test_postgresql_connections_terminated_mid_load_give_unavailable_in_time_and
 ) -> None:
     """Every server connection of the database is terminated (pg_terminate_backend) twice while six
     callers decide with a 1 s deadline: a failed call is UNAVAILABLE and answered within its
-    deadline, every acknowledged decision is stored, and calls succeed again without anyone's help."""
+    deadline, in one line (libpq's messages ran on: "...while busy\\nPQsendQuery..."), every
+    acknowledged decision is stored, and calls succeed again without anyone's help."""
     with postgres_store_url(postgres_database) as url:
         live = LiveServer(Brain(config, open_store(url, on_commit=metrics.on_commit), clock=lambda: T0 + 60), metrics)
         acknowledged: list[str] = []
         failures: list[tuple[grpc.StatusCode, float]] = []
+        said: list[str] = []
         stop = threading.Event()
 
         def call(caller: int) -> None:
@@ -357,6 +359,7 @@ def test_postgresql_connections_terminated_mid_load_give_unavailable_in_time_and
                     acknowledged.append(f"{caller}-{i}")
                 except grpc.RpcError as error:
                     failures.append((error.code(), time.monotonic() - started))
+                    said.append(error.details() or "")
                 i += 1
 
         callers = [threading.Thread(target=call, args=(c,)) for c in range(6)]
@@ -375,6 +378,7 @@ def test_postgresql_connections_terminated_mid_load_give_unavailable_in_time_and
                 caller.join(timeout=30)
             assert len(acknowledged) > before  # it recovered by itself
             assert all(code == grpc.StatusCode.UNAVAILABLE and took < 1.0 for code, took in failures), failures
+            assert all("\n" not in message and len(message) < 300 for message in said), said
             assert stored(live.running.brain, acknowledged) == len(acknowledged)
             recovered = live.stub.Decide(decide("after", "c9"), timeout=5)
             assert recovered.decision_id and not recovered.replayed

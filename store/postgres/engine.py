@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from store.errors import Conflict, LeaseLost, StoreUnavailable, UnknownStore
+from store.errors import Conflict, LeaseLost, StoreUnavailable, UnknownStore, reason
 from store.ports import CommitListener
 from store.postgres.schema import lock_key, migrate
 from store.settling import Settled, committed, failed, next_group
@@ -207,7 +207,7 @@ class Engine:
             self.pool.open(wait=True, timeout=CONNECT_SECONDS)
         except BROKEN as error:
             self.pool.close()
-            raise StoreUnavailable(f"could not open the PostgreSQL store: {error}") from error
+            raise StoreUnavailable(f"could not open the PostgreSQL store: {reason(error)}") from error
         except UnknownStore:
             self.pool.close()
             raise
@@ -231,7 +231,7 @@ class Engine:
                     return read(conn)
             except BROKEN as error:
                 if attempt == 2 or isinstance(error, PoolTimeout):
-                    raise StoreUnavailable(f"the store could not be read: {error}") from error
+                    raise StoreUnavailable(f"the store could not be read: {reason(error)}") from error
         raise AssertionError("unreachable")
 
     def streamed(
@@ -250,7 +250,7 @@ class Engine:
                 cursor.execute(query, args)
                 yield from cursor
         except BROKEN as error:
-            raise StoreUnavailable(f"the store could not be read: {error}") from error
+            raise StoreUnavailable(f"the store could not be read: {reason(error)}") from error
 
     def rows(self, query: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         return self.read(lambda conn: conn.execute(query, args).fetchall())

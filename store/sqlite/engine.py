@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database, Migrations
 
-from store.errors import Conflict, StoreUnavailable, UnknownStore
+from store.errors import Conflict, StoreUnavailable, UnknownStore, reason
 from store.ports import CommitListener
 from store.settling import Settled, committed, failed, next_group
 from store.sqlite.checkpoints import INTERVAL_SECONDS, Checkpointer
@@ -146,7 +146,7 @@ class _Reads:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None) -> None:
         if isinstance(error, sqlite3.Error):
-            raise StoreUnavailable(f"the store could not be read: {error}") from error
+            raise StoreUnavailable(f"the store could not be read: {reason(error)}") from error
 
 
 class _SharedReads(_Reads):
@@ -211,7 +211,7 @@ class Engine:
                 )
             self._migrate()
         except sqlite3.OperationalError as error:  # locked past the wait, a file that cannot be opened
-            raise StoreUnavailable(f"{path}: the store cannot be opened: {error}") from None
+            raise StoreUnavailable(f"{path}: the store cannot be opened: {reason(error)}") from None
         except sqlite3.DatabaseError as error:  # not an SQLite file, or a damaged one: a traceback before
             raise UnknownStore(f"{path}: not a Brein store: {error}") from None
         self._writer_conn.execute("PRAGMA busy_timeout = 0")  # begin() waits for the write lock instead
