@@ -15,6 +15,10 @@ Another process may decide for the same customer between this one's read and its
 on a shared store). The store then refuses the write as StaleHistory (see DecisionLog.submit_decisions)
 and the decisions are made again here, on the history read afresh, up to MAX_TRIES times, before
 the caller hears of it: ``committed`` resolves once one try is durable, and ``record`` is that try's.
+Another process may also log the same request id meanwhile (a retry that a load balancer sent to
+another replica, or a second process on one SQLite file): the store refuses the write (StaleHistory,
+or Conflict for the id), and the request found logged on the second read is answered as a replay of
+that decision, or refused as the request id reused when the requests differ (``refused``).
 """
 
 from __future__ import annotations
@@ -68,21 +72,38 @@ class ServingPolicy:
 
 @dataclass(slots=True)
 class Made:
-    """A decision as made; replaced when it is made again on a fresh history."""
+    """A decision as made; replaced when it is made again on a fresh history, or by the decision
+    another process logged for its request id meanwhile (``elsewhere``), whose request may differ
+    (``refused``: why this one is refused)."""
 
     record: DecisionRecord
+    elsewhere: bool = False
+    refused: Conflict | None = None
 
 
 @dataclass(slots=True)
 class PendingDecision:
     made: Made
     committed: Future[None]
-    replayed: bool = False
+    repeat: bool = False
+    """Answered with the decision of an earlier request with this request id (logged or in flight)."""
 
     @property
     def record(self) -> DecisionRecord:
         """The decision; read it once ``committed`` has resolved (it may be made again before that)."""
         return self.made.record
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the decision was made for an earlier request with this request id, here or in
+        another process; final once ``committed`` has resolved."""
+        return self.repeat or self.made.elsewhere
+
+    @property
+    def refused(self) -> Conflict | None:
+        """Why the request is refused although ``committed`` resolved: another process logged its
+        request id first, for a request that differs (read it once ``committed`` has resolved)."""
+        return self.made.refused
 
 
 class _Commit(Future[None]):
@@ -105,8 +126,9 @@ class HeldWrite(_Commit):
     """The decisions of several ``decide_many`` calls, logged in one write when ``release`` is called:
     a DecideBatch chunk decided in slices pays for one write (one multi-row insert, one commit)
     instead of one a slice. Held decisions count in flight like any others, and their callers wait
-    on this future, which resolves with the write. Cancelled before the write begins (before
-    ``release``, or while the write is queued), none of them is written."""
+    on commits that resolve with this write (or with the tries after it, see Decider._log).
+    Cancelled before the write begins (before ``release``, or while the write is queued), none of
+    them is written, and their commits are cancelled."""
 
     def __init__(self, log: DecisionLog) -> None:
         super().__init__()
@@ -263,16 +285,14 @@ class Decider:
             record = earlier.record if earlier is not None else logged.get(a.request_id)
             record = record or (replay.record if replay is not None else None)
             if record is not None:
-                if differing := self._differences(a.request, record):
-                    results[index] = Conflict(f"request_id {excerpt(a.request_id)} was already used for a decision with another "
-                                              f"{', '.join(differing)}: a request id names one request; "
-                                              "send this one with a new request_id")
+                if reused := self._reused(a, record):
+                    results[index] = reused
                 elif replay is not None:
-                    results[index] = PendingDecision(replay.made, replay.committed, replayed=True)
+                    results[index] = PendingDecision(replay.made, replay.committed, repeat=True)
                 elif earlier is not None:
                     repeated.append((index, earlier))
                 else:
-                    results[index] = PendingDecision(Made(record), _done(), replayed=True)
+                    results[index] = PendingDecision(Made(record), _done(), repeat=True)
                 continue
             if len(pending.get(customer, ())) >= MAX_IN_FLIGHT:
                 results[index] = CustomerBusy(f"the customer has {MAX_IN_FLIGHT} decisions in flight, the most one may have: "
@@ -293,7 +313,7 @@ class Decider:
             for index, holder in decided:
                 results[index] = PendingDecision(holder, committed)
             for index, holder in repeated:
-                results[index] = PendingDecision(holder, committed, replayed=True)
+                results[index] = PendingDecision(holder, committed, repeat=True)
         return cast("list[PendingDecision | Exception]", results)  # every place is filled by now
 
     def decide_and_wait(self, request: DecisionRequest) -> PendingDecision:
@@ -303,6 +323,16 @@ class Decider:
 
     def _personalised(self, request: DecisionRequest) -> bool:
         return request.personalisation == "granted" or (request.personalisation == "unspecified" and self._personalise_by_default)
+
+    def _reused(self, accepted: _Accepted, record: DecisionRecord) -> Conflict | None:
+        """The refusal of a request whose request id names ``record``, decided for a request that differs."""
+        differing = self._differences(accepted.request, record)
+        if not differing:
+            return None
+        return Conflict(
+            f"request_id {excerpt(accepted.request_id)} was already used for a decision with another "
+            f"{', '.join(differing)}: a request id names one request; send this one with a new request_id"
+        )
 
     def _differences(self, request: DecisionRequest, record: DecisionRecord) -> list[str]:
         """The fields in which ``request`` differs from the request ``record`` was decided for, as far
@@ -450,17 +480,14 @@ class Decider:
         held: HeldWrite | None = None,
     ) -> Future[None]:
         """One write for the decisions, made on the heads of ``logs``; they count as in flight until
-        it has committed (or failed). A store that gives no heads (None: one process writes) never
-        refuses a write as stale, and the write is what the caller waits on. Otherwise the caller
-        waits on a commit that outlives a write refused as stale: the decisions are then made again
-        (``_decide_again``). With ``held``, the decisions join its write instead of one of their own."""
+        it has committed (or failed). The caller waits on a commit that outlives a write the store
+        refused as stale or for a request id logged meanwhile: the decisions are then made again, or
+        settled by the other process's (``_decide_again``). Also on a store that gives no heads
+        (None: SQLite), which never refuses a write as stale but may hold a request id another
+        process logged. With ``held``, the decisions join its write instead of one of their own."""
         records = [holder.record for _, holder in fresh]
         heads = {r.customer_id: logs[r.customer_id].head for r in records}
         write = self.store.submit_decisions(records, heads) if held is None else held.hold(records, heads)
-        if commit is None and all(head is None for head in heads.values()):
-            self._in_flight(fresh, write)
-            write.add_done_callback(lambda _: self._settled(records))
-            return write
         commit = commit or _Commit()
         commit.write = write
         self._in_flight(fresh, commit)
@@ -482,12 +509,13 @@ class Decider:
         self, fresh: list[tuple[_Accepted, Made]], records: list[DecisionRecord], write: Future[None], commit: _Commit, tries: int
     ) -> None:
         """One try's write is done: resolve the commit, or make the decisions again if the store
-        found their histories stale (on a thread of its own: this one is the store's, and deciding
-        again reads the store)."""
+        found their histories stale or one of their request ids logged (on a thread of its own: this
+        one is the store's, and deciding again reads the store)."""
         error = None if write.cancelled() else write.exception()
-        again = isinstance(error, StaleHistory) and tries < MAX_TRIES and not commit.cancelled()
+        again = isinstance(error, (StaleHistory, Conflict)) and tries < MAX_TRIES and not commit.cancelled()
         self._settled(records, requests=not again)  # a request made again stays in flight
-        if write.cancelled():
+        if write.cancelled():  # a held write cancelled: so is every commit waiting on it
+            commit.cancel()
             return
         if again:
             retry = threading.Thread(target=self._decide_again, args=(fresh, commit, tries), name="brein-decide-again")
@@ -501,26 +529,50 @@ class Decider:
                 commit.set_exception(error)
 
     def _decide_again(self, fresh: list[tuple[_Accepted, Made]], commit: _Commit, tries: int) -> None:
-        """Make the decisions of a write refused as stale again, on their customers' histories read afresh."""
+        """Make the decisions of a refused write again, on their customers' histories read afresh;
+        those whose request id another process logged meanwhile are settled by its decision instead."""
         customers = {a.request.customer_id for a, _ in fresh}
         try:
             with self._deciding.holding(customers):
                 with self._inflight.lock:
                     pending = {c: list(self._inflight.by_customer[c]) for c in customers if c in self._inflight.by_customer}
                 times = [a.event_time for a, _ in fresh]
-                logs = self.store.customer_logs(customers, min(times), max(times), self._lookback)
-                for a, holder in fresh:
+                asked = {a.request_id for a, _ in fresh if a.request.request_id}
+                logged, logs = self.store.deciding_reads(asked, customers, min(times), max(times), self._lookback)
+                again = self._logged_elsewhere(fresh, logged)
+                for a, holder in again:
                     customer = a.request.customer_id
                     history = _with_pending(logs[customer].at(a.event_time), pending.get(customer, ()), a.event_time)
                     holder.record = self._decide(a.request, a.request_id, a.event_time, a.now, history)
                     pending.setdefault(customer, []).append(holder.record)
-                self._log(fresh, logs, commit, tries + 1)
+                if again:
+                    self._log(again, logs, commit, tries + 1)
+                else:
+                    with suppress(InvalidStateError):  # the caller may have cancelled it meanwhile
+                        commit.set_result(None)
         except Exception as error:  # the store cannot be read: the caller hears of it, and may ask again
             with self._inflight.lock:
                 for _, holder in fresh:
                     self._inflight.by_request.pop(holder.record.request_id, None)
             with suppress(InvalidStateError):
                 commit.set_exception(error)
+
+    def _logged_elsewhere(
+        self, fresh: list[tuple[_Accepted, Made]], logged: Mapping[str, DecisionRecord]
+    ) -> list[tuple[_Accepted, Made]]:
+        """Settle each decision whose request id is ``logged`` (by another process: this one's are
+        in flight until written) as a replay of that decision, or refused when its request differs;
+        out of flight. The others, to be made again."""
+        again = []
+        for a, holder in fresh:
+            record = logged.get(a.request_id)
+            if record is None:
+                again.append((a, holder))
+                continue
+            holder.record, holder.elsewhere, holder.refused = record, True, self._reused(a, record)
+            with self._inflight.lock:
+                self._inflight.by_request.pop(a.request_id, None)
+        return again
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from contextlib import closing
 from dataclasses import asdict, dataclass
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from bandit.catalog import Catalog
 from bandit.config import BreinConfig
@@ -38,7 +38,10 @@ from store.records import (
     LateOutcome,
     ProvisionalExample,
     StoredStage,
+    WrittenExamples,
 )
+
+T = TypeVar("T")
 
 PROGRESS_EVERY = 5000
 """Decisions between two calls of a run's progress callback (called first after the first customer)."""
@@ -123,8 +126,9 @@ class Joiner:
         run = store.start_run(watermark, cutoff, horizon).result()
         if self.stages.ages:
             self._means()  # before this run's whole examples are written: they are added as they are made
-        unactivated = done = clamped = 0
-        writing: deque[Future[None]] = deque()
+        done = clamped = 0
+        writing: deque[Future[WrittenExamples]] = deque()
+        written: list[WrittenExamples] = []  # what the store wrote: not a decision another run joined first
         rows: list[JoinedExample] = []
         reported = 0
         with closing(store.closing(cutoff, watermark, horizon)) as customers:
@@ -132,23 +136,22 @@ class Joiner:
                 batch, bounded = self._join_customer(customer, horizon, run)
                 clamped += bounded
                 done += len(batch)
-                unactivated += sum(1 for row in batch if row[STATUS] == "unactivated")
                 rows += batch
                 while len(rows) >= self.write_rows:
-                    self._write(writing, self.store.write_examples, rows[: self.write_rows])
+                    written += self._write(writing, self.store.write_examples, rows[: self.write_rows])
                     rows = rows[self.write_rows :]
                 if progress and (not reported or done - reported >= PROGRESS_EVERY):
                     progress(done, total)
                     reported = done
-        self._write(writing, self.store.write_examples, rows)
-        while writing:
-            writing.popleft().result()
+        written += self._write(writing, self.store.write_examples, rows)
+        written += [write.result() for write in writing]
+        joined, unactivated = sum(w.joined for w in written), sum(w.unactivated for w in written)
         provisional = self._provisional(watermark, horizon, run)
         late = self._late(store.late_candidates(checked, horizon, self.rules.longest_window_days * DAY))
         late_count = len({outcome_id for outcome_id, _ in late})
-        finished = JoinRun(run, watermark, cutoff, horizon, done - unactivated, unactivated, late_count, late_checked=horizon)
+        finished = JoinRun(run, watermark, cutoff, horizon, joined, unactivated, late_count, late_checked=horizon)
         store.finish_run(finished, late).result()
-        return JoinReport(run, watermark, cutoff, done - unactivated, unactivated, late_count, store.pending_count(),
+        return JoinReport(run, watermark, cutoff, joined, unactivated, late_count, store.pending_count(),
                           time.perf_counter() - started, clamped, provisional)  # fmt: skip
 
     def _stages(self) -> list[StoredStage]:
@@ -219,13 +222,12 @@ class Joiner:
         return self._open_means
 
     @staticmethod
-    def _write(writing: deque[Future[None]], write: Callable[[Sequence[Any]], Future[None]], rows: Sequence[Any]) -> None:
+    def _write(writing: deque[Future[T]], write: Callable[[Sequence[Any]], Future[T]], rows: Sequence[Any]) -> list[T]:
         """Queue ``write`` of ``rows`` (all or nothing) and wait for the one before it: the next rows
-        are computed while these are written."""
+        are computed while these are written. The results of the writes waited for."""
         if rows:
             writing.append(write(rows))
-        while len(writing) > IN_FLIGHT_WRITES:
-            writing.popleft().result()
+        return [writing.popleft().result() for _ in range(len(writing) - IN_FLIGHT_WRITES)]
 
     def _join_customer(self, customer: ClosingCustomer, horizon: int, run: int) -> tuple[list[JoinedExample], int]:
         """The customer's joined examples, and how many credited values had to be bounded."""

@@ -131,6 +131,8 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         started = time.perf_counter()
         pending = await self._decide(converters.decision_request(request))
         await self._durable(pending.committed, context, abandon=not pending.replayed)
+        if pending.refused is not None:
+            raise pending.refused
         self._count(pending)
         self.metrics.decide_latency.observe(time.perf_counter() - started)
         return converters.decide_response(pending)
@@ -203,7 +205,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         response = pb.DecideBatchResponse()
         for result in results:
             if isinstance(result, PendingDecision):
-                error = outcome[id(result.committed)]
+                error = outcome[id(result.committed)] or result.refused  # the write's failure, or the item's own
                 if isinstance(error, Exception):
                     result = _report(self.metrics, "DecideBatch", error)
             if isinstance(result, PendingDecision):

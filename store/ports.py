@@ -46,6 +46,7 @@ from store.records import (
     SharedFeatures,
     State,
     StoredStage,
+    WrittenExamples,
 )
 
 CommitListener = Callable[[float, int, bool], None]
@@ -149,10 +150,11 @@ class JoinState(Protocol):
         any run before, finished or not)."""
         ...
 
-    def write_examples(self, examples: Sequence[JoinedExample]) -> Future[None]:
+    def write_examples(self, examples: Sequence[JoinedExample]) -> Future[WrittenExamples]:
         """Write joined examples and take their decisions out of the join queue, in one write. Only
         decisions still in the queue get an example (one forgotten meanwhile is not brought back,
-        one joined by an earlier write is not joined twice): exactly once, whatever is killed when."""
+        one joined by an earlier write, of this run or another's at once, is not joined twice):
+        exactly once, whatever is killed when. Resolves to what it wrote: what a run reports."""
         ...
 
     def stages(self, ages: Sequence[float]) -> list[StoredStage]:

@@ -243,6 +243,14 @@ LateOutcome = tuple[str, str]
 """(outcome id, decision id): an outcome credited to a decision that was joined before it arrived."""
 
 
+class WrittenExamples(NamedTuple):
+    """What one write of joined examples wrote (JoinState.write_examples), by status: the examples of
+    the decisions it took out of the join queue, not those another run or a Forget took first."""
+
+    joined: int
+    unactivated: int
+
+
 class StoredStage(NamedTuple):
     """A provisional stage as the store keeps it: its key, and the cutoff up to which its examples
     have been written (-inf before any)."""

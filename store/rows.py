@@ -32,6 +32,7 @@ from store.records import (
     OutcomeRecord,
     PolicyEntry,
     StoredStage,
+    WrittenExamples,
 )
 
 DECISION_COLUMNS = (
@@ -43,6 +44,8 @@ OUTCOME_COLUMNS = "outcome_id, customer_id, type, value, event_time, decision_id
 SENT_COLUMNS = "customer_id, type, value, value_sent, event_time, event_time_sent, decision_id"
 """What an outcome's client sent, as stored: read back to tell a duplicate from a conflict (``check_sent``)."""
 EXAMPLE_COLUMNS = "decision_id, customer_id, event_time, run, status, reward, cost, credit, outcomes, horizon"
+EXAMPLE_STATUS = EXAMPLE_COLUMNS.split(", ").index("status")
+"""Where an example row holds its status."""
 RUN_COLUMNS = "run, watermark, cutoff, horizon, joined, unactivated, late_outcomes, late_checked, finished_at"
 MODEL_COLUMNS = "version, args, data, policy_id, learned, encoding"
 POLICY_COLUMNS = "id, kind, artifact, artifact_hash, args, features, parent, created, state, note, trained_until"
@@ -106,6 +109,17 @@ def check_sent(record: OutcomeRecord, stored: Sequence[Any]) -> None:
 
 
 # -- joined examples ------------------------------------------------------------------------------------
+
+
+def written_examples(statuses: Iterable[str]) -> WrittenExamples:
+    """What a write of joined examples wrote, from the status of each example it inserted."""
+    joined = unactivated = 0
+    for status in statuses:
+        if status == "joined":
+            joined += 1
+        else:
+            unactivated += 1
+    return WrittenExamples(joined, unactivated)
 
 
 def example_rows(examples: Iterable[JoinedExample]) -> list[tuple[Any, ...]]:

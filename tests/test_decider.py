@@ -348,12 +348,14 @@ def test_held_decisions_of_several_calls_are_in_flight_until_released_as_one_wri
     first = _decided(brain.decide_many([request("c9", f"h{i}", at=T0 + i, candidate_actions=sms) for i in range(20)], held))
     second = _decided(brain.decide_many([request("c9", f"h{i}", at=T0 + i, candidate_actions=sms) for i in range(20, 40)], held))
     replay = _decided(brain.decide_many([request("c9", "h3", at=T0 + 3, candidate_actions=sms)]))[0]
-    assert {id(p.committed) for p in first + second + [replay]} == {id(held)}  # the replay waits on the held write
+    assert replay.committed is first[3].committed  # the replay waits on the write of h3, held
     contacts = [p.record for p in first + second if p.record.action_id != DO_NOTHING]
     assert len(contacts) == 1  # 1 sms per day: the second call saw the first's decisions in flight
     assert brain.store.decisions.decision_count() == 0 and not held.done()
+    assert not any(p.committed.done() for p in first + second)
     held.release()
-    held.result()
+    for pending in first + second:
+        pending.committed.result(timeout=10)
     assert brain.store.decisions.decision_count() == 40
     assert brain.store.decisions.decisions_by_request(["h3"])["h3"] == replay.record
 

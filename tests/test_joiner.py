@@ -19,7 +19,7 @@ import pytest
 
 from bandit.config import BreinConfig
 from reward.forget import forget_customer
-from reward.joiner import Joiner
+from reward.joiner import Joiner, JoinReport
 from store import Store, open_store
 from store.records import ActivationRecord, DecisionRecord, ForgetReport, OutcomeRecord
 from tests.conftest import EXAMPLE, T0, copy_sqlite_store, sqlite_count, sqlite_files, sqlite_rows
@@ -239,6 +239,35 @@ def test_a_customer_forgotten_during_a_run_gets_no_example(config: BreinConfig, 
     assert store.joins.pending_count() == 0
 
 
+def test_two_runs_at_once_each_report_and_record_what_it_wrote(config: BreinConfig, store_url: str) -> None:
+    """Two joiners on one backlog at once (each on a store instance of its own, as two `brein join`
+    processes): the second runs whole while the first has computed its examples but written none.
+    Each decision is joined once, by the second; the first reports and records that it wrote
+    nothing, so the runs' counts add up to the examples in the store."""
+    first_store, second_store = open_store(store_url), open_store(store_url)
+    try:
+        for record in (decision("a", "c1", T0), decision("b", "c2", T0), decision("x", "c3", T0)):
+            first_store.decisions.submit_decisions([record]).result()
+        for shown in ("a", "b"):  # x, never shown: unactivated
+            first_store.decisions.submit_activation(ActivationRecord(shown, T0 + 60)).result()
+        meanwhile: list[JoinReport] = []
+
+        def second_run(done: int, total: int) -> None:  # after the first's first customer, before its write
+            if not meanwhile:
+                meanwhile.append(Joiner(config, second_store.joins).run(until=T0 + CLOSE))
+
+        first = Joiner(config, first_store.joins).run(until=T0 + CLOSE, progress=second_run)
+        (second,) = meanwhile
+        assert (second.joined, second.unactivated) == (2, 1)
+        assert (first.joined, first.unactivated) == (0, 0)
+        recorded = {run.run: (run.joined, run.unactivated) for run in first_store.joins.runs()}
+        assert recorded == {first.run: (0, 0), second.run: (2, 1)}
+        assert first_store.examples.count() == 2 and first_store.joins.pending_count() == 0
+    finally:
+        first_store.close()
+        second_store.close()
+
+
 def _populate(path: Path | str, customers: int, seed: int = 3) -> float:
     """A log of several decisions and outcomes per customer over 90 days; returns the last event time."""
     rng = random.Random(seed)
@@ -266,7 +295,7 @@ def _populate(path: Path | str, customers: int, seed: int = 3) -> float:
 JOIN = """
 import sys
 from bandit.config import load_config
-from reward.joiner import Joiner
+from reward.joiner import Joiner, JoinReport
 from store import open_store
 store = open_store(sys.argv[2])
 Joiner(load_config(sys.argv[1]), store.joins, write_rows=int(sys.argv[3])).run(until=float(sys.argv[4]))

@@ -28,21 +28,26 @@ import pytest
 import tomli_w
 from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
 from psycopg import sql
 
 from bandit.catalog import DO_NOTHING
 from bandit.config import BreinConfig, parse_config
+from bandit.decider import PendingDecision
 from bandit.errors import BreinError
 from brain.core import Brain
 from reward.joiner import Joiner, JoinReport
 from serving.cli import main
+from serving.converters import decision_request
+from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.processes import RestartBudget, serve_processes
 from store import Store, open_store
-from store.errors import StaleHistory
-from tests.conftest import EXAMPLE, T0, Clock, example_data, postgres_store_url, store_rows, worker_processes
+from store.errors import Conflict, StaleHistory
+from tests.conftest import EXAMPLE, T0, Clock, LiveServer, example_data, postgres_store_url, store_rows, worker_processes
 from tests.test_decider import request
+from tests.test_server import decide_request
 from tests.test_worker import EXAMPLES
 
 SMS = "sim_only/sms/morning"  # at most 1 sms a customer a day (examples/telecom.toml)
@@ -98,6 +103,93 @@ def test_two_replicas_deciding_for_one_customer_at_once_make_one_contact_within_
     assert refused < REQUESTS  # most calls are answered
     committed_contacts = [m.record for m in records if m.committed.exception() is None and m.record.action_id != DO_NOTHING]
     assert len(committed_contacts) == 1  # what the callers were told agrees with the store
+
+
+# -- one request id at two replicas at once -----------------------------------------------------------
+
+
+@pytest.fixture
+def two_processes(store_url: str, config: BreinConfig, clock: Clock) -> Iterator[list[Brain]]:
+    """Two Brains on one store, each on a store instance of its own (two processes' worth), on both
+    backends: PostgreSQL replicas, or two servers started on one SQLite file."""
+    stores: list[Store] = [open_store(store_url) for _ in range(2)]
+    yield [Brain(config, store, clock=clock) for store in stores]
+    for store in stores:
+        store.close()
+
+
+@pytest.mark.parametrize(("change", "refused"), [({}, None), ({"touchpoint": "web"}, "channel")], ids=["same", "other-channel"])
+def test_a_request_another_process_logs_between_the_read_and_the_write_is_its_replay(
+    two_processes: list[Brain], change: dict[str, str], refused: str | None
+) -> None:
+    """A retry sent to another replica while the first is still writing: the second has read (not
+    logged) and decided when the first commits; its write is refused, and the request is answered
+    with the first's decision (replayed), or refused naming what differs. The chunk's other item is
+    logged as ever."""
+    first, second = two_processes
+    held = second.hold_decisions()  # the seam: read and decided now, written at release
+    results = second.decide_many([request("c1", "r1", **change), request("c2", "r2")], held)
+    theirs = first.decide(request("c1", "r1"))
+    theirs.committed.result(timeout=30)
+    held.release()
+    replay, other = results
+    assert isinstance(replay, PendingDecision) and isinstance(other, PendingDecision)
+    replay.committed.result(timeout=30)
+    if refused is None:
+        assert replay.replayed and replay.refused is None and replay.record == theirs.record
+    else:
+        assert replay.refused is not None and f"already used for a decision with another {refused}:" in str(replay.refused)
+    assert not other.replayed and other.refused is None
+    logged = first.store.decisions.decisions_by_request(["r1", "r2"])
+    assert logged == {"r1": theirs.record, "r2": other.record}  # one decision a request id
+    assert first.store.decisions.decision_count() == 2
+    (again,) = second.decide_many([request("c1", "r1", **change)])  # from now on, as any request logged before
+    assert again.replayed if isinstance(again, PendingDecision) else refused is not None and isinstance(again, Conflict)
+
+
+def _waiting_for_locks(url: str, count: int) -> None:
+    """Wait until ``count`` transactions wait for an advisory lock (a customer's)."""
+    deadline = time.monotonic() + 30
+    with psycopg.connect(url, autocommit=True) as conn:
+        while conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone() != (count,):
+            assert time.monotonic() < deadline, f"expected {count} writes waiting for a customer's lock"
+            time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("channel", "status"), [("app", None), ("web", grpc.StatusCode.ALREADY_EXISTS)], ids=["same", "other-channel"]
+)
+def test_a_decide_retried_at_another_replica_while_the_first_writes_answers_the_first_decision(
+    shared_url: str, config: BreinConfig, clock: Clock, channel: str, status: grpc.StatusCode | None
+) -> None:
+    """Two replicas, one Decide each for one request id, both read before either commits (the test
+    holds the customer's lock, so each write waits for it: the first replica's in the queue first).
+    The serving replica, refused as stale, answers the first's decision as a replay; for a request
+    that differs, ALREADY_EXISTS naming the field."""
+    stores = [open_store(shared_url) for _ in range(2)]
+    first = Brain(config, stores[0], clock=clock)
+    server = LiveServer(Brain(config, stores[1], clock=clock), Metrics(CollectorRegistry()))
+    try:
+        with psycopg.connect(shared_url) as holder:  # one transaction: the lock is held until it ends
+            holder.execute("SELECT pg_advisory_xact_lock(hashtextextended('c1' || COALESCE(current_schema(), ''), 0))")
+            theirs = first.decide(decision_request(decide_request("c1", "r1")))
+            _waiting_for_locks(shared_url, 1)
+            answer = server.stub.Decide.future(decide_request("c1", "r1", channel=channel), timeout=30)
+            _waiting_for_locks(shared_url, 2)
+        theirs.committed.result(timeout=30)
+        if status is None:
+            response = answer.result()
+            assert response.replayed and response.decision_id == theirs.record.decision_id
+            assert response.action.id == theirs.record.action_id
+        else:
+            with pytest.raises(grpc.RpcError) as error:
+                answer.result()
+            assert error.value.code() == status and "already used for a decision with another channel:" in error.value.details()
+        assert first.store.decisions.decision_count() == 1
+    finally:
+        server.stop()
+        for store in stores:
+            store.close()
 
 
 # -- brein serve --workers N ------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from store.records import (
     PolicyEntry,
     PolicyEvent,
     StoredStage,
+    WrittenExamples,
     decision_id_for,
 )
 from tests.conftest import T0
@@ -318,10 +319,11 @@ def test_run_numbers_come_from_the_store_and_examples_are_written_exactly_once(s
     second = store.joins.start_run(T0 + 100, T0 + 50, horizon).result()
     assert second > first >= 1  # a run that never finished still holds its number
     examples = [example(f"d{i}", f"c{i % 3}", T0 + i, second, horizon) for i in range(4)]
-    store.joins.write_examples(examples[:2]).result()
-    store.joins.write_examples(examples).result()  # a restarted run writes the first two again: ignored
+    assert store.joins.write_examples(examples[:2]).result() == WrittenExamples(2, 0)
+    # A restarted run writes the first two again: ignored, and not counted as written.
+    assert store.joins.write_examples(examples).result() == WrittenExamples(2, 0)
     store.privacy.forget("c2", actor="test", at=T0).result()  # d2 and d5 go while the run computes
-    store.joins.write_examples([example("d5", "c2", T0 + 5, second, horizon)]).result()  # not brought back
+    assert store.joins.write_examples([example("d5", "c2", T0 + 5, second, horizon)]).result() == (0, 0)  # not brought back
     assert store.joins.pending_count() == 1  # d4
     rows = store.examples.logged(START, 100)
     assert [r.decision_id for r in rows] == ["d0", "d1", "d3"]

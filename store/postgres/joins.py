@@ -32,9 +32,11 @@ from store.records import (
     OutcomeFacts,
     ProvisionalExample,
     StoredStage,
+    WrittenExamples,
 )
 from store.rows import (
     EXAMPLE_COLUMNS,
+    EXAMPLE_STATUS,
     NEW_OUTCOMES,
     RUN_COLUMNS,
     example_rows,
@@ -45,6 +47,7 @@ from store.rows import (
     logged_examples,
     new_stage_keys,
     stored_stages,
+    written_examples,
 )
 
 DEQUEUE = "DELETE FROM join_queue WHERE decision_id = ANY(%b::text[]) RETURNING decision_id"
@@ -188,18 +191,19 @@ class PostgresJoinState:
 
         return self._engine.submit(write)
 
-    def write_examples(self, examples: Sequence[JoinedExample]) -> Future[None]:
+    def write_examples(self, examples: Sequence[JoinedExample]) -> Future[WrittenExamples]:
         rows = example_rows(examples)
 
-        def write(conn: Connection) -> None:
+        def write(conn: Connection) -> WrittenExamples:
             with conn.cursor() as cursor:
                 cursor.execute(DEQUEUE, ([r[0] for r in rows],))
                 queued = {decision_id for (decision_id,) in cursor.fetchall()}
+                mine = [row for row in rows if row[0] in queued]
                 with cursor.copy(COPY_EXAMPLES) as copy:
                     copy.set_types(EXAMPLE_TYPES)
-                    for row in rows:
-                        if row[0] in queued:
-                            copy.write_row(row)
+                    for row in mine:
+                        copy.write_row(row)
+            return written_examples(row[EXAMPLE_STATUS] for row in mine)
 
         return self._engine.submit(write)
 

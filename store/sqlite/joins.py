@@ -36,6 +36,7 @@ from store.records import (
     OutcomeFacts,
     ProvisionalExample,
     StoredStage,
+    WrittenExamples,
 )
 from store.rows import (
     NEW_OUTCOMES,
@@ -47,6 +48,7 @@ from store.rows import (
     new_stage_keys,
     stored_stages,
     to_json,
+    written_examples,
 )
 from store.sqlite.engine import Engine
 from store.sqlite.statements import marks
@@ -114,10 +116,11 @@ _Facts = tuple[dict[str, float], dict[str, list[JoinDecision]], dict[str, list[O
 @functools.lru_cache(maxsize=16)
 def _insert_sql(count: int) -> str:
     """Insert examples of decisions still in the queue (found by its key, (event time, decision id)):
-    one forgotten (or past retention) while the run computed it is not brought back."""
+    one forgotten (or past retention) while the run computed it is not brought back. Returns the
+    status of each example inserted."""
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
     return (f"INSERT OR IGNORE INTO joined_examples SELECT * FROM (VALUES {values}) AS v "
-            f"WHERE (v.column3, v.column1) IN (SELECT event_time, decision_id FROM join_queue)")  # fmt: skip
+            f"WHERE (v.column3, v.column1) IN (SELECT event_time, decision_id FROM join_queue) RETURNING status")  # fmt: skip
 
 
 @functools.lru_cache(maxsize=16)
@@ -304,7 +307,7 @@ class SQLiteJoinState:
 
         return self._worker.submit(write)
 
-    def write_examples(self, examples: Sequence[JoinedExample]) -> Future[None]:
+    def write_examples(self, examples: Sequence[JoinedExample]) -> Future[WrittenExamples]:
         """In statements of many rows (the writer thread then needs the GIL once a statement, not
         once a row, while the joiner's own thread keeps it busy crediting the next rows), in
         decision id order (each index page keyed by decision id is then visited once, not once a row)."""
@@ -314,16 +317,18 @@ class SQLiteJoinState:
         else:  # logged after the run began, or forgotten meanwhile
             self._take_intake()
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> WrittenExamples:
             cache_size = conn.execute("PRAGMA cache_size").fetchone()[0]
             conn.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
+            statuses: list[str] = []
             try:
                 for start in range(0, len(rows), ROWS_PER_STATEMENT):
                     part = rows[start : start + ROWS_PER_STATEMENT]
-                    conn.execute(_insert_sql(len(part)), tuple(chain.from_iterable(part)))
+                    statuses += (status for (status,) in conn.execute(_insert_sql(len(part)), tuple(chain.from_iterable(part))))
                     conn.execute(_dequeue_sql(len(part)), tuple(chain.from_iterable((row[2], row[0]) for row in part)))
             finally:
                 conn.execute(f"PRAGMA cache_size = {int(cache_size)}")  # the store's own setting again
+            return written_examples(statuses)
 
         return self._worker.submit(write)
 
