@@ -15,10 +15,10 @@ Another process may decide for the same customer between this one's read and its
 on a shared store). The store then refuses the write as StaleHistory (see DecisionLog.submit_decisions)
 and the decisions are made again here, on the history read afresh, up to MAX_TRIES times, before
 the caller hears of it: ``committed`` resolves once one try is durable, and ``record`` is that try's.
-Another process may also log the same request id meanwhile (a retry that a load balancer sent to
-another replica, or a second process on one SQLite file): the store refuses the write (StaleHistory,
-or Conflict for the id), and the request found logged on the second read is answered as a replay of
-that decision, or refused as the request id reused when the requests differ (``refused``).
+Another replica may also log the same request id meanwhile (a retry that a load balancer sent to
+it): the store refuses the write (StaleHistory, or Conflict for the id), and the request found
+logged on the second read is answered as a replay of that decision, or refused as the request id
+reused when the requests differ (``refused``). On SQLite one serving process writes: neither happens.
 """
 
 from __future__ import annotations
@@ -480,14 +480,20 @@ class Decider:
         held: HeldWrite | None = None,
     ) -> Future[None]:
         """One write for the decisions, made on the heads of ``logs``; they count as in flight until
-        it has committed (or failed). The caller waits on a commit that outlives a write the store
-        refused as stale or for a request id logged meanwhile: the decisions are then made again, or
-        settled by the other process's (``_decide_again``). Also on a store that gives no heads
-        (None: SQLite), which never refuses a write as stale but may hold a request id another
-        process logged. With ``held``, the decisions join its write instead of one of their own."""
+        it has committed (or failed). A store that gives no heads (None: SQLite, where one serving
+        process writes) never refuses a write as stale nor finds a request id another process logged,
+        and the write is what the caller waits on (a commit future between them cost 50-80 µs of CPU
+        a Decide). Otherwise the caller waits on a commit that outlives a write the store refused as
+        stale or for a request id logged meanwhile: the decisions are then made again, or settled by
+        the other process's (``_decide_again``). With ``held``, the decisions join its write instead
+        of one of their own."""
         records = [holder.record for _, holder in fresh]
         heads = {r.customer_id: logs[r.customer_id].head for r in records}
         write = self.store.submit_decisions(records, heads) if held is None else held.hold(records, heads)
+        if commit is None and all(head is None for head in heads.values()):
+            self._in_flight(fresh, write)
+            write.add_done_callback(lambda _: self._settled(records))
+            return write
         commit = commit or _Commit()
         commit.write = write
         self._in_flight(fresh, commit)

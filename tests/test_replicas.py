@@ -108,25 +108,15 @@ def test_two_replicas_deciding_for_one_customer_at_once_make_one_contact_within_
 # -- one request id at two replicas at once -----------------------------------------------------------
 
 
-@pytest.fixture
-def two_processes(store_url: str, config: BreinConfig, clock: Clock) -> Iterator[list[Brain]]:
-    """Two Brains on one store, each on a store instance of its own (two processes' worth), on both
-    backends: PostgreSQL replicas, or two servers started on one SQLite file."""
-    stores: list[Store] = [open_store(store_url) for _ in range(2)]
-    yield [Brain(config, store, clock=clock) for store in stores]
-    for store in stores:
-        store.close()
-
-
 @pytest.mark.parametrize(("change", "refused"), [({}, None), ({"touchpoint": "web"}, "channel")], ids=["same", "other-channel"])
-def test_a_request_another_process_logs_between_the_read_and_the_write_is_its_replay(
-    two_processes: list[Brain], change: dict[str, str], refused: str | None
+def test_a_request_another_replica_logs_between_the_read_and_the_write_is_its_replay(
+    replicas: list[Brain], change: dict[str, str], refused: str | None
 ) -> None:
     """A retry sent to another replica while the first is still writing: the second has read (not
     logged) and decided when the first commits; its write is refused, and the request is answered
     with the first's decision (replayed), or refused naming what differs. The chunk's other item is
     logged as ever."""
-    first, second = two_processes
+    first, second = replicas
     held = second.hold_decisions()  # the seam: read and decided now, written at release
     results = second.decide_many([request("c1", "r1", **change), request("c2", "r2")], held)
     theirs = first.decide(request("c1", "r1"))
