@@ -105,10 +105,11 @@ def _verdict(reliable: bool) -> str:
 
 
 def _report_table(report: EvaluationReport, title: str) -> Table:
-    columns = ["estimator", f"{report.candidate} value", "95% bootstrap", "95% Cressie-Read", "ESS (unclipped)",
+    at = level(report.alpha)
+    columns = ["estimator", f"{report.candidate} value", f"{at} bootstrap", f"{at} Cressie-Read", "ESS (unclipped)",
                "largest weight", "never-taken share", "reliable"]  # fmt: skip
     if report.comparisons:
-        columns += [f"{report.baseline} value", "lift (paired)", "lift 95% bootstrap", "lift 95% Cressie-Read"]
+        columns += [f"{report.baseline} value", "lift (paired)", f"lift {at} bootstrap", f"lift {at} Cressie-Read"]
     table = Table(*columns, title=title)
     for c in report.comparisons:
         lift = [f"{c.difference:+.3f}", _interval_cell(c.bootstrap, "+"), _interval_cell(c.analytic, "+")]

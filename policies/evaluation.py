@@ -293,6 +293,11 @@ class EvaluationReport:
     def reliable(self) -> bool:
         return all(c.reliable for c in self.comparisons) if self.comparisons else all(e.reliable for e in self.estimates)
 
+    @property
+    def alpha(self) -> float:
+        """Every interval's level is 1 - alpha."""
+        return self.estimates[0].alpha if self.estimates else ALPHA
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready; each estimate's diagnostics under the keys of ``Diagnostics`` (the gate reads them back)."""
 

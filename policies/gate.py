@@ -13,7 +13,7 @@ from typing import Any
 
 from bandit.config import GateConfig
 from bandit.errors import BreinError
-from policies.estimators import Diagnostics, Reliability
+from policies.estimators import ALPHA, Diagnostics, Reliability
 from store.records import EvaluationRecord
 
 CLOCK_TOLERANCE = 300.0
@@ -28,6 +28,20 @@ class GateRefused(BreinError):
 def gate_reliability(gate: GateConfig) -> Reliability:
     """The gate's thresholds as the rule every evaluation marks its estimates with."""
     return Reliability(min_ess=gate.min_ess, max_weight_share=gate.max_weight_share)
+
+
+def look_alpha(look: int) -> float:
+    """The alpha of a candidate's ``look``-th evaluation against one champion on the gate's window
+    (1 for the first): ALPHA / look². Evaluated again as the log grows and promoted at the first
+    pass, a candidate no better than the champion passes some look sooner or later at a fixed 95%
+    (a sequential test read as a single one); at 1 - ALPHA / k² the chance that it ever passes is at
+    most ALPHA·π²/6 (8.2%), and its first evaluation is judged at 95% as before."""
+    return ALPHA / look**2
+
+
+def looks(evaluations: Sequence[EvaluationRecord], champion: str) -> int:
+    """How many of a candidate's evaluations are on the gate's window against ``champion``."""
+    return sum(1 for e in evaluations if e.gate_window and e.against == champion)
 
 
 def gate_evidence(evaluations: Sequence[EvaluationRecord]) -> EvaluationRecord | None:

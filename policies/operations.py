@@ -18,7 +18,7 @@ from bandit.features import FeatureEncoder
 from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments, vw_refusal
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
-from policies.gate import GateRefused, check_gate, gate_reliability
+from policies.gate import GateRefused, check_gate, gate_reliability, look_alpha, looks
 from policies.loading import LEARNED_KEY, PolicyLoadError, check_servable, load_policy, parse_rules
 from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, checked_new_policy_id
 from reward.online import ExampleReader, encoding_at_birth
@@ -185,7 +185,8 @@ def evaluate_policy(
     a registry candidate trained on the log, those after its training data, else all of them. A rules
     candidate with an action the catalog no longer has is refused (``check_servable``). A registry
     entry's evaluation against the champion's entry is recorded (``judged``); on another window, marked
-    as no evidence for the gate (``EvaluationRecord.gate_window``)."""
+    as no evidence for the gate (``EvaluationRecord.gate_window``); the k-th on the gate's window against
+    one champion has its intervals at 1 - ALPHA / k² (``look_alpha``)."""
     registry = Registry(store.registry)
     resolved = resolve_policy(candidate, config, store)
     check_servable(*resolved.labelled, Catalog(config))
@@ -195,11 +196,12 @@ def evaluate_policy(
     logged = data if data is not None else load_logged(config, store.examples, *window)
     encoder = FeatureEncoder(config)
     baseline = resolve_policy(against, config, store) if against else None
+    evidence = judged(resolved, baseline) if record else None
+    look = looks(registry.evaluations(evidence[0]), evidence[1]) + 1 if evidence is not None and on_gate_window else 1
     report = evaluate_on(logged, encoder, resolved.labelled, baseline.labelled if baseline else None, estimators,
                          reliability=gate_reliability(config.gate), n_bootstrap=n_bootstrap,
-                         min_probability=config.learner.min_probability)  # fmt: skip
-    evidence = judged(resolved, baseline)
-    if record and evidence is not None:
+                         min_probability=config.learner.min_probability, alpha=look_alpha(look))  # fmt: skip
+    if evidence is not None:
         registry.record_evaluation(evaluation_record(config, report, logged, *evidence, gate_window=on_gate_window))
     return report
 

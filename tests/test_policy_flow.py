@@ -739,6 +739,30 @@ def test_the_gate_takes_its_evidence_from_its_own_window_never_from_one_an_opera
         assert [e.gate_window for e in registry.evaluations("rules")] == [True, False]
 
 
+def test_each_evaluation_on_the_gates_window_is_judged_at_a_stricter_level(flow: Flow) -> None:
+    """Evaluated again as the log grows and promoted at the first pass, a candidate no better than the
+    champion passed sooner or later at a fixed 95%: the k-th evaluation of a candidate against one
+    champion on the gate's window is at 1 - 0.05 / k² (at most 8.2% that it ever passes); one on a
+    window chosen with --since/--until, which is no evidence, is at 95% and is not counted."""
+    rules = flow.tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    flow.cli("policy", "register", "--id", "rules", "--kind", "rules", "--file", str(rules))
+
+    def alpha(*args: str) -> float:
+        report = json.loads(flow.cli("policy", "evaluate", "rules", *args, "--json").output)
+        return float(report["estimators"]["snips"]["candidate"]["alpha"])
+
+    assert alpha() == 0.05
+    assert alpha("--since", _utc(T0 + 10 * DAY)) == 0.05
+    assert alpha() == 0.05 / 4
+    assert "99.4%" in flow.cli("policy", "evaluate", "rules").output  # the third: 1 - 0.05 / 9
+    with flow.registry() as registry:
+        third, second, chosen, first = registry.evaluations("rules")
+    assert [e.gate_window for e in (third, second, chosen, first)] == [True, True, False, True]
+    assert (second.lift, second.decisions) == (first.lift, first.decisions)  # the same log, a wider interval
+    assert third.lift_lower < second.lift_lower < first.lift_lower
+
+
 def _without_evenings(flow: Flow) -> Path:
     """The config after the business dropped evening sends."""
     data = _config_data(flow.store)
