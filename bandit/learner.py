@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Literal, cast
 
 import numpy as np
-from vowpal_wabbit_next import CLIError, TextFormatParser, Workspace, _core, run_cli_driver
+from vowpal_wabbit_next import TextFormatParser, Workspace, _core
 
 from bandit.catalog import Action
 from bandit.config import LearnerConfig
 from bandit.encoding import LearnedEncoding
 from bandit.features import action_line
+from bandit.vw_driver import DriverError, DriverProcess
 from store.records import SharedFeatures
 
 COLD_START = "cold-start"
@@ -202,17 +203,24 @@ class TextTrainer:
     ``onethread``: the driver holds the GIL anyway, and its background parser thread cost more than
     it saved in every run measured, most of all per snapshot-sized chunk (docs/benchmarks.md,
     "Online learning").
+
+    The driver runs in a process of its own (bandit/vw_driver.py: in this one it would take Ctrl-C
+    away for good), started at the first chunk and ended with the trainer.
     """
 
     def __init__(self, args: Sequence[str]) -> None:
         self.args = list(args)
         self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self._driver: DriverProcess | None = None
 
     def __enter__(self) -> TextTrainer:
         self._folder = tempfile.TemporaryDirectory(prefix="brein-vw-")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._driver is not None:
+            self._driver.close()
+            self._driver = None
         if self._folder is not None:
             self._folder.cleanup()
             self._folder = None
@@ -223,17 +231,19 @@ class TextTrainer:
         if self._folder is None:
             raise ValueError("expected a TextTrainer entered with 'with', got one outside it")
         folder = Path(self._folder.name)
+        if self._driver is None:
+            self._driver = DriverProcess()  # it starts while the texts are written
         try:
             count = _write_texts(folder / "examples.txt", texts)
-            return (self._run_driver(folder, model_data), count) if count else (model_data, 0)
+            return (self._run_driver(self._driver, folder, model_data), count) if count else (model_data, 0)
         finally:
             # The next chunk writes new files: truncating a file to rewrite it makes ext4 write it
             # out to disk first (its replace-via-truncate safeguard), a new one stays in the page cache.
             for file in folder.iterdir():
                 file.unlink()
 
-    def _run_driver(self, folder: Path, model_data: bytes | None) -> bytes:
-        """VW's driver on ``folder``'s examples.txt, from ``model_data``: the model it learned."""
+    def _run_driver(self, driver: DriverProcess, folder: Path, model_data: bytes | None) -> bytes:
+        """VW's ``driver`` on ``folder``'s examples.txt, from ``model_data``: the model it learned."""
         source = [a for a in self.args if a != "--quiet"]
         if model_data is not None:
             # A model file keeps only some of its options (--l1 and --l2 are not among them): the
@@ -241,8 +251,8 @@ class TextTrainer:
             (folder / "in.vw").write_bytes(model_data)
             source += ["-i", str(folder / "in.vw")]
         try:
-            run_cli_driver(["--quiet", "-d", str(folder / "examples.txt"), "-f", str(folder / "out.vw"), *source], onethread=True)
-        except CLIError as error:
+            driver.run(["--quiet", "-d", str(folder / "examples.txt"), "-f", str(folder / "out.vw"), *source])
+        except DriverError as error:
             raise ValueError(f"VW could not learn with {' '.join(self.args)}: {error}") from None
         return (folder / "out.vw").read_bytes()
 

@@ -1,0 +1,105 @@
+"""Ctrl-C (SIGINT) as real processes get it: once VW's driver had learned in a process, the process
+ignored it for good (vowpal-wabbit-next's driver took the C-level handler); during a run it cut VW's
+learning short and the truncated model was registered as a whole one (bandit/vw_driver.py)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from bandit.config import load_config
+from brain.champion import bootstrap_champion
+from policies.registry import Registry
+from reward.joiner import Joiner
+from store import open_store
+from tests.conftest import EXAMPLE, example_data
+from tests.test_joiner import _populate
+from tests.test_worker import WorkerProcess, until
+
+LEARN_THEN_WAIT = """
+import sys, time
+from bandit.learner import train, vw_arguments
+from bandit.config import load_config
+from bandit.learner import LabelledExample
+from bandit.catalog import Catalog
+config = load_config(sys.argv[1])
+actions = Catalog(config).actions[:3]
+model, learned = train(vw_arguments(config.learner), None, [LabelledExample("shared |u a:1", actions, 0, 0.5, -1.0)] * 50)
+print(learned, flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_process_that_learned_still_stops_on_ctrl_c() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", LEARN_THEN_WAIT, str(EXAMPLE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "50\n"
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=10)
+        assert process.returncode == -signal.SIGINT and errors.rstrip().endswith("KeyboardInterrupt"), errors
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def joined_store(tmp_path: Path) -> str:
+    """A SQLite store with a champion and a few thousand joined examples."""
+    url = str(tmp_path / "brein.db")
+    _populate(url, customers=3_000)
+    store = open_store(url)
+    try:
+        config = load_config(EXAMPLE)
+        assert Joiner(config, store.joins).run().joined > 4_000
+        bootstrap_champion(config, Registry(store.registry))
+    finally:
+        store.close()
+    return url
+
+
+def test_brein_worker_stops_on_ctrl_c_after_a_round_it_learned_in(tmp_path: Path, joined_store: str) -> None:
+    data = example_data()
+    data["server"]["store"] = joined_store
+    data["joiner"] = {**data["joiner"], "interval_seconds": 0.2}
+    config_file = tmp_path / "brein.toml"
+    config_file.write_text(tomli_w.dumps(data))
+    worker = WorkerProcess(config_file)
+    try:
+        until(lambda: worker.said("learned "), 60, "the worker learns a round")
+        worker.process.send_signal(signal.SIGINT)
+        assert worker.process.wait(timeout=10) == 0, worker.log
+    finally:
+        worker.stop()
+
+
+SLOW_VW_ARGS = "--cb_explore_adf --cover 64 --bootstrap 30 -q uo -q uc --interactions uoc --quiet"
+"""Several seconds of VW's driver on the joined store: long enough to interrupt it half-way."""
+
+
+def test_ctrl_c_while_policy_train_learns_ends_it_and_registers_nothing(tmp_path: Path, joined_store: str) -> None:
+    """It was swallowed: VW stopped learning early and the truncated model was registered, exit 0."""
+    command = [sys.executable, "-m", "serving", "policy", "train", "--config", str(EXAMPLE), "--store", joined_store,
+               "--id", "cut-short", "--until", "2026-07-15", "--no-evaluate", "--vw-args", SLOW_VW_ARGS]  # fmt: skip
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3.0)  # imports (about 1 s) and reading done, VW learning
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=10)
+        assert process.returncode == 1 and "Aborted!" in output and "Traceback" not in output, output
+    finally:
+        process.kill()
+        process.wait()
+    store = open_store(joined_store)
+    try:
+        assert not Registry(store.registry).has("cut-short")
+    finally:
+        store.close()
