@@ -25,7 +25,7 @@ from bandit.catalog import Action
 from bandit.config import LearnerConfig
 from bandit.encoding import LearnedEncoding
 from bandit.features import action_line
-from bandit.vw_driver import DriverError, DriverProcess
+from bandit.vw_driver import DriverError, shared_driver
 from store.records import SharedFeatures
 
 COLD_START = "cold-start"
@@ -205,22 +205,18 @@ class TextTrainer:
     "Online learning").
 
     The driver runs in a process of its own (bandit/vw_driver.py: in this one it would take Ctrl-C
-    away for good), started at the first chunk and ended with the trainer.
+    away for good), shared by the trainers of this process.
     """
 
     def __init__(self, args: Sequence[str]) -> None:
         self.args = list(args)
         self._folder: tempfile.TemporaryDirectory[str] | None = None
-        self._driver: DriverProcess | None = None
 
     def __enter__(self) -> TextTrainer:
         self._folder = tempfile.TemporaryDirectory(prefix="brein-vw-")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._driver is not None:
-            self._driver.close()
-            self._driver = None
         if self._folder is not None:
             self._folder.cleanup()
             self._folder = None
@@ -231,19 +227,17 @@ class TextTrainer:
         if self._folder is None:
             raise ValueError("expected a TextTrainer entered with 'with', got one outside it")
         folder = Path(self._folder.name)
-        if self._driver is None:
-            self._driver = DriverProcess()  # it starts while the texts are written
         try:
             count = _write_texts(folder / "examples.txt", texts)
-            return (self._run_driver(self._driver, folder, model_data), count) if count else (model_data, 0)
+            return (self._run_driver(folder, model_data), count) if count else (model_data, 0)
         finally:
             # The next chunk writes new files: truncating a file to rewrite it makes ext4 write it
             # out to disk first (its replace-via-truncate safeguard), a new one stays in the page cache.
             for file in folder.iterdir():
                 file.unlink()
 
-    def _run_driver(self, driver: DriverProcess, folder: Path, model_data: bytes | None) -> bytes:
-        """VW's ``driver`` on ``folder``'s examples.txt, from ``model_data``: the model it learned."""
+    def _run_driver(self, folder: Path, model_data: bytes | None) -> bytes:
+        """VW's driver on ``folder``'s examples.txt, from ``model_data``: the model it learned."""
         source = [a for a in self.args if a != "--quiet"]
         if model_data is not None:
             # A model file keeps only some of its options (--l1 and --l2 are not among them): the
@@ -251,7 +245,8 @@ class TextTrainer:
             (folder / "in.vw").write_bytes(model_data)
             source += ["-i", str(folder / "in.vw")]
         try:
-            driver.run(["--quiet", "-d", str(folder / "examples.txt"), "-f", str(folder / "out.vw"), *source])
+            with shared_driver() as driver:
+                driver.run(["--quiet", "-d", str(folder / "examples.txt"), "-f", str(folder / "out.vw"), *source])
         except DriverError as error:
             raise ValueError(f"VW could not learn with {' '.join(self.args)}: {error}") from None
         return (folder / "out.vw").read_bytes()
