@@ -268,13 +268,22 @@ def train(config_path: str, store_url: str | None, policy_id: str, since: dateti
             actor=_actor(), progress=lambda done, total: bar.update(task, completed=done, total=total),
         )  # fmt: skip
         held_out = operations.registered(entry.id)
-        report = None if no_evaluate else operations.evaluate_policy(config, store, held_out, since=_epoch(until), until=_epoch(holdout_until))
+        report, not_evaluated = None, None
+        if not no_evaluate:
+            try:
+                report = operations.evaluate_policy(config, store, held_out, since=_epoch(until), until=_epoch(holdout_until))
+            except (ValueError, BreinError) as error:  # registered all the same: say so, and why it was not evaluated
+                not_evaluated = f"{error}; evaluate it with `brein policy evaluate {entry.id}` once there is a log to judge it on"
     if as_json:
-        click.echo(json.dumps({"id": entry.id, "trained_on": learned, "evaluation": report.as_dict() if report else None}, indent=2))
+        evaluation = report.as_dict() if report else None
+        click.echo(json.dumps({"id": entry.id, "trained_on": learned, "evaluation": evaluation, "not_evaluated": not_evaluated},
+                              indent=2))  # fmt: skip
         return
     console.print(f"registered candidate [bold]{entry.id}[/], trained on {learned:,} joined examples")
     if report:
         _print_report(report, f"held-out evaluation on {report.decisions:,} decisions")
+    if not_evaluated:
+        console.print(f"not evaluated on the held-out decisions: {not_evaluated}")
 
 
 def _tuning_table(tuning: Tuning) -> Table:

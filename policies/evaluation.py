@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
-from bandit.errors import validation_problems
+from bandit.errors import excerpt, validation_problems
 from bandit.features import FeatureEncoder, action_line
 from bandit.learner import VWPolicy
 from bandit.policies import Policy
@@ -179,8 +179,11 @@ def load_dsjson(lines: Iterable[str], config: BreinConfig) -> LoggedData:
     """An exported log (`brein log export`): each line carries the raw features, actions and reward.
     Propensities and rewards are checked where every log's are (``LoggedDecisions``). Every logged
     action is a policy's to take: an export may come from another world than the config's catalog
-    (a public log replayed with a config of its features), unlike the store's log (``load_logged``)."""
+    (a public log replayed with a config of its features), unlike the store's log (``load_logged``).
+    A decision is there once: an EventId on two lines is refused (two overlapping exports put together
+    counted their decisions twice, and an estimate on 60 decisions read as a reliable one on 180)."""
     def rows() -> Iterable[Row]:
+        seen: dict[str, int] = {}
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -188,6 +191,10 @@ def load_dsjson(lines: Iterable[str], config: BreinConfig) -> LoggedData:
                 item = ExportedDecision.model_validate_json(line)
             except ValidationError as error:
                 raise ValueError(f"line {number}: not a Brein DSJSON export line ({validation_problems(error)})") from None
+            first = seen.setdefault(item.decision_id, number)
+            if first != number:
+                raise ValueError(f"line {number}: EventId {excerpt(item.decision_id)} is line {first}'s too: a decision is "
+                                 "logged once (two exports that overlap?)")  # fmt: skip
             yield Row(item.decision_id, item.event_time, item.features, item.actions, item.actions[item.chosen],
                       item.probability, item.reward, item.shadow, [], "")  # fmt: skip
 

@@ -372,6 +372,8 @@ def export(config_path: str, store_url: str | None, fmt: str, output: Any) -> No
         for line in dsjson_lines(ExampleReader(config, store.examples, encoding=encoding), store.models):
             output.write(line + "\n")
             count += 1
+    if not count:
+        output.write("")  # the file is opened at its first write: an empty log is an empty file, not none
     click.echo(f"exported {count} joined examples", err=True)
 
 

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from serving.cli import main
+from store import open_store
 from tests.conftest import EXAMPLE, LiveServer
 
 
@@ -85,6 +86,15 @@ def test_a_command_on_an_existing_store_makes_none_where_there_is_none(tmp_path:
     refused = CliRunner().invoke(main, [*command, "--config", str(EXAMPLE), "--store", str(tmp_path / store)])
     assert refused.exit_code == 1 and f"no store at {tmp_path / store}: give --store" in refused.output, refused.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_of_an_empty_store_is_an_empty_file(tmp_path: Path) -> None:
+    """It said "exported 0 joined examples" and wrote no file, which the next step then did not find."""
+    open_store(str(tmp_path / "brein.db")).close()
+    exported = CliRunner().invoke(main, ["log", "export", "--config", str(EXAMPLE), "--store", str(tmp_path / "brein.db"),
+                                         "-o", str(tmp_path / "log.dsjson")])  # fmt: skip
+    assert exported.exit_code == 0 and "exported 0 joined examples" in exported.output, exported.output
+    assert (tmp_path / "log.dsjson").read_text() == ""
 
 
 @pytest.mark.parametrize(

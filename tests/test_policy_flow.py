@@ -633,6 +633,8 @@ def test_replay_refuses_an_edited_export_line_by_its_key_and_never_reads_it_as_a
         ("_reward", 1e308, "reward: expected numbers within ±1e+15, got 1e+308 in row 6"),  # overflowed in the intervals
         ("_label_probability", 1e-300, "propensity: expected probabilities in [1e-12, 1], got 1e-300 in row 6"),
         ("_shadow", {"x": [1.0]}, f"_shadow.x: 1 probabilities for {len(line['_actions'])} actions"),
+        # Two overlapping exports put together: the decisions twice, an estimate on 60 read as a reliable one on 180.
+        ("EventId", (third := json.loads(lines[2])["EventId"]), f"line 7: EventId {third!r} is line 3's too"),
     ]
     for key, value, message in edits:
         edited = flow.tmp_path / "edited.dsjson"
@@ -737,6 +739,18 @@ def test_the_gate_takes_its_evidence_from_its_own_window_never_from_one_an_opera
     assert json.loads(flow.cli("policy", "evaluate", "rules", "--json").output)["decisions"] == 3000
     with flow.registry() as registry:
         assert [e.gate_window for e in registry.evaluations("rules")] == [True, False]
+
+
+def test_a_candidate_trained_on_the_whole_log_is_registered_and_says_why_it_was_not_evaluated(flow: Flow) -> None:
+    """It printed 'Error: the log holds 0 joined decisions in that range' and exited 1 with the candidate
+    registered all the same: a retry then found the id taken."""
+    said = flow.cli("policy", "train", "--id", "whole", "--until", _utc(T0 + 400 * DAY)).output
+    assert "registered candidate whole, trained on 3,000 joined examples" in said, said
+    flat = " ".join(said.split())
+    assert ("not evaluated on the held-out decisions: the log holds 0 joined decisions in that range; an evaluation needs at "
+            "least 2; evaluate it with `brein policy evaluate whole` once there is a log to judge it on") in flat, said
+    with flow.registry() as registry:
+        assert registry.has("whole") and registry.evaluations("whole") == []
 
 
 def test_each_evaluation_on_the_gates_window_is_judged_at_a_stricter_level(flow: Flow) -> None:
