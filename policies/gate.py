@@ -30,18 +30,25 @@ def gate_reliability(gate: GateConfig) -> Reliability:
     return Reliability(min_ess=gate.min_ess, max_weight_share=gate.max_weight_share)
 
 
+Window = tuple[float, float, int]
+"""The log an evaluation judged: its first and last decision times and its number of decisions."""
+
+
 def look_alpha(look: int) -> float:
-    """The alpha of a candidate's ``look``-th evaluation against one champion on the gate's window
-    (1 for the first): ALPHA / look². Evaluated again as the log grows and promoted at the first
-    pass, a candidate no better than the champion passes some look sooner or later at a fixed 95%
-    (a sequential test read as a single one); at 1 - ALPHA / k² the chance that it ever passes is at
-    most ALPHA·π²/6 (8.2%), and its first evaluation is judged at 95% as before."""
+    """The alpha of a candidate's ``look``-th look against one champion on the gate's window (1 for
+    the first): ALPHA / look². Evaluated again as the log grows and promoted at the first pass, a
+    candidate no better than the champion passes some look sooner or later at a fixed 95% (a
+    sequential test read as a single one); at 1 - ALPHA / k² the chance that it ever passes is at
+    most ALPHA·π²/6 (8.2%), and its first look is judged at 95% as before."""
     return ALPHA / look**2
 
 
-def looks(evaluations: Sequence[EvaluationRecord], champion: str) -> int:
-    """How many of a candidate's evaluations are on the gate's window against ``champion``."""
-    return sum(1 for e in evaluations if e.gate_window and e.against == champion)
+def look(evaluations: Sequence[EvaluationRecord], champion: str, window: Window) -> int:
+    """Which look at the candidate an evaluation of ``window`` against ``champion`` is: 1 + the other
+    logs its evaluations on the gate's window against that champion judged. Evaluated again on the
+    same log, it is the same look: the evaluation is deterministic, and gives the same answer."""
+    seen = {(e.since, e.until, e.decisions) for e in evaluations if e.gate_window and e.against == champion}
+    return 1 + len(seen - {window})
 
 
 def gate_evidence(evaluations: Sequence[EvaluationRecord]) -> EvaluationRecord | None:

@@ -18,7 +18,7 @@ from bandit.features import FeatureEncoder
 from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments, vw_refusal
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
-from policies.gate import GateRefused, check_gate, gate_reliability, look_alpha, looks
+from policies.gate import GateRefused, Window, check_gate, gate_reliability, look, look_alpha
 from policies.loading import LEARNED_KEY, PolicyLoadError, check_servable, load_policy, parse_rules
 from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, checked_new_policy_id
 from reward.online import ExampleReader, encoding_at_birth
@@ -185,8 +185,8 @@ def evaluate_policy(
     a registry candidate trained on the log, those after its training data, else all of them. A rules
     candidate with an action the catalog no longer has is refused (``check_servable``). A registry
     entry's evaluation against the champion's entry is recorded (``judged``); on another window, marked
-    as no evidence for the gate (``EvaluationRecord.gate_window``); the k-th on the gate's window against
-    one champion has its intervals at 1 - ALPHA / k² (``look_alpha``)."""
+    as no evidence for the gate (``EvaluationRecord.gate_window``); the k-th look on the gate's window
+    against one champion (a log not judged before) has its intervals at 1 - ALPHA / k² (``look_alpha``)."""
     registry = Registry(store.registry)
     resolved = resolve_policy(candidate, config, store)
     check_servable(*resolved.labelled, Catalog(config))
@@ -197,13 +197,19 @@ def evaluate_policy(
     encoder = FeatureEncoder(config)
     baseline = resolve_policy(against, config, store) if against else None
     evidence = judged(resolved, baseline) if record else None
-    look = looks(registry.evaluations(evidence[0]), evidence[1]) + 1 if evidence is not None and on_gate_window else 1
+    nth = 1
+    if evidence is not None and on_gate_window and len(logged):
+        nth = look(registry.evaluations(evidence[0]), evidence[1], _judged_log(logged))
     report = evaluate_on(logged, encoder, resolved.labelled, baseline.labelled if baseline else None, estimators,
                          reliability=gate_reliability(config.gate), n_bootstrap=n_bootstrap,
-                         min_probability=config.learner.min_probability, alpha=look_alpha(look))  # fmt: skip
+                         min_probability=config.learner.min_probability, alpha=look_alpha(nth))  # fmt: skip
     if evidence is not None:
         registry.record_evaluation(evaluation_record(config, report, logged, *evidence, gate_window=on_gate_window))
     return report
+
+
+def _judged_log(logged: LoggedData) -> Window:
+    return float(logged.event_times.min()), float(logged.event_times.max()), len(logged)
 
 
 def evaluation_record(
@@ -214,9 +220,9 @@ def evaluation_record(
     whether it was made on the gate's window (else the gate does not take it as evidence)."""
     names = [c.estimator for c in report.comparisons]
     gate_row = report.comparisons[names.index(config.gate.estimator)] if config.gate.estimator in names else report.comparisons[0]
+    since, until, decisions = _judged_log(logged)
     return EvaluationRecord(
-        policy_id=policy_id, against=champion, at=time.time(),
-        since=float(logged.event_times.min()), until=float(logged.event_times.max()), decisions=report.decisions,
+        policy_id=policy_id, against=champion, at=time.time(), since=since, until=until, decisions=decisions,
         estimator=gate_row.estimator, lift=gate_row.difference,
         lift_lower=min(gate_row.bootstrap.low, gate_row.analytic.low),
         lift_upper=max(gate_row.bootstrap.high, gate_row.analytic.high),

@@ -21,7 +21,7 @@ from bandit.learner import vw_arguments
 from bandit.policies import DoNothingPolicy, RulePolicy, UniformPolicy
 from brain.champion import bootstrap_champion
 from policies import operations
-from policies.gate import CLOCK_TOLERANCE, GateRefused, check_gate
+from policies.gate import CLOCK_TOLERANCE, GateRefused, check_gate, look, look_alpha
 from policies.loading import MAX_RULES, PolicyLoadError, load_policy, parse_rules
 from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, artifact_hash
 from store import Store, open_store
@@ -475,6 +475,21 @@ def test_the_gate_refuses_in_one_sentence(evaluation: EvaluationRecord | None, g
 )
 def test_the_gate_lets_a_candidate_through(evaluation: EvaluationRecord) -> None:
     check_gate(GATE, [evaluation], "cand", "champ", NOW)
+
+
+def test_a_look_is_a_log_not_judged_before_against_that_champion() -> None:
+    """The k-th look's intervals are at 1 - 0.05 / k²; the same log judged again is the same look, and
+    neither a chosen window nor an evaluation against another champion is a look."""
+    judged = (NOW - 30 * 24 * HOUR, NOW - 2 * HOUR, 5000)  # _evaluation's log
+    evaluations = [
+        _evaluation(), _evaluation(at=NOW - 2 * HOUR),  # one log judged twice
+        _evaluation(until=NOW - 9 * HOUR, decisions=4000),  # the log a week before
+        _evaluation(until=NOW, decisions=6000, gate_window=False), _evaluation(against="older", decisions=3000),
+    ]
+    assert look([], "champ", judged) == 1
+    assert look(evaluations, "champ", judged) == 2
+    assert look(evaluations, "champ", (NOW - 30 * 24 * HOUR, NOW, 6000)) == 3
+    assert [look_alpha(k) for k in (1, 2, 3)] == [0.05, 0.05 / 4, 0.05 / 9]
 
 
 def test_the_gate_takes_the_newest_evaluation_on_its_window_not_a_newer_one_on_a_chosen_window() -> None:
