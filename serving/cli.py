@@ -320,7 +320,8 @@ def _not_ahead(ctx: click.Context, param: click.Parameter, value: datetime | Non
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
 @store_option
 @click.option("--until", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]), callback=_not_ahead,
-              help="Watermark (UTC), at most now: join every decision whose window closed by then; default the latest event time seen.")  # fmt: skip
+              help="Watermark (UTC), at most now: join every decision whose window closed by then; default the latest event "
+                   "time seen.")  # fmt: skip
 @json_option
 def join(config_path: str, store_url: str | None, until: datetime | None, as_json: bool) -> None:
     """Join closed decisions with their outcomes into learning examples (exactly once)."""

@@ -3,7 +3,6 @@ CLIs print it and exit non-zero. Every backend raises these, never its driver's 
 
 from __future__ import annotations
 
-
 REASON_CHARACTERS = 200
 
 

@@ -151,14 +151,18 @@ def test_client_errors_are_one_line_and_non_zero(live: LiveServer) -> None:
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["decide", "--customer", "Jos\udce9", "--channel", "web"], "Invalid value for '--customer': not valid UTF-8 (character 4)"),
-        (["decide", "--customer", "c", "--channel", "web", "-c", "plan=\udcff"], "'--categorical' / '-c': not valid UTF-8 (character 6)"),
+        (["decide", "--customer", "Jos\udce9", "--channel", "web"],
+         "Invalid value for '--customer': not valid UTF-8 (character 4)"),
+        (["decide", "--customer", "c", "--channel", "web", "-c", "plan=\udcff"],
+         "'--categorical' / '-c': not valid UTF-8 (character 6)"),
         (["outcome", "--customer", "c", "--type", "renew\udce9"], "Invalid value for '--type': not valid UTF-8 (character 6)"),
         (["explain", "d\udce9"], "Invalid value for 'DECISION_ID': not valid UTF-8 (character 2)"),
         (["forget", "--customer", "\udce9"], "Invalid value for '--customer': not valid UTF-8 (character 1)"),
-        (["--api-key", "brein_\nkey", "explain", "d"], "Invalid value for '--api-key': an API key is printable ASCII; character 7 of 10"),
-        (["--api-key", "sleutél", "explain", "d"], "Invalid value for '--api-key': an API key is printable ASCII; character 6 of 7"),
-    ],
+        (["--api-key", "brein_\nkey", "explain", "d"],
+         "Invalid value for '--api-key': an API key is printable ASCII; character 7 of 10"),
+        (["--api-key", "sleutél", "explain", "d"],
+         "Invalid value for '--api-key': an API key is printable ASCII; character 6 of 7"),
+    ],  # fmt: skip
 )
 def test_a_client_argument_grpc_cannot_send_is_refused_before_calling(live: LiveServer, args: list[str], said: str) -> None:
     """An argument in another encoding than UTF-8 (it reaches Python as a lone surrogate) ended in a
