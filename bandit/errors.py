@@ -51,8 +51,8 @@ class OutOfRange(InvalidRequest):
 class UnknownDecision(BreinError):
     """A decision id that the log does not hold."""
 
-    def __init__(self, decision_id: str) -> None:
-        super().__init__(f"decision_id: no decision {excerpt(decision_id)} in the log")
+    def __init__(self, decision_id: str, of: str = "") -> None:
+        super().__init__(f"decision_id: no decision {excerpt(decision_id)} {of + ' ' if of else ''}in the log")
         self.decision_id = decision_id
 
 

@@ -42,6 +42,8 @@ def outcome_record(report: OutcomeReport, config: BreinConfig, now: float) -> Ou
     if not abs(value) <= bound:  # NaN too
         reason = f"must be a finite number within ±{bound:g} (outcomes.{report.type}.max_value), got {value:g}"
         raise OutOfRange("value", reason, "outcome_value")
+    if outcome_type.attribution == "direct" and not report.decision_id:
+        raise InvalidRequest("decision_id", f"required: outcome type {report.type!r} is credited only to the decision it names")
     if value < 0 and not outcome_type.allow_negative:
         raise InvalidRequest("value", f"outcome type {report.type!r} does not allow a negative value, got {value}")
     event_time = resolve_event_time("event_time", report.event_time, now)
@@ -52,7 +54,22 @@ def outcome_record(report: OutcomeReport, config: BreinConfig, now: float) -> Ou
 def record_outcome(report: OutcomeReport, config: BreinConfig, store: DecisionLog, now: float) -> tuple[OutcomeRecord, Future[bool]]:
     """Queue the outcome; the future resolves to True for a duplicate outcome_id once durable."""
     record = outcome_record(report, config, now)
+    if record.decision_id:
+        check_named_decision(record, store)
     return record, store.submit_outcome(record)
+
+
+def check_named_decision(record: OutcomeRecord, store: DecisionLog) -> None:
+    """An outcome that names a decision must name one of its customer's, made before it: the joiner
+    credits a named decision only then, so any other would be stored and never credited, and the
+    caller would never know. Another customer's decision is reported as unknown (an id says nothing
+    about who else was decided for)."""
+    decision = store.decision(record.decision_id)
+    if decision is None or decision.customer_id != record.customer_id:
+        raise UnknownDecision(record.decision_id, "for this customer_id")
+    if record.event_time <= decision.event_time:
+        raise InvalidRequest("event_time", f"the outcome is dated {decision.event_time - record.event_time:.3f} s before the "
+                                           f"decision it names ({excerpt(record.decision_id)}), not after it: it cannot be credited to it")
 
 
 def record_activation(report: ActivationReport, store: DecisionLog, now: float) -> Future[bool]:

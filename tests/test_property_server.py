@@ -179,9 +179,10 @@ def test_any_decide_request_gets_ok_or_invalid_argument(live: LiveServer, reques
 
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(request=outcome_requests())
-def test_any_outcome_report_gets_ok_or_invalid_argument(live: LiveServer, request: pb.ReportOutcomeRequest) -> None:
+def test_any_outcome_report_gets_ok_invalid_argument_or_not_found(live: LiveServer, request: pb.ReportOutcomeRequest) -> None:
+    """... or NOT_FOUND for a decision id the log does not hold for its customer (none does here)."""
     # A repeated outcome_id with other content is a conflict, not bad input: give each example its own id.
     if request.outcome_id:
         request.outcome_id = request.outcome_id[:900] + hashlib.sha256(request.SerializeToString()).hexdigest()
     code = _send(live, "ReportOutcome", [request.SerializeToString()], ())
-    assert code in {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
+    assert code in {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}

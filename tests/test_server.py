@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -14,8 +15,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bandit.config import parse_config
 from bandit.decider import MAX_IN_FLIGHT
+from bandit.errors import InvalidRequest
 from brain.core import Brain
 from brain.worker import Worker
+from reward.ingest import OutcomeReport
 from serving import converters
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
@@ -85,6 +88,36 @@ def test_outcome_activation_and_explain(live: LiveServer) -> None:
     assert {f.name for f in explanation.features} >= {"months_to_contract_end", "plan", "touchpoint", "hour"}
     assert len(explanation.eligible) + len(explanation.removed) == len(live.running.brain.catalog)
     assert "cold start" in explanation.contributions_note
+
+
+def test_an_outcome_names_a_decision_of_its_customer_made_before_it(live: LiveServer) -> None:
+    """Any other decision id would be stored and never credited (the joiner credits a named decision
+    of the outcome's customer, in its window): refused, and nothing is stored."""
+    decision = live.stub.Decide(decide_request(event_time=converters.timestamp(T0)))
+    other = live.stub.Decide(decide_request(customer_id="c2", request_id="r2", event_time=converters.timestamp(T0)))
+    named = {"customer_id": "c1", "type": "contract_renewal", "event_time": converters.timestamp(T0 + DAY)}
+    refused = [
+        ({"decision_id": "nope"}, grpc.StatusCode.NOT_FOUND, "no decision 'nope' for this customer_id"),
+        ({"decision_id": other.decision_id}, grpc.StatusCode.NOT_FOUND, "for this customer_id"),
+        ({"decision_id": decision.decision_id, "event_time": converters.timestamp(T0 - 60)}, grpc.StatusCode.INVALID_ARGUMENT,
+         "event_time: the outcome is dated 60.000 s before the decision it names"),
+        ({"decision_id": decision.decision_id, "event_time": converters.timestamp(T0)}, grpc.StatusCode.INVALID_ARGUMENT,
+         "dated 0.000 s before the decision it names"),
+    ]  # fmt: skip
+    for i, (fields, code, details) in enumerate(refused):
+        with pytest.raises(grpc.RpcError) as error:
+            live.stub.ReportOutcome(pb.ReportOutcomeRequest(**{**named, "outcome_id": f"o{i}", **fields}))
+        assert error.value.code() == code and details in error.value.details()
+    assert live.running.brain.store.joins.outcome_horizon() == 0
+    assert not live.stub.ReportOutcome(pb.ReportOutcomeRequest(**named, outcome_id="o", decision_id=decision.decision_id)).duplicate
+
+
+def test_a_direct_outcome_must_name_its_decision(make_brain: Callable[..., Brain]) -> None:
+    data = example_data()
+    data["outcomes"]["sim_activation"]["attribution"] = "direct"
+    brain = make_brain(parse_config(data))
+    with pytest.raises(InvalidRequest, match="decision_id: required: outcome type 'sim_activation' is credited only to the decision it names"):
+        brain.report_outcome(OutcomeReport("o", "c1", "sim_activation"))
 
 
 def test_a_retried_report_is_a_duplicate_whatever_the_servers_clock_says(live: LiveServer, clock: Clock) -> None:
