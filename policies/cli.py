@@ -384,8 +384,8 @@ def promote(policy_id: str, config_path: str, store_url: str | None, force: bool
 @reason_option
 def rollback(config_path: str, store_url: str | None, reason: str) -> None:
     """Restore the previous champion."""
-    with _opened(config_path, store_url) as (_, store):
-        restored = operations.rollback(store, actor=_actor(), reason=reason)
+    with _opened(config_path, store_url) as (config, store):
+        restored = operations.rollback(config, store, actor=_actor(), reason=reason)
     console.print(f"rolled back: {restored} is the champion again")
 
 

@@ -338,15 +338,15 @@ def promote(config: BreinConfig, store: Store, policy_id: str, *, actor: str, fo
                           f"promote it again") from None  # fmt: skip
 
 
-def rollback(store: Store, *, actor: str, reason: str = "") -> str:
+def rollback(config: BreinConfig, store: Store, *, actor: str, reason: str = "") -> str:
     """Make the previous champion the champion again, only while the champion is still the one rolled back
-    from (ChampionChanged else)."""
+    from (ChampionChanged else), and only if it loads and serves today's catalog (as a promotion)."""
     registry = Registry(store.registry)
     champion = registry.champion()
     previous = registry.previous_champion()
     if previous is None:
         raise ValueError("there is no previous champion to roll back to")
-    load_policy(registry.get(previous), store.models)
+    check_servable(previous, load_policy(registry.get(previous), store.models)[0], Catalog(config))
     registry.make_champion(previous, replacing=champion.id if champion else None, actor=actor,
                            reason=f"rollback: {reason}" if reason else "rollback")  # fmt: skip
     return previous

@@ -799,6 +799,7 @@ def test_a_rule_policy_whose_action_left_the_catalog_is_refused_at_evaluate_and_
     it, and promoted; serving, it could only fall back to its second rule."""
     rules = flow.tmp_path / "rules.json"
     rules.write_text(json.dumps(RULES))
+    (flow.tmp_path / "upsell.json").write_text(json.dumps(RULES[1:]))
     flow.cli("policy", "register", "--id", "renew-evening", "--kind", "rules", "--file", str(rules))
     flow.cli("policy", "evaluate", "renew-evening", "--json")
     no_evenings = _without_evenings(flow)
@@ -815,6 +816,12 @@ def test_a_rule_policy_whose_action_left_the_catalog_is_refused_at_evaluate_and_
                      config=no_evenings, ok=False)  # fmt: skip
     assert again.output == refusal.replace("renew-evening:", "renew-evening-again:")
     assert flow.states() == {"champion": "champion", "renew-evening": "candidate"}
+    # Promoted while evenings were sent, then replaced: no rollback to it once they are not.
+    flow.cli("policy", "promote", "renew-evening", "--force", "--reason", "x")
+    flow.cli("policy", "register", "--id", "upsell", "--kind", "rules", "--file", str(flow.tmp_path / "upsell.json"))
+    flow.cli("policy", "promote", "upsell", "--force", "--reason", "y")
+    rolled = flow.cli("policy", "rollback", config=no_evenings, ok=False)
+    assert rolled.output == refusal and flow.states()["upsell"] == "champion"
 
 
 def test_every_policy_is_evaluated_on_the_actions_the_catalog_has_today(flow: Flow) -> None:

@@ -68,11 +68,11 @@ def test_a_registered_policy_reads_back_as_registered(registry: Registry) -> Non
     assert registry.history("r1") == [PolicyEvent("r1", NOW + 5, "alice", "", "candidate", "holiday rules")]
 
 
-def test_a_new_registry_has_no_champion_and_nothing_to_roll_back_to(store: Store) -> None:
+def test_a_new_registry_has_no_champion_and_nothing_to_roll_back_to(store: Store, config: BreinConfig) -> None:
     registry = Registry(store.registry)
     assert registry.champion() is None and registry.list() == [] and registry.previous_champion() is None
     with pytest.raises(ValueError, match="^there is no previous champion to roll back to$"):
-        operations.rollback(store, actor="test")
+        operations.rollback(config, store, actor="test")
 
 
 def test_opening_the_registry_twice_keeps_its_rows(store: Store, registry: Registry) -> None:
@@ -292,29 +292,29 @@ def test_history_is_append_only_with_who_when_and_why_mirrored_in_the_audit(regi
     assert [e.to_state for e in registry.history("champ")] == ["champion", "retired"]
 
 
-def test_promotion_retires_the_champion_and_rollback_restores_it(registry: Registry, store: Store) -> None:
+def test_promotion_retires_the_champion_and_rollback_restores_it(registry: Registry, store: Store, config: BreinConfig) -> None:
     assert registry.previous_champion() is None
     registry.register("third", "uniform", actor="test", now=NOW + 2)
     assert registry.make_champion("cand", replacing="champ", actor="t", reason="better") == "champ"
     assert _states(registry) == {"champ": "retired", "cand": "champion", "third": "candidate"}
     assert registry.previous_champion() == "champ"
-    assert operations.rollback(store, actor="ops", reason="complaints are up") == "champ"
+    assert operations.rollback(config, store, actor="ops", reason="complaints are up") == "champ"
     assert _states(registry) == {"champ": "champion", "cand": "retired", "third": "candidate"}
     assert registry.history("champ")[-1].reason == "rollback: complaints are up"
     assert registry.history("cand")[-1].reason == "replaced by champ: rollback: complaints are up"
     # Rolling back again undoes the rollback; a later promotion makes the one it replaced the previous.
     assert registry.previous_champion() == "cand"
     assert registry.make_champion("third", replacing="champ", actor="t", reason="try") == "champ"
-    assert operations.rollback(store, actor="ops") == "champ"
+    assert operations.rollback(config, store, actor="ops") == "champ"
     assert registry.history("champ")[-1].reason == "rollback"
 
 
-def test_rollback_refuses_a_previous_champion_that_does_not_load(registry: Registry, store: Store) -> None:
+def test_rollback_refuses_a_previous_champion_that_does_not_load(registry: Registry, store: Store, config: BreinConfig) -> None:
     registry.register("bad", "rules", artifact=b"{not json", actor="test")
     registry.make_champion("bad", replacing="champ", actor="t", reason="x")
     registry.make_champion("cand", replacing="bad", actor="t", reason="y")
     with pytest.raises(PolicyLoadError, match="rules: expected a JSON list"):
-        operations.rollback(store, actor="ops")
+        operations.rollback(config, store, actor="ops")
     assert registry.champion().id == "cand"  # type: ignore[union-attr]
 
 
@@ -543,7 +543,7 @@ def test_a_promotion_commits_only_while_the_champion_is_the_one_the_gate_judged_
 
 
 def test_a_rollback_commits_only_while_the_champion_is_the_one_rolled_back_from(
-    registry: Registry, store: Store, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, store: Store, config: BreinConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry.register("other", "uniform", actor="test")
     registry.make_champion("cand", replacing="champ", actor="t", reason="better")
@@ -556,7 +556,7 @@ def test_a_rollback_commits_only_while_the_champion_is_the_one_rolled_back_from(
 
     monkeypatch.setattr(operations, "load_policy", load_while_other_is_promoted)
     with pytest.raises(ChampionChanged, match=r"^the champion changed from cand to other since champ's change was decided"):
-        operations.rollback(store, actor="ops-1", reason="complaints are up")
+        operations.rollback(config, store, actor="ops-1", reason="complaints are up")
     assert _states(registry) == {"champ": "retired", "cand": "retired", "other": "champion"}
 
 
