@@ -206,7 +206,7 @@ def show(policy_id: str, config_path: str, store_url: str | None, as_json: bool)
     if as_json:
         click.echo(json.dumps({"id": entry.id, "kind": entry.kind, "state": entry.state, "artifact_hash": entry.artifact_hash,
                                "args": entry.args, "parent": entry.parent, "created": entry.created, "note": entry.note,
-                               "trained_until": entry.trained_until,
+                               "trained_until": entry.trained_until, "selected_among": entry.selected_among,
                                "history": [asdict(h) for h in history], "evaluations": [asdict(e) for e in evaluations]}, indent=2))  # fmt: skip
         return
     console.print(f"[bold]{entry.id}[/] ({entry.kind}, {entry.state}) artifact {entry.artifact_hash[:12]}, parent {entry.parent or '-'}")
@@ -214,6 +214,8 @@ def show(policy_id: str, config_path: str, store_url: str | None, as_json: bool)
         console.print(f"VW arguments: {' '.join(entry.args)}")
     if entry.trained_until is not None:
         console.print(f"trained on joined decisions before {_when(entry.trained_until)}: the gate evaluates it on those after")
+    if entry.selected_among > 1:
+        console.print(f"picked as the best of {entry.selected_among} set-ups: every look at it is at 1 - 0.05 / ({entry.selected_among} k²)")
     table = Table("when", "who", "from", "to", "why", title="History")
     for event in history:
         table.add_row(_when(event.at), event.actor, event.from_state or "-", event.to_state, event.reason)

@@ -7,6 +7,7 @@ enough windows tried, one of them shows a lift that is not there."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
@@ -16,6 +17,7 @@ from bandit.errors import BreinError
 from policies.estimators import ALPHA, Diagnostics, Reliability
 from store.records import EvaluationRecord
 
+MAX_RESAMPLES = 20_000
 CLOCK_TOLERANCE = 300.0
 """Seconds an evaluation may be dated ahead of the promoting host's clock (hosts' clocks differ a little):
 one dated further ahead was recorded by a host whose clock is wrong, and would never age."""
@@ -34,13 +36,23 @@ Window = tuple[float, float, int]
 """The log an evaluation judged: its first and last decision times and its number of decisions."""
 
 
-def look_alpha(look: int) -> float:
+def look_alpha(look: int, selected_among: int = 1) -> float:
     """The alpha of a candidate's ``look``-th look against one champion on the gate's window (1 for
     the first): ALPHA / look². Evaluated again as the log grows and promoted at the first pass, a
     candidate no better than the champion passes some look sooner or later at a fixed 95% (a
     sequential test read as a single one); at 1 - ALPHA / k² the chance that it ever passes is at
-    most ALPHA·π²/6 (8.2%), and its first look is judged at 95% as before."""
-    return ALPHA / look**2
+    most ALPHA·π²/6 (8.2%), and its first look is judged at 95% as before. A candidate picked as the
+    best of ``selected_among`` set-ups on a log its window keeps (``PolicyEntry.selected_among``: a
+    tuning's) shares ALPHA among them at every look, as tuning did: evaluated again at 95% on that
+    log, the one picked would pass on the error that made it look best."""
+    return ALPHA / (max(1, selected_among) * look**2)
+
+
+def resamples(alpha: float, n_bootstrap: int) -> int:
+    """The bootstrap resamples that leave as many beyond a bound at ``alpha`` as ``n_bootstrap`` leave at
+    ALPHA, at most MAX_RESAMPLES (a bound on an evaluation's time: past it the analytic interval, which
+    the gate takes where it is wider, carries the tail)."""
+    return min(MAX_RESAMPLES, math.ceil(n_bootstrap * ALPHA / alpha))
 
 
 def look(evaluations: Sequence[EvaluationRecord], champion: str, window: Window) -> int:

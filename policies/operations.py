@@ -18,7 +18,7 @@ from bandit.features import FeatureEncoder
 from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments, vw_refusal
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
-from policies.gate import GateRefused, Window, check_gate, gate_reliability, look, look_alpha
+from policies.gate import GateRefused, Window, check_gate, gate_reliability, look, look_alpha, resamples
 from policies.loading import LEARNED_KEY, PolicyLoadError, check_servable, load_policy, parse_rules
 from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, checked_new_policy_id
 from reward.online import ExampleReader, encoding_at_birth
@@ -186,7 +186,8 @@ def evaluate_policy(
     candidate with an action the catalog no longer has is refused (``check_servable``). A registry
     entry's evaluation against the champion's entry is recorded (``judged``); on another window, marked
     as no evidence for the gate (``EvaluationRecord.gate_window``); the k-th look on the gate's window
-    against one champion (a log not judged before) has its intervals at 1 - ALPHA / k² (``look_alpha``)."""
+    against one champion (a log not judged before) has its intervals at 1 - ALPHA / k², and at 1 - ALPHA /
+    (m·k²) for a candidate picked as the best of m set-ups (``look_alpha``)."""
     registry = Registry(store.registry)
     resolved = resolve_policy(candidate, config, store)
     check_servable(*resolved.labelled, Catalog(config))
@@ -200,9 +201,10 @@ def evaluate_policy(
     nth = 1
     if evidence is not None and on_gate_window and len(logged):
         nth = look(registry.evaluations(evidence[0]), evidence[1], _judged_log(logged))
+    alpha = look_alpha(nth, resolved.entry.selected_among if resolved.entry is not None else 1)
     report = evaluate_on(logged, encoder, resolved.labelled, baseline.labelled if baseline else None, estimators,
-                         reliability=gate_reliability(config.gate), n_bootstrap=n_bootstrap,
-                         min_probability=config.learner.min_probability, alpha=look_alpha(nth))  # fmt: skip
+                         reliability=gate_reliability(config.gate), n_bootstrap=resamples(alpha, n_bootstrap),
+                         min_probability=config.learner.min_probability, alpha=alpha)  # fmt: skip
     if evidence is not None:
         registry.record_evaluation(evaluation_record(config, report, logged, *evidence, gate_window=on_gate_window))
     return report

@@ -150,8 +150,10 @@ class Registry:
         state: State = "candidate",
         now: float | None = None,
         trained_until: float | None = None,
+        selected_among: int = 1,
     ) -> PolicyEntry:
-        """``trained_until``: a trained model's end of the range it learned from (``PolicyEntry.trained_until``)."""
+        """``trained_until``: a trained model's end of the range it learned from (``PolicyEntry.trained_until``);
+        ``selected_among``: the set-ups it was picked among (``PolicyEntry.selected_among``)."""
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
         if state not in STATES:
@@ -159,7 +161,7 @@ class Registry:
         checked_policy_id(policy_id)
         at = time.time() if now is None else now
         entry = PolicyEntry(policy_id, kind, artifact, artifact_hash(kind, artifact), list(args or []), dict(features or {}),
-                            parent, at, state, note, trained_until)  # fmt: skip
+                            parent, at, state, note, trained_until, selected_among)  # fmt: skip
         event = PolicyEvent(policy_id, at, actor, "", state, note or "registered")
         self._refuse_registering(entry)
         try:

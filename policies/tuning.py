@@ -22,7 +22,6 @@ in one store call, so a run killed at any point leaves either no candidate or a 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,7 +46,7 @@ from policies.evaluation import (
     load_logged,
     reward_predictions,
 )
-from policies.gate import gate_reliability
+from policies.gate import gate_reliability, look_alpha, resamples
 from policies.operations import Trained, evaluation_record, resolve_policy, train_model
 from policies.registry import Registry, checked_new_policy_id
 from reward.credit import CreditRules
@@ -431,8 +430,8 @@ def _best(tried: Sequence[Tried], champion: str, alpha: float) -> tuple[Tried | 
 def competing_level(competing: int, n_bootstrap: int) -> tuple[float, int]:
     """The alpha of each of ``competing`` set-ups' intervals (Bonferroni: ALPHA shared among them) and
     the bootstrap resamples that leave as many beyond each bound as ``n_bootstrap`` leave at ALPHA."""
-    alpha = ALPHA / max(1, competing)
-    return alpha, math.ceil(n_bootstrap * ALPHA / alpha)
+    alpha = look_alpha(1, competing)
+    return alpha, resamples(alpha, n_bootstrap)
 
 
 def level(alpha: float) -> str:
@@ -469,6 +468,7 @@ def register_best(
             f"{tuning.evaluated_on:,} from {_when(tuning.cut)}; best of {len(tuning.tried)} set-ups: {tuning.verdict}; "
             f"set-up {dict(best.setup.overrides)}")  # fmt: skip
     entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
-                              parent=tuning.baseline, note=note, actor=actor, trained_until=trained.until)  # fmt: skip
+                              parent=tuning.baseline, note=note, actor=actor, trained_until=trained.until,
+                              selected_among=len(tuning.tried))  # fmt: skip
     tuning.registered = entry.id
     return entry

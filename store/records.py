@@ -359,6 +359,9 @@ class PolicyEntry:
     trained_until: float | None = None
     """A trained or tuned model's: the end of the event-time range it learned from; the log after it
     is the window the promotion gate evaluates it on. None: it learned from no logged decision."""
+    selected_among: int = 1
+    """How many set-ups competed on one log when this one was picked as the best (a tuning's), else 1:
+    every look at it shares the gate's ALPHA among them (``policies.gate.look_alpha``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ EXAMPLE_STATUS = EXAMPLE_COLUMNS.split(", ").index("status")
 """Where an example row holds its status."""
 RUN_COLUMNS = "run, watermark, cutoff, horizon, joined, unactivated, late_outcomes, late_checked, finished_at"
 MODEL_COLUMNS = "version, args, data, policy_id, learned, encoding"
-POLICY_COLUMNS = "id, kind, artifact, artifact_hash, args, features, parent, created, state, note, trained_until"
+POLICY_COLUMNS = "id, kind, artifact, artifact_hash, args, features, parent, created, state, note, trained_until, selected_among"
 EVENT_COLUMNS = "policy_id, at, actor, from_state, to_state, reason"
 EVALUATION_COLUMNS = (
     "policy_id, against, at, since, until, decisions, estimator, lift, lift_lower, lift_upper, ess, report, gate_window"
@@ -232,13 +232,13 @@ def snapshot_from_row(row: Sequence[Any]) -> ModelSnapshot:
 def policy_row(entry: PolicyEntry) -> tuple[Any, ...]:
     """A row of POLICY_COLUMNS."""
     return (entry.id, entry.kind, entry.artifact, entry.artifact_hash, to_json(entry.args), to_json(entry.features),
-            entry.parent, entry.created, entry.state, entry.note, entry.trained_until)  # fmt: skip
+            entry.parent, entry.created, entry.state, entry.note, entry.trained_until, entry.selected_among)  # fmt: skip
 
 
 def policy_from_row(row: Sequence[Any]) -> PolicyEntry:
-    policy_id, kind, artifact, artifact_hash, args, features, parent, created, state, note, trained_until = row
+    policy_id, kind, artifact, artifact_hash, args, features, parent, created, state, note, trained_until, selected_among = row
     return PolicyEntry(policy_id, kind, None if artifact is None else bytes(artifact), artifact_hash, from_json(args),
-                       from_json(features), parent, created, state, note, trained_until)  # fmt: skip
+                       from_json(features), parent, created, state, note, trained_until, selected_among)  # fmt: skip
 
 
 def evaluation_row(record: EvaluationRecord) -> tuple[Any, ...]:

@@ -260,8 +260,8 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     with closing(sqlite3.connect(tmp_path / "brein.db")) as conn:
         applied = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.store' ORDER BY id").fetchall()
     names = [name for (name,) in applied]
-    assert len(names) == len(set(names)) == 16
-    assert names[0] == "m001_decision_log" and names[-1] == "m016_gate_windows"
+    assert len(names) == len(set(names)) == 17
+    assert names[0] == "m001_decision_log" and names[-1] == "m017_selected_among"
     with closing(sqlite3.connect(worker_file(str(tmp_path / "brein.db")))) as conn:
         worker = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.worker' ORDER BY id").fetchall()
     assert worker == [("m001_worker_tables",), ("m002_provisional_examples",), ("m003_provisional_stages",)]
@@ -357,7 +357,7 @@ def _snapshot_of(path: Path, queue: str = "join_queue") -> dict[str, list[tuple[
                   "ORDER BY decision_id",
         "late": "SELECT * FROM late_outcomes ORDER BY outcome_id, decision_id",
         "models": "SELECT version, args, data, created_at, policy_id, learned FROM models ORDER BY version",
-        "policies": f"SELECT {POLICY_COLUMNS.removesuffix(', trained_until')} FROM policies ORDER BY id",
+        "policies": f"SELECT {POLICY_COLUMNS.removesuffix(', trained_until, selected_among')} FROM policies ORDER BY id",
         "events": "SELECT * FROM policy_events ORDER BY id",
         "evaluations": f"SELECT id, {EVALUATION_COLUMNS.removesuffix(', gate_window')} FROM evaluations ORDER BY id",
         "audit": "SELECT * FROM audit ORDER BY id",
@@ -403,6 +403,7 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         champion = store.registry.champion()
         assert champion is not None and [e.id for e in store.registry.policies("shadow")] == ["cand"]
         assert [e.trained_until for e in store.registry.policies()] == [None, None]  # m016: no policy's training end known
+        assert [e.selected_among for e in store.registry.policies()] == [1, 1]  # m017: none picked among others
         snapshots = list(store.models.newest_first(champion.id))
         assert len(snapshots) == 3 and all(s.learned is not None and s.learned > START for s in snapshots)
         # Old snapshots have no encoding (read as the data-free ``auto``) and are found by (policy, version).
@@ -427,9 +428,9 @@ def test_a_store_from_before_one_migration_history_migrates_in_place(tmp_path: P
         store.close()
     again = open_store(str(path))  # a plain path, as configs had it: nothing is applied twice
     try:
-        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 16
+        assert sqlite_count(again, "_sqlite_migrations", "WHERE migration_set = 'brein.store'") == 17
         with closing(sqlite3.connect(path)) as conn:
-            assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == len(old_sets) + 16
+            assert conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == len(old_sets) + 17
     finally:
         again.close()
 

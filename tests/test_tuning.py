@@ -145,6 +145,13 @@ def test_the_intervals_of_setups_competing_to_be_the_best_are_at_a_level_shared_
     assert single["setup"] == "cubic-fast" and single["lift"] == pytest.approx(cubic["lift"])
     assert cubic["lift_interval"][0] < single["lift_interval"][0] and cubic["lift_interval"][1] > single["lift_interval"][1]
     assert [row["candidate"]["alpha"] for row in cubic["evaluation"]["estimators"].values()] == [pytest.approx(0.05 / 3)] * 6
+    # Evaluated again, the one picked keeps its share of alpha: at 95% on the log it was picked on, it
+    # would pass on the error that made it the best (its window starts where the champion's knowledge
+    # ended, so this is its second look: 0.05 / (3 * 2²)).
+    assert json.loads(flow.cli("policy", "show", "of-three", "--json").output)["selected_among"] == 3
+    again = json.loads(flow.cli("policy", "evaluate", "of-three", "--json").output)
+    assert [row["candidate"]["alpha"] for row in again["estimators"].values()] == [pytest.approx(0.05 / 12)] * 6
+    assert "picked as the best of 3 set-ups" in flow.cli("policy", "show", "of-three").output
     table = flow.cli(*args[:-2], "--setups", str(_setups(flow)), "--id", "shown").output
     assert "98.3% interval" in table and "(98.3% interval: 95% for the best of 3)" in table
 

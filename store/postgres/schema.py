@@ -271,6 +271,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE policies ADD COLUMN trained_until double precision",
         "ALTER TABLE evaluations ADD COLUMN gate_window boolean NOT NULL DEFAULT false",
     ]),
+    # How many set-ups a tuned candidate was picked among: every look at it shares the gate's alpha among them.
+    ("m009_selected_among", ["ALTER TABLE policies ADD COLUMN selected_among integer NOT NULL DEFAULT 1"]),
 ]  # fmt: skip
 
 

@@ -404,6 +404,13 @@ def m016_gate_windows(db: Database) -> None:
     db.execute("ALTER TABLE policies ADD COLUMN trained_until REAL")
     db.execute("ALTER TABLE evaluations ADD COLUMN gate_window INTEGER NOT NULL DEFAULT 0")
 
+
+@migrations()
+def m017_selected_among(db: Database) -> None:
+    """How many set-ups a tuned candidate was picked among: every look at it shares the gate's alpha
+    among them (policies/gate.py, look_alpha)."""
+    db.execute("ALTER TABLE policies ADD COLUMN selected_among INTEGER NOT NULL DEFAULT 1")
+
 def _copy(log: Database, worker: Database, table: str) -> None:
     """``table``'s rows, rowids kept (model snapshots are ordered by theirs), a page at a time."""
     columns = ", ".join(["rowid", *(row[1] for row in log.execute(f"SELECT * FROM pragma_table_info('{table}')").fetchall())])
