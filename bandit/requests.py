@@ -90,6 +90,9 @@ def validate_decision_request(request: DecisionRequest, config: BreinConfig, cat
     for key, text in request.categorical.items():
         check_text("context.categorical key", key, required=True)
         check_text(f"context.categorical[{excerpt(key)}]", text, required=False)
+    if both := request.numeric.keys() & request.categorical.keys():
+        name = excerpt(min(both))
+        raise InvalidRequest("context", f"{name} is both context.numeric[{name}] and context.categorical[{name}]: a feature has one value")
     for channel in request.contact_consent:
         if channel not in catalog.channels:
             raise InvalidRequest("consent.contact", f"unknown channel {excerpt(channel)}")
