@@ -149,15 +149,20 @@ def worker(config_path: str, store_url: str | None, log_level: str) -> None:
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
 def check(config_path: str) -> None:
-    """Validate a config file: its keys, its CEL rules, its catalog and its learner's VW arguments."""
+    """Validate a config file: its keys, its CEL rules, its catalog, its learner's VW arguments, and the
+    files `brein serve` reads (TLS certificates and key, the pseudonymisation key)."""
     from bandit.catalog import Catalog
+    from bandit.pseudonyms import Pseudonyms
     from bandit.rules import EligibilityRules
     from brain.champion import config_model
+    from serving.security import transport
 
     config = _config(config_path)
     try:
         rules = EligibilityRules(config)
         config_model(config)
+        transport(config, config.server.address)
+        Pseudonyms.from_config(config.privacy)
     except BreinError as error:
         raise click.ClickException(str(error)) from None
     catalog = Catalog(config)

@@ -23,6 +23,7 @@ import contextvars
 import hashlib
 import ipaddress
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,7 +108,25 @@ def _pem(path: str, key: str) -> bytes:
 def server_credentials(tls: TLSConfig) -> grpc.ServerCredentials:
     cert, key = _pem(tls.cert_file, "tls.cert_file"), _pem(tls.key_file, "tls.key_file")
     client_ca = None if tls.client_ca_file is None else _pem(tls.client_ca_file, "tls.client_ca_file")
+    _check_loads(tls)
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
+def _check_loads(tls: TLSConfig) -> None:
+    """ConfigError unless the files are a certificate, its own private key and (if given) CA
+    certificates: gRPC takes any PEM text here and fails only when it binds the port, with no reason
+    (the store opened by then), so they are loaded first by OpenSSL, which says what is wrong."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file, password=b"")
+    except ssl.SSLError as error:
+        raise ConfigError(f"tls.cert_file, tls.key_file: {tls.cert_file} and {tls.key_file} are not a certificate and its "
+                          f"unencrypted private key ({error.reason or error})") from None  # fmt: skip
+    if tls.client_ca_file is not None:
+        try:
+            context.load_verify_locations(tls.client_ca_file)
+        except ssl.SSLError as error:
+            raise ConfigError(f"tls.client_ca_file: {tls.client_ca_file} holds no CA certificate ({error.reason or error})") from None
 
 
 def transport(config: BreinConfig, address: str) -> grpc.ServerCredentials | None:

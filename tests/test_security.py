@@ -458,3 +458,34 @@ def test_the_readme_production_config_is_valid() -> None:
     config = parse_config({**data, **snippet})
     assert config.tls is not None and config.security is not None and config.privacy.pseudonymise
     assert set(config.security.callers) == {"webshop", "ops-desk"}
+
+
+def _broken_files(directory: Path) -> dict[str, tuple[str, str]]:
+    """Configs `brein serve` cannot start with, by the files they name, and what is said."""
+    ca = CertificateAuthority(directory / "pki")
+    server, other = ca.server(), CertificateAuthority(directory / "other", name="Other CA").server()
+    tls = '[tls]\ncert_file = "{}"\nkey_file = "{}"\n'
+    return {
+        "another certificate's key": (tls.format(server.cert_file, other.key_file), "are not a certificate and its unencrypted private key"),
+        "certificate and key swapped": (tls.format(server.key_file, server.cert_file), "are not a certificate and its unencrypted private key"),
+        "a key as the client CA": (tls.format(server.cert_file, server.key_file) + f'client_ca_file = "{server.key_file}"\n',
+                                   f"tls.client_ca_file: {server.key_file} holds no CA certificate"),
+        "no pseudonymisation key file": ('[privacy]\npseudonymise = true\nkey_file = "/nonexistent/brein.key"\n',
+                                         "privacy.key_file: cannot read /nonexistent/brein.key"),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["another certificate's key", "certificate and key swapped", "a key as the client CA",
+                                  "no pseudonymisation key file"])  # fmt: skip
+def test_check_refuses_the_files_serve_cannot_start_with_and_serve_refuses_them_before_the_store(tmp_path: Path, case: str) -> None:
+    """`brein check` said OK; `brein serve` created the store and then blamed the address ("gRPC
+    could not bind it") for a key that is not the certificate's or a CA file that holds a key."""
+    section, said = _broken_files(tmp_path)[case]
+    config = tmp_path / "brein.toml"
+    config.write_text(EXAMPLE.read_text().replace("127.0.0.1:50051", "127.0.0.1:0").replace("127.0.0.1:9464", "127.0.0.1:0") + "\n" + section)
+    checked = CliRunner().invoke(main, ["check", "--config", str(config)])
+    assert checked.exit_code == 1 and said in checked.output
+    served = subprocess.run([sys.executable, "-m", "serving", "serve", "--config", "brein.toml"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert served.returncode == 1 and said in served.stderr
+    assert not (tmp_path / "var" / "brein.db").exists()  # refused before anything started
