@@ -31,6 +31,7 @@ from bandit.config import BreinConfig, load_config
 from bandit.learner import vw_arguments
 from bandit.requests import DecisionRequest
 from brain.core import Brain
+from brain.probe import Prober
 from reward.export import dsjson_lines
 from reward.ingest import ActivationReport, OutcomeReport
 from reward.joiner import Joiner
@@ -90,9 +91,9 @@ def learn_round(
     """One round: Brein's learner from scratch, then VW's CLI both ways: (examples, timing by row).
     Every round learns for a policy id of its own, so that it stores its own snapshots."""
     learner = OnlineLearner(config, brain.store.examples, brain.store.models, vw_args, None, decisions=brain.store.decisions,
-                            policy_id=f"bench-{number}")  # fmt: skip
+                            policy_id=f"bench-{number}", probe=Prober(config).check)  # fmt: skip
     learned: list[int] = []
-    seconds = {BREIN: timed(lambda: learned.append(learner.step()))}
+    seconds = {BREIN: timed(lambda: learned.append(learner.step().learned))}
     seconds[CLI] = timed(lambda: run_cli_driver(["--dsjson", "-d", str(export), *vw_args]))
     seconds[CLI_ONE_THREAD] = timed(lambda: run_cli_driver(["--dsjson", "-d", str(export), *vw_args], onethread=True))
     return learned[0], seconds

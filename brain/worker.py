@@ -28,7 +28,7 @@ from brain.tuning import ScheduledTuning, TuningRun
 from policies.loading import PolicyLoadError, load_policy
 from policies.registry import Registry
 from reward.joiner import WRITE_ROWS, Joiner, JoinReport
-from reward.online import OnlineLearner
+from reward.online import LearnRun, OnlineLearner
 from reward.retention import apply_retention
 from store import Store
 from store.errors import LeaseLost
@@ -50,6 +50,8 @@ class RoundReport:
     join: JoinReport
     learned: int
     tuned: TuningRun | None = None
+    set_aside: int = 0
+    """Joined examples the learner set aside: learning them left a model the probe refuses."""
 
 
 class Worker:
@@ -75,8 +77,8 @@ class Worker:
         is due (in event time)."""
         report = self.joiner.run(until)
         learner = self.learner() if self.config.learner.online else None
-        learned = learner.step() if learner is not None else 0
-        return RoundReport(report, learned, self.tune(until))
+        run = learner.step() if learner is not None else LearnRun(0)
+        return RoundReport(report, run.learned, self.tune(until), len(run.set_aside))
 
     def tune(self, until: float | None = None) -> TuningRun | None:
         """The scheduled tuning run, if ``[tuning]`` is on and one is due at ``until`` (default: the latest event time seen)."""
@@ -103,7 +105,7 @@ class Worker:
                 data = None if policy.cold else policy.serialize()
                 self._learner = OnlineLearner(self.config, self.store.examples, self.store.models, policy.args, data,
                                               decisions=self.store.decisions, policy_id=champion.id, after=learned,
-                                              encoding=policy.encoding)  # fmt: skip
+                                              encoding=policy.encoding, probe=self._prober.check)  # fmt: skip
         return self._learner
 
     def retention_due(self) -> bool:
@@ -136,6 +138,7 @@ class Joined:
     learned: int
     clamped: int = 0
     provisional: int = 0
+    set_aside: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +247,8 @@ def _round(worker: Worker) -> WorkerEvent:
     if done.learned:
         log.info("learned %d examples", done.learned,
                  extra={"joined": join.joined, "provisional": join.provisional, "late_outcomes": join.late_outcomes})  # fmt: skip
-    return Joined(join.joined, join.unactivated, join.late_outcomes, join.pending, done.learned, join.clamped, join.provisional)
+    return Joined(join.joined, join.unactivated, join.late_outcomes, join.pending, done.learned, join.clamped, join.provisional,
+                  done.set_aside)  # fmt: skip
 
 
 def _retention(worker: Worker) -> WorkerEvent:

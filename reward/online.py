@@ -9,12 +9,20 @@ from the raw features.
 Learning runs outside any serving model (VW's own driver continues from the last snapshot), so
 it never holds the lock that predictions take. Each snapshot records how far it has learned, so
 a restarted learner continues where its last snapshot stopped.
+
+Every model the learner goes on from or stores passes the probe servers use (brain/probe.py). A
+few extreme values can leave weights that are not finite (VW's adaptive, normalised update sums
+g²x² in float32), and a model that has them stays so: learning on from it would refuse every later
+snapshot for good, and a restarted learner would learn the same examples into the same state. The
+examples that do it are found and set aside (``OnlineLearner.learn_finite``), the rest are learned.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 
 from bandit.catalog import Action, Catalog
@@ -27,12 +35,15 @@ from bandit.learner import (
     ActionLines,
     LabelledExample,
     TextTrainer,
+    VWPolicy,
     action_lines,
     model_version,
 )
 from store.ports import DecisionLog, JoinedExamples, ModelSnapshots
 from store.records import START, Cursor, LoggedExample, ModelSnapshot, SharedFeatures
 from store.rows import from_json
+
+log = logging.getLogger("brein.learner")
 
 FETCH = 5000
 """Examples read from the store at a time."""
@@ -181,6 +192,20 @@ class ExampleReader:
         return logged if self.logged_lines and logged else self.encoder.shared_line(features)
 
 
+Probe = Callable[[VWPolicy], str | None]
+"""Why a model must not serve (or be learned on from), or None: brain/probe.py's ``Prober.check``."""
+IDS_LOGGED = 10
+"""Decision ids a warning about examples set aside names at most (the count is always given)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LearnRun:
+    """What a learner's step did: examples learned, and the decision ids of those set aside."""
+
+    learned: int
+    set_aside: tuple[str, ...] = ()
+
+
 class OnlineLearner:
     def __init__(
         self,
@@ -192,11 +217,13 @@ class OnlineLearner:
         *,
         decisions: DecisionLog,
         policy_id: str,
+        probe: Probe,
         after: Cursor = START,
         encoding: LearnedEncoding | None = None,
     ) -> None:
         """``encoding``: the lineage's, from its newest snapshot; a lineage without a model yet
-        learns its own from the decision log when it has its first example to learn."""
+        learns its own from the decision log when it has its first example to learn. ``probe``: the
+        check every model passes before it is learned on from or stored."""
         self.config = config
         self.examples = examples
         self.decisions = decisions
@@ -206,23 +233,51 @@ class OnlineLearner:
         self.model_data = model_data
         self.position = after
         self.encoding = encoding
+        self.probe = probe
         self.reader = ExampleReader(config, examples, encoding=encoding, lineage=policy_id)
 
-    def step(self) -> int:
+    def step(self) -> LearnRun:
         """Learn every joined example not learned yet, a snapshot stored every
-        ``learner.snapshot_every`` examples and one for the rest."""
+        ``learner.snapshot_every`` examples and one for the rest. An example whose learning leaves
+        the model failing the probe is set aside: not learned, but passed like the others, so the
+        position a snapshot records moves past it and a restart never learns it either."""
         if self.model_data is None and self.encoding is None and self.examples.learning(self.position, 1):
             self.encoding = encoding_at_birth(self.config, self.decisions)
             self.reader = ExampleReader(self.config, self.examples, encoding=self.encoding, lineage=self.policy_id)
         texts = self.reader.texts(self.position)
         learned = 0
+        set_aside: list[str] = []
         with TextTrainer(self.args) as trainer:
             while chunk := list(islice(texts, self.config.learner.snapshot_every)):
-                self.model_data, count = trainer.learn(self.model_data, (text for _, text in chunk))
+                self.model_data, count, aside = self.learn_finite(trainer, self.model_data, chunk)
                 self.position = chunk[-1][0]
                 learned += count
+                set_aside += aside
                 self.snapshot()
-        return learned
+        if set_aside:
+            more = len(set_aside) - IDS_LOGGED
+            shown = ", ".join(set_aside[:IDS_LOGGED]) + (f" and {more} more" if more > 0 else "")
+            log.warning("set aside %d joined examples of %s: learning each left a model the probe refuses (decisions %s)",
+                        len(set_aside), self.policy_id, shown, extra={"set_aside": len(set_aside)})  # fmt: skip
+        return LearnRun(learned, tuple(set_aside))
+
+    def learn_finite(
+        self, trainer: TextTrainer, model_data: bytes | None, chunk: Sequence[tuple[Cursor, str]]
+    ) -> tuple[bytes | None, int, list[str]]:
+        """``chunk`` learned from ``model_data``, a model passing the probe (or none yet): the model
+        after it, how many were learned, the decision ids of those set aside. When the model after
+        the whole chunk fails the probe, each half is learned in turn the same way, from the model
+        the one before it left: what is left of a single example that fails is set aside. One probe
+        a chunk while nothing fails; about two a halving for each example set aside."""
+        learned, count = trainer.learn(model_data, (text for _, text in chunk))
+        if self.probe(VWPolicy(self.args, learned, self.encoding)) is None:
+            return learned, count, []
+        if len(chunk) == 1:
+            return model_data, 0, [chunk[0][0][2]]
+        half = len(chunk) // 2
+        model_data, first, aside = self.learn_finite(trainer, model_data, chunk[:half])
+        model_data, second, more = self.learn_finite(trainer, model_data, chunk[half:])
+        return model_data, first + second, aside + more
 
     def snapshot(self) -> None:
         """Store the model as it is now, with how far it has learned."""

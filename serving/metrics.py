@@ -35,6 +35,11 @@ class Metrics:
         provisional = "Provisional examples to learn from: a decision at the close of one of its shorter windows"
         self.provisional = Counter("brein_provisional_examples", provisional, registry=registry)
         self.learned = Counter("brein_learned_examples", "Joined and provisional examples learned online", registry=registry)
+        set_aside = (
+            "Joined examples the online learner set aside: learning them left a model the probe refuses "
+            "(the worker logs their decision ids)"
+        )
+        self.set_aside = Counter("brein_set_aside_examples", set_aside, registry=registry)
         failures = (
             "Background failures by thread: join/learn rounds (brein-worker), retention runs (brein-retention), worker "
             "processes (brein-worker-process), following the store (brein-follow), the store's writers and checkpointers "
@@ -85,7 +90,7 @@ class Metrics:
         self.store_abandoned.inc(abandoned)
 
     def joined_round(
-        self, joined: int, unactivated: int, late: int, pending: int, learned: int, clamped: int, provisional: int
+        self, joined: int, unactivated: int, late: int, pending: int, learned: int, clamped: int, provisional: int, set_aside: int
     ) -> None:
         self.joined.labels("joined").inc(joined)
         self.provisional.inc(provisional)
@@ -94,6 +99,7 @@ class Metrics:
         self.join_pending.set(pending)
         self.learned.inc(learned)
         self.clamped_rewards.inc(clamped)
+        self.set_aside.inc(set_aside)
 
     def serving(self, policy_id: str, version: str) -> None:
         self.model_version.clear()

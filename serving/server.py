@@ -71,7 +71,7 @@ def _heard(metrics: Metrics, event: WorkerEvent) -> None:
     """What the worker said: a round to count, a failure, a retention run."""
     if isinstance(event, Joined):
         metrics.joined_round(event.joined, event.unactivated, event.late_outcomes, event.pending, event.learned, event.clamped,
-                             event.provisional)
+                             event.provisional, event.set_aside)
     elif isinstance(event, Failed):
         metrics.background_failures.labels("brein-worker").inc()
     elif isinstance(event, ThreadFailed):

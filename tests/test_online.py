@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from vowpal_wabbit_next import Workspace, run_cli_driver
 
+from bandit.catalog import Catalog
 from bandit.config import BreinConfig, parse_config
-from bandit.learner import COLD_START, TextTrainer, VWPolicy, example_text
+from bandit.learner import COLD_START, TextTrainer, VWPolicy, action_lines, example_text, vw_arguments
 from bandit.requests import DecisionRequest
 from brain.core import Brain
+from brain.probe import Prober
 from brain.worker import Worker
 from reward.ingest import ActivationReport, OutcomeReport
 from reward.joiner import JoinReport
-from reward.online import MONEY_PER_COST, UNSCALED, ExampleReader, reward_scale
+from reward.online import MONEY_PER_COST, UNSCALED, ExampleReader, LearnRun, OnlineLearner, reward_scale
 from serving.cli import main
 from store import open_store
-from tests.conftest import T0, Clock, example_data
+from store.opening import sqlite_path
+from store.records import Cursor
+from tests.conftest import T0, Clock, example_data, sqlite_files
 
 DAY = 86_400.0
 
@@ -85,7 +91,7 @@ def test_online_learning_stores_snapshots_served_and_resumed_after_restart(make_
         assert restarted.decider.policy.model.version == serving.version
         worker = Worker(config, store, clock=clock)
         learner = worker.learner()
-        assert learner is not None and learner.step() == 0  # it knows how far its snapshot had learned
+        assert learner is not None and learner.step().learned == 0  # it knows how far its snapshot had learned
     finally:
         store.close()
 
@@ -198,3 +204,88 @@ def test_chunked_learning_keeps_the_options_a_model_file_forgets(regulariser: li
         chunked, _ = trainer.learn(half, texts[300:])
     assert whole is not None and chunked is not None
     assert _weights(chunked) == pytest.approx(_weights(whole))
+
+
+def spend_config(*interactions: str) -> BreinConfig:
+    """The example config with ``lifetime_spend`` encoded raw and ``interactions`` added."""
+    data = example_data()
+    data["learner"].update(snapshot_every=50)
+    data["learner"]["interactions"] = [*data["learner"]["interactions"], *interactions]
+    data["features"]["numeric"]["lifetime_spend"] = {"encoding": "raw"}
+    return parse_config(data)
+
+
+def poisoned_texts(config: BreinConfig, count: int, poisoned: set[int]) -> list[tuple[Cursor, str]]:
+    """``count`` learning texts of a raw ``lifetime_spend``, at 1e12 (and no outcome) in those ``poisoned``."""
+    lines = action_lines(tuple(Catalog(config).actions))
+    rng = random.Random(3)
+    texts = []
+    for i in range(count):
+        spend, cost = (1e12, 0.0) if i in poisoned else (rng.uniform(0, 6000), rng.choice([0.0, -24.0]))
+        shared = f"shared |u lifetime_spend:{spend:.6g} has_app=yes |n touchpoint=app"
+        texts.append(((1, float(i), f"d{i}"), lines.text(shared, rng.randrange(len(lines.actions)), cost, 0.25)))
+    return texts
+
+
+def test_a_chunk_whose_learning_leaves_non_finite_weights_is_learned_without_the_examples_that_do_it(brain: Brain) -> None:
+    """A value VW cannot learn from leaves a model that fails the probe, and every model learned on
+    from it too: the learner finds those examples by halving the chunk, sets them aside, and the model
+    is the one learning the rest would have made."""
+    config = spend_config("uu")
+    args = vw_arguments(config.learner)
+    prober = Prober(config)
+    learner = OnlineLearner(config, brain.store.examples, brain.store.models, args, None, decisions=brain.store.decisions,
+                            policy_id="guarded", probe=prober.check)  # fmt: skip
+    chunk = poisoned_texts(config, 64, {7, 30, 31})
+    with TextTrainer(args) as trainer:
+        start, _ = trainer.learn(None, [text for _, text in poisoned_texts(config, 200, set())])
+        unguarded, _ = trainer.learn(start, [text for _, text in chunk])
+        model, learned, aside = learner.learn_finite(trainer, start, chunk)
+        clean, _ = trainer.learn(start, [text for i, (_, text) in enumerate(chunk) if i not in {7, 30, 31}])
+    assert prober.check(VWPolicy(args, unguarded)) is not None  # what the learner stored before
+    assert aside == ["d7", "d30", "d31"] and learned == 61
+    assert model is not None and clean is not None and prober.check(VWPolicy(args, model)) is None
+    assert _weights(model) == pytest.approx(_weights(clean))
+
+
+def test_one_customers_extreme_values_are_set_aside_and_learning_goes_on_for_everyone(
+    make_brain: Callable[..., Brain], clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Lines logged at lifetime_spend 1e12 under "uu" (as before the encoder bounded them) made every
+    later snapshot fail the probe: serving froze on the last good one, and a restarted learner learned
+    the same examples into the same state. Now they are set aside, logged and counted."""
+    config = spend_config("uu")
+    brain = make_brain(config)
+    simulate(brain)
+    join_and_learn(brain)
+    assert not brain.decider.policy.model.cold
+    poison = []
+    for i in range(3):
+        at = T0 + 41 * DAY + i * 60
+        record = brain.decider.decide_and_wait(DecisionRequest("p", "app", f"p{i}", event_time=at, personalisation="granted",
+                                                               numeric={"lifetime_spend": 1000.0})).record  # fmt: skip
+        if record.action_id != "do_nothing":
+            brain.activate(ActivationReport(record.decision_id, at + 30)).result()
+        poison.append(record.decision_id)
+    path = sqlite_path(brain.store.url)
+    assert path is not None
+    with closing(sqlite_files(path)) as conn:
+        changed = conn.execute("UPDATE decisions SET shared_line = replace(shared_line, 'lifetime_spend:1000', "
+                               "'lifetime_spend:1e+12') WHERE customer_id = 'p'").rowcount  # fmt: skip
+        conn.commit()
+    assert changed == 3
+
+    with caplog.at_level(logging.WARNING, logger="brein.learner"):
+        done = Worker(config, brain.store, clock=clock).round(until=T0 + 80 * DAY)
+    brain.follow()
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "brein.learner"]
+    positions = warning.partition("(decisions ")[2].rstrip(")").split(", ")  # provisional ones as decision#stage
+    assert {position.partition("#")[0] for position in positions} == set(poison)
+    assert done.set_aside == len(positions) >= 3 and warning.startswith(f"set aside {done.set_aside} joined examples")
+    assert done.learned + done.set_aside == done.join.joined + done.join.provisional
+    prober = Prober(config)
+    snapshots = list(brain.store.models.newest_first(config.learner.policy_id))
+    assert all(prober.check(VWPolicy(s.args, s.data, brain.decider.policy.model.encoding)) is None for s in snapshots)
+    assert brain.decider.policy.model.version == snapshots[0].version  # serving follows the newest
+    learner = Worker(config, brain.store, clock=clock).learner()  # a restart: past the examples set aside
+    assert learner is not None and learner.step() == LearnRun(0)
