@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 from bandit.catalog import Action
 from bandit.config import BreinConfig, NumericFeatureConfig
 from bandit.encoding import LearnedEncoding
+from bandit.requests import MAX_FEATURE_MAGNITUDE
 from store.records import SharedFeatures
 
 DAYS_SINCE_EDGES = (1.0, 7.0, 30.0, 90.0)
@@ -58,6 +59,22 @@ def _bucket(value: float, edges: tuple[float, ...] | list[float]) -> str:
 
 def _signed_log1p(value: float) -> float:
     return math.copysign(math.log1p(abs(value)), value)
+
+
+SHARED_NAMESPACES = "uhn"
+"""The namespaces numeric values enter VW in; the actions' (o, c, s, d) hold categories of value 1."""
+
+
+def numeric_bound(interactions: list[str]) -> float:
+    """The largest |value| a numeric feature enters VW with: MAX_FEATURE_MAGNITUDE ** (1 / k), for k
+    the most shared-namespace features one of ``interactions`` multiplies (1 without any: the
+    feature's own weight), so that each product stays within MAX_FEATURE_MAGNITUDE. VW's adaptive,
+    normalised update sums g²x² in float32 (largest 3.4e38) for every product x: at order k a
+    feature's (x^k)² overflowed after three examples from x = 1.2e18, 1.1e9, 1.1e6 (k = 1, 2, 3) and
+    learning was lost; at 1e12, 1e6, 1e4 the sum has room (extrapolated) for some 10^8 such examples
+    at the largest cost (README, "What a request may hold")."""
+    order = max((sum(term.count(ns) for ns in SHARED_NAMESPACES) for term in interactions), default=1)
+    return math.pow(MAX_FEATURE_MAGNITUDE, 1 / max(order, 1))
 
 
 def _log_steps(value: float, resolution: int) -> int:
@@ -87,6 +104,7 @@ class FeatureEncoder:
         self._non_personal = frozenset(config.features.non_personal)
         self._numeric: Mapping[str, NumericFeatureConfig] = config.features.numeric
         self._numeric_default = config.features.numeric_default
+        self._bound = numeric_bound(config.learner.interactions)
         self.learned = learned
         # (namespace, name, value) -> its token in the VW line: most values recur (categories, hours,
         # counts, whole months). Zeros are not remembered: 0.0 and -0.0 are equal keys, not equal tokens.
@@ -148,7 +166,7 @@ class FeatureEncoder:
             return [(f"{safe}={_bucket(value, configured.edges)}", 1.0)]
         if encoding == "log1p":
             value = _signed_log1p(value)
-        return [(safe, float(f"{value:.6g}"))]
+        return [(safe, float(f"{min(max(value, -self._bound), self._bound):.6g}"))]
 
     def encode(self, features: SharedFeatures) -> dict[str, list[tuple[str, float]]]:
         """Namespace -> VW features, the one encoding both the text and the DSJSON forms are made from."""

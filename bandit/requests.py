@@ -32,7 +32,8 @@ with a self-interaction (``uuu``) its cube, 1e36 at this bound, still leaves roo
 is multiplied by. Measured on a trained cb_explore_adf model with ``uuu``: scores finite up to 1e12,
 not from 1e13; with the example's interactions a 3.5e38 feature makes every score non-finite. The
 bound holds for binned and log1p features too: the log keeps raw values, and a later feature set-up
-may encode them raw."""
+may encode them raw. Learning overflows sooner (VW sums g²x² for each product): a value enters VW
+within bandit.features.numeric_bound, this bound's k-th root for interactions of order k."""
 
 
 @dataclass(frozen=True, slots=True)

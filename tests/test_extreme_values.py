@@ -7,14 +7,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import pytest
+
 from bandit.config import parse_config
+from bandit.features import FeatureEncoder
+from bandit.learner import VWPolicy
+from bandit.requests import DecisionRequest
 from brain.core import Brain
+from brain.probe import Prober
+from brain.worker import Worker
+from reward.ingest import ActivationReport
 from serving import converters
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from store.records import OutcomeRecord
-from tests.conftest import Clock, LiveServer, example_data, sqlite_rows
-from tests.test_online import join_and_learn, simulate
+from tests.conftest import T0, Clock, LiveServer, example_data, sqlite_rows
+from tests.test_online import join_and_learn, simulate, spend_config
 
 DAY = 86_400.0
 EXTREMES = (1e308, 1e308, math.inf, -1e308)  # SQLite refuses NaN (stored as NULL)
@@ -58,3 +66,32 @@ def test_a_stream_with_extreme_stored_values_is_learned_and_decide_stays_finite(
             assert math.isclose(sum(r.probability for r in response.ranking), 1.0, rel_tol=1e-6)
     finally:
         live.stop()
+
+
+@pytest.mark.parametrize(("interactions", "bound"), [((), 1e12), (("uu",), 1e6), (("uu", "uuu"), 1e4), (("uh",), 1e6)])
+def test_a_numeric_feature_at_the_apis_bound_is_learned_finitely_whatever_the_interactions(
+    make_brain: Callable[..., Brain], clock: Clock, interactions: tuple[str, ...], bound: float
+) -> None:
+    """VW's adaptive, normalised update sums g²x² in float32 for each product x an interaction makes:
+    with "uu", three decisions at lifetime_spend 1e12 (within the API's bound) left every later
+    snapshot with weights that are not finite. A raw value enters VW bounded by the interactions' order."""
+    config = spend_config(*interactions)
+    encoder = FeatureEncoder(config)
+    assert encoder.encode({"u": {"lifetime_spend": -1e12}}) == {"u": [("lifetime_spend", pytest.approx(-bound))]}
+    assert encoder.encode({"u": {"lifetime_spend": 6000.0}}) == {"u": [("lifetime_spend", 6000.0)]}  # within it: as it was
+    brain = make_brain(config)
+    simulate(brain)
+    join_and_learn(brain)
+    for i in range(5):
+        at = T0 + 41 * DAY + i * 60
+        record = brain.decider.decide_and_wait(DecisionRequest("p", "app", f"p{i}", event_time=at, personalisation="granted",
+                                                               numeric={"lifetime_spend": 1e12})).record  # fmt: skip
+        if record.action_id != "do_nothing":
+            brain.activate(ActivationReport(record.decision_id, at + 30)).result()
+    done = Worker(config, brain.store, clock=clock).round(until=T0 + 80 * DAY)
+    brain.follow()
+    assert done.learned > 0 and done.set_aside == 0
+    prober = Prober(config)
+    snapshots = list(brain.store.models.newest_first(config.learner.policy_id))
+    assert all(prober.check(VWPolicy(s.args, s.data)) is None for s in snapshots)
+    assert brain.decider.policy.model.version == snapshots[0].version
