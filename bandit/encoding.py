@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,14 +32,17 @@ LARGEST = 1e12
 """A value further from 0 cannot make an edge (the same bound the request check applies)."""
 CONTEXT_NAMESPACES = ("u", "n", "h")
 """Where numeric fields are; history counts (``h``) are Brein's own and stay raw unless configured."""
+Edges = tuple[tuple[float, ...], ...]
+"""A field's edges at each resolution."""
 
 
 @dataclass(frozen=True, slots=True)
 class LearnedEncoding:
-    """Per numeric field its quantile edges at each resolution; ``unseen``: fields the config names
-    ``quantile`` that the data never held (encoded as absent)."""
+    """Per namespace, per numeric field its quantile edges at each resolution (a context field and
+    a history count of the same name are two fields: a caller's values never cut Brein's counts);
+    ``unseen``: fields the config names ``quantile`` that the data never held (encoded as absent)."""
 
-    edges: Mapping[str, tuple[tuple[float, ...], ...]]
+    edges: Mapping[str, Mapping[str, Edges]]
     unseen: frozenset[str]
     resolutions: tuple[int, ...]
     key: str = field(init=False)
@@ -48,23 +51,36 @@ class LearnedEncoding:
         text = json.dumps(self.to_json(), sort_keys=True)
         object.__setattr__(self, "key", hashlib.sha256(text.encode()).hexdigest()[:12])
 
+    def field_edges(self, namespace: str, name: str) -> Edges | None:
+        """The edges learned for field ``name`` of ``namespace``, None for none."""
+        fields = self.edges.get(namespace)
+        return None if fields is None else fields.get(name)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": "quantile",
             "resolutions": list(self.resolutions),
-            "fields": {name: [list(e) for e in edges] for name, edges in sorted(self.edges.items())},
+            "namespaces": {
+                namespace: {name: [list(e) for e in edges] for name, edges in sorted(fields.items())}
+                for namespace, fields in sorted(self.edges.items())
+            },
             "unseen": sorted(self.unseen),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LearnedEncoding:
+        """Also an encoding stored before edges were kept per namespace (``fields``: name -> edges):
+        its edges apply in every namespace, as they did."""
         if data.get("kind") != "quantile":
             raise ValueError(f"expected a learned encoding of kind 'quantile', got {data.get('kind')!r}")
         resolutions = tuple(int(r) for r in data["resolutions"])
-        edges = {str(name): tuple(tuple(float(x) for x in e) for e in per) for name, per in data["fields"].items()}
-        for name, per in edges.items():
-            if len(per) != len(resolutions):
-                raise ValueError(f"field {name!r}: expected edges at {len(resolutions)} resolutions, got {len(per)}")
+        stored = data["namespaces"] if "namespaces" in data else dict.fromkeys(CONTEXT_NAMESPACES, data["fields"])
+        edges = {str(namespace): {str(name): tuple(tuple(float(x) for x in e) for e in per) for name, per in fields.items()}
+                 for namespace, fields in stored.items()}  # fmt: skip
+        for fields in edges.values():
+            for name, per in fields.items():
+                if len(per) != len(resolutions):
+                    raise ValueError(f"field {name!r}: expected edges at {len(resolutions)} resolutions, got {len(per)}")
         return cls(edges, frozenset(data.get("unseen", ())), resolutions)
 
 
@@ -98,23 +114,31 @@ def learns_encoding(features: FeaturesConfig) -> bool:
     return features.numeric_default == "quantile" or any(f.encoding == "quantile" for f in features.numeric.values())
 
 
+def _quantile_values(features: FeaturesConfig, shared: SharedFeatures) -> Iterator[tuple[tuple[str, str], float]]:
+    """(namespace, name) and value of each field of ``shared`` encoded ``quantile`` whose value can make an edge."""
+    for namespace in CONTEXT_NAMESPACES:
+        for name, value in shared.get(namespace, {}).items():
+            if isinstance(value, str) or not math.isfinite(value) or abs(value) > LARGEST:
+                continue
+            if is_quantile(features, namespace, name):
+                yield (namespace, name), float(value)
+
+
 def learn_encoding(features: FeaturesConfig, logged: Iterable[SharedFeatures]) -> LearnedEncoding:
-    """The quantile edges of every numeric context field encoded ``quantile``, from the logged raw
-    features. A configured field never seen is logged (once: a lineage learns its encoding once)."""
-    values: dict[str, list[float]] = {}
+    """The quantile edges of every numeric field encoded ``quantile``, per namespace, from the logged
+    raw features. A configured field never seen is logged (once: a lineage learns its encoding once)."""
+    values: dict[tuple[str, str], list[float]] = {}
     for shared in logged:
-        for namespace in CONTEXT_NAMESPACES:
-            for name, value in shared.get(namespace, {}).items():
-                if isinstance(value, str) or not math.isfinite(value) or abs(value) > LARGEST:
-                    continue
-                if not is_quantile(features, namespace, name):
-                    continue
-                seen = values.setdefault(name, [])
-                if len(seen) < MAX_VALUES:
-                    seen.append(float(value))
+        for key, value in _quantile_values(features, shared):
+            seen = values.setdefault(key, [])
+            if len(seen) < MAX_VALUES:
+                seen.append(value)
     resolutions = tuple(features.quantile_resolutions)
-    edges = {name: tuple(quantile_edges(v, r) for r in resolutions) for name, v in values.items()}
-    unseen = frozenset(n for n, c in features.numeric.items() if c.encoding == "quantile" and n not in values)
+    edges: dict[str, dict[str, Edges]] = {}
+    for (namespace, name), v in values.items():
+        edges.setdefault(namespace, {})[name] = tuple(quantile_edges(v, r) for r in resolutions)
+    configured = {name for name, c in features.numeric.items() if c.encoding == "quantile"}
+    unseen = frozenset(configured - {name for _, name in values})
     for name in sorted(unseen):
         log.warning("numeric field %r is configured 'quantile' but the log holds no value of it: encoded as absent", name)
     return LearnedEncoding(edges, unseen, resolutions)
@@ -130,8 +154,9 @@ def encoding_summary(features: FeaturesConfig, learned: LearnedEncoding | None) 
         elif configured.encoding != "quantile":
             summary[name] = {"kind": configured.encoding, "edges": []}
     if learned is not None:
-        for name, edges in sorted(learned.edges.items()):
-            summary[name] = {"kind": "quantile", "edges": [list(e) for e in edges]}
+        for _, fields in sorted(learned.edges.items()):
+            for name, edges in sorted(fields.items()):
+                summary[name] = {"kind": "quantile", "edges": [list(e) for e in edges]}
         for name in sorted(learned.unseen):
             summary[name] = {"kind": "absent", "edges": []}
     default = features.numeric_default

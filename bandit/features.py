@@ -152,7 +152,7 @@ class FeatureEncoder:
             return [(f"{safe}={_bucket(value, DAYS_SINCE_EDGES)}", 1.0)]
         learned = self.learned
         if learned is not None:  # the lineage's edges, fixed when it was born, whatever the config says now
-            edges = learned.edges.get(name)
+            edges = learned.field_edges(namespace, name)
             if edges is not None:
                 return [(f"{safe}~q{r}={_bucket(value, e)}", 1.0) for r, e in zip(learned.resolutions, edges, strict=True)]
             if name in learned.unseen:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from bandit.config import parse_config
 from bandit.encoding import LearnedEncoding
 from bandit.features import FeatureEncoder
+from bandit.requests import DecisionRequest
 from bandit.sampling import floored
 from brain.core import Brain
 from policies.operations import train_candidate
@@ -56,8 +57,8 @@ def test_a_trained_lineage_serves_with_its_stored_edges_and_explain_shows_them(
     assert learned > 50
     snapshots = list(brain.store.models.newest_first(config.learner.policy_id))
     encoding = LearnedEncoding.from_json(snapshots[0].encoding or {})
-    assert {"months_to_contract_end", "tenure_months"} <= set(encoding.edges)
-    assert encoding.edges["months_to_contract_end"][0] == (1.0, 3.0, 4.0)  # months 0-5: quartiles of the log
+    assert {"months_to_contract_end", "tenure_months"} <= set(encoding.edges["u"])
+    assert encoding.edges["u"]["months_to_contract_end"][0] == (1.0, 3.0, 4.0)  # months 0-5: quartiles of the log
     served = brain.decider.policy.model
     assert served.version == snapshots[0].version and served.encoding == encoding
 
@@ -81,14 +82,14 @@ def test_a_trained_lineage_serves_with_its_stored_edges_and_explain_shows_them(
         decision = live.stub.Decide(request)
         record = brain.store.decisions.decision(decision.decision_id)
         assert record is not None and record.model_version == newest.version
-        bucket = bisect_right(encoding.edges["months_to_contract_end"][0], 2.0)
+        bucket = bisect_right(encoding.edges["u"]["months_to_contract_end"][0], 2.0)
         assert f"months_to_contract_end~q4=b{bucket}" in record.shared_line
         assert "months_to_contract_end~1=" not in record.shared_line  # not the auto encoding
         explanation = live.stub.Explain(pb.ExplainRequest(decision_id=decision.decision_id))
         shown = {e.field: e for e in explanation.encoding}
         months = shown["months_to_contract_end"]
         assert months.kind == "quantile"
-        assert [tuple(e.edges) for e in months.edges] == [tuple(e) for e in encoding.edges["months_to_contract_end"]]
+        assert [tuple(e.edges) for e in months.edges] == [tuple(e) for e in encoding.edges["u"]["months_to_contract_end"]]
         assert shown["*"].kind == "auto"
         assert explanation.contributions and not explanation.contributions_note
     finally:
@@ -102,7 +103,7 @@ def test_a_trained_lineage_serves_with_its_stored_edges_and_explain_shows_them(
     kinds = {line["_encoding"].get("months_to_contract_end", {}).get("kind") for line in lines}
     assert kinds == {None, "quantile"}  # decided at the cold start (auto: not listed), then by the lineage
     by_lineage = next(line["_encoding"] for line in lines if "months_to_contract_end" in line["_encoding"])
-    assert by_lineage["months_to_contract_end"]["edges"] == [list(e) for e in encoding.edges["months_to_contract_end"]]
+    assert by_lineage["months_to_contract_end"]["edges"] == [list(e) for e in encoding.edges["u"]["months_to_contract_end"]]
 
 
 def test_a_shadow_of_another_encoding_scores_with_its_own(make_brain: Callable[..., Brain]) -> None:
@@ -130,3 +131,28 @@ def test_a_shadow_of_another_encoding_scores_with_its_own(make_brain: Callable[.
     assert auto_line != record.shared_line
     expected = floored(shadow.model.pmf(auto_line, actions), config.learner.min_probability)
     assert record.shadow["auto-shadow"] == tuple(expected)
+
+
+def test_a_context_field_named_like_a_history_count_leaves_every_customer_s_history_raw(make_brain: Callable[..., Brain]) -> None:
+    """A caller sends ``contacts_30d`` (Brein's own history count's name) in the millions: the lineage
+    learns edges for the caller's field, and every customer's history count stays raw."""
+    config = parse_config(new_user_data())
+    brain = make_brain(config)
+    simulate(brain, days=50)
+    for i in range(40):
+        numeric = {"contacts_30d": 1e6 * (i + 1)}
+        at = T0 + 2 * DAY + i
+        brain.decider.decide_and_wait(
+            DecisionRequest("odd", "app", f"h{i}", event_time=at, personalisation="granted", numeric=numeric)
+        )
+    join_and_learn(brain)
+    encoding = brain.decider.policy.model.encoding
+    assert (
+        encoding is not None and encoding.field_edges("u", "contacts_30d") and encoding.field_edges("h", "contacts_30d") is None
+    )
+    record = brain.decider.decide_and_wait(
+        DecisionRequest("c1", "app", "c1-after", event_time=T0 + 50 * DAY, personalisation="granted")
+    ).record
+    contacts = record.features["h"]["contacts_30d"]
+    assert isinstance(contacts, float) and contacts > 0
+    assert f"contacts_30d:{contacts:g}" in record.shared_line.split()  # raw, as Brein's counts are

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bandit.config import parse_config
-from bandit.encoding import LearnedEncoding, encoding_summary, learn_encoding, quantile_edges
+from bandit.encoding import LearnedEncoding, encoding_from_json, encoding_summary, learn_encoding, quantile_edges
 from bandit.errors import ConfigError
 from bandit.features import LOG_RESOLUTIONS, FeatureEncoder
-from store.records import SharedFeatures
-from tests.conftest import example_data
+from store import open_store
+from store.records import ModelSnapshot, SharedFeatures
+from tests.conftest import T0, example_data
 
 
 def config(**features: Any) -> Any:
@@ -49,7 +51,7 @@ def test_a_learned_encoding_has_edges_at_each_resolution_and_encodes_with_them()
     cfg = config(quantile_resolutions=[4, 16])
     assert cfg.features.numeric_default == "quantile"
     learned = learn_encoding(cfg.features, logged([float(v) for v in range(1, 121)]))
-    coarse, fine = learned.edges["tenure"]
+    coarse, fine = learned.edges["u"]["tenure"]
     assert coarse == (31.0, 61.0, 91.0) and len(fine) == 15
     encoder = FeatureEncoder(cfg, learned)
     assert encoder.encode({"u": {"tenure": 1.0}})["u"] == [("tenure~q4=b0", 1.0), ("tenure~q16=b0", 1.0)]
@@ -62,7 +64,7 @@ def test_a_learned_encoding_has_edges_at_each_resolution_and_encodes_with_them()
 def test_the_resolutions_are_configured_and_kept_with_the_lineage_s_encoding() -> None:
     cfg = config(quantile_resolutions=[2, 8])
     learned = learn_encoding(cfg.features, logged([float(v) for v in range(1, 121)]))
-    assert learned.resolutions == (2, 8) and [len(e) for e in learned.edges["tenure"]] == [1, 7]
+    assert learned.resolutions == (2, 8) and [len(e) for e in learned.edges["u"]["tenure"]] == [1, 7]
     assert LearnedEncoding.from_json(learned.to_json()) == learned
     line = FeatureEncoder(cfg, learned).shared_line({"u": {"tenure": 45.0}})
     assert line == "shared |u tenure~q2=b0 tenure~q8=b2"
@@ -90,7 +92,7 @@ def test_history_counts_stay_raw_and_values_that_cannot_make_an_edge_are_left_ou
     rows: list[SharedFeatures] = [{"u": {"tenure": v}, "h": {"contacts_7d": 2.0}} for v in (1.0, 2.0, *unusable)]
     rows.append({"u": {"tenure": math.nan}})
     learned = learn_encoding(cfg.features, rows)
-    assert set(learned.edges) == {"tenure"} and learned.edges["tenure"] == ((2.0,),)
+    assert learned.edges == {"u": {"tenure": ((2.0,),)}}
     assert FeatureEncoder(cfg, learned).encode({"h": {"contacts_7d": 2.0}})["h"] == [("contacts_7d", 2.0)]
 
 
@@ -122,3 +124,34 @@ def test_a_learned_encoding_round_trips_through_json_and_is_fixed_whatever_the_c
         LearnedEncoding.from_json({"kind": "auto"})
     with pytest.raises(ValueError, match="expected edges at 2 resolutions, got 1"):
         LearnedEncoding.from_json({"kind": "quantile", "resolutions": [4, 16], "fields": {"x": [[1.0]]}})
+
+
+def test_a_context_field_named_like_a_history_count_does_not_re_encode_the_history() -> None:
+    """Edges are kept per namespace: a caller's ``contacts_30d`` learns edges of its own, and Brein's
+    history count of that name stays raw."""
+    cfg = config()
+    rows: list[SharedFeatures] = [{"u": {"contacts_30d": 1e6 * v}, "h": {"contacts_30d": 1.0}} for v in range(1, 41)]
+    learned = learn_encoding(cfg.features, rows)
+    assert learned.edges == {"u": {"contacts_30d": ((1.1e7, 2.1e7, 3.1e7),)}}
+    line = FeatureEncoder(cfg, learned).shared_line({"u": {"contacts_30d": 3e6}, "h": {"contacts_30d": 3.0}})
+    assert line == "shared |u contacts_30d~q4=b0 |h contacts_30d:3"
+
+
+def test_an_encoding_stored_before_namespaces_loads_and_encodes_as_it_did(tmp_path: Path) -> None:
+    """A snapshot in a SQLite store whose encoding was written as ``fields`` (name -> edges): its
+    edges apply in every namespace, as they did."""
+    fields = {"tenure": [[3.0, 12.0]], "contacts_7d": [[1.0]]}
+    stored = {"kind": "quantile", "resolutions": [4], "fields": fields, "unseen": ["x"]}
+    store = open_store(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        store.models.save(ModelSnapshot("v1", ["--cb_explore_adf"], b"model", "p", (1, T0, "d1"), stored)).result()
+        snapshot = store.models.get("p", "v1")
+    finally:
+        store.close()
+    assert snapshot is not None
+    old = encoding_from_json(snapshot.encoding)
+    assert old is not None and LearnedEncoding.from_json(old.to_json()) == old
+    line = FeatureEncoder(config(), old).shared_line(
+        {"u": {"tenure": 5.0, "x": 1.0}, "n": {"tenure": 20.0}, "h": {"contacts_7d": 2.0}}
+    )
+    assert line == "shared |u tenure~q4=b1 |n tenure~q4=b2 |h contacts_7d~q4=b1"

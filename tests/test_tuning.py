@@ -293,7 +293,7 @@ def test_the_numeric_encoding_is_a_tuning_axis_and_each_setup_is_evaluated_on_it
     try:
         tuning = tune(config, store, cut=SPLIT, setups=setups, n_bootstrap=50)
         quantile, auto = (t.trained for t in tuning.tried)
-        assert quantile.encoding is not None and {"months_to_contract_end", "tenure_months"} <= set(quantile.encoding.edges)
+        assert quantile.encoding is not None and {"months_to_contract_end", "tenure_months"} <= set(quantile.encoding.edges["u"])
         assert auto.encoding is None
         values = [t.value.value for t in tuning.tried]
         assert values[0] != values[1]  # each scored on its own features, not both on the config's
