@@ -5,7 +5,8 @@ A field encoded ``quantile`` becomes one category at each resolution (``[feature
 quantile_resolutions`` bins of about equal size in the data, edges that repeat dropped), so a linear model can learn a
 threshold wherever the customers are, without edges picked by hand. A field absent from a
 request gets no feature (the missing category: the model's other terms carry it). Before a
-lineage has data (a cold start) the data-free ``auto`` encoding applies (bandit/features.py); a
+lineage has data (a cold start), and for a field the config does not name that few decisions hold
+(``MIN_SHARE``, ``FIELDS``), the data-free ``auto`` encoding applies (bandit/features.py); a
 field the config names that the data never held has no values to take quantiles of: it is
 logged once, when the lineage is born, and encoded as absent.
 """
@@ -16,7 +17,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,19 @@ LARGEST = 1e12
 """A value further from 0 cannot make an edge (the same bound the request check applies)."""
 CONTEXT_NAMESPACES = ("u", "n", "h")
 """Where numeric fields are; history counts (``h``) are Brein's own and stay raw unless configured."""
+MIN_SHARE = 0.01
+"""A field the config does not name learns edges only when at least this share of the decisions
+holds it: a field a few requests send (one caller's made-up names) stays ``auto`` instead of
+making the lineage's encoding, and every snapshot of it, carry its edges."""
+FIELDS = 256
+"""Fields the config does not name that learn edges, at most (the most common ones): a lineage's
+encoding stays a few hundred KB even when a small log lets many rare names pass ``MIN_SHARE``
+(a name is at most 1 KB); a few hundred is still far more numeric fields than a context has."""
+COUNTERS = 10_000
+"""Names counted at once while finding the common ones (Misra-Gries): learning takes bounded
+memory whatever names requests send, and every field in more than 1/(COUNTERS + 1) of the
+numeric values logged is found (at ``MIN_SHARE``: any field when decisions hold up to 100 each)."""
+
 Edges = tuple[tuple[float, ...], ...]
 """A field's edges at each resolution."""
 
@@ -124,20 +138,45 @@ def _quantile_values(features: FeaturesConfig, shared: SharedFeatures) -> Iterat
                 yield (namespace, name), float(value)
 
 
-def learn_encoding(features: FeaturesConfig, logged: Iterable[SharedFeatures]) -> LearnedEncoding:
-    """The quantile edges of every numeric field encoded ``quantile``, per namespace, from the logged
-    raw features. A configured field never seen is logged (once: a lineage learns its encoding once)."""
+def _frequent(features: FeaturesConfig, logged: Iterable[SharedFeatures]) -> tuple[int, set[tuple[str, str]]]:
+    """The number of decisions, and the fields that may be common among them, counted in bounded
+    memory (Misra-Gries, ``COUNTERS`` names at a time): every field in more than 1/(COUNTERS + 1)
+    of the values is among them."""
+    decisions = 0
+    counts: dict[tuple[str, str], int] = {}
+    for shared in logged:
+        decisions += 1
+        for key, _ in _quantile_values(features, shared):
+            if key in counts:
+                counts[key] += 1
+            elif len(counts) < COUNTERS:
+                counts[key] = 1
+            else:  # one less for every name counted and this one: amortised, as many steps as values
+                counts = {k: c - 1 for k, c in counts.items() if c > 1}
+    return decisions, set(counts)
+
+
+def learn_encoding(features: FeaturesConfig, logged: Sequence[SharedFeatures]) -> LearnedEncoding:
+    """The quantile edges, from the logged raw features, of every numeric field encoded ``quantile``
+    that the config names, and of the ``FIELDS`` most common of the others that at least
+    ``MIN_SHARE`` of the decisions hold (the rest stay ``auto``). A configured field never seen is
+    logged (once: a lineage learns its encoding once)."""
+    configured = {name for name, c in features.numeric.items() if c.encoding == "quantile"}
+    decisions, frequent = _frequent(features, logged)
     values: dict[tuple[str, str], list[float]] = {}
     for shared in logged:
         for key, value in _quantile_values(features, shared):
-            seen = values.setdefault(key, [])
-            if len(seen) < MAX_VALUES:
-                seen.append(value)
+            if key in frequent or key[1] in configured:
+                seen = values.setdefault(key, [])
+                if len(seen) < MAX_VALUES:
+                    seen.append(value)
+    common = sorted((k for k in values if k[1] not in configured and len(values[k]) >= MIN_SHARE * decisions),
+                    key=lambda k: (-len(values[k]), k))  # fmt: skip
+    learned = [k for k in values if k[1] in configured] + common[:FIELDS]
     resolutions = tuple(features.quantile_resolutions)
     edges: dict[str, dict[str, Edges]] = {}
-    for (namespace, name), v in values.items():
-        edges.setdefault(namespace, {})[name] = tuple(quantile_edges(v, r) for r in resolutions)
-    configured = {name for name, c in features.numeric.items() if c.encoding == "quantile"}
+    for namespace, name in learned:
+        edges.setdefault(namespace, {})[name] = tuple(quantile_edges(values[namespace, name], r) for r in resolutions)
     unseen = frozenset(configured - {name for _, name in values})
     for name in sorted(unseen):
         log.warning("numeric field %r is configured 'quantile' but the log holds no value of it: encoded as absent", name)

@@ -156,3 +156,22 @@ def test_a_context_field_named_like_a_history_count_leaves_every_customer_s_hist
     contacts = record.features["h"]["contacts_30d"]
     assert isinstance(contacts, float) and contacts > 0
     assert f"contacts_30d:{contacts:g}" in record.shared_line.split()  # raw, as Brein's counts are
+
+
+def test_one_caller_s_made_up_names_stay_out_of_the_lineage_s_encoding(make_brain: Callable[..., Brain]) -> None:
+    """A caller sending hundreds of made-up numeric names in a few requests (under 1% of the
+    decisions): the lineage learns edges for the common fields only, and its snapshots stay small."""
+    config = parse_config(new_user_data())
+    brain = make_brain(config)
+    simulate(brain, days=60)
+    for i in range(4):
+        numeric = {f"made-up-{i}-{j}".ljust(200, "x"): float(j) for j in range(300)}
+        at = T0 + 5 * DAY + i
+        brain.decider.decide_and_wait(
+            DecisionRequest("caller", "app", f"odd-{i}", event_time=at, personalisation="granted", numeric=numeric)
+        )
+    join_and_learn(brain)
+    snapshot = next(brain.store.models.newest_first(config.learner.policy_id))
+    encoding = LearnedEncoding.from_json(snapshot.encoding or {})
+    assert set(encoding.edges) == {"u"} and set(encoding.edges["u"]) == {"months_to_contract_end", "tenure_months"}
+    assert len(json.dumps(snapshot.encoding)) < 1000

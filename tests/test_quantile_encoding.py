@@ -6,13 +6,22 @@ from __future__ import annotations
 
 import logging
 import math
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bandit.config import parse_config
-from bandit.encoding import LearnedEncoding, encoding_from_json, encoding_summary, learn_encoding, quantile_edges
+from bandit.encoding import (
+    FIELDS,
+    MIN_SHARE,
+    LearnedEncoding,
+    encoding_from_json,
+    encoding_summary,
+    learn_encoding,
+    quantile_edges,
+)
 from bandit.errors import ConfigError
 from bandit.features import LOG_RESOLUTIONS, FeatureEncoder
 from store import open_store
@@ -155,3 +164,42 @@ def test_an_encoding_stored_before_namespaces_loads_and_encodes_as_it_did(tmp_pa
         {"u": {"tenure": 5.0, "x": 1.0}, "n": {"tenure": 20.0}, "h": {"contacts_7d": 2.0}}
     )
     assert line == "shared |u tenure~q4=b1 |n tenure~q4=b2 |h contacts_7d~q4=b1"
+
+
+def test_only_fields_enough_decisions_hold_learn_edges_at_most_fields_of_them() -> None:
+    """Made-up names a few requests send stay ``auto``; the common fields' edges are those learned
+    without them; when a small log lets many names pass, FIELDS of them (the most common) learn edges."""
+    cfg = config(numeric={"months_left": {"encoding": "quantile"}})
+    common: list[SharedFeatures] = [{"u": {"tenure": float(v % 50)}, "n": {"months_left": float(v % 7)}} for v in range(1000)]
+    rare = [{"u": {f"made-up-{j}": float(i) for j in range(100)}} for i in range(11)]
+    alone = learn_encoding(cfg.features, common)
+    learned = learn_encoding(cfg.features, common + rare[:9])  # 9 of 1,009 decisions: under 1%
+    assert learned == alone and learned.edges == {
+        "u": {"tenure": ((12.0, 25.0, 37.0),)},
+        "n": {"months_left": ((1.0, 3.0, 5.0),)},
+    }
+    assert MIN_SHARE == 0.01
+    more = learn_encoding(cfg.features, common + rare)  # 11 of 1,011: over
+    assert len(more.edges["u"]) == 1 + 100 and more.edges["u"]["tenure"] == alone.edges["u"]["tenure"]
+    # Every name passes the share: a000... are in all 3 decisions, b0-0... in one.
+    few: list[SharedFeatures] = [
+        {"u": {f"b{i}-{j}": 1.0 for j in range(100)} | {f"a{j:03}": float(i) for j in range(FIELDS + 50)}} for i in range(3)
+    ]
+    capped = learn_encoding(cfg.features, few)
+    assert set(capped.edges["u"]) == {f"a{j:03}" for j in range(FIELDS)}  # the most common first, then by name
+
+
+def test_learning_counts_names_in_bounded_memory_whatever_names_requests_send() -> None:
+    """Names are counted COUNTERS at a time before any value is kept: 100 decisions of 1,000 distinct
+    names each (100,000 names) take a few MiB, not a list and edges per name."""
+    cfg = config()
+    common: list[SharedFeatures] = [{"u": {"tenure": float(v)}} for v in range(20_000)]
+    distinct = [{"u": {f"field-{d}-{j}": float(j) for j in range(1000)}} for d in range(100)]
+    tracemalloc.start()
+    try:
+        learned = learn_encoding(cfg.features, common + distinct)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert learned.edges == learn_encoding(cfg.features, common).edges
+    assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB"
