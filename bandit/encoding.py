@@ -46,6 +46,9 @@ COUNTERS = 10_000
 memory whatever names requests send, and every field in more than 1/(COUNTERS + 1) of the
 numeric values logged is found (at ``MIN_SHARE``: any field when decisions hold up to 100 each)."""
 
+DAYS_SINCE_EDGES = (1.0, 7.0, 30.0, 90.0)
+"""The bins of the history's ``days_since_*`` fields (bandit/features.py)."""
+
 Edges = tuple[tuple[float, ...], ...]
 """A field's edges at each resolution."""
 
@@ -183,28 +186,38 @@ def learn_encoding(features: FeaturesConfig, logged: Sequence[SharedFeatures]) -
     return LearnedEncoding(edges, unseen, resolutions)
 
 
-def encoding_summary(features: FeaturesConfig, learned: LearnedEncoding | None) -> dict[str, dict[str, Any]]:
-    """Field -> its kind and edges as a model encodes it, for Explain and the export. ``*`` is what
-    a field not listed gets."""
-    summary: dict[str, dict[str, Any]] = {}
-    for name, configured in sorted(features.numeric.items()):
-        if configured.encoding == "bins":
-            summary[name] = {"kind": "bins", "edges": [list(configured.edges)]}
-        elif configured.encoding != "quantile":
-            summary[name] = {"kind": configured.encoding, "edges": []}
+def field_encoding(features: FeaturesConfig, learned: LearnedEncoding | None, namespace: str, name: str) -> dict[str, Any]:
+    """Numeric field ``name`` of ``namespace``: its kind and edges as a model with ``learned``
+    encodes it (the choice FeatureEncoder makes)."""
+    if namespace == "h" and name.startswith("days_since_"):
+        return {"kind": "bins", "edges": [list(DAYS_SINCE_EDGES)]}
     if learned is not None:
-        for _, fields in sorted(learned.edges.items()):
-            for name, edges in sorted(fields.items()):
-                summary[name] = {"kind": "quantile", "edges": [list(e) for e in edges]}
-        for name in sorted(learned.unseen):
-            summary[name] = {"kind": "absent", "edges": []}
-    default = features.numeric_default
-    summary["*"] = {"kind": "auto" if default == "quantile" else default, "edges": []}
-    return summary
+        edges = learned.field_edges(namespace, name)
+        if edges is not None:
+            return {"kind": "quantile", "edges": [list(e) for e in edges]}
+        if name in learned.unseen:
+            return {"kind": "absent", "edges": []}
+    configured = features.numeric.get(name)
+    if configured is not None and configured.encoding == "bins":
+        return {"kind": "bins", "edges": [list(configured.edges)]}
+    kind = configured.encoding if configured is not None else "raw" if namespace == "h" else features.numeric_default
+    return {"kind": "auto" if kind == "quantile" else kind, "edges": []}  # quantile without edges: auto
 
 
-def model_encoding(features: FeaturesConfig, models: ModelSnapshots, policy_id: str, version: str) -> dict[str, dict[str, Any]]:
-    """``encoding_summary`` of the model (policy, version) that made a decision: the data-free one for
-    a cold start, a policy without snapshots (rules, uniform) or a snapshot no longer stored."""
+def encoding_summary(
+    features: FeaturesConfig, learned: LearnedEncoding | None, shared: SharedFeatures
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Namespace -> numeric field of ``shared`` (a decision's raw features) -> its kind and edges as
+    a model with ``learned`` encodes it: for Explain and the export, the decision's own fields (a
+    lineage's encoding may hold hundreds)."""
+    summary = {namespace: {name: field_encoding(features, learned, namespace, name)
+                           for name, value in values.items() if not isinstance(value, str)}
+               for namespace, values in shared.items()}  # fmt: skip
+    return {namespace: fields for namespace, fields in summary.items() if fields}
+
+
+def model_encoding(models: ModelSnapshots, policy_id: str, version: str) -> LearnedEncoding | None:
+    """The learned encoding of the model (policy, version) that made a decision: None (the data-free
+    one) for a cold start, a policy without snapshots (rules, uniform) or a snapshot no longer stored."""
     snapshot = models.get(policy_id, version)
-    return encoding_summary(features, None if snapshot is None else encoding_from_json(snapshot.encoding))
+    return None if snapshot is None else encoding_from_json(snapshot.encoding)

@@ -25,8 +25,8 @@ class Explanation:
     removed: list[tuple[str, str]]
     contributions: list[tuple[str, float]]
     contributions_note: str
-    # Numeric field -> its kind and edges as the deciding model encoded it ("*": a field not listed).
-    encoding: dict[str, dict[str, Any]]
+    # Namespace -> the decision's numeric field -> its kind and edges as the deciding model encoded it.
+    encoding: dict[str, dict[str, dict[str, Any]]]
 
 
 def explain(
@@ -42,7 +42,7 @@ def explain(
     for action in catalog.actions:
         if action.id not in eligible:
             removed.append((action.id, exclusions.reason(action) or "not in the catalog when the decision was made"))
-    data_free = encoding_summary(config.features, None)
+    data_free = encoding_summary(config.features, None, record.features)
     if record.model_version == COLD_START:
         return Explanation(record, removed, [], "cold start: no model yet, every eligible action was equally likely", data_free)
     snapshot = models.get(record.policy_id, record.model_version)
@@ -52,4 +52,5 @@ def explain(
     learned = encoding_from_json(snapshot.encoding)
     line = record.shared_line or FeatureEncoder(config, learned).shared_line(record.features)
     scores = contributions(snapshot.args, snapshot.data, line, chosen)
-    return Explanation(record, removed, scores[:TOP_CONTRIBUTIONS], "", encoding_summary(config.features, learned))
+    encoding = encoding_summary(config.features, learned, record.features)
+    return Explanation(record, removed, scores[:TOP_CONTRIBUTIONS], "", encoding)

@@ -35,11 +35,10 @@ from zoneinfo import ZoneInfo
 
 from bandit.catalog import Action
 from bandit.config import BreinConfig, NumericFeatureConfig
-from bandit.encoding import LearnedEncoding
+from bandit.encoding import DAYS_SINCE_EDGES, LearnedEncoding
 from bandit.requests import MAX_FEATURE_MAGNITUDE
 from store.records import SharedFeatures
 
-DAYS_SINCE_EDGES = (1.0, 7.0, 30.0, 90.0)
 LOG_RESOLUTIONS = (1, 4)
 """Steps per doubling of 1 + |value| of the ``auto`` encoding's categories: coarse ones learn fast,
 fine ones resolve thresholds (months 0, 1, 2, 3 before a term ends; 18-22 against 22-26 years)."""

@@ -4,7 +4,8 @@ Lines come in the order the online learner learns them, with the same features a
 VW's CLI trained on the export with the same arguments reaches the same model. Fields starting
 with '_' that VW does not know (VW skips them) carry what a replay needs: the raw features, the
 action ids, the reward and its credit per outcome type, the shadow policies' pmfs, and the numeric
-encoding of the model that decided (``_encoding``: field -> kind and edges). The context ``c`` is
+encoding of the model that decided (``_encoding``: namespace -> the line's numeric field -> kind and
+edges; the line's own fields, not every one the model's lineage learned). The context ``c`` is
 encoded with the reader's encoding (the champion lineage's, as the online learner learns it).
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from bandit.encoding import model_encoding
+from bandit.encoding import LearnedEncoding, encoding_summary, model_encoding
 from bandit.features import action_features
 from reward.online import ExampleReader
 from store.ports import ModelSnapshots
@@ -24,11 +25,11 @@ from store.records import START, Cursor
 
 def dsjson_lines(reader: ExampleReader, models: ModelSnapshots, after: Cursor = START) -> Iterator[str]:
     encoder = reader.encoder
-    encodings: dict[tuple[str, str], dict[str, Any]] = {}  # (policy, version) -> its encoding: few models decide
+    encodings: dict[tuple[str, str], LearnedEncoding | None] = {}  # (policy, version) -> its encoding: few models decide
     for _, example, row in reader.read(after):
         deciding = (row.policy_id, row.model_version)
         if deciding not in encodings:
-            encodings[deciding] = model_encoding(reader.features, models, *deciding)
+            encodings[deciding] = model_encoding(models, *deciding)
         context: dict[str, Any] = {ns: dict(features) for ns, features in encoder.encode(row.features).items()}
         context["_multi"] = [{ns: {name: 1 for name in names} for ns, names in action_features(a).items()} for a in example.actions]
         chosen = example.chosen
@@ -51,7 +52,7 @@ def dsjson_lines(reader: ExampleReader, models: ModelSnapshots, after: Cursor = 
                 "_features": row.features,
                 "_actions": [a.id for a in example.actions],
                 "_shadow": {policy: list(pmf) for policy, pmf in row.shadow.items()},
-                "_encoding": encodings[deciding],
+                "_encoding": encoding_summary(reader.features, encodings[deciding], row.features),
             },
             separators=(",", ":"),
         )

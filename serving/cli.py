@@ -289,9 +289,10 @@ def explain(decision_id: str, address: str, as_json: bool) -> None:
         if response.contributions_note:
             console.print(response.contributions_note)
         if response.encoding:
-            encoding = Table("numeric field", "encoding", "edges", title="Numeric encoding of the model")
+            encoding = Table("namespace", "numeric field", "encoding", "edges", title="Numeric encoding of the model")
             for e in response.encoding:
-                encoding.add_row(e.field, e.kind, " | ".join(", ".join(f"{x:g}" for x in edges.edges) for edges in e.edges))
+                edges = " | ".join(", ".join(f"{x:g}" for x in e_edges.edges) for e_edges in e.edges)
+                encoding.add_row(e.namespace, e.field, e.kind, edges)
             console.print(encoding)
 
     _emit(response, as_json, render)

@@ -194,7 +194,10 @@ def explain_response(explanation: Explanation) -> pb.ExplainResponse:
         contributions=[pb.FeatureContribution(feature=f, contribution=c) for f, c in explanation.contributions],
         contributions_note=explanation.contributions_note,
         encoding=[
-            pb.FieldEncoding(field=name, kind=str(spec["kind"]), edges=[pb.Edges(edges=e) for e in spec["edges"]])
-            for name, spec in explanation.encoding.items()
+            pb.FieldEncoding(
+                namespace=namespace, field=name, kind=str(spec["kind"]), edges=[pb.Edges(edges=e) for e in spec["edges"]]
+            )
+            for namespace, fields in explanation.encoding.items()
+            for name, spec in fields.items()
         ],
     )

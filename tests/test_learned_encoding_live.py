@@ -86,11 +86,12 @@ def test_a_trained_lineage_serves_with_its_stored_edges_and_explain_shows_them(
         assert f"months_to_contract_end~q4=b{bucket}" in record.shared_line
         assert "months_to_contract_end~1=" not in record.shared_line  # not the auto encoding
         explanation = live.stub.Explain(pb.ExplainRequest(decision_id=decision.decision_id))
-        shown = {e.field: e for e in explanation.encoding}
-        months = shown["months_to_contract_end"]
+        shown = {(e.namespace, e.field): e for e in explanation.encoding}
+        numeric = {(f.namespace, f.name) for f in explanation.features if not f.category}
+        assert set(shown) == numeric  # the decision's own numeric fields, each as the model encodes it
+        months = shown["u", "months_to_contract_end"]
         assert months.kind == "quantile"
         assert [tuple(e.edges) for e in months.edges] == [tuple(e) for e in encoding.edges["u"]["months_to_contract_end"]]
-        assert shown["*"].kind == "auto"
         assert explanation.contributions and not explanation.contributions_note
     finally:
         live.stop()
@@ -100,10 +101,15 @@ def test_a_trained_lineage_serves_with_its_stored_edges_and_explain_shows_them(
     result = CliRunner().invoke(main, ["log", "export", "--config", str(toml), "--store", brain.store.url, "-o", str(export)])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in export.read_text().splitlines()]
-    kinds = {line["_encoding"].get("months_to_contract_end", {}).get("kind") for line in lines}
-    assert kinds == {None, "quantile"}  # decided at the cold start (auto: not listed), then by the lineage
-    by_lineage = next(line["_encoding"] for line in lines if "months_to_contract_end" in line["_encoding"])
+    kinds = {line["_encoding"]["u"]["months_to_contract_end"]["kind"] for line in lines}
+    assert kinds == {"auto", "quantile"}  # decided at the cold start, then by the lineage
+    by_lineage = next(
+        line["_encoding"]["u"] for line in lines if line["_encoding"]["u"]["months_to_contract_end"]["kind"] == "quantile"
+    )
     assert by_lineage["months_to_contract_end"]["edges"] == [list(e) for e in encoding.edges["u"]["months_to_contract_end"]]
+    for line in lines:  # each line shows its own numeric fields
+        numeric = {ns: {n for n, v in f.items() if not isinstance(v, str)} for ns, f in line["_features"].items()}
+        assert {ns: set(f) for ns, f in line["_encoding"].items()} == {ns: names for ns, names in numeric.items() if names}
 
 
 def test_a_shadow_of_another_encoding_scores_with_its_own(make_brain: Callable[..., Brain]) -> None:
@@ -158,9 +164,12 @@ def test_a_context_field_named_like_a_history_count_leaves_every_customer_s_hist
     assert f"contacts_30d:{contacts:g}" in record.shared_line.split()  # raw, as Brein's counts are
 
 
-def test_one_caller_s_made_up_names_stay_out_of_the_lineage_s_encoding(make_brain: Callable[..., Brain]) -> None:
+def test_one_caller_s_made_up_names_stay_out_of_the_lineage_s_encoding(
+    make_brain: Callable[..., Brain], metrics: Metrics
+) -> None:
     """A caller sending hundreds of made-up numeric names in a few requests (under 1% of the
-    decisions): the lineage learns edges for the common fields only, and its snapshots stay small."""
+    decisions): the lineage learns edges for the common fields only, its snapshots stay small, and
+    Explain of another customer's decision shows that decision's fields."""
     config = parse_config(new_user_data())
     brain = make_brain(config)
     simulate(brain, days=60)
@@ -175,3 +184,15 @@ def test_one_caller_s_made_up_names_stay_out_of_the_lineage_s_encoding(make_brai
     encoding = LearnedEncoding.from_json(snapshot.encoding or {})
     assert set(encoding.edges) == {"u"} and set(encoding.edges["u"]) == {"months_to_contract_end", "tenure_months"}
     assert len(json.dumps(snapshot.encoding)) < 1000
+
+    live = LiveServer(brain, metrics)
+    try:
+        request = decide_request("c1", "r-after")
+        request.event_time.FromSeconds(int(T0 + 61 * DAY))
+        decision = live.stub.Decide(request)
+        explanation = live.stub.Explain(pb.ExplainRequest(decision_id=decision.decision_id))
+        shown = {(e.namespace, e.field): e.kind for e in explanation.encoding}
+        assert shown["u", "months_to_contract_end"] == "quantile" and shown["h", "contacts_30d"] == "raw"
+        assert not any(name.startswith("made-up") for _, name in shown)
+    finally:
+        live.stop()

@@ -116,11 +116,18 @@ def test_a_configured_field_never_seen_is_encoded_as_absent_and_logged_once(capl
     assert encoder.encode({"u": {"months_left": 3.0}})["u"] == []
     assert encoder.shared_line({"u": {"months_left": 3.0, "plan": "basic"}}) == "shared |u plan=basic"
     assert encoder.encode({"u": {"spend": 30.0}})["u"] == [("spend=b1", 1.0)]  # hand-written edges stay
-    summary = encoding_summary(cfg.features, learned)
-    assert summary["months_left"] == {"kind": "absent", "edges": []}
-    assert summary["spend"] == {"kind": "bins", "edges": [[10.0]]}
-    assert summary["tenure"]["kind"] == "quantile" and len(summary["tenure"]["edges"]) == 1
-    assert summary["*"] == {"kind": "auto", "edges": []}
+    shared: SharedFeatures = {
+        "u": {"months_left": 3.0, "spend": 30.0, "tenure": 2.0, "other": 5.0, "plan": "basic"},
+        "h": {"contacts_7d": 1.0, "days_since_last_contact": 3.0},
+    }
+    assert encoding_summary(cfg.features, learned, shared) == {
+        "u": {"months_left": {"kind": "absent", "edges": []},
+              "spend": {"kind": "bins", "edges": [[10.0]]},
+              "tenure": {"kind": "quantile", "edges": [[2.0, 3.0]]},
+              "other": {"kind": "auto", "edges": []}},  # a field the lineage never saw
+        "h": {"contacts_7d": {"kind": "raw", "edges": []},
+              "days_since_last_contact": {"kind": "bins", "edges": [[1.0, 7.0, 30.0, 90.0]]}},
+    }  # fmt: skip
 
 
 def test_a_learned_encoding_round_trips_through_json_and_is_fixed_whatever_the_config_says_later() -> None:
@@ -203,3 +210,11 @@ def test_learning_counts_names_in_bounded_memory_whatever_names_requests_send() 
         tracemalloc.stop()
     assert learned.edges == learn_encoding(cfg.features, common).edges
     assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB"
+
+
+def test_the_summary_lists_a_decision_s_own_fields_whatever_their_names() -> None:
+    """A field named ``*`` (once the summary's key for every field not listed) shows its learned
+    edges: the summary holds the decision's own fields and no entry of its own."""
+    learned = LearnedEncoding({"u": {"*": ((1.0, 2.0, 3.0),), "x": ((5.0,),)}}, frozenset(), (4,))
+    summary = encoding_summary(config().features, learned, {"u": {"*": 2.5, "plan": "basic"}, "n": {"touchpoint": "app"}})
+    assert summary == {"u": {"*": {"kind": "quantile", "edges": [[1.0, 2.0, 3.0]]}}}

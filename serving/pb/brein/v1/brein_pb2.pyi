@@ -255,14 +255,16 @@ class ExplainResponse(_message.Message):
     def __init__(self, decision_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., channel: _Optional[str] = ..., action: _Optional[_Union[Action, _Mapping]] = ..., probability: _Optional[float] = ..., exploratory: _Optional[bool] = ..., eligible: _Optional[_Iterable[_Union[RankedAction, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[RemovedAction, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., personalised: _Optional[bool] = ..., policy_id: _Optional[str] = ..., model_version: _Optional[str] = ..., contributions: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., contributions_note: _Optional[str] = ..., encoding: _Optional[_Iterable[_Union[FieldEncoding, _Mapping]]] = ...) -> None: ...
 
 class FieldEncoding(_message.Message):
-    __slots__ = ("field", "kind", "edges")
+    __slots__ = ("field", "kind", "edges", "namespace")
     FIELD_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     EDGES_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     field: str
     kind: str
     edges: _containers.RepeatedCompositeFieldContainer[Edges]
-    def __init__(self, field: _Optional[str] = ..., kind: _Optional[str] = ..., edges: _Optional[_Iterable[_Union[Edges, _Mapping]]] = ...) -> None: ...
+    namespace: str
+    def __init__(self, field: _Optional[str] = ..., kind: _Optional[str] = ..., edges: _Optional[_Iterable[_Union[Edges, _Mapping]]] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class Edges(_message.Message):
     __slots__ = ("edges",)
