@@ -35,8 +35,8 @@ CONTEXT_NAMESPACES = ("u", "n", "h")
 """Where numeric fields are; history counts (``h``) are Brein's own and stay raw unless configured."""
 MIN_SHARE = 0.01
 """A field the config does not name learns edges only when at least this share of the decisions
-holds it: a field a few requests send (one caller's made-up names) stays ``auto`` instead of
-making the lineage's encoding, and every snapshot of it, carry its edges."""
+holds it, of more than one customer: a field a few requests send (one caller's made-up names)
+stays ``auto`` instead of making the lineage's encoding, and every snapshot of it, carry its edges."""
 FIELDS = 256
 """Fields the config does not name that learn edges, at most (the most common ones): a lineage's
 encoding stays a few hundred KB even when a small log lets many rare names pass ``MIN_SHARE``
@@ -141,13 +141,13 @@ def _quantile_values(features: FeaturesConfig, shared: SharedFeatures) -> Iterat
                 yield (namespace, name), float(value)
 
 
-def _frequent(features: FeaturesConfig, logged: Iterable[SharedFeatures]) -> tuple[int, set[tuple[str, str]]]:
+def _frequent(features: FeaturesConfig, logged: Iterable[tuple[str, SharedFeatures]]) -> tuple[int, set[tuple[str, str]]]:
     """The number of decisions, and the fields that may be common among them, counted in bounded
     memory (Misra-Gries, ``COUNTERS`` names at a time): every field in more than 1/(COUNTERS + 1)
     of the values is among them."""
     decisions = 0
     counts: dict[tuple[str, str], int] = {}
-    for shared in logged:
+    for _, shared in logged:
         decisions += 1
         for key, _ in _quantile_values(features, shared):
             if key in counts:
@@ -159,21 +159,26 @@ def _frequent(features: FeaturesConfig, logged: Iterable[SharedFeatures]) -> tup
     return decisions, set(counts)
 
 
-def learn_encoding(features: FeaturesConfig, logged: Sequence[SharedFeatures]) -> LearnedEncoding:
-    """The quantile edges, from the logged raw features, of every numeric field encoded ``quantile``
-    that the config names, and of the ``FIELDS`` most common of the others that at least
-    ``MIN_SHARE`` of the decisions hold (the rest stay ``auto``). A configured field never seen is
-    logged (once: a lineage learns its encoding once)."""
+def learn_encoding(features: FeaturesConfig, logged: Sequence[tuple[str, SharedFeatures]]) -> LearnedEncoding:
+    """The quantile edges, from the logged (customer id, raw features), of every numeric field
+    encoded ``quantile`` that the config names, and of the ``FIELDS`` most common of the others that
+    at least ``MIN_SHARE`` of the decisions, of more than one customer, hold (the rest stay
+    ``auto``). A configured field never seen is logged (once: a lineage learns its encoding once)."""
     configured = {name for name, c in features.numeric.items() if c.encoding == "quantile"}
     decisions, frequent = _frequent(features, logged)
     values: dict[tuple[str, str], list[float]] = {}
-    for shared in logged:
+    first: dict[tuple[str, str], str] = {}  # field -> the first customer seen holding it
+    several: set[tuple[str, str]] = set()  # fields held by more than one customer
+    for customer, shared in logged:
         for key, value in _quantile_values(features, shared):
             if key in frequent or key[1] in configured:
                 seen = values.setdefault(key, [])
                 if len(seen) < MAX_VALUES:
                     seen.append(value)
-    common = sorted((k for k in values if k[1] not in configured and len(values[k]) >= MIN_SHARE * decisions),
+                if key not in several and first.setdefault(key, customer) != customer:
+                    several.add(key)
+    enough = MIN_SHARE * decisions
+    common = sorted((k for k in values if k[1] not in configured and k in several and len(values[k]) >= enough),
                     key=lambda k: (-len(values[k]), k))  # fmt: skip
     learned = [k for k in values if k[1] in configured] + common[:FIELDS]
     resolutions = tuple(features.quantile_resolutions)

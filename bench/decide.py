@@ -384,7 +384,7 @@ class NullLog:
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         return {}
 
-    def features_before(self, until: float | None, limit: int) -> list[SharedFeatures]:
+    def features_before(self, until: float | None, limit: int) -> list[tuple[str, SharedFeatures]]:
         return []
 
     def customer_logs(

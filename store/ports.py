@@ -87,9 +87,9 @@ class DecisionLog(Protocol):
         """The logged decisions of those request ids that have one."""
         ...
 
-    def features_before(self, until: float | None, limit: int) -> list[SharedFeatures]:
-        """The raw shared features of the newest ``limit`` decisions with event time < ``until`` (None:
-        all), newest first: what a new model lineage learns its numeric encoding from."""
+    def features_before(self, until: float | None, limit: int) -> list[tuple[str, SharedFeatures]]:
+        """The customer id and raw shared features of the newest ``limit`` decisions with event time <
+        ``until`` (None: all), newest first: what a new model lineage learns its numeric encoding from."""
         ...
 
     def customer_logs(

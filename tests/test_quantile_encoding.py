@@ -35,8 +35,13 @@ def config(**features: Any) -> Any:
     return parse_config(data)
 
 
-def logged(values: list[float], name: str = "tenure", namespace: str = "u") -> list[SharedFeatures]:
-    return [{namespace: {name: v, "plan": "basic"}} for v in values]
+def logged(values: list[float], name: str = "tenure", namespace: str = "u") -> list[tuple[str, SharedFeatures]]:
+    return customers([{namespace: {name: v, "plan": "basic"}} for v in values])
+
+
+def customers(rows: list[SharedFeatures]) -> list[tuple[str, SharedFeatures]]:
+    """Each decision's features as logged by a customer of its own."""
+    return [(f"c{i}", shared) for i, shared in enumerate(rows)]
 
 
 @pytest.mark.parametrize(
@@ -100,7 +105,7 @@ def test_history_counts_stay_raw_and_values_that_cannot_make_an_edge_are_left_ou
     unusable = (math.inf, -math.inf, 5e12, -7e12)
     rows: list[SharedFeatures] = [{"u": {"tenure": v}, "h": {"contacts_7d": 2.0}} for v in (1.0, 2.0, *unusable)]
     rows.append({"u": {"tenure": math.nan}})
-    learned = learn_encoding(cfg.features, rows)
+    learned = learn_encoding(cfg.features, customers(rows))
     assert learned.edges == {"u": {"tenure": ((2.0,),)}}
     assert FeatureEncoder(cfg, learned).encode({"h": {"contacts_7d": 2.0}})["h"] == [("contacts_7d", 2.0)]
 
@@ -147,7 +152,7 @@ def test_a_context_field_named_like_a_history_count_does_not_re_encode_the_histo
     history count of that name stays raw."""
     cfg = config()
     rows: list[SharedFeatures] = [{"u": {"contacts_30d": 1e6 * v}, "h": {"contacts_30d": 1.0}} for v in range(1, 41)]
-    learned = learn_encoding(cfg.features, rows)
+    learned = learn_encoding(cfg.features, customers(rows))
     assert learned.edges == {"u": {"contacts_30d": ((1.1e7, 2.1e7, 3.1e7),)}}
     line = FeatureEncoder(cfg, learned).shared_line({"u": {"contacts_30d": 3e6}, "h": {"contacts_30d": 3.0}})
     assert line == "shared |u contacts_30d~q4=b0 |h contacts_30d:3"
@@ -179,21 +184,33 @@ def test_only_fields_enough_decisions_hold_learn_edges_at_most_fields_of_them() 
     cfg = config(numeric={"months_left": {"encoding": "quantile"}})
     common: list[SharedFeatures] = [{"u": {"tenure": float(v % 50)}, "n": {"months_left": float(v % 7)}} for v in range(1000)]
     rare = [{"u": {f"made-up-{j}": float(i) for j in range(100)}} for i in range(11)]
-    alone = learn_encoding(cfg.features, common)
-    learned = learn_encoding(cfg.features, common + rare[:9])  # 9 of 1,009 decisions: under 1%
+    alone = learn_encoding(cfg.features, customers(common))
+    learned = learn_encoding(cfg.features, customers(common + rare[:9]))  # 9 of 1,009 decisions: under 1%
     assert learned == alone and learned.edges == {
         "u": {"tenure": ((12.0, 25.0, 37.0),)},
         "n": {"months_left": ((1.0, 3.0, 5.0),)},
     }
     assert MIN_SHARE == 0.01
-    more = learn_encoding(cfg.features, common + rare)  # 11 of 1,011: over
+    more = learn_encoding(cfg.features, customers(common + rare))  # 11 of 1,011: over
     assert len(more.edges["u"]) == 1 + 100 and more.edges["u"]["tenure"] == alone.edges["u"]["tenure"]
     # Every name passes the share: a000... are in all 3 decisions, b0-0... in one.
     few: list[SharedFeatures] = [
         {"u": {f"b{i}-{j}": 1.0 for j in range(100)} | {f"a{j:03}": float(i) for j in range(FIELDS + 50)}} for i in range(3)
     ]
-    capped = learn_encoding(cfg.features, few)
+    capped = learn_encoding(cfg.features, customers(few))
     assert set(capped.edges["u"]) == {f"a{j:03}" for j in range(FIELDS)}  # the most common first, then by name
+
+
+def test_a_field_only_one_customer_sends_stays_auto_however_often() -> None:
+    """Fields one customer's decisions hold (2% of the log here) learn no edges; the same fields
+    from two customers do."""
+    cfg = config()
+    common = customers([{"u": {"tenure": float(v % 50)}} for v in range(1000)])
+    made_up: list[SharedFeatures] = [{"u": {f"made-up-{j}": float(i) for j in range(100)}} for i in range(20)]
+    one = learn_encoding(cfg.features, common + [("caller", shared) for shared in made_up])
+    assert set(one.edges["u"]) == {"tenure"}
+    two = learn_encoding(cfg.features, common + [(f"caller{i % 2}", shared) for i, shared in enumerate(made_up)])
+    assert len(two.edges["u"]) == 1 + 100
 
 
 def test_learning_counts_names_in_bounded_memory_whatever_names_requests_send() -> None:
@@ -204,11 +221,11 @@ def test_learning_counts_names_in_bounded_memory_whatever_names_requests_send() 
     distinct = [{"u": {f"field-{d}-{j}": float(j) for j in range(1000)}} for d in range(100)]
     tracemalloc.start()
     try:
-        learned = learn_encoding(cfg.features, common + distinct)
+        learned = learn_encoding(cfg.features, customers(common + distinct))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert learned.edges == learn_encoding(cfg.features, common).edges
+    assert learned.edges == learn_encoding(cfg.features, customers(common)).edges
     assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB"
 
 

@@ -126,10 +126,11 @@ def test_a_request_id_gives_one_decision_whatever_the_ids_of_its_decisions(store
 
 
 def test_features_before_reads_the_newest_decisions_raw_features(store: Store) -> None:
-    """What a new lineage learns its numeric encoding from: every decision's raw features, joined or not."""
+    """What a new lineage learns its numeric encoding from: every decision's customer and raw features, joined or not."""
     log(store, *(decision(f"d{i}", f"c{i}", T0 + i, features={"u": {"tenure_months": float(i)}}) for i in range(10)))
-    assert store.decisions.features_before(None, 3) == [{"u": {"tenure_months": float(i)}} for i in (9, 8, 7)]
-    assert store.decisions.features_before(T0 + 5, 100) == [{"u": {"tenure_months": float(i)}} for i in range(4, -1, -1)]
+    assert store.decisions.features_before(None, 3) == [(f"c{i}", {"u": {"tenure_months": float(i)}}) for i in (9, 8, 7)]
+    before = [(f"c{i}", {"u": {"tenure_months": float(i)}}) for i in range(4, -1, -1)]
+    assert store.decisions.features_before(T0 + 5, 100) == before
     assert store.decisions.features_before(T0, 100) == []
 
 

@@ -209,10 +209,10 @@ class PostgresDecisionLog:
         rows = self._engine.rows(f"SELECT {DECISION_COLUMNS} FROM decisions WHERE decision_id = %s", (decision_id,))
         return decision_from_row(rows[0]) if rows else None
 
-    def features_before(self, until: float | None, limit: int) -> list[SharedFeatures]:
-        rows = self._engine.rows("SELECT features FROM decisions WHERE event_time < %s ORDER BY event_time DESC LIMIT %s",
-                                 (math.inf if until is None else until, limit))  # fmt: skip
-        return [from_json(features) for (features,) in rows]
+    def features_before(self, until: float | None, limit: int) -> list[tuple[str, SharedFeatures]]:
+        rows = self._engine.rows("SELECT customer_id, features FROM decisions WHERE event_time < %s "
+                                 "ORDER BY event_time DESC LIMIT %s", (math.inf if until is None else until, limit))  # fmt: skip
+        return [(customer, from_json(features)) for customer, features in rows]
 
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         if not request_ids:

@@ -175,11 +175,11 @@ class SQLiteDecisionLog:
             row = conn.execute(f"SELECT {DECISION_COLUMNS} FROM decisions WHERE decision_id = ?", (decision_id,)).fetchone()
         return None if row is None else decision_from_row(row)
 
-    def features_before(self, until: float | None, limit: int) -> list[SharedFeatures]:
+    def features_before(self, until: float | None, limit: int) -> list[tuple[str, SharedFeatures]]:
+        sql = "SELECT customer_id, features FROM decisions WHERE event_time < ? ORDER BY event_time DESC LIMIT ?"
         with self._engine.reading() as conn:
-            rows = conn.execute("SELECT features FROM decisions WHERE event_time < ? ORDER BY event_time DESC LIMIT ?",
-                                (math.inf if until is None else until, limit)).fetchall()  # fmt: skip
-        return [from_json(features) for (features,) in rows]
+            rows = conn.execute(sql, (math.inf if until is None else until, limit)).fetchall()
+        return [(customer, from_json(features)) for customer, features in rows]
 
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         """One statement for up to MAX_IDS request ids."""
