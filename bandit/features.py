@@ -27,6 +27,7 @@ docs/simulation.md, "Choosing the defaults").
 from __future__ import annotations
 
 import math
+import re
 from bisect import bisect_right
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -43,13 +44,25 @@ LOG_RESOLUTIONS = (1, 4)
 """Steps per doubling of 1 + |value| of the ``auto`` encoding's categories: coarse ones learn fast,
 fine ones resolve thresholds (months 0, 1, 2, 3 before a term ends; 18-22 against 22-26 years)."""
 TOKEN_MEMO_SIZE = 65_536
-_UNSAFE = str.maketrans({" ": "_", "\t": "_", "\n": "_", "\r": "_", "|": "_", ":": "_"})
+_ESCAPED = re.compile(r"[\x00-\x20%*:=|~]")
+"""What ``vw_safe`` percent-encodes: what VW's text format splits on (space, tab, '|', ':') and the
+other characters up to space, which VW's hash drops at a name's ends ("\\x01a" hashed as "a"); '='
+and '~', which join a field's name to its value or its encoding's category; '*', which joins the
+terms of an interaction in VW's feature names (Explain splits them there); and '%' itself."""
+
+
+def _percent(match: re.Match[str]) -> str:
+    return f"%{ord(match[0]):02X}"
 
 
 @lru_cache(maxsize=65_536)
 def vw_safe(text: str) -> str:
-    """VW text format splits on spaces, '|' and ':'; names and categories must not contain them."""
-    return text.translate(_UNSAFE)
+    """A name or category as one VW token, the same in the text line and the DSJSON export.
+
+    One-to-one, so distinct fields stay distinct features ("a b" and "a_b", "k=v":"w" and
+    "k":"v=w"); most text needs nothing, so the search alone is the usual cost.
+    """
+    return text if _ESCAPED.search(text) is None else _ESCAPED.sub(_percent, text)
 
 
 def _bucket(value: float, edges: tuple[float, ...] | list[float]) -> str:

@@ -1,11 +1,13 @@
 """Numeric context fields without a configured encoding (``auto``): categories on a signed log scale
-at several resolutions; configured encodings and history counts as before."""
+at several resolutions; configured encodings and history counts as before; distinct fields stay
+distinct features whatever their names hold."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from vowpal_wabbit_next import TextFormatParser, Workspace
 
 from bandit.config import parse_config
 from bandit.features import LOG_RESOLUTIONS, FeatureEncoder
@@ -41,3 +43,23 @@ def test_configured_encodings_and_history_counts_are_kept() -> None:
     assert enc.encode({"u": {"spend": 130.0}})["u"] == [("spend=b2", 1.0)]
     history = enc.encode({"h": {"contacts_7d": 2.0, "days_since_contact": 3.0}})["h"]
     assert history == [("contacts_7d", 2.0), ("days_since_contact=b1", 1.0)]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"a b": "x", "a_b": "x", "a|b": "x", "a:b": "x", "a\tb": "x", "a%20b": "x"},
+        {"k=v": "w", "k": "v=w"},
+        {"a": "x", "\x01a": "x"},  # VW's hash drops what is at or below space at a name's ends
+        {"x": 3.0, "x~1": "2", "x~4": "8"},  # x = 3.0 is encoded x~1=2 and x~4=8
+    ],
+    ids=["separators", "equals", "hash-trim", "encoding-suffix"],
+)
+def test_distinct_fields_are_distinct_features_to_vw(fields: dict[str, float | str]) -> None:
+    """They were one: "a b", "a_b", "a|b" and "a:b" all became a_b=x."""
+    enc = encoder()
+    workspace = Workspace(["--quiet"], record_feature_names=True)
+    workspace.learn_one(TextFormatParser(workspace).parse_line("1 " + enc.shared_line({"u": fields}).removeprefix("shared ")))
+    model = workspace.readable_model(include_feature_names=True).split("\n")
+    hashes = {line.split(":")[1] for line in model if line.startswith("u^")}
+    assert len(hashes) == len(enc.encode({"u": fields})["u"])  # one VW feature per encoded pair

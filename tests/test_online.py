@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from vowpal_wabbit_next import Workspace, run_cli_driver
+from vowpal_wabbit_next import DSJsonFormatParser, TextFormatParser, Workspace, run_cli_driver
 
 from bandit.catalog import Catalog
 from bandit.config import BreinConfig, parse_config
@@ -21,6 +21,7 @@ from bandit.requests import DecisionRequest
 from brain.core import Brain
 from brain.probe import Prober
 from brain.worker import Worker
+from reward.export import dsjson_lines
 from reward.ingest import ActivationReport, OutcomeReport
 from reward.joiner import JoinReport
 from reward.online import MONEY_PER_COST, UNSCALED, ExampleReader, LearnRun, OnlineLearner, reward_scale
@@ -125,6 +126,49 @@ def test_dsjson_export_trains_vw_cli_to_the_same_predictions(make_brain: Callabl
         # The two models' weights agree to the last bits (plain SquareCB's pmfs agree to 1e-7); --elim's
         # cost ranges, a binary search to VW's tolerance of 1e-6, spread that to about 1.4e-6.
         assert from_cli.pmf(line, actions) == pytest.approx(online.pmf(line, actions), abs=1e-5)
+
+
+def _named_weights(workspace: Workspace) -> dict[str, float]:
+    """A workspace's weights by feature name, from its readable model ("name:index:weight ...")."""
+    model = workspace.readable_model(include_feature_names=True).split("\n")
+    return {name: float(rest.split(" ")[0]) for name, _, rest in (line.split(":", 2) for line in model if "^" in line)}
+
+
+@pytest.mark.parametrize(
+    ("numeric", "categorical"),
+    [
+        ({}, {"a b": "x", "a_b": "x", "a|b": "x", "a:b": "x"}),
+        ({"k=v": 2.0}, {"k": "v", "j=v": "w", "j": "v=w"}),
+    ],
+    ids=["separators", "equals"],
+)
+def test_vw_reads_each_exported_line_as_the_learner_reads_its_text(
+    make_brain: Callable[..., Brain], numeric: dict[str, float], categorical: dict[str, str]
+) -> None:
+    """Fields the text line held apart were one key of the export's context (a_b=x four times)."""
+    data = example_data()
+    data["features"]["numeric_default"] = "raw"  # numeric names reach the export as keys of their own
+    config = parse_config(data)
+    brain = make_brain(config)
+    for i in range(6):
+        request = DecisionRequest(f"c{i}", "app", f"r{i}", event_time=T0 + i * 600, personalisation="granted",
+                                  numeric=numeric, categorical=categorical)  # fmt: skip
+        record = brain.decider.decide_and_wait(request).record
+        if record.action_id != "do_nothing":
+            brain.activate(ActivationReport(record.decision_id, record.event_time + 60)).result()
+    Worker(config, brain.store).joiner.run(until=T0 + 60 * DAY)
+    reader = ExampleReader(config, brain.store.examples)
+    exported = list(zip(reader.read(), dsjson_lines(reader, brain.store.models), strict=True))
+    assert len(exported) == 6
+    args = vw_arguments(config.learner)
+    for (_, example, _), line in exported:
+        text = Workspace(args, record_feature_names=True)
+        text.learn_one([TextFormatParser(text).parse_line(part) for part in example_text(example).split("\n") if part])
+        dsjson = Workspace([*args, "--dsjson"], record_feature_names=True)
+        dsjson.learn_one(DSJsonFormatParser(dsjson).parse_json(line))
+        # VW's JSON and text readers round numbers apart in the last bits.
+        assert _named_weights(dsjson) == pytest.approx(_named_weights(text), rel=1e-5)
+        assert sum(name.startswith("u^") and "*" not in name for name in _named_weights(text)) == len(numeric) + len(categorical)
 
 
 def test_learning_texts_are_the_examples_text_in_learning_order(make_brain: Callable[..., Brain]) -> None:
