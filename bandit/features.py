@@ -44,11 +44,13 @@ LOG_RESOLUTIONS = (1, 4)
 """Steps per doubling of 1 + |value| of the ``auto`` encoding's categories: coarse ones learn fast,
 fine ones resolve thresholds (months 0, 1, 2, 3 before a term ends; 18-22 against 22-26 years)."""
 TOKEN_MEMO_SIZE = 65_536
-_ESCAPED = re.compile(r"[\x00-\x20%*:=|~]")
+_ESCAPED = re.compile(r"[\x00-\x20%*:=|~]|^_")
 """What ``vw_safe`` percent-encodes: what VW's text format splits on (space, tab, '|', ':') and the
 other characters up to space, which VW's hash drops at a name's ends ("\\x01a" hashed as "a"); '='
 and '~', which join a field's name to its value or its encoding's category; '*', which joins the
-terms of an interaction in VW's feature names (Explain splits them there); and '%' itself."""
+terms of an interaction in VW's feature names (Explain splits them there); '%' itself; and a
+leading '_', which VW's DSJSON reader takes for a key of its own (skipped, refused as "Unsupported
+key", or ``_label_cost`` read as the label)."""
 
 
 def _percent(match: re.Match[str]) -> str:

@@ -139,13 +139,17 @@ def _named_weights(workspace: Workspace) -> dict[str, float]:
     [
         ({}, {"a b": "x", "a_b": "x", "a|b": "x", "a:b": "x"}),
         ({"k=v": 2.0}, {"k": "v", "j=v": "w", "j": "v=w"}),
+        ({}, {"_promo": "yes"}),  # VW skipped the key
+        ({}, {"_labelx": "yes"}),  # VW refused the line
+        ({"_label_cost": -1e12, "_label_probability": 0.5}, {}),  # VW read them as the label
     ],
-    ids=["separators", "equals"],
+    ids=["separators", "equals", "skipped", "refused", "label"],
 )
 def test_vw_reads_each_exported_line_as_the_learner_reads_its_text(
     make_brain: Callable[..., Brain], numeric: dict[str, float], categorical: dict[str, str]
 ) -> None:
-    """Fields the text line held apart were one key of the export's context (a_b=x four times)."""
+    """Fields the text line held apart were one key of the export's context (a_b=x four times), and
+    VW's DSJSON reader took a name starting with '_' for a key of its own."""
     data = example_data()
     data["features"]["numeric_default"] = "raw"  # numeric names reach the export as keys of their own
     config = parse_config(data)
