@@ -287,19 +287,21 @@ def contributions(args: Sequence[str], model_data: bytes, shared_line: str, acti
     """Each feature's weight x value in the action's predicted cost, named through VW's invert hash.
 
     A fresh workspace that records feature names scores the shared features with this one action;
-    its readable model then lists exactly the weights that prediction touched.
+    its readable model then lists exactly the weights that prediction touched. It is read on VW's
+    own separators, "\\n" and " ": a name keeps what Python's splitlines() and split() also break
+    on (U+2028, NEL, U+3000, ...).
     """
     workspace = Workspace(list(args), model_data=model_data, record_feature_names=True)
     parser = TextFormatParser(workspace)
     workspace.predict_one([parser.parse_line(shared_line), parser.parse_line(action_line(action))])
     values = _feature_values(shared_line + " " + action_line(action))
     result = []
-    for line in workspace.readable_model(include_feature_names=True).splitlines():
+    for line in workspace.readable_model(include_feature_names=True).split("\n"):
         parts = line.split(":")
         if len(parts) < 3 or "^" not in parts[0] and parts[0] != "Constant":
             continue
         name = parts[0]
-        weight = float(parts[2].split()[0])
+        weight = float(parts[2].split(" ")[0])
         value = 1.0
         for term in name.split("*"):
             value *= values.get(term, 1.0)
@@ -310,10 +312,11 @@ def contributions(args: Sequence[str], model_data: bytes, shared_line: str, acti
 
 
 def _feature_values(text: str) -> dict[str, float]:
-    """Map 'namespace^feature' to its value, as the invert hash names terms."""
+    """Map 'namespace^feature' to its value, as the invert hash names terms (tokens are separated by
+    " " alone: ``vw_safe`` escapes VW's other separators)."""
     values: dict[str, float] = {}
     namespace = ""
-    for token in text.split():
+    for token in text.split(" "):
         if token.startswith("|"):
             namespace = token[1:]
         elif token != "shared":

@@ -9,12 +9,12 @@ from typing import Any, cast
 import pytest
 from vowpal_wabbit_next import TextFormatParser, Workspace
 
-from bandit.catalog import DO_NOTHING
+from bandit.catalog import DO_NOTHING, Catalog
 from bandit.config import BreinConfig, parse_config
 from bandit.decider import MAX_TRIES, Decider, PendingDecision, ServingPolicy
 from bandit.errors import InvalidRequest
 from bandit.features import FeatureEncoder, action_line
-from bandit.learner import COLD_START, LabelledExample, VWPolicy, train, vw_arguments
+from bandit.learner import COLD_START, LabelledExample, VWPolicy, contributions, train, vw_arguments
 from bandit.requests import DecisionRequest
 from brain.core import Brain
 from reward.ingest import OutcomeReport
@@ -236,6 +236,32 @@ def test_trained_model_serves_its_pmf_over_eligible_only_and_explains(brain: Bra
     assert explanation.contributions and explanation.contributions_note == ""
     assert any("sim_only" in n or "sms" in n or "evening" in n for n in names)
     assert all(abs(a[1]) >= abs(b[1]) for a, b in itertools.pairwise(explanation.contributions))
+
+
+def test_contributions_are_named_and_valued_as_vw_names_the_features() -> None:
+    """Python's splitlines() and split() also break on U+2028, NEL and U+3000, which VW keeps in a
+    name: a contribution was named by a fragment ("w*o^sim_only") and a raw field's valued as 1."""
+    data = example_data()
+    data["features"]["numeric_default"] = "raw"
+    config = parse_config(data)
+    encoder = FeatureEncoder(config)
+    actions = Catalog(config).actions
+    favourite = next(a for a in actions if a.id == "sim_only/sms/evening")
+
+    def line(spend: float) -> str:
+        features = encoder.shared_features(touchpoint="app", event_time=T0, numeric={"spend\u3000x": spend},
+                                           categorical={"a\x85b": "v\u2028w"}, history={}, personalised=True)  # fmt: skip
+        return encoder.shared_line(features)
+
+    chosen = [actions[i % len(actions)] for i in range(300)]
+    cost = {a: -1.0 if a == favourite else 0.0 for a in actions}
+    examples = [LabelledExample(line(1.0), actions, actions.index(a), 1 / len(actions), cost[a]) for a in chosen]
+    args = vw_arguments(config.learner)
+    model, _ = train(args, None, examples)
+    once, twice = (dict(contributions(args, model, line(spend), favourite)) for spend in (1.0, 2.0))
+    assert {"u^spend\u3000x", "u^a\x85b=v\u2028w", "u^a\x85b=v\u2028w*o^sim_only"} <= set(once)
+    assert all("^" in term for name in once for term in name.split("*") if name != "Constant")
+    assert {n: twice[n] for n in once if "u^spend" in n} == pytest.approx({n: 2 * once[n] for n in once if "u^spend" in n})
 
 
 def test_a_models_pmf_is_vowpal_wabbits_own_prediction(brain: Brain, config: BreinConfig) -> None:
