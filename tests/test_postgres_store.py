@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 import pytest
 
 from store import open_store
@@ -255,3 +257,44 @@ def test_maintenance_warnings_say_where_autovacuum_does_not_run(empty_url: str) 
             assert "table join_queue" in warning and "VACUUM ANALYZE" in warning and "decisions" not in warning
     finally:
         store.close()
+
+
+@pytest.fixture
+def dml_role_url(empty_url: str) -> Iterator[str]:
+    """``empty_url`` as a role that may use the store's schema and read and write its tables (those
+    there now and those made later), but not create anything in it."""
+    role = f"t_dml_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(empty_url)
+    schema = parts.query.rsplit("%3D", 1)[1]
+    with psycopg.connect(empty_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        for grant in ("GRANT USAGE ON SCHEMA {s} TO {r}",
+                      "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}",
+                      "ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE, SELECT ON SEQUENCES TO {r}"):  # fmt: skip
+            admin.execute(sql.SQL(grant).format(s=sql.Identifier(schema), r=sql.Identifier(role)))
+    try:
+        yield urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    finally:
+        with psycopg.connect(empty_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_role_without_create_opens_a_store_that_is_up_to_date(empty_url: str, dml_role_url: str) -> None:
+    """Opening ran CREATE TABLE IF NOT EXISTS brein_migrations on every store: such a role's every
+    command died with a traceback, on a store it could read and write."""
+    with pytest.raises(StoreUnavailable, match=r"^permission denied for schema t_\w+: the role needs CREATE on the store's "
+                                               r"schema to create or migrate it \(the store to apply\)$"):  # fmt: skip
+        open_store(dml_role_url)
+    open_store(empty_url).close()
+    store = open_store(dml_role_url, create=False)
+    try:
+        store.decisions.submit_decisions([decision("d1", "c1", T0)]).result()
+        assert store.decisions.decision_count() == 1
+    finally:
+        store.close()
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM brein_migrations WHERE name = 'm009_selected_among'")
+    with pytest.raises(StoreUnavailable, match=r"^must be owner of table policies: the role needs CREATE on the store's "
+                                               r"schema to create or migrate it \(1 of its \d+ migrations to apply\)$"):  # fmt: skip
+        open_store(dml_role_url)

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from store.errors import Conflict, LeaseLost, StoreUnavailable, UnknownStore, reason
+from store.errors import Conflict, LeaseLost, StoreError, StoreUnavailable, reason
 from store.ports import CommitListener
 from store.postgres.schema import lock_key, migrate
 from store.settling import Settled, committed, failed, next_group
@@ -205,10 +205,10 @@ class Engine:
             with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_SECONDS)) as conn:
                 migrate(conn, create=create)
             self.pool.open(wait=True, timeout=CONNECT_SECONDS)
-        except BROKEN as error:
+        except (psycopg.Error, PoolTimeout) as error:  # unreachable, or refused (a privilege the role lacks): one line
             self.pool.close()
             raise StoreUnavailable(f"could not open the PostgreSQL store: {reason(error)}") from error
-        except UnknownStore:
+        except StoreError:
             self.pool.close()
             raise
         self._on_commit = on_commit

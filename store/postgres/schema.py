@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from store.errors import UnknownStore
+from store.errors import StoreUnavailable, UnknownStore, reason
 from store.records import HISTORY_CONTACTS
 
 
@@ -294,16 +294,29 @@ def _refuse_to_create(conn: psycopg.Connection[Any], create: bool) -> None:
 
 def migrate(conn: psycopg.Connection[Any], *, create: bool = True) -> None:
     """Apply the steps not applied yet, in one transaction under the migration lock. ``create``
-    False: UnknownStore, and nothing created, when the database (the URL's schema) holds no store."""
+    False: UnknownStore, and nothing created, when the database (the URL's schema) holds no store.
+
+    A store that is up to date is only read: a role with no CREATE on the store's schema (one granted
+    reads and writes on its tables) opens it, and one that would have to create or migrate it is told
+    so in one line (StoreUnavailable)."""
     with conn.transaction():
         conn.execute(f"SELECT pg_advisory_xact_lock({lock_key('migrations')})")
-        if conn.execute("SELECT to_regclass('brein_migrations')").fetchone() == (None,):
+        exists = conn.execute("SELECT to_regclass('brein_migrations')").fetchone() != (None,)
+        if not exists:
             _refuse_to_create(conn, create)
-        conn.execute("CREATE TABLE IF NOT EXISTS brein_migrations (name text PRIMARY KEY, applied_at double precision NOT NULL)")
-        applied = {name for (name,) in conn.execute("SELECT name FROM brein_migrations")}
-        for name, statements in MIGRATIONS:
-            if name in applied:
-                continue
-            for statement in statements:
-                conn.execute(statement)
-            conn.execute("INSERT INTO brein_migrations VALUES (%s, %s)", (name, time.time()))
+        applied = {name for (name,) in conn.execute("SELECT name FROM brein_migrations")} if exists else set()
+        pending = [(name, statements) for name, statements in MIGRATIONS if name not in applied]
+        if not pending:
+            return
+        try:
+            if not exists:
+                conn.execute("CREATE TABLE brein_migrations (name text PRIMARY KEY, applied_at double precision NOT NULL)")
+            for name, statements in pending:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO brein_migrations VALUES (%s, %s)", (name, time.time()))
+        except psycopg.errors.InsufficientPrivilege as error:
+            missing = f"{len(pending)} of its {len(MIGRATIONS)} migrations" if exists else "the store"
+            raise StoreUnavailable(
+                f"{reason(error)}: the role needs CREATE on the store's schema to create or migrate it ({missing} to apply)"
+            ) from error
