@@ -17,11 +17,11 @@ from psycopg import sql
 import pytest
 
 from store import open_store
-from store.errors import Conflict, LeaseLost, StaleHistory, StoreUnavailable, UnknownStore
+from store.errors import Conflict, LeaseLost, StaleHistory, StoreError, StoreUnavailable, UnknownStore, reason
 from store.postgres import PostgresStore
 from store.postgres.decisions import CUSTOMER_LOGS
 from store.postgres.engine import MAX_LOCKED_CUSTOMERS
-from store.records import DAY, ActivationRecord, ModelSnapshot
+from store.records import DAY, ActivationRecord, AuditEntry, ModelSnapshot
 from tests.conftest import T0, postgres_store_url
 from tests.test_store_contract import decision, outcome
 
@@ -298,3 +298,36 @@ def test_a_role_without_create_opens_a_store_that_is_up_to_date(empty_url: str, 
     with pytest.raises(StoreUnavailable, match=r"^must be owner of table policies: the role needs CREATE on the store's "
                                                r"schema to create or migrate it \(1 of its \d+ migrations to apply\)$"):  # fmt: skip
         open_store(dml_role_url)
+
+
+def test_a_store_a_newer_brein_migrated_is_refused(empty_url: str) -> None:
+    """It was opened, and its Decides failed as ALREADY_EXISTS (a column this version does not write)."""
+    open_store(empty_url).close()
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO brein_migrations VALUES ('m999_from_the_future', 0)")
+    with pytest.raises(UnknownStore, match=r"migrated by a newer Brein \(migrations m999_from_the_future are not this"):
+        open_store(empty_url)
+
+
+def test_only_a_key_written_already_is_a_conflict(empty_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Every integrity error was a Conflict (ALREADY_EXISTS to a caller): a NOT NULL the write breaks
+    is the store's or Brein's fault, an internal error, logged."""
+    store = open_store(empty_url)
+    try:
+        store.decisions.submit_decisions([decision("d1", "c1", T0)]).result()
+        with pytest.raises(Conflict, match="already"):
+            store.decisions.submit_decisions([decision("d1", "c1", T0)]).result()
+        with psycopg.connect(empty_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE decisions ADD COLUMN region text NOT NULL DEFAULT 'x'")
+            conn.execute("ALTER TABLE decisions ALTER COLUMN region DROP DEFAULT")
+            conn.execute("ALTER TABLE audit ADD CHECK (actor <> 'nobody')")
+        with pytest.raises(StoreError, match='null value in column "region"') as refused:
+            store.decisions.submit_decisions([decision("d2", "c2", T0)]).result()
+        with pytest.raises(StoreError, match="violates check constraint") as checked:
+            store.audit.record(AuditEntry(T0, "nobody", "test", "", "")).result()
+        assert not isinstance(refused.value, Conflict) and not isinstance(checked.value, Conflict)
+        assert [r.message for r in caplog.records if r.name == "brein.store"] == [
+            f"the store refused a write: {reason(refused.value.__cause__)}", f"the store refused a write: {reason(checked.value.__cause__)}"
+        ]
+    finally:
+        store.close()

@@ -28,6 +28,7 @@ StoreUnavailable and the next group takes a fresh connection: the store recovers
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import time
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
@@ -64,6 +65,8 @@ LOCK_CUSTOMERS = (
     "FROM unnest(%b::text[]) AS c ORDER BY k) AS keys"
 )
 """The transaction-level advisory locks of customers, in key order (also when two ids share a key)."""
+log = logging.getLogger("brein.store")
+
 BROKEN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 """What says the database or the connection to it failed, not the write."""
 
@@ -123,8 +126,13 @@ def alone(conn: Connection, write: Write[T]) -> tuple[T | None, BaseException | 
             return write(conn), None
     except BROKEN:
         raise
-    except psycopg.IntegrityError as error:
+    except psycopg.errors.UniqueViolation as error:  # a key written already: the caller's to sort out
         return None, Conflict(f"the store refused the write: {error.diag.message_primary or error}")
+    except psycopg.IntegrityError as error:  # a NOT NULL, check or foreign key: Brein's own fault, not the caller's
+        log.error("the store refused a write: %s", reason(error))
+        refused = StoreError(f"the store refused the write: {reason(error)}")
+        refused.__cause__ = error
+        return None, refused
     except Exception as error:  # the write's own failure (a Conflict, a StaleHistory, a refused value) fails it alone
         return None, error
 

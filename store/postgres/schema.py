@@ -295,6 +295,8 @@ def _refuse_to_create(conn: psycopg.Connection[Any], create: bool) -> None:
 def migrate(conn: psycopg.Connection[Any], *, create: bool = True) -> None:
     """Apply the steps not applied yet, in one transaction under the migration lock. ``create``
     False: UnknownStore, and nothing created, when the database (the URL's schema) holds no store.
+    UnknownStore too when a newer Brein migrated it: its tables may have columns this version does
+    not write (its inserts then fail), or rows it would misread.
 
     A store that is up to date is only read: a role with no CREATE on the store's schema (one granted
     reads and writes on its tables) opens it, and one that would have to create or migrate it is told
@@ -305,6 +307,12 @@ def migrate(conn: psycopg.Connection[Any], *, create: bool = True) -> None:
         if not exists:
             _refuse_to_create(conn, create)
         applied = {name for (name,) in conn.execute("SELECT name FROM brein_migrations")} if exists else set()
+        newer = sorted(applied - {name for name, _ in MIGRATIONS})
+        if newer:
+            raise UnknownStore(
+                f"the store was migrated by a newer Brein (migrations {', '.join(newer)} are not this version's): "
+                "run that version, or a newer one"
+            )
         pending = [(name, statements) for name, statements in MIGRATIONS if name not in applied]
         if not pending:
             return
