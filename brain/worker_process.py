@@ -13,6 +13,7 @@ moment (SIGTERM) and starts another one if it dies. It imports nothing of `servi
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import sys
@@ -22,7 +23,10 @@ from bandit.config import parse_config
 from brain import logs
 from brain.worker import BESIDE_A_SERVER_COMMIT_PAUSE, ThreadFailed, WorkerEvent, event_line, work
 from store import open_store
+from store.errors import StoreError, StoreReplaced
 from store.threads import IDLE_SAFE_THREADS
+
+log = logging.getLogger("brein.worker")
 
 
 def yield_cpu_to_the_server() -> None:
@@ -72,12 +76,21 @@ def main() -> None:
     url, level = sys.argv[1:3]
     logs.configure(level)
     config = parse_config(json.loads(sys.stdin.readline()), source="the server's config")
-    store = open_store(url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE, on_thread_failure=_thread_failed)
+    try:
+        # Not created: the server opened (or made) the store; a child that found none at its URL (a
+        # database dropped and created anew) would build an empty one for the server to decide on.
+        store = open_store(url, write_pause=BESIDE_A_SERVER_COMMIT_PAUSE, create=False, on_thread_failure=_thread_failed)
+    except StoreError as error:
+        log.error("the worker cannot work on the store: %s", error)
+        sys.exit(1)
     yield_cpu_to_the_server()  # after the store's threads started: the others keep the server's priority
     try:
         work(config, store, _report, _stop)
     except BrokenPipeError:  # the server is gone: nobody to flush the rest of standard output to
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except StoreReplaced as error:  # the store's URL holds another store now: nothing of it is ours to work on
+        log.error("the worker stops: %s", error)
+        sys.exit(1)
     finally:
         store.close()
 

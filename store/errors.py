@@ -22,6 +22,12 @@ class StoreUnavailable(StoreError):
     """The store could not commit (or be reached); nothing of the failed write remains."""
 
 
+class StoreReplaced(StoreUnavailable):
+    """The database at the store's URL holds another store than the one this process opened (it was
+    dropped and created anew, or restored from another): nothing is read from or written to it until
+    the process is restarted, which then opens what is there as it would any store."""
+
+
 class Conflict(StoreError):
     """A write that contradicts what the store holds: an idempotency key reused with different
     content, a policy id registered twice, a registry transition from a state the policy has left."""

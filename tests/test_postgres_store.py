@@ -5,7 +5,10 @@ and the fence of a worker that lost its lease without dying."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -13,11 +16,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import sql
 import pytest
+from psycopg import sql
 
+from bandit.config import BreinConfig
 from store import open_store
-from store.errors import Conflict, LeaseLost, StaleHistory, StoreError, StoreUnavailable, UnknownStore, reason
+from store.errors import Conflict, LeaseLost, StaleHistory, StoreError, StoreReplaced, StoreUnavailable, UnknownStore, reason
 from store.postgres import PostgresStore
 from store.postgres.decisions import CUSTOMER_LOGS
 from store.postgres.engine import MAX_LOCKED_CUSTOMERS
@@ -295,8 +299,8 @@ def test_a_role_without_create_opens_a_store_that_is_up_to_date(empty_url: str, 
         store.close()
     with psycopg.connect(empty_url, autocommit=True) as conn:
         conn.execute("DELETE FROM brein_migrations WHERE name = 'm009_selected_among'")
-    with pytest.raises(StoreUnavailable, match=r"^must be owner of table policies: the role needs CREATE on the store's "
-                                               r"schema to create or migrate it \(1 of its \d+ migrations to apply\)$"):  # fmt: skip
+    pending = r"^must be owner of table policies: the role needs CREATE on the store's schema to create or migrate it"
+    with pytest.raises(StoreUnavailable, match=pending + r" \(1 of its \d+ migrations to apply\)$"):
         open_store(dml_role_url)
 
 
@@ -326,8 +330,56 @@ def test_only_a_key_written_already_is_a_conflict(empty_url: str, caplog: pytest
         with pytest.raises(StoreError, match="violates check constraint") as checked:
             store.audit.record(AuditEntry(T0, "nobody", "test", "", "")).result()
         assert not isinstance(refused.value, Conflict) and not isinstance(checked.value, Conflict)
-        assert [r.message for r in caplog.records if r.name == "brein.store"] == [
-            f"the store refused a write: {reason(refused.value.__cause__)}", f"the store refused a write: {reason(checked.value.__cause__)}"
-        ]
+        causes = [error.value.__cause__ for error in (refused, checked)]
+        logged = [r.message for r in caplog.records if r.name == "brein.store"]
+        assert logged == [f"the store refused a write: {reason(cause)}" for cause in causes if cause is not None]
     finally:
         store.close()
+
+
+def _terminate_others(url: str) -> None:
+    """End every other connection to ``url``'s database, as dropping it WITH (FORCE) does."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+def test_a_store_made_anew_at_the_url_is_not_served(empty_url: str) -> None:
+    """A database dropped and created again while a server ran: its worker built a new, empty store
+    there and the server decided on it (contact caps and quiet periods forgotten), saying nothing.
+    Each new connection now checks the store's identity: reads, writes and the lease are refused."""
+    store = open_store(empty_url)
+    assert isinstance(store, PostgresStore)
+    try:
+        store.decisions.submit_decisions([decision("d1", "c1", T0)]).result()
+        schema = urlsplit(empty_url).query.rsplit("%3D", 1)[1]
+        with psycopg.connect(empty_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP SCHEMA {s} CASCADE; CREATE SCHEMA {s}").format(s=sql.Identifier(schema)))
+        open_store(empty_url).close()  # another store, made where the first was
+        _terminate_others(empty_url)
+        deadline = time.monotonic() + 30
+        while True:  # the pooled connections fail first (terminated); each new one finds the other store
+            try:
+                store.decisions.decision_count()
+                pytest.fail("a store made anew at the URL was read")
+            except StoreReplaced as error:
+                assert re.search(r"holds another store \(\S+\), not the store this process opened", str(error))
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline
+        with pytest.raises(StoreReplaced):
+            store.decisions.submit_decisions([decision("d2", "c2", T0)]).result()
+        with pytest.raises(StoreReplaced):
+            store.lease.try_acquire()
+    finally:
+        store.close()
+
+
+def test_the_worker_beside_a_server_creates_no_store(empty_url: str, config: BreinConfig) -> None:
+    """It opened the store to create it: after the database was created anew, a new empty store."""
+    command = [sys.executable, "-m", "brain.worker_process", empty_url, "INFO"]
+    given = config.model_dump_json() + "\n"
+    child = subprocess.run(command, input=given, capture_output=True, text=True, timeout=60, check=False)
+    assert child.returncode == 1 and len(child.stderr.splitlines()) == 1, child.stderr
+    assert "the worker cannot work on the store: no store in the PostgreSQL database" in child.stderr
+    assert _tables(empty_url) == []

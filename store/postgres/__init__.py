@@ -42,7 +42,7 @@ class PostgresStore:
         self.registry = PostgresRegistryStorage(self.engine)
         self.audit = PostgresAuditTrail(self.engine)
         self.privacy = PostgresPrivacy(self.engine)
-        self.lease = AdvisoryLease(url)
+        self.lease = AdvisoryLease(url, self.engine.store_id)
         self.engine.guard = self.lease.guard
 
     @property

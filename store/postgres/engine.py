@@ -38,9 +38,9 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from store.errors import Conflict, LeaseLost, StoreError, StoreUnavailable, reason
+from store.errors import Conflict, LeaseLost, StoreError, StoreReplaced, StoreUnavailable, reason
 from store.ports import CommitListener
-from store.postgres.schema import lock_key, migrate
+from store.postgres.schema import lock_key, migrate, same_store, store_id
 from store.settling import Settled, committed, failed, next_group
 from store.threads import Supervised, ThreadFailure
 
@@ -205,13 +205,18 @@ class Engine:
         self.customer_locks = customer_locks
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             url, min_size=2, max_size=MAX_CONNECTIONS, kwargs={"autocommit": True, "connect_timeout": int(CONNECT_SECONDS)},
-            timeout=CONNECT_SECONDS, open=False, name="brein-store",
+            timeout=CONNECT_SECONDS, open=False, name="brein-store", configure=self._same_store,
         )  # fmt: skip
+        self.replaced: StoreReplaced | None = None
+        """Set once a new connection found another store at the URL than the one opened here."""
         try:
             # The first connection is made directly: its failure says why (no such database, refused),
             # where the pool's only says that it timed out.
             with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_SECONDS)) as conn:
                 migrate(conn, create=create)
+                opened = store_id(conn)
+            assert opened is not None, "m010_store_identity gives every store its identity"
+            self.store_id = opened
             self.pool.open(wait=True, timeout=CONNECT_SECONDS)
         except (psycopg.Error, PoolTimeout) as error:  # unreachable, or refused (a privilege the role lacks): one line
             self.pool.close()
@@ -228,6 +233,23 @@ class Engine:
         self._writer = Supervised("brein-store-writer", self._write_loop, on_failure=on_thread_failure)
         self._writer.start()
 
+    def _same_store(self, conn: Connection) -> None:
+        """The pool's check of each connection it makes (at opening and at every reconnection): the
+        store at the URL is still the one opened here (schema.same_store). A connection that finds
+        another is not pooled; the pool keeps trying, and reads and writes fail as ``replaced``."""
+        try:
+            same_store(conn, self.store_id)
+        except StoreReplaced as replaced:
+            if self.replaced is None:
+                log.error("%s", replaced)
+            self.replaced = replaced
+            raise
+
+    def _unavailable(self, error: Exception, what: str) -> StoreUnavailable:
+        """What a read or write that could not reach the store fails with: why, when the store at the
+        URL was replaced (the pool then only timed out)."""
+        return self.replaced or StoreUnavailable(f"{what}: {reason(error)}")
+
     # -- reads --------------------------------------------------------------------------------------
 
     def read(self, read: Callable[[Connection], T]) -> T:
@@ -239,7 +261,7 @@ class Engine:
                     return read(conn)
             except BROKEN as error:
                 if attempt == 2 or isinstance(error, PoolTimeout):
-                    raise StoreUnavailable(f"the store could not be read: {reason(error)}") from error
+                    raise self._unavailable(error, "the store could not be read") from error
         raise AssertionError("unreachable")
 
     def streamed(
@@ -258,7 +280,7 @@ class Engine:
                 cursor.execute(query, args)
                 yield from cursor
         except BROKEN as error:
-            raise StoreUnavailable(f"the store could not be read: {reason(error)}") from error
+            raise self._unavailable(error, "the store could not be read") from error
 
     def rows(self, query: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         return self.read(lambda conn: conn.execute(query, args).fetchall())
@@ -370,7 +392,7 @@ class Engine:
                         if attempt == 2:
                             raise unsent.error from None
         except (psycopg.Error, PoolTimeout, LeaseLost) as error:  # the database failed (or the group's locks deadlocked)
-            failed([q.future for q in group], len(group), error, started, self._on_commit)
+            failed([q.future for q in group], len(group), self.replaced or error, started, self._on_commit)
             return
         committed(results, started, self._on_commit)
 

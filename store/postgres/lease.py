@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 
-from store.errors import LeaseLost
+from store.errors import LeaseLost, StoreReplaced
 from store.postgres.engine import CONNECT_SECONDS, Connection
-from store.postgres.schema import lock_key
+from store.postgres.schema import lock_key, same_store
 
 TAKE = f"SELECT pg_try_advisory_lock({lock_key('worker')})"
 GIVE_BACK = f"SELECT pg_advisory_unlock({lock_key('worker')})"
@@ -32,8 +32,11 @@ HELD = f"""SELECT EXISTS (
 
 
 class AdvisoryLease:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, store_id: str) -> None:
+        """``store_id``: the identity of the store opened (schema.same_store), checked on each new
+        connection before the lease is taken on it."""
         self.url = url
+        self.store_id = store_id
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
         self._holder: int | None = None
@@ -41,7 +44,8 @@ class AdvisoryLease:
 
     def try_acquire(self) -> bool:
         """True when held; a lease whose connection broke is lost (another worker may hold it now)
-        and is asked for again. False also when the database cannot be reached."""
+        and is asked for again. False also when the database cannot be reached; StoreReplaced when it
+        holds another store than the one opened (then the lease is never taken on it)."""
         with self._lock:
             if self._conn is not None:
                 try:
@@ -53,6 +57,11 @@ class AdvisoryLease:
                 conn = psycopg.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_SECONDS))
             except psycopg.Error:
                 return False
+            try:
+                same_store(conn, self.store_id)
+            except StoreReplaced:
+                conn.close()
+                raise
             row = conn.execute(TAKE).fetchone()
             if row is not None and row[0]:
                 self._conn = conn

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from store.errors import StoreUnavailable, UnknownStore, reason
+from store.errors import StoreReplaced, StoreUnavailable, UnknownStore, reason
 from store.records import HISTORY_CONTACTS
 
 
@@ -273,6 +273,12 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ]),
     # How many set-ups a tuned candidate was picked among: every look at it shares the gate's alpha among them.
     ("m009_selected_among", ["ALTER TABLE policies ADD COLUMN selected_among integer NOT NULL DEFAULT 1"]),
+    # The store's identity, made with it: a process that reconnects checks it still talks to the store it
+    # opened (same_store), not to one made anew at its URL (a database dropped and created again).
+    ("m010_store_identity", [
+        "CREATE TABLE brein_store (one integer PRIMARY KEY CHECK (one = 1), store_id text NOT NULL)",
+        "INSERT INTO brein_store VALUES (1, gen_random_uuid()::text)",
+    ]),
 ]  # fmt: skip
 
 
@@ -328,3 +334,26 @@ def migrate(conn: psycopg.Connection[Any], *, create: bool = True) -> None:
             raise StoreUnavailable(
                 f"{reason(error)}: the role needs CREATE on the store's schema to create or migrate it ({missing} to apply)"
             ) from error
+
+
+def store_id(conn: psycopg.Connection[Any]) -> str | None:
+    """The identity of the store on ``conn`` (made by m010_store_identity); None where there is none."""
+    try:
+        row = conn.execute("SELECT store_id FROM brein_store").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return None if row is None else str(row[0])
+
+
+def same_store(conn: psycopg.Connection[Any], opened: str) -> None:
+    """StoreReplaced unless ``conn`` reaches the store whose identity is ``opened``; checked on each new
+    connection (never per statement), so a database dropped and created anew while a process served
+    is found at the process's first reconnection to it."""
+    found = store_id(conn)
+    if found != opened:
+        database = conn.info.dbname
+        now = "no store" if found is None else f"another store ({found})"
+        raise StoreReplaced(
+            f"the PostgreSQL database {database!r} holds {now}, not the store this process opened ({opened}): "
+            "it was dropped or restored; restart the process to serve what is there now"
+        )
