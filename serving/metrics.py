@@ -55,7 +55,10 @@ class Metrics:
         )
         self.model_changes = Histogram("brein_model_change_seconds", changes, buckets=MODEL_CHANGE_BUCKETS, registry=registry)
         # Security and faults. Labels name callers (configured backends), kinds and codes: never customers or features.
-        up = "1 when the last group commit succeeded; 0 when it failed or a write did not commit by its caller's deadline"
+        up = (
+            "1 when the last group commit succeeded (or a read, after the store was unreachable); 0 when it failed, "
+            "a write did not commit by its caller's deadline, or a call or the follow loop could not reach the store"
+        )
         self.store_up = Gauge("brein_store_up", up, registry=registry)
         abandoned = "Writes given up at their deadline before they began, one per request they held; never written"
         self.store_abandoned = Counter("brein_store_abandoned_writes", abandoned, registry=registry)

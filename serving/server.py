@@ -28,6 +28,7 @@ from serving.ports import bind_problem
 from serving.security import Guard, bind, transport
 from serving.servicer import DecisionServicer
 from serving.supervision import ThreadHealth
+from store.errors import StoreUnavailable
 from store.opening import in_memory
 
 log = logging.getLogger("brein.server")
@@ -109,11 +110,14 @@ async def work_beside_forever(brain: Brain, metrics: Metrics, interval: float) -
         await asyncio.sleep(interval)
 
 
-async def follow_forever(brain: Brain, metrics: Metrics, interval: float, snapshot_interval: float) -> None:
+async def follow_forever(
+    brain: Brain, metrics: Metrics, interval: float, snapshot_interval: float, health: ThreadHealth | None = None
+) -> None:
     """Serve what the store says, every ``interval`` seconds: the champion operators promote and roll
     back, the shadows, and the newest snapshot the worker learned once ``snapshot_interval`` seconds
     have passed since the serving model last changed. A failure is logged and counted
-    (brein_background_failures_total{thread="brein-follow"}) and tried again at the next one."""
+    (brein_background_failures_total{thread="brein-follow"}) and tried again at the next one.
+    ``health`` hears whether the store could be read: the server's health follows it while no calls come."""
     loop = asyncio.get_running_loop()
     changed_at = -math.inf
     while True:
@@ -122,9 +126,13 @@ async def follow_forever(brain: Brain, metrics: Metrics, interval: float, snapsh
             if await loop.run_in_executor(None, brain.follow, started - changed_at >= snapshot_interval):
                 changed_at = loop.time()
                 metrics.model_changes.observe(changed_at - started)
+            if health is not None:
+                health.read()
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as error:
+            if health is not None and isinstance(error, StoreUnavailable):
+                health.unavailable(error)
             metrics.background_failures.labels("brein-follow").inc()
             log.exception("could not follow the store; trying again in %.0f s", interval)
         await asyncio.sleep(interval)
@@ -175,7 +183,7 @@ async def create_server(
             ("grpc.so_reuseport", int(reuse_port)),
         ]
     )
-    servicer = DecisionServicer(brain, metrics)
+    servicer = DecisionServicer(brain, metrics, thread_health)
     pb_grpc.add_DecisionServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -195,7 +203,8 @@ async def create_server(
     tasks = []
     if background:
         following = brain.config.server
-        tasks.append(asyncio.create_task(follow_forever(brain, metrics, following.follow_seconds, following.snapshot_seconds)))
+        follow = follow_forever(brain, metrics, following.follow_seconds, following.snapshot_seconds, thread_health)
+        tasks.append(asyncio.create_task(follow))
         if worker:
             tasks.append(asyncio.create_task(work_beside_forever(brain, metrics, brain.config.joiner.interval_seconds)))
     return RunningServer(server, port, health_servicer, brain, metrics, servicer, tasks)

@@ -24,6 +24,8 @@ from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.security import actor
+from serving.supervision import ThreadHealth
+from store.errors import StoreUnavailable
 from store.opening import is_postgres
 
 log = logging.getLogger("brein.serving")
@@ -85,7 +87,7 @@ def unary(method: str) -> Callable[[Handler[Request, Response]], Handler[Request
             try:
                 return await handler(self, request, context)
             except Exception as error:
-                code, message = _report(self.metrics, method, error)
+                code, message = self._failed(method, error)
                 await context.abort(code, message)
                 raise  # unreachable: abort raises
 
@@ -95,9 +97,11 @@ def unary(method: str) -> Callable[[Handler[Request, Response]], Handler[Request
 
 
 class DecisionServicer(pb_grpc.DecisionServiceServicer):
-    def __init__(self, brain: Brain, metrics: Metrics) -> None:
+    def __init__(self, brain: Brain, metrics: Metrics, health: ThreadHealth | None = None) -> None:
+        """``health``: told of every call that could not reach the store (serving/supervision.py)."""
         self.brain = brain
         self.metrics = metrics
+        self.health = health
         # A read from SQLite takes tens of µs: a Decide is decided on the event loop, no hand-off to pay
         # for. A read from PostgreSQL is a round trip: Decides are decided in threads, so that calls
         # about other customers overlap their waits instead of queueing behind each one on the loop.
@@ -105,6 +109,12 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         self._result_bytes = converters.largest_result_bytes(brain.catalog)
         self.chunk_items = brain.config.limits.max_message_bytes // self._result_bytes
         """The most items a DecideBatch chunk may have: its answer then fits in one message, whatever is decided."""
+
+    def _failed(self, method: str, error: Exception) -> tuple[grpc.StatusCode, str]:
+        """A call's (or a DecideBatch item's) error: counted, its status code and message."""
+        if isinstance(error, StoreUnavailable) and self.health is not None:
+            self.health.unavailable(error)
+        return _report(self.metrics, method, error)
 
     def close(self) -> None:
         """Let the decide threads go, once the server has stopped: they finish what they began."""
@@ -207,7 +217,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
             if isinstance(result, PendingDecision):
                 error = outcome[id(result.committed)] or result.refused  # the write's failure, or the item's own
                 if isinstance(error, Exception):
-                    result = _report(self.metrics, "DecideBatch", error)
+                    result = self._failed("DecideBatch", error)
             if isinstance(result, PendingDecision):
                 self._count(result)
                 converters.fill_decide_response(response.results.add().decision, result)

@@ -5,6 +5,7 @@ show it, and service resumes by itself when the store recovers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -13,20 +14,25 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg import sql
 
 from bandit.config import BreinConfig, parse_config
 from brain.core import Brain
 from serving import converters
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
+from serving.server import follow_forever
 from serving.supervision import ThreadHealth
 from store import open_store
 from store.opening import sqlite_path
@@ -386,3 +392,70 @@ def test_postgresql_connections_terminated_mid_load_give_unavailable_in_time_and
             stop.set()
             live.stop()
             live.running.brain.store.close()
+
+
+@contextmanager
+def own_database(postgres_database: str) -> Iterator[tuple[str, Callable[[bool], None]]]:
+    """A database of its own on ``postgres_database``'s server: its URL, and a switch that stops its
+    connections (refused, those open terminated) and lets them in again, as its server going away
+    and coming back does."""
+    name = f"brein_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_database, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+        def connections(allowed: bool) -> None:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(sql.Identifier(name), sql.Literal(allowed)))
+            if not allowed:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+        try:
+            yield urlunsplit(urlsplit(postgres_database)._replace(path=f"/{name}")), connections
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_postgresql_gone_makes_the_server_not_serving_until_the_store_is_read_again(
+    postgres_database: str, metrics: Metrics, config: BreinConfig
+) -> None:
+    """Every Decide failed UNAVAILABLE while health said SERVING and brein_store_up 1: only the
+    writer's commits reached them, and a read that fails commits nothing. A call that cannot reach
+    the store, or the follow loop, now makes it NOT_SERVING and brein_store_up 0; a commit, or the
+    follow loop's next read while no calls come (the load balancer sends none), SERVING again."""
+    with own_database(postgres_database) as (url, connections):
+        thread_health = ThreadHealth(metrics)
+        store = open_store(url, on_commit=thread_health.on_commit, on_thread_failure=thread_health.failed)
+        live = LiveServer(Brain(config, store, clock=lambda: T0 + 60), metrics, thread_health=thread_health)
+        health = health_pb2_grpc.HealthStub(live.channel)
+
+        def serving() -> bool:
+            status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+            return status == health_pb2.HealthCheckResponse.SERVING and live.sample("brein_store_up") == 1
+
+        def not_serving() -> bool:
+            status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+            return status == health_pb2.HealthCheckResponse.NOT_SERVING and live.sample("brein_store_up") == 0
+
+        following: Future[None] | None = None
+        try:
+            live.stub.Decide(decide("before"), timeout=5)
+            assert serving()
+            connections(False)
+            for i in range(3):
+                with pytest.raises(grpc.RpcError) as failed:
+                    live.stub.Decide(decide(f"gone-{i}", f"c{i}"), timeout=5)
+                assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+            until(not_serving, 5)
+            connections(True)
+            until(lambda: _decided(live, "back"), 10)  # committed: SERVING again
+            assert serving()
+            follow = follow_forever(live.running.brain, metrics, 0.1, 3600.0, thread_health)
+            following = asyncio.run_coroutine_threadsafe(follow, live.loop)
+            connections(False)
+            until(not_serving, 10)  # no calls: the follow loop found it gone
+            connections(True)
+            until(serving, 10)  # and read it again
+        finally:
+            if following is not None:
+                following.cancel()
+            live.stop()
+            store.close()
