@@ -2,7 +2,10 @@
 time) are deleted, with what hangs off them (activations, join-queue entries, late-outcome marks).
 
 Deletes run in small batches, each its own transaction, so Decide never waits long behind them.
-A run that deleted anything leaves one entry in the audit trail.
+Every run is in the audit trail however it ends: an entry before its first deletion (what it set out
+to delete) and one after each batch that deleted anything (what went), so that a run stopped midway
+(a SIGTERM, a crash) has its deletions audited up to its last batch; a single entry written at the
+end was never written by such a run.
 """
 
 from __future__ import annotations
@@ -24,9 +27,18 @@ def apply_retention(
         raise ValueError(f"expected retention_days > 0, got {retention_days}")
     started = time.perf_counter()
     cutoff = now - retention_days * DAY
+    older = f"older than {retention_days:g} days"
+
+    def record(detail: str) -> None:
+        audit.record(AuditEntry(now, actor, "retention", f"before {cutoff:.0f}", detail)).result()
+
+    record(f"started: deleting decisions, outcomes and joined examples {older}")
     decisions = activations = joined = outcomes = 0
     while True:
         deleted = privacy.delete_decisions_before(cutoff, batch).result()
+        if deleted.decisions:
+            record(f"deleted {deleted.decisions} decisions, {deleted.activations} activations, "
+                   f"{deleted.joined_examples} joined examples {older}")  # fmt: skip
         decisions += deleted.decisions
         activations += deleted.activations
         joined += deleted.joined_examples
@@ -34,12 +46,9 @@ def apply_retention(
             break
     while True:
         gone = privacy.delete_outcomes_before(cutoff, batch).result()
+        if gone:
+            record(f"deleted {gone} outcomes {older}")
         outcomes += gone
         if gone < batch:
             break
-    report = RetentionReport(cutoff, decisions, outcomes, activations, joined, time.perf_counter() - started)
-    if any(report.deleted.values()):
-        counts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in report.deleted.items())
-        detail = f"deleted {counts} older than {retention_days:g} days"
-        audit.record(AuditEntry(now, actor, "retention", f"before {cutoff:.0f}", detail)).result()
-    return report
+    return RetentionReport(cutoff, decisions, outcomes, activations, joined, time.perf_counter() - started)

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,17 @@ from brain.core import Brain, open_brain
 from brain.logs import JsonFormatter
 from brain.worker import Worker
 from reward.ingest import OutcomeReport
+from reward.retention import apply_retention
 from serving import converters
 from serving.cli import main
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
-from store import open_store
+from store import Store, open_store
 from store.opening import sqlite_path
+from store.ports import Privacy
+from store.records import DeletedDecisions, ForgetReport
 from tests.conftest import EXAMPLE, T0, Clock, LiveServer, example_data, sqlite_count, sqlite_rows
+from tests.test_store_contract import decision
 
 DAY = 86_400.0
 RAW = "cust-RAW-4242"
@@ -229,8 +234,11 @@ def test_retention_runs_in_the_background_and_is_counted(
         assert deleted == {"decisions": 2, "outcomes": 1, "activations": 1, "joined_examples": 2}
         assert live.sample("brein_retention_runs_total", {"result": "ok"}) >= 1
         audit = brain.store.audit.entries("retention")
-        assert [(e.actor, e.action) for e in audit] == [("brein retention", "retention")]
-        assert "deleted 2 decisions, 1 outcomes, 1 activations, 2 joined examples older than 40 days" in audit[0].detail
+        assert {(e.actor, e.action) for e in audit} == {("brein retention", "retention")}
+        assert audit[0].detail == "started: deleting decisions, outcomes and joined examples older than 40 days"
+        assert [e.detail for e in audit if not e.detail.startswith("started")] == [
+            "deleted 2 decisions, 1 activations, 2 joined examples older than 40 days", "deleted 1 outcomes older than 40 days"
+        ]
         assert live.stub.Decide(pb.DecideRequest(customer_id="c-a", channel="web")).decision_id  # still serving
     finally:
         live.stop()
@@ -257,3 +265,40 @@ def test_retention_run_command(tmp_path: Path, config: BreinConfig) -> None:
     # --days is held to the config's rule: 0.0001 deleted every decision of a live store before it was joined.
     early = CliRunner().invoke(main, ["retention", "run", "--config", str(config_file), "--store", str(store), "--days", "1e-4"])
     assert early.exit_code == 1 and "--days: 0.0001 deletes decisions before they are joined" in early.output, early.output
+
+
+class Stopped(Exception):
+    """What stops a retention run midway in a test: SIGTERM, a crash."""
+
+
+class StoppedAfter:
+    """A store's Privacy whose retention run is stopped once ``batches`` batches of it committed."""
+
+    def __init__(self, privacy: Privacy, batches: int) -> None:
+        self.privacy = privacy
+        self.batches = batches
+
+    def forget(self, customer_id: str, *, actor: str, at: float) -> Future[ForgetReport]:
+        return self.privacy.forget(customer_id, actor=actor, at=at)
+
+    def delete_decisions_before(self, cutoff: float, limit: int) -> Future[DeletedDecisions]:
+        if not self.batches:
+            raise Stopped
+        self.batches -= 1
+        return self.privacy.delete_decisions_before(cutoff, limit)
+
+    def delete_outcomes_before(self, cutoff: float, limit: int) -> Future[int]:
+        return self.privacy.delete_outcomes_before(cutoff, limit)
+
+
+def test_a_retention_run_stopped_midway_has_audited_what_it_deleted(store: Store) -> None:
+    """The run's one audit entry was written after its last batch: one stopped after its first
+    deleted 2,000 decisions and left no entry."""
+    store.decisions.submit_decisions([decision(f"d{i}", f"c{i}", T0 + i) for i in range(3)]).result()
+    with pytest.raises(Stopped):
+        apply_retention(StoppedAfter(store.privacy, 2), store.audit, 30, now=T0 + 100 * DAY, actor="test", batch=1)
+    assert store.decisions.decision_count() == 1
+    assert [e.detail for e in store.audit.entries("retention")] == [
+        "started: deleting decisions, outcomes and joined examples older than 30 days",
+        *["deleted 1 decisions, 0 activations, 0 joined examples older than 30 days"] * 2,
+    ]
