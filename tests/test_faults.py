@@ -226,6 +226,33 @@ def test_a_failed_writer_makes_the_server_not_serving_until_its_store_commits_ag
     intact(small_disk / "brein.db")
 
 
+def test_a_store_file_deleted_while_serving_makes_the_server_not_serving_and_decide_unavailable(
+    tmp_path: Path, metrics: Metrics, config: BreinConfig
+) -> None:
+    """The worker's file deleted under a running server: within the checkpointer's period (1 s) health
+    is NOT_SERVING and Decide answers UNAVAILABLE, rather than acknowledging decisions into a file no
+    path names."""
+    thread_health = ThreadHealth(metrics)
+    log = tmp_path / "brein.db"
+    store = open_store(str(log), on_commit=thread_health.on_commit, on_thread_failure=thread_health.failed)
+    live = LiveServer(Brain(config, store, clock=lambda: T0 + 60), metrics, thread_health=thread_health)
+    health = health_pb2_grpc.HealthStub(live.channel)
+
+    def status() -> int:
+        return health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
+
+    try:
+        assert _decided(live, "before") and status() == health_pb2.HealthCheckResponse.SERVING
+        (tmp_path / "brein.worker.db").unlink()
+        until(lambda: status() == health_pb2.HealthCheckResponse.NOT_SERVING, 10)
+        with pytest.raises(grpc.RpcError) as refused:
+            live.stub.Decide(decide("after", "c2"), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert live.sample("brein_background_failures_total", {"thread": "brein-worker-file-checkpointer"})
+    finally:
+        live.stop()
+
+
 def _decided(live: LiveServer, request_id: str) -> bool:
     try:
         return bool(live.stub.Decide(decide(request_id), timeout=2).decision_id)

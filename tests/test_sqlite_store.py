@@ -563,3 +563,38 @@ def test_the_checkpointer_runs_on_its_interval_and_stops_with_the_store(tmp_path
     assert path.stat().st_size > size
     engine.close()
     assert not any(t.name == "brein-store-checkpointer" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("victim", ["log", "worker"])
+def test_a_store_file_deleted_while_open_fails_its_writes_within_a_check_and_commits_again_when_put_back(
+    tmp_path: Path, victim: str
+) -> None:
+    """SQLite would go on committing into the unlinked inode: within one checkpointer period of the
+    deletion every write of the store (the log's and the worker's) fails, the checkpointer's thread
+    fails loudly, and the file put back at its path lets writes commit again."""
+    log = tmp_path / "log.db"
+    path = log if victim == "log" else Path(worker_file(str(log)))
+    failures: list[tuple[str, BaseException]] = []
+    store = SQLiteStore(log, on_thread_failure=lambda thread, error: failures.append((thread, error)))
+    try:
+        store.decisions.submit_decisions([_decision("d0", "c0", 1.0)]).result()
+        path.rename(tmp_path / "aside.db")
+        deadline = time.monotonic() + 10
+        while not failures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert failures and isinstance(failures[0][1], StoreUnavailable) and str(path) in str(failures[0][1])
+        with pytest.raises(StoreUnavailable, match="deleted or replaced while open"):
+            store.decisions.submit_decisions([_decision("d1", "c1", 2.0)]).result()
+        with pytest.raises(StoreUnavailable, match="deleted or replaced while open"):
+            store.worker_engine.submit(lambda conn: conn.execute("DELETE FROM join_queue")).result()
+        (tmp_path / "aside.db").rename(path)
+        deadline = time.monotonic() + 30  # the failed thread runs again after its pause, and checks again
+        while time.monotonic() < deadline:
+            try:
+                store.decisions.submit_decisions([_decision("d2", "c2", 3.0)]).result()
+                break
+            except StoreUnavailable:
+                time.sleep(0.2)
+        assert [r[0] for r in sqlite_rows(store, "SELECT decision_id FROM decisions ORDER BY 1")] == ["d0", "d2"]
+    finally:
+        store.close()

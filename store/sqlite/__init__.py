@@ -12,6 +12,7 @@ from store.sqlite.connections import worker_file
 from store.sqlite.decisions import SQLiteDecisionLog
 from store.sqlite.engine import Engine
 from store.sqlite.examples import SQLiteJoinedExamples
+from store.sqlite.files import OpenedFiles
 from store.sqlite.joins import SQLiteJoinState
 from store.sqlite.lease import FileLease, PrivateLease
 from store.sqlite.models import SQLiteModelSnapshots
@@ -47,10 +48,11 @@ class SQLiteStore:
         else:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             worker = worker_file(self.path)
+            files = OpenedFiles()  # either file lost: both refuse writes (store/sqlite/files.py)
             self.engine = Engine(self.path, attached=worker, on_commit=on_commit, commit_pause=commit_pause,
-                                 on_thread_failure=on_thread_failure)  # fmt: skip
+                                 on_thread_failure=on_thread_failure, files=files)  # fmt: skip
             try:
-                self.worker_engine = Engine(worker, histories=(worker_migrations,), on_commit=on_commit,
+                self.worker_engine = Engine(worker, histories=(worker_migrations,), on_commit=on_commit, files=files,
                                             on_thread_failure=on_thread_failure, threads=IDLE_SAFE_THREADS)  # fmt: skip
             except StoreError:
                 self.engine.close()

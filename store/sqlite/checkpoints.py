@@ -7,12 +7,15 @@ often (docs/benchmarks.md: Decide while the worker joins, p50 and p99 about a th
 it). So the store's writer connection does not checkpoint (``wal_autocheckpoint = 0``) and a
 supervised thread of the store's own, with a connection of its own, checkpoints every ``interval``
 seconds instead: a PASSIVE checkpoint copies what no reader still needs while writers go on committing.
+Before each, it runs the engine's check that the store's files are still at their paths
+(store/sqlite/files.py): a check that fails fails the thread.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 
 from store.threads import Supervised, ThreadFailure
 
@@ -31,9 +34,12 @@ class Checkpointer:
         *,
         interval: float = INTERVAL_SECONDS,
         on_thread_failure: ThreadFailure | None = None,
+        check: Callable[[], None] = lambda: None,
     ) -> None:
-        """``name``: its thread's (the engine's, store/sqlite/engine.py)."""
+        """``name``: its thread's (the engine's, store/sqlite/engine.py). ``check``: run before each
+        checkpoint; what it raises fails the thread."""
         self._conn = conn
+        self._check = check
         self._interval = interval
         self._stopped = threading.Event()
         self._thread = Supervised(name, self._loop, on_failure=on_thread_failure)
@@ -48,6 +54,7 @@ class Checkpointer:
 
     def _loop(self) -> None:
         while not self._stopped.wait(self._interval):
+            self._check()
             self.checkpoint()
 
     def stop(self) -> None:

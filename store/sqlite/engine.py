@@ -8,7 +8,8 @@ mergeable kind (decisions) are written together, in multi-row statements, and on
 that fails.
 
 A file database (WAL) is read through one connection per thread, each seeing only committed data;
-its WAL is checkpointed by a thread of its own (store/sqlite/checkpoints.py), never in a commit.
+its WAL is checkpointed by a thread of its own (store/sqlite/checkpoints.py), never in a commit,
+which also checks that the file is still at its path (store/sqlite/files.py): while not, writes fail.
 An in-memory database has one connection: the writer holds it for a whole group commit and each
 read takes it between commits, so a read also sees only committed data.
 """
@@ -32,6 +33,7 @@ from store.ports import CommitListener
 from store.settling import Settled, committed, failed, next_group
 from store.sqlite.checkpoints import INTERVAL_SECONDS, Checkpointer
 from store.sqlite.connections import WORKER_SCHEMA, begin, connect, durable
+from store.sqlite.files import OpenedFiles
 from store.sqlite.schema import migrations
 from store.threads import Supervised, ThreadFailure
 
@@ -180,6 +182,7 @@ class Engine:
         histories: Sequence[Migrations] = (migrations,),
         attached: str | None = None,
         threads: str = "brein-store",
+        files: OpenedFiles | None = None,
     ) -> None:
         """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
         process (the server's) gets the write lock between this one's transactions. The writer and
@@ -189,8 +192,11 @@ class Engine:
         ``reading(with_worker=True)`` attach (the worker's, store/sqlite/worker_schema.py); the
         writer never does, so that its transactions take this file's write lock only, nor do the
         other readers, so that the hot path's reads check one file's schema and WAL, not two.
-        ``threads``: the start of its threads' names (``-writer``, ``-checkpointer``)."""
+        ``threads``: the start of its threads' names (``-writer``, ``-checkpointer``). ``files``: the
+        store's files, shared by its engines: this one's is added once opened, its checkpointer checks
+        them all, and while one is lost its writer fails every write."""
         self.path = path
+        self._files = files if files is not None else OpenedFiles()
         self._histories = histories
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -207,9 +213,12 @@ class Engine:
                 self._reads = _Reads(self)
                 self._reads_with_worker = _Reads(self, attached) if attached is not None else self._reads
                 self.checkpointer = Checkpointer(
-                    connect(path), f"{threads}-checkpointer", interval=checkpoint_seconds, on_thread_failure=on_thread_failure
-                )
+                    connect(path), f"{threads}-checkpointer", interval=checkpoint_seconds,
+                    on_thread_failure=on_thread_failure, check=self._files.check,
+                )  # fmt: skip
             self._migrate()
+            if path is not None:
+                self._files.opened(path)
         except sqlite3.OperationalError as error:  # locked past the wait, a file that cannot be opened
             raise StoreUnavailable(f"{path}: the store cannot be opened: {reason(error)}") from None
         except sqlite3.DatabaseError as error:  # not an SQLite file, or a damaged one: a traceback before
@@ -281,6 +290,9 @@ class Engine:
 
     def _commit_group(self, conn: sqlite3.Connection, group: list[tuple[Write[Any], Future[Any]]]) -> None:
         started = time.perf_counter()
+        if (lost := self._files.lost) is not None:  # a file deleted: not one write into it (store/sqlite/files.py)
+            failed([future for _, future in group], len(group), lost, started, self._on_commit)
+            return
         results: list[Settled] = []
         try:
             begin(conn)
