@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import gzip
 import itertools
+import os
 import re
 import shutil
 import sqlite3
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import replace
@@ -35,6 +36,7 @@ from store.sqlite.connections import worker_file
 from store.sqlite.decisions import SQLiteDecisionLog
 from store.sqlite.engine import Engine
 from store.sqlite.joins import _queue_intake
+from store.sqlite.lease import FileLease, holder
 from store.sqlite.worker_schema import MOVED_TABLES
 from tests.conftest import T0, sqlite_count, sqlite_files, sqlite_rows
 
@@ -598,3 +600,56 @@ def test_a_store_file_deleted_while_open_fails_its_writes_within_a_check_and_com
         assert [r[0] for r in sqlite_rows(store, "SELECT decision_id FROM decisions ORDER BY 1")] == ["d0", "d2"]
     finally:
         store.close()
+
+
+LEASE_HOLDER = """
+import sys
+from store.sqlite.lease import FileLease
+lease = FileLease(sys.argv[1])
+for line in sys.stdin:
+    print(lease.try_acquire(), flush=True)
+"""
+
+
+@pytest.fixture
+def other_process() -> Iterator[Callable[[Path], Callable[[], bool]]]:
+    """Another process's FileLease on the lock file the test names: each call asks for it there."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(path: Path) -> Callable[[], bool]:
+        process = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(path)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)  # fmt: skip
+        processes.append(process)
+
+        def ask() -> bool:
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write("\n")
+            process.stdin.flush()
+            return process.stdout.readline().strip() == "True"
+
+        return ask
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("holder_asks_first", [True, False])
+def test_a_lease_whose_lock_file_is_removed_is_held_by_one_process_from_the_holders_next_ask(
+    tmp_path: Path, other_process: Callable[[Path], Callable[[], bool]], holder_asks_first: bool
+) -> None:
+    """A flock holds the inode: removing ``brein.db.worker.lock`` let a second worker lock a new file
+    while the first held the old one. The holder checks its file at each ask: it locks the new one,
+    or gives the lease up to whoever did."""
+    path = tmp_path / "brein.db.worker.lock"
+    lease = FileLease(str(path))
+    other = other_process(path)
+    assert lease.try_acquire() and not other()
+    assert path.read_text() == f"{os.getpid()}\n" and holder(str(path)) == f"pid {os.getpid()}"
+    path.unlink()
+    if holder_asks_first:
+        assert lease.try_acquire() and not other()
+    else:
+        assert other() and not lease.try_acquire()
+    lease.release()
