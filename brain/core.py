@@ -227,7 +227,7 @@ def open_brain(
     """A Brain on the store at ``server.store`` (for `brein serve`). The pseudonym key is checked
     before the store is opened: a server that cannot start changes nothing on disk."""
     Pseudonyms.from_config(config.privacy)
-    store = open_store(config.server.store, on_commit=on_commit, on_thread_failure=on_thread_failure)
+    store = open_store(config.server.store, on_commit=on_commit, on_thread_failure=on_thread_failure, serving=True)
     try:
         return Brain(config, store, on_model=on_model, on_unusable=on_unusable)
     except BaseException:

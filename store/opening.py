@@ -60,6 +60,7 @@ def open_store(
     write_pause: float = 0.0,
     create: bool = True,
     on_thread_failure: ThreadFailure | None = None,
+    serving: bool = False,
 ) -> Store:
     """The store at ``url`` (see the module's doc), its migrations applied.
 
@@ -69,10 +70,12 @@ def open_store(
     worker) gets to write in between; PostgreSQL ignores it. ``create=False``: UnknownStore rather
     than a new, empty store when there is none at ``url`` (on PostgreSQL: no store's tables in the
     database, in the schema its URL's search_path names; a database is never created:
-    StoreUnavailable when it cannot be reached)."""
+    StoreUnavailable when it cannot be reached). ``serving``: a server's store; on SQLite it holds
+    the store's serving lock while open (StoreUnavailable while another server holds it: one server
+    writes a SQLite store); PostgreSQL stores are served by several replicas."""
     if is_postgres(url):
         return PostgresStore(url, on_commit=on_commit, on_thread_failure=on_thread_failure, create=create)
     path = sqlite_path(url)
     if path is not None and not create and not path.is_file():
         raise UnknownStore(f"no store at {path}: give --store, or run the server once to create it")
-    return SQLiteStore(path, on_commit=on_commit, commit_pause=write_pause, on_thread_failure=on_thread_failure)
+    return SQLiteStore(path, on_commit=on_commit, commit_pause=write_pause, on_thread_failure=on_thread_failure, serving=serving)

@@ -213,3 +213,24 @@ def test_an_address_serve_cannot_bind_is_one_line_and_a_non_zero_exit(
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 1 and f"Error: {said.format(taken=taken_port)}" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_second_server_on_a_served_sqlite_store_is_refused_naming_the_first_and_other_commands_still_run(
+    server: ServerProcess,
+) -> None:
+    """Two servers on one SQLite file both served: each checked contact caps and request-id replays
+    against its own writes only. The second is refused in one line naming the first's pid; the first
+    goes on serving, its worker beside it, and a command that reads the store still runs."""
+    workdir = server.store.parent.parent
+    (workdir / "second.toml").write_text((workdir / "brein.toml").read_text())
+    done = subprocess.run([sys.executable, "-m", "serving", "serve", "--config", "second.toml"], cwd=workdir,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    said = f"Error: var/brein.db is served already, by pid {server.process.pid}: one `brein serve` writes a SQLite store"
+    assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+    listed = subprocess.run([sys.executable, "-m", "serving", "policy", "list", "--config", "brein.toml"], cwd=workdir,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        assert pb_grpc.DecisionServiceStub(channel).Decide(_request(0, 0), timeout=10).decision_id  # type: ignore[no-untyped-call]
+    assert server.process.poll() is None
+    assert not any("another worker holds" in str(entry["message"]) for entry in server.log)

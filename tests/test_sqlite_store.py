@@ -653,3 +653,31 @@ def test_a_lease_whose_lock_file_is_removed_is_held_by_one_process_from_the_hold
     else:
         assert other() and not lease.try_acquire()
     lease.release()
+
+
+def test_a_serving_store_is_the_only_one_and_refuses_writes_while_another_holds_its_lock(
+    tmp_path: Path, other_process: Callable[[Path], Callable[[], bool]]
+) -> None:
+    """One server writes a SQLite store: a second serving store is refused naming the first's pid,
+    stores that do not serve (the worker, the CLI) open beside it. Its lock file removed and taken by
+    another process: from its next check the first's writes fail rather than write beside the other's."""
+    log = tmp_path / "brein.db"
+    lock = tmp_path / "brein.db.serving.lock"
+    failures: list[BaseException] = []
+    store = SQLiteStore(log, serving=True, on_thread_failure=lambda thread, error: failures.append(error))
+    try:
+        with pytest.raises(StoreUnavailable, match=rf"brein.db is served already, by pid {os.getpid()}: one `brein serve`"):
+            SQLiteStore(log, serving=True)
+        SQLiteStore(log).close()
+        store.decisions.submit_decisions([_decision("d0", "c0", 1.0)]).result()
+        other = other_process(lock)
+        assert not other()  # started, and refused while the store holds the lock
+        lock.unlink()
+        assert other()
+        deadline = time.monotonic() + 10
+        while not failures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(StoreUnavailable, match="took this lock: it writes the store now"):
+            store.decisions.submit_decisions([_decision("d1", "c1", 2.0)]).result()
+    finally:
+        store.close()

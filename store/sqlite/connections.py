@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -16,6 +17,19 @@ def worker_file(path: str) -> str:
     """The file beside the log's that holds what the worker writes: ``var/brein.db`` -> ``var/brein.worker.db``."""
     log = Path(path)
     return str(log.with_name(f"{log.stem}.{WORKER_SCHEMA}{log.suffix}"))
+
+
+FileId = tuple[int, int] | None
+"""A file's device and inode; None when its path names no file."""
+
+
+def file_id(path: str) -> FileId:
+    """What file ``path`` names now (store/sqlite/files.py, store/sqlite/lease.py)."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def connect(target: str) -> sqlite3.Connection:

@@ -17,7 +17,7 @@ import os
 import threading
 from contextlib import suppress
 
-from store.sqlite.files import file_id
+from store.sqlite.connections import file_id
 
 
 def _locked_at(path: str) -> int | None:
