@@ -266,7 +266,8 @@ def test_processes_opening_a_new_store_together_apply_its_migrations_once(tmp_pa
     assert names[0] == "m001_decision_log" and names[-1] == "m017_selected_among"
     with closing(sqlite3.connect(worker_file(str(tmp_path / "brein.db")))) as conn:
         worker = conn.execute("SELECT name FROM _sqlite_migrations WHERE migration_set = 'brein.worker' ORDER BY id").fetchall()
-    assert worker == [("m001_worker_tables",), ("m002_provisional_examples",), ("m003_provisional_stages",)]
+    assert worker == [("m001_worker_tables",), ("m002_provisional_examples",), ("m003_provisional_stages",),
+                      ("m004_claims_confirmed",)]  # fmt: skip
 
 
 def test_a_decision_commits_while_the_worker_holds_its_own_files_write_lock(store: SQLiteStore) -> None:
@@ -681,3 +682,48 @@ def test_a_serving_store_is_the_only_one_and_refuses_writes_while_another_holds_
             store.decisions.submit_decisions([_decision("d1", "c1", 2.0)]).result()
     finally:
         store.close()
+
+
+KILLED_IN_M014 = """
+import contextlib, os, sys
+import store.sqlite.schema as schema
+
+@contextlib.contextmanager
+def closing_then_killed(conn):
+    with contextlib.closing(conn):
+        yield conn
+    os._exit(9)  # the worker's file committed, the log's transaction not: as a SIGKILL there
+
+schema.closing = closing_then_killed
+from store.sqlite import SQLiteStore
+SQLiteStore(sys.argv[1])
+"""
+
+
+def test_an_old_store_whose_m014_was_killed_after_the_workers_file_committed_opens_again(tmp_path: Path) -> None:
+    """m014 commits the store's id in the new worker's file before the log's transaction commits: a
+    process killed in between left a log without m014 beside a file claimed with an id that each
+    new run, making an id of its own, refused ("belongs to another store's log") for ever. A claim
+    no log has confirmed is taken again; one a log confirmed is still another store's."""
+    log = tmp_path / "brein.db"
+    with gzip.open(BEFORE_H9) as packed, log.open("wb") as unpacked:
+        shutil.copyfileobj(packed, unpacked)
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_M014, str(log)], capture_output=True, text=True, timeout=60)
+    assert killed.returncode == 9, killed.stderr
+    with closing(sqlite3.connect(worker_file(str(log)))) as conn:
+        (claimed,) = conn.execute("SELECT store_id FROM worker_identity").fetchone()
+    with closing(sqlite3.connect(log)) as conn:
+        assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'store_identity'").fetchone()
+    store = SQLiteStore(log)
+    try:
+        assert sqlite_rows(store, "SELECT store_id FROM store_identity") == [(claimed,)]
+        assert sqlite_count(store, "joined_examples") > 0
+    finally:
+        store.close()
+    other = tmp_path / "other"
+    other.mkdir()
+    with gzip.open(BEFORE_H9) as packed, (other / "brein.db").open("wb") as unpacked:
+        shutil.copyfileobj(packed, unpacked)
+    shutil.copyfile(worker_file(str(log)), worker_file(str(other / "brein.db")))
+    with pytest.raises(UnknownStore, match="belongs to another store's log"):
+        SQLiteStore(other / "brein.db")  # an old log beside a worker's file its own log has confirmed

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from store.errors import StoreError, StoreUnavailable, UnknownStore
+from store.errors import StoreError, StoreUnavailable
 from store.ports import CommitListener, WorkerLease
 from store.sqlite.connections import worker_file
 from store.sqlite.decisions import SQLiteDecisionLog
@@ -19,7 +19,7 @@ from store.sqlite.models import SQLiteModelSnapshots
 from store.sqlite.privacy import SQLiteAuditTrail, SQLitePrivacy
 from store.sqlite.registry import SQLiteRegistryStorage
 from store.sqlite.schema import migrations
-from store.sqlite.worker_schema import check_pair, worker_migrations
+from store.sqlite.worker_schema import check_pair, confirm, worker_migrations
 from store.threads import IDLE_SAFE_THREADS, ThreadFailure
 
 __all__ = ["SQLiteStore"]
@@ -92,8 +92,10 @@ class SQLiteStore:
             raise
         try:
             with self.engine.reading(with_worker=True) as conn:
-                check_pair(conn, self.path, worker)
-        except UnknownStore:
+                unconfirmed = check_pair(conn, self.path, worker)
+            if unconfirmed:  # once: opening a store writes nothing (a full disk, a reading command)
+                self.worker_engine.submit(confirm).result()
+        except StoreError:
             self.engine.close()
             self.worker_engine.close()
             raise

@@ -358,8 +358,10 @@ def m014_worker_file(db: Database) -> None:
     which the worker takes it into the join queue in its own file and then deletes a range of keys.
     The decisions queued so far go to the intake. The moved tables' rows are copied to the worker's
     file and committed there before this migration drops them here: a process killed in between
-    copies them again (the copy ignores rows it finds). Both files get the store's id (a new one):
-    a log opens only beside its own worker's file (worker_schema.check_pair)."""
+    copies them again (the copy ignores rows it finds). Both files get the store's id: a log opens
+    only beside its own worker's file (worker_schema.check_pair). A new one, or the one a killed run
+    committed in the worker's file before the log's transaction could: a new id each run would
+    never match it, and the store would never open again."""
     db.execute("DROP TRIGGER decisions_queued")
     db.execute("CREATE TABLE join_intake (seq INTEGER PRIMARY KEY AUTOINCREMENT, decision_id TEXT NOT NULL, "
                "event_time REAL NOT NULL)")  # fmt: skip
@@ -367,21 +369,21 @@ def m014_worker_file(db: Database) -> None:
                "SELECT decision_id, event_time FROM join_queue ORDER BY event_time, decision_id")  # fmt: skip
     db.execute("DROP TABLE join_queue")
     db.execute(INTAKE_TRIGGER)
-    store_id = uuid.uuid4().hex
     db.execute("CREATE TABLE store_identity (one INTEGER PRIMARY KEY CHECK (one = 1), store_id TEXT NOT NULL)")
-    db.execute("INSERT INTO store_identity VALUES (1, ?)", (store_id,))
     path = db.execute("SELECT file FROM pragma_database_list WHERE name = 'main'").fetchone()[0]
     if not path:  # in memory: one database holds both sets of tables
+        db.execute("INSERT INTO store_identity VALUES (1, ?)", (uuid.uuid4().hex,))
         worker_migrations.apply(db)
         return
     with closing(durable(connect(worker_file(path)))) as conn:
         begin(conn)
         worker = Database(conn)
         worker_migrations.apply(worker)
-        claim(worker, store_id, worker_file(path))
+        store_id = claim(worker, worker_file(path))
         for table in MOVED_TABLES:
             _copy(db, worker, table)
         conn.execute("COMMIT")
+    db.execute("INSERT INTO store_identity VALUES (1, ?)", (store_id,))
     for table in MOVED_TABLES:
         db.execute(f"DROP TABLE {table}")
 

@@ -18,6 +18,7 @@ carry the store's id, and a log opens only beside its own worker's file (``check
 from __future__ import annotations
 
 import sqlite3
+import uuid
 
 from sqlite_utils import Database, Migrations
 
@@ -102,21 +103,43 @@ def m003_provisional_stages(db: Database) -> None:
                "staged_until REAL)")  # fmt: skip
 
 
-def claim(worker: Database, store_id: str, worker_path: str) -> None:
-    """Mark the worker's file as the log's (``store_id``); UnknownStore if it is another log's."""
-    row = worker.execute("SELECT store_id FROM worker_identity").fetchone()
-    if row is not None and row[0] != store_id:
+@worker_migrations()
+def m004_claims_confirmed(db: Database) -> None:
+    """Whether a log has opened beside the file since m014 claimed it (``claim``): files claimed
+    before were, by the log that claimed them."""
+    db.execute("ALTER TABLE worker_identity ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 1")
+
+
+def claim(worker: Database, worker_path: str) -> str:
+    """The store's id, marked in the worker's file by the log's m014 (store/sqlite/schema.py) and
+    confirmed once the log has it too (``confirm``). A claim no log confirmed is a run of m014 killed
+    before the log's transaction committed: its id is taken again, else no run would ever match it.
+    UnknownStore for a file some log confirmed: another store's."""
+    row = worker.execute("SELECT store_id, confirmed FROM worker_identity").fetchone()
+    if row is not None and row[1]:
         raise UnknownStore(f"{worker_path} belongs to another store's log: restore the log and the worker's file "
                            "from one backup, or move the worker's file away to start a new store")  # fmt: skip
-    worker.execute("INSERT OR IGNORE INTO worker_identity VALUES (1, ?)", (store_id,))
+    if row is not None:
+        return str(row[0])
+    store_id = uuid.uuid4().hex
+    worker.execute("INSERT INTO worker_identity (one, store_id, confirmed) VALUES (1, ?, 0)", (store_id,))
+    return store_id
 
 
-def check_pair(conn: sqlite3.Connection, log_path: str, worker_path: str) -> None:
+def confirm(worker: sqlite3.Connection) -> None:
+    """The log has the id the worker's file was claimed with (``check_pair`` passed): the claim is the log's for good."""
+    worker.execute("UPDATE worker_identity SET confirmed = 1 WHERE confirmed = 0")
+
+
+def check_pair(conn: sqlite3.Connection, log_path: str, worker_path: str) -> bool:
     """UnknownStore unless the worker's file (attached to ``conn``) is the log's own: a log opened
     beside a worker's file that is not its own would join and learn from another store's state,
-    and one whose worker's file is gone has lost decisions already taken from its join intake."""
-    ids = "SELECT (SELECT store_id FROM store_identity), (SELECT store_id FROM worker_identity)"
-    log_id, worker_id = conn.execute(ids).fetchone()
+    and one whose worker's file is gone has lost decisions already taken from its join intake.
+    True when its claim is still to be confirmed (``confirm``): the first open since m014."""
+    ids = ("SELECT (SELECT store_id FROM store_identity), (SELECT store_id FROM worker_identity), "
+           "(SELECT confirmed FROM worker_identity)")  # fmt: skip
+    log_id, worker_id, confirmed = conn.execute(ids).fetchone()
     if log_id != worker_id:
         found = "is missing or new" if worker_id is None else "belongs to another store's log"
         raise UnknownStore(f"{worker_path} {found}, beside {log_path}: restore both files from one backup (README, Backups)")
+    return not confirmed
