@@ -727,3 +727,18 @@ def test_an_old_store_whose_m014_was_killed_after_the_workers_file_committed_ope
     shutil.copyfile(worker_file(str(log)), worker_file(str(other / "brein.db")))
     with pytest.raises(UnknownStore, match="belongs to another store's log"):
         SQLiteStore(other / "brein.db")  # an old log beside a worker's file its own log has confirmed
+
+
+@pytest.mark.parametrize("migrated", ["log", "worker"])
+def test_a_store_migrated_by_a_newer_brein_is_refused_in_one_line_and_left_as_it_was(tmp_path: Path, migrated: str) -> None:
+    """A migration this Brein does not know was ignored: the store opened, read and written in a
+    layout this Brein does not know."""
+    log = tmp_path / "brein.db"
+    SQLiteStore(log).close()
+    path, history = (log, "brein.store") if migrated == "log" else (Path(worker_file(str(log))), "brein.worker")
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES (?, 'm099_next', 'x')", (history,))
+    before = path.read_bytes()
+    with pytest.raises(UnknownStore, match=rf"brein.*db: migrated by a newer Brein: {history} has m099_next, which this Brein"):
+        open_store(f"sqlite:///{log}", create=False)
+    assert path.read_bytes() == before

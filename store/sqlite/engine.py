@@ -131,6 +131,17 @@ def _refuse_foreign(conn: sqlite3.Connection, path: str | None) -> None:
     raise UnknownStore(f"{path}: not a Brein store: it holds other tables ({listed}) and no record of Brein's migrations")
 
 
+def _refuse_newer(db: Database, path: str | None, histories: Sequence[Migrations]) -> None:
+    """UnknownStore for a database a newer Brein migrated: applied migrations this one does not
+    know. It would read and write a layout it does not know (a column gone, a constraint added)."""
+    for history in histories:
+        known = {migration.name for migration in history.pending(Database(memory=True))}  # every one it has
+        unknown = [applied.name for applied in history.applied(db) if applied.name not in known]
+        if unknown:
+            raise UnknownStore(f"{path}: migrated by a newer Brein: {history.name} has {', '.join(unknown)}, which this "
+                               "Brein does not know: run that version or a newer one")  # fmt: skip
+
+
 class _Reads:
     """``with engine.reading() as conn``: this thread's connection to a file database (with
     ``attached`` attached as WORKER_SCHEMA)."""
@@ -240,6 +251,7 @@ class Engine:
         begin(conn)
         try:
             _refuse_foreign(conn, self.path)
+            _refuse_newer(Database(conn), self.path, self._histories)
             for history in self._histories:
                 history.apply(Database(conn))
         except BaseException:
