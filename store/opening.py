@@ -78,4 +78,5 @@ def open_store(
     path = sqlite_path(url)
     if path is not None and not create and not path.is_file():
         raise UnknownStore(f"no store at {path}: give --store, or run the server once to create it")
-    return SQLiteStore(path, on_commit=on_commit, commit_pause=write_pause, on_thread_failure=on_thread_failure, serving=serving)
+    return SQLiteStore(path, on_commit=on_commit, commit_pause=write_pause, on_thread_failure=on_thread_failure, serving=serving,
+                       create=create)  # fmt: skip

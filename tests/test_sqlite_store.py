@@ -237,6 +237,20 @@ def test_a_missing_store_is_not_created_when_one_must_exist(tmp_path: Path) -> N
     assert not (tmp_path / "nowhere.db").exists()
 
 
+@pytest.mark.parametrize("made", ["empty file", "empty database"])
+def test_a_file_holding_no_store_is_not_made_into_one_when_one_must_exist(tmp_path: Path, made: str) -> None:
+    """`join` and `log export` (create=False) built a whole new store in a 0-byte log file."""
+    path = tmp_path / "brein.db"
+    path.touch()
+    if made == "empty database":
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA user_version = 1")
+    before = path.read_bytes()
+    with pytest.raises(UnknownStore, match="no store at .*brein.db: the file holds no tables: give --store"):
+        open_store(str(path), create=False)
+    assert path.read_bytes() == before and not Path(worker_file(str(path))).exists()
+
+
 def test_a_database_of_another_application_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
     other = tmp_path / "crm.db"
     with closing(sqlite3.connect(other)) as conn, conn:

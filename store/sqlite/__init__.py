@@ -36,6 +36,7 @@ class SQLiteStore:
         commit_pause: float = 0.0,
         on_thread_failure: ThreadFailure | None = None,
         serving: bool = False,
+        create: bool = True,
     ) -> None:
         """``commit_pause``: seconds the log's writer waits after each commit, so that a writer in
         another process (the server's) gets the write lock between this one's transactions (the
@@ -43,7 +44,8 @@ class SQLiteStore:
         of the store's background threads. ``serving``: a server's store, which holds the store's
         serving lock (``<database>.serving.lock``, store/sqlite/lease.py) while open: one server
         writes a SQLite store (its contact caps and request-id replays read its own writes only);
-        StoreUnavailable, naming the holder, while another holds it."""
+        StoreUnavailable, naming the holder, while another holds it. ``create=False``: UnknownStore
+        for a log's file that holds no store yet, rather than a new store in it."""
         self.path = None if path is None else str(path)
         self._serving: WorkerLease = PrivateLease()
         if self.path is None:
@@ -61,7 +63,7 @@ class SQLiteStore:
                                            "writes a SQLite store (several serving replicas need PostgreSQL)")  # fmt: skip
                 files.hold(self._serving)
             try:
-                self._open_files(worker, files, on_commit, commit_pause, on_thread_failure)
+                self._open_files(worker, files, on_commit, commit_pause, on_thread_failure, create)
             except BaseException:
                 self._serving.release()
                 raise
@@ -78,12 +80,12 @@ class SQLiteStore:
 
     def _open_files(
         self, worker: str, files: OpenedFiles, on_commit: CommitListener | None, commit_pause: float,
-        on_thread_failure: ThreadFailure | None,
+        on_thread_failure: ThreadFailure | None, create: bool,
     ) -> None:  # fmt: skip
         """The engines of the log's file (``self.path``) and the worker's, checked to be one store's."""
         assert self.path is not None
         self.engine = Engine(self.path, attached=worker, on_commit=on_commit, commit_pause=commit_pause,
-                             on_thread_failure=on_thread_failure, files=files)  # fmt: skip
+                             on_thread_failure=on_thread_failure, files=files, create=create)  # fmt: skip
         try:
             self.worker_engine = Engine(worker, histories=(worker_migrations,), on_commit=on_commit, files=files,
                                         on_thread_failure=on_thread_failure, threads=IDLE_SAFE_THREADS)  # fmt: skip

@@ -115,12 +115,16 @@ def _write_only(conn: sqlite3.Connection, kind: type[Mergeable], writes: list[tu
     return True
 
 
+def _tables(conn: sqlite3.Connection) -> list[str]:
+    listing = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    return [name for (name,) in conn.execute(listing)]
+
+
 def _refuse_foreign(conn: sqlite3.Connection, path: str | None) -> None:
     """UnknownStore for a database of another application: one with tables and no record of Brein's
     migrations (every Brein file has one, ``brein.*`` sets in sqlite-utils' table), which Brein would
     otherwise fill with its own tables. A new, empty file is a store still to be made."""
-    listing = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    tables = [name for (name,) in conn.execute(listing)]
+    tables = _tables(conn)
     if not tables:
         return
     if Migrations.migrations_table in tables:
@@ -194,6 +198,7 @@ class Engine:
         attached: str | None = None,
         threads: str = "brein-store",
         files: OpenedFiles | None = None,
+        create: bool = True,
     ) -> None:
         """``commit_pause``: seconds the writer waits after each commit, so that a writer in another
         process (the server's) gets the write lock between this one's transactions. The writer and
@@ -205,7 +210,8 @@ class Engine:
         other readers, so that the hot path's reads check one file's schema and WAL, not two.
         ``threads``: the start of its threads' names (``-writer``, ``-checkpointer``). ``files``: the
         store's files, shared by its engines: this one's is added once opened, its checkpointer checks
-        them all, and while one is lost its writer fails every write."""
+        them all, and while one is lost its writer fails every write. ``create=False``: UnknownStore
+        for a database with no tables rather than a new store in it."""
         self.path = path
         self._files = files if files is not None else OpenedFiles()
         self._histories = histories
@@ -220,6 +226,9 @@ class Engine:
                 self._reads: _Reads = _SharedReads(self, self._writer_conn, self._shared)
                 self._reads_with_worker: _Reads = self._reads
             else:
+                if not create and not _tables(self._writer_conn):  # before WAL mode writes the file's header
+                    raise UnknownStore(f"no store at {path}: the file holds no tables: give --store, or run the "
+                                       "server once to create it")  # fmt: skip
                 durable(self._writer_conn)
                 self._reads = _Reads(self)
                 self._reads_with_worker = _Reads(self, attached) if attached is not None else self._reads
