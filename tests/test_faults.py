@@ -35,6 +35,7 @@ from serving.pb.brein.v1 import brein_pb2 as pb
 from serving.server import follow_forever
 from serving.supervision import ThreadHealth
 from store import open_store
+from store.errors import StoreUnavailable
 from store.opening import sqlite_path
 from store.sqlite.connections import WORKER_SCHEMA
 from tests.conftest import T0, Clock, LiveServer, example_data, postgres_store_url, sqlite_files, worker_processes
@@ -103,6 +104,17 @@ def tmpfs(size: str) -> Iterator[Path]:
     finally:
         subprocess.run(["umount", "-l", str(directory)], check=False)
         directory.rmdir()
+
+
+def test_a_store_in_a_read_only_folder_says_the_folder_cannot_be_written(small_disk: Path) -> None:
+    """Every command, a reading one too, said only "unable to open database file": WAL mode needs the
+    -wal and -shm files beside the database, which a read-only folder cannot take."""
+    open_store(str(small_disk / "brein.db")).close()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    with pytest.raises(StoreUnavailable, match=rf"brein.db: the store cannot be opened: its folder {small_disk} cannot be "
+                                               r"written \(a read-only mount, or its permissions\): SQLite's WAL mode needs "
+                                               "brein.db-wal and brein.db-shm beside it"):  # fmt: skip
+        open_store(str(small_disk / "brein.db"), create=False)
 
 
 def fill(directory: Path) -> Path:

@@ -7,6 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+from store.errors import reason
+
 LOCK_WAIT_SECONDS = 5.0
 LOCK_POLL_SECONDS = 0.001
 WORKER_SCHEMA = "worker"
@@ -30,6 +32,18 @@ def file_id(path: str) -> FileId:
     except FileNotFoundError:
         return None
     return found.st_dev, found.st_ino
+
+
+def unopenable(path: str, error: sqlite3.Error) -> str:
+    """Why the database at ``path`` cannot be opened, as its operator can act on it. SQLite says
+    "unable to open database file" for a folder it cannot write too: in WAL mode every connection,
+    a reader's as well, needs the ``-wal`` and ``-shm`` files beside the database."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(folder, os.W_OK):
+        name = os.path.basename(path)
+        return (f"its folder {folder} cannot be written (a read-only mount, or its permissions): SQLite's WAL mode "
+                f"needs {name}-wal and {name}-shm beside it, to read as well; give the store a writable folder")  # fmt: skip
+    return reason(error)
 
 
 def connect(target: str) -> sqlite3.Connection:

@@ -32,7 +32,7 @@ from store.errors import Conflict, StoreUnavailable, UnknownStore, reason
 from store.ports import CommitListener
 from store.settling import Settled, committed, failed, next_group
 from store.sqlite.checkpoints import INTERVAL_SECONDS, Checkpointer
-from store.sqlite.connections import WORKER_SCHEMA, begin, connect, durable
+from store.sqlite.connections import WORKER_SCHEMA, begin, connect, durable, unopenable
 from store.sqlite.files import OpenedFiles
 from store.sqlite.schema import migrations
 from store.threads import Supervised, ThreadFailure
@@ -240,7 +240,7 @@ class Engine:
             if path is not None:
                 self._files.opened(path)
         except sqlite3.OperationalError as error:  # locked past the wait, a file that cannot be opened
-            raise StoreUnavailable(f"{path}: the store cannot be opened: {reason(error)}") from None
+            raise StoreUnavailable(f"{path}: the store cannot be opened: {unopenable(path or ':memory:', error)}") from None
         except sqlite3.DatabaseError as error:  # not an SQLite file, or a damaged one: a traceback before
             raise UnknownStore(f"{path}: not a Brein store: {error}") from None
         self._writer_conn.execute("PRAGMA busy_timeout = 0")  # begin() waits for the write lock instead
