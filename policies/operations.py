@@ -20,7 +20,7 @@ from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
 from policies.gate import GateRefused, Window, check_gate, gate_reliability, look, look_alpha, resamples
 from policies.loading import LEARNED_KEY, PolicyLoadError, check_servable, load_policy, parse_rules
-from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, checked_new_policy_id
+from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, unused_policy_id
 from reward.online import ExampleReader, encoding_at_birth
 from store import Store, open_store
 from store.records import START, Cursor, EvaluationRecord, Kind, ModelSnapshot, PolicyEntry
@@ -125,13 +125,6 @@ def judged(candidate: Resolved, baseline: Resolved | None) -> tuple[str, str] | 
     return candidate.entry.id, baseline.entry.id
 
 
-def _new_policy_id(registry: Registry, policy_id: str) -> str:
-    checked_new_policy_id(policy_id)
-    if registry.has(policy_id):
-        raise InvalidTransition(f"a policy {policy_id!r} is already registered")
-    return policy_id
-
-
 def register_policy(
     config: BreinConfig,
     store: Store,
@@ -146,7 +139,7 @@ def register_policy(
     """Register a policy as a candidate once it is shown to load: a VW model file (with the config's
     learner arguments unless given), a rule file (its actions must be in the catalog), uniform or do-nothing."""
     registry = Registry(store.registry)
-    _new_policy_id(registry, policy_id)
+    unused_policy_id(registry, store.models, policy_id)
     args: list[str] = []
     if kind in ("vw", "rules") and artifact is None:
         raise ValueError(f"a {kind} policy needs its file (--file)")
@@ -303,17 +296,21 @@ def train_candidate(
     actor: str,
     progress: Progress | None = None,
 ) -> tuple[PolicyEntry, int]:
-    """Train a VW candidate from the joined examples in [since, until) and register it."""
+    """Train a VW candidate from the joined examples in [since, until) and register it: its snapshot
+    first, then its entry, so that an interrupted registration leaves an id later ones refuse
+    (``unused_policy_id``: checked before training, and again once trained, just before the snapshot is
+    saved, so that no entry registered meanwhile under that id gets it), never an entry without the
+    snapshot that says how far its model has learned."""
     registry = Registry(store.registry)
-    _new_policy_id(registry, policy_id)
+    unused_policy_id(registry, store.models, policy_id)
     trained = train_model(config, store, since=since, until=until, vw_args=vw_args, progress=progress)
     champion = registry.champion()
+    store.models.save(trained.snapshot(unused_policy_id(registry, store.models, policy_id))).result()
     entry = registry.register(
         policy_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
         parent=champion.id if champion else "", note=f"trained on {trained.learned} joined examples", actor=actor,
         trained_until=trained.until,
     )  # fmt: skip
-    store.models.save(trained.snapshot(policy_id)).result()
     return entry, trained.learned
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from bandit.errors import BreinError, excerpt
 from store.errors import Conflict
-from store.ports import RegistryStorage
+from store.ports import ModelSnapshots, RegistryStorage
 from store.records import KINDS, STATES, AuditEntry, EvaluationRecord, Kind, PolicyEntry, PolicyEvent, State
 
 POLICY_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -48,6 +48,25 @@ def checked_new_policy_id(policy_id: str) -> str:
     suffix = PurePath(policy_id).suffix
     if suffix.lower() in FILE_SUFFIXES:
         raise ValueError(f"policy_id: {policy_id!r} looks like a file name: choose an id without {suffix!r}")
+    return policy_id
+
+
+def unused_policy_id(registry: Registry, models: ModelSnapshots, policy_id: str) -> str:
+    """``policy_id`` for a new registration (``checked_new_policy_id``) under which nothing is stored yet:
+    no entry, no evaluation, no model snapshot. A registration that learned a model writes its snapshot
+    first and its entry, with its evidence, in one write last, so one interrupted between the two
+    leaves a snapshot of no entry; a later entry under that id would inherit it (``load_policy`` serves
+    a VW entry's newest snapshot, not its registered file), as it would an orphaned evaluation (the
+    gate's evidence: a worthless rules file was promoted on a tuned model's). They are refused here,
+    before anything is written, by every registration that checks its id."""
+    checked_new_policy_id(policy_id)
+    if registry.has(policy_id):
+        raise InvalidTransition(f"a policy {policy_id!r} is already registered")
+    evaluations, snapshot = len(registry.evaluations(policy_id)), models.newest_version(policy_id)
+    if evaluations or snapshot is not None:
+        left = f"{evaluations} evaluation(s)" if evaluations else f"a model snapshot ({snapshot})"
+        raise InvalidTransition(f"{policy_id!r} holds {left} of no registered policy (left by an interrupted registration), "
+                                f"which a policy registered under it would inherit: choose another id")  # fmt: skip
     return policy_id
 
 
@@ -151,9 +170,11 @@ class Registry:
         now: float | None = None,
         trained_until: float | None = None,
         selected_among: int = 1,
+        evidence: Sequence[EvaluationRecord] = (),
     ) -> PolicyEntry:
         """``trained_until``: a trained model's end of the range it learned from (``PolicyEntry.trained_until``);
-        ``selected_among``: the set-ups it was picked among (``PolicyEntry.selected_among``)."""
+        ``selected_among``: the set-ups it was picked among (``PolicyEntry.selected_among``); ``evidence``:
+        its evaluations, written with the entry (all or none: ``unused_policy_id``)."""
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
         if state not in STATES:
@@ -165,7 +186,7 @@ class Registry:
         event = PolicyEvent(policy_id, at, actor, "", state, note or "registered")
         self._refuse_registering(entry)
         try:
-            self.store.register(entry, event, _mirrored([event])).result()
+            self.store.register(entry, event, _mirrored([event]), evidence).result()
         except Conflict:
             self._refuse_registering(entry)  # another process registered it, or a champion, first
             raise

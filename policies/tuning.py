@@ -48,7 +48,7 @@ from policies.evaluation import (
 )
 from policies.gate import gate_reliability, look_alpha, resamples
 from policies.operations import Trained, evaluation_record, resolve_policy, train_model
-from policies.registry import Registry, checked_new_policy_id
+from policies.registry import InvalidTransition, Registry, checked_new_policy_id, unused_policy_id
 from reward.credit import CreditRules
 from store import Store
 from store.records import DAY, EvaluationRecord, PolicyEntry
@@ -448,27 +448,28 @@ def register_best(
     config: BreinConfig, store: Store, tuning: Tuning, *, actor: str = ACTOR, policy_id: str | None = None
 ) -> PolicyEntry | None:
     """Register the best set-up's model as a candidate with its evidence (None when there is no best):
-    its snapshot (learned up to the cut) and its evaluation against the champion first, then the entry
-    in one store call, so that an interrupted registration leaves no candidate behind."""
+    its snapshot (learned up to the cut) first, then the entry and its evaluation against the champion
+    in one store call. Interrupted between the two, it leaves no candidate, only a snapshot under an id
+    that every later registration refuses (``unused_policy_id``): no entry inherits it, nor evidence."""
     best = tuning.best
     if best is None:
         return None
     if not tuning.against_champion:
         raise TuningError(f"a tuning against the set-up {tuning.baseline} registers nothing: the gate compares with the champion")
     registry = Registry(store.registry)
-    new_id = checked_new_policy_id(policy_id or candidate_id(tuning.cut, best.setup.name))
-    if registry.has(new_id):
-        raise TuningError(f"a policy {new_id!r} is already registered: tuned on this cut before? (choose another id)")
+    try:
+        new_id = unused_policy_id(registry, store.models, policy_id or candidate_id(tuning.cut, best.setup.name))
+    except InvalidTransition as taken:
+        raise TuningError(f"{taken} (tuned on this cut before?)") from None
     trained = best.trained
-    summary = tuning.as_dict(evaluation=False)
     store.models.save(trained.snapshot(new_id)).result()
-    evidence = {**best.record.report, "tuning": summary}
-    registry.record_evaluation(replace(best.record, policy_id=new_id, at=time.time(), report=evidence))
+    report = {**best.record.report, "tuning": tuning.as_dict(evaluation=False)}
     note = (f"tuned on {tuning.trained_on:,} joined examples before {_when(tuning.trained_until)}, evaluated on "
             f"{tuning.evaluated_on:,} from {_when(tuning.cut)}; best of {len(tuning.tried)} set-ups: {tuning.verdict}; "
             f"set-up {dict(best.setup.overrides)}")  # fmt: skip
     entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
                               parent=tuning.baseline, note=note, actor=actor, trained_until=trained.until,
-                              selected_among=len(tuning.tried))  # fmt: skip
+                              selected_among=len(tuning.tried),
+                              evidence=[replace(best.record, policy_id=new_id, at=time.time(), report=report)])  # fmt: skip
     tuning.registered = entry.id
     return entry

@@ -263,8 +263,11 @@ class RegistryStorage(Protocol):
         """The policy's evaluations, the last recorded first (whatever the clocks that dated them said)."""
         ...
 
-    def register(self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry]) -> Future[None]:
-        """Add a policy. Conflict when its id is taken, or when it would be a second champion."""
+    def register(
+        self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry], evidence: Sequence[EvaluationRecord] = ()
+    ) -> Future[None]:
+        """Add a policy with the evaluations it was registered with (a tuning's), in one write. Conflict
+        when its id is taken, or when it would be a second champion."""
         ...
 
     def transition(self, events: Sequence[PolicyEvent], audit: Sequence[AuditEntry]) -> Future[None]:

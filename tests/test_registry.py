@@ -23,10 +23,10 @@ from brain.champion import bootstrap_champion
 from policies import operations
 from policies.gate import CLOCK_TOLERANCE, GateRefused, check_gate, look, look_alpha
 from policies.loading import MAX_RULES, PolicyLoadError, load_policy, parse_rules
-from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, artifact_hash
+from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, artifact_hash, unused_policy_id
 from store import Store, open_store
 from store.errors import Conflict
-from store.records import EvaluationRecord, PolicyEvent
+from store.records import EvaluationRecord, ModelSnapshot, PolicyEvent
 
 NOW = 1_780_000_000.0
 HOUR = 3600.0
@@ -102,6 +102,33 @@ def test_register_refuses(
     with pytest.raises(error, match=message):
         registry.register(actor="test", **kwargs)
     assert (registry.list(), registry.history(), _audit(store)) == before
+
+
+def test_a_new_id_holding_evaluations_or_snapshots_of_no_entry_is_refused(registry: Registry, store: Store) -> None:
+    """What a registration interrupted before its entry left (an evaluation, from before evaluations were
+    written with their entry; a model snapshot) is no later entry's: its id is refused."""
+    assert unused_policy_id(registry, store.models, "fresh") == "fresh"
+    store.registry.record_evaluation(_evaluation(policy_id="judged")).result()
+    with pytest.raises(InvalidTransition, match=r"^'judged' holds 1 evaluation\(s\) of no registered policy \(left by an "
+                                                r"interrupted registration\), .*: choose another id$"):  # fmt: skip
+        unused_policy_id(registry, store.models, "judged")
+    store.models.save(ModelSnapshot("v1", [], b"model", "learned")).result()
+    with pytest.raises(InvalidTransition, match=r"^'learned' holds a model snapshot \(v1\) of no registered policy"):
+        unused_policy_id(registry, store.models, "learned")
+    with pytest.raises(InvalidTransition, match=r"^a policy 'cand' is already registered$"):
+        unused_policy_id(registry, store.models, "cand")
+
+
+def test_an_entry_and_its_evidence_are_registered_in_one_write(registry: Registry, store: Store) -> None:
+    evidence = _evaluation(policy_id="tuned")
+    registry.register("tuned", "uniform", actor="test", evidence=[evidence])
+    assert registry.evaluations("tuned") == [evidence]
+    with pytest.raises(InvalidTransition, match="already registered"):  # refused: neither the entry nor its evidence again
+        registry.register("tuned", "uniform", actor="test", evidence=[evidence])
+    with pytest.raises(Conflict):  # the write itself: an id taken meanwhile writes no evidence either
+        store.registry.register(registry.get("tuned"), PolicyEvent("tuned", NOW, "test", "", "candidate", ""), [],
+                                [evidence]).result()  # fmt: skip
+    assert registry.evaluations("tuned") == [evidence]
 
 
 # --- Exactly one champion ------------------------------------------------------------------------

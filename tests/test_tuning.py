@@ -272,6 +272,40 @@ def test_a_run_interrupted_half_way_leaves_nothing_behind(flow: Flow) -> None:
     assert _everything(flow) == (["champion", "taken"], 0, 0)
 
 
+def test_a_registration_interrupted_before_its_entry_leaves_an_id_no_later_policy_inherits(
+    flow: Flow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after the best's snapshot is saved, before its entry: no candidate and no evidence under the
+    id (the evaluation is written with the entry), and every later registration under it is refused,
+    so that neither a rules file (promoted on the tuned model's evidence) nor a VW file (served as the
+    orphaned snapshot) inherits what was left."""
+    store = open_store(str(flow.store))
+    try:
+        tuning = tune(flow.config, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
+        model = flow.tmp_path / "model.vw"
+        model.write_bytes(tuning.tried[0].trained.data)
+
+        def interrupted(*args: Any, **kwargs: Any) -> None:
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Registry, "register", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                register_best(flow.config, store, tuning, policy_id="orphan")
+        assert store.registry.evaluations("orphan") == [] and store.models.newest_version("orphan") is not None
+        with pytest.raises(TuningError, match="^'orphan' holds a model snapshot .* of no registered policy"):
+            register_best(flow.config, store, tuning, policy_id="orphan")
+    finally:
+        store.close()
+    rules = flow.tmp_path / "rules.json"
+    rules.write_text('[{"action": "do_nothing"}]')
+    for command in (["register", "--kind", "rules", "--file", str(rules)], ["register", "--kind", "vw", "--file", str(model)],
+                    ["train", "--until", _utc(SPLIT)]):  # fmt: skip
+        result = flow.cli("policy", *command, "--id", "orphan", ok=False)
+        assert result.exit_code == 1 and "'orphan' holds a model snapshot" in result.output, result.output
+    assert _everything(flow)[0] == ["champion"]
+
+
 def test_the_default_grid_builds_on_the_configs_learner_and_every_setup_is_valid(flow: Flow) -> None:
     setups = default_setups(flow.config)
     assert 8 <= len(setups) <= 13 and setups[0] == Setup("config")

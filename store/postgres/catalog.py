@@ -98,13 +98,16 @@ class PostgresRegistryStorage:
         )
         return [evaluation_from_row(row) for row in rows]
 
-    def register(self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry]) -> Future[None]:
+    def register(
+        self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry], evidence: Sequence[EvaluationRecord] = ()
+    ) -> Future[None]:
         row = policy_row(entry)
 
         def write(conn: Connection) -> None:
             # The primary key refuses a taken id, the one_champion index a second champion: Conflict.
             conn.execute(f"INSERT INTO policies ({POLICY_COLUMNS}) VALUES ({_marks(len(row))})", row)
             _append(conn, [event], audit)
+            _insert_evaluations(conn, evidence)
 
         return self._engine.submit(write)
 
@@ -122,12 +125,13 @@ class PostgresRegistryStorage:
         return self._engine.submit(write)
 
     def record_evaluation(self, record: EvaluationRecord) -> Future[None]:
+        return self._engine.submit(lambda conn: _insert_evaluations(conn, [record]))
+
+
+def _insert_evaluations(conn: Connection, records: Sequence[EvaluationRecord]) -> None:
+    for record in records:
         row = evaluation_row(record)
-
-        def write(conn: Connection) -> None:
-            conn.execute(f"INSERT INTO evaluations ({EVALUATION_COLUMNS}) VALUES ({_marks(len(row))})", row)
-
-        return self._engine.submit(write)
+        conn.execute(f"INSERT INTO evaluations ({EVALUATION_COLUMNS}) VALUES ({_marks(len(row))})", row)
 
 
 def _append(conn: Connection, events: Sequence[PolicyEvent], audit: Sequence[AuditEntry]) -> None:

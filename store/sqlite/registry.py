@@ -63,13 +63,16 @@ class SQLiteRegistryStorage:
                                 (policy_id,)).fetchall()  # fmt: skip
         return [evaluation_from_row(row) for row in rows]
 
-    def register(self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry]) -> Future[None]:
+    def register(
+        self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry], evidence: Sequence[EvaluationRecord] = ()
+    ) -> Future[None]:
         row = policy_row(entry)
 
         def write(conn: sqlite3.Connection) -> None:
             # The primary key refuses a taken id, the one_champion index a second champion: Conflict.
             conn.execute(f"INSERT INTO policies ({POLICY_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
             _append(conn, [event], audit)
+            _insert_evaluations(conn, evidence)
 
         return self._engine.submit(write)
 
@@ -89,9 +92,10 @@ class SQLiteRegistryStorage:
         return self._engine.submit(write)
 
     def record_evaluation(self, record: EvaluationRecord) -> Future[None]:
+        return self._engine.submit(lambda conn: _insert_evaluations(conn, [record]))
+
+
+def _insert_evaluations(conn: sqlite3.Connection, records: Sequence[EvaluationRecord]) -> None:
+    for record in records:
         row = evaluation_row(record)
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT INTO evaluations ({EVALUATION_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
-
-        return self._engine.submit(write)
+        conn.execute(f"INSERT INTO evaluations ({EVALUATION_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
