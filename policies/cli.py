@@ -213,7 +213,8 @@ def show(policy_id: str, config_path: str, store_url: str | None, as_json: bool)
     if entry.args:
         console.print(f"VW arguments: {' '.join(entry.args)}")
     if entry.trained_until is not None:
-        console.print(f"trained on joined decisions before {_when(entry.trained_until)}: the gate evaluates it on those after")
+        console.print(f"learned from (or registered after) the decisions before {_when(entry.trained_until)}: the gate "
+                      f"evaluates it on those after")  # fmt: skip
     if entry.selected_among > 1:
         console.print(f"picked as the best of {entry.selected_among} set-ups: every look at it is at 1 - 0.05 / ({entry.selected_among} k²)")
     table = Table("when", "who", "from", "to", "why", title="History")

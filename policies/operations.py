@@ -137,7 +137,11 @@ def register_policy(
     actor: str,
 ) -> PolicyEntry:
     """Register a policy as a candidate once it is shown to load: a VW model file (with the config's
-    learner arguments unless given), a rule file (its actions must be in the catalog), uniform or do-nothing."""
+    learner arguments unless given), a rule file (its actions must be in the catalog), uniform or do-nothing.
+    A file may have been built from every decision logged so far (340 rules copying the rewarded logged
+    choices looked far better than the champion on those, and were worth less on the next): its
+    ``trained_until`` is just after the latest event time logged at registration, so the gate judges it
+    on the decisions logged after. The built-ins learned from nothing: the whole log judges them."""
     registry = Registry(store.registry)
     unused_policy_id(registry, store.models, policy_id)
     args: list[str] = []
@@ -154,9 +158,11 @@ def register_policy(
         # compiles every condition (a bad one is refused here) and checks every action is in the catalog
         check_servable(policy_id, RulePolicy(parse_rules(artifact), version="check"), Catalog(config))
     champion = registry.champion()
+    logged_until = store.joins.watermark() if artifact is not None else None
     return registry.register(
         policy_id, kind, artifact=artifact, args=args, features=config.features.model_dump(),
         parent=champion.id if champion else "", note=note or f"registered {kind} policy", actor=actor,
+        trained_until=None if logged_until is None else math.nextafter(logged_until, math.inf),
     )  # fmt: skip
 
 
@@ -175,10 +181,11 @@ def evaluate_policy(
 ) -> EvaluationReport:
     """Estimate the candidate's value (and its paired lift over ``against``) on the logged decisions
     with since <= time < until; by default (neither given) on the window the promotion gate fixes: for
-    a registry candidate trained on the log, those after its training data, else all of them. A rules
-    candidate with an action the catalog no longer has is refused (``check_servable``). A registry
-    entry's evaluation against the champion's entry is recorded (``judged``); on another window, marked
-    as no evidence for the gate (``EvaluationRecord.gate_window``); the k-th look on the gate's window
+    a registry candidate trained on the log, those after its training data (a file's: after its
+    registration, ``register_policy``), else all of them. A rules candidate with an action the catalog
+    no longer has is refused (``check_servable``). A registry entry's evaluation against the champion's
+    entry is recorded (``judged``); on another window, marked as no evidence for the gate
+    (``EvaluationRecord.gate_window``); the k-th look on the gate's window
     against one champion (a log not judged before) has its intervals at 1 - ALPHA / k², and at 1 - ALPHA /
     (m·k²) for a candidate picked as the best of m set-ups (``look_alpha``)."""
     registry = Registry(store.registry)

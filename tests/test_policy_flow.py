@@ -79,12 +79,15 @@ def _config_data(store: Path | str, **gate: Any) -> dict[str, Any]:
     return data
 
 
-def logged_world(brain: Brain, days: int = DAYS, customers: int = 300, per_day: int = 50, seed: int = 1) -> None:
+def logged_world(
+    brain: Brain, days: int = DAYS, customers: int = 300, per_day: int = 50, seed: int = 1, first_day: int = 0
+) -> None:
     """The world of tests/test_online.py's ``simulate``, bigger and batched: customers close to
     contract end renew (240) after an SMS, complain (-50) after a call. Served by the cold champion,
-    so the log is uniform exploration; each day's decisions are committed together."""
+    so the log is uniform exploration; each day's decisions are committed together. ``first_day``:
+    the days from T0 + first_day, to log more of it later."""
     rng = random.Random(seed)
-    for day in range(days):
+    for day in range(first_day, first_day + days):
         pending = []
         for c in rng.sample(range(customers), per_day):
             at = T0 + day * DAY + rng.uniform(0, DAY / 2)
@@ -109,7 +112,8 @@ def logged_world(brain: Brain, days: int = DAYS, customers: int = 300, per_day: 
                 writes.append(brain.report_outcome(complaint)[1])
         for write in writes:
             write.result()
-    Joiner(brain.config, brain.store.joins).run(until=T0 + (days + 40) * DAY)  # every decision closed, in one join run
+    # every decision closed, in one join run
+    Joiner(brain.config, brain.store.joins).run(until=T0 + (first_day + days + 40) * DAY)
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +183,18 @@ def flow(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mon
         made = Flow(tmp_path, store, tmp_path / "brein.toml")
         made.write_config()
         yield made
+
+
+MORE_DAYS = 24
+"""Days of the world logged after a file is registered: 1,200 decisions, more than the gate's 1,000."""
+
+
+def log_more(flow: Flow) -> None:
+    """The next MORE_DAYS of the world, decided by the champion and joined: a policy registered from a
+    file is judged at the gate on the decisions logged after its registration (it may have been built
+    from every one before)."""
+    with closing(open_store(str(flow.store))) as store:
+        logged_world(Brain(flow.config, store), days=MORE_DAYS, seed=2, first_day=DAYS)
 
 
 # --- A server process and a client that never stops asking --------------------------------------
@@ -466,12 +482,13 @@ def test_the_gate_refuses_an_unreliable_evaluation_whatever_its_estimator(flow: 
     rules = flow.tmp_path / "rules.json"
     rules.write_text(json.dumps(RULES))
     flow.cli("policy", "register", "--id", "rules", "--kind", "rules", "--file", str(rules))
-    # One logged decision that the rules would take, as if logged at propensity 1e-6: it holds almost all their weight.
+    log_more(flow)  # judged on the decisions logged after its registration
+    # One of those that the rules would take, as if logged at propensity 1e-6: it holds almost all their weight.
     with closing(sqlite_files(flow.store)) as conn, conn:
         (dominant,) = conn.execute(
             "SELECT d.decision_id FROM decisions d JOIN joined_examples j ON j.decision_id = d.decision_id "
-            "WHERE j.status = 'joined' AND d.action_id = 'data_upsell/app_push/morning' "
-            "AND json_extract(d.features, '$.u.months_to_contract_end') > 3 ORDER BY d.decision_id LIMIT 1"
+            "WHERE j.status = 'joined' AND d.action_id = 'data_upsell/app_push/morning' AND d.event_time >= ? "
+            "AND json_extract(d.features, '$.u.months_to_contract_end') > 3 ORDER BY d.decision_id LIMIT 1", (T0 + DAYS * DAY,)
         ).fetchone()
         conn.execute("UPDATE decisions SET probability = 1e-6 WHERE decision_id = ?", (dominant,))
     clipped = flow.write_config("clipped.toml", estimator="clipped_ips")
@@ -557,7 +574,8 @@ def test_what_the_gate_reads_is_an_evaluation_of_the_registered_policy_against_t
     unevaluated = flow.cli("policy", "promote", "meh", ok=False).output
     assert unevaluated.startswith("Error: meh has no evaluation against the champion upsell")
 
-    flow.cli("policy", "evaluate", "champion", "--estimator", "snips")  # the current champion against itself: no evidence
+    # The current champion (a file: its gate window is the log after its registration) against itself: no evidence.
+    flow.cli("policy", "evaluate", "champion", "--since", _utc(T0), "--estimator", "snips")
     assert _evaluated(flow, "champion") == _evaluated(flow, "upsell") == []
     flow.cli("policy", "evaluate", "registry:champion", "--estimator", "snips")  # the retired bootstrapped lineage
     assert [against for against, _ in _evaluated(flow, "champion")] == ["upsell"]
@@ -727,16 +745,33 @@ def test_the_gate_takes_its_evidence_from_its_own_window_never_from_one_an_opera
     assert shown.count("│ gate: ") == 2 and shown.count("│ chosen: ") == 1
     assert json.loads(flow.cli("policy", "show", "cand", "--json").output)["trained_until"] == SPLIT
 
-    # A rule policy learned from nothing: its window is the whole log, and a window chosen is no evidence.
+    # A rule file may have been built from every decision logged before its registration (rules copying the
+    # rewarded logged choices "beat" the champion by +34 on them): its window is the log after, and a window
+    # chosen is no evidence.
     rules = flow.tmp_path / "rules.json"
     rules.write_text(json.dumps(RULES))
     flow.cli("policy", "register", "--id", "rules", "--kind", "rules", "--file", str(rules))
+    with flow.registry() as registry:
+        logged_until = registry.get("rules").trained_until
+    assert logged_until is not None and T0 + (DAYS - 1) * DAY < logged_until < T0 + (DAYS + 40) * DAY
+    shown = flow.cli("policy", "show", "rules").output
+    assert f"learned from (or registered after) the decisions before {_utc(logged_until)[:16].replace('T', ' ')}" in shown
+    before = flow.cli("policy", "evaluate", "rules", "--json", ok=False).output
+    assert "the log holds 0 joined decisions in that range" in before
     flow.cli("policy", "evaluate", "rules", "--since", _utc(T0 + 10 * DAY), "--until", _utc(T0 + 40 * DAY), "--json")
     assert flow.cli("policy", "promote", "rules", ok=False).output == (
         "Error: rules's evaluations are all on windows chosen with --since/--until, which the gate does not take as "
         "evidence: run `brein policy evaluate rules` without them\n"
     )
-    assert json.loads(flow.cli("policy", "evaluate", "rules", "--json").output)["decisions"] == 3000
+    log_more(flow)
+    with closing(open_store(str(flow.store))) as store:
+        after = store.examples.count(since=logged_until)
+    # After the latest event logged at registration: an outcome reported two days after the last decision then.
+    assert 1000 < after < MORE_DAYS * 50
+    assert json.loads(flow.cli("policy", "evaluate", "rules", "--json").output)["decisions"] == after
+    uniform = flow.cli("policy", "register", "--id", "explore", "--kind", "uniform")  # learned nothing: the whole log
+    assert uniform.exit_code == 0
+    assert json.loads(flow.cli("policy", "evaluate", "explore", "--json").output)["decisions"] == (DAYS + MORE_DAYS) * 50
     with flow.registry() as registry:
         assert [e.gate_window for e in registry.evaluations("rules")] == [True, False]
 
@@ -762,6 +797,7 @@ def test_each_look_at_a_candidate_on_the_gates_window_is_judged_at_a_stricter_le
     rules = flow.tmp_path / "rules.json"
     rules.write_text(json.dumps(RULES))
     flow.cli("policy", "register", "--id", "rules", "--kind", "rules", "--file", str(rules))
+    log_more(flow)
 
     def alpha(*args: str) -> float:
         report = json.loads(flow.cli("policy", "evaluate", "rules", *args, "--json").output)
@@ -801,7 +837,7 @@ def test_a_rule_policy_whose_action_left_the_catalog_is_refused_at_evaluate_and_
     rules.write_text(json.dumps(RULES))
     (flow.tmp_path / "upsell.json").write_text(json.dumps(RULES[1:]))
     flow.cli("policy", "register", "--id", "renew-evening", "--kind", "rules", "--file", str(rules))
-    flow.cli("policy", "evaluate", "renew-evening", "--json")
+    flow.cli("policy", "evaluate", "renew-evening", "--since", _utc(T0), "--json")
     no_evenings = _without_evenings(flow)
     refusal = (
         "Error: renew-evening: rules[0].action: expected an action of the catalog like 'offer/channel/slot', "
