@@ -57,8 +57,9 @@ def resamples(alpha: float, n_bootstrap: int) -> int:
 
 def look(evaluations: Sequence[EvaluationRecord], champion: str, window: Window) -> int:
     """Which look at the candidate an evaluation of ``window`` against ``champion`` is: 1 + the other
-    logs its evaluations on the gate's window against that champion judged. Evaluated again on the
-    same log, it is the same look: the evaluation is deterministic, and gives the same answer."""
+    logs its evaluations (``Registry.looks``: under every id it is registered under) on the gate's window
+    against that champion judged. Evaluated again on the same log, it is the same look: the evaluation
+    is deterministic, and gives the same answer."""
     seen = {(e.since, e.until, e.decisions) for e in evaluations if e.gate_window and e.against == champion}
     return 1 + len(seen - {window})
 

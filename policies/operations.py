@@ -185,9 +185,9 @@ def evaluate_policy(
     registration, ``register_policy``), else all of them. A rules candidate with an action the catalog
     no longer has is refused (``check_servable``). A registry entry's evaluation against the champion's
     entry is recorded (``judged``); on another window, marked as no evidence for the gate
-    (``EvaluationRecord.gate_window``); the k-th look on the gate's window
-    against one champion (a log not judged before) has its intervals at 1 - ALPHA / k², and at 1 - ALPHA /
-    (m·k²) for a candidate picked as the best of m set-ups (``look_alpha``)."""
+    (``EvaluationRecord.gate_window``); the k-th look on the gate's window against one champion (a log
+    not judged before, under any id of the same artifact: ``Registry.looks``) has its intervals at
+    1 - ALPHA / k², and at 1 - ALPHA / (m·k²) for a candidate picked as the best of m set-ups (``look_alpha``)."""
     registry = Registry(store.registry)
     resolved = resolve_policy(candidate, config, store)
     check_servable(*resolved.labelled, Catalog(config))
@@ -199,8 +199,8 @@ def evaluate_policy(
     baseline = resolve_policy(against, config, store) if against else None
     evidence = judged(resolved, baseline) if record else None
     nth = 1
-    if evidence is not None and on_gate_window and len(logged):
-        nth = look(registry.evaluations(evidence[0]), evidence[1], _judged_log(logged))
+    if evidence is not None and resolved.entry is not None and on_gate_window and len(logged):
+        nth = look(registry.looks(resolved.entry), evidence[1], _judged_log(logged))
     alpha = look_alpha(nth, resolved.entry.selected_among if resolved.entry is not None else 1)
     report = evaluate_on(logged, encoder, resolved.labelled, baseline.labelled if baseline else None, estimators,
                          reliability=gate_reliability(config.gate), n_bootstrap=resamples(alpha, n_bootstrap),

@@ -145,6 +145,13 @@ class Registry:
     def evaluations(self, policy_id: str) -> Evaluations:
         return self.store.evaluations(policy_id)
 
+    def looks(self, entry: PolicyEntry) -> Evaluations:
+        """The recorded evaluations of ``entry``'s policy under any id: of every entry with its artifact hash.
+        The same file registered again under another name is the same policy, and a look at it under
+        one name is a look under the other (each name's first look at 95% was a fresh chance on the same
+        log). An evaluation nobody recorded (a notebook's, of an exported log) cannot be counted."""
+        return [e for other in self.list() if other.artifact_hash == entry.artifact_hash for e in self.evaluations(other.id)]
+
     def previous_champion(self) -> str | None:
         """The champion before the current one, from the history."""
         champion = self.champion()

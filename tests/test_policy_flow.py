@@ -818,6 +818,31 @@ def test_each_look_at_a_candidate_on_the_gates_window_is_judged_at_a_stricter_le
     assert second.lift_lower < first.lift_lower  # the same log, a wider interval
 
 
+def test_the_same_file_registered_under_another_id_continues_its_looks(flow: Flow) -> None:
+    """One rules file registered as cand-a and cand-b: cand-b's first look was at 95% on the log cand-a had
+    been looked at on, a fresh chance for the same policy. The looks are counted over every entry of its
+    artifact; another file's are its own. (An evaluation nobody recorded, say a notebook's on an export,
+    cannot be counted.)"""
+    rules, upsell = flow.tmp_path / "rules.json", flow.tmp_path / "upsell.json"
+    rules.write_text(json.dumps(RULES))
+    upsell.write_text(json.dumps(RULES[1:]))
+    for name, file in (("cand-a", rules), ("cand-b", rules), ("other", upsell)):
+        flow.cli("policy", "register", "--id", name, "--kind", "rules", "--file", str(file))
+    log_more(flow)
+
+    def alpha(policy_id: str) -> float:
+        report = json.loads(flow.cli("policy", "evaluate", policy_id, "--json").output)
+        return float(report["estimators"]["snips"]["candidate"]["alpha"])
+
+    assert alpha("cand-a") == 0.05
+    with flow.registry() as registry:
+        first = registry.evaluations("cand-a")[0]
+        # cand-a looked at the log as it was a week before, too.
+        registry.record_evaluation(replace(first, until=first.until - 7 * DAY, decisions=first.decisions - 300))
+    assert alpha("cand-b") == 0.05 / 4  # its second look: the log cand-a was judged on is the same look
+    assert alpha("other") == 0.05
+
+
 def _without_evenings(flow: Flow) -> Path:
     """The config after the business dropped evening sends."""
     data = _config_data(flow.store)
