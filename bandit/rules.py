@@ -10,7 +10,7 @@ A rule is a pure function of what it reads, so its verdicts are remembered: a ru
 named keys (``numeric.months_to_contract_end``, ``has(categorical.plan)``) and scalar variables
 (``touchpoint``) is evaluated once per distinct value of those, and its verdict reused after that.
 What a rule reads is found conservatively in its source; a rule that reads a whole map (``size(numeric)``,
-``numeric["x"]``, a macro over it) is evaluated on every request.
+``numeric["x"]``) is evaluated on every request.
 """
 
 from __future__ import annotations
@@ -113,17 +113,45 @@ each error it finds: 7,200 characters of a bad condition made a 4.4 MB message, 
 PROBLEM_CHARACTERS = 300
 """The most of the CEL library's own error text a message quotes."""
 
+_QUOTED_OR_COMMENT = re.compile(
+    r"(?:[rR][bB]?|[bB][rR])(?P<raw>\'\'\'|\"\"\"|\'|\")[\s\S]*?(?P=raw)"  # a raw string: no escapes
+    r"|(?P<quoted>\'\'\'|\"\"\"|\'|\")(?:\\[\s\S]|[^\\])*?(?P=quoted)"
+    r"|//[^\n]*"
+)
+_COMPREHENSION = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
+UNBOUNDED_FUNCTIONS = frozenset({"matches"})
+"""Functions whose work a condition's length does not bound: ``matches`` compiles its regular expression
+on every call, up to the regex library's size limit (one 20-character pattern, 0.36 s a call)."""
+
+
+def unbounded_part(source: str, program: cel.Program) -> str | None:
+    """What in a valid condition could make its work exceed what its length allows, or None. Without
+    comprehension macros (``exists``, ``all``, ``exists_one``, ``map``, ``filter``) every part of a
+    condition runs at most once on each evaluation: a macro runs its body once per element, so five
+    nested over 16 elements ran 1M times (1.2 s in 286 characters), and one over the 1,000 features
+    a request may have, comparing whole maps in its body, over 20 s. Macros are found in the source
+    outside its string literals and comments."""
+    macro = _COMPREHENSION.search(_QUOTED_OR_COMMENT.sub('""', source))
+    if macro is not None:
+        return f"the comprehension macro {macro.group(1)}()"
+    functions = UNBOUNDED_FUNCTIONS.intersection(program.functions())
+    return f"the function {min(functions)}()" if functions else None
+
 
 def compiled_condition(key: str, source: str) -> cel.Program:
     """A CEL condition (a config's ``eligible_if``, a rule policy's ``when``), compiled and run once
-    on an empty context: it must parse, run and give true or false. ``key`` names it in errors, which
-    quote the condition by an excerpt and the library's reason by its first line."""
+    on an empty context: it must parse, do no more work than its length bounds (``unbounded_part``), run
+    and give true or false. ``key`` names it in errors, which quote the condition by an excerpt and the
+    library's reason by its first line."""
     if len(source) > MAX_CONDITION_CHARACTERS:
         raise ConfigError(f"{key}: a CEL rule of {len(source):,} characters, more than the {MAX_CONDITION_CHARACTERS:,} allowed")
     try:
         program = cel.compile(source)
     except ValueError as error:
         raise ConfigError(f"{key}: invalid CEL rule {excerpt(source)}: {_problem(error)}") from None
+    unbounded = unbounded_part(source, program)
+    if unbounded is not None:
+        raise ConfigError(f"{key}: rule {excerpt(source)} uses {unbounded}, whose work its length does not bound")
     try:
         result = program.execute(cel.Context(RULE_VARIABLES))
     except KeyError:

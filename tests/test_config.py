@@ -108,6 +108,7 @@ def test_outcome_value_bound_is_max_value_or_derived_from_the_default(outcome: d
         ("numeric.x >", "offers.renewal.eligible_if: invalid CEL rule 'numeric.x >'"),
         ("undefined_thing > 2", "offers.renewal.eligible_if: rule 'undefined_thing > 2' cannot run"),
         ('"yes"', "must give true or false, gives str"),
+        ('categorical.exists(k, k == "plan")', "uses the comprehension macro exists(), whose work its length does not bound"),
     ],
 )
 def test_invalid_rule_fails_at_start_up_with_rule_and_reason(rule: str, message: str) -> None:

@@ -365,6 +365,11 @@ def test_every_kind_loads_and_a_broken_artifact_is_a_load_error(
         load_policy(registry.get("bad-vw"), store.models)
 
 
+SIXTEEN = "[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]"
+NESTED_EXISTS = "".join(f"{SIXTEEN}.exists(v{i}, " for i in range(5)) + "v0 + v1 + v2 + v3 + v4 < 0" + ")" * 5
+"""The audit's rule: 16^5 evaluations of its innermost condition whenever it runs."""
+
+
 @pytest.mark.parametrize(
     ("artifact", "message"),
     [
@@ -377,14 +382,17 @@ def test_every_kind_loads_and_a_broken_artifact_is_a_load_error(
         (json.dumps([{"action": "sim_only/sms/morning", "when": "numeric.x > 1 &&& " * 200 + "true"}]).encode(),
          r"^rules\[0\]\.when: invalid CEL rule 'numeric.x > 1 &&& numeric.x > 1 &&& numeric.x > 1 &&& numeric.x '\.\.\. "
          r"\(3604 characters\): ERROR: <input>:1:17: Syntax error: token recognition error at: '& '$"),
+        (json.dumps([{"action": "sim_only/sms/morning", "when": NESTED_EXISTS}]).encode(),
+         r"^rules\[0\]\.when: rule '\[0,1,.*\(286 characters\) uses the comprehension macro exists\(\), "
+         r"whose work its length does not bound$"),
     ],
-    ids=["not-boolean", "nested-past-the-stack", "too-many-rules", "too-long", "quoted-by-an-excerpt"],
+    ids=["not-boolean", "nested-past-the-stack", "too-many-rules", "too-long", "quoted-by-an-excerpt", "unbounded-work"],
 )  # fmt: skip
 def test_a_rules_file_is_refused_with_what_is_wrong(artifact: bytes, message: str) -> None:
     """A condition that is not true or false never held (the rule never fired); JSON nested past
     Python's stack was a RecursionError traceback; a 100,000-rule shadow made every Decide 127 ms; a
     bad condition of 36,000 characters made a 108 MB message (the parser repeats the source under
-    each error it finds)."""
+    each error it finds); five nested macros in 286 characters made every Decide 1.2 s as a shadow."""
     with pytest.raises(BreinError, match=message):
         RulePolicy(parse_rules(artifact), version="v")
 
