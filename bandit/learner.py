@@ -134,12 +134,34 @@ class VWPolicy:
 
 def vw_refusal(args: Sequence[str], model_data: bytes | None = None) -> str | None:
     """Why VW does not load ``model_data`` (or start a new model) with ``args``: arguments it does not
-    know or cannot combine, a file that is not a model for them; None when it does."""
+    know or cannot combine, a file that is not a whole model for them; None when it does.
+
+    VW reads weights up to the end of a file and adds ``args`` to the options stored in it, so a file
+    cut short loaded as a smaller model and one of another reduction (a regression, csoaa, cb_adf) as
+    an empty cb_explore_adf. So the file is loaded with its own options too: that model must be written
+    back to the file's length, and loading with ``args`` must write the same bytes (both loads reset
+    the same counters). A file cut at a weight's boundary is a smaller whole model: the format keeps
+    no count of its weights."""
     try:
-        VWPolicy(args, model_data)
+        policy = VWPolicy(args, model_data)
+        if model_data is None:
+            return None
+        own = Workspace(["--quiet"], model_data=model_data)
     except Exception as error:
         return str(error)
+    written = own.serialize()
+    if len(written) != len(model_data):
+        return f"the file is {len(model_data):,} bytes, the model in it {len(written):,}: cut short or with bytes after it"
+    if policy.serialize() != written:
+        return f"the file holds a model of {_stored_options(own)}, which these arguments would change"
     return None
+
+
+def _stored_options(workspace: Workspace[Literal[False]]) -> str:
+    """The VW options a model keeps in its file, as VW's readable model shows them (none: a plain regression)."""
+    lines = workspace.readable_model().splitlines()
+    stored = next((line.removeprefix("options:").strip() for line in lines if line.startswith("options:")), "")
+    return repr(stored) if stored else "no options (a plain regression)"
 
 
 def _unchecked_predict(workspace: Workspace[Literal[False]]) -> Callable[[list[_core.Example]], object]:

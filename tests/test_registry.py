@@ -14,10 +14,12 @@ from functools import partial
 from typing import Any
 
 import pytest
+from vowpal_wabbit_next import Workspace
 
+from bandit.catalog import Catalog
 from bandit.config import BreinConfig, GateConfig
 from bandit.errors import BreinError
-from bandit.learner import vw_arguments
+from bandit.learner import LabelledExample, train, vw_arguments, vw_refusal
 from bandit.policies import DoNothingPolicy, RulePolicy, UniformPolicy
 from brain.champion import bootstrap_champion
 from policies import operations
@@ -395,6 +397,42 @@ def test_a_rules_file_is_refused_with_what_is_wrong(artifact: bytes, message: st
     each error it finds); five nested macros in 286 characters made every Decide 1.2 s as a shadow."""
     with pytest.raises(BreinError, match=message):
         RulePolicy(parse_rules(artifact), version="v")
+
+
+def _trained(config: BreinConfig) -> bytes:
+    """A model of the config's learner arguments, learned from a few examples."""
+    actions = tuple(Catalog(config).actions[:3])
+    examples = [LabelledExample("shared |u plan=basic", actions, i % 3, 1 / 3, -1.0) for i in range(30)]
+    data, learned = train(vw_arguments(config.learner), None, examples)
+    assert data is not None and learned == 30
+    return data
+
+
+def _other_reduction(*args: str) -> bytes:
+    """A model VW makes with ``args``, having learned nothing."""
+    return Workspace([*args, "--quiet"]).serialize()
+
+
+@pytest.mark.parametrize(
+    ("model", "refusal"),
+    [
+        (_trained, None),
+        (lambda config: _trained(config)[:-10], r"^the file is [\d,]+ bytes, the model in it [\d,]+: cut short or with bytes"),
+        (lambda config: _trained(config) + bytes(10), r"^the file is [\d,]+ bytes, the model in it [\d,]+: cut short"),
+        (lambda _: _other_reduction(), r"^the file holds a model of no options \(a plain regression\), which these arguments"),
+        (lambda _: _other_reduction("--csoaa_ldf", "multiline"), r"^the file holds a model of '--csoaa_ldf multiline', "),
+        (lambda _: _other_reduction("--cb_adf"), r"^the file holds a model of '--cb_adf --cb_type mtr .*', which these"),
+        (lambda _: _other_reduction("--cb_explore_adf", "--epsilon", "0.3"), r"^the file holds a model of '.*--epsilon 0\.3"),
+    ],
+    ids=["whole", "cut-short", "bytes-after", "regression", "csoaa", "cb_adf", "other-exploration"],
+)  # fmt: skip
+def test_a_vw_file_is_refused_unless_it_is_a_whole_model_of_the_arguments(
+    config: BreinConfig, model: Callable[[BreinConfig], bytes], refusal: str | None
+) -> None:
+    """VW loads a file cut short as a smaller model and one of another reduction as an empty
+    cb_explore_adf: both were registered and replayed, and served something else than the file."""
+    found = vw_refusal(vw_arguments(config.learner), model(config))
+    assert found is None if refusal is None else re.search(refusal, found or ""), found
 
 
 # --- Evaluations and the gate ------------------------------------------------------------------------
