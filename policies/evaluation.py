@@ -15,7 +15,6 @@ from bandit.catalog import Action, Catalog
 from bandit.config import BreinConfig
 from bandit.errors import excerpt, validation_problems
 from bandit.features import FeatureEncoder, action_line
-from bandit.learner import VWPolicy
 from bandit.policies import Policy
 from bandit.requests import MAX_FEATURE_MAGNITUDE
 from bandit.sampling import floored
@@ -238,23 +237,23 @@ def distribution(
     """The policy's (n, K) distribution over each decision's actions, zero-padded, and zero on those
     today's catalog no longer has (``LoggedData.servable``). A shadow policy's logged pmf is used where
     the log has it and every action of the decision is still in the catalog: exact probabilities on
-    the live contexts (floored as served). A learned policy's pmf computed here gets ``min_probability``
-    (``learner.min_probability``) the way serving floors it (``bandit.sampling.floored``), so the
-    evaluation values the policy that would serve; fixed and uniform references are evaluated as they
-    are, ``AsServed`` as logged (what it served, also an action dropped since)."""
+    the live contexts (floored as served). Every pmf computed here gets ``min_probability``
+    (``learner.min_probability``) the way serving floors every policy it serves or shadows
+    (``bandit.sampling.floored``), so the evaluation values the policy that would serve: a one-hot rule
+    judged unfloored was valued for choices serving would not make. ``AsServed`` is taken as logged
+    (what it served, also an action dropped since)."""
     if isinstance(policy, AsServed):
         return _as_served(policy_id, data)
     width = max(len(a) for a in data.actions)
     target = np.zeros((len(data), width))
     own = encoder.with_encoding(policy.encoding)  # a model sees its lineage's encoding
-    floor = min_probability if isinstance(policy, VWPolicy) else 0.0
     for i, (features, actions) in enumerate(zip(data.features, data.actions, strict=True)):
         kept = list(data.servable[i]) if data.servable else list(range(len(actions)))
         if not kept:
             continue  # nothing the catalog has today: refused below
         logged = data.shadow[i].get(policy_id) if data.shadow and len(kept) == len(actions) else None
         offered = [actions[k] for k in kept]
-        pmf = logged if logged is not None else floored(policy.pmf(own.shared_line(features), offered, features), floor)
+        pmf = logged if logged is not None else floored(policy.pmf(own.shared_line(features), offered, features), min_probability)
         target[i, kept] = pmf
     idle = np.flatnonzero(target.sum(axis=1) <= 0)
     if idle.size:
@@ -344,7 +343,7 @@ def evaluate_on(
 ) -> EvaluationReport:
     """``reward_hat``: ``reward_predictions(encoder, data, seed=seed)`` made once for several
     evaluations on the same log (DM and DR need it); made here when absent. ``min_probability``: the
-    floor serving puts under a learned policy's pmf (``learner.min_probability``). ``alpha``: every
+    floor serving puts under every policy's pmf (``learner.min_probability``). ``alpha``: every
     interval's level is 1 - alpha."""
     if len(data) < 2:
         raise ValueError(f"the log holds {len(data)} joined decisions in that range; an evaluation needs at least 2")

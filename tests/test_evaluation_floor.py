@@ -1,7 +1,9 @@
-"""Off-policy evaluation values a learned policy with the probability floor serving gives it
-(``learner.min_probability``), and fixed references as they are."""
+"""Off-policy evaluation values every policy with the probability floor serving gives it
+(``learner.min_probability``)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -10,9 +12,10 @@ from bandit.catalog import Catalog
 from bandit.config import BreinConfig
 from bandit.features import FeatureEncoder
 from bandit.learner import LabelledExample, VWPolicy, train
-from bandit.policies import DoNothingPolicy, UniformPolicy
+from bandit.policies import DoNothingPolicy, RulePolicy, UniformPolicy
 from bandit.sampling import floored
 from policies.evaluation import LoggedData, distribution
+from policies.loading import parse_rules
 
 FLOOR = 0.01
 
@@ -56,11 +59,20 @@ def test_a_learned_policy_is_evaluated_with_the_floor_serving_gives_it(config: B
     assert served[0].argmax() == raw[0].argmax()  # the ranking is kept
 
 
-def test_fixed_references_and_logged_shadow_pmfs_are_not_floored_again(config: BreinConfig, logged: LoggedData) -> None:
+def test_every_policy_that_can_serve_is_evaluated_floored_and_logged_shadow_pmfs_are_not_floored_again(
+    config: BreinConfig, logged: LoggedData
+) -> None:
+    """Serving floors whatever it serves or shadows, rules and do-nothing included: a one-hot rules
+    policy judged unfloored was valued +26.3 over uniform while serving it floored was worth -15.7."""
     encoder = FeatureEncoder(config)
     width = len(logged.actions[0])
-    nothing = distribution("do-nothing", DoNothingPolicy(), encoder, logged, min_probability=FLOOR)
-    assert (nothing == 0.0).sum() == len(logged) * (width - 1)
+    rules = RulePolicy(parse_rules(json.dumps([{"action": logged.actions[0][1].id, "when": "true"}])), version="r")
+    for policy in (rules, DoNothingPolicy()):
+        raw = distribution("fixed", policy, encoder, logged)
+        assert (raw == 0.0).sum() == len(logged) * (width - 1)  # one-hot as the policy gives it
+        served = distribution("fixed", policy, encoder, logged, min_probability=FLOOR)
+        np.testing.assert_allclose(served, [floored(row.tolist(), FLOOR) for row in raw])
+        assert served.min() == pytest.approx(FLOOR)
     uniform = distribution("uniform", UniformPolicy(), encoder, logged, min_probability=FLOOR)
     np.testing.assert_allclose(uniform, 1.0 / width)
     shadow = [1.0] + [0.0] * (width - 1)  # a pmf as logged: serving floored it already (here: no floor then)
