@@ -435,8 +435,8 @@ def replay(log_file: str, config_path: str, candidate: str, against: str | None,
 
     def run(config: BreinConfig, store: Store | None) -> EvaluationReport:
         data = load_dsjson(Path(log_file).read_text().splitlines(), config)
-        return evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, store).labelled,
-                           operations.resolve_policy(against, config, store).labelled if against else None,
+        return evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, store).target,
+                           operations.resolve_policy(against, config, store).target if against else None,
                            estimators or tuple(ESTIMATORS), reliability=gate_reliability(config.gate),
                            min_probability=config.learner.min_probability)  # fmt: skip
 

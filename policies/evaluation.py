@@ -206,6 +206,18 @@ class PolicyCannotAct(ValueError):
     so no estimate of its value on that log means anything."""
 
 
+class Target(NamedTuple):
+    """A policy to evaluate: its name in reports, the policy, and the registry entry id its distributions
+    were logged under as a shadow when it was read from that entry (None: a file, a built-in or a set-up,
+    whose distributions are always computed). A label is no identity: a model file named like a shadow
+    was scored with that shadow's logged distributions, and an export's ``_shadow.uniform`` could say
+    anything about the built-in uniform."""
+
+    label: str
+    policy: Policy
+    logged_as: str | None = None
+
+
 class AsServed:
     """The policy that served the logged decisions, as it served each one: the distribution it logged
     with each (``LoggedData.served``), whatever version of its lineage served it. It exists on its own
@@ -232,16 +244,22 @@ def _as_served(policy_id: str, data: LoggedData) -> FloatArray:
 
 
 def distribution(
-    policy_id: str, policy: Policy, encoder: FeatureEncoder, data: LoggedData, min_probability: float = 0.0
+    policy_id: str,
+    policy: Policy,
+    encoder: FeatureEncoder,
+    data: LoggedData,
+    min_probability: float = 0.0,
+    *,
+    logged_as: str | None = None,
 ) -> FloatArray:
     """The policy's (n, K) distribution over each decision's actions, zero-padded, and zero on those
-    today's catalog no longer has (``LoggedData.servable``). A shadow policy's logged pmf is used where
-    the log has it and every action of the decision is still in the catalog: exact probabilities on
-    the live contexts (floored as served). Every pmf computed here gets ``min_probability``
-    (``learner.min_probability``) the way serving floors every policy it serves or shadows
-    (``bandit.sampling.floored``), so the evaluation values the policy that would serve: a one-hot rule
-    judged unfloored was valued for choices serving would not make. ``AsServed`` is taken as logged
-    (what it served, also an action dropped since)."""
+    today's catalog no longer has (``LoggedData.servable``). The pmf logged under ``logged_as`` (a
+    registry entry's id: ``Target``) is used where the log has it and every action of the decision is
+    still in the catalog: exact probabilities on the live contexts (floored as served). Every pmf
+    computed here gets ``min_probability`` (``learner.min_probability``) the way serving floors every
+    policy it serves or shadows (``bandit.sampling.floored``), so the evaluation values the policy that
+    would serve: a one-hot rule judged unfloored was valued for choices serving would not make.
+    ``AsServed`` is taken as logged (what it served, also an action dropped since)."""
     if isinstance(policy, AsServed):
         return _as_served(policy_id, data)
     width = max(len(a) for a in data.actions)
@@ -251,7 +269,7 @@ def distribution(
         kept = list(data.servable[i]) if data.servable else list(range(len(actions)))
         if not kept:
             continue  # nothing the catalog has today: refused below
-        logged = data.shadow[i].get(policy_id) if data.shadow and len(kept) == len(actions) else None
+        logged = data.shadow[i].get(logged_as) if logged_as and data.shadow and len(kept) == len(actions) else None
         offered = [actions[k] for k in kept]
         pmf = logged if logged is not None else floored(policy.pmf(own.shared_line(features), offered, features), min_probability)
         target[i, kept] = pmf
@@ -330,8 +348,8 @@ class EvaluationReport:
 def evaluate_on(
     data: LoggedData,
     encoder: FeatureEncoder,
-    candidate: tuple[str, Policy],
-    baseline: tuple[str, Policy] | None = None,
+    candidate: Target,
+    baseline: Target | None = None,
     estimators: Sequence[str] = tuple(ESTIMATORS),
     *,
     reliability: Reliability,
@@ -358,7 +376,7 @@ def evaluate_on(
     ]
     # The policies' distributions first: one that cannot act on the log is refused before the reward model is fitted.
     named = [candidate] if baseline is None else [candidate, baseline]
-    targets = [distribution(*policy, encoder, data, min_probability) for policy in named]
+    targets = [distribution(t.label, t.policy, encoder, data, min_probability, logged_as=t.logged_as) for t in named]
     needs_model = any(e.needs_model for e in chosen)
     log = LoggedDecisions(
         reward=data.reward, propensity=data.propensity, action=data.chosen,
@@ -366,6 +384,7 @@ def evaluate_on(
     )  # fmt: skip
     if len(targets) == 1:
         estimates = run_estimators(log, targets[0], chosen, reliability=reliability)
-        return EvaluationReport(candidate[0], None, len(data), estimates, [], reliability)
+        return EvaluationReport(candidate.label, None, len(data), estimates, [], reliability)
     comparisons = compare_policies(log, targets[0], targets[1], chosen, reliability=reliability)
-    return EvaluationReport(candidate[0], named[1][0], len(data), [c.candidate for c in comparisons], comparisons, reliability)
+    estimates = [c.candidate for c in comparisons]
+    return EvaluationReport(candidate.label, named[1].label, len(data), estimates, comparisons, reliability)

@@ -17,7 +17,7 @@ from bandit.errors import BreinError
 from bandit.features import FeatureEncoder
 from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments, vw_refusal
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
-from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, evaluate_on, load_logged
+from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, Target, evaluate_on, load_logged
 from policies.gate import GateRefused, Window, check_gate, gate_reliability, look, look_alpha, resamples
 from policies.loading import LEARNED_KEY, PolicyLoadError, check_servable, load_policy, parse_rules
 from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, unused_policy_id
@@ -51,6 +51,11 @@ class Resolved:
     @property
     def labelled(self) -> tuple[str, Policy]:
         return self.label, self.policy
+
+    @property
+    def target(self) -> Target:
+        """What evaluation scores: a registry entry's logged shadow distributions are its own, by its id."""
+        return Target(self.label, self.policy, self.entry.id if self.entry is not None else None)
 
 
 def registered(policy_id: str) -> str:
@@ -202,7 +207,7 @@ def evaluate_policy(
     if evidence is not None and resolved.entry is not None and on_gate_window and len(logged):
         nth = look(registry.looks(resolved.entry), evidence[1], _judged_log(logged))
     alpha = look_alpha(nth, resolved.entry.selected_among if resolved.entry is not None else 1)
-    report = evaluate_on(logged, encoder, resolved.labelled, baseline.labelled if baseline else None, estimators,
+    report = evaluate_on(logged, encoder, resolved.target, baseline.target if baseline else None, estimators,
                          reliability=gate_reliability(config.gate), n_bootstrap=resamples(alpha, n_bootstrap),
                          min_probability=config.learner.min_probability, alpha=alpha)  # fmt: skip
     if evidence is not None:

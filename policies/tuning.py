@@ -35,13 +35,13 @@ from bandit.config import BreinConfig, FeaturesConfig, LearnerConfig, read_toml
 from bandit.errors import BreinError, excerpt, validation_problems
 from bandit.features import FeatureEncoder
 from bandit.learner import vw_arguments, vw_refusal
-from bandit.policies import Policy
 from policies.estimators import ALPHA, Estimate
 from policies.evaluation import (
     ESTIMATORS,
     AsServed,
     EvaluationReport,
     LoggedData,
+    Target,
     evaluate_on,
     load_logged,
     reward_predictions,
@@ -368,7 +368,7 @@ def tune(
         started = time.perf_counter()
         models.append((train_model(tuned, store, since=None, until=trained_until), time.perf_counter() - started))
         done += 1
-    policies = [(setup.name, trained.policy()) for setup, (trained, _) in zip(chosen, models, strict=True)]
+    policies = [Target(setup.name, trained.policy()) for setup, (trained, _) in zip(chosen, models, strict=True)]
     if against is not None:
         baseline = policies[names.index(against)]
     tried = []
@@ -399,17 +399,15 @@ def known_by(config: BreinConfig, store: Store, cut: float) -> tuple[float, int]
     return until, before
 
 
-def champion_baseline(
-    config: BreinConfig, store: Store, cut: float, until: float | None
-) -> tuple[tuple[str, Policy], LoggedData]:
+def champion_baseline(config: BreinConfig, store: Store, cut: float, until: float | None) -> tuple[Target, LoggedData]:
     """What a set-up is compared with, and on which held-out decisions: the champion as it served them
     (``AsServed``: its lineage kept learning while it served, and the log supports that behaviour and
     no frozen snapshot of it) on the decisions it served, when it served at least ``gate.min_decisions``
     of them; else (a champion promoted since the cut) its model, off-policy, on all of them."""
-    champion = resolve_policy("champion", config, store).labelled
-    served = load_logged(config, store.examples, cut, until, served_by=champion[0])
+    champion = resolve_policy("champion", config, store).target
+    served = load_logged(config, store.examples, cut, until, served_by=champion.label)
     if len(served) >= config.gate.min_decisions:
-        return (champion[0], AsServed()), served
+        return Target(champion.label, AsServed()), served
     return champion, load_logged(config, store.examples, cut, until)
 
 

@@ -77,5 +77,5 @@ def test_every_policy_that_can_serve_is_evaluated_floored_and_logged_shadow_pmfs
     np.testing.assert_allclose(uniform, 1.0 / width)
     shadow = [1.0] + [0.0] * (width - 1)  # a pmf as logged: serving floored it already (here: no floor then)
     logged.shadow = [{"candidate": shadow}] * len(logged)
-    from_log = distribution("candidate", greedy_vw(config), encoder, logged, min_probability=FLOOR)
+    from_log = distribution("candidate", greedy_vw(config), encoder, logged, min_probability=FLOOR, logged_as="candidate")
     np.testing.assert_allclose(from_log, np.array([shadow] * len(logged)))

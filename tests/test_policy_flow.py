@@ -40,7 +40,7 @@ from bandit.learner import vw_arguments
 from bandit.policies import RulePolicy, UniformPolicy
 from bandit.requests import DecisionRequest
 from brain.core import Brain
-from policies.evaluation import distribution, evaluate_on, load_logged
+from policies.evaluation import Target, distribution, evaluate_on, load_logged
 from policies.gate import gate_reliability
 from policies.loading import load_policy, parse_rules
 from policies.registry import Registry
@@ -636,6 +636,37 @@ def test_replay_of_an_export_gives_the_table_and_the_numbers_of_policies_evaluat
     assert "lift (paired)" in paired_table and f"{paired['estimators']['snips']['difference']:+.3f}" in paired_table
 
 
+def test_logged_shadow_distributions_are_a_registry_entrys_never_a_file_or_built_in_named_like_it(flow: Flow) -> None:
+    """A log's ``_shadow`` pmfs are keyed by the id of the registry entry that was shadowed: a model file
+    named like it (``./dir/cand``) or the built-in uniform was scored with whatever the log said under
+    that name (a forged export made uniform worth 58.2 instead of -2.4). Files and built-ins are computed."""
+    flow.cli("policy", "train", "--id", "cand", "--until", _utc(SPLIT), "--no-evaluate")
+    log, forged = flow.tmp_path / "log.dsjson", flow.tmp_path / "forged.dsjson"
+    flow.cli("log", "export", "--store", str(flow.store), "-o", str(log))
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+
+    def lucky(line: dict[str, Any]) -> list[float]:
+        """All the mass on the logged action when it earned something, else on another one."""
+        k, chosen = len(line["_actions"]), line["_labelIndex"]
+        pick = chosen if line["_reward"] > 0 or k == 1 else (chosen + 1) % k
+        return [float(j == pick) for j in range(k)]
+
+    forged.write_text("".join(json.dumps({**x, "_shadow": {"cand": lucky(x), "uniform": lucky(x)}}) + "\n" for x in lines))
+    named_like_it = flow.tmp_path / "copy" / "cand"
+    named_like_it.parent.mkdir()
+    with flow.registry() as registry:
+        named_like_it.write_bytes(registry.get("cand").artifact or b"")
+
+    def snips(path: Path, spec: str) -> float:
+        out = flow.cli("replay", str(path), "--policy", spec, "--estimator=snips", "--json", f"--store={flow.store}").output
+        value: float = json.loads(out)["estimators"]["snips"]["candidate"]["value"]
+        return value
+
+    assert snips(forged, "uniform") == snips(log, "uniform")
+    assert snips(forged, str(named_like_it)) == snips(log, str(named_like_it))
+    assert snips(forged, "registry:cand") > snips(log, "registry:cand")  # the entry's own logged pmfs are taken
+
+
 def test_replay_refuses_an_edited_export_line_by_its_key_and_never_reads_it_as_another_decision(flow: Flow) -> None:
     log = flow.tmp_path / "log.dsjson"
     flow.cli("log", "export", "--store", str(flow.store), "-o", str(log))
@@ -902,5 +933,6 @@ def test_every_policy_is_evaluated_on_the_actions_the_catalog_has_today(flow: Fl
     assert uniform.sum(axis=1) == pytest.approx(np.ones(len(logged)))
     taken = [i for i, gone in enumerate(evenings) if logged.chosen[i] in gone]
     assert len(taken) > 100 and not uniform[taken, logged.chosen[taken]].any()
-    report = evaluate_on(logged, encoder, ("uniform", UniformPolicy()), None, ["ips"], reliability=gate_reliability(config.gate))
+    uniform_target = Target("uniform", UniformPolicy())
+    report = evaluate_on(logged, encoder, uniform_target, None, ["ips"], reliability=gate_reliability(config.gate))
     assert report.decisions == len(logged) == 3000
