@@ -21,15 +21,16 @@ same decisions with intervals of the difference itself: each bootstrap resample 
 policies, and the analytic interval is taken over per-decision differences.
 
 How sure an estimate is (``Reliability``): the diagnostics are those of the target's *unclipped*
-importance weights, whatever the estimator, since they say how much the log tells about the target
-at all; clipping hides that (it caps the weights, not the missing support), and DM extrapolates its
-model exactly where the weights are large. An estimate whose diagnostics fall short is unreliable,
-with the reasons in words. An interval whose coverage is known to fail says so in its ``caveat``:
-the bootstrap, and the t-form interval of a plain mean (clipped IPS, DR, SNDR, every difference),
-treat the per-decision terms as a sample whose mean is near-normal, which fails when one decision
-holds more than ``max_weight_share`` of the weight they average (a resample's value then turns on
-how often it drew that decision). The Cressie-Read interval of IPS and SNIPS uses the constraint
-that the weights average to one and has no such caveat (on such a log it is as wide as it should be).
+importance weights on the decisions where the logging policy had a choice, whatever the estimator,
+since they say how much the log tells about the target at all; clipping hides that (it caps the
+weights, not the missing support), and DM extrapolates its model exactly where the weights are
+large. An estimate whose diagnostics fall short is unreliable, with the reasons in words. An
+interval whose coverage is known to fail says so in its ``caveat``: the bootstrap, and the t-form
+interval of a plain mean (clipped IPS, DR, SNDR, every difference), treat the per-decision terms as
+a sample whose mean is near-normal, which fails when one decision holds more than
+``max_weight_share`` of the weight they average (a resample's value then turns on how often it drew
+that decision). The Cressie-Read interval of IPS and SNIPS uses the constraint that the weights
+average to one and has no such caveat (on such a log it is as wide as it should be).
 
 Several estimators evaluated together (``evaluate``/``compare_policies``) share their bootstrap
 resamples when their ``n_bootstrap`` and ``seed`` agree, which makes six estimators cost about as
@@ -135,6 +136,17 @@ class LoggedDecisions:
     def n(self) -> int:
         return int(self.reward.shape[0])
 
+    @cached_property
+    def choice(self) -> npt.NDArray[np.bool_]:
+        """The decisions where the logging policy had a choice: another action had positive probability
+        (the logged one's propensity is below 1, beyond PMF_TOLERANCE). Reliability is measured on these
+        only (``Diagnostics``): where the logging policy could take nothing but the action it took (one
+        eligible action, as ``candidate_actions=["do_nothing"]`` makes), the log shows nothing of any
+        other, every policy that can act there gives it weight 1, and a thousand such decisions made a
+        candidate with an ESS of 78 look reliable without telling anything more about it. The estimates
+        keep every decision: they are unbiased only over all of them."""
+        return self.propensity < 1 - PMF_TOLERANCE
+
 
 @dataclass(frozen=True, slots=True)
 class Interval:
@@ -152,18 +164,21 @@ class Interval:
 
 @dataclass(frozen=True, slots=True)
 class Diagnostics:
-    """How much a log says about a target policy, from its unclipped importance weights w_i = pi_i / p_i.
+    """How much a log says about a target policy, from its unclipped importance weights w_i = pi_i / p_i
+    on the ``choices`` logged decisions where the logging policy had a choice (``LoggedDecisions.choice``).
 
     The same for every estimator of that target on that log.
     ``ess``: Kish's effective sample size (sum w)^2 / sum w^2, how many on-policy decisions the log is worth;
     ``largest_weight_share``: max w / sum w, the share of the weight one logged decision holds;
-    ``never_taken_share``: the share of logged decisions whose logged action the target gives
-    probability 0 (weight 0: those decisions tell nothing about it).
+    ``never_taken_share``: the share of those decisions whose logged action the target gives
+    probability 0 (weight 0: those decisions tell nothing about it);
+    ``choices``: how many decisions these are (the gate's ``min_decisions`` counts them).
     """
 
     ess: float
     largest_weight_share: float
     never_taken_share: float
+    choices: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,8 +338,10 @@ class _Policy:
 
     @cached_property
     def diagnostics(self) -> Diagnostics:
-        weights = self.weights
-        return Diagnostics(effective_sample_size(weights), largest_weight_share(weights), float(np.mean(self.logged == 0)))
+        choice = self.log.choice
+        weights, logged = self.weights[choice], self.logged[choice]
+        never_taken = float(np.mean(logged == 0)) if logged.size else 0.0
+        return Diagnostics(effective_sample_size(weights), largest_weight_share(weights), never_taken, int(choice.sum()))
 
 
 ALPHA = 0.05
@@ -578,7 +595,7 @@ def compare_policies(
         span = (low - high, high - low)
         difference = value_c - value_b
         terms = estimator._terms(policies[0], value_c) - estimator._terms(policies[1], value_b)
-        caveat = reliability.caveat(*(estimator._averaged_weights(p) for p in policies))
+        caveat = reliability.caveat(*(_on_choices(p, estimator._averaged_weights(p)) for p in policies))
         comparisons.append(
             Comparison(
                 estimator=estimator.name,
@@ -634,8 +651,7 @@ def _run(estimators: Sequence[Estimator], policies: Sequence[_Policy]) -> tuple[
 
 def _estimate(estimator: Estimator, policy: _Policy, value: float, samples: FloatArray, reliability: Reliability) -> Estimate:
     bounds = _bounds(estimator, policy.log)
-    averaged = estimator._averaged_weights(policy)
-    caveat = reliability.caveat(averaged)
+    caveat = reliability.caveat(_on_choices(policy, estimator._averaged_weights(policy)))
     return Estimate(
         estimator=estimator.name,
         value=value,
@@ -649,6 +665,11 @@ def _estimate(estimator: Estimator, policy: _Policy, value: float, samples: Floa
         alpha=estimator.alpha,
         clipped_ess=estimator._clipped_ess(policy),
     )
+
+
+def _on_choices(policy: _Policy, weights: FloatArray | None) -> FloatArray | None:
+    """``weights`` on the decisions where the logging policy had a choice, where reliability is measured."""
+    return None if weights is None else weights[policy.log.choice]
 
 
 def _bounds(estimator: Estimator, log: LoggedDecisions) -> tuple[float, float]:

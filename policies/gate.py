@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from typing import Any
 
 from bandit.config import GateConfig
@@ -89,11 +88,20 @@ def check_gate(gate: GateConfig, evaluations: Sequence[EvaluationRecord], candid
     age_hours = (now - evaluation.at) / 3600
     if age_hours > gate.max_age_hours:
         raise GateRefused(f"{candidate}'s evaluation is {age_hours:.1f} hours old, more than the {gate.max_age_hours:g} allowed")
-    if evaluation.decisions < gate.min_decisions:
-        raise GateRefused(f"{candidate} was evaluated on {evaluation.decisions} decisions, fewer than the {gate.min_decisions} required")
-    reasons = _unreliable(gate, evaluation, candidate, champion)
+    what = f"{candidate}'s {evaluation.estimator} evaluation against {champion}"
+    sides = _sides(evaluation, candidate, champion)
+    missing = next((name for name, diagnostics in sides if diagnostics is None), None)
+    if missing is not None:
+        raise GateRefused(f"{what} is unreliable: it holds no diagnostics for {missing} (it was made before estimates carried "
+                          f"them): evaluate it again")  # fmt: skip
+    choices = min(diagnostics.choices for _, diagnostics in sides if diagnostics is not None)
+    if choices < gate.min_decisions:
+        raise GateRefused(f"{candidate} was evaluated on {evaluation.decisions} decisions, {choices} of them with a choice of "
+                          f"action, fewer than the {gate.min_decisions} required")  # fmt: skip
+    rule = gate_reliability(gate)
+    reasons = [f"for {name}, {reason}" for name, diagnostics in sides if diagnostics is not None
+               for reason in rule.reasons(diagnostics)]  # fmt: skip
     if reasons:
-        what = f"{candidate}'s {evaluation.estimator} evaluation against {champion}"
         raise GateRefused(f"{what} is unreliable: {'; '.join(reasons)}")
     if evaluation.lift_lower <= gate.min_lift:
         raise GateRefused(
@@ -102,22 +110,19 @@ def check_gate(gate: GateConfig, evaluations: Sequence[EvaluationRecord], candid
         )
 
 
-def _unreliable(gate: GateConfig, evaluation: EvaluationRecord, candidate: str, champion: str) -> list[str]:
-    """Why the stored evaluation is unreliable under the gate's thresholds now, from the diagnostics its report
-    holds for both sides of the lift (whatever the estimator: they are those of the unclipped weights)."""
-    rule = gate_reliability(gate)
+def _sides(evaluation: EvaluationRecord, candidate: str, champion: str) -> list[tuple[str, Diagnostics | None]]:
+    """The diagnostics the stored report holds for both sides of the lift, by name (whatever the estimator:
+    they are those of the unclipped weights on the decisions with a choice), which the gate judges under its
+    thresholds now; None for a side whose report lacks them."""
     row = evaluation.report.get("estimators", {}).get(evaluation.estimator, {})
-    reasons = []
-    for side, name in (("candidate", candidate), ("baseline", champion)):
-        diagnostics = _diagnostics(row.get(side))
-        if diagnostics is None:
-            return [f"it holds no diagnostics for {name} (it was made before estimates carried them): evaluate it again"]
-        reasons += [f"for {name}, {reason}" for reason in rule.reasons(diagnostics)]
-    return reasons
+    return [(name, _diagnostics(row.get(side))) for side, name in (("candidate", candidate), ("baseline", champion))]
 
 
 def _diagnostics(estimate: Mapping[str, Any] | None) -> Diagnostics | None:
+    if not estimate:
+        return None
     try:
-        return Diagnostics(**{f.name: float(estimate[f.name]) for f in fields(Diagnostics)}) if estimate else None
+        return Diagnostics(ess=float(estimate["ess"]), largest_weight_share=float(estimate["largest_weight_share"]),
+                           never_taken_share=float(estimate["never_taken_share"]), choices=int(estimate["choices"]))  # fmt: skip
     except (KeyError, TypeError, ValueError):
         return None

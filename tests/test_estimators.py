@@ -25,6 +25,7 @@ from policies.estimators import (
     ClippedIPS,
     Estimator,
     LoggedDecisions,
+    Reliability,
     compare_policies,
     evaluate,
 )
@@ -150,6 +151,41 @@ def test_on_policy_ips_and_snips_are_the_mean_reward() -> None:
     assert ips.value == pytest.approx(log.reward.mean(), abs=1e-12)
     assert snips.value == pytest.approx(log.reward.mean(), abs=1e-12)
     assert ips.diagnostics.ess == pytest.approx(log.n)
+
+
+def test_decisions_without_a_choice_change_no_diagnostic_and_keep_the_estimates_unbiased() -> None:
+    """A decision whose logged action had probability 1 (one eligible action: ``candidate_actions=
+    ["do_nothing"]``) gives every policy weight 1 and tells nothing about any: a thousand of them took a
+    candidate's ESS from 78 to "reliable". The diagnostics and the caveats are measured on the decisions
+    with a choice; the estimates still average over every decision."""
+    problem = synthetic_problem()
+    log, target, baseline = simulate(problem, 300, seed=4)
+    forced, k = 1000, target.shape[1]
+    one_action = np.zeros((forced, k))
+    one_action[:, 0] = 1.0
+    padded = LoggedDecisions(
+        reward=np.concatenate([log.reward, np.ones(forced)]),
+        propensity=np.concatenate([log.propensity, np.ones(forced)]),
+        action=np.concatenate([log.action if log.action is not None else [], np.zeros(forced, dtype=np.int64)]),
+        reward_hat=np.concatenate([log.reward_hat if log.reward_hat is not None else [], one_action]),
+    )
+    estimators = [IPS(n_bootstrap=50), ClippedIPS(clip=2.0, n_bootstrap=50), DR(n_bootstrap=50)]
+    strict = Reliability(min_ess=100.0, max_weight_share=0.01)
+    alone = compare_policies(log, target, baseline, estimators, reliability=strict)
+    diluted = compare_policies(padded, np.vstack([target, one_action]), np.vstack([baseline, one_action]), estimators,
+                               reliability=strict)  # fmt: skip
+    assert int(log.choice.sum()) == log.n and not padded.choice[log.n :].any()
+    for before, after in zip(alone, diluted, strict=True):
+        for side in ("candidate", "baseline"):
+            assert getattr(after, side).diagnostics == getattr(before, side).diagnostics
+            assert getattr(after, side).reasons == getattr(before, side).reasons
+            assert getattr(after, side).bootstrap.caveat == getattr(before, side).bootstrap.caveat
+        assert after.bootstrap.caveat == before.bootstrap.caveat
+        assert after.candidate.diagnostics.choices == log.n
+        # every decision still counts in the value: the forced ones at their reward (1) for both policies
+        assert after.candidate.value == pytest.approx((before.candidate.value * log.n + forced) / padded.n)
+        assert after.difference == pytest.approx(before.difference * log.n / padded.n)
+    assert alone[0].candidate.reasons or alone[0].bootstrap.caveat  # strict enough that padding would have hidden something
 
 
 def test_never_taken_share_counts_logged_actions_the_target_never_takes() -> None:

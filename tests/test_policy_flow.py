@@ -443,8 +443,11 @@ def test_the_gate_refuses_with_one_sentence_and_force_needs_a_reason(flow: Flow)
         "per decision, not above the required +1000\n"
     )
     few = flow.write_config("few.toml", min_decisions=2000)
+    with closing(open_store(str(flow.store))) as store:  # a decision with one eligible action offers no choice
+        choices = sum(len(actions) > 1 for actions in load_logged(flow.config, store.examples, SPLIT).actions)
+    assert 0 < choices < 1500
     assert flow.cli("policy", "promote", "cand", config=few, ok=False).output == (
-        "Error: cand was evaluated on 1500 decisions, fewer than the 2000 required\n"
+        f"Error: cand was evaluated on 1500 decisions, {choices} of them with a choice of action, fewer than the 2000 required\n"
     )
     ess = flow.write_config("ess.toml", min_ess=1e6)
     assert "is unreliable: for cand, the effective sample size of the unclipped importance weights is" in flow.cli(

@@ -451,7 +451,8 @@ def _evaluation(
         "gate_window": True,
     }  # fmt: skip
     fields.update(changes)
-    row = {"candidate": {**SPREAD, **(candidate or {})}, "baseline": {**SPREAD, **(baseline or {})}, "difference": fields["lift"]}
+    spread = {**SPREAD, "choices": fields["decisions"]}  # every decision offered a choice unless given
+    row = {"candidate": {**spread, **(candidate or {})}, "baseline": {**spread, **(baseline or {})}, "difference": fields["lift"]}
     fields.setdefault("report", {"estimators": {fields["estimator"]: row}})
     return EvaluationRecord(**fields)
 
@@ -497,7 +498,11 @@ UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
         (_evaluation(at=NOW + CLOCK_TOLERANCE + 1), GATE,
          "cand's evaluation is dated 0.1 hours ahead of this host's clock: the host that recorded it has a wrong clock; "
          "evaluate it again"),
-        (_evaluation(decisions=999), GATE, "cand was evaluated on 999 decisions, fewer than the 1000 required"),
+        (_evaluation(decisions=999), GATE,
+         "cand was evaluated on 999 decisions, 999 of them with a choice of action, fewer than the 1000 required"),
+        # 1,000 decisions with one eligible action each (candidate_actions=["do_nothing"]) count for nothing
+        (_evaluation(decisions=1500, candidate={"choices": 500}, baseline={"choices": 500}), GATE,
+         "cand was evaluated on 1500 decisions, 500 of them with a choice of action, fewer than the 1000 required"),
         (_evaluation(candidate={"ess": 99.4}), GATE,
          f"{UNRELIABLE} for cand, the effective sample size of the unclipped importance weights is 99.4, below the 100 required"),
         (_evaluation(candidate={"largest_weight_share": 0.25}), GATE,
@@ -524,7 +529,7 @@ UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
          f"{NOT_BEATEN} dr lift is -1.000 per decision, not above the required +0"),
     ],
     ids=["none", "chosen-window", "other-champion", "other-estimator", "too-old", "too-old-custom", "dated-ahead",
-         "just-beyond-the-tolerance", "too-few-decisions", "ess", "dominant-weight", "clipped-ips-unclipped-diagnostics",
+         "just-beyond-the-tolerance", "too-few-decisions", "too-few-with-a-choice", "ess", "dominant-weight", "clipped-ips-unclipped-diagnostics",
          "unreliable-champion", "custom-weight-share", "no-diagnostics", "negative-lift", "lift-at-the-minimum", "below-min-lift",
          "dr-gate"],
 )  # fmt: skip

@@ -135,10 +135,11 @@ def test_tune_trains_evaluates_and_registers_the_best_reliable_setup_with_its_ev
 def test_the_intervals_of_setups_competing_to_be_the_best_are_at_a_level_shared_among_them(flow: Flow) -> None:
     """The winner's curse: the best of k lower bounds on one log is too high, so each set-up's
     intervals are at 1 - 0.05 / k (Bonferroni), and the gate's 95% holds for the one picked."""
+    supported = flow.write_config("supported.toml", **SUPPORTED)
     args = ["policy", "tune", "--cut", _utc(SPLIT), "--json", "--setups"]
-    three = json.loads(flow.cli(*args, str(_setups(flow)), "--id", "of-three").output)
+    three = json.loads(flow.cli(*args, str(_setups(flow)), "--id", "of-three", config=supported).output)
     cubic_fast_only = "[[setup]]" + SETUPS.split("[[setup]]")[2]
-    alone = json.loads(flow.cli(*args, str(_setups(flow, cubic_fast_only)), "--id", "alone").output)
+    alone = json.loads(flow.cli(*args, str(_setups(flow, cubic_fast_only)), "--id", "alone", config=supported).output)
     assert (three["alpha"], alone["alpha"]) == (pytest.approx(0.05 / 3), 0.05)
     [cubic] = [t for t in three["tried"] if t["setup"] == "cubic-fast"]
     [single] = alone["tried"]
@@ -148,11 +149,11 @@ def test_the_intervals_of_setups_competing_to_be_the_best_are_at_a_level_shared_
     # Evaluated again, the one picked keeps its share of alpha: at 95% on the log it was picked on, it
     # would pass on the error that made it the best (its window starts where the champion's knowledge
     # ended, so this is its second look: 0.05 / (3 * 2²)).
-    assert json.loads(flow.cli("policy", "show", "of-three", "--json").output)["selected_among"] == 3
-    again = json.loads(flow.cli("policy", "evaluate", "of-three", "--json").output)
+    assert json.loads(flow.cli("policy", "show", "of-three", "--json", config=supported).output)["selected_among"] == 3
+    again = json.loads(flow.cli("policy", "evaluate", "of-three", "--json", config=supported).output)
     assert [row["candidate"]["alpha"] for row in again["estimators"].values()] == [pytest.approx(0.05 / 12)] * 6
-    assert "picked as the best of 3 set-ups" in flow.cli("policy", "show", "of-three").output
-    table = flow.cli(*args[:-2], "--setups", str(_setups(flow)), "--id", "shown").output
+    assert "picked as the best of 3 set-ups" in flow.cli("policy", "show", "of-three", config=supported).output
+    table = flow.cli(*args[:-2], "--setups", str(_setups(flow)), "--id", "shown", config=supported).output
     assert "98.3% interval" in table and "(98.3% interval: 95% for the best of 3)" in table
 
 
@@ -168,9 +169,10 @@ def test_the_champion_is_judged_as_it_served_the_held_out_decisions_while_it_ser
         assert (tuning.trained_until, tuning.trained_on) == (KNOWN, store.examples.count(until=KNOWN))
         held_out = load_logged(flow.config, store.examples, SPLIT)
         [tried] = tuning.tried
+        choices = sum(len(actions) > 1 for actions in held_out.actions)  # the diagnostics' decisions (LoggedDecisions.choice)
         for comparison in tried.report.comparisons:
-            assert comparison.baseline.diagnostics.ess == pytest.approx(len(held_out))
-            assert comparison.baseline.diagnostics.largest_weight_share == pytest.approx(1 / len(held_out))
+            assert comparison.baseline.diagnostics.ess == pytest.approx(choices)
+            assert comparison.baseline.diagnostics.largest_weight_share == pytest.approx(1 / choices)
         assert tried.report.row("snips").baseline.value == pytest.approx(float(held_out.reward.mean()))  # type: ignore[union-attr]
         assert tried.report.row("ips").baseline.value == pytest.approx(float(held_out.reward.mean()))  # type: ignore[union-attr]
 
@@ -343,6 +345,15 @@ def test_the_numeric_encoding_is_a_tuning_axis_and_each_setup_is_evaluated_on_it
 # --- [tuning]: the worker tunes on a schedule in event time and promotes through the gate ----------------
 
 
+SUPPORTED = {"min_ess": 30.0}
+"""Gate thresholds this world's set-ups meet: a quarter of its decisions had one eligible action, which
+tell nothing about a set-up and count for no ESS (``LoggedDecisions.choice``); on the rest the
+set-ups' ESS is 30 to 50."""
+HELD_OUT_CHOICES = 700
+"""At most the decisions with a choice that 25 held-out days hold (933 of 1,248): the worker holds out
+joined examples, the gate's min_decisions counts those with a choice."""
+
+
 def _worker_config(flow: Flow, holdout_days: float = 25.0, **gate: Any) -> BreinConfig:
     data = _config_data(flow.store, **gate)
     data["tuning"] = {"enabled": True, "every_days": 7.0, "holdout_days": holdout_days, "setups": str(_setups(flow))}
@@ -389,9 +400,10 @@ def test_tuning_waits_for_enough_examples_without_recording_a_run_or_moving_the_
 
 
 def test_a_worker_round_with_tuning_on_registers_and_promotes_through_the_gate(flow: Flow) -> None:
+    config = _worker_config(flow, min_decisions=HELD_OUT_CHOICES, **SUPPORTED)
     store = open_store(str(flow.store))
     try:
-        worker = Worker(_worker_config(flow), store)
+        worker = Worker(config, store)
         now = store.joins.watermark()
         assert now is not None
         done = worker.round().tuned
@@ -407,8 +419,8 @@ def test_a_worker_round_with_tuning_on_registers_and_promotes_through_the_gate(f
         assert evaluation.lift_lower > 0 and len(evaluation.report["tuning"]["tried"]) == 3
         assert evaluation.gate_window and champion.trained_until == evaluation.report["tuning"]["trained_until"]
         # Not due again until 7 days of event time have passed, also for a worker started afresh on the store.
-        assert worker.round().tuned is None and Worker(_worker_config(flow), store).tune(now + 6 * DAY) is None
-        later = Worker(_worker_config(flow), store).tune(now + 7 * DAY)
+        assert worker.round().tuned is None and Worker(config, store).tune(now + 6 * DAY) is None
+        later = Worker(config, store).tune(now + 7 * DAY)
         assert later is not None and later.outcome in ("promoted", "nothing registered", "refused")
         runs = [json.loads(e.detail) for e in store.audit.entries("policy_tuning")]
         assert [r["event_time"] for r in runs] == [now, now + 7 * DAY] and runs[0]["outcome"] == "promoted"
@@ -419,9 +431,11 @@ def test_a_worker_round_with_tuning_on_registers_and_promotes_through_the_gate(f
 def test_a_candidate_the_gate_refuses_is_retired_with_the_gates_reason(flow: Flow) -> None:
     store = open_store(str(flow.store))
     try:
-        done = Worker(_worker_config(flow, min_lift=1000.0), store).round().tuned
+        # Registered (its lift's lower bound is above 0), refused: too few of the held-out decisions offered a choice.
+        done = Worker(_worker_config(flow, **SUPPORTED), store).round().tuned
         assert done is not None and done.outcome == "refused" and done.candidate is not None
-        assert done.reason.startswith(f"the gate refused it: {done.candidate} does not beat champion with confidence")
+        assert done.reason.startswith(f"the gate refused it: {done.candidate} was evaluated on 1248 decisions, 933 of them "
+                                      "with a choice of action, fewer than the 1000 required")  # fmt: skip
         registry = Registry(store.registry)
         champion = registry.champion()
         assert champion is not None and champion.id == "champion"

@@ -148,9 +148,10 @@ def test_a_policy_that_cannot_act_on_logged_decisions_is_refused(
 
 
 def _log_with_weights(weights: npt.ArrayLike) -> tuple[LoggedDecisions, npt.NDArray[np.float64]]:
-    """A log and a target (n,) whose importance weights pi / p are ``weights``."""
+    """A log and a target (n,) whose importance weights pi / p are ``weights``, every decision logged
+    with a choice (propensity below 1: ``LoggedDecisions.choice``)."""
     w = np.asarray(weights, dtype=np.float64)
-    scale = max(float(w.max()), 1.0)
+    scale = 2 * max(float(w.max()), 1.0)
     rewards = np.random.default_rng(0).random(w.size)
     return LoggedDecisions(reward=rewards, propensity=np.full(w.size, 1 / scale)), w / scale
 
