@@ -246,7 +246,7 @@ class ServerConfig(ConfigSection):
 class GateConfig(ConfigSection):
     """What a candidate must show, off-policy against the champion, before `brein policy promote`."""
 
-    estimator: Literal["ips", "clipped_ips", "snips", "dm", "dr", "sndr"] = "snips"
+    estimator: Literal["ips", "clipped_ips", "snips", "dm", "dr", "sndr"] = "snips"  # clipped_ips: refused below
     # The lower bound of the paired difference (candidate - champion, money per decision) must exceed this.
     min_lift: Money = 0.0
     min_decisions: int = Field(default=1000, ge=1)
@@ -256,6 +256,20 @@ class GateConfig(ConfigSection):
     min_ess: float = Field(default=100.0, ge=0)
     max_weight_share: float = Field(default=0.2, gt=0, le=1)
     max_age_hours: float = Field(default=24.0, gt=0, le=MAX_HOURS)
+
+    @field_validator("estimator")
+    @classmethod
+    def _unbiased_or_pessimistic(cls, estimator: str) -> str:
+        """Clipped IPS only lowers a policy's value when rewards are non-negative. Brein's are money less
+        costs: clipping the weight of a costly action the log rarely took shrinks the candidate's loss, and
+        a lift's two sides are clipped unequally, so its bias has no sign (a candidate worse by 4.0 per
+        decision showed +4.8, lower bound +3.3). No shift of the rewards gives a difference a sign either:
+        the gate takes an estimator without that bias. Evaluations still report clipped IPS."""
+        if estimator == "clipped_ips":
+            raise ValueError("clipped_ips cannot judge a promotion: with rewards that can be negative its lift can be biased "
+                             "upwards (clipping shrinks a candidate's rare losses); choose ips, snips, dm, dr or sndr "
+                             "(evaluations still report clipped_ips)")  # fmt: skip
+        return estimator
 
 
 class TuningConfig(ConfigSection):

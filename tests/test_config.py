@@ -62,6 +62,9 @@ def _with(path: str, value: Any) -> dict[str, Any]:
         (_with("gate", {"max_weight_share": 0}), "gate.max_weight_share: Input should be greater than 0"),
         (_with("gate", {"max_weight_share": 1.5}), "gate.max_weight_share: Input should be less than or equal to 1"),
         (_with("gate", {"min_ess": float("inf")}), "gate.min_ess: Input should be a finite number"),
+        # Clipping the weights of negative rewards biased a lift upwards: a worse candidate passed (true -4.0, lower bound +3.3).
+        (_with("gate", {"estimator": "clipped_ips"}), "gate.estimator: Value error, clipped_ips cannot judge a promotion: with "
+         "rewards that can be negative its lift can be biased upwards"),  # fmt: skip
         # Every float is finite and every span of time bounded: inf stopped the joiner for good or
         # crash-looped the worker (its config crosses as JSON, inf as null), 1e300 overflowed time_t, 1e-300 made the worker spin.
         (_with("joiner.interval_seconds", float("inf")), "joiner.interval_seconds: Input should be a finite number"),

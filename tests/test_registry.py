@@ -507,11 +507,9 @@ UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
          f"{UNRELIABLE} for cand, the effective sample size of the unclipped importance weights is 99.4, below the 100 required"),
         (_evaluation(candidate={"largest_weight_share": 0.25}), GATE,
          f"{UNRELIABLE} for cand, one logged decision holds 25% of the importance weight, more than the 20% allowed"),
-        (_evaluation(candidate={"ess": 3.2, "largest_weight_share": 0.56}, estimator="clipped_ips"),
-         GATE.model_copy(update={"estimator": "clipped_ips"}),
-         "cand's clipped_ips evaluation against champ is unreliable: for cand, the effective sample size of the unclipped "
-         "importance weights is 3.2, below the 100 required; for cand, one logged decision holds 56% of the importance weight, "
-         "more than the 20% allowed"),
+        (_evaluation(candidate={"ess": 3.2, "largest_weight_share": 0.56}), GATE,
+         f"{UNRELIABLE} for cand, the effective sample size of the unclipped importance weights is 3.2, below the 100 "
+         "required; for cand, one logged decision holds 56% of the importance weight, more than the 20% allowed"),
         (_evaluation(baseline={"ess": 40.0}), GATE,
          f"{UNRELIABLE} for champ, the effective sample size of the unclipped importance weights is 40.0, below the 100 "
          "required"),
@@ -529,7 +527,7 @@ UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
          f"{NOT_BEATEN} dr lift is -1.000 per decision, not above the required +0"),
     ],
     ids=["none", "chosen-window", "other-champion", "other-estimator", "too-old", "too-old-custom", "dated-ahead",
-         "just-beyond-the-tolerance", "too-few-decisions", "too-few-with-a-choice", "ess", "dominant-weight", "clipped-ips-unclipped-diagnostics",
+         "just-beyond-the-tolerance", "too-few-decisions", "too-few-with-a-choice", "ess", "dominant-weight", "both-reasons",
          "unreliable-champion", "custom-weight-share", "no-diagnostics", "negative-lift", "lift-at-the-minimum", "below-min-lift",
          "dr-gate"],
 )  # fmt: skip
