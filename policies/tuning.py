@@ -382,7 +382,8 @@ def tune(
         tried.append(Tried(setup, trained, seconds, report, record))
     step("done")
     as_served = isinstance(baseline[1], AsServed)
-    best, verdict = _best([t for t in tried if t.setup.name != against], baseline[0] + (" as served" if as_served else ""), alpha)
+    contenders = [t for t in tried if t.setup.name != against]
+    best, verdict = _best(contenders, baseline[0] + (" as served" if as_served else ""), alpha, config.gate.min_lift)
     return Tuning(cut, until, baseline[0], against is None, trained_until, before, len(logged), tried, best, verdict, alpha,
                   as_served)
 
@@ -411,18 +412,22 @@ def champion_baseline(config: BreinConfig, store: Store, cut: float, until: floa
     return champion, load_logged(config, store.examples, cut, until)
 
 
-def _best(tried: Sequence[Tried], champion: str, alpha: float) -> tuple[Tried | None, str]:
+def _best(tried: Sequence[Tried], champion: str, alpha: float, min_lift: float) -> tuple[Tried | None, str]:
+    """The reliable set-up with the highest lower bound of its lift, when that bound is above ``min_lift``
+    (``gate.min_lift``): what the gate needs. A positive point estimate is not a win: the set-up
+    registered at +0.426 [-0.527, +1.684] may well be worse than the champion."""
     reliable = [t for t in tried if t.reliable]
     if not reliable:
         return None, "no set-up's evaluation is reliable (too little support in the log: see each one's reasons)"
     best = max(reliable, key=lambda t: t.record.lift_lower)
     lift = best.record
-    if lift.lift <= 0:
-        return None, (f"no reliable set-up beats {champion}: the best, {best.setup.name}, "
-                      f"has a {lift.estimator} lift of {lift.lift:+.3f}")
+    interval = (f"{lift.lift:+.3f} [{lift.lift_lower:+.3f}, {lift.lift_upper:+.3f}] per decision "
+                f"({level(alpha)} interval: {level(ALPHA)} for the best of {len(tried)})")  # fmt: skip
+    if lift.lift_lower <= min_lift:
+        return None, (f"no reliable set-up beats {champion}: the best, {best.setup.name}, has a {lift.estimator} lift of "
+                      f"{interval}, its lower bound not above the gate's minimum lift {min_lift:+g}")  # fmt: skip
     return best, (f"{best.setup.name}: the highest lower bound of the {lift.estimator} lift over {champion} among the reliable "
-                  f"set-ups, {lift.lift:+.3f} [{lift.lift_lower:+.3f}, {lift.lift_upper:+.3f}] per decision "
-                  f"({level(alpha)} interval: {level(ALPHA)} for the best of {len(tried)})")  # fmt: skip
+                  f"set-ups, {interval}")  # fmt: skip
 
 
 def competing_level(competing: int, n_bootstrap: int) -> tuple[float, int]:

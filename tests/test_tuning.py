@@ -186,6 +186,26 @@ def test_the_champion_is_judged_as_it_served_the_held_out_decisions_while_it_ser
         store.close()
 
 
+def test_a_setup_is_registered_only_when_its_lift_s_lower_bound_passes_the_gate(flow: Flow) -> None:
+    """A positive point estimate is not a win: +0.426 [-0.527, +1.684] was registered. The best must
+    have a lower bound above gate.min_lift, as the gate requires, or nothing is registered."""
+    store = open_store(str(flow.store))
+    try:
+        tuning = tune(flow.config, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
+        assert tuning.best is not None and tuning.best.record.lift > 0
+        lower = tuning.best.record.lift_lower
+        strict = flow.config.model_copy(update={"gate": flow.config.gate.model_copy(update={"min_lift": lower})})
+        again = tune(strict, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
+        [tried] = again.tried
+        assert tried.reliable and tried.record.lift > 0 and tried.record.lift_lower == lower  # the same evidence
+        assert again.best is None and register_best(strict, store, again) is None
+        assert again.verdict.startswith("no reliable set-up beats champion as served: the best, a, has a snips lift of ")
+        assert again.verdict.endswith(f"its lower bound not above the gate's minimum lift {lower:+g}")
+        assert [e.id for e in Registry(store.registry).list()] == ["champion"]
+    finally:
+        store.close()
+
+
 def test_an_export_has_no_served_distributions_to_judge_a_policy_as_served(flow: Flow) -> None:
     store = open_store(str(flow.store))
     try:
