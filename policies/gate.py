@@ -73,8 +73,9 @@ def check_gate(gate: GateConfig, evaluations: Sequence[EvaluationRecord], candid
     the candidate's, newest first)."""
     evaluation = gate_evidence(evaluations)
     if evaluation is None and evaluations:
-        raise GateRefused(f"{candidate}'s evaluations are all on windows chosen with --since/--until, which the gate does not "
-                          f"take as evidence: run `brein policy evaluate {candidate}` without them")  # fmt: skip
+        raise GateRefused(f"{candidate}'s evaluations are all on windows chosen by hand (`policy evaluate --since/--until`, "
+                          f"`policy train --holdout-until`), which the gate does not take as evidence: run `brein policy "
+                          f"evaluate {candidate}` without a window")  # fmt: skip
     if evaluation is None:
         raise GateRefused(f"{candidate} has no evaluation against the champion {champion}: run `brein policy evaluate {candidate}` first")
     if evaluation.against != champion:

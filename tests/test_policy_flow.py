@@ -788,10 +788,13 @@ def test_the_gate_takes_its_evidence_from_its_own_window_never_from_one_an_opera
     before = flow.cli("policy", "evaluate", "rules", "--json", ok=False).output
     assert "the log holds 0 joined decisions in that range" in before
     flow.cli("policy", "evaluate", "rules", "--since", _utc(T0 + 10 * DAY), "--until", _utc(T0 + 40 * DAY), "--json")
-    assert flow.cli("policy", "promote", "rules", ok=False).output == (
-        "Error: rules's evaluations are all on windows chosen with --since/--until, which the gate does not take as "
-        "evidence: run `brein policy evaluate rules` without them\n"
-    )
+    chosen_by_hand = ("evaluations are all on windows chosen by hand (`policy evaluate --since/--until`, `policy train "
+                      "--holdout-until`), which the gate does not take as evidence: run `brein policy evaluate {}` without "
+                      "a window\n")  # fmt: skip
+    assert flow.cli("policy", "promote", "rules", ok=False).output == f"Error: rules's {chosen_by_hand.format('rules')}"
+    # Held out with --holdout-until, which is a window chosen too: the message names it (not only --since/--until).
+    flow.cli("policy", "train", "--id", "h1", "--until", _utc(SPLIT), "--holdout-until", _utc(SPLIT + 5 * DAY))
+    assert flow.cli("policy", "promote", "h1", ok=False).output == f"Error: h1's {chosen_by_hand.format('h1')}"
     log_more(flow)
     with closing(open_store(str(flow.store))) as store:
         after = store.examples.count(since=logged_until)

@@ -484,8 +484,8 @@ UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
     [
         (None, GATE, "cand has no evaluation against the champion champ: run `brein policy evaluate cand` first"),
         (_evaluation(gate_window=False), GATE,
-         "cand's evaluations are all on windows chosen with --since/--until, which the gate does not take as evidence: run "
-         "`brein policy evaluate cand` without them"),
+         "cand's evaluations are all on windows chosen by hand (`policy evaluate --since/--until`, `policy train "
+         "--holdout-until`), which the gate does not take as evidence: run `brein policy evaluate cand` without a window"),
         (_evaluation(against="older"), GATE,
          "cand's latest evaluation is against older, not the champion champ: evaluate it again"),
         (_evaluation(estimator="ips"), GATE, "cand's latest evaluation used ips, not the gate's snips: evaluate it again"),
