@@ -434,7 +434,7 @@ def replay(log_file: str, config_path: str, candidate: str, against: str | None,
     """Replay a policy on an exported log (`brein log export`) and estimate its value."""
 
     def run(config: BreinConfig, store: Store | None) -> EvaluationReport:
-        data = load_dsjson(Path(log_file).read_text().splitlines(), config)
+        data = load_dsjson(Path(log_file).read_text(encoding="utf-8-sig").splitlines(), config)  # a BOM is no JSON
         return evaluate_on(data, FeatureEncoder(config), operations.resolve_policy(candidate, config, store).target,
                            operations.resolve_policy(against, config, store).target if against else None,
                            estimators or tuple(ESTIMATORS), reliability=gate_reliability(config.gate),

@@ -112,7 +112,7 @@ def _builtin(name: str) -> Resolved:
 def _file(spec: str, config: BreinConfig) -> Resolved:
     path = Path(spec)
     if path.suffix == ".json":
-        return Resolved(path.name, RulePolicy(parse_rules(path.read_text()), version=path.name))
+        return Resolved(path.name, RulePolicy(parse_rules(path.read_bytes()), version=path.name))  # JSON's bytes: a BOM read
     try:
         return Resolved(path.name, VWPolicy(vw_arguments(config.learner), path.read_bytes()))
     except Exception as error:

@@ -665,6 +665,23 @@ def test_logged_shadow_distributions_are_a_registry_entrys_never_a_file_or_built
     assert snips(forged, "registry:cand") > snips(log, "registry:cand")  # the entry's own logged pmfs are taken
 
 
+def test_a_replayed_export_and_a_rules_file_may_start_with_a_utf8_byte_order_mark(flow: Flow) -> None:
+    """Files saved by Windows editors start with a BOM, which is no JSON: replay refused line 1 as invalid."""
+    log, marked = flow.tmp_path / "log.dsjson", flow.tmp_path / "bom.dsjson"
+    flow.cli("log", "export", "--store", str(flow.store), "-o", str(log))
+    marked.write_text("\ufeff" + log.read_text(), encoding="utf-8")
+    rules, marked_rules = flow.tmp_path / "rules.json", flow.tmp_path / "bom-rules.json"
+    rules.write_text(json.dumps(RULES))
+    marked_rules.write_text("\ufeff" + json.dumps(RULES), encoding="utf-8")
+
+    def replayed(path: Path, policy: Path) -> dict[str, Any]:
+        report: dict[str, Any] = json.loads(flow.cli("replay", str(path), "--policy", str(policy), "--estimator=snips",
+                                                     "--json").output)["estimators"]  # fmt: skip
+        return report
+
+    assert replayed(marked, marked_rules) == replayed(log, rules)
+
+
 def test_replay_refuses_an_edited_export_line_by_its_key_and_never_reads_it_as_another_decision(flow: Flow) -> None:
     log = flow.tmp_path / "log.dsjson"
     flow.cli("log", "export", "--store", str(flow.store), "-o", str(log))
