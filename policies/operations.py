@@ -187,9 +187,10 @@ def evaluate_policy(
     """Estimate the candidate's value (and its paired lift over ``against``) on the logged decisions
     with since <= time < until; by default (neither given) on the window the promotion gate fixes: for
     a registry candidate trained on the log, those after its training data (a file's: after its
-    registration, ``register_policy``), else all of them. A rules candidate with an action the catalog
-    no longer has is refused (``check_servable``). A registry entry's evaluation against the champion's
-    entry is recorded (``judged``); on another window, marked as no evidence for the gate
+    registration, ``register_policy``), else all of them. A rules candidate or baseline with an action
+    the catalog does not have is refused (``check_servable``): its rule would never fire, and a baseline
+    file with a typo was judged as the do-nothing after it. A registry entry's evaluation against the
+    champion's entry is recorded (``judged``); on another window, marked as no evidence for the gate
     (``EvaluationRecord.gate_window``); the k-th look on the gate's window against one champion (a log
     not judged before, under any id of the same artifact: ``Registry.looks``) has its intervals at
     1 - ALPHA / k², and at 1 - ALPHA / (m·k²) for a candidate picked as the best of m set-ups (``look_alpha``)."""
@@ -202,6 +203,8 @@ def evaluate_policy(
     logged = data if data is not None else load_logged(config, store.examples, *window)
     encoder = FeatureEncoder(config)
     baseline = resolve_policy(against, config, store) if against else None
+    if baseline is not None:
+        check_servable(*baseline.labelled, Catalog(config))
     evidence = judged(resolved, baseline) if record else None
     nth = 1
     if evidence is not None and resolved.entry is not None and on_gate_window and len(logged):

@@ -919,6 +919,9 @@ def test_a_rule_policy_whose_action_left_the_catalog_is_refused_at_evaluate_and_
     )
     evaluated = flow.cli("policy", "evaluate", "renew-evening", config=no_evenings, ok=False)
     assert (evaluated.exit_code, evaluated.output) == (1, refusal)
+    # As a baseline too: a rules file whose first rule cannot be served was judged as the rules after it.
+    against = flow.cli("policy", "evaluate", "champion", "--against", str(rules), config=no_evenings, ok=False)
+    assert (against.exit_code, against.output) == (1, refusal.replace("renew-evening:", "rules.json:"))
     assert flow.cli("policy", "promote", "renew-evening", config=no_evenings, ok=False).output == refusal
     forced = flow.cli("policy", "promote", "renew-evening", "--force", "--reason", "x", config=no_evenings, ok=False)
     assert forced.output == refusal
