@@ -506,7 +506,8 @@ def test_the_gate_refuses_an_unreliable_evaluation_whatever_its_estimator(flow: 
     with flow.registry() as registry:
         stored = registry.evaluations("rules")[0]
     assert (stored.estimator, stored.ess) == ("snips", candidate["ess"])  # the gate's estimator, the unclipped ESS
-    refused = flow.cli("policy", "promote", "rules", ok=False)
+    enough = flow.write_config("enough.toml", min_decisions=500)  # the decisions logged after it that offered a choice: 828
+    refused = flow.cli("policy", "promote", "rules", config=enough, ok=False)
     assert refused.exit_code == 1
     reasons = [
         f"for {name}, the effective sample size of the unclipped importance weights is {side['ess']:,.1f}, below the 50 "
