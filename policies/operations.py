@@ -113,10 +113,11 @@ def _file(spec: str, config: BreinConfig) -> Resolved:
     path = Path(spec)
     if path.suffix == ".json":
         return Resolved(path.name, RulePolicy(parse_rules(path.read_bytes()), version=path.name))  # JSON's bytes: a BOM read
-    try:
-        return Resolved(path.name, VWPolicy(vw_arguments(config.learner), path.read_bytes()))
-    except Exception as error:
-        raise PolicyLoadError(f"{spec}: not a VW model for the config's learner arguments: {error}") from None
+    args, data = vw_arguments(config.learner), path.read_bytes()
+    refusal = vw_refusal(args, data)  # as at registration: a file cut short or of another reduction loads, and misleads
+    if refusal is not None:
+        raise PolicyLoadError(f"{spec}: not a VW model for the config's learner arguments: {refusal}")
+    return Resolved(path.name, VWPolicy(args, data))
 
 
 def judged(candidate: Resolved, baseline: Resolved | None) -> tuple[str, str] | None:

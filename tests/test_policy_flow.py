@@ -617,6 +617,10 @@ def test_replay_of_an_export_gives_the_table_and_the_numbers_of_policies_evaluat
     assert replays["uniform"]["estimators"]["ips"]["candidate"]["value"] == pytest.approx(sum(rewards) / len(rewards))
     snips = {name: replayed["estimators"]["snips"]["candidate"]["value"] for name, replayed in replays.items()}
     assert snips["cand.vw"] > snips["uniform"]
+    cut_short = flow.tmp_path / "cut-short.vw"  # VW loads it as a smaller model: replayed, it misled
+    cut_short.write_bytes(model.read_bytes()[:-10])
+    refused_file = flow.cli("replay", str(log), "--policy", str(cut_short), config=standalone, ok=False)
+    assert refused_file.exit_code == 1 and "not a VW model for the config's learner arguments: the file is" in refused_file.output
 
     # Registry ids come from the store; the registered model and its file are the same policy.
     by_id = json.loads(flow.cli("replay", str(log), "--policy=cand", f"--store={flow.store}", "--estimator=snips",
