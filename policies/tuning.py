@@ -286,28 +286,30 @@ def check_log(config: BreinConfig, store: Store, cut: float, until: float | None
     if after == 0:
         raise TooFewExamples(f"the cut {_when(cut)} is after the log: no joined examples to evaluate on after it")
     needed = config.gate.min_decisions
-    if after < needed:
-        raise TooFewExamples(f"too few joined examples after the cut {_when(cut)} to evaluate on: {after:,}, and the gate needs "
-                             f"{needed:,} (gate.min_decisions): choose an earlier cut")  # fmt: skip
+    choices = store.examples.count(since=cut, until=until, choices=True)  # the gate counts only these
+    if choices < needed:
+        raise TooFewExamples(f"too few joined examples after the cut {_when(cut)} to evaluate on: {after:,}, {choices:,} of them "
+                             f"with a choice of action, and the gate needs {needed:,} (gate.min_decisions): choose an earlier cut")  # fmt: skip
     return before, after
 
 
 def cut_holding(store: Store, needed: int, latest: float, until: float) -> float:
-    """The latest cut at or before ``latest`` with at least ``needed`` joined examples in [cut, until):
-    ``latest`` when it holds them, else the event time (to a minute) from which the log holds them,
-    else the start of the log (then ``check_log`` says how many there are)."""
-    if store.examples.count(since=latest, until=until) >= needed:
+    """The latest cut at or before ``latest`` with at least ``needed`` joined examples with a choice of
+    action (those the gate counts) in [cut, until): ``latest`` when it holds them, else the event time
+    (to a minute) from which the log holds them, else the start of the log (then ``check_log`` says
+    how many there are)."""
+    if store.examples.count(since=latest, until=until, choices=True) >= needed:
         return latest
     span, high = DAY, latest
     low = latest - span  # low: a cut early enough, found by doubling the span; high: one too late
-    while store.examples.count(since=low, until=until) < needed:
+    while store.examples.count(since=low, until=until, choices=True) < needed:
         if store.examples.count(until=low) == 0:
             return low
         high, span = low, 2 * span
         low = latest - span
     while high - low > 60.0:
         middle = (low + high) / 2
-        low, high = (middle, high) if store.examples.count(since=middle, until=until) >= needed else (low, middle)
+        low, high = (middle, high) if store.examples.count(since=middle, until=until, choices=True) >= needed else (low, middle)
     return low
 
 

@@ -375,6 +375,7 @@ def test_late_outcomes_are_found_recorded_once_and_runs_read_back(store: Store) 
 def test_joined_examples_read_in_learning_order_from_a_cursor(store: Store) -> None:
     lines = [f"shared |n i={i}" if i % 3 else "" for i in range(20)]  # every third logged without its line
     records = [decision(f"d{i:02d}", f"c{i % 4}", T0 + (i % 5), shared_line=line) for i, line in enumerate(lines)]
+    records = [replace(r, probability=1.0, eligible=(EMAIL,), pmf=(1.0,)) if i % 4 == 0 else r for i, r in enumerate(records)]
     log(store, *records)
     rows: list[JoinedExample] = [
         (r.decision_id, r.customer_id, r.event_time, 1 + i // 10, "unactivated" if i == 7 else "joined", float(i), 0.0,
@@ -408,6 +409,9 @@ def test_joined_examples_read_in_learning_order_from_a_cursor(store: Store) -> N
     assert [r.decision_id for r in window] == [r[0] for r in order if T0 + 1 <= r[2] < T0 + 3]
     assert store.examples.count() == 19 and store.examples.count(since=T0 + 1, until=T0 + 3) == len(window)
     assert store.examples.count(after=learned[9].position) == 9
+    # Those with a choice of action (logged probability below 1), what the gate counts: not d00, d04, ... (nor d07, unactivated).
+    assert store.examples.count(choices=True) == 19 - 5
+    assert store.examples.count(since=T0 + 1, until=T0 + 3, choices=True) == len([r for r in window if r.probability < 1])
 
 
 def test_provisional_examples_are_staged_exactly_once_and_learned_in_order_with_the_joined(store: Store) -> None:

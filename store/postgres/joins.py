@@ -135,6 +135,9 @@ RECENT_CREDIT = ("SELECT d.action_id, j.credit FROM joined_examples j JOIN decis
                  "WHERE j.status = 'joined' ORDER BY j.run DESC, j.event_time DESC, j.decision_id DESC LIMIT %s")  # fmt: skip
 COUNT = ("SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (%s, %s, %s) "
          "AND event_time >= %s AND event_time < %s")  # fmt: skip
+COUNT_CHOICES = ("SELECT COUNT(*) FROM joined_examples e JOIN decisions d ON d.decision_id = e.decision_id "
+                 "WHERE e.status = 'joined' AND (e.run, e.event_time, e.decision_id) > (%s, %s, %s) "
+                 "AND e.event_time >= %s AND e.event_time < %s AND d.probability < 1")  # fmt: skip
 
 
 class PostgresJoinState:
@@ -292,5 +295,5 @@ class PostgresJoinedExamples:
     def logged(self, after: Cursor, limit: int, *, since: float | None = None, until: float | None = None) -> list[LoggedExample]:
         return logged_examples(self._engine.rows(LOGGED, (*after, *_span(since, until), limit)))
 
-    def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None) -> int:
-        return int(self._engine.value(COUNT, (*after, *_span(since, until))))
+    def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None, choices: bool = False) -> int:
+        return int(self._engine.value(COUNT_CHOICES if choices else COUNT, (*after, *_span(since, until))))

@@ -26,6 +26,9 @@ LEARNING = (
 """The joined and the provisional examples after a position, in one learning order."""
 COUNT = ("SELECT COUNT(*) FROM joined_examples WHERE status = 'joined' AND (run, event_time, decision_id) > (?, ?, ?) "
          "AND event_time >= ? AND event_time < ?")  # fmt: skip
+COUNT_CHOICES = ("SELECT COUNT(*) FROM joined_examples e JOIN decisions d ON d.decision_id = e.decision_id "
+                 "WHERE e.status = 'joined' AND (e.run, e.event_time, e.decision_id) > (?, ?, ?) "
+                 "AND e.event_time >= ? AND e.event_time < ? AND d.probability < 1")  # fmt: skip
 
 
 def _span(since: float | None, until: float | None) -> tuple[float, float]:
@@ -44,6 +47,6 @@ class SQLiteJoinedExamples:
         with self._engine.reading(with_worker=True) as conn:
             return logged_examples(conn.execute(LOGGED, (*after, *_span(since, until), limit)).fetchall())
 
-    def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None) -> int:
+    def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None, choices: bool = False) -> int:
         with self._engine.reading(with_worker=True) as conn:
-            return int(conn.execute(COUNT, (*after, *_span(since, until))).fetchone()[0])
+            return int(conn.execute(COUNT_CHOICES if choices else COUNT, (*after, *_span(since, until))).fetchone()[0])
