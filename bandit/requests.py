@@ -70,7 +70,8 @@ def resolve_event_time(field_name: str, event_time: float | None, now: float) ->
     if event_time < EARLIEST_EVENT_TIME:
         raise InvalidRequest(field_name, "before 2000-01-01")
     if event_time > now + MAX_FUTURE_SECONDS:
-        raise InvalidRequest(field_name, f"{event_time - now:.0f} s ahead of the server's clock, at most {MAX_FUTURE_SECONDS:.0f} s allowed")
+        ahead = f"{event_time - now:.0f} s ahead of the server's clock, at most {MAX_FUTURE_SECONDS:.0f} s allowed"
+        raise InvalidRequest(field_name, ahead)
     return event_time
 
 
@@ -97,7 +98,8 @@ def validate_decision_request(request: DecisionRequest, config: BreinConfig, cat
         check_text(f"context.categorical[{excerpt(key)}]", text, required=False)
     if both := request.numeric.keys() & request.categorical.keys():
         name = excerpt(min(both))
-        raise InvalidRequest("context", f"{name} is both context.numeric[{name}] and context.categorical[{name}]: a feature has one value")
+        both_kinds = f"{name} is both context.numeric[{name}] and context.categorical[{name}]: a feature has one value"
+        raise InvalidRequest("context", both_kinds)
     for channel in request.contact_consent:
         if channel not in catalog.channels:
             raise InvalidRequest("consent.contact", f"unknown channel {excerpt(channel)}")

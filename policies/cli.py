@@ -216,7 +216,8 @@ def show(policy_id: str, config_path: str, store_url: str | None, as_json: bool)
         console.print(f"learned from (or registered after) the decisions before {_when(entry.trained_until)}: the gate "
                       f"evaluates it on those after")  # fmt: skip
     if entry.selected_among > 1:
-        console.print(f"picked as the best of {entry.selected_among} set-ups: every look at it is at 1 - 0.05 / ({entry.selected_among} k²)")
+        among = entry.selected_among
+        console.print(f"picked as the best of {among} set-ups: every look at it is at 1 - 0.05 / ({among} k²)")
     table = Table("when", "who", "from", "to", "why", title="History")
     for event in history:
         table.add_row(_when(event.at), event.actor, event.from_state or "-", event.to_state, event.reason)

@@ -288,8 +288,9 @@ def check_log(config: BreinConfig, store: Store, cut: float, until: float | None
     needed = config.gate.min_decisions
     choices = store.examples.count(since=cut, until=until, choices=True)  # the gate counts only these
     if choices < needed:
-        raise TooFewExamples(f"too few joined examples after the cut {_when(cut)} to evaluate on: {after:,}, {choices:,} of them "
-                             f"with a choice of action, and the gate needs {needed:,} (gate.min_decisions): choose an earlier cut")  # fmt: skip
+        raise TooFewExamples(f"too few joined examples after the cut {_when(cut)} to evaluate on: {after:,}, {choices:,} of "
+                             f"them with a choice of action, and the gate needs {needed:,} (gate.min_decisions): choose an "
+                             "earlier cut")  # fmt: skip
     return before, after
 
 

@@ -69,7 +69,8 @@ def check_named_decision(record: OutcomeRecord, store: DecisionLog) -> None:
         raise UnknownDecision(record.decision_id, "for this customer_id")
     if record.event_time <= decision.event_time:
         raise InvalidRequest("event_time", f"the outcome is dated {decision.event_time - record.event_time:.3f} s before the "
-                                           f"decision it names ({excerpt(record.decision_id)}), not after it: it cannot be credited to it")
+                                           f"decision it names ({excerpt(record.decision_id)}), not after it: it cannot be "
+                                           "credited to it")  # fmt: skip
 
 
 def record_activation(report: ActivationReport, store: DecisionLog, now: float) -> Future[bool]:

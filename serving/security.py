@@ -45,8 +45,8 @@ from bandit.errors import (
     excerpt,
 )
 from bandit.security_config import SecurityConfig, TLSConfig
-from serving.errors import status_for
 from brain.logs import LimitedLog
+from serving.errors import status_for
 from serving.metrics import Metrics
 
 SERVICE = "/brein.v1.DecisionService/"
@@ -126,7 +126,8 @@ def _check_loads(tls: TLSConfig) -> None:
         try:
             context.load_verify_locations(tls.client_ca_file)
         except ssl.SSLError as error:
-            raise ConfigError(f"tls.client_ca_file: {tls.client_ca_file} holds no CA certificate ({error.reason or error})") from None
+            why = error.reason or error
+            raise ConfigError(f"tls.client_ca_file: {tls.client_ca_file} holds no CA certificate ({why})") from None
 
 
 def transport(config: BreinConfig, address: str) -> grpc.ServerCredentials | None:

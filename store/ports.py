@@ -217,7 +217,9 @@ class JoinedExamples(Protocol):
         """Up to ``limit`` examples after ``after`` with since <= event time < until, whole."""
         ...
 
-    def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None, choices: bool = False) -> int:
+    def count(
+        self, *, after: Cursor = START, since: float | None = None, until: float | None = None, choices: bool = False
+    ) -> int:
         """Examples after ``after`` with since <= event time < until; with ``choices``, only those whose
         decision was logged with a choice of action (its probability below 1: what the gate counts)."""
         ...

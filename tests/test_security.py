@@ -465,9 +465,10 @@ def _broken_files(directory: Path) -> dict[str, tuple[str, str]]:
     ca = CertificateAuthority(directory / "pki")
     server, other = ca.server(), CertificateAuthority(directory / "other", name="Other CA").server()
     tls = '[tls]\ncert_file = "{}"\nkey_file = "{}"\n'
+    not_a_pair = "are not a certificate and its unencrypted private key"
     return {
-        "another certificate's key": (tls.format(server.cert_file, other.key_file), "are not a certificate and its unencrypted private key"),
-        "certificate and key swapped": (tls.format(server.key_file, server.cert_file), "are not a certificate and its unencrypted private key"),
+        "another certificate's key": (tls.format(server.cert_file, other.key_file), not_a_pair),
+        "certificate and key swapped": (tls.format(server.key_file, server.cert_file), not_a_pair),
         "a key as the client CA": (tls.format(server.cert_file, server.key_file) + f'client_ca_file = "{server.key_file}"\n',
                                    f"tls.client_ca_file: {server.key_file} holds no CA certificate"),
         "no pseudonymisation key file": ('[privacy]\npseudonymise = true\nkey_file = "/nonexistent/brein.key"\n',
@@ -477,15 +478,16 @@ def _broken_files(directory: Path) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.parametrize("case", ["another certificate's key", "certificate and key swapped", "a key as the client CA",
                                   "no pseudonymisation key file"])  # fmt: skip
-def test_check_refuses_the_files_serve_cannot_start_with_and_serve_refuses_them_before_the_store(tmp_path: Path, case: str) -> None:
+def test_check_refuses_the_files_serve_cannot_start_with_and_serve_refuses_them_first(tmp_path: Path, case: str) -> None:
     """`brein check` said OK; `brein serve` created the store and then blamed the address ("gRPC
     could not bind it") for a key that is not the certificate's or a CA file that holds a key."""
     section, said = _broken_files(tmp_path)[case]
     config = tmp_path / "brein.toml"
-    config.write_text(EXAMPLE.read_text().replace("127.0.0.1:50051", "127.0.0.1:0").replace("127.0.0.1:9464", "127.0.0.1:0") + "\n" + section)
+    config.write_text(EXAMPLE.read_text().replace("127.0.0.1:50051", "127.0.0.1:0").replace("127.0.0.1:9464", "127.0.0.1:0")
+                      + "\n" + section)  # fmt: skip
     checked = CliRunner().invoke(main, ["check", "--config", str(config)])
     assert checked.exit_code == 1 and said in checked.output
-    served = subprocess.run([sys.executable, "-m", "serving", "serve", "--config", "brein.toml"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60)  # fmt: skip
+    serve = [sys.executable, "-m", "serving", "serve", "--config", "brein.toml"]
+    served = subprocess.run(serve, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert served.returncode == 1 and said in served.stderr
     assert not (tmp_path / "var" / "brein.db").exists()  # refused before anything started

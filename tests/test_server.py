@@ -109,14 +109,15 @@ def test_an_outcome_names_a_decision_of_its_customer_made_before_it(live: LiveSe
             live.stub.ReportOutcome(pb.ReportOutcomeRequest(**{**named, "outcome_id": f"o{i}", **fields}))
         assert error.value.code() == code and details in error.value.details()
     assert live.running.brain.store.joins.outcome_horizon() == 0
-    assert not live.stub.ReportOutcome(pb.ReportOutcomeRequest(**named, outcome_id="o", decision_id=decision.decision_id)).duplicate
+    accepted = live.stub.ReportOutcome(pb.ReportOutcomeRequest(**named, outcome_id="o", decision_id=decision.decision_id))
+    assert not accepted.duplicate
 
 
 def test_a_direct_outcome_must_name_its_decision(make_brain: Callable[..., Brain]) -> None:
     data = example_data()
     data["outcomes"]["sim_activation"]["attribution"] = "direct"
     brain = make_brain(parse_config(data))
-    with pytest.raises(InvalidRequest, match="decision_id: required: outcome type 'sim_activation' is credited only to the decision it names"):
+    with pytest.raises(InvalidRequest, match="decision_id: required: outcome type 'sim_activation' is credited only to"):
         brain.report_outcome(OutcomeReport("o", "c1", "sim_activation"))
 
 
@@ -293,9 +294,8 @@ BAD_INPUT = [
     ("Decide", decide_request(context=pb.Context(numeric={f"f{i}": 1.0 for i in range(1001)})), grpc.StatusCode.INVALID_ARGUMENT,
      "at most 1000 allowed"),
     ("Decide", decide_request(context=pb.Context(categorical={"k": "v" * 1025})), grpc.StatusCode.INVALID_ARGUMENT, "longer than 1024 bytes"),
-    ("Decide", decide_request(context=pb.Context(numeric={"months_to_contract_end": 2.0}, categorical={"months_to_contract_end": "far"})),
-     grpc.StatusCode.INVALID_ARGUMENT,
-     "context: 'months_to_contract_end' is both context.numeric['months_to_contract_end'] and context.categorical['months_to_contract_end']"),
+    ("Decide", decide_request(context=pb.Context(numeric={"plan": 2.0}, categorical={"plan": "basic"})),
+     grpc.StatusCode.INVALID_ARGUMENT, "context: 'plan' is both context.numeric['plan'] and context.categorical['plan']"),
     ("Decide", decide_request(event_time=converters.timestamp(T0 + 400 * DAY)), grpc.StatusCode.INVALID_ARGUMENT,
      "s ahead of the server's clock, at most 300 s allowed"),
     ("Decide", decide_request(event_time=converters.timestamp(900_000_000)), grpc.StatusCode.INVALID_ARGUMENT, "event_time: before 2000"),

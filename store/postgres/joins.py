@@ -295,5 +295,7 @@ class PostgresJoinedExamples:
     def logged(self, after: Cursor, limit: int, *, since: float | None = None, until: float | None = None) -> list[LoggedExample]:
         return logged_examples(self._engine.rows(LOGGED, (*after, *_span(since, until), limit)))
 
-    def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None, choices: bool = False) -> int:
+    def count(
+        self, *, after: Cursor = START, since: float | None = None, until: float | None = None, choices: bool = False
+    ) -> int:
         return int(self._engine.value(COUNT_CHOICES if choices else COUNT, (*after, *_span(since, until))))

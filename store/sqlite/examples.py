@@ -47,6 +47,8 @@ class SQLiteJoinedExamples:
         with self._engine.reading(with_worker=True) as conn:
             return logged_examples(conn.execute(LOGGED, (*after, *_span(since, until), limit)).fetchall())
 
-    def count(self, *, after: Cursor = START, since: float | None = None, until: float | None = None, choices: bool = False) -> int:
+    def count(
+        self, *, after: Cursor = START, since: float | None = None, until: float | None = None, choices: bool = False
+    ) -> int:
         with self._engine.reading(with_worker=True) as conn:
             return int(conn.execute(COUNT_CHOICES if choices else COUNT, (*after, *_span(since, until))).fetchone()[0])
