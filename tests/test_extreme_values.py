@@ -12,17 +12,15 @@ import pytest
 from bandit.config import parse_config
 from bandit.features import FeatureEncoder
 from bandit.learner import VWPolicy
-from bandit.requests import DecisionRequest
 from brain.core import Brain
 from brain.probe import Prober
 from brain.worker import Worker
-from reward.ingest import ActivationReport
 from serving import converters
 from serving.metrics import Metrics
 from serving.pb.brein.v1 import brein_pb2 as pb
 from store.records import OutcomeRecord
 from tests.conftest import T0, Clock, LiveServer, example_data, sqlite_rows
-from tests.test_online import join_and_learn, simulate, spend_config
+from tests.test_online import join_and_learn, simulate, spend, spend_config
 
 DAY = 86_400.0
 EXTREMES = (1e308, 1e308, math.inf, -1e308)  # SQLite refuses NaN (stored as NULL)
@@ -82,12 +80,7 @@ def test_a_numeric_feature_at_the_apis_bound_is_learned_finitely_whatever_the_in
     brain = make_brain(config)
     simulate(brain)
     join_and_learn(brain)
-    for i in range(5):
-        at = T0 + 41 * DAY + i * 60
-        record = brain.decider.decide_and_wait(DecisionRequest("p", "app", f"p{i}", event_time=at, personalisation="granted",
-                                                               numeric={"lifetime_spend": 1e12})).record  # fmt: skip
-        if record.action_id != "do_nothing":
-            brain.activate(ActivationReport(record.decision_id, at + 30)).result()
+    spend(brain, 5, 1e12)
     done = Worker(config, brain.store, clock=clock).round(until=T0 + 80 * DAY)
     brain.follow()
     assert done.learned > 0 and done.set_aside == 0

@@ -263,6 +263,20 @@ def spend_config(*interactions: str) -> BreinConfig:
     return parse_config(data)
 
 
+def spend(brain: Brain, count: int, value: float) -> list[str]:
+    """``count`` decisions for customer "p" a minute apart from day 41 at lifetime_spend ``value``, each
+    contact activated: their decision ids."""
+    decided = []
+    for i in range(count):
+        at = T0 + 41 * DAY + i * 60
+        record = brain.decider.decide_and_wait(DecisionRequest("p", "app", f"p{i}", event_time=at, personalisation="granted",
+                                                               numeric={"lifetime_spend": value})).record  # fmt: skip
+        if record.action_id != "do_nothing":
+            brain.activate(ActivationReport(record.decision_id, at + 30)).result()
+        decided.append(record.decision_id)
+    return decided
+
+
 def poisoned_texts(config: BreinConfig, count: int, poisoned: set[int]) -> list[tuple[Cursor, str]]:
     """``count`` learning texts of a raw ``lifetime_spend``, at 1e12 (and no outcome) in those ``poisoned``."""
     lines = action_lines(tuple(Catalog(config).actions))
@@ -307,14 +321,7 @@ def test_one_customers_extreme_values_are_set_aside_and_learning_goes_on_for_eve
     simulate(brain)
     join_and_learn(brain)
     assert not brain.decider.policy.model.cold
-    poison = []
-    for i in range(3):
-        at = T0 + 41 * DAY + i * 60
-        record = brain.decider.decide_and_wait(DecisionRequest("p", "app", f"p{i}", event_time=at, personalisation="granted",
-                                                               numeric={"lifetime_spend": 1000.0})).record  # fmt: skip
-        if record.action_id != "do_nothing":
-            brain.activate(ActivationReport(record.decision_id, at + 30)).result()
-        poison.append(record.decision_id)
+    poison = spend(brain, 3, 1000.0)
     path = sqlite_path(brain.store.url)
     assert path is not None
     with closing(sqlite_files(path)) as conn:
