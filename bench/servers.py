@@ -73,7 +73,7 @@ async def _serve(kind: str, config_data: dict[str, Any], store_path: str, seed: 
     metrics = Metrics(CollectorRegistry())
     if kind == "noop":
         noop = NoopServicer(sample_response(brain, seed))
-        with mock.patch.object(server, "DecisionServicer", lambda brain, metrics: noop):
+        with mock.patch.object(server, "DecisionServicer", lambda *_: noop):
             running = await server.create_server(brain, metrics, "127.0.0.1:0")
     else:
         running = await server.create_server(brain, metrics, "127.0.0.1:0", background=background)
