@@ -22,8 +22,8 @@ MAX_TEXT_BYTES = 1024
 MAX_FUTURE_SECONDS = 300.0
 """How far a request's event time may be ahead of the server's clock: clocks that differ a little.
 The joiner closes windows by the latest event time logged, so every second a caller may date ahead
-is a second of allowed lateness taken from every customer (at a day, a renewal reported 0.8 days
-late, within a day's lateness, was joined as worth nothing)."""
+is a second of allowed lateness taken from every customer (at a day, a renewal reported 0.2 days
+after its window closed, within the day's lateness, was joined as worth nothing)."""
 EARLIEST_EVENT_TIME = 946_684_800.0  # 2000-01-01T00:00:00Z
 MAX_FEATURE_MAGNITUDE = 1e12
 """The largest |value| of a numeric context feature, whatever its name and encoding. VW computes in
