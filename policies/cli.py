@@ -276,7 +276,9 @@ def train(config_path: str, store_url: str | None, policy_id: str, since: dateti
         if not no_evaluate:
             try:
                 report = operations.evaluate_policy(config, store, held_out, since=_epoch(until), until=_epoch(holdout_until))
-            except (ValueError, BreinError) as error:  # registered all the same: say so, and why it was not evaluated
+            except operations.NotJudgedYet as error:  # registered all the same: say so, why, and what to do
+                not_evaluated = str(error)
+            except (ValueError, BreinError) as error:
                 not_evaluated = f"{error}; evaluate it with `brein policy evaluate {entry.id}` once there is a log to judge it on"
     if as_json:
         evaluation = report.as_dict() if report else None

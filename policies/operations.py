@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, Target
 from policies.gate import GateRefused, Window, check_gate, gate_reliability, look, look_alpha, resamples
 from policies.loading import LEARNED_KEY, PolicyLoadError, check_servable, load_policy, parse_rules
 from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, unused_policy_id
+from reward.credit import CreditRules
 from reward.online import ExampleReader, encoding_at_birth
 from store import Store, open_store
-from store.records import START, Cursor, EvaluationRecord, Kind, ModelSnapshot, PolicyEntry
+from store.records import DAY, START, Cursor, EvaluationRecord, Kind, ModelSnapshot, PolicyEntry
 
 Progress = Callable[[int, int], None]
 
@@ -37,6 +39,23 @@ BUILTINS: dict[str, Callable[[], Policy]] = {"uniform": UniformPolicy, "do_nothi
 
 class AmbiguousPolicy(BreinError):
     """A policy spec that names both a registry entry and a built-in policy or a file."""
+
+
+class NotJudgedYet(BreinError):
+    """A registry entry evaluated on the gate's window (the log after what it learned from, or after its
+    registration) before the log holds joined decisions there: it says what to do first."""
+
+    def __init__(self, config: BreinConfig, entry: PolicyEntry, decisions: int) -> None:
+        assert entry.trained_until is not None
+        after = datetime.fromtimestamp(entry.trained_until, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        days = CreditRules(config).close_after / DAY
+        super().__init__(
+            f"{entry.id} is judged only on the decisions logged after {after} (it learned from those before, or was "
+            f"registered after them: no evidence about it), and the log holds {decisions} joined decision(s) after it "
+            f"yet: shadow it first (`brein policy shadow {entry.id}`), so that it scores every live decision beside the "
+            f"champion, and evaluate it (`brein policy evaluate {entry.id}`) once decisions logged from now on are "
+            f"joined, each {days:g} days after it was made (when its outcomes' attribution windows have closed)"
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +221,8 @@ def evaluate_policy(
     on_gate_window = data is None and until is None and since in (None, held_out)
     window = (held_out, None) if on_gate_window else (since, until)
     logged = data if data is not None else load_logged(config, store.examples, *window)
+    if on_gate_window and resolved.entry is not None and held_out is not None and len(logged) < 2:
+        raise NotJudgedYet(config, resolved.entry, len(logged))
     encoder = FeatureEncoder(config)
     baseline = resolve_policy(against, config, store) if against else None
     if baseline is not None:

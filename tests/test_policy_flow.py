@@ -807,8 +807,8 @@ def test_the_gate_takes_its_evidence_from_its_own_window_never_from_one_an_opera
     assert logged_until is not None and T0 + (DAYS - 1) * DAY < logged_until < T0 + (DAYS + 40) * DAY
     shown = flow.cli("policy", "show", "rules").output
     assert f"learned from (or registered after) the decisions before {_utc(logged_until)[:16].replace('T', ' ')}" in shown
-    before = flow.cli("policy", "evaluate", "rules", "--json", ok=False).output
-    assert "the log holds 0 joined decisions in that range" in before
+    before = " ".join(flow.cli("policy", "evaluate", "rules", "--json", ok=False).output.split())
+    assert "the log holds 0 joined decision(s) after it yet: shadow it first (`brein policy shadow rules`)" in before
     flow.cli("policy", "evaluate", "rules", "--since", _utc(T0 + 10 * DAY), "--until", _utc(T0 + 40 * DAY), "--json")
     chosen_by_hand = ("evaluations are all on windows chosen by hand (`policy evaluate --since/--until`, `policy train "
                       "--holdout-until`), which the gate does not take as evidence: run `brein policy evaluate {}` without "
@@ -836,10 +836,41 @@ def test_a_candidate_trained_on_the_whole_log_is_registered_and_says_why_it_was_
     said = flow.cli("policy", "train", "--id", "whole", "--until", _utc(T0 + 400 * DAY)).output
     assert "registered candidate whole, trained on 3,000 joined examples" in said, said
     flat = " ".join(said.split())
-    assert ("not evaluated on the held-out decisions: the log holds 0 joined decisions in that range; an evaluation needs at "
-            "least 2; evaluate it with `brein policy evaluate whole` once there is a log to judge it on") in flat, said
+    assert (f"not evaluated on the held-out decisions: whole is judged only on the decisions logged after "
+            f"{_utc(T0 + 400 * DAY).replace('T', ' ')} UTC (it learned from those before, or was registered after them: no "
+            f"evidence about it), and the log holds 0 joined decision(s) after it yet: shadow it first (`brein policy shadow "
+            f"whole`)") in flat, said  # fmt: skip
     with flow.registry() as registry:
         assert registry.has("whole") and registry.evaluations("whole") == []
+
+
+def test_a_file_evaluated_right_after_its_registration_is_told_to_shadow_it_and_evaluate_it_once_decisions_are_joined(
+    flow: Flow,
+) -> None:
+    """A hand-registered file is judged only on the decisions logged after its registration: evaluated at
+    once, it got 'the log holds 0 joined decisions in that range', which told the operator neither why
+    nor what to do. Following what it says now works."""
+    rules = flow.tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    flow.cli("policy", "register", "--id", "rules", "--kind", "rules", "--file", str(rules))
+    with flow.registry() as registry:
+        registered_after = registry.get("rules").trained_until
+    assert registered_after is not None
+    refused = flow.cli("policy", "evaluate", "rules", ok=False)
+    assert refused.exit_code == 1
+    days = max(flow.config.credit_windows_days().values()) + flow.config.joiner.allowed_lateness_days
+    assert " ".join(refused.output.split()) == (
+        f"Error: rules is judged only on the decisions logged after {_utc(registered_after).replace('T', ' ')} UTC (it "
+        f"learned from those before, or was registered after them: no evidence about it), and the log holds 0 joined "
+        f"decision(s) after it yet: shadow it first (`brein policy shadow rules`), so that it scores every live decision "
+        f"beside the champion, and evaluate it (`brein policy evaluate rules`) once decisions logged from now on are "
+        f"joined, each {days:g} days after it was made (when its outcomes' attribution windows have closed)"
+    )
+    flow.cli("policy", "shadow", "rules")
+    log_more(flow)
+    report = json.loads(flow.cli("policy", "evaluate", "rules", "--json").output)
+    with closing(open_store(str(flow.store))) as store:
+        assert report["decisions"] == store.examples.count(since=registered_after) > 1000
 
 
 def test_each_look_at_a_candidate_on_the_gates_window_is_judged_at_a_stricter_level(flow: Flow) -> None:
