@@ -168,7 +168,7 @@ def register_policy(
     ``trained_until`` is just after the latest event time logged at registration, so the gate judges it
     on the decisions logged after. The built-ins learned from nothing: the whole log judges them."""
     registry = Registry(store.registry)
-    unused_policy_id(registry, store.models, policy_id)
+    unused_policy_id(registry, policy_id)
     args: list[str] = []
     if kind in ("vw", "rules") and artifact is None:
         raise ValueError(f"a {kind} policy needs its file (--file)")
@@ -333,20 +333,19 @@ def train_candidate(
     actor: str,
     progress: Progress | None = None,
 ) -> tuple[PolicyEntry, int]:
-    """Train a VW candidate from the joined examples in [since, until) and register it: its snapshot
-    first, then its entry, so that an interrupted registration leaves an id later ones refuse
-    (``unused_policy_id``: checked before training, and again once trained, just before the snapshot is
-    saved, so that no entry registered meanwhile under that id gets it), never an entry without the
-    snapshot that says how far its model has learned."""
+    """Train a VW candidate from the joined examples in [since, until) and register it with its
+    snapshot, which says how far its model has learned, in one write (``Registry.register``). The id
+    is checked before training (``unused_policy_id``); one registered meanwhile, by another process
+    however close in time, refuses this registration whole (InvalidTransition): the id was named,
+    and another is not chosen for it."""
     registry = Registry(store.registry)
-    unused_policy_id(registry, store.models, policy_id)
+    unused_policy_id(registry, policy_id)
     trained = train_model(config, store, since=since, until=until, vw_args=vw_args, progress=progress)
     champion = registry.champion()
-    store.models.save(trained.snapshot(unused_policy_id(registry, store.models, policy_id))).result()
     entry = registry.register(
         policy_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
         parent=champion.id if champion else "", note=f"trained on {trained.learned} joined examples", actor=actor,
-        trained_until=trained.until,
+        trained_until=trained.until, snapshot=trained.snapshot(policy_id),
     )  # fmt: skip
     return entry, trained.learned
 

@@ -8,6 +8,7 @@ the champion, logged, never served), ``champion`` (serves), ``retired``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -16,10 +17,13 @@ from typing import Any
 
 from bandit.errors import BreinError, excerpt
 from store.errors import Conflict
-from store.ports import ModelSnapshots, RegistryStorage
-from store.records import KINDS, STATES, AuditEntry, EvaluationRecord, Kind, PolicyEntry, PolicyEvent, State
+from store.ports import RegistryStorage
+from store.records import KINDS, STATES, AuditEntry, EvaluationRecord, Kind, ModelSnapshot, PolicyEntry, PolicyEvent, State
 
-POLICY_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+log = logging.getLogger("brein.registry")
+
+POLICY_ID_LENGTH = 64
+POLICY_ID = re.compile(rf"[A-Za-z0-9_.\-]{{1,{POLICY_ID_LENGTH}}}")
 """A policy's id: it names the policy in metrics' labels, logs, exports and both stores' text (no
 NUL, no spaces); '.' for ids tuning makes from set-ups (tuned-20261207-lr-0.1)."""
 
@@ -51,22 +55,14 @@ def checked_new_policy_id(policy_id: str) -> str:
     return policy_id
 
 
-def unused_policy_id(registry: Registry, models: ModelSnapshots, policy_id: str) -> str:
-    """``policy_id`` for a new registration (``checked_new_policy_id``) under which nothing is stored yet:
-    no entry, no evaluation, no model snapshot. A registration that learned a model writes its snapshot
-    first and its entry, with its evidence, in one write last, so one interrupted between the two
-    leaves a snapshot of no entry; a later entry under that id would inherit it (``load_policy`` serves
-    a VW entry's newest snapshot, not its registered file), as it would an orphaned evaluation (the
-    gate's evidence: a worthless rules file was promoted on a tuned model's). They are refused here,
-    before anything is written, by every registration that checks its id."""
+def unused_policy_id(registry: Registry, policy_id: str) -> str:
+    """``policy_id`` for a new registration (``checked_new_policy_id``) that no entry holds yet: checked
+    before the work a registration does (training, tuning), so that none is wasted on an id that is
+    taken. Whether it is still free when the registration is written, the write itself decides
+    (``Registry.register``); what a killed registration left under it, that write removes."""
     checked_new_policy_id(policy_id)
     if registry.has(policy_id):
         raise InvalidTransition(f"a policy {policy_id!r} is already registered")
-    evaluations, snapshot = len(registry.evaluations(policy_id)), models.newest_version(policy_id)
-    if evaluations or snapshot is not None:
-        left = f"{evaluations} evaluation(s)" if evaluations else f"a model snapshot ({snapshot})"
-        raise InvalidTransition(f"{policy_id!r} holds {left} of no registered policy (left by an interrupted registration), "
-                                f"which a policy registered under it would inherit: choose another id")  # fmt: skip
     return policy_id
 
 
@@ -178,29 +174,47 @@ class Registry:
         trained_until: float | None = None,
         selected_among: int = 1,
         evidence: Sequence[EvaluationRecord] = (),
+        snapshot: ModelSnapshot | None = None,
     ) -> PolicyEntry:
         """``trained_until``: a trained model's end of the range it learned from (``PolicyEntry.trained_until``);
         ``selected_among``: the set-ups it was picked among (``PolicyEntry.selected_among``); ``evidence``:
-        its evaluations, written with the entry (all or none: ``unused_policy_id``)."""
+        its evaluations; ``snapshot``: a trained model's first snapshot (how far it has learned). The
+        entry, its evidence and its snapshot are one write, in which the entry's row claims the id: of
+        two registrations of one id, however close, one is written whole and the other (InvalidTransition)
+        not at all, so no entry ever gets another registration's model or evidence. What that write finds
+        under the id of no entry (``Leftovers``: a registration killed before its entry, by a Brein that
+        wrote them apart) it removes, with an audit entry: every registration, a bootstrapped champion's
+        too, takes the id clean, never inheriting a model or evidence that was not its own."""
         if kind not in KINDS:
             raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
         if state not in STATES:
             raise ValueError(f"state: expected one of {', '.join(STATES)}, got {state!r}")
         checked_policy_id(policy_id)
+        if snapshot is not None and snapshot.policy_id != policy_id:
+            raise ValueError(f"snapshot: expected one of policy {policy_id!r}, got one of {snapshot.policy_id!r}")
         at = time.time() if now is None else now
         entry = PolicyEntry(policy_id, kind, artifact, artifact_hash(kind, artifact), list(args or []), dict(features or {}),
                             parent, at, state, note, trained_until, selected_among)  # fmt: skip
         event = PolicyEvent(policy_id, at, actor, "", state, note or "registered")
         self._refuse_registering(entry)
         try:
-            self.store.register(entry, event, _mirrored([event]), evidence).result()
+            removed = self.store.register(entry, event, _mirrored([event]), evidence, snapshot).result()
         except Conflict:
-            self._refuse_registering(entry)  # another process registered it, or a champion, first
+            self._refuse_registering(entry, meanwhile=True)  # another process registered it, or a champion, first
             raise
+        if removed:
+            log.warning("policy %s: %s", policy_id, removed.detail())
         return entry
 
-    def _refuse_registering(self, entry: PolicyEntry) -> None:
+    def _refuse_registering(self, entry: PolicyEntry, *, meanwhile: bool = False) -> None:
+        """InvalidTransition when ``entry`` cannot be registered; ``meanwhile``: its write was refused, and
+        whatever took the id (or became the champion) did so while it was being written."""
         if self.has(entry.id):
+            if meanwhile:
+                first = next(iter(self.history(entry.id)), None)
+                by = f"{first.actor} registered it" if first is not None else "it was registered"
+                raise InvalidTransition(f"a policy {entry.id!r} is already registered: {by} while this registration was "
+                                        f"being written, and nothing of this one was written")  # fmt: skip
             raise InvalidTransition(f"a policy {entry.id!r} is already registered")
         if entry.state == "champion" and self.champion() is not None:
             raise InvalidTransition("there is a champion already: register as a candidate and promote it")

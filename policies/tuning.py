@@ -48,7 +48,7 @@ from policies.evaluation import (
 )
 from policies.gate import gate_reliability, look_alpha, resamples
 from policies.operations import Trained, evaluation_record, resolve_policy, train_model
-from policies.registry import InvalidTransition, Registry, checked_new_policy_id, unused_policy_id
+from policies.registry import POLICY_ID_LENGTH, InvalidTransition, Registry, checked_new_policy_id, unused_policy_id
 from reward.credit import CreditRules
 from store import Store
 from store.records import DAY, EvaluationRecord, PolicyEntry
@@ -450,32 +450,56 @@ def candidate_id(cut: float, setup: str) -> str:
     return f"tuned-{datetime.fromtimestamp(cut, tz=UTC):%Y%m%d}-{setup}"
 
 
+FRESH_IDS = 100
+"""The ids a tuning tries for its candidate when it chose the id itself and finds it taken: the
+default, then the default with -2, -3, ... (``fresh_id``)."""
+
+
+def fresh_id(base: str, n: int) -> str:
+    """The n-th id a tuning tries for a candidate whose default id is ``base``: ``base``, then ``base-n``
+    (``base`` shortened to keep it a policy id)."""
+    if n == 1:
+        return base
+    suffix = f"-{n}"
+    return f"{base[: POLICY_ID_LENGTH - len(suffix)]}{suffix}"
+
+
 def register_best(
     config: BreinConfig, store: Store, tuning: Tuning, *, actor: str = ACTOR, policy_id: str | None = None
 ) -> PolicyEntry | None:
     """Register the best set-up's model as a candidate with its evidence (None when there is no best):
-    its snapshot (learned up to the cut) first, then the entry and its evaluation against the champion
-    in one store call. Interrupted between the two, it leaves no candidate, only a snapshot under an id
-    that every later registration refuses (``unused_policy_id``): no entry inherits it, nor evidence."""
+    its entry, its snapshot (learned up to the cut) and its evaluation against the champion in one
+    write (``Registry.register``), so that no other registration of its id, however close in time,
+    gets its model or evidence, nor it theirs. An id the caller named (``policy_id``) that is taken,
+    before or while it is written, refuses the registration (TuningError): a name somebody chose is
+    not replaced. The id a tuning chooses itself (``candidate_id``: tuned-<cut's date>-<set-up>) is a
+    name only (another tuning on the same day, the worker's and an operator's at once): when it is
+    taken, the candidate gets the next free one (``fresh_id``)."""
     best = tuning.best
     if best is None:
         return None
     if not tuning.against_champion:
         raise TuningError(f"a tuning against the set-up {tuning.baseline} registers nothing: the gate compares with the champion")
     registry = Registry(store.registry)
-    try:
-        new_id = unused_policy_id(registry, store.models, policy_id or candidate_id(tuning.cut, best.setup.name))
-    except InvalidTransition as taken:
-        raise TuningError(f"{taken} (tuned on this cut before?)") from None
     trained = best.trained
-    store.models.save(trained.snapshot(new_id)).result()
     report = {**best.record.report, "tuning": tuning.as_dict(evaluation=False)}
     note = (f"tuned on {tuning.trained_on:,} joined examples before {_when(tuning.trained_until)}, evaluated on "
             f"{tuning.evaluated_on:,} from {_when(tuning.cut)}; best of {len(tuning.tried)} set-ups: {tuning.verdict}; "
             f"set-up {dict(best.setup.overrides)}")  # fmt: skip
-    entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args, features=trained.features(config),
-                              parent=tuning.baseline, note=note, actor=actor, trained_until=trained.until,
-                              selected_among=len(tuning.tried),
-                              evidence=[replace(best.record, policy_id=new_id, at=time.time(), report=report)])  # fmt: skip
-    tuning.registered = entry.id
-    return entry
+    base = policy_id or candidate_id(tuning.cut, best.setup.name)
+    for n in range(1, 2 if policy_id is not None else FRESH_IDS + 1):
+        new_id = fresh_id(base, n)
+        try:
+            unused_policy_id(registry, new_id)
+            entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args,
+                                      features=trained.features(config), parent=tuning.baseline, note=note, actor=actor,
+                                      trained_until=trained.until, selected_among=len(tuning.tried),
+                                      evidence=[replace(best.record, policy_id=new_id, at=time.time(), report=report)],
+                                      snapshot=trained.snapshot(new_id))  # fmt: skip
+        except InvalidTransition as taken:
+            if policy_id is not None:
+                raise TuningError(str(taken)) from None
+            continue
+        tuning.registered = entry.id
+        return entry
+    raise TuningError(f"{base} and {fresh_id(base, FRESH_IDS)} and every id between are taken: name the candidate (--id)")

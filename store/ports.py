@@ -37,6 +37,7 @@ from store.records import (
     LateCustomer,
     LateOutcome,
     LearningRow,
+    Leftovers,
     LoggedExample,
     ModelSnapshot,
     OutcomeRecord,
@@ -267,10 +268,20 @@ class RegistryStorage(Protocol):
         ...
 
     def register(
-        self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry], evidence: Sequence[EvaluationRecord] = ()
-    ) -> Future[None]:
-        """Add a policy with the evaluations it was registered with (a tuning's), in one write. Conflict
-        when its id is taken, or when it would be a second champion."""
+        self,
+        entry: PolicyEntry,
+        event: PolicyEvent,
+        audit: Sequence[AuditEntry],
+        evidence: Sequence[EvaluationRecord] = (),
+        snapshot: ModelSnapshot | None = None,
+    ) -> Future[Leftovers]:
+        """Add a policy with the evaluations it was registered with (a tuning's) and its model's first
+        snapshot (a trained model's: how far it has learned), all in one transaction, which the entry's
+        row claims the id in: Conflict when the id is taken (by a registration committed first, however
+        close), or when it would be a second champion; then nothing of it is written, its snapshot
+        neither. Whatever that write finds stored under the id that no entry holds (``Leftovers``: a
+        killed registration's) it removes before adding its own, with an audit entry (LEFTOVERS_ACTION)
+        saying what; it resolves to what it removed."""
         ...
 
     def transition(self, events: Sequence[PolicyEvent], audit: Sequence[AuditEntry]) -> Future[None]:

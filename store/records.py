@@ -409,6 +409,31 @@ class AuditEntry:
     detail: str
 
 
+LEFTOVERS_ACTION = "policy_leftovers"
+"""The audit action of a registration that removed what no entry held under its new id (``Leftovers``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leftovers:
+    """What a registration found under its new id and removed in the write that registered it: the
+    evaluations and model snapshots of no entry that a registration killed before its entry left (one
+    made before a registration wrote its snapshot and evidence with its entry). The new entry inherits
+    none of them: neither evidence for the gate nor a model that ``load_policy`` would serve."""
+
+    evaluations: int = 0
+    snapshots: tuple[str, ...] = ()
+    """The removed snapshots' versions, oldest first."""
+
+    def __bool__(self) -> bool:
+        return bool(self.evaluations or self.snapshots)
+
+    def detail(self) -> str:
+        """The audit row's detail: what was removed, counted, and the snapshots' versions."""
+        versions = f" ({', '.join(self.snapshots)})" if self.snapshots else ""
+        return (f"removed {self.evaluations} evaluation(s) and {len(self.snapshots)} model snapshot(s){versions} of no "
+                f"registered policy (left by an interrupted registration) before registering the id")  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class ForgetReport:
     decisions: int

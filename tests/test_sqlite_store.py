@@ -39,6 +39,7 @@ from store.sqlite.joins import _queue_intake
 from store.sqlite.lease import FileLease, holder
 from store.sqlite.worker_schema import MOVED_TABLES
 from tests.conftest import T0, sqlite_count, sqlite_files, sqlite_rows
+from tests.test_store_contract import entry, event
 
 DAY = 86_400.0
 BEFORE = Path(__file__).parent / "data" / "store-before-h1.db.gz"
@@ -604,6 +605,8 @@ def test_a_store_file_deleted_while_open_fails_its_writes_within_a_check_and_com
             store.decisions.submit_decisions([_decision("d1", "c1", 2.0)]).result()
         with pytest.raises(StoreUnavailable, match="deleted or replaced while open"):
             store.worker_engine.submit(lambda conn: conn.execute("DELETE FROM join_queue")).result()
+        with pytest.raises(StoreUnavailable, match="deleted or replaced while open"):  # a write over both files too
+            store.registry.register(entry("p"), event("p", "", "candidate"), []).result()
         (tmp_path / "aside.db").rename(path)
         deadline = time.monotonic() + 30  # the failed thread runs again after its pause, and checks again
         while time.monotonic() < deadline:

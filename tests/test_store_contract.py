@@ -22,6 +22,7 @@ from store.errors import Conflict, StoreUnavailable
 from store.records import (
     DAY,
     HISTORY_CONTACTS,
+    LEFTOVERS_ACTION,
     START,
     ActivationRecord,
     AuditEntry,
@@ -32,6 +33,7 @@ from store.records import (
     EvaluationRecord,
     JoinedExample,
     JoinRun,
+    Leftovers,
     ModelSnapshot,
     OutcomeFacts,
     OutcomeRecord,
@@ -573,6 +575,36 @@ def test_registry_writes_are_compare_and_set(store: Store) -> None:
         registry.transition(promote, []).result()
 
 
+def test_a_registration_and_its_snapshot_are_one_write_that_takes_the_id_clean(store: Store) -> None:
+    """The entry's row claims the id in the write that stores its first snapshot and evidence: a second
+    registration of the id writes nothing, its snapshot neither. What that write finds under the id with
+    no entry (a killed registration's snapshots and evaluations) it removes, with an audit entry."""
+    registry = store.registry
+    evaluation = EvaluationRecord("m1", "champ", T0, T0 - DAY, T0, 1000, "snips", 0.5, 0.1, 0.9, 250.0, {})
+    registry.record_evaluation(evaluation).result()
+    store.models.save(ModelSnapshot("old-1", ["--cb_explore_adf"], b"killed", "m1")).result()
+    store.models.save(ModelSnapshot("old-2", ["--cb_explore_adf"], b"killed again", "m1")).result()
+    store.models.save(ModelSnapshot("x", ["--cb_explore_adf"], b"another id's", "m2")).result()
+    first = ModelSnapshot("v1", ["--cb_explore_adf"], b"first", "m1", (3, T0, "d3"))
+    removed = registry.register(entry("m1"), event("m1", "", "candidate"), mirrored(event("m1", "", "candidate")),
+                                [replace(evaluation, lift=0.7)], first).result()  # fmt: skip
+    assert removed == Leftovers(1, ("old-1", "old-2")) and removed.detail() == (
+        "removed 1 evaluation(s) and 2 model snapshot(s) (old-1, old-2) of no registered policy (left by an interrupted "
+        "registration) before registering the id"
+    )
+    assert list(store.models.newest_first("m1")) == [first] and [e.lift for e in registry.evaluations("m1")] == [0.7]
+    assert store.models.get("m2", "x") is not None  # another id's is not touched
+    assert store.audit.entries(LEFTOVERS_ACTION) == [AuditEntry(T0, "tester", LEFTOVERS_ACTION, "m1", removed.detail())]
+    before = (registry.policies(), registry.events(), store.audit.entries(), list(store.models.newest_first("m1")))
+    second = ModelSnapshot("v2", ["--cb_explore_adf"], b"second", "m1")
+    with pytest.raises(Conflict):
+        registry.register(entry("m1"), event("m1", "", "candidate"), [], [evaluation], second).result()
+    assert (registry.policies(), registry.events(), store.audit.entries(), list(store.models.newest_first("m1"))) == before
+    assert [e.lift for e in registry.evaluations("m1")] == [0.7]
+    assert not registry.register(entry("m3"), event("m3", "", "candidate"), []).result()  # nothing found, nothing audited
+    assert len(store.audit.entries(LEFTOVERS_ACTION)) == 1
+
+
 # -- audit and privacy -------------------------------------------------------------------------------
 
 
@@ -693,6 +725,7 @@ def test_writes_after_close_fail_as_unavailable(store: Store) -> None:
     for write in (
         lambda: store.decisions.submit_decisions([decision("d", "c", T0)]),
         lambda: store.audit.record(AuditEntry(T0, "a", "b", "c", "d")),
+        lambda: store.registry.register(entry("p"), event("p", "", "candidate"), [], [], ModelSnapshot("v", [], b"m", "p")),
     ):
         with pytest.raises(StoreUnavailable):
             write().result()

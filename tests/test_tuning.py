@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
+import threading
 import tomllib
+from contextlib import ExitStack, closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +18,18 @@ import pytest
 
 from bandit.config import BreinConfig, parse_config
 from bandit.features import FeatureEncoder
-from bandit.learner import vw_arguments
+from bandit.learner import VWPolicy, vw_arguments
 from brain.worker import Worker
 from policies.evaluation import AsServed, PolicyCannotAct, distribution, load_logged
+from policies.loading import load_policy
 from policies.registry import Registry
-from policies.tuning import Setup, TuningError, default_setups, load_setups, register_best, tune
+from policies.tuning import Setup, TuningError, candidate_id, default_setups, fresh_id, load_setups, register_best, tune
 from store import open_store
+from store.records import LEFTOVERS_ACTION
 from tests import test_policy_flow
 from tests.conftest import example_data
 from tests.test_policy_flow import DAY, SPLIT, Flow, _utc
+from tests.test_registry import _Meeting, _race
 
 world = test_policy_flow.world  # the logged world, made once for this module too
 logged_flow = test_policy_flow.flow
@@ -295,16 +302,18 @@ def test_a_run_interrupted_half_way_leaves_nothing_behind(flow: Flow) -> None:
     assert _everything(flow) == (["champion", "taken"], 0, 0)
 
 
-def test_a_registration_interrupted_before_its_entry_leaves_an_id_no_later_policy_inherits(
+def test_a_registration_interrupted_before_it_is_written_leaves_nothing_and_an_id_with_leftovers_is_taken_clean(
     flow: Flow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ctrl-C after the best's snapshot is saved, before its entry: no candidate and no evidence under the
-    id (the evaluation is written with the entry), and every later registration under it is refused,
-    so that neither a rules file (promoted on the tuned model's evidence) nor a VW file (served as the
-    orphaned snapshot) inherits what was left."""
+    """Ctrl-C before the registration's write: nothing under the id, the model snapshot neither (it was
+    saved before the entry, and refused the id to every later registration for good). What such a run
+    left (here as a Brein before this one left it: the tuned model's snapshot and its evaluation under the
+    id) is removed by the write of the next registration of the id, through any command: a rules file is
+    not promoted on the tuned model's evidence, a trained model does not serve the orphaned snapshot."""
     store = open_store(str(flow.store))
     try:
         tuning = tune(flow.config, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
+        assert tuning.best is not None
         model = flow.tmp_path / "model.vw"
         model.write_bytes(tuning.tried[0].trained.data)
 
@@ -315,18 +324,79 @@ def test_a_registration_interrupted_before_its_entry_leaves_an_id_no_later_polic
             patch.setattr(Registry, "register", interrupted)
             with pytest.raises(KeyboardInterrupt):
                 register_best(flow.config, store, tuning, policy_id="orphan")
-        assert store.registry.evaluations("orphan") == [] and store.models.newest_version("orphan") is not None
-        with pytest.raises(TuningError, match="^'orphan' holds a model snapshot .* of no registered policy"):
-            register_best(flow.config, store, tuning, policy_id="orphan")
+        assert store.registry.evaluations("orphan") == [] and store.models.newest_version("orphan") is None
+        for orphan in ("orphan", "orphan-vw", "orphan-train"):
+            store.models.save(tuning.best.trained.snapshot(orphan)).result()
+            store.registry.record_evaluation(replace(tuning.best.record, policy_id=orphan)).result()
     finally:
         store.close()
     rules = flow.tmp_path / "rules.json"
     rules.write_text('[{"action": "do_nothing"}]')
-    for command in (["register", "--kind", "rules", "--file", str(rules)], ["register", "--kind", "vw", "--file", str(model)],
-                    ["train", "--until", _utc(SPLIT)]):  # fmt: skip
-        result = flow.cli("policy", *command, "--id", "orphan", ok=False)
-        assert result.exit_code == 1 and "'orphan' holds a model snapshot" in result.output, result.output
-    assert _everything(flow)[0] == ["champion"]
+    flow.cli("policy", "register", "--id", "orphan", "--kind", "rules", "--file", str(rules))
+    flow.cli("policy", "register", "--id", "orphan-vw", "--kind", "vw", "--file", str(model))
+    flow.cli("policy", "train", "--id", "orphan-train", "--until", _utc(SPLIT), "--no-evaluate")
+    for orphan in ("orphan", "orphan-vw", "orphan-train"):
+        assert json.loads(flow.cli("policy", "show", orphan, "--json").output)["evaluations"] == []
+    with closing(open_store(str(flow.store))) as store:
+        registry = Registry(store.registry)
+        assert [s.version for s in store.models.newest_first("orphan")] == []
+        assert [s.version for s in store.models.newest_first("orphan-vw")] == []  # its file is what it serves
+        trained = registry.get("orphan-train")
+        assert [s.data for s in store.models.newest_first("orphan-train")] == [trained.artifact]
+        assert load_policy(trained, store.models)[0].version == VWPolicy(trained.args, trained.artifact).version
+        removed = store.audit.entries(LEFTOVERS_ACTION)
+    assert [e.subject for e in removed] == ["orphan", "orphan-vw", "orphan-train"]
+    assert all(e.actor.startswith("cli:") for e in removed)
+    assert all(e.detail.startswith("removed 1 evaluation(s) and 1 model snapshot(s) (") for e in removed)
+
+
+def test_a_tuning_takes_the_next_free_id_when_it_chose_the_id_and_refuses_a_named_one_that_is_taken(flow: Flow) -> None:
+    """The id a tuning chooses (tuned-<cut's date>-<set-up>) is a name only: another tuning on the same
+    day took it (the worker's and an operator's at once, or one after the other): it registered nothing
+    ("tuned on this cut before?"), or, in a race, left its snapshot under the other's entry. Now it takes
+    the next free id. An id the operator named is never replaced: taken, the registration is refused."""
+    store = open_store(str(flow.store))
+    try:
+        first = tune(flow.config, store, cut=SPLIT, setups=[Setup("a")], n_bootstrap=50)
+        second, third = copy.copy(first), copy.copy(first)
+        base = candidate_id(SPLIT, "a")
+        assert register_best(flow.config, store, first) is not None and first.registered == base
+        assert register_best(flow.config, store, second) is not None and second.registered == f"{base}-2"
+        with pytest.raises(TuningError, match=f"^a policy '{base}' is already registered$"):
+            register_best(flow.config, store, third, policy_id=base)
+        assert third.registered is None
+        registry = Registry(store.registry)
+        for policy_id in (base, f"{base}-2"):  # each with its own snapshot and evidence
+            assert [s.version for s in store.models.newest_first(policy_id)] == [first.best.trained.policy().version]  # type: ignore[union-attr]
+            assert [e.policy_id for e in registry.evaluations(policy_id)] == [policy_id]
+    finally:
+        store.close()
+    assert fresh_id("x" * 64, 12) == "x" * 61 + "-12"  # still a policy id
+
+
+def test_two_tunings_registering_their_chosen_id_at_once_each_get_one(flow: Flow) -> None:
+    """The worker's scheduled tuning and an operator's `brein policy tune` on the same day and set-up: both
+    chose one id and wrote at one moment. The loser's snapshot was left under the winner's entry, and
+    the loser registered nothing; now one gets the id and the other the next."""
+    with closing(open_store(str(flow.store))) as store:
+        tuning = tune(flow.config, store, cut=SPLIT, setups=[Setup("a"), Setup("fast", {"learning_rate": 1.0})],
+                      n_bootstrap=50)  # fmt: skip
+    assert tuning.best is not None
+    base = candidate_id(SPLIT, tuning.best.setup.name)
+    barrier = threading.Barrier(2)
+    tunings = [copy.copy(tuning), copy.copy(tuning)]
+    with ExitStack() as stack:
+        stores = [stack.enter_context(closing(open_store(str(flow.store)))) for _ in tunings]
+        for store in stores:
+            store.registry = _Meeting(store.registry, barrier)  # type: ignore[misc]
+        results = _race(*(functools.partial(register_best, flow.config, s, t, actor=f"a{i}")
+                          for i, (s, t) in enumerate(zip(stores, tunings, strict=True))))  # fmt: skip
+        assert sorted(t.registered or "" for t in tunings) == [base, f"{base}-2"], results
+        store = stores[0]
+        for policy_id in (base, f"{base}-2"):
+            entry = Registry(store.registry).get(policy_id)
+            assert [s.data for s in store.models.newest_first(policy_id)] == [entry.artifact]
+            assert [e.policy_id for e in store.registry.evaluations(policy_id)] == [policy_id]
 
 
 def test_the_default_grid_builds_on_the_configs_learner_and_every_setup_is_valid(flow: Flow) -> None:

@@ -11,7 +11,16 @@ from typing import Any
 
 from store.errors import Conflict
 from store.postgres.engine import Connection, Engine
-from store.records import AuditEntry, EvaluationRecord, ModelSnapshot, PolicyEntry, PolicyEvent, State
+from store.records import (
+    LEFTOVERS_ACTION,
+    AuditEntry,
+    EvaluationRecord,
+    Leftovers,
+    ModelSnapshot,
+    PolicyEntry,
+    PolicyEvent,
+    State,
+)
 from store.rows import (
     AUDIT_COLUMNS,
     EVALUATION_COLUMNS,
@@ -99,15 +108,28 @@ class PostgresRegistryStorage:
         return [evaluation_from_row(row) for row in rows]
 
     def register(
-        self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry], evidence: Sequence[EvaluationRecord] = ()
-    ) -> Future[None]:
+        self,
+        entry: PolicyEntry,
+        event: PolicyEvent,
+        audit: Sequence[AuditEntry],
+        evidence: Sequence[EvaluationRecord] = (),
+        snapshot: ModelSnapshot | None = None,
+    ) -> Future[Leftovers]:
         row = policy_row(entry)
+        model = None if snapshot is None else (*snapshot_row(snapshot), time.time())
 
-        def write(conn: Connection) -> None:
-            # The primary key refuses a taken id, the one_champion index a second champion: Conflict.
+        def write(conn: Connection) -> Leftovers:
+            # The primary key refuses a taken id (a registration of it in flight holds its row: this one waits
+            # for that one's end, then fails), the one_champion index a second champion: Conflict, and the
+            # write's savepoint, its snapshot with it, is rolled back.
             conn.execute(f"INSERT INTO policies ({POLICY_COLUMNS}) VALUES ({_marks(len(row))})", row)
-            _append(conn, [event], audit)
+            leftovers = _remove_leftovers(conn, entry.id)
+            if model is not None:
+                conn.execute(f"INSERT INTO models ({MODEL_COLUMNS}, created_at) VALUES ({_marks(len(model))})", model)
+            found = [AuditEntry(event.at, event.actor, LEFTOVERS_ACTION, entry.id, leftovers.detail())] if leftovers else []
+            _append(conn, [event], [*found, *audit])
             _insert_evaluations(conn, evidence)
+            return leftovers
 
         return self._engine.submit(write)
 
@@ -126,6 +148,14 @@ class PostgresRegistryStorage:
 
     def record_evaluation(self, record: EvaluationRecord) -> Future[None]:
         return self._engine.submit(lambda conn: _insert_evaluations(conn, [record]))
+
+
+def _remove_leftovers(conn: Connection, policy_id: str) -> Leftovers:
+    """Delete the evaluations and snapshots under ``policy_id``, which the caller has just claimed for a new entry."""
+    removed = conn.execute("DELETE FROM models WHERE policy_id = %s RETURNING version, created_at, seq", (policy_id,))
+    snapshots = tuple(str(version) for version, *_ in sorted(removed.fetchall(), key=lambda row: (row[1], row[2])))
+    evaluations = conn.execute("DELETE FROM evaluations WHERE policy_id = %s", (policy_id,)).rowcount
+    return Leftovers(evaluations, snapshots)
 
 
 def _insert_evaluations(conn: Connection, records: Sequence[EvaluationRecord]) -> None:

@@ -13,6 +13,8 @@ LOCK_WAIT_SECONDS = 5.0
 LOCK_POLL_SECONDS = 0.001
 WORKER_SCHEMA = "worker"
 """The name a reader of the log's file gives the worker's file it attaches (store/sqlite/worker_schema.py)."""
+LOG_SCHEMA = "log"
+"""The name a write spanning both files gives the log's file it attaches (``Engine.submit_spanning``)."""
 
 
 def worker_file(path: str) -> str:

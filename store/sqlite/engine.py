@@ -12,6 +12,10 @@ its WAL is checkpointed by a thread of its own (store/sqlite/checkpoints.py), ne
 which also checks that the file is still at its path (store/sqlite/files.py): while not, writes fail.
 An in-memory database has one connection: the writer holds it for a whole group commit and each
 read takes it between commits, so a read also sees only committed data.
+
+One kind of write is not the writer thread's: one that must be in the log's file and the worker's
+or in neither (a policy's entry and its model snapshot), which ``submit_spanning`` writes in one
+transaction over both on a connection of its own.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from store.errors import Conflict, StoreUnavailable, UnknownStore, reason
 from store.ports import CommitListener
 from store.settling import Settled, committed, failed, next_group
 from store.sqlite.checkpoints import INTERVAL_SECONDS, Checkpointer
-from store.sqlite.connections import WORKER_SCHEMA, begin, connect, durable, unopenable
+from store.sqlite.connections import LOG_SCHEMA, WORKER_SCHEMA, begin, connect, durable, unopenable
 from store.sqlite.files import OpenedFiles
 from store.sqlite.schema import migrations
 from store.threads import Supervised, ThreadFailure
@@ -213,6 +217,7 @@ class Engine:
         them all, and while one is lost its writer fails every write. ``create=False``: UnknownStore
         for a database with no tables rather than a new store in it."""
         self.path = path
+        self._attached = attached
         self._files = files if files is not None else OpenedFiles()
         self._histories = histories
         self._readers: list[sqlite3.Connection] = []
@@ -293,6 +298,58 @@ class Engine:
             future.set_exception(StoreUnavailable("the store is closed"))
         else:
             self._queue.put((write, future))
+        return future
+
+    def submit_spanning(self, write: Write[T]) -> Future[T]:
+        """``write`` in one transaction over this file and the one its readers attach (the worker's), in
+        the calling thread, on a connection of its own: the writer's never attaches the worker's file
+        (store/sqlite/worker_schema.py: its transactions, the hot path's, take this file's write lock
+        only), so this one takes both files' write locks, in the order every such write takes them.
+        The worker's file is that connection's main database and this one is attached (LOG_SCHEMA):
+        SQLite commits WAL databases one at a time, the main one first, so a process killed between
+        the two commits leaves rows in the worker's file without theirs in the log's (a snapshot of no
+        entry, which the next registration of its id removes), never the reverse. Tables are named
+        unqualified (no name is in both files). Resolved before it returns; an IntegrityError fails it
+        as Conflict, with nothing written. A database with nothing attached (an in-memory one, which
+        holds both files' tables) takes it as any other write."""
+        if self.path is None or self._attached is None:
+            return self.submit(write)
+        future: Future[T] = Future()
+        future.set_running_or_notify_cancel()
+        if self._closed:
+            future.set_exception(StoreUnavailable("the store is closed"))
+            return future
+        if (lost := self._files.lost) is not None:  # a file deleted: not one write into it (store/sqlite/files.py)
+            future.set_exception(lost)
+            return future
+        started = time.perf_counter()
+        try:
+            conn = connect(self._attached)
+        except sqlite3.Error as error:
+            failed([future], 1, error, started, self._on_commit)
+            return future
+        try:
+            conn.execute(f"ATTACH DATABASE ? AS {LOG_SCHEMA}", (self.path,))
+            for schema in ("main", LOG_SCHEMA):
+                conn.execute(f"PRAGMA {schema}.synchronous = FULL")  # as durable() sets the writers' own
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointers checkpoint, never a commit
+            begin(conn)
+            try:
+                result = write(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.IntegrityError as error:  # a refused row: this write's own, the store is fine
+            committed([(future, None, Conflict(f"the store refused the write: {error}"))], started, self._on_commit)
+        except sqlite3.Error as error:
+            failed([future], 1, error, started, self._on_commit)
+        except Exception as error:  # the write's own failure (a Conflict, ...), rolled back
+            committed([(future, None, error)], started, self._on_commit)
+        else:
+            committed([(future, result, None)], started, self._on_commit)
+        finally:
+            conn.close()
         return future
 
     def _write_loop(self) -> None:

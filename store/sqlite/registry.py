@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from store.errors import Conflict
-from store.records import AuditEntry, EvaluationRecord, PolicyEntry, PolicyEvent, State
+from store.records import (
+    LEFTOVERS_ACTION,
+    AuditEntry,
+    EvaluationRecord,
+    Leftovers,
+    ModelSnapshot,
+    PolicyEntry,
+    PolicyEvent,
+    State,
+)
 from store.rows import (
     AUDIT_COLUMNS,
     EVALUATION_COLUMNS,
     EVENT_COLUMNS,
+    MODEL_COLUMNS,
     POLICY_COLUMNS,
     evaluation_from_row,
     evaluation_row,
     policy_from_row,
     policy_row,
+    snapshot_row,
 )
 from store.sqlite.engine import Engine
 
@@ -64,17 +76,29 @@ class SQLiteRegistryStorage:
         return [evaluation_from_row(row) for row in rows]
 
     def register(
-        self, entry: PolicyEntry, event: PolicyEvent, audit: Sequence[AuditEntry], evidence: Sequence[EvaluationRecord] = ()
-    ) -> Future[None]:
+        self,
+        entry: PolicyEntry,
+        event: PolicyEvent,
+        audit: Sequence[AuditEntry],
+        evidence: Sequence[EvaluationRecord] = (),
+        snapshot: ModelSnapshot | None = None,
+    ) -> Future[Leftovers]:
         row = policy_row(entry)
+        model = None if snapshot is None else (*snapshot_row(snapshot), time.time())
 
-        def write(conn: sqlite3.Connection) -> None:
-            # The primary key refuses a taken id, the one_champion index a second champion: Conflict.
+        def write(conn: sqlite3.Connection) -> Leftovers:
+            # The primary key refuses a taken id, the one_champion index a second champion: Conflict, and
+            # the transaction (the snapshot's file too: Engine.submit_spanning) is rolled back whole.
             conn.execute(f"INSERT INTO policies ({POLICY_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
-            _append(conn, [event], audit)
+            leftovers = _remove_leftovers(conn, entry.id)
+            if model is not None:
+                conn.execute(f"INSERT INTO models ({MODEL_COLUMNS}, created_at) VALUES ({', '.join('?' * len(model))})", model)
+            found = [AuditEntry(event.at, event.actor, LEFTOVERS_ACTION, entry.id, leftovers.detail())] if leftovers else []
+            _append(conn, [event], [*found, *audit])
             _insert_evaluations(conn, evidence)
+            return leftovers
 
-        return self._engine.submit(write)
+        return self._engine.submit_spanning(write)
 
     def transition(self, events: Sequence[PolicyEvent], audit: Sequence[AuditEntry]) -> Future[None]:
         changes = [(e.to_state, e.policy_id, e.from_state) for e in events]
@@ -93,6 +117,15 @@ class SQLiteRegistryStorage:
 
     def record_evaluation(self, record: EvaluationRecord) -> Future[None]:
         return self._engine.submit(lambda conn: _insert_evaluations(conn, [record]))
+
+
+def _remove_leftovers(conn: sqlite3.Connection, policy_id: str) -> Leftovers:
+    """Delete the evaluations and snapshots under ``policy_id``, which the caller has just claimed for a new entry."""
+    versions = conn.execute("SELECT version FROM models WHERE policy_id = ? ORDER BY created_at, rowid", (policy_id,))
+    snapshots = tuple(str(version) for (version,) in versions)
+    conn.execute("DELETE FROM models WHERE policy_id = ?", (policy_id,))
+    evaluations = conn.execute("DELETE FROM evaluations WHERE policy_id = ?", (policy_id,)).rowcount
+    return Leftovers(evaluations, snapshots)
 
 
 def _insert_evaluations(conn: sqlite3.Connection, records: Sequence[EvaluationRecord]) -> None:
