@@ -25,7 +25,10 @@ def config_model(config: BreinConfig) -> tuple[list[str], bytes | None]:
 
 
 def bootstrap_champion(config: BreinConfig, registry: Registry) -> PolicyEntry:
-    """The registry's champion; on a new store, the config's VW policy (its model file, or cold)."""
+    """The registry's champion; on a new store, the config's VW policy (its model file, or cold),
+    registered as every policy is (``Registry.register``): a model snapshot or evaluation stored under
+    its id with no entry (a killed registration's) is removed in the write that registers it, never
+    served as the new champion's model nor taken as its evidence."""
     champion = registry.champion()
     if champion is not None:
         return champion

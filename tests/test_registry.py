@@ -31,7 +31,7 @@ from reward.joiner import Joiner
 from store import Store, open_store
 from store.errors import Conflict
 from store.ports import RegistryStorage
-from store.records import DAY, START, EvaluationRecord, ModelSnapshot, PolicyEvent
+from store.records import DAY, LEFTOVERS_ACTION, START, EvaluationRecord, ModelSnapshot, PolicyEvent
 from tests.conftest import T0
 from tests.test_joiner import _populate
 
@@ -185,6 +185,20 @@ def test_two_processes_bootstrapping_a_champion_at_once_get_one(store_url: str) 
     finally:
         first.close()
         second.close()
+
+
+def test_a_bootstrapped_champion_takes_its_id_clean_as_every_registration_does(store: Store, config: BreinConfig) -> None:
+    """A model snapshot and an evaluation stored under the config's policy id with no entry (a killed
+    registration's): the champion bootstrapped on that store served the snapshot, not the config's model
+    (cold here), and carried the evaluation; it registers as every policy does, removing them."""
+    policy_id = config.learner.policy_id
+    store.models.save(ModelSnapshot("orphan", vw_arguments(config.learner), _trained(config), policy_id)).result()
+    store.registry.record_evaluation(_evaluation(policy_id=policy_id)).result()
+    champion = bootstrap_champion(config, Registry(store.registry))
+    served, learned = load_policy(champion, store.models)
+    assert isinstance(served, VWPolicy) and served.cold and learned == START
+    assert store.models.newest_version(policy_id) is None and store.registry.evaluations(policy_id) == []
+    assert [e.subject for e in store.audit.entries(LEFTOVERS_ACTION)] == [policy_id]
 
 
 class _Meeting:
