@@ -7,13 +7,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import tomli_w
 
 from bandit.config import load_config
+from bandit.vw_driver import DRIVER_MODULE
 from brain.champion import bootstrap_champion
 from policies.registry import Registry
 from reward.joiner import Joiner
@@ -32,8 +32,21 @@ config = load_config(sys.argv[1])
 actions = Catalog(config).actions[:3]
 model, learned = train(vw_arguments(config.learner), None, [LabelledExample("shared |u a:1", actions, 0, 0.5, -1.0)] * 50)
 print(learned, flush=True)
-time.sleep(30)
+time.sleep(600)
 """
+
+
+def driver_started_by(pid: int) -> bool:
+    """A `python -m bandit.vw_driver` process is a child of ``pid``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while it was read
+        if parent == pid and DRIVER_MODULE.encode() in command:
+            return True
+    return False
 
 
 def test_a_process_that_learned_still_stops_on_ctrl_c() -> None:
@@ -44,7 +57,8 @@ def test_a_process_that_learned_still_stops_on_ctrl_c() -> None:
         assert process.stdout is not None
         assert process.stdout.readline() == "50\n"
         process.send_signal(signal.SIGINT)
-        _, errors = process.communicate(timeout=10)
+        # Far above an exit's time on a loaded machine (0.7 s alone), far below the sleep it interrupts.
+        _, errors = process.communicate(timeout=120)
         assert process.returncode == -signal.SIGINT and errors.rstrip().endswith("KeyboardInterrupt"), errors
     finally:
         process.kill()
@@ -91,9 +105,11 @@ def test_ctrl_c_while_policy_train_learns_ends_it_and_registers_nothing(tmp_path
                "--id", "cut-short", "--until", "2026-07-15", "--no-evaluate", "--vw-args", SLOW_VW_ARGS]  # fmt: skip
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        time.sleep(3.0)  # imports (about 1 s) and reading done, VW learning
+        # VW learns in a driver process the command starts when it has read and written its examples:
+        # a fixed wait was too short for a loaded machine's imports, or long enough to learn it all.
+        until(lambda: driver_started_by(process.pid), 120, "policy train starts VW's driver")
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=10)
+        output, _ = process.communicate(timeout=120)
         assert process.returncode == 1 and "Aborted!" in output and "Traceback" not in output, output
     finally:
         process.kill()
