@@ -36,9 +36,10 @@ serve: $(STAMP)
 	$(VENV)/bin/brein serve --config $(CONFIG)
 
 # PostgreSQL's tests must run, not skip: a PostgreSQL server at BREIN_TEST_POSTGRES_URL (default
-# postgresql://postgres@127.0.0.1:5432/test) is part of what `make test` needs.
+# postgresql://postgres@127.0.0.1:5432/test) is part of what `make test` needs. A process per core,
+# each given whole files (--dist loadfile): a module's costly fixture (a simulated run) is made once.
 test: $(STAMP) proto-check
-	BREIN_REQUIRE_POSTGRES=1 $(PY) -m pytest -q
+	BREIN_REQUIRE_POSTGRES=1 $(PY) -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -36,6 +36,13 @@ time.sleep(600)
 """
 
 
+def as_at_a_terminal() -> None:
+    """In the child, before Python starts: SIGINT's default action, as a shell's foreground command has it.
+    A suite started in the background by a non-interactive shell ignores SIGINT, its children inherit
+    that, and Python installs no KeyboardInterrupt handler for a signal ignored at its start."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def driver_started_by(pid: int) -> bool:
     """A `python -m bandit.vw_driver` process is a child of ``pid``."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -51,14 +58,15 @@ def driver_started_by(pid: int) -> bool:
 
 def test_a_process_that_learned_still_stops_on_ctrl_c() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", LEARN_THEN_WAIT, str(EXAMPLE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", LEARN_THEN_WAIT, str(EXAMPLE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=as_at_a_terminal,
     )
     try:
         assert process.stdout is not None
         assert process.stdout.readline() == "50\n"
         process.send_signal(signal.SIGINT)
         # Far above an exit's time on a loaded machine (0.7 s alone), far below the sleep it interrupts.
-        _, errors = process.communicate(timeout=120)
+        _, errors = process.communicate(timeout=60)
         assert process.returncode == -signal.SIGINT and errors.rstrip().endswith("KeyboardInterrupt"), errors
     finally:
         process.kill()
@@ -103,7 +111,8 @@ def test_ctrl_c_while_policy_train_learns_ends_it_and_registers_nothing(tmp_path
     """It was swallowed: VW stopped learning early and the truncated model was registered, exit 0."""
     command = [sys.executable, "-m", "serving", "policy", "train", "--config", str(EXAMPLE), "--store", joined_store,
                "--id", "cut-short", "--until", "2026-07-15", "--no-evaluate", "--vw-args", SLOW_VW_ARGS]  # fmt: skip
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=as_at_a_terminal)  # fmt: skip
     try:
         # VW learns in a driver process the command starts when it has read and written its examples:
         # a fixed wait was too short for a loaded machine's imports, or long enough to learn it all.
