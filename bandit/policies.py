@@ -14,7 +14,7 @@ import cel
 
 from bandit.catalog import DO_NOTHING, Action
 from bandit.encoding import LearnedEncoding
-from bandit.rules import compiled_condition
+from bandit.rules import compiled_conditions
 from store.records import SharedFeatures
 
 
@@ -87,7 +87,8 @@ class RulePolicy:
     def __init__(self, rules: Sequence[RuleSpec], version: str) -> None:
         self.version = version
         self.rules = tuple(rules)
-        self._programs = [compiled_condition(f"rules[{i}].when", r.when) if r.when else None for i, r in enumerate(self.rules)]
+        programs = iter(compiled_conditions("rules", [(f"rules[{i}].when", r.when) for i, r in enumerate(self.rules) if r.when]))
+        self._programs = [next(programs) if r.when else None for r in self.rules]
 
     def choose(self, actions: Sequence[Action], features: SharedFeatures) -> str:
         eligible = {a.id for a in actions}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,9 +107,18 @@ class RuleVerdict:
     channels: dict[str, str]
 
 
-MAX_CONDITION_CHARACTERS = 4096
+MAX_CONDITION_CHARACTERS = 1024
 """The longest CEL condition: far past a hand-written one. The parser's error repeats the source under
 each error it finds: 7,200 characters of a bad condition made a 4.4 MB message, 36,000 one of 108 MB."""
+MAX_CONDITIONS_WEIGHT = MAX_CONDITION_CHARACTERS**2
+"""The most a rules policy's conditions may weigh together, and a config's ``eligible_if`` conditions:
+a condition weighs its length squared, as its work can grow as that square. Each part of a condition
+runs at most once (``unbounded_part``), but a part's operands may be as long as the condition that
+built them: ``size([1] + [1] + ...)`` copies the list built so far on each ``+``, whatever the request
+(28 ms in 4,096 characters, 1.6 ms in 1,024, 93 µs in 256). So one condition of the longest, or 1,000
+of 32 characters. The heaviest this admits added at most 5.8 ms to a Decide as a shadow, on a request
+of 1,000 features (1,000 conditions of 32 characters; 2.7 ms of it any rules policy adds, its copy of
+the request's features for CEL); 1,000 conditions of 4,096 characters, admitted before, 42 s."""
 PROBLEM_CHARACTERS = 300
 """The most of the CEL library's own error text a message quotes."""
 
@@ -122,6 +131,13 @@ _COMPREHENSION = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
 UNBOUNDED_FUNCTIONS = frozenset({"matches"})
 """Functions whose work a condition's length does not bound: ``matches`` compiles its regular expression
 on every call, up to the regex library's size limit (one 20-character pattern, 0.36 s a call)."""
+MAP_VARIABLES = tuple(name for name, value in RULE_VARIABLES.items() if isinstance(value, dict))
+_KEYED_USES = (
+    r"(?<![\w.])(?P<map>{})\s*\.\s*[A-Za-z_]\w*(?!\w)(?!\s*\()",  # numeric.key, has(numeric.key)
+    r"(?<![\w.])(?P<map>{})\s*\[",  # numeric["key"]
+    r"(?<![\w.])in\s+(?P<map>{})(?!\w)(?!\s*[-+*/%.\[(])",  # "key" in numeric, not "key" in numeric + x
+    r"(?<![\w.])size\s*\(\s*(?P<map>{})\s*\)",  # size(numeric)
+)
 
 
 def unbounded_part(source: str, program: cel.Program) -> str | None:
@@ -129,22 +145,54 @@ def unbounded_part(source: str, program: cel.Program) -> str | None:
     comprehension macros (``exists``, ``all``, ``exists_one``, ``map``, ``filter``) every part of a
     condition runs at most once on each evaluation: a macro runs its body once per element, so five
     nested over 16 elements ran 1M times (1.2 s in 286 characters), and one over the 1,000 features
-    a request may have, comparing whole maps in its body, over 20 s. Macros are found in the source
-    outside its string literals and comments."""
-    macro = _COMPREHENSION.search(_QUOTED_OR_COMMENT.sub('""', source))
+    a request may have, comparing whole maps in its body, over 20 s. Nor may a map variable be used
+    but by a key (``_whole_map``). Both are found in the source outside its string literals and comments."""
+    code = _QUOTED_OR_COMMENT.sub('""', source)
+    macro = _COMPREHENSION.search(code)
     if macro is not None:
         return f"the comprehension macro {macro.group(1)}()"
     functions = UNBOUNDED_FUNCTIONS.intersection(program.functions())
-    return f"the function {min(functions)}()" if functions else None
+    if functions:
+        return f"the function {min(functions)}()"
+    return _whole_map(code, [name for name in MAP_VARIABLES if name in program.variables()])
 
 
-def compiled_condition(key: str, source: str) -> cel.Program:
-    """A CEL condition (a config's ``eligible_if``, a rule policy's ``when``), compiled and run once
-    on an empty context: it must parse, do no more work than its length bounds (``unbounded_part``), run
-    and give true or false. ``key`` names it in errors, which quote the condition by an excerpt and the
-    library's reason by its first line."""
-    if len(source) > MAX_CONDITION_CHARACTERS:
-        raise ConfigError(f"{key}: a CEL rule of {len(source):,} characters, more than the {MAX_CONDITION_CHARACTERS:,} allowed")
+def _whole_map(code: str, names: list[str]) -> str | None:
+    """A map variable among ``names`` that ``code`` uses other than by a key, as a sentence, or None.
+    A key, its presence and the map's size cost the same whatever the map; the map itself is copied
+    into a list, compared or handed back to Python entry by entry: with the 1,000 features a request
+    may have, ``[numeric] + [1] + ...`` copied it on each ``+`` (130 ms in 1,600 characters), and a
+    list of whole maps compared with another took 113 ms in 4,096 characters (1,000 such rules, 113 s
+    a Decide as a shadow)."""
+    for name in names:
+        keyed = {m.start("map") for use in _KEYED_USES for m in re.finditer(use.format(name), code)}
+        if any(m.start() not in keyed for m in re.finditer(rf"(?<![\w.]){name}(?!\w)", code)):
+            return f"the whole map {name}, not by a key ({name}.key, {name}[key], key in {name} or size({name}))"
+    return None
+
+
+def compiled_conditions(key: str, conditions: Sequence[tuple[str, str]]) -> list[cel.Program]:
+    """CEL conditions (a config's ``eligible_if``, a rules policy's ``when``), each its key and source,
+    compiled (``_compiled``). ConfigError when one is longer than
+    MAX_CONDITION_CHARACTERS or, naming ``key``, when they weigh more than MAX_CONDITIONS_WEIGHT together:
+    found before any is compiled, since compiling runs each (1,000 conditions of 4,096 characters, 28 s)."""
+    for condition_key, source in conditions:
+        if len(source) > MAX_CONDITION_CHARACTERS:
+            raise ConfigError(f"{condition_key}: a CEL rule of {len(source):,} characters, more than the "
+                              f"{MAX_CONDITION_CHARACTERS:,} allowed")  # fmt: skip
+    weight = sum(len(source) ** 2 for _, source in conditions)
+    if weight > MAX_CONDITIONS_WEIGHT:
+        many = len(conditions) > 1
+        counted = f"{len(conditions):,} condition{'s' if many else ''} of {sum(len(s) for _, s in conditions):,} characters"
+        raise ConfigError(f"{key}: {counted} weigh{'' if many else 's'} {weight:,} (each its length squared), more than "
+                          f"the {MAX_CONDITIONS_WEIGHT:,} allowed")  # fmt: skip
+    return [_compiled(condition_key, source) for condition_key, source in conditions]
+
+
+def _compiled(key: str, source: str) -> cel.Program:
+    """A condition compiled and run once on an empty context: it must parse, do no more work than its
+    length bounds (``unbounded_part``), run and give true or false. ``key`` names it in errors, which
+    quote the condition by an excerpt and the library's reason by its first line."""
     try:
         program = cel.compile(source)
     except ValueError as error:
@@ -173,16 +221,18 @@ def _problem(error: Exception) -> str:
     return line if len(line) <= PROBLEM_CHARACTERS else f"{line[:PROBLEM_CHARACTERS]}..."
 
 
-def _compile(subject: Literal["offer", "channel"], name: str, source: str) -> Rule:
-    program = compiled_condition(f"{subject}s.{name}.eligible_if", source)
-    return Rule(subject, name, source, program, reads_of(source, program.variables()))
-
-
 class EligibilityRules:
     def __init__(self, config: BreinConfig) -> None:
-        rules = [_compile("offer", n, o.eligible_if) for n, o in config.offers.items() if o.eligible_if]
-        rules += [_compile("channel", n, c.eligible_if) for n, c in config.channels.items() if c.eligible_if]
-        self.rules: tuple[Rule, ...] = tuple(rules)
+        subjects: list[tuple[Literal["offer", "channel"], str, str]] = [
+            ("offer", n, o.eligible_if) for n, o in config.offers.items() if o.eligible_if
+        ]
+        subjects += [("channel", n, c.eligible_if) for n, c in config.channels.items() if c.eligible_if]
+        conditions = [(f"{subject}s.{name}.eligible_if", source) for subject, name, source in subjects]
+        programs = compiled_conditions("offers.*.eligible_if and channels.*.eligible_if", conditions)
+        self.rules: tuple[Rule, ...] = tuple(
+            Rule(subject, name, source, program, reads_of(source, program.variables()))
+            for (subject, name, source), program in zip(subjects, programs, strict=True)
+        )
 
     def evaluate(self, variables: Mapping[str, Any]) -> RuleVerdict:
         verdict = RuleVerdict({}, {})

@@ -14,7 +14,7 @@ from typing import Any
 from bandit.catalog import Catalog
 from bandit.config import BreinConfig
 from bandit.encoding import LearnedEncoding
-from bandit.errors import BreinError
+from bandit.errors import BreinError, ConfigError
 from bandit.features import FeatureEncoder
 from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments, vw_refusal
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
@@ -180,8 +180,12 @@ def register_policy(
         if refusal is not None:
             raise PolicyLoadError(f"{policy_id}: not a VW model for {' '.join(args)}: {refusal}")
     if kind == "rules" and artifact is not None:
-        # compiles every condition (a bad one is refused here) and checks every action is in the catalog
-        check_servable(policy_id, RulePolicy(parse_rules(artifact), version="check"), Catalog(config))
+        # compiles and weighs every condition (a bad one is refused here) and checks every action is in the catalog
+        try:
+            rules = RulePolicy(parse_rules(artifact), version="check")
+        except ConfigError as error:
+            raise PolicyLoadError(f"{policy_id}: {error}") from None
+        check_servable(policy_id, rules, Catalog(config))
     champion = registry.champion()
     logged_until = store.joins.watermark() if artifact is not None else None
     return registry.register(
