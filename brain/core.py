@@ -24,7 +24,7 @@ from bandit.requests import DecisionRequest
 from brain.champion import bootstrap_champion
 from brain.probe import Prober
 from policies.loading import PolicyLoadError, load_policy
-from policies.registry import Registry
+from policies.registry import MAX_SHADOWS, Registry
 from reward.forget import forget_customer
 from reward.ingest import ActivationReport, OutcomeReport, record_activation, record_outcome
 from store import Store, open_store
@@ -62,6 +62,7 @@ class Brain:
         self._refused_champion: str | None = None
         self._refused_snapshot: str | None = None
         self._refused_shadows: set[str] = set()
+        self._too_many_shadows: set[str] = set()
         self._serving = threading.Lock()  # one change of the serving model at a time
         self._on_unusable = on_unusable
         self._prober = Prober(config)
@@ -164,16 +165,25 @@ class Brain:
             self._on_unusable(stage)
 
     def refresh_shadows(self) -> None:
-        """Score with the registry's shadows; one already loaded is kept, one that does not load is
-        left out (and logged once while it stays a shadow)."""
+        """Score with the registry's shadows, the first MAX_SHADOWS that load (in the registry's order);
+        one already loaded is kept, one that does not load is left out (logged once while it stays a
+        shadow), and so is one past MAX_SHADOWS (logged once while it stays left out): the registry
+        refuses more, but another process may add one meanwhile."""
         entries = self.registry.in_state("shadow")
         loaded = {s.policy_id: s for s in self.decider.shadows}
-        shadows = []
+        shadows: list[ServingPolicy] = []
+        too_many = set()
         for entry in entries:
+            if entry.id in self._refused_shadows:
+                continue
+            if len(shadows) == MAX_SHADOWS:
+                too_many.add(entry.id)
+                if entry.id not in self._too_many_shadows:
+                    log.error("shadow policy %s is left out: %d shadows score every decision already, the most allowed",
+                              entry.id, MAX_SHADOWS)  # fmt: skip
+                continue
             if entry.id in loaded:
                 shadows.append(loaded[entry.id])
-                continue
-            if entry.id in self._refused_shadows:
                 continue
             try:
                 shadows.append(ServingPolicy(entry.id, load_policy(entry, self.store.models, accept=self._probe)[0]))
@@ -181,6 +191,7 @@ class Brain:
                 self._refused_shadows.add(entry.id)
                 log.exception("shadow policy %s does not load; it is left out", entry.id)
         self._refused_shadows &= {e.id for e in entries}
+        self._too_many_shadows = too_many
         self.decider.set_shadows(tuple(shadows))
 
     # -- requests -----------------------------------------------------------------------------

@@ -67,6 +67,10 @@ def unused_policy_id(registry: Registry, policy_id: str) -> str:
 
 
 _AS_NOUN = {"candidate": "a candidate", "shadow": "a shadow", "champion": "the champion", "retired": "retired"}
+MAX_SHADOWS = 3
+"""The most shadows: each scores every decision beside the champion. On a request of 1,000 features
+a VW shadow added 2.5 ms to a Decide, a rules shadow up to 5.8 ms (bandit.rules.MAX_CONDITIONS_WEIGHT);
+three of those beside a rules champion of the same and the config's heaviest rules, 31 ms."""
 CHANGES = 5
 """Times a change is tried when another process changes the registry between its read and its write."""
 
@@ -218,6 +222,14 @@ class Registry:
             raise InvalidTransition(f"a policy {entry.id!r} is already registered")
         if entry.state == "champion" and self.champion() is not None:
             raise InvalidTransition("there is a champion already: register as a candidate and promote it")
+        if entry.state == "shadow":
+            self._refuse_shadowing(entry.id)
+
+    def _refuse_shadowing(self, policy_id: str) -> None:
+        shadows = [e.id for e in self.in_state("shadow")]
+        if len(shadows) >= MAX_SHADOWS:
+            raise InvalidTransition(f"{policy_id} cannot shadow: {', '.join(shadows)} shadow already, the most "
+                                    f"({MAX_SHADOWS}) that score every decision; retire one first")  # fmt: skip
 
     def set_state(self, policy_id: str, to_state: State, *, actor: str, reason: str, now: float | None = None) -> None:
         """Shadow, retire or re-candidate a policy; the champion changes only by promote/rollback."""
@@ -233,6 +245,8 @@ class Registry:
                 raise InvalidTransition("use promote to make a policy the champion")
             if to_state == current:
                 raise InvalidTransition(f"{policy_id} is {_AS_NOUN[current]} already")
+            if to_state == "shadow":
+                self._refuse_shadowing(policy_id)
             return [PolicyEvent(policy_id, at, actor, current, to_state, reason)]
 
         self._change(change)

@@ -1,22 +1,27 @@
 """What rules may add to a Decide is bounded where they are accepted: a rules policy's conditions, and a
-config's ``eligible_if`` conditions, weigh at most MAX_CONDITIONS_WEIGHT together (each its length squared).
-A policy written to the registry behind that check (by an older version) is left out of serving, logged once."""
+config's ``eligible_if`` conditions, weigh at most MAX_CONDITIONS_WEIGHT together (each its length squared),
+and at most MAX_SHADOWS shadows score every decision. A policy written to the registry behind those checks
+(by an older version, or another process at the same time) is left out of serving, logged once."""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import tomli_w
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
+from bandit.config import BreinConfig
 from bandit.rules import MAX_CONDITIONS_WEIGHT
 from brain.core import Brain
-from policies.registry import Registry
+from policies.registry import MAX_SHADOWS, InvalidTransition, Registry
 from serving.cli import main
-from store import open_store
+from store import Store, open_store
+from store.records import PolicyEvent
 from tests.conftest import EXAMPLE, example_data
 
 COPIES = "size([1]" + "+[1]" * 250 + ") < 0"
@@ -102,4 +107,60 @@ def test_a_rules_policy_that_no_longer_passes_is_left_out_of_serving_logged_once
     assert lines == [
         ("shadow policy heavy does not load; it is left out", f"policy heavy: {REFUSED}"),
         (f"refused to switch to champion heavy: it does not load; {serving} keeps serving", f"policy heavy: {REFUSED}"),
+    ]
+
+
+def test_the_registry_refuses_a_shadow_past_the_most(store: Store) -> None:
+    registry = Registry(store.registry)
+    for i in range(MAX_SHADOWS):
+        registry.register(f"s{i}", "uniform", actor="test", state="shadow")
+    registry.register("more", "uniform", actor="test")
+    shadows = ", ".join(f"s{i}" for i in range(MAX_SHADOWS))
+    said = (rf"^more cannot shadow: {shadows} shadow already, the most \({MAX_SHADOWS}\) that score every decision; "
+            r"retire one first$")  # fmt: skip
+    with pytest.raises(InvalidTransition, match=said):
+        registry.set_state("more", "shadow", actor="test", reason="x")
+    with pytest.raises(InvalidTransition, match=said.replace("more", "another")):
+        registry.register("another", "uniform", actor="test", state="shadow")
+    registry.set_state("s0", "retired", actor="test", reason="x")
+    registry.set_state("more", "shadow", actor="test", reason="x")
+    assert [e.id for e in registry.in_state("shadow")] == [*(f"s{i}" for i in range(1, MAX_SHADOWS)), "more"]
+
+
+def test_policy_shadow_refuses_a_shadow_past_the_most(tmp_path: Path) -> None:
+    store_path = tmp_path / "brein.db"
+    open_store(str(store_path)).close()
+
+    def policy(*args: str) -> Result:
+        return CliRunner().invoke(main, ["policy", *args, "--config", str(EXAMPLE), "--store", str(store_path)])
+
+    ids = [f"s{i}" for i in range(MAX_SHADOWS + 1)]
+    assert all(policy("register", "--id", policy_id, "--kind", "uniform").exit_code == 0 for policy_id in ids)
+    assert all(policy("shadow", policy_id).exit_code == 0 for policy_id in ids[:-1])
+    refused = policy("shadow", ids[-1])
+    assert refused.exit_code == 1
+    assert " ".join(refused.output.split()) == (f"Error: {ids[-1]} cannot shadow: {', '.join(ids[:-1])} shadow already, the most "
+                                                f"({MAX_SHADOWS}) that score every decision; retire one first")  # fmt: skip
+
+
+def test_shadows_past_the_most_are_left_out_of_serving_logged_once(
+    make_brain: Callable[..., Brain], config: BreinConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Shadows another process set meanwhile, past the registry's check: the first MAX_SHADOWS score."""
+    brain = make_brain(config)
+    registry = Registry(brain.store.registry)
+    ids = [f"s{i}" for i in range(MAX_SHADOWS + 1)]
+    for at, policy_id in enumerate(ids):
+        registry.register(policy_id, "uniform", actor="test", now=time.time() + at)
+    events = [PolicyEvent(policy_id, time.time(), "other", "candidate", "shadow", "x") for policy_id in ids]
+    brain.store.registry.transition(events, []).result()
+    with caplog.at_level(logging.ERROR, logger="brein"):
+        brain.refresh_shadows()
+        brain.refresh_shadows()
+        assert [s.policy_id for s in brain.decider.shadows] == ids[:MAX_SHADOWS]
+        registry.set_state("s0", "retired", actor="test", reason="x")
+        brain.refresh_shadows()
+    assert [s.policy_id for s in brain.decider.shadows] == ids[1:]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"shadow policy {ids[-1]} is left out: {MAX_SHADOWS} shadows score every decision already, the most allowed"
     ]
