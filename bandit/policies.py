@@ -14,7 +14,7 @@ import cel
 
 from bandit.catalog import DO_NOTHING, Action
 from bandit.encoding import LearnedEncoding
-from bandit.rules import compiled_conditions
+from bandit.rules import Reads, compiled_conditions, read_context, read_values, reads_of
 from store.records import SharedFeatures
 
 
@@ -89,10 +89,14 @@ class RulePolicy:
         self.rules = tuple(rules)
         programs = iter(compiled_conditions("rules", [(f"rules[{i}].when", r.when) for i, r in enumerate(self.rules) if r.when]))
         self._programs = [next(programs) if r.when else None for r in self.rules]
+        self._reads = _policy_reads(self.rules, self._programs)
 
     def choose(self, actions: Sequence[Action], features: SharedFeatures) -> str:
         eligible = {a.id for a in actions}
-        context = cel.Context(rule_variables(features))
+        variables = rule_variables(features)
+        if self._reads is not None:
+            variables = read_context(self._reads, read_values(self._reads, variables))
+        context = cel.Context(variables)
         for rule, program in zip(self.rules, self._programs, strict=True):
             if rule.action not in eligible:
                 continue
@@ -105,3 +109,17 @@ class RulePolicy:
 
     def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]:
         return one_hot(actions, self.choose(actions, features or {}))
+
+
+def _policy_reads(rules: Sequence[RuleSpec], programs: Sequence[cel.Program | None]) -> Reads | None:
+    """What a rules policy's conditions read together (``reads_of``), or None when one reads more than
+    named keys (a map by ``[key]``, ``in`` or ``size``): then the whole request is its context."""
+    reads: list[tuple[str, str | None]] = []
+    for rule, program in zip(rules, programs, strict=True):
+        if program is None:
+            continue
+        read = reads_of(rule.when, program.variables())
+        if read is None:
+            return None
+        reads.extend(read)
+    return tuple(dict.fromkeys(reads))

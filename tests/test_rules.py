@@ -8,8 +8,11 @@ from typing import Any
 import cel
 import pytest
 
+from bandit.catalog import DO_NOTHING, Action
 from bandit.config import parse_config
+from bandit.policies import RulePolicy, RuleSpec, rule_variables
 from bandit.rules import EligibilityRules, Rule, RuleVerdict, reads_of, unbounded_part
+from store.records import SharedFeatures
 from tests.conftest import example_data
 
 READS = [
@@ -95,3 +98,36 @@ def _evaluated_fully(rules: tuple[Rule, ...], variables: dict[str, Any]) -> Rule
         if reason is not None:
             (verdict.offers if rule.subject == "offer" else verdict.channels)[rule.name] = reason
     return verdict
+
+
+def test_a_rules_policy_reading_named_keys_chooses_as_on_the_whole_request() -> None:
+    """A rules policy whose conditions read only named keys hands CEL just those (``RulePolicy._reads``):
+    its choices are the choices made on the whole request, keys absent, ints and has() included."""
+    upsell = 'has(history.contacts_7d) ? history.contacts_7d < 1.0 : categorical.plan == "basic"'
+    keyed = RulePolicy([RuleSpec("renewal_discount", "numeric.months_to_contract_end < 3.0 && hour >= 9"),
+                        RuleSpec("data_upsell", upsell), RuleSpec("sim_only", "touchpoint == 'app'")], "keyed")  # fmt: skip
+    whole = RulePolicy([RuleSpec("sim_only", "size(categorical) > 2"), *keyed.rules], "whole")
+    assert keyed._reads is not None and whole._reads is None
+    actions = [Action(offer, offer, "email", "", 1.0) for offer in ("renewal_discount", "data_upsell", "sim_only")]
+    for numeric, categorical, history, touchpoint in itertools.product(
+        [{}, {"months_to_contract_end": 2.0}, {"months_to_contract_end": 2}, {"months_to_contract_end": 9.0, "other": 1.0}],
+        [{}, {"plan": "basic"}, {"plan": "unlimited", "has_app": "no", "region": "x"}],
+        [{}, {"contacts_7d": 0.0}, {"contacts_7d": 2.0}],
+        ["web", "app"],
+    ):
+        features: SharedFeatures = {"n": {"touchpoint": touchpoint, "hour": 10, "weekday": 2}, "u": {**numeric, **categorical},
+                                    "h": history}  # fmt: skip
+        for policy in (keyed, whole):
+            assert policy.choose(actions, features) == _chosen_on_the_whole_request(policy, actions, features)
+
+
+def _chosen_on_the_whole_request(policy: RulePolicy, actions: list[Action], features: SharedFeatures) -> str:
+    context, eligible = cel.Context(rule_variables(features)), {a.id for a in actions}
+    for rule in policy.rules:
+        if rule.action in eligible:
+            try:
+                if not rule.when or cel.compile(rule.when).execute(context) is True:
+                    return rule.action
+            except Exception:
+                continue
+    return DO_NOTHING
