@@ -81,8 +81,11 @@ def _policy_id(context: click.Context, parameter: click.Parameter, value: str | 
         raise click.BadParameter(str(error)) from None
 
 
-def _actor() -> str:
-    return f"cli:{getpass.getuser()}"
+def cli_actor() -> str:
+    """Who acts from the command line, for the registry's history and the audit: the login name,
+    whatever its encoding (a name that is not UTF-8 is kept with its bytes escaped)."""
+    user = getpass.getuser().encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return f"cli:{user}"
 
 
 UNTRUSTWORTHY = "unknown coverage"
@@ -248,7 +251,7 @@ def register(config_path: str, store_url: str | None, policy_id: str, kind: Any,
     artifact = Path(file).read_bytes() if file else None
     with _opened(config_path, store_url) as (config, store):
         entry = operations.register_policy(config, store, policy_id=policy_id, kind=kind, artifact=artifact,
-                                           vw_args=vw_args.split() or None, note=note, actor=_actor())  # fmt: skip
+                                           vw_args=vw_args.split() or None, note=note, actor=cli_actor())  # fmt: skip
     console.print(f"registered candidate [bold]{entry.id}[/] ({entry.kind}, artifact {entry.artifact_hash[:12]})")
 
 
@@ -269,7 +272,7 @@ def train(config_path: str, store_url: str | None, policy_id: str, since: dateti
         task = bar.add_task(f"training {policy_id}", total=None)
         entry, learned = operations.train_candidate(
             config, store, policy_id=policy_id, since=_epoch(since), until=_epoch(until), vw_args=vw_args.split() or None,
-            actor=_actor(), progress=lambda done, total: bar.update(task, completed=done, total=total),
+            actor=cli_actor(), progress=lambda done, total: bar.update(task, completed=done, total=total),
         )  # fmt: skip
         held_out = operations.registered(entry.id)
         report, not_evaluated = None, None
@@ -331,7 +334,7 @@ def tune_setups(config_path: str, store_url: str | None, cut: datetime, setups_p
         tuning = tune(config, store, cut=_epoch(cut) or 0.0, setups=setups, against=against,
                       progress=lambda what, done, total: bar.update(task, description=what, completed=done,
                                                                     total=total))  # fmt: skip
-        entry = register_best(config, store, tuning, actor=_actor(), policy_id=policy_id) if against is None else None
+        entry = register_best(config, store, tuning, actor=cli_actor(), policy_id=policy_id) if against is None else None
     if as_json:
         click.echo(json.dumps(tuning.as_dict(), indent=2))
     else:
@@ -380,7 +383,7 @@ def evaluate(candidate: str, config_path: str, store_url: str | None, against: s
 def promote(policy_id: str, config_path: str, store_url: str | None, force: bool, reason: str) -> None:
     """Make a candidate the champion: only if it beats the champion with confidence."""
     with _opened(config_path, store_url) as (config, store):
-        previous = operations.promote(config, store, policy_id, actor=_actor(), force=force, reason=reason)
+        previous = operations.promote(config, store, policy_id, actor=cli_actor(), force=force, reason=reason)
     console.print(f"{policy_id} is the champion" + (f" (was {previous})" if previous else "") + "; running servers switch within seconds")
 
 
@@ -391,13 +394,13 @@ def promote(policy_id: str, config_path: str, store_url: str | None, force: bool
 def rollback(config_path: str, store_url: str | None, reason: str) -> None:
     """Restore the previous champion."""
     with _opened(config_path, store_url) as (config, store):
-        restored = operations.rollback(config, store, actor=_actor(), reason=reason)
+        restored = operations.rollback(config, store, actor=cli_actor(), reason=reason)
     console.print(f"rolled back: {restored} is the champion again")
 
 
 def _set_state(policy_id: str, config_path: str, store_url: str | None, state: Any, reason: str) -> None:
     with _opened(config_path, store_url) as (_, store):
-        Registry(store.registry).set_state(policy_id, state, actor=_actor(), reason=reason or state)
+        Registry(store.registry).set_state(policy_id, state, actor=cli_actor(), reason=reason or state)
     console.print(f"{policy_id} is now {state}")
 
 

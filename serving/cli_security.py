@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bandit.config import BreinConfig, load_config
+from bandit.config_types import MAX_DAYS
 from bandit.errors import BreinError
 from serving.cli_store import opened_store, store_option
 from serving.cli_types import ApiKey, FiniteFloatRange
@@ -175,13 +176,14 @@ def retention() -> None:
 @retention.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="The TOML config file.")
 @store_option
-@click.option("--days", type=FiniteFloatRange(min=0, min_open=True), help="Retention in days; default privacy.retention_days.")
+@click.option("--days", type=FiniteFloatRange(min=0, min_open=True, max=MAX_DAYS),
+              help="Retention in days; default privacy.retention_days.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON, for scripts.")
 def retention_run(config_path: str, store_url: str | None, days: float | None, as_json: bool) -> None:
     """Delete what is older than the retention now (the server also does it in the background)."""
-    import getpass
     import time
 
+    from policies.cli import cli_actor
     from reward.retention import apply_retention
 
     config = _config(config_path)
@@ -191,7 +193,7 @@ def retention_run(config_path: str, store_url: str | None, days: float | None, a
     if problem := config.retention_problem(days):
         raise click.ClickException(f"--days: {problem}")
     with opened_store(config, store_url) as store:
-        report = apply_retention(store.privacy, store.audit, days, now=time.time(), actor=f"cli {getpass.getuser()}")
+        report = apply_retention(store.privacy, store.audit, days, now=time.time(), actor=cli_actor())
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
         return

@@ -21,26 +21,20 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-def _texts(value: Any) -> list[str]:
-    """The strings of a parameter's value (one, or each of a repeated option's)."""
-    if isinstance(value, str):
-        return [value]
-    return [item for item in value if isinstance(item, str)] if isinstance(value, tuple) else []
+class TextGroup(click.Group):
+    """The command line's group: every argument is valid UTF-8, checked before any command runs. An
+    argument in another encoding (`--customer $'Jos\\xe9'`, `--note` in Latin-1) reaches Python as a
+    lone surrogate, which neither protobuf nor a store can encode: commands ended in a UnicodeEncodeError
+    traceback, or in one line that did not say which argument was wrong."""
 
-
-class TextCommand(click.Command):
-    """A command whose text arguments are valid UTF-8, checked before it runs: an argument in another
-    encoding (`--customer $'Jos\\xe9'`) reaches Python as a lone surrogate, which protobuf cannot
-    encode; `decide`, `outcome`, `forget` and `explain` ended in a UnicodeEncodeError traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        for param in self.params:
-            for text in _texts(ctx.params.get(param.name or "")):
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError as error:
-                    raise click.BadParameter(f"not valid UTF-8 (character {error.start + 1})", ctx=ctx, param=param) from None
-        return super().invoke(ctx)
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for i, arg in enumerate(args):
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError as error:
+                where = args[i - 1] if i and args[i - 1].startswith("-") else f"argument {arg!r}"
+                raise click.UsageError(f"{where}: not valid UTF-8 (character {error.start + 1})", ctx) from None
+        return super().parse_args(ctx, args)
 
 
 class ApiKey(click.ParamType[str]):
@@ -56,9 +50,3 @@ class ApiKey(click.ParamType[str]):
             if not " " <= character <= "~":
                 self.fail(f"an API key is printable ASCII; character {i + 1} of {len(key)} is not", param, ctx)
         return key
-
-
-class TextGroup(click.Group):
-    """A group whose commands are TextCommands."""
-
-    command_class = TextCommand

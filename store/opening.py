@@ -31,7 +31,12 @@ def in_memory(url: str) -> bool:
 
 
 def is_postgres(url: str) -> bool:
-    return urlsplit(url).scheme in POSTGRES_SCHEMES
+    """Whether ``url`` names a PostgreSQL store; UnknownStore for one no URL parser reads
+    (``postgresql://[::1``: an unclosed IPv6 address)."""
+    try:
+        return urlsplit(url).scheme in POSTGRES_SCHEMES
+    except ValueError as error:
+        raise UnknownStore(f"store URL {url!r}: {error}") from None
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -7,6 +7,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from policies.cli import cli_actor
 from serving.cli import main
 from store import open_store
 from tests.conftest import EXAMPLE, LiveServer
@@ -152,12 +153,13 @@ def test_client_errors_are_one_line_and_non_zero(live: LiveServer) -> None:
     ("args", "said"),
     [
         (["decide", "--customer", "Jos\udce9", "--channel", "web"],
-         "Invalid value for '--customer': not valid UTF-8 (character 4)"),
+         "--customer: not valid UTF-8 (character 4)"),
         (["decide", "--customer", "c", "--channel", "web", "-c", "plan=\udcff"],
-         "'--categorical' / '-c': not valid UTF-8 (character 6)"),
-        (["outcome", "--customer", "c", "--type", "renew\udce9"], "Invalid value for '--type': not valid UTF-8 (character 6)"),
-        (["explain", "d\udce9"], "Invalid value for 'DECISION_ID': not valid UTF-8 (character 2)"),
-        (["forget", "--customer", "\udce9"], "Invalid value for '--customer': not valid UTF-8 (character 1)"),
+         "-c: not valid UTF-8 (character 6)"),
+        (["outcome", "--customer", "c", "--type", "renew\udce9"], "--type: not valid UTF-8 (character 6)"),
+        (["explain", "d\udce9"], "argument 'd\\udce9': not valid UTF-8 (character 2)"),
+        (["forget", "--customer", "\udce9"], "--customer: not valid UTF-8 (character 1)"),
+        (["policy", "retire", "m", "--config", "c.toml", "--reason", "caf\udce9"], "--reason: not valid UTF-8 (character 4)"),
         (["--api-key", "brein_\nkey", "explain", "d"],
          "Invalid value for '--api-key': an API key is printable ASCII; character 7 of 10"),
         (["--api-key", "sleutél", "explain", "d"],
@@ -171,3 +173,29 @@ def test_a_client_argument_grpc_cannot_send_is_refused_before_calling(live: Live
     refused = CliRunner().invoke(main, [*args, "--address", live.address])
     assert refused.exit_code == 2 and said in refused.output, refused.output
     assert "sleut" not in refused.output  # the key is a secret
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["serve", "--config", str(EXAMPLE), "--store", "postgresql://[::1"], "store URL 'postgresql://[::1': Invalid IPv6 URL"),
+        (["policy", "list", "--config", str(EXAMPLE), "--store", "postgresql://[::1"], "Invalid IPv6 URL"),
+        (["retention", "run", "--config", str(EXAMPLE), "--store", "never-made.db", "--days", "1e308"], "0<x<=36525.0"),
+    ],
+)
+def test_a_store_url_no_parser_reads_or_a_retention_past_a_century_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], said: str
+) -> None:
+    """`serve` with an unclosed IPv6 address ended in a 49-line traceback; `retention run --days 1e308`
+    printed a cutoff of -Infinity, which no JSON parser reads."""
+    monkeypatch.chdir(tmp_path)
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code != 0 and said in refused.output and "Traceback" not in refused.output, refused.output
+    assert not (tmp_path / "never-made.db").exists()
+
+
+def test_a_login_name_that_is_not_utf8_acts_with_its_bytes_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `policy` command failed for a user whose login name was not UTF-8 (its actor is stored)."""
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(name, "jos\udce9")
+    assert cli_actor() == "cli:jos\\xe9"
