@@ -45,6 +45,13 @@ def example_data() -> dict[str, Any]:
     return tomllib.loads(EXAMPLE.read_text())
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files marked ``costly`` (a module's simulated run, worlds, processes) first, each in its order:
+    `make test` hands whole files to a process per core in this order, and one handed out last would run
+    on alone at the end while the others had nothing left (longest first)."""
+    items.sort(key=lambda item: item.get_closest_marker("costly") is None)
+
+
 @pytest.fixture
 def config_data() -> dict[str, Any]:
     return example_data()

@@ -18,6 +18,8 @@ from policies.simulation.family import TEST_SEEDS, customers_for, generate
 from policies.simulation.harness import ReferenceDriver, RunResult, gain_share, run
 from serving.simulate import brein_driver
 
+pytestmark = pytest.mark.costly
+
 DAYS, DECISIONS, LAST_DAYS = 100.0, 8_000, 30.0
 
 

@@ -54,6 +54,8 @@ from store import open_store
 from store.sqlite.connections import worker_file
 from tests.conftest import T0, example_data, postgres_store_url, sqlite_files, store_rows
 
+pytestmark = pytest.mark.costly
+
 DAY = 86_400.0
 DAYS = 60
 TRAIN_DAYS = 30  # train on the first 30 days, evaluate on the last 30

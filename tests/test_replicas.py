@@ -50,6 +50,8 @@ from tests.test_decider import request
 from tests.test_server import decide_request
 from tests.test_worker import EXAMPLES
 
+pytestmark = pytest.mark.costly
+
 SMS = "sim_only/sms/morning"  # at most 1 sms a customer a day (examples/telecom.toml)
 REQUESTS = 30
 

@@ -22,6 +22,8 @@ from policies.simulation.world import World
 from serving.simulate import brein_driver
 from tests.conftest import example_data
 
+pytestmark = pytest.mark.costly
+
 CUSTOMERS, DAYS, SEED, LAST_DAYS = 2_000, 100.0, 1, 30.0
 
 

@@ -29,6 +29,8 @@ from policies.simulation.logs import (
     simulator_log,
 )
 
+pytestmark = pytest.mark.costly
+
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "telecom.toml"
 
 # With 60 repetitions and a pass mark of 54 (90%), an interval whose true coverage is 95% fails

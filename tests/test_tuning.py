@@ -31,6 +31,8 @@ from tests.conftest import example_data
 from tests.test_policy_flow import DAY, SPLIT, Flow, _utc
 from tests.test_registry import _Meeting, _race
 
+pytestmark = pytest.mark.costly
+
 world = test_policy_flow.world  # the logged world, made once for this module too
 logged_flow = test_policy_flow.flow
 WINDOW_DAYS = 5.0

@@ -38,6 +38,8 @@ from policies.estimators import (
 from serving.cli import main
 from tests.conftest import EXAMPLE
 
+pytestmark = pytest.mark.costly
+
 OPEN_BANDIT = Path(__file__).parent / "data" / "obd_all.npz"
 ESTIMATORS = ["ips", "clipped_ips", "snips", "dm", "dr", "sndr"]
 ESS_REASON = "the effective sample size of the unclipped importance weights is 3.2, below the 100 required"

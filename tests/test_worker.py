@@ -27,6 +27,8 @@ from store.opening import is_postgres, sqlite_path
 from tests.conftest import copy_sqlite_store, example_data, postgres_store_url, store_rows
 from tests.test_joiner import _populate
 
+pytestmark = pytest.mark.costly
+
 TAKEOVER_SECONDS = 10.0
 
 
