@@ -32,6 +32,8 @@ COLD_START = "cold-start"
 ACTION_LINES_MEMO_SIZE = 1024
 """Action lists whose text is remembered: an action list recurs for every customer the same rules,
 consent and contact policy leave the same actions to."""
+ACTION_EXAMPLES_MEMO_SIZE = 1024
+"""Action lists (tuples) whose parsed examples a VWPolicy remembers as one list, for the same reason."""
 
 
 def vw_arguments(config: LearnerConfig) -> list[str]:
@@ -73,6 +75,8 @@ class VWPolicy:
         self._predict = _unchecked_predict(self._workspace)
         self._lock = threading.Lock()
         self._action_examples: dict[str, _core.Example] = {}
+        # id of an action tuple -> (that tuple, its examples): the tuple is held, so its id is not reused.
+        self._example_lists: dict[int, tuple[tuple[Action, ...], list[_core.Example]]] = {}
         self.version = COLD_START if model_data is None else model_version(model_data)
 
     @property
@@ -87,6 +91,18 @@ class VWPolicy:
             self._action_examples[action.id] = example
         return example
 
+    def _examples(self, shared: _core.Example, actions: Sequence[Action]) -> list[_core.Example]:
+        """The shared example, then the actions' (under the lock). The Decider hands the same tuple
+        for the same eligible actions (Decider._eligible): its examples are listed once."""
+        if type(actions) is not tuple:  # a list may change after this call: not remembered
+            return [shared, *map(self._action_example, actions)]
+        found = self._example_lists.get(id(actions))
+        if found is None or found[0] is not actions:
+            if len(self._example_lists) >= ACTION_EXAMPLES_MEMO_SIZE:
+                self._example_lists.clear()
+            found = self._example_lists[id(actions)] = (actions, list(map(self._action_example, actions)))
+        return [shared, *found[1]]
+
     def pmf(self, shared_line: str, actions: Sequence[Action], features: SharedFeatures | None = None) -> list[float]:
         """The exploration distribution over ``actions``, in their order (``features`` are in the line).
 
@@ -99,10 +115,10 @@ class VWPolicy:
         with self._lock:
             shared = self._parser.parse_line(shared_line)._example
             # cb_explore_adf predicts an action-probability list (vowpal-wabbit-next types it as any prediction).
-            scored = cast("list[tuple[int, float]]", self._predict([shared, *map(self._action_example, actions)]))
+            scored = cast("list[tuple[int, float]]", self._predict(self._examples(shared, actions)))
         probabilities = [0.0] * len(actions)
         for index, probability in scored:
-            probabilities[index] = max(probability, 0.0)
+            probabilities[index] = 0.0 if probability < 0.0 else probability  # max(probability, 0.0), NaN kept
         total = sum(probabilities)
         if not total > 0.0:
             return [math.nan] * len(actions)
