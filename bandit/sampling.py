@@ -42,5 +42,10 @@ def sample_index(pmf: Sequence[float], draw: float) -> int:
 
 
 def finite_pmf(pmf: Sequence[float]) -> bool:
-    """A distribution one can sample from: finite, non-negative probabilities that sum to 1."""
-    return bool(pmf) and all(math.isfinite(p) and p >= 0.0 for p in pmf) and math.isclose(sum(pmf), 1.0, abs_tol=PMF_TOLERANCE)
+    """A distribution one can sample from: finite, non-negative probabilities that sum to 1. The sum
+    is NaN or infinite when a probability is (or when finite ones overflow it, which is not 1 either):
+    one sum and one min, not a test per probability."""
+    if not pmf:
+        return False
+    total = sum(pmf)
+    return math.isfinite(total) and min(pmf) >= 0.0 and math.isclose(total, 1.0, abs_tol=PMF_TOLERANCE)
