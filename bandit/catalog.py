@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from bandit.config import BreinConfig
 
 DO_NOTHING = "do_nothing"
 NOW_SLOT = "now"
+SLOT_DAYS_MEMO_SIZE = 4096
+"""(day, slot) pairs whose send times a Catalog remembers; a day's decisions ask for the same few."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class Catalog:
     def __init__(self, config: BreinConfig) -> None:
         self._zone = ZoneInfo(config.timezone)
         self._slot_times = {name: time.fromisoformat(at) for name, at in config.slots.items()}
+        self._slot_days: dict[tuple[date, str], tuple[datetime, float, float]] = {}
         actions: dict[str, Action] = {DO_NOTHING: Action(DO_NOTHING, DO_NOTHING, "", "", 0.0)}
         for combo in config.combinations:
             for offer in combo.offers:
@@ -59,8 +62,20 @@ class Catalog:
         if action.slot == NOW_SLOT:
             return event_time
         local = datetime.fromtimestamp(event_time, tz=UTC).astimezone(self._zone)
-        at = self._slot_times[action.slot]
-        candidate = datetime.combine(local.date(), at, tzinfo=self._zone)
-        if candidate < local:
-            candidate = datetime.combine(local.date() + timedelta(days=1), at, tzinfo=self._zone)
-        return candidate.timestamp()
+        day = local.date()
+        times = self._slot_days.get((day, action.slot))
+        if times is None:
+            times = self._slot_day(day, action.slot)
+        candidate, today, tomorrow = times
+        return tomorrow if candidate < local else today
+
+    def _slot_day(self, day: date, slot: str) -> tuple[datetime, float, float]:
+        """The slot's moment on ``day`` (local), its time and the next day's (epoch seconds), remembered:
+        every decision of a day asks for the same few."""
+        at = self._slot_times[slot]
+        candidate = datetime.combine(day, at, tzinfo=self._zone)
+        times = (candidate, candidate.timestamp(), datetime.combine(day + timedelta(days=1), at, tzinfo=self._zone).timestamp())
+        if len(self._slot_days) >= SLOT_DAYS_MEMO_SIZE:
+            self._slot_days.clear()
+        self._slot_days[day, slot] = times
+        return times
