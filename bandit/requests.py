@@ -95,9 +95,10 @@ def validate_decision_request(request: DecisionRequest, config: BreinConfig, cat
             raise OutOfRange(f"context.numeric[{excerpt(key)}]", reason, "numeric_feature")
     for key, text in request.categorical.items():
         check_text("context.categorical key", key, required=True)
-        check_text(f"context.categorical[{excerpt(key)}]", text, required=False)
-    if both := request.numeric.keys() & request.categorical.keys():
-        name = excerpt(min(both))
+        if len(text) > MAX_TEXT_BYTES or not text.isascii() or "\x00" in text:  # else it passes: its name is not made
+            check_text(f"context.categorical[{excerpt(key)}]", text, required=False)
+    if not request.numeric.keys().isdisjoint(request.categorical.keys()):  # no set made for none in common
+        name = excerpt(min(request.numeric.keys() & request.categorical.keys()))
         both_kinds = f"{name} is both context.numeric[{name}] and context.categorical[{name}]: a feature has one value"
         raise InvalidRequest("context", both_kinds)
     for channel in request.contact_consent:
