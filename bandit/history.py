@@ -38,13 +38,16 @@ def history_features(history: CustomerHistory, now: float, channels: Iterable[st
     """Counts of contacts in the last 7 and 30 days (in all and per channel), days since the last
     contact and since the last outcome of each type. Zero counts and never-happened are absent."""
     features: dict[str, float] = {}
-    for days in CONTACT_COUNT_DAYS:
+    for days in CONTACT_COUNT_DAYS if history.contacts else ():
         since = now - days * DAY
-        total = history.contacts_since(since)
-        if total:
-            features[f"contacts_{days}d"] = float(total)
+        per_channel: dict[str, int] = {}  # one pass over the contacts, not one a channel
+        for contact in history.contacts:
+            if contact.event_time >= since:
+                per_channel[contact.channel] = per_channel.get(contact.channel, 0) + 1
+        if per_channel:
+            features[f"contacts_{days}d"] = float(sum(per_channel.values()))
             for channel in channels:
-                count = history.contacts_since(since, channel)
+                count = per_channel.get(channel)
                 if count:
                     features[f"contacts_{days}d_{channel}"] = float(count)
     if history.last_contact is not None:
