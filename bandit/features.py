@@ -120,9 +120,11 @@ class FeatureEncoder:
         self._numeric_default = config.features.numeric_default
         self._bound = numeric_bound(config.learner.interactions)
         self.learned = learned
-        # (namespace, name, value) -> its token in the VW line: most values recur (categories, hours,
+        # (namespace, name) -> value -> its token in the VW line: most values recur (categories, hours,
         # counts, whole months). Zeros are not remembered: 0.0 and -0.0 are equal keys, not equal tokens.
-        self._tokens: dict[tuple[str, str, float | str], str] = {}
+        # Nested, so that a lookup makes no key tuple; ``_token_count`` tokens in all, at most TOKEN_MEMO_SIZE.
+        self._tokens: dict[str, dict[str, dict[float | str, str]]] = {}
+        self._token_count = 0
 
     def with_encoding(self, learned: LearnedEncoding | None) -> FeatureEncoder:
         """This encoder for a model of another lineage (itself when the encoding is the same)."""
@@ -189,18 +191,26 @@ class FeatureEncoder:
 
     def shared_line(self, features: SharedFeatures) -> str:
         parts = ["shared"]
-        tokens = self._tokens
         for namespace, values in features.items():
             parts.append(f"|{namespace}")
+            fields = self._tokens.get(namespace)
+            if fields is None:
+                fields = self._tokens[namespace] = {}
             for name, value in values.items():
-                key = (namespace, name, value)
-                token = tokens.get(key) if value else None
+                known = fields.get(name)
+                token = known.get(value) if known is not None and value else None
                 if token is None:
                     token = self._token(namespace, name, value)
                     if value:
-                        if len(tokens) >= TOKEN_MEMO_SIZE:
-                            tokens.clear()
-                        tokens[key] = token
+                        if self._token_count >= TOKEN_MEMO_SIZE:
+                            self._tokens.clear()
+                            self._token_count = 0
+                            fields = self._tokens[namespace] = {}
+                            known = None
+                        if known is None:
+                            known = fields[name] = {}
+                        known[value] = token
+                        self._token_count += 1
                 if token:  # empty for a field encoded as absent
                     parts.append(token)
         return " ".join(parts)
