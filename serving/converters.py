@@ -53,6 +53,10 @@ def _set_timestamp(ts: Timestamp, seconds: float) -> None:
 
 
 def decision_request(message: pb.DecideRequest) -> DecisionRequest:
+    """The request as the core takes it; the context's features in the order of their names: protobuf
+    iterates a map in an order of its own in each process, and the stored features, the VW line and so
+    a replay's sums followed it (the same request on two replicas: exports differing byte for byte, and
+    values trained on them in the eighth digit)."""
     consent, context = message.consent, message.context
     contact = {k: CONSENT.get(v) for k, v in consent.contact.items()}
     for k, v in contact.items():
@@ -63,8 +67,8 @@ def decision_request(message: pb.DecideRequest) -> DecisionRequest:
         touchpoint=message.channel,
         request_id=message.request_id,
         event_time=epoch(message, "event_time"),
-        numeric=dict(context.numeric),
-        categorical=dict(context.categorical),
+        numeric=dict(sorted(context.numeric.items())),
+        categorical=dict(sorted(context.categorical.items())),
         candidate_actions=tuple(message.candidate_actions),
         personalisation=_consent("consent.personalisation", consent.personalisation),
         contact_consent=contact,  # type: ignore[arg-type]  # no None left

@@ -45,7 +45,7 @@ from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.processes import RestartBudget, serve_processes
 from store import Store, open_store
 from store.errors import Conflict, StaleHistory
-from tests.conftest import EXAMPLE, T0, Clock, LiveServer, example_data, postgres_store_url, store_rows, worker_processes
+from tests.conftest import EXAMPLE, ROOT, T0, Clock, LiveServer, example_data, postgres_store_url, store_rows, worker_processes
 from tests.test_decider import request
 from tests.test_server import decide_request
 from tests.test_worker import EXAMPLES
@@ -461,3 +461,29 @@ def test_three_replicas_lose_workers_and_replicas_again_and_again_and_join_as_an
         stop.set()
         for replica in replicas:
             replica.stop()
+
+
+ORDER_OF_FEATURES = """
+import sys
+from serving.converters import decision_request
+from serving.pb.brein.v1 import brein_pb2 as pb
+request = decision_request(pb.DecideRequest.FromString(sys.stdin.buffer.read()))
+print(",".join(request.numeric), ",".join(request.categorical))
+"""
+
+
+def test_replicas_take_a_requests_features_in_one_order() -> None:
+    """Protobuf iterates a map in an order of its own in each process: the same request stored its
+    features and VW line in another order on each replica (exports differing byte for byte, sums of a
+    replay in the eighth digit). Four processes, four orders, before."""
+    message = pb.DecideRequest(customer_id="c1", channel="web")
+    for i in range(30):
+        message.context.numeric[f"n{i}"] = float(i)
+        message.context.categorical[f"c{i}"] = "x"
+    orders = {
+        subprocess.run([sys.executable, "-c", ORDER_OF_FEATURES], input=message.SerializeToString(), capture_output=True,
+                       check=True, cwd=ROOT).stdout  # fmt: skip
+        for _ in range(4)
+    }
+    numeric, categorical = sorted(f"n{i}" for i in range(30)), sorted(f"c{i}" for i in range(30))
+    assert orders == {f"{','.join(numeric)} {','.join(categorical)}\n".encode()}
