@@ -25,6 +25,7 @@ from store.errors import Conflict, LeaseLost, StaleHistory, StoreError, StoreRep
 from store.postgres import PostgresStore
 from store.postgres.decisions import CUSTOMER_LOGS
 from store.postgres.engine import MAX_LOCKED_CUSTOMERS
+from store.postgres.schema import lock_key
 from store.records import DAY, ActivationRecord, AuditEntry, ModelSnapshot
 from tests.conftest import T0, postgres_store_url
 from tests.test_store_contract import decision, outcome
@@ -383,3 +384,71 @@ def test_the_worker_beside_a_server_creates_no_store(empty_url: str, config: Bre
     assert child.returncode == 1 and len(child.stderr.splitlines()) == 1, child.stderr
     assert "the worker cannot work on the store: no store in the PostgreSQL database" in child.stderr
     assert _tables(empty_url) == []
+
+
+@pytest.fixture
+def serializable_url(postgres_database: str) -> Iterator[str]:
+    """A new database whose default isolation an operator set to SERIALIZABLE (ALTER DATABASE ... SET)."""
+    name = f"brein_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_database, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        serializable = sql.SQL("ALTER DATABASE {} SET default_transaction_isolation = 'serializable'")
+        admin.execute(serializable.format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(urlsplit(postgres_database)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(postgres_database, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+ISOLATION = "SELECT current_setting('transaction_isolation')"
+
+
+def test_every_connection_is_read_committed_whatever_the_databases_default(serializable_url: str) -> None:
+    """Brein's reads, its writes and its lease ran at the database's default: serializable, whose
+    aborts failed Decides, Forgets and outcomes as UNAVAILABLE (nothing tries them again)."""
+    with psycopg.connect(serializable_url, autocommit=True) as conn:
+        assert conn.execute(ISOLATION).fetchone() == ("serializable",)
+    store = PostgresStore(serializable_url)
+    try:
+        assert store.engine.value(ISOLATION) == "read committed"
+        assert store.engine.submit(lambda conn: conn.execute(ISOLATION).fetchone()).result(10) == ("read committed",)
+        assert store.lease.try_acquire()
+        assert store.lease._conn is not None and store.lease._conn.execute(ISOLATION).fetchone() == ("read committed",)
+    finally:
+        store.close()
+
+
+def test_replicas_opening_a_new_store_at_once_both_open_it_whatever_the_databases_default(serializable_url: str) -> None:
+    """Both wait for the migration lock; the first creates the store. The second's transaction took
+    its snapshot before that wait, and under the database's default (serializable) it did not see the
+    store made meanwhile and failed creating it again: "relation ... already exists"."""
+    with psycopg.connect(serializable_url, autocommit=True) as holder:
+        holder.execute(f"SELECT pg_advisory_lock({lock_key('migrations')})")
+        opened: list[PostgresStore | BaseException] = []
+
+        def open_one() -> None:
+            try:
+                opened.append(PostgresStore(serializable_url))
+            except BaseException as error:  # noqa: BLE001 - the test reports it
+                opened.append(error)
+
+        openers = [threading.Thread(target=open_one) for _ in range(2)]
+        for opener in openers:
+            opener.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = " \
+                  "(SELECT oid FROM pg_database WHERE datname = current_database())"  # fmt: skip
+        deadline = time.monotonic() + 30
+        while holder.execute(waiting).fetchone() != (2,):
+            assert time.monotonic() < deadline, "the two openers never waited for the migration lock"
+            time.sleep(0.02)
+        holder.execute(f"SELECT pg_advisory_unlock({lock_key('migrations')})")
+        for opener in openers:
+            opener.join(60)
+    try:
+        assert [type(store) for store in opened] == [PostgresStore, PostgresStore], opened
+    finally:
+        for store in opened:
+            if isinstance(store, PostgresStore):
+                store.close()
+

@@ -65,6 +65,17 @@ LOCK_CUSTOMERS = (
     "FROM unnest(%b::text[]) AS c ORDER BY k) AS keys"
 )
 """The transaction-level advisory locks of customers, in key order (also when two ids share a key)."""
+READ_COMMITTED = "SET default_transaction_isolation TO 'read committed'"
+"""Run first on every connection Brein opens (the pool's, the migration's, the lease's): its transactions
+are READ COMMITTED whatever the server's, the database's, the role's or the URL's default (an
+operator's ``ALTER DATABASE ... SET default_transaction_isolation = 'serializable'``). Brein's
+writes are serialised by its own locks and rely on each statement seeing what was committed before
+it began, also when it began after waiting for a lock: the head check after the customers' locks,
+the migration's look for its table after the migration lock, the outcomes' seqs after their lock.
+Under REPEATABLE READ or SERIALIZABLE a transaction's snapshot is its first statement's, taken
+before that wait (two processes opening a new store at once: the second did not see the tables the
+first had made, and failed creating them), and SERIALIZABLE aborts transactions Brein would have to
+try again (Decides and Forgets answered UNAVAILABLE)."""
 log = logging.getLogger("brein.store")
 
 BROKEN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
@@ -177,6 +188,17 @@ def _within_locks(group: list[_Queued]) -> Iterator[list[_Queued]]:
         yield part
 
 
+def connect(url: str) -> Connection:
+    """A new autocommit connection to ``url``, READ COMMITTED (READ_COMMITTED)."""
+    conn = psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_SECONDS))
+    try:
+        conn.execute(READ_COMMITTED)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class _Unsent(Exception):
     """The connection broke before the group's COMMIT was sent: nothing of the group was written."""
 
@@ -205,14 +227,14 @@ class Engine:
         self.customer_locks = customer_locks
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             url, min_size=2, max_size=MAX_CONNECTIONS, kwargs={"autocommit": True, "connect_timeout": int(CONNECT_SECONDS)},
-            timeout=CONNECT_SECONDS, open=False, name="brein-store", configure=self._same_store,
+            timeout=CONNECT_SECONDS, open=False, name="brein-store", configure=self._configure,
         )  # fmt: skip
         self.replaced: StoreReplaced | None = None
         """Set once a new connection found another store at the URL than the one opened here."""
         try:
             # The first connection is made directly: its failure says why (no such database, refused),
             # where the pool's only says that it timed out.
-            with psycopg.connect(url, autocommit=True, connect_timeout=int(CONNECT_SECONDS)) as conn:
+            with connect(url) as conn:
                 migrate(conn, create=create)
                 opened = store_id(conn)
             assert opened is not None, "m010_store_identity gives every store its identity"
@@ -233,10 +255,12 @@ class Engine:
         self._writer = Supervised("brein-store-writer", self._write_loop, on_failure=on_thread_failure)
         self._writer.start()
 
-    def _same_store(self, conn: Connection) -> None:
-        """The pool's check of each connection it makes (at opening and at every reconnection): the
-        store at the URL is still the one opened here (schema.same_store). A connection that finds
-        another is not pooled; the pool keeps trying, and reads and writes fail as ``replaced``."""
+    def _configure(self, conn: Connection) -> None:
+        """The pool's set-up and check of each connection it makes (at opening and at every
+        reconnection): READ COMMITTED (READ_COMMITTED), and the store at the URL is still the one
+        opened here (schema.same_store). A connection that finds another is not pooled; the pool
+        keeps trying, and reads and writes fail as ``replaced``."""
+        conn.execute(READ_COMMITTED)
         try:
             same_store(conn, self.store_id)
         except StoreReplaced as replaced:

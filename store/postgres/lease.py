@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from store.errors import LeaseLost, StoreReplaced
-from store.postgres.engine import CONNECT_SECONDS, Connection
+from store.postgres.engine import Connection, connect
 from store.postgres.schema import lock_key, same_store
 
 TAKE = f"SELECT pg_try_advisory_lock({lock_key('worker')})"
@@ -54,7 +54,7 @@ class AdvisoryLease:
                 except psycopg.Error:
                     self._let_go()
             try:
-                conn = psycopg.connect(self.url, autocommit=True, connect_timeout=int(CONNECT_SECONDS))
+                conn = connect(self.url)
             except psycopg.Error:
                 return False
             try:
