@@ -330,13 +330,21 @@ def _not_ahead(ctx: click.Context, param: click.Parameter, value: datetime | Non
                    "time seen.")  # fmt: skip
 @json_option
 def join(config_path: str, store_url: str | None, until: datetime | None, as_json: bool) -> None:
-    """Join closed decisions with their outcomes into learning examples (exactly once)."""
+    """Join closed decisions with their outcomes into learning examples (exactly once). Refused while a
+    worker (`brein serve`'s, or `brein worker`) holds the store's lease: it joins the store itself."""
     from rich.progress import Progress
 
     from reward.joiner import Joiner
 
     config = _config(config_path)
     with opened_store(config, store_url) as store:
+        if not store.lease.try_acquire():  # a worker joins the store: runs beside its own would interleave
+            raise click.ClickException(
+                "a worker holds the store's worker lease and joins it itself, every "
+                f"{config.joiner.interval_seconds:g} s (`brein serve` starts one, `brein worker` is one): nothing was "
+                "joined here. Online learning follows the order of join runs, so runs are made by one joiner at a "
+                "time; to join by hand, stop the workers first"
+            )
         joiner = Joiner(config, store.joins)
         watermark = None if until is None else until.replace(tzinfo=UTC).timestamp()
         with Progress(console=console, disable=as_json, transient=True) as bar:

@@ -199,3 +199,25 @@ def test_a_login_name_that_is_not_utf8_acts_with_its_bytes_escaped(monkeypatch: 
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
         monkeypatch.setenv(name, "jos\udce9")
     assert cli_actor() == "cli:jos\\xe9"
+
+
+def test_join_is_refused_while_a_worker_holds_the_lease(store_url: str) -> None:
+    """`brein join` ran beside the worker's own joiner: on PostgreSQL both numbered a run alike and one
+    failed on its key; and runs made by two joiners at once interleave, which online learning (in the
+    order of runs) can pass by. Refused, saying why; joined once the worker is gone."""
+    worker = open_store(store_url)
+    try:
+        assert worker.lease.try_acquire()
+        refused = CliRunner().invoke(main, ["join", "--config", str(EXAMPLE), "--store", store_url])
+        assert refused.exit_code == 1, refused.output
+        assert "a worker holds the store's worker lease and joins it itself, every 2 s" in " ".join(refused.output.split())
+        assert "to join by hand, stop the workers first" in " ".join(refused.output.split())
+    finally:
+        worker.close()
+    joined = CliRunner().invoke(main, ["join", "--config", str(EXAMPLE), "--store", store_url, "--json"])
+    assert joined.exit_code == 0, joined.output
+    standby = open_store(store_url)
+    try:
+        assert standby.lease.try_acquire()  # `brein join` let the lease go when it ended
+    finally:
+        standby.close()

@@ -452,3 +452,31 @@ def test_replicas_opening_a_new_store_at_once_both_open_it_whatever_the_database
             if isinstance(store, PostgresStore):
                 store.close()
 
+
+def test_two_joiners_starting_runs_at_once_number_them_apart(
+    held: tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event], empty_url: str
+) -> None:
+    """A run was numbered MAX(run) + 1 and inserted, with nothing between two processes doing so: the
+    second read the same MAX while the first's row was not committed, then failed on join_runs' key
+    (`brein join` beside a server's worker)."""
+    store, _, release = held
+    inside, go_on = threading.Event(), threading.Event()
+
+    def hold_open(conn: object) -> bool:  # after the first's start_run, in its transaction
+        inside.set()
+        return go_on.wait(10)
+
+    first = store.joins.start_run(T0, T0 - 1, 0)
+    holding = store.engine.submit(hold_open)
+    release.set()
+    assert inside.wait(10)
+    other = PostgresStore(empty_url)
+    try:
+        second = other.joins.start_run(T0, T0 - 1, 0)
+        time.sleep(0.5)  # the second waits (for the first's lock, or its key) until the first commits
+        go_on.set()
+        assert (first.result(10), holding.result(10), _settled(second)) == (1, True, 2)
+        assert [run.run for run in other.joins.runs()] == [1, 2]
+    finally:
+        go_on.set()
+        other.close()
