@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -157,6 +157,87 @@ def test_a_group_locking_more_customers_than_one_transaction_should_is_committed
     assert [w.result(10) for w in writes] == [None, None, None]
     assert [count for _, count, _ in commits[1:]] == [1, 1, 1]
     assert store.decisions.decision_count() == 3 * per_write
+
+
+SHARED_LOCKS = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT fastpath"
+"""The locks a backend holds (or waits for) in the server's shared lock table."""
+
+
+def _hold_open(inside: threading.Event, go_on: threading.Event, pid: list[int]) -> Callable[[psycopg.Connection[Any]], bool]:
+    """A write that waits in its group's transaction (after the group's locks and its other writes)
+    until ``go_on``; ``pid``: its backend's."""
+
+    def hold(conn: psycopg.Connection[Any]) -> bool:
+        pid.append(conn.info.backend_pid)
+        inside.set()
+        return go_on.wait(10)
+
+    return hold
+
+
+def test_a_transactions_shared_locks_do_not_grow_with_its_customers(
+    held: tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event], empty_url: str
+) -> None:
+    """A transaction took an advisory lock a customer, each a slot of the server's shared lock table
+    (max_locks_per_transaction × connections, for every database on the server): 1,000 a group."""
+    store, _, release = held
+    inside, go_on, pid = threading.Event(), threading.Event(), []
+    customers = [f"c{i}" for i in range(MAX_LOCKED_CUSTOMERS)]
+    write = store.decisions.submit_decisions([decision(f"d{i}", c, T0) for i, c in enumerate(customers)], {})
+    holding = store.engine.submit(_hold_open(inside, go_on, pid))
+    release.set()
+    try:
+        assert inside.wait(10)
+        with psycopg.connect(empty_url, autocommit=True) as conn:
+            shared = conn.execute(SHARED_LOCKS, pid).fetchone()
+        assert shared is not None and shared[0] <= 16, shared
+    finally:
+        go_on.set()
+    assert (write.result(10), holding.result(10), store.decisions.decision_count()) == (None, True, len(customers))
+
+
+def test_a_write_of_more_customers_than_the_servers_lock_table_holds_is_committed(empty_url: str) -> None:
+    """One DecideBatch chunk of that many customers (valid once limits.max_message_bytes is raised)
+    failed whole, "out of shared memory", and so did other databases' sessions meanwhile."""
+    with psycopg.connect(empty_url, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('max_locks_per_transaction')::int * (current_setting('max_connections')::int "
+                           "+ current_setting('max_prepared_transactions')::int)").fetchone()  # fmt: skip
+    assert row is not None
+    customers = 3 * row[0]  # the table's nominal size, thrice (it may grow into spare shared memory)
+    if customers > 50_000:
+        pytest.skip(f"this server's shared lock table holds {row[0]:,} locks: too many customers for a test to outnumber")
+    store = PostgresStore(empty_url)
+    try:
+        store.decisions.submit_decisions([decision(f"d{i}", f"c{i}", T0) for i in range(customers)], {}).result(120)
+        assert store.decisions.decision_count() == customers
+    finally:
+        store.close()
+
+
+def test_a_new_customers_lock_is_the_row_its_first_writer_makes(
+    held: tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event], empty_url: str
+) -> None:
+    """Two replicas' first decisions for one customer: the customer has no row yet. The second waits
+    for the first (whose transaction made the row) and its write, made on that customer's empty
+    history (head 0), is then stale; the first's is stored, its head 1."""
+    store, _, release = held
+    inside, go_on, pid = threading.Event(), threading.Event(), []
+    first = store.decisions.submit_decisions([decision("d1", "new", T0)], {"new": 0})
+    holding = store.engine.submit(_hold_open(inside, go_on, pid))
+    release.set()
+    other = PostgresStore(empty_url)
+    try:
+        assert inside.wait(10)
+        second = other.decisions.submit_decisions([decision("d2", "new", T0)], {"new": 0})
+        time.sleep(0.5)
+        assert not second.done()  # it waits for the first's transaction
+        go_on.set()
+        assert (first.result(10), holding.result(10), _settled(second)) == (None, True, StaleHistory)
+        assert other.decisions.customer_logs(["new"], T0, T0, 30)["new"].head == 1
+        assert other.decisions.decision("d2") is None
+    finally:
+        go_on.set()
+        other.close()
 
 
 def test_a_worker_that_lost_its_lease_without_dying_writes_nothing(empty_url: str) -> None:

@@ -1,6 +1,7 @@
 """Several replicas on one PostgreSQL store. One customer, one brain: two Brains, each on a store
 instance of its own (as two serving processes have), decide for one customer at the same instant;
-the store serialises the customer (its advisory lock and head), so a contact cap holds across them.
+the store serialises the customer (the lock on its row of heads, and its head), so a contact cap
+holds across them.
 And `brein serve --workers N`: N processes on one port, refused on SQLite."""
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.processes import RestartBudget, serve_processes
 from store import Store, open_store
 from store.errors import Conflict, StaleHistory
+from store.postgres.engine import LOCK_CUSTOMERS
 from tests.conftest import EXAMPLE, ROOT, T0, Clock, LiveServer, example_data, postgres_store_url, store_rows, worker_processes
 from tests.test_decider import request
 from tests.test_server import decide_request
@@ -139,11 +141,15 @@ def test_a_request_another_replica_logs_between_the_read_and_the_write_is_its_re
     assert again.replayed if isinstance(again, PendingDecision) else refused is not None and isinstance(again, Conflict)
 
 
+WAITING = ("SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+           "WHERE NOT l.granted AND a.datname = current_database()")  # fmt: skip
+
+
 def _waiting_for_locks(url: str, count: int) -> None:
-    """Wait until ``count`` transactions wait for an advisory lock (a customer's)."""
+    """Wait until ``count`` transactions wait for a lock (a customer's: its row of customer_heads)."""
     deadline = time.monotonic() + 30
     with psycopg.connect(url, autocommit=True) as conn:
-        while conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone() != (count,):
+        while conn.execute(WAITING).fetchone() != (count,):
             assert time.monotonic() < deadline, f"expected {count} writes waiting for a customer's lock"
             time.sleep(0.01)
 
@@ -162,8 +168,10 @@ def test_a_decide_retried_at_another_replica_while_the_first_writes_answers_the_
     first = Brain(config, stores[0], clock=clock)
     server = LiveServer(Brain(config, stores[1], clock=clock), Metrics(CollectorRegistry()))
     try:
+        with psycopg.connect(shared_url, autocommit=True) as maker:  # c1's row: its waiters queue in order
+            maker.execute(LOCK_CUSTOMERS, (["c1"],))
         with psycopg.connect(shared_url) as holder:  # one transaction: the lock is held until it ends
-            holder.execute("SELECT pg_advisory_xact_lock(hashtextextended('c1' || COALESCE(current_schema(), ''), 0))")
+            holder.execute(LOCK_CUSTOMERS, (["c1"],))
             theirs = first.decide(decision_request(decide_request("c1", "r1")))
             _waiting_for_locks(shared_url, 1)
             answer = server.stub.Decide.future(decide_request("c1", "r1", channel=channel), timeout=30)

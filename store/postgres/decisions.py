@@ -1,10 +1,11 @@
 """The decision log on PostgreSQL (store.ports.DecisionLog), shared by several serving replicas.
 
 One customer, one brain: each customer has a head (customer_heads), read with its history and
-bumped by every write of its decisions, under the customer's transaction-level advisory lock (see
-store/postgres/engine.py). A write made on a head that another store instance has moved since is
-refused as StaleHistory, and its caller decides again. This instance's own writes do not make its
-heads stale: its concurrent decisions for one customer are counted in flight by the decider.
+bumped by every write of its decisions, with that row locked since the transaction began (the
+customer's lock: LOCK_CUSTOMERS in store/postgres/engine.py). A write made on a head that another
+store instance has moved since is refused as StaleHistory, and its caller decides again. This
+instance's own writes do not make its heads stale: its concurrent decisions for one customer are
+counted in flight by the decider.
 """
 
 from __future__ import annotations

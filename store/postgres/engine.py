@@ -12,11 +12,12 @@ mergeable writes) in its own savepoint (psycopg's nested ``transaction()``), so 
 write fails alone while the others in its group still commit (a kind whose statement fails is
 then written one by one).
 
-The transaction begins with the advisory locks its group needs, always in one order:
-the per-customer locks of its decisions (sorted by key), then the outcome lock when it stores an
-outcome. Two replicas' groups therefore never wait on each other in a circle; a customer's
-decisions commit one replica at a time; and outcomes get their sequence numbers in commit order
-(see JoinState.outcome_horizon).
+The transaction begins with the locks its group needs, always in one order: the customers of its
+decisions (their rows of customer_heads, sorted by id: LOCK_CUSTOMERS), then the outcome lock (an
+advisory lock) when it stores an outcome. Two replicas' groups therefore never wait on each other in
+a circle; a customer's decisions commit one replica at a time; and outcomes get their sequence
+numbers in commit order (see JoinState.outcome_horizon). However many customers a group has, its
+transaction takes a few heavyweight locks of the server's shared lock table, never one a customer.
 
 Reads take a pooled connection in autocommit mode (each statement sees what was committed when it
 began). A read whose connection turns out broken (the server restarted, the backend was
@@ -50,7 +51,7 @@ Write = Callable[[Connection], T]
 
 MAX_GROUP = 2048
 MAX_LOCKED_CUSTOMERS = 1000
-"""The most customers whose locks one group commit takes (see _within_locks)."""
+"""The most customers one group commit locks (see _within_locks), a write with more alone."""
 MAX_CONNECTIONS = 8
 """A store's pooled connections: its writer's and its concurrent reads'."""
 CONNECT_SECONDS = 5.0
@@ -61,10 +62,31 @@ the database has gone away, within the deadline a channel usually gives a call."
 LOCK_OUTCOMES = f"SELECT pg_advisory_xact_lock({lock_key('outcomes')})"
 """The transaction-level advisory lock every write of outcomes holds: their seqs in commit order."""
 LOCK_CUSTOMERS = (
-    "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(c || COALESCE(current_schema(), ''), 0) AS k "
-    "FROM unnest(%b::text[]) AS c ORDER BY k) AS keys"
+    "INSERT INTO customer_heads AS h (customer_id, head, writer, since) "
+    "SELECT DISTINCT c, 0, '', 0 FROM unnest(%b::text[]) AS c ORDER BY 1 "
+    "ON CONFLICT (customer_id) DO UPDATE SET head = h.head WHERE false"
 )
-"""The transaction-level advisory locks of customers, in key order (also when two ids share a key)."""
+"""The customers' locks: their rows of customer_heads (store/postgres/decisions.py), locked in id order
+until the transaction ends. A customer without a row gets one at head 0 (what no row meant: a
+concurrent transaction inserting the same id waits for this one, then locks the row it made);
+ON CONFLICT DO UPDATE locks the row it finds even when its WHERE updates nothing.
+
+Row locks, not an advisory lock a customer (which they were): a row lock is kept in the row itself,
+where an advisory lock takes a slot of the server's shared lock table, sized for
+max_locks_per_transaction (64 by default) × connections for the whole server, every database.
+A DecideBatch chunk of 12,800 customers (valid with limits.max_message_bytes raised to 29 MiB), or
+seven 1,797-customer chunks committing at once (the default 4 MiB), filled it: every item failed
+("out of shared memory"), the server went NOT_SERVING, and other databases' sessions on that
+server failed too. A transaction of Brein now takes a bounded number of heavyweight locks whatever
+its customers: one a relation it writes (tables and indexes, most in the backend's fast-path
+slots), the outcome lock, and, only while it waits for a row another transaction holds, that
+row's tuple lock and the other transaction's id: a transaction writing 1,000 customers held one
+entry of the shared table, where it held 1,001 (tests/test_postgres_store.py). Hashing customers into a bounded number of
+advisory buckets was the other way to bound it; it would serialise unrelated customers whose ids
+share a bucket, across replicas, where a row serialises one customer only. What a row lock costs
+a decision write (the lock is written into the row: a WAL record a customer, and a new customer's
+row is made here, then moved by the write) is in docs/benchmarks.md ("PostgreSQL: a customer's
+lock in its row")."""
 READ_COMMITTED = "SET default_transaction_isolation TO 'read committed'"
 """Run first on every connection Brein opens (the pool's, the migration's, the lease's): its transactions
 are READ COMMITTED whatever the server's, the database's, the role's or the URL's default (an
@@ -173,9 +195,8 @@ def _merged(conn: Connection, run: list[_Queued]) -> list[Settled]:
 
 def _within_locks(group: list[_Queued]) -> Iterator[list[_Queued]]:
     """``group`` in consecutive parts of at most MAX_LOCKED_CUSTOMERS customers each (a write with
-    more is a part of its own): a transaction's advisory locks take slots of the server's shared
-    lock table (max_locks_per_transaction × connections), and a group of DecideBatch chunks that
-    filled it would fail as a whole ("out of shared memory")."""
+    more is a part of its own): a transaction holds its customers' rows locked until it commits,
+    and another replica's decisions for any of them wait for all of it."""
     part: list[_Queued] = []
     customers = 0
     for queued in group:
