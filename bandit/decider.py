@@ -12,9 +12,11 @@ and the histories of every customer in one statement each. Decisions are made on
 one write (a HeldWrite: a DecideBatch chunk decided in slices), submitted once the last has decided.
 
 Another process may decide for the same customer between this one's read and its write (replicas
-on a shared store). The store then refuses the write as StaleHistory (see DecisionLog.submit_decisions)
-and the decisions are made again here, on the history read afresh, up to MAX_TRIES times, before
-the caller hears of it: ``committed`` resolves once one try is durable, and ``record`` is that try's.
+on a shared store). The store then refuses that customer's decisions as StaleHistory (see
+DecisionLog.submit_decisions), writing the others', and they are made again here, on the history
+read afresh, up to MAX_TRIES times, before the caller hears of it: ``committed`` resolves once every
+try is durable, and ``record`` is the try's that wrote it. A decision still refused at the last try,
+when others of its write were written, resolves ``committed`` all the same and is ``refused`` alone.
 Another replica may also log the same request id meanwhile (a retry that a load balancer sent to
 it): the store refuses the write (StaleHistory, or Conflict for the id), and the request found
 logged on the second read is answered as a replay of that decision, or refused as the request id
@@ -74,11 +76,12 @@ class ServingPolicy:
 class Made:
     """A decision as made; replaced when it is made again on a fresh history, or by the decision
     another process logged for its request id meanwhile (``elsewhere``), whose request may differ
-    (``refused``: why this one is refused)."""
+    (``refused``: why this one is refused; also why it could not be written, when others made with
+    it were)."""
 
     record: DecisionRecord
     elsewhere: bool = False
-    refused: Conflict | None = None
+    refused: Exception | None = None
 
 
 @dataclass(slots=True)
@@ -100,24 +103,28 @@ class PendingDecision:
         return self.repeat or self.made.elsewhere
 
     @property
-    def refused(self) -> Conflict | None:
+    def refused(self) -> Exception | None:
         """Why the request is refused although ``committed`` resolved: another process logged its
-        request id first, for a request that differs (read it once ``committed`` has resolved)."""
+        request id first, for a request that differs (Conflict), or its decision could not be written
+        while others made with it were (StaleHistory at every try, say). Read it once ``committed``
+        has resolved."""
         return self.made.refused
 
 
 class _Commit(Future[None]):
     """The commit of decisions made together, across the tries a stale history forces: resolves when
-    one try's write is durable, fails with the last try's error. Cancelling it cancels the current
-    try's write, and succeeds only if that write has not begun."""
+    they are durable, fails with the last try's error (see _give_up). Cancelling it cancels the
+    current try's write, and succeeds only if that write has not begun and no try wrote any of them."""
 
     def __init__(self) -> None:
         super().__init__()
         self.write: Future[None] | None = None
+        self.written = False
+        """Some of its decisions are written (a try refused only some customers' as stale)."""
 
     def cancel(self) -> bool:
         write = self.write
-        if write is not None and not write.cancel():
+        if self.written or (write is not None and not write.cancel()):
             return False
         return super().cancel()
 
@@ -516,8 +523,15 @@ class Decider:
     ) -> None:
         """One try's write is done: resolve the commit, or make the decisions again if the store
         found their histories stale or one of their request ids logged (on a thread of its own: this
-        one is the store's, and deciding again reads the store)."""
+        one is the store's, and deciding again reads the store). Of a write refused for some
+        customers only (StaleHistory naming them), only theirs are made again: the rest are written."""
         error = None if write.cancelled() else write.exception()
+        stale = error.customers if isinstance(error, StaleHistory) else None
+        if stale is not None and any(r.customer_id not in stale for r in records):
+            commit.written = True
+            self._settled([r for r in records if r.customer_id not in stale])
+            fresh = [(a, made) for a, made in fresh if a.request.customer_id in stale]
+            records = [made.record for _, made in fresh]
         again = isinstance(error, (StaleHistory, Conflict)) and tries < MAX_TRIES and not commit.cancelled()
         self._settled(records, requests=not again)  # a request made again stays in flight
         if write.cancelled():  # a held write cancelled: so is every commit waiting on it
@@ -528,11 +542,11 @@ class Decider:
             retry.daemon = True
             retry.start()
             return
-        with suppress(InvalidStateError):  # the caller may have cancelled it meanwhile
-            if error is None:
+        if error is None:
+            with suppress(InvalidStateError):  # the caller may have cancelled it meanwhile
                 commit.set_result(None)
-            else:
-                commit.set_exception(error)
+        else:
+            _give_up(fresh, commit, error)
 
     def _decide_again(self, fresh: list[tuple[_Accepted, Made]], commit: _Commit, tries: int) -> None:
         """Make the decisions of a refused write again, on their customers' histories read afresh;
@@ -560,8 +574,7 @@ class Decider:
             with self._inflight.lock:
                 for _, holder in fresh:
                     self._inflight.by_request.pop(holder.record.request_id, None)
-            with suppress(InvalidStateError):
-                commit.set_exception(error)
+            _give_up(fresh, commit, error)
 
     def _logged_elsewhere(
         self, fresh: list[tuple[_Accepted, Made]], logged: Mapping[str, DecisionRecord]
@@ -579,6 +592,18 @@ class Decider:
             with self._inflight.lock:
                 self._inflight.by_request.pop(a.request_id, None)
         return again
+
+
+def _give_up(fresh: list[tuple[_Accepted, Made]], commit: _Commit, error: BaseException) -> None:
+    """The decisions of ``fresh`` are not written: ``commit`` fails with ``error``, or, when an
+    earlier try wrote others of its decisions, resolves with each of these ``refused`` alone."""
+    with suppress(InvalidStateError):  # the caller may have cancelled it meanwhile
+        if commit.written and isinstance(error, Exception):
+            for _, made in fresh:
+                made.refused = error
+            commit.set_result(None)
+        else:
+            commit.set_exception(error)
 
 
 @dataclass(frozen=True, slots=True)

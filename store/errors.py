@@ -34,8 +34,14 @@ class Conflict(StoreError):
 
 
 class StaleHistory(StoreError):
-    """A decision was made on a customer history that another process changed before it committed
-    (see DecisionLog.submit_decisions); nothing was written and the caller decides again."""
+    """Decisions were made on customer histories that another process changed before they committed
+    (see DecisionLog.submit_decisions): those of ``customers`` were not written, and the caller
+    decides them again; the write's decisions for its other customers were. ``customers`` None:
+    the whole write was refused."""
+
+    def __init__(self, message: str, customers: frozenset[str] | None = None) -> None:
+        super().__init__(message)
+        self.customers = customers
 
 
 class LeaseLost(StoreError):

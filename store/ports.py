@@ -58,17 +58,21 @@ class DecisionLog(Protocol):
     """The hot path: decisions, outcomes and activations in, decisions and customer histories out."""
 
     def submit_decisions(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None) -> Future[None]:
-        """Log decisions in one write (all or none) and queue each for the joiner (JoinState).
+        """Log decisions in one write (all or none, but for the customers StaleHistory names) and
+        queue each for the joiner (JoinState).
 
         ``heads`` maps each customer of ``records`` to the ``CustomerLog.head`` its decision was
-        made on. A backend shared by several processes refuses the write with StaleHistory when
-        another process (another store instance) committed a decision for one of those customers
-        after that head: the decision rests on a history that is no longer the customer's, so a
-        contact cap could be passed twice. The caller then reads the history again and decides
-        again. A backend written by one process only does not serialise customers: its heads are
-        None (SQLite's are) and it never refuses a write as stale; the caller then needs no second
-        try. ``heads`` None: the decisions were not made on a history (imports, tests): no check.
-        A decision id or request id already logged fails the write with Conflict."""
+        made on. A backend shared by several processes refuses the decisions of a customer with
+        StaleHistory when another process (another store instance) committed a decision for that
+        customer after that head: the decision rests on a history that is no longer the customer's,
+        so a contact cap could be passed twice. The caller then reads the history again and decides
+        again. The other customers' decisions are written all the same (StaleHistory.customers
+        names those that were not): a DecideBatch chunk is not held up by one customer another
+        replica decides for meanwhile. A backend written by one process only does not serialise
+        customers: its heads are None (SQLite's are) and it never refuses a write as stale; the
+        caller then needs no second try. ``heads`` None: the decisions were not made on a history
+        (imports, tests): no check. A decision id or request id already logged fails the whole
+        write with Conflict."""
         ...
 
     def submit_outcome(self, record: OutcomeRecord) -> Future[bool]:

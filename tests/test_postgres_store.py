@@ -144,6 +144,29 @@ def test_a_value_the_database_refuses_fails_its_write_alone_in_a_group(
     assert (len(writes), True) in [(count, ok) for _, count, ok in commits]
 
 
+@pytest.mark.parametrize("careful", [False, True], ids=["one-statement", "each-write-alone"])
+def test_a_write_with_a_stale_customer_writes_its_other_customers_decisions(
+    held: tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event], careful: bool
+) -> None:
+    """A DecideBatch chunk is one write: one customer another replica decided for meanwhile refused
+    all of it. Only that customer's decisions are refused (StaleHistory names it), in a group written
+    in one statement or, when the database refused another write's value, write by write."""
+    store, _, release = held
+    write = store.decisions.submit_decisions(
+        [decision("d1", "c1", T0), decision("d2", "c2", T0), decision("d3", "c2", T0 + 1)], {"c1": 0, "c2": 5}
+    )
+    refused = store.decisions.submit_decisions([decision("d4", "c4", T0, touchpoint="a\x00b")], {"c4": 0}) if careful else None
+    release.set()
+    with pytest.raises(StaleHistory) as stale:
+        write.result(10)
+    assert stale.value.customers == {"c2"}
+    assert refused is None or issubclass(_settled(refused), psycopg.DataError)
+    assert [d for d in ("d1", "d2", "d3", "d4") if store.decisions.decision(d)] == ["d1"]
+    logs = store.decisions.customer_logs(["c1", "c2"], T0, T0 + 10, 30)
+    assert [logs[c].head for c in ("c1", "c2")] == [1, 0]
+    assert store.joins.pending_count() == 1
+
+
 def test_a_group_locking_more_customers_than_one_transaction_should_is_committed_in_parts(
     held: tuple[PostgresStore, list[tuple[float, int, bool]], threading.Event],
 ) -> None:

@@ -17,11 +17,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import psycopg
@@ -34,7 +34,7 @@ from psycopg import sql
 
 from bandit.catalog import DO_NOTHING
 from bandit.config import BreinConfig, parse_config
-from bandit.decider import PendingDecision
+from bandit.decider import MAX_TRIES, Decider, PendingDecision
 from bandit.errors import BreinError
 from brain.core import Brain
 from reward.joiner import Joiner, JoinReport
@@ -46,7 +46,9 @@ from serving.pb.brein.v1 import brein_pb2_grpc as pb_grpc
 from serving.processes import RestartBudget, serve_processes
 from store import Store, open_store
 from store.errors import Conflict, StaleHistory
+from store.ports import DecisionLog
 from store.postgres.engine import LOCK_CUSTOMERS
+from store.records import CustomerLog, DecisionRecord, Head
 from tests.conftest import EXAMPLE, ROOT, T0, Clock, LiveServer, example_data, postgres_store_url, store_rows, worker_processes
 from tests.test_decider import request
 from tests.test_server import decide_request
@@ -139,6 +141,58 @@ def test_a_request_another_replica_logs_between_the_read_and_the_write_is_its_re
     assert first.store.decisions.decision_count() == 2
     (again,) = second.decide_many([request("c1", "r1", **change)])  # from now on, as any request logged before
     assert again.replayed if isinstance(again, PendingDecision) else refused is not None and isinstance(again, Conflict)
+
+
+class DecidesFirst:
+    """A replica's decision log before whose writes (the first, or every one) another replica decides
+    for ``customer`` and commits: that customer's decisions are stale at that try. It keeps the
+    customers of each read the decider makes."""
+
+    def __init__(self, log: DecisionLog, other: Brain, customer: str, every_try: bool) -> None:
+        self.log, self.other, self.customer, self.every_try = log, other, customer, every_try
+        self.reads: list[set[str]] = []
+        self.writes = self.theirs = 0
+
+    def submit_decisions(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None) -> Future[None]:
+        self.writes += 1
+        if self.every_try or self.writes == 1:
+            self.theirs += 1
+            self.other.decide(request(self.customer, f"other-{self.writes}", at=T0 - self.writes)).committed.result(30)
+        return self.log.submit_decisions(records, heads)
+
+    def deciding_reads(
+        self, request_ids: Collection[str], customer_ids: Collection[str], first: float, last: float, lookback_days: float
+    ) -> tuple[dict[str, DecisionRecord], dict[str, CustomerLog]]:
+        self.reads.append(set(customer_ids))
+        return self.log.deciding_reads(request_ids, customer_ids, first, last, lookback_days)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+
+@pytest.mark.parametrize("every_try", [False, True], ids=["once", "every-try"])
+def test_a_chunk_is_not_held_up_by_a_customer_another_replica_decides_for_meanwhile(
+    replicas: list[Brain], config: BreinConfig, clock: Clock, every_try: bool
+) -> None:
+    """A DecideBatch chunk's write was refused whole when one of its customers got a decision from
+    another replica since the chunk read its history, and the whole chunk was decided again; with
+    that customer busy at every try, every item failed (ABORTED). Only that customer's decision is
+    made again, on its history read afresh; the others are written at the first try. Stale at every
+    try, it alone is refused."""
+    first, second = replicas
+    shared = DecidesFirst(second.store.decisions, first, "c3", every_try)
+    decider = Decider(config, cast(DecisionLog, shared), second.decider.policy, clock=clock)
+    customers = [f"c{i}" for i in range(10)]
+    results = decider.decide_many([request(c, f"r-{c}") for c in customers])
+    pendings = [r for r in results if isinstance(r, PendingDecision)]
+    assert len(pendings) == len(customers)
+    pendings[0].committed.result(30)  # one commit for the chunk: resolved
+    assert shared.reads == [set(customers)] + [{"c3"}] * (MAX_TRIES - 1 if every_try else 1)
+    refused = {p.record.customer_id: type(p.refused) for p in pendings if p.refused is not None}
+    assert refused == ({"c3": StaleHistory} if every_try else {})
+    logged = first.store.decisions.decisions_by_request([f"r-{c}" for c in customers])
+    assert logged == {p.record.request_id: p.record for p in pendings if p.refused is None}
+    assert first.store.decisions.decision_count() == len(logged) + shared.theirs  # and the other replica's
 
 
 WAITING = ("SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "

@@ -153,9 +153,14 @@ def _mergeable(queued: _Queued) -> bool:
 
 def alone(conn: Connection, write: Write[T]) -> tuple[T | None, BaseException | None]:
     """One write in its own savepoint: (its result, None) or (None, the error it failed with).
-    Raises when the database itself failed: then the whole group fails."""
+    Raises when the database itself failed: then the whole group fails. A mergeable write's own
+    failure keeps what its ``settle`` kept (the other customers' decisions of a write with stale
+    ones): not raised through the savepoint, which would undo them."""
     try:
         with conn.transaction():
+            if isinstance(write, Mergeable):
+                outcome: tuple[T | None, BaseException | None] = type(write).merged(conn, [write])[0]
+                return outcome
             return write(conn), None
     except BROKEN:
         raise
