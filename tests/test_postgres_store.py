@@ -276,8 +276,9 @@ def test_a_worker_that_lost_its_lease_without_dying_writes_nothing(empty_url: st
         zombie.models.save(snapshot).result(timeout=10)
         with psycopg.connect(empty_url, autocommit=True) as admin:
             admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
-            )
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid() "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )  # this database's: the server's other clients (another suite, a server) are not this test's
         for _ in range(100):  # the server lets the lock go once it has seen the backend end
             if standby.lease.try_acquire():
                 break
