@@ -1,5 +1,5 @@
 """`python -m bench.customer_lock [POSTGRES_URL]`: what serialising a customer costs a Decide on
-PostgreSQL (the transaction-scoped advisory lock that store/postgres/ takes per customer).
+PostgreSQL (the lock on the customer's row of customer_heads that store/postgres/ takes with every decision write).
 
 Three stores on one database, in a schema of their own (dropped afterwards): two take the
 customer's lock with every decision write, one does not (``customer_locks=False``, there only for
