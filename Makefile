@@ -38,8 +38,10 @@ serve: $(STAMP)
 # PostgreSQL's tests must run, not skip: a PostgreSQL server at BREIN_TEST_POSTGRES_URL (default
 # postgresql://postgres@127.0.0.1:5432/test) is part of what `make test` needs. A process per core,
 # each given whole files (--dist loadfile): a module's costly fixture (a simulated run) is made once.
+# Files are handed out in the suite's order, costly ones first (tests/conftest.py), not xdist's
+# default of the most tests first, which left a two-test file of minutes to the end.
 test: $(STAMP) proto-check
-	BREIN_REQUIRE_POSTGRES=1 $(PY) -m pytest -q -n auto --dist loadfile
+	BREIN_REQUIRE_POSTGRES=1 $(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)
 	$(PY) -m bench
