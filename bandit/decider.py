@@ -21,6 +21,8 @@ Another replica may also log the same request id meanwhile (a retry that a load 
 it): the store refuses the write (StaleHistory, or Conflict for the id), and the request found
 logged on the second read is answered as a replay of that decision, or refused as the request id
 reused when the requests differ (``refused``). On SQLite one serving process writes: neither happens.
+A Forget of the customer committed between the read and the write makes the write stale too, on
+every store: the decisions are made again on the history the Forget left.
 """
 
 from __future__ import annotations
@@ -487,17 +489,19 @@ class Decider:
         held: HeldWrite | None = None,
     ) -> Future[None]:
         """One write for the decisions, made on the heads of ``logs``; they count as in flight until
-        it has committed (or failed). A store that gives no heads (None: SQLite, where one serving
-        process writes) never refuses a write as stale nor finds a request id another process logged,
-        and the write is what the caller waits on (a commit future between them cost 50-80 µs of CPU
-        a Decide). Otherwise the caller waits on a commit that outlives a write the store refused as
-        stale or for a request id logged meanwhile: the decisions are then made again, or settled by
-        the other process's (``_decide_again``). With ``held``, the decisions join its write instead
-        of one of their own."""
+        it has committed (or failed). A write the store may not refuse as stale (``may_refuse``:
+        SQLite's, where one serving process writes, unless a Forget was called since the read)
+        finds no request id another process logged either, and the write is what the caller waits
+        on (a commit future between them cost 50-80 µs of CPU a Decide). Otherwise the caller waits
+        on a commit that outlives a write the store refused as stale or for a request id logged
+        meanwhile: the decisions are then made again, or settled by the other process's
+        (``_decide_again``). With ``held``, the decisions join its write instead of one of their own."""
         records = [holder.record for _, holder in fresh]
         heads = {r.customer_id: logs[r.customer_id].head for r in records}
         write = self.store.submit_decisions(records, heads) if held is None else held.hold(records, heads)
-        if commit is None and all(head is None for head in heads.values()):
+        # A held write is submitted later: a Forget may come first, whatever may_refuse says now.
+        refusable = self.store.may_refuse(heads) if held is None else any(head is not None for head in heads.values())
+        if commit is None and not refusable:
             self._in_flight(fresh, write)
             write.add_done_callback(lambda _: self._settled(records))
             return write

@@ -381,6 +381,9 @@ class NullLog:
     def submit_decisions(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None) -> Future[None]:
         return _done(None)
 
+    def may_refuse(self, heads: Mapping[str, Head]) -> bool:
+        return False
+
     def decisions_by_request(self, request_ids: Collection[str]) -> dict[str, DecisionRecord]:
         return {}
 

@@ -65,14 +65,22 @@ class DecisionLog(Protocol):
         made on. A backend shared by several processes refuses the decisions of a customer with
         StaleHistory when another process (another store instance) committed a decision for that
         customer after that head: the decision rests on a history that is no longer the customer's,
-        so a contact cap could be passed twice. The caller then reads the history again and decides
-        again. The other customers' decisions are written all the same (StaleHistory.customers
-        names those that were not): a DecideBatch chunk is not held up by one customer another
-        replica decides for meanwhile. A backend written by one process only does not serialise
-        customers: its heads are None (SQLite's are) and it never refuses a write as stale; the
-        caller then needs no second try. ``heads`` None: the decisions were not made on a history
-        (imports, tests): no check. A decision id or request id already logged fails the whole
-        write with Conflict."""
+        so a contact cap could be passed twice. Every backend refuses them so when a Forget of the
+        customer committed after that head: the decision rests on what the Forget deleted, and
+        nothing derived from a forgotten history is logged after its Forget (SQLite refuses the
+        whole write then: StaleHistory.customers None). The caller then reads the history again and
+        decides again (see ``may_refuse``). The other customers' decisions are written all the same
+        (StaleHistory.customers names those that were not): a DecideBatch chunk is not held up by
+        one customer another replica decides for meanwhile. A head None is not checked; ``heads``
+        None: the decisions were not made on a history (imports, tests): no check. A decision id or
+        request id already logged fails the whole write with Conflict."""
+        ...
+
+    def may_refuse(self, heads: Mapping[str, Head]) -> bool:
+        """Whether a write of decisions made on ``heads``, submitted already, may yet be refused as
+        StaleHistory (never when every head is None). When not, its caller needs no second try: a
+        backend written by one process (SQLite) says so unless a Forget was called since the heads
+        were read; one shared by several processes says it may whenever a head is not None."""
         ...
 
     def submit_outcome(self, record: OutcomeRecord) -> Future[bool]:

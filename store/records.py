@@ -20,9 +20,9 @@ SharedFeatures = dict[str, dict[str, float | str]]
 
 Head = int | None
 """Opaque: what a backend read as the newest state of one customer's decisions (see
-CustomerLog.head and DecisionLog.submit_decisions). Only ever handed back to the store. None from a
-backend that does not serialise customers; one that does gives every customer a head, also a
-customer without decisions."""
+CustomerLog.head and DecisionLog.submit_decisions). Only ever handed back to the store. Every
+backend gives every customer a head, also a customer without decisions: a Forget moves it (on
+SQLite only a Forget does, store/sqlite/forgets.py). None: not checked."""
 
 Cursor = tuple[int, float, str]
 """A position in the joined examples' learning order: (join run, event time, decision id)."""

@@ -439,6 +439,10 @@ class OtherReplicaMeanwhile:
         refused.set_exception(StaleHistory(f"{records[0].customer_id} got a decision from another process"))
         return refused
 
+    def may_refuse(self, heads: Mapping[str, Head]) -> bool:
+        """As a store that serialises customers across processes: another may decide at any time."""
+        return True
+
     def customer_logs(self, customer_ids: Collection[str], first: float, last: float, lookback_days: float) -> dict[str, CustomerLog]:
         """As a store that serialises customers gives them: each with a head."""
         return {c: replace(log, head=0) for c, log in self.log.customer_logs(customer_ids, first, last, lookback_days).items()}

@@ -205,6 +205,10 @@ class PostgresDecisionLog:
     def submit_decisions(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None) -> Future[None]:
         return self._engine.submit(DecisionWrite(records, heads, self._me), customers={r.customer_id for r in records})
 
+    def may_refuse(self, heads: Mapping[str, Head]) -> bool:
+        """Another replica may decide for a customer or forget them at any time."""
+        return any(head is not None for head in heads.values())
+
     def submit_outcome(self, record: OutcomeRecord) -> Future[bool]:
         return self._engine.submit(OutcomeWrite(record), sequenced=True)
 

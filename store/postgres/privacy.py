@@ -9,6 +9,14 @@ from store.postgres.engine import Connection, Engine
 from store.records import AuditEntry, DeletedDecisions, ForgetReport
 
 CUSTOMER_DECISIONS = "SELECT decision_id FROM decisions WHERE customer_id = %s"
+MOVE_HEAD = """INSERT INTO customer_heads AS h (customer_id, head, writer, since) VALUES (%s, 1, '', 1)
+ON CONFLICT (customer_id) DO UPDATE SET head = h.head + 1, writer = '', since = h.head + 1"""
+"""A Forget moves the customer's head past every head read before it, written by no store instance
+(so no instance's own run of writes covers it): a write of decisions made on a history read before
+the Forget is refused as stale (store/postgres/decisions.py), also one of a customer who had no head
+(0: no decisions, outcomes only) and one of the instance that wrote last. The row outlives the Forget:
+the customer's id and a counter, which the audit entry names anyway; deleting it would let a head
+read before the Forget match again once new decisions bring the count back to it."""
 
 
 class PostgresPrivacy:
@@ -26,7 +34,7 @@ class PostgresPrivacy:
             conn.execute(f"DELETE FROM provisional_examples WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine)
             decisions = conn.execute("DELETE FROM decisions WHERE customer_id = %s", mine).rowcount
             outcomes = conn.execute("DELETE FROM outcomes WHERE customer_id = %s", mine).rowcount
-            conn.execute("DELETE FROM customer_heads WHERE customer_id = %s", mine)
+            conn.execute(MOVE_HEAD, mine)
             report = ForgetReport(decisions, outcomes, activations, joined)
             append_audit(conn, [AuditEntry(at, actor, "forget", customer_id, report.detail())])
             return report

@@ -13,6 +13,7 @@ from store.sqlite.decisions import SQLiteDecisionLog
 from store.sqlite.engine import Engine
 from store.sqlite.examples import SQLiteJoinedExamples
 from store.sqlite.files import OpenedFiles
+from store.sqlite.forgets import Forgets
 from store.sqlite.joins import SQLiteJoinState
 from store.sqlite.lease import FileLease, PrivateLease, holder
 from store.sqlite.models import SQLiteModelSnapshots
@@ -69,13 +70,14 @@ class SQLiteStore:
                 raise
         """The writers and readers of the log's file and the worker's; for tests of this backend's own
         behaviour, never for consumers. The log's readers see the worker's tables too."""
-        self.decisions = SQLiteDecisionLog(self.engine)
+        forgets = Forgets()  # customers' heads, which only Forgets move (store/sqlite/forgets.py)
+        self.decisions = SQLiteDecisionLog(self.engine, forgets)
         self.joins = SQLiteJoinState(self.engine, self.worker_engine)
         self.examples = SQLiteJoinedExamples(self.engine)
         self.models = SQLiteModelSnapshots(self.worker_engine)
         self.registry = SQLiteRegistryStorage(self.engine)
         self.audit = SQLiteAuditTrail(self.engine)
-        self.privacy = SQLitePrivacy(self.engine, self.worker_engine)
+        self.privacy = SQLitePrivacy(self.engine, self.worker_engine, forgets)
         self.lease: WorkerLease = FileLease(f"{self.path}.worker.lock") if self.path is not None else PrivateLease()
 
     def _open_files(

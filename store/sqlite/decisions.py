@@ -1,8 +1,9 @@
 """The decision log on SQLite: the hot path's statements (store.ports.DecisionLog).
 
 One process writes a SQLite store's decisions (the server; its worker writes only joined examples),
-so decisions need no per-customer serialisation across processes: ``heads`` are not checked and
-every CustomerLog's head is None.
+so decisions need no per-customer serialisation across processes. A customer's head moves only when
+the customer is forgotten (store/sqlite/forgets.py): a write of decisions made on a history read
+before a Forget of its customer committed, and run after it, is refused as StaleHistory.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 
+from store.errors import StaleHistory
 from store.records import (
     DAY,
     HISTORY_CONTACTS,
@@ -36,6 +38,7 @@ from store.rows import (
     outcome_row,
 )
 from store.sqlite.engine import Engine, Mergeable
+from store.sqlite.forgets import Forgets
 from store.sqlite.schema import CONTACT
 from store.sqlite.statements import MAX_IDS, insert_rows, marks, slices
 
@@ -117,14 +120,21 @@ class DecisionWrite(Mergeable):
     by the schema's trigger decisions_queued (an other one came first) and by ``_check_not_derived`` (a derived one
     came first, or comes in the same statement)."""
 
-    __slots__ = ("rows", "not_derived")
+    __slots__ = ("rows", "not_derived", "heads", "forgets")
 
-    def __init__(self, records: Sequence[DecisionRecord]) -> None:
+    def __init__(
+        self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None, forgets: Forgets | None = None
+    ) -> None:
         self.rows = [(*decision_row(r), int(r.decision_id == decision_id_for(r.request_id))) for r in records]
         self.not_derived = [row[1] for row in self.rows if not row[-1]]
+        self.heads = heads
+        self.forgets = forgets
 
     @classmethod
     def merged(cls, conn: sqlite3.Connection, writes: Sequence[DecisionWrite]) -> None:
+        for w in writes:  # a stale write fails alone (the writer then writes the others one by one)
+            if w.heads and w.forgets is not None and w.forgets.refuses(w.heads):
+                raise StaleHistory("the customer was forgotten after their history was read")
         insert_rows(conn, _INSERT_DECISIONS, [row for w in writes for row in w.rows])
         _check_not_derived(conn, [request_id for w in writes for request_id in w.not_derived])
 
@@ -143,11 +153,16 @@ def _contact_time(contact: Contact) -> float:
 
 
 class SQLiteDecisionLog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, forgets: Forgets | None = None) -> None:
+        """``forgets``: the store's Forgets (store/sqlite/forgets.py), shared with its Privacy."""
         self._engine = engine
+        self._forgets = forgets if forgets is not None else Forgets()
 
     def submit_decisions(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None) -> Future[None]:
-        return self._engine.submit(DecisionWrite(records))
+        return self._engine.submit(DecisionWrite(records, heads, self._forgets))
+
+    def may_refuse(self, heads: Mapping[str, Head]) -> bool:
+        return self._forgets.may_refuse(heads)
 
     def submit_outcome(self, record: OutcomeRecord) -> Future[bool]:
         row = outcome_row(record)
@@ -216,6 +231,7 @@ class SQLiteDecisionLog:
         found: list[str] = []
         asked = list(dict.fromkeys(request_ids))
         span = (first - lookback_days * DAY, last + lookback_days * DAY, first, last)
+        head = self._forgets.visible  # before the read: it sees every Forget up to this one
         with self._engine.reading() as conn:
             for ids in slices(customer_ids):
                 rows = conn.execute(_customer_logs_sql(len(ids), len(asked)), (*ids, *span, *_with_derived_ids(asked)))
@@ -233,7 +249,8 @@ class SQLiteDecisionLog:
         for customer in customer_ids:
             mine = contacts.get(customer, [])
             mine.sort(key=_contact_time)
-            logs[customer] = CustomerLog(lookback_days, tuple(mine), before.get(customer), tuple(outcomes.get(customer, ())))
+            logs[customer] = CustomerLog(lookback_days, tuple(mine), before.get(customer), tuple(outcomes.get(customer, ())),
+                                         head)  # fmt: skip
         return found, logs
 
     def decision_count(self) -> int:

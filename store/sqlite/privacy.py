@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -11,6 +12,7 @@ from store.records import AuditEntry, DeletedDecisions, ForgetReport
 from store.rows import AUDIT_COLUMNS
 from store.settling import chained
 from store.sqlite.engine import Engine
+from store.sqlite.forgets import Forgets
 from store.sqlite.registry import append_audit
 
 CUSTOMER_DECISIONS = "SELECT decision_id FROM decisions WHERE customer_id = ?"
@@ -38,16 +40,19 @@ class SQLitePrivacy:
     """Forget and retention delete from the log's file first, then from the worker's (by the ids the
     first write deleted), each in its own transaction. A decision taken into the join queue from an
     intake read before the log's deletion is dropped from the queue by the joiner when it closes
-    (store/sqlite/joins.py)."""
+    (store/sqlite/joins.py). A Forget moves its customer's head (``forgets``, shared with the
+    store's DecisionLog: store/sqlite/forgets.py) in the log's transaction."""
 
-    def __init__(self, engine: Engine, worker_engine: Engine) -> None:
+    def __init__(self, engine: Engine, worker_engine: Engine, forgets: Forgets | None = None) -> None:
         self._engine = engine
         self._worker = worker_engine
+        self._forgets = forgets if forgets is not None else Forgets()
 
     def forget(self, customer_id: str, *, actor: str, at: float) -> Future[ForgetReport]:
         mine = (customer_id,)
 
-        def from_log(conn: sqlite3.Connection) -> tuple[list[tuple[float, str]], ForgetReport]:
+        def from_log(conn: sqlite3.Connection, generation: int) -> tuple[list[tuple[float, str]], ForgetReport]:
+            self._forgets.ran(customer_id, generation)
             keys = conn.execute(CUSTOMER_QUEUED, mine).fetchall()
             activations = conn.execute(f"DELETE FROM activations WHERE decision_id IN ({CUSTOMER_DECISIONS})", mine).rowcount
             # The intake is short (trimmed as it is taken in): read whole.
@@ -75,7 +80,8 @@ class SQLitePrivacy:
 
             return self._worker.submit(write)
 
-        return chained(chained(self._engine.submit(from_log), from_worker), audited)
+        deletion = self._forgets.call(lambda generation: self._engine.submit(functools.partial(from_log, generation=generation)))
+        return chained(chained(deletion, from_worker), audited)
 
     def delete_decisions_before(self, cutoff: float, limit: int) -> Future[DeletedDecisions]:
         def from_log(conn: sqlite3.Connection) -> tuple[list[tuple[float, str]], int]:
