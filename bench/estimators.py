@@ -47,11 +47,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bandit.config import load_config
-from policies.estimators import DM, DR, IPS, SNDR, SNIPS, ClippedIPS, Estimator, compare_policies, evaluate
+from policies.estimators import DM, DR, IPS, SNDR, SNIPS, ClippedIPS, Estimator, compare_policies, evaluate, level
 from policies.open_bandit import load_open_bandit
 from policies.simulation.logs import simulator_log
 from policies.synthetic import BINARY, all_estimators, parity_cases, simulate, synthetic_problem, vw_estimators
-from policies.tuning import competing_level, level
+from policies.tuning import competing_level
 
 OPEN_BANDIT = Path("tests/data/obd_all.npz")
 TELECOM = Path("examples/telecom.toml")

@@ -20,12 +20,12 @@ from bandit.config import BreinConfig, load_config
 from bandit.errors import BreinError
 from bandit.features import FeatureEncoder
 from policies import operations
-from policies.estimators import Estimate, Interval
+from policies.estimators import Estimate, Interval, level
 from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_dsjson
 from policies.gate import gate_evidence, gate_reliability
 from policies.plot import plot_report
 from policies.registry import Registry, checked_new_policy_id
-from policies.tuning import Tuning, default_setups, level, load_setups, register_best, tune
+from policies.tuning import Tuning, default_setups, load_setups, register_best, tune
 from store import Store, open_store
 from store.errors import StoreError
 from store.records import KINDS

@@ -13,10 +13,9 @@ from typing import Any
 
 from bandit.config import GateConfig
 from bandit.errors import BreinError
-from policies.estimators import ALPHA, Diagnostics, Reliability
+from policies.estimators import ALPHA, MAX_RESAMPLES, Diagnostics, Reliability
 from store.records import EvaluationRecord
 
-MAX_RESAMPLES = 20_000
 CLOCK_TOLERANCE = 300.0
 """Seconds an evaluation may be dated ahead of the promoting host's clock (hosts' clocks differ a little):
 one dated further ahead was recorded by a host whose clock is wrong, and would never age."""

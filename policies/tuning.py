@@ -35,7 +35,7 @@ from bandit.config import BreinConfig, FeaturesConfig, LearnerConfig, read_toml
 from bandit.errors import BreinError, excerpt, validation_problems
 from bandit.features import FeatureEncoder
 from bandit.learner import vw_arguments, vw_refusal
-from policies.estimators import ALPHA, Estimate
+from policies.estimators import ALPHA, Estimate, level
 from policies.evaluation import (
     ESTIMATORS,
     AsServed,
@@ -438,11 +438,6 @@ def competing_level(competing: int, n_bootstrap: int) -> tuple[float, int]:
     the bootstrap resamples that leave as many beyond each bound as ``n_bootstrap`` leave at ALPHA."""
     alpha = look_alpha(1, competing)
     return alpha, resamples(alpha, n_bootstrap)
-
-
-def level(alpha: float) -> str:
-    """An interval's level as people read it: 95%, 99.6%."""
-    return f"{100 * (1 - alpha):.3g}%"
 
 
 def candidate_id(cut: float, setup: str) -> str:

@@ -18,6 +18,7 @@ from policies.estimators import (
     DM,
     DR,
     IPS,
+    MAX_RESAMPLES,
     MAX_REWARD,
     MIN_PROPENSITY,
     SNDR,
@@ -269,6 +270,21 @@ def test_snips_is_undefined_when_the_target_never_takes_a_logged_action() -> Non
         SNIPS(n_bootstrap=40).estimate(log, np.zeros(2))
 
 
+def test_beyond_what_its_resamples_resolve_the_bootstrap_interval_says_so_and_the_analytic_one_carries_the_tail() -> None:
+    """A late look at a late candidate is judged far beyond 99.99% (policies/spending.py): 2 / alpha resamples
+    were asked for, MAX_RESAMPLES at most were given (a bound on an evaluation's time), and the estimator
+    refused them, so such a look could not be made at all (the 7th at a candidate tuned among 13 set-ups)."""
+    log, target, baseline = simulate(synthetic_problem(), 2000, seed=3)
+    alpha = 1e-6
+    [comparison] = compare_policies(log, target, baseline, [SNIPS(alpha=alpha, n_bootstrap=MAX_RESAMPLES, reward_range=BINARY)])
+    assert comparison.bootstrap.caveat == ("20,000 resamples leave none beyond its ends at 99.9999%: they are the resamples' "
+                                           "extremes, narrower than the interval")  # fmt: skip
+    assert comparison.analytic.caveat is None and comparison.candidate.bootstrap.caveat == comparison.bootstrap.caveat
+    assert comparison.analytic.low < comparison.bootstrap.low  # the lower of the two, which the gate takes, is the analytic
+    [resolved] = compare_policies(log, target, baseline, [SNIPS(alpha=2 / MAX_RESAMPLES, n_bootstrap=MAX_RESAMPLES)])
+    assert resolved.bootstrap.caveat is None
+
+
 # --- Bad input ------------------------------------------------------------------------------
 
 
@@ -282,6 +298,7 @@ def test_snips_is_undefined_when_the_target_never_takes_a_logged_action() -> Non
         (SNIPS, {"n_bootstrap": 10}, r"n_bootstrap: expected an integer >= 40 .*got 10"),
         (SNIPS, {"n_bootstrap": 100, "alpha": 0.01}, r"n_bootstrap: expected an integer >= 200 .*got 100"),
         (SNIPS, {"n_bootstrap": 500.0}, r"n_bootstrap: expected an integer >= 40 .*got 500.0"),
+        (SNIPS, {"n_bootstrap": 19_999, "alpha": 1e-6}, r"n_bootstrap: expected an integer >= 20000 .*got 19999"),
         (DM, {"seed": -1}, r"seed: expected a non-negative integer, got -1"),
         (DM, {"seed": 1.5}, r"seed: expected a non-negative integer, got 1.5"),
         (DR, {"reward_range": (1.0, 0.0)}, r"reward_range: expected a tuple \(low, high\) .* got \(1.0, 0.0\)"),

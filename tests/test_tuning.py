@@ -164,7 +164,7 @@ def test_the_intervals_of_setups_competing_to_be_the_best_are_at_a_level_shared_
     assert [row["candidate"]["alpha"] for row in again["estimators"].values()] == [pytest.approx(0.05 / 12)] * 6
     assert "picked as the best of 3 set-ups" in flow.cli("policy", "show", "of-three", config=supported).output
     table = flow.cli(*args[:-2], "--setups", str(_setups(flow)), "--id", "shown", config=supported).output
-    assert "98.3% interval" in table and "(98.3% interval: 95% for the best of 3)" in table
+    assert "98.33% interval" in table and "(98.33% interval: 95% for the best of 3)" in table
 
 
 def test_the_champion_is_judged_as_it_served_the_held_out_decisions_while_it_served_them(flow: Flow) -> None:
