@@ -25,6 +25,7 @@ from policies.evaluation import ESTIMATORS, EvaluationReport, evaluate_on, load_
 from policies.gate import gate_evidence, gate_reliability
 from policies.plot import plot_report
 from policies.registry import Registry, checked_new_policy_id
+from policies.spending import KEY, Spending
 from policies.tuning import Tuning, default_setups, load_setups, register_best, tune
 from store import Store, open_store
 from store.errors import StoreError
@@ -154,6 +155,8 @@ def _print_report(report: EvaluationReport, title: str) -> None:
     console.print(_report_table(report, title))
     for line in _report_warnings(report):
         console.print(line)
+    if report.spending is not None and report.baseline is not None:
+        console.print(f"The gate's level: {report.spending.describe(report.baseline)}")
 
 
 def _show(report: EvaluationReport, title: str, *, as_json: bool, plot: str | None) -> None:
@@ -220,19 +223,23 @@ def show(policy_id: str, config_path: str, store_url: str | None, as_json: bool)
                       f"evaluates it on those after")  # fmt: skip
     if entry.selected_among > 1:
         among = entry.selected_among
-        console.print(f"picked as the best of {among} set-ups: every look at it is at 1 - 0.05 / ({among} k²)")
+        console.print(f"picked as the best of {among} set-ups: every look at it shares its alpha among them, the k-th look "
+                      f"at 1 - alpha / ({among} k²)")  # fmt: skip
     table = Table("when", "who", "from", "to", "why", title="History")
     for event in history:
         table.add_row(_when(event.at), event.actor, event.from_state or "-", event.to_state, event.reason)
     console.print(table)
     if evaluations:
-        columns = ["when", "window", "against", "decisions", "estimator", "lift", "lower", "upper", "ESS", "reliable"]
+        columns = ["when", "window", "against", "decisions", "estimator", "lift", "lower", "upper", "ESS", "reliable",
+                   "candidate, look: level"]  # fmt: skip
         evals = Table(*columns, title="Evaluations (the gate takes the newest on its window)")
         for e in evaluations:
             reliable = e.report.get("reliable")  # as judged when it was made; absent from evaluations made before
             window = f"{'gate' if e.gate_window else 'chosen'}: {_when(e.since)} .. {_when(e.until)}"
+            judged = Spending.read(e.report.get(KEY))
+            spent = "-" if judged is None else f"{judged.rank}, {judged.look}: {level(judged.alpha)}"
             evals.add_row(_when(e.at), window, e.against, str(e.decisions), e.estimator, f"{e.lift:+.3f}", f"{e.lift_lower:+.3f}",
-                          f"{e.lift_upper:+.3f}", f"{e.ess:,.0f}", "-" if reliable is None else _verdict(reliable))  # fmt: skip
+                          f"{e.lift_upper:+.3f}", f"{e.ess:,.0f}", "-" if reliable is None else _verdict(reliable), spent)  # fmt: skip
         console.print(evals)
 
 
@@ -384,7 +391,11 @@ def promote(policy_id: str, config_path: str, store_url: str | None, force: bool
     """Make a candidate the champion: only if it beats the champion with confidence."""
     with _opened(config_path, store_url) as (config, store):
         previous = operations.promote(config, store, policy_id, actor=cli_actor(), force=force, reason=reason)
-    console.print(f"{policy_id} is the champion" + (f" (was {previous})" if previous else "") + "; running servers switch within seconds")
+        evidence = None if force else gate_evidence(Registry(store.registry).evaluations(policy_id))
+    judged = None if evidence is None else Spending.read(evidence.report.get(KEY))
+    passed = "" if judged is None else f", passed the gate at {judged.describe(previous or 'none')}"
+    console.print(f"{policy_id} is the champion" + (f" (was {previous})" if previous else "") + passed
+                  + "; running servers switch within seconds")  # fmt: skip
 
 
 @policy.command()

@@ -36,6 +36,7 @@ from policies.estimators import (
 )
 from policies.estimators import evaluate as run_estimators
 from policies.reward_model import CrossFittedRewardModel
+from policies.spending import KEY, Spending
 from reward.online import action_from_id, logged_examples
 from store.ports import JoinedExamples
 from store.records import SharedFeatures
@@ -295,7 +296,9 @@ def reward_predictions(encoder: FeatureEncoder, data: LoggedData, *, seed: int =
 
 @dataclass(frozen=True)
 class EvaluationReport:
-    """Estimates of the candidate (and comparisons with the baseline) made under ``reliability``."""
+    """Estimates of the candidate (and comparisons with the baseline) made under ``reliability``;
+    ``spending``: for a look the gate may take as evidence, the level it was judged at and why (its
+    rank among the candidates judged against the champion, which look: policies/spending.py)."""
 
     candidate: str
     baseline: str | None
@@ -303,6 +306,7 @@ class EvaluationReport:
     estimates: list[Estimate]
     comparisons: list[Comparison]
     reliability: Reliability
+    spending: Spending | None = None
 
     def row(self, estimator: str) -> Comparison | Estimate:
         for comparison in self.comparisons:
@@ -341,8 +345,9 @@ class EvaluationReport:
                                      **interval("difference_analytic", c.analytic), "reliable": c.reliable}  # fmt: skip
         else:
             rows = {e.estimator: {"candidate": estimate(e), "reliable": e.reliable} for e in self.estimates}
+        spending = {} if self.spending is None else {KEY: self.spending.as_dict()}
         return {"candidate": self.candidate, "baseline": self.baseline, "decisions": self.decisions, "reliable": self.reliable,
-                "thresholds": asdict(self.reliability), "estimators": rows}  # fmt: skip
+                "thresholds": asdict(self.reliability), **spending, "estimators": rows}  # fmt: skip
 
 
 def evaluate_on(

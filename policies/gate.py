@@ -3,7 +3,8 @@ beat the champion with confidence — by an evaluation that is itself reliable, 
 the gate fixes: every joined decision after the candidate's training data (the whole log for a
 policy that learned from none), or tuning's held-out decisions. An evaluation on a window someone
 chose (``--since``/``--until``) is recorded for people to read, never taken as evidence: with
-enough windows tried, one of them shows a lift that is not there."""
+enough windows tried, one of them shows a lift that is not there. Its intervals are at the level the
+gate spends on each look at each candidate judged against one champion (policies/spending.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Any
 
 from bandit.config import GateConfig
 from bandit.errors import BreinError
-from policies.estimators import ALPHA, MAX_RESAMPLES, Diagnostics, Reliability
+from policies.estimators import ALPHA, MAX_RESAMPLES, Diagnostics, Reliability, level
+from policies.spending import KEY, Spending, ordinal
 from store.records import EvaluationRecord
 
 CLOCK_TOLERANCE = 300.0
@@ -34,18 +36,6 @@ Window = tuple[float, float, int]
 """The log an evaluation judged: its first and last decision times and its number of decisions."""
 
 
-def look_alpha(look: int, selected_among: int = 1) -> float:
-    """The alpha of a candidate's ``look``-th look against one champion on the gate's window (1 for
-    the first): ALPHA / look². Evaluated again as the log grows and promoted at the first pass, a
-    candidate no better than the champion passes some look sooner or later at a fixed 95% (a
-    sequential test read as a single one); at 1 - ALPHA / k² the chance that it ever passes is at
-    most ALPHA·π²/6 (8.2%), and its first look is judged at 95% as before. A candidate picked as the
-    best of ``selected_among`` set-ups on a log its window keeps (``PolicyEntry.selected_among``: a
-    tuning's) shares ALPHA among them at every look, as tuning did: evaluated again at 95% on that
-    log, the one picked would pass on the error that made it look best."""
-    return ALPHA / (max(1, selected_among) * look**2)
-
-
 def resamples(alpha: float, n_bootstrap: int) -> int:
     """The bootstrap resamples that leave as many beyond a bound at ``alpha`` as ``n_bootstrap`` leave at
     ALPHA, at most MAX_RESAMPLES (a bound on an evaluation's time: past it the analytic interval, which
@@ -57,7 +47,8 @@ def look(evaluations: Sequence[EvaluationRecord], champion: str, window: Window)
     """Which look at the candidate an evaluation of ``window`` against ``champion`` is: 1 + the other
     logs its evaluations (``Registry.looks``: under every id it is registered under) on the gate's window
     against that champion judged. Evaluated again on the same log, it is the same look: the evaluation
-    is deterministic, and gives the same answer."""
+    is deterministic, and gives the same answer. Its level is ``Spending``'s: the k-th look at the i-th
+    candidate against a champion at ALPHA·6/(π² i²) / k² (policies/spending.py)."""
     seen = {(e.since, e.until, e.decisions) for e in evaluations if e.gate_window and e.against == champion}
     return 1 + len(seen - {window})
 
@@ -67,9 +58,14 @@ def gate_evidence(evaluations: Sequence[EvaluationRecord]) -> EvaluationRecord |
     return next((e for e in evaluations if e.gate_window), None)
 
 
-def check_gate(gate: GateConfig, evaluations: Sequence[EvaluationRecord], candidate: str, champion: str, now: float) -> None:
+def check_gate(
+    gate: GateConfig, evaluations: Sequence[EvaluationRecord], candidate: str, champion: str, now: float,
+    rank: int | None = None, selected_among: int = 1,
+) -> None:  # fmt: skip
     """Refuse unless the newest evaluation on the gate's window lets the candidate through (``evaluations``:
-    the candidate's, newest first)."""
+    the candidate's, newest first). ``rank``: the candidate's among those judged against the champion
+    (``policies.spending.rank``: promote's), and ``selected_among``, the set-ups it was picked among: the
+    evaluation must have been judged at the level they give its look (``check_level``); None: not checked."""
     evaluation = gate_evidence(evaluations)
     if evaluation is None and evaluations:
         raise GateRefused(f"{candidate}'s evaluations are all on windows chosen by hand (`policy evaluate --since/--until`, "
@@ -103,11 +99,46 @@ def check_gate(gate: GateConfig, evaluations: Sequence[EvaluationRecord], candid
                for reason in rule.reasons(diagnostics)]  # fmt: skip
     if reasons:
         raise GateRefused(f"{what} is unreliable: {'; '.join(reasons)}")
+    judged = Spending.read(evaluation.report.get(KEY))
     if evaluation.lift_lower <= gate.min_lift:
+        at = "" if judged is None else f" (at {judged.describe(champion)})"
         raise GateRefused(
             f"{candidate} does not beat {champion} with confidence: the lower bound of the {evaluation.estimator} lift is "
-            f"{evaluation.lift_lower:+.3f} per decision, not above the required {gate.min_lift:+g}"
+            f"{evaluation.lift_lower:+.3f} per decision, not above the required {gate.min_lift:+g}{at}"
         )
+    if rank is not None:
+        check_level(evaluation, candidate, champion, rank, selected_among)
+
+
+def check_level(evaluation: EvaluationRecord, candidate: str, champion: str, rank: int, selected_among: int = 1) -> None:
+    """Refuse an evaluation whose intervals are wider-open than its look allows the ``rank``-th candidate
+    judged against the champion (picked among ``selected_among`` set-ups): one recorded before the gate
+    spent its alpha across candidates, or judged at a rank its candidate no longer holds (another's first
+    look was recorded at once, at the same rank: ``policies.spending.rank``)."""
+    judged = Spending.read(evaluation.report.get(KEY))
+    if judged is None:
+        raise GateRefused(f"{candidate}'s evaluation was made before the gate shared its alpha among the candidates judged "
+                          f"against a champion, at a level it does not say: evaluate it again")  # fmt: skip
+    required = Spending(rank, judged.look, selected_among)
+    alpha = _alpha(evaluation, judged)
+    if alpha <= required.alpha * (1 + 1e-9):
+        return
+    if rank != judged.rank:
+        raise GateRefused(f"{candidate}'s evaluation was judged at {judged.describe(champion)}, and it is the "
+                          f"{ordinal(rank)} now (another's first look against {champion} was recorded at the same time), "
+                          f"judged at {level(required.alpha)}: evaluate it again")  # fmt: skip
+    raise GateRefused(f"{candidate}'s evaluation has its intervals at {level(alpha)}, wider than those of "
+                      f"{required.describe(champion)}: evaluate it again")  # fmt: skip
+
+
+def _alpha(evaluation: EvaluationRecord, judged: Spending) -> float:
+    """The level the stored report's gate-estimator row was computed at (the intervals the gate reads);
+    the recorded spending's when the row does not say."""
+    row = evaluation.report.get("estimators", {}).get(evaluation.estimator, {})
+    try:
+        return float(row["candidate"]["alpha"])
+    except (KeyError, TypeError, ValueError):
+        return judged.alpha
 
 
 def _sides(evaluation: EvaluationRecord, candidate: str, champion: str) -> list[tuple[str, Diagnostics | None]]:

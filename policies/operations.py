@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,10 @@ from bandit.features import FeatureEncoder
 from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments, vw_refusal
 from bandit.policies import DoNothingPolicy, Policy, RulePolicy, UniformPolicy
 from policies.evaluation import ESTIMATORS, EvaluationReport, LoggedData, Target, evaluate_on, load_logged
-from policies.gate import GateRefused, Window, check_gate, gate_reliability, look, look_alpha, resamples
+from policies.gate import GateRefused, Window, check_gate, gate_reliability, look, resamples
 from policies.loading import LEARNED_KEY, PolicyLoadError, check_servable, load_policy, parse_rules
 from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, unused_policy_id
+from policies.spending import Spending, look_alpha, rank, trials
 from reward.credit import CreditRules
 from reward.online import ExampleReader, encoding_at_birth
 from store import Store, open_store
@@ -215,9 +216,12 @@ def evaluate_policy(
     the catalog does not have is refused (``check_servable``): its rule would never fire, and a baseline
     file with a typo was judged as the do-nothing after it. A registry entry's evaluation against the
     champion's entry is recorded (``judged``); on another window, marked as no evidence for the gate
-    (``EvaluationRecord.gate_window``); the k-th look on the gate's window against one champion (a log
-    not judged before, under any id of the same artifact: ``Registry.looks``) has its intervals at
-    1 - ALPHA / k², and at 1 - ALPHA / (m·k²) for a candidate picked as the best of m set-ups (``look_alpha``)."""
+    (``EvaluationRecord.gate_window``). A look on the gate's window is judged at the level the gate
+    spends on it (``Spending``, in the report and its record): the k-th look (a log not judged before,
+    under any id of the same artifact: ``Registry.looks``) at the i-th candidate judged against the
+    champion (``policies.spending.rank``) at 1 - ALPHA·6/(π² i²) / k², shared among the m set-ups a tuned
+    candidate was picked from. Any other evaluation spends nothing (it is no evidence): at 1 - ALPHA / m.
+    ``record=False`` (a notebook's) records nothing, at the level the gate would judge that look at."""
     registry = Registry(store.registry)
     resolved = resolve_policy(candidate, config, store)
     check_servable(*resolved.labelled, Catalog(config))
@@ -231,15 +235,18 @@ def evaluate_policy(
     baseline = resolve_policy(against, config, store) if against else None
     if baseline is not None:
         check_servable(*baseline.labelled, Catalog(config))
-    evidence = judged(resolved, baseline) if record else None
-    nth = 1
+    evidence = judged(resolved, baseline)
+    selected_among = resolved.entry.selected_among if resolved.entry is not None else 1
+    spending = None
     if evidence is not None and resolved.entry is not None and on_gate_window and len(logged):
         nth = look(registry.looks(resolved.entry), evidence[1], _judged_log(logged))
-    alpha = look_alpha(nth, resolved.entry.selected_among if resolved.entry is not None else 1)
+        spending = Spending(rank(trials(store, evidence[1]), resolved.entry.artifact_hash), nth, selected_among)
+    alpha = spending.alpha if spending is not None else look_alpha(1, selected_among)
     report = evaluate_on(logged, encoder, resolved.target, baseline.target if baseline else None, estimators,
                          reliability=gate_reliability(config.gate), n_bootstrap=resamples(alpha, n_bootstrap),
                          min_probability=config.learner.min_probability, alpha=alpha)  # fmt: skip
-    if evidence is not None:
+    report = replace(report, spending=spending)
+    if evidence is not None and record:
         registry.record_evaluation(evaluation_record(config, report, logged, *evidence, gate_window=on_gate_window))
     return report
 
@@ -252,8 +259,9 @@ def evaluation_record(
     config: BreinConfig, report: EvaluationReport, logged: LoggedData, policy_id: str, champion: str, *, gate_window: bool
 ) -> EvaluationRecord:
     """What the promotion gate reads of a paired evaluation against the champion: the gate estimator's
-    row (else the first), its lift with the wider of its two intervals' bounds, the whole report, and
-    whether it was made on the gate's window (else the gate does not take it as evidence)."""
+    row (else the first), its lift with the wider of its two intervals' bounds, the whole report (with
+    the level a look on the gate's window was judged at: ``EvaluationReport.spending``), and whether it
+    was made on the gate's window (else the gate does not take it as evidence)."""
     names = [c.estimator for c in report.comparisons]
     gate_row = report.comparisons[names.index(config.gate.estimator)] if config.gate.estimator in names else report.comparisons[0]
     since, until, decisions = _judged_log(logged)
@@ -355,8 +363,10 @@ def train_candidate(
 
 
 def promote(config: BreinConfig, store: Store, policy_id: str, *, actor: str, force: bool = False, reason: str = "") -> str | None:
-    """Make the candidate the champion if the gate lets it through (or ``force`` with a reason). The
-    change commits only while the champion is still the one the gate judged against (GateRefused else)."""
+    """Make the candidate the champion if the gate lets it through (or ``force`` with a reason): its
+    evidence judged at the level its rank among the candidates judged against the champion gives its
+    look (``check_gate``). The change commits only while the champion is still the one the gate judged
+    against (GateRefused else); the next candidate against the new champion is its first."""
     registry = Registry(store.registry)
     entry = registry.get(policy_id)
     champion = registry.champion()
@@ -365,7 +375,10 @@ def promote(config: BreinConfig, store: Store, policy_id: str, *, actor: str, fo
     # refuse a policy that would not load, or would serve an action the catalog no longer has, before anything changes
     check_servable(policy_id, load_policy(entry, store.models)[0], Catalog(config))
     if not force:
-        check_gate(config.gate, registry.evaluations(policy_id), policy_id, champion.id if champion else "", time.time())
+        against = champion.id if champion else ""
+        # the level its evidence must have been judged at: its rank among the candidates judged against the champion
+        held = rank(trials(store, against), entry.artifact_hash)
+        check_gate(config.gate, registry.evaluations(policy_id), policy_id, against, time.time(), held, entry.selected_among)
     elif not reason:
         raise ValueError("--force needs --reason: say why the gate is overridden")
     why = f"forced: {reason}" if force else (reason or "passed the gate")

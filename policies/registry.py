@@ -179,10 +179,12 @@ class Registry:
         selected_among: int = 1,
         evidence: Sequence[EvaluationRecord] = (),
         snapshot: ModelSnapshot | None = None,
+        audit: Sequence[AuditEntry] = (),
     ) -> PolicyEntry:
         """``trained_until``: a trained model's end of the range it learned from (``PolicyEntry.trained_until``);
         ``selected_among``: the set-ups it was picked among (``PolicyEntry.selected_among``); ``evidence``:
-        its evaluations; ``snapshot``: a trained model's first snapshot (how far it has learned). The
+        its evaluations; ``snapshot``: a trained model's first snapshot (how far it has learned); ``audit``:
+        entries of the audit trail that stand or fall with it (a tuning run's trial). The
         entry, its evidence and its snapshot are one write, in which the entry's row claims the id: of
         two registrations of one id, however close, one is written whole and the other (InvalidTransition)
         not at all, so no entry ever gets another registration's model or evidence. What that write finds
@@ -202,7 +204,7 @@ class Registry:
         event = PolicyEvent(policy_id, at, actor, "", state, note or "registered")
         self._refuse_registering(entry)
         try:
-            removed = self.store.register(entry, event, _mirrored([event]), evidence, snapshot).result()
+            removed = self.store.register(entry, event, [*_mirrored([event]), *audit], evidence, snapshot).result()
         except Conflict:
             self._refuse_registering(entry, meanwhile=True)  # another process registered it, or a champion, first
             raise

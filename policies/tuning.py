@@ -11,9 +11,12 @@ learned from the examples a set-up trains on) or ``auto`` (data-free); a model c
 (stored with its snapshots), so it is evaluated and served on the features it was trained on.
 
 Picking the best of several set-ups by the lower bound of its lift on one log favours the one whose
-estimate erred upwards (the winner's curse): each set-up's intervals are at level 1 - ALPHA / k for
-the k set-ups competing (Bonferroni), so the gate's "beats the champion at 95%" holds for the one
-picked, and each has k times the bootstrap resamples, as many beyond each bound as a single one.
+estimate erred upwards (the winner's curse): each set-up's intervals are at level 1 - alpha / k for
+the k set-ups competing (Bonferroni), so the gate's "beats the champion at 1 - alpha" holds for the one
+picked, and each has k times the bootstrap resamples, as many beyond each bound as a single one. A run
+against the champion is one candidate judged against it, and alpha is its rank's
+(policies/spending.py): the i-th candidate's ALPHA·6/(π² i²). Its trial is recorded
+(``register_best``) whether it registers its best or nothing, so that the next is judged after it.
 
 Nothing is written while set-ups are trained and evaluated. The best is registered afterwards: its
 snapshot and its evaluation first, under an id no registered policy has, then the registry entry
@@ -46,9 +49,17 @@ from policies.evaluation import (
     load_logged,
     reward_predictions,
 )
-from policies.gate import gate_reliability, look_alpha, resamples
+from policies.gate import gate_reliability, resamples
 from policies.operations import Trained, evaluation_record, resolve_policy, train_model
-from policies.registry import POLICY_ID_LENGTH, InvalidTransition, Registry, checked_new_policy_id, unused_policy_id
+from policies.registry import (
+    POLICY_ID_LENGTH,
+    InvalidTransition,
+    Registry,
+    artifact_hash,
+    checked_new_policy_id,
+    unused_policy_id,
+)
+from policies.spending import Spending, candidate_alpha, look_alpha, ordinal, rank, trial_entry, trials
 from reward.credit import CreditRules
 from store import Store
 from store.records import DAY, EvaluationRecord, PolicyEntry
@@ -253,17 +264,20 @@ class Tuning:
     best: Tried | None
     verdict: str
     alpha: float
-    """Every interval's level is 1 - alpha: ALPHA shared by the set-ups competing to be the best."""
+    """Every interval's level is 1 - alpha: the run's alpha shared by the set-ups competing to be the best."""
     as_served: bool = False
     """The baseline is the champion as it served the held-out decisions (``AsServed``), not its model."""
     registered: str | None = None
+    spending: Spending | None = None
+    """Against the champion: the run's level as a candidate judged against it (its rank: policies/spending.py)."""
 
     def as_dict(self, *, evaluation: bool = True) -> dict[str, Any]:
         """JSON-ready; each set-up's whole evaluation report too unless ``evaluation`` is False."""
         return {"cut": self.cut, "until": self.until, "baseline": self.baseline, "against_champion": self.against_champion,
                 "baseline_as_served": self.as_served, "trained_until": self.trained_until, "trained_on": self.trained_on,
                 "evaluated_on": self.evaluated_on, "best": self.best.setup.name if self.best else None, "verdict": self.verdict,
-                "alpha": self.alpha, "registered": self.registered,
+                "alpha": self.alpha, "spending": self.spending.as_dict() if self.spending else None,
+                "registered": self.registered,
                 "tried": [t.as_dict(evaluation=evaluation) for t in self.tried]}  # fmt: skip
 
 
@@ -348,14 +362,17 @@ def tune(
         raise TuningError(f"against: expected the name of a set-up ({', '.join(names)}), got {against!r}")
     before, _ = check_log(config, store, cut, until)
     trained_until = cut
+    spending = None
     if against is None:
         baseline, logged = champion_baseline(config, store, cut, until)
         if isinstance(baseline[1], AsServed):
             trained_until, before = known_by(config, store, cut)
+        # a new candidate against the champion: the next rank after every candidate judged against it
+        spending = Spending(rank(trials(store, baseline[0]), None), 1, len(chosen))
     else:
         logged = load_logged(config, store.examples, cut, until)
     encoder = FeatureEncoder(config)
-    alpha, resamples = competing_level(len(chosen) - (against is not None), n_bootstrap)
+    alpha, resamples = competing_level(len(chosen) - (against is not None), n_bootstrap, spending)
     steps, done = 2 * len(chosen) + 1, 0
 
     def step(what: str) -> None:
@@ -380,15 +397,17 @@ def tune(
         report = evaluate_on(logged, encoder, policy, baseline, tuple(ESTIMATORS), reliability=gate_reliability(config.gate),
                              n_bootstrap=resamples, reward_hat=reward_hat,
                              min_probability=config.learner.min_probability, alpha=alpha)  # fmt: skip
+        report = replace(report, spending=spending)
         done += 1
         record = evaluation_record(config, report, logged, setup.name, baseline[0], gate_window=True)  # held out by the cut
         tried.append(Tried(setup, trained, seconds, report, record))
     step("done")
     as_served = isinstance(baseline[1], AsServed)
     contenders = [t for t in tried if t.setup.name != against]
-    best, verdict = _best(contenders, baseline[0] + (" as served" if as_served else ""), alpha, config.gate.min_lift)
+    shown = baseline[0] + (" as served" if as_served else "")
+    best, verdict = _best(contenders, shown, alpha, config.gate.min_lift, None if spending is None else (spending, baseline[0]))
     return Tuning(cut, until, baseline[0], against is None, trained_until, before, len(logged), tried, best, verdict, alpha,
-                  as_served)
+                  as_served, spending=spending)
 
 
 def known_by(config: BreinConfig, store: Store, cut: float) -> tuple[float, int]:
@@ -415,7 +434,9 @@ def champion_baseline(config: BreinConfig, store: Store, cut: float, until: floa
     return champion, load_logged(config, store.examples, cut, until)
 
 
-def _best(tried: Sequence[Tried], champion: str, alpha: float, min_lift: float) -> tuple[Tried | None, str]:
+def _best(
+    tried: Sequence[Tried], champion: str, alpha: float, min_lift: float, judged: tuple[Spending, str] | None = None
+) -> tuple[Tried | None, str]:
     """The reliable set-up with the highest lower bound of its lift, when that bound is above ``min_lift``
     (``gate.min_lift``): what the gate needs. A positive point estimate is not a win: the set-up
     registered at +0.426 [-0.527, +1.684] may well be worse than the champion."""
@@ -424,8 +445,10 @@ def _best(tried: Sequence[Tried], champion: str, alpha: float, min_lift: float) 
         return None, "no set-up's evaluation is reliable (too little support in the log: see each one's reasons)"
     best = max(reliable, key=lambda t: t.record.lift_lower)
     lift = best.record
+    run = ALPHA if judged is None else candidate_alpha(judged[0].rank)
+    rank_shown = "" if judged is None else f", the {ordinal(judged[0].rank)} candidate judged against {judged[1]}"
     interval = (f"{lift.lift:+.3f} [{lift.lift_lower:+.3f}, {lift.lift_upper:+.3f}] per decision "
-                f"({level(alpha)} interval: {level(ALPHA)} for the best of {len(tried)})")  # fmt: skip
+                f"({level(alpha)} interval: {level(run)} for the best of {len(tried)}{rank_shown})")  # fmt: skip
     if lift.lift_lower <= min_lift:
         return None, (f"no reliable set-up beats {champion}: the best, {best.setup.name}, has a {lift.estimator} lift of "
                       f"{interval}, its lower bound not above the gate's minimum lift {min_lift:+g}")  # fmt: skip
@@ -433,10 +456,11 @@ def _best(tried: Sequence[Tried], champion: str, alpha: float, min_lift: float) 
                   f"set-ups, {interval}")  # fmt: skip
 
 
-def competing_level(competing: int, n_bootstrap: int) -> tuple[float, int]:
-    """The alpha of each of ``competing`` set-ups' intervals (Bonferroni: ALPHA shared among them) and
-    the bootstrap resamples that leave as many beyond each bound as ``n_bootstrap`` leave at ALPHA."""
-    alpha = look_alpha(1, competing)
+def competing_level(competing: int, n_bootstrap: int, spending: Spending | None = None) -> tuple[float, int]:
+    """The alpha of each of ``competing`` set-ups' intervals (Bonferroni: the run's alpha shared among
+    them; ``spending``'s against the champion, else ALPHA) and the bootstrap resamples that leave as many
+    beyond each bound as ``n_bootstrap`` leave at ALPHA."""
+    alpha = look_alpha(1, competing) if spending is None else spending.alpha
     return alpha, resamples(alpha, n_bootstrap)
 
 
@@ -469,9 +493,18 @@ def register_best(
     before or while it is written, refuses the registration (TuningError): a name somebody chose is
     not replaced. The id a tuning chooses itself (``candidate_id``: tuned-<cut's date>-<set-up>) is a
     name only (another tuning on the same day, the worker's and an operator's at once): when it is
-    taken, the candidate gets the next free one (``fresh_id``)."""
+    taken, the candidate gets the next free one (``fresh_id``).
+
+    A run against the champion is recorded as a candidate judged against it (its trial, ``TRIAL_ACTION``:
+    in the registration's write, or alone when it registers nothing), so that the next candidate is
+    judged at the level after it (policies/spending.py): a run whose best did not pass was a chance to
+    pass all the same. Unless none of its set-ups was reliable: then none could pass, whatever the
+    rewards, and it spent nothing."""
     best = tuning.best
     if best is None:
+        if tuning.spending is not None and any(t.reliable for t in tuning.tried):
+            store.audit.record(trial_entry(tuning.baseline, tuning.spending, actor=actor, at=time.time(),
+                                           verdict=tuning.verdict)).result()  # fmt: skip
         return None
     if not tuning.against_champion:
         raise TuningError(f"a tuning against the set-up {tuning.baseline} registers nothing: the gate compares with the champion")
@@ -484,13 +517,18 @@ def register_best(
     base = policy_id or candidate_id(tuning.cut, best.setup.name)
     for n in range(1, 2 if policy_id is not None else FRESH_IDS + 1):
         new_id = fresh_id(base, n)
+        at = time.time()
+        run_row = [] if tuning.spending is None else [
+            trial_entry(tuning.baseline, tuning.spending, actor=actor, at=at, verdict=tuning.verdict, candidate=new_id,
+                        artifact_hash=artifact_hash("vw", trained.data))
+        ]  # fmt: skip
         try:
             unused_policy_id(registry, new_id)
             entry = registry.register(new_id, "vw", artifact=trained.data, args=trained.args,
                                       features=trained.features(config), parent=tuning.baseline, note=note, actor=actor,
                                       trained_until=trained.until, selected_among=len(tuning.tried),
-                                      evidence=[replace(best.record, policy_id=new_id, at=time.time(), report=report)],
-                                      snapshot=trained.snapshot(new_id))  # fmt: skip
+                                      evidence=[replace(best.record, policy_id=new_id, at=at, report=report)],
+                                      snapshot=trained.snapshot(new_id), audit=run_row)  # fmt: skip
         except InvalidTransition as taken:
             if policy_id is not None:
                 raise TuningError(str(taken)) from None

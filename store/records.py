@@ -361,7 +361,7 @@ class PolicyEntry:
     is the window the promotion gate evaluates it on. None: it learned from no logged decision."""
     selected_among: int = 1
     """How many set-ups competed on one log when this one was picked as the best (a tuning's), else 1:
-    every look at it shares the gate's ALPHA among them (``policies.gate.look_alpha``)."""
+    every look at it shares its alpha among them (``policies.spending.look_alpha``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 import time
@@ -24,9 +25,10 @@ from bandit.learner import LabelledExample, VWPolicy, train, vw_arguments, vw_re
 from bandit.policies import DoNothingPolicy, RulePolicy, UniformPolicy
 from brain.champion import bootstrap_champion
 from policies import operations
-from policies.gate import CLOCK_TOLERANCE, GateRefused, check_gate, look, look_alpha
+from policies.gate import CLOCK_TOLERANCE, GateRefused, check_gate, look
 from policies.loading import MAX_RULES, PolicyLoadError, load_policy, parse_rules
 from policies.registry import ChampionChanged, InvalidTransition, Registry, UnknownPolicy, artifact_hash, unused_policy_id
+from policies.spending import Spending, look_alpha
 from reward.joiner import Joiner
 from store import Store, open_store
 from store.errors import Conflict
@@ -536,16 +538,19 @@ SPREAD = {"ess": 900.0, "largest_weight_share": 0.01, "never_taken_share": 0.4} 
 def _evaluation(
     candidate: dict[str, Any] | None = None, baseline: dict[str, Any] | None = None, **changes: Any
 ) -> EvaluationRecord:
-    """A stored evaluation whose report holds the two policies' diagnostics (SPREAD unless given) for its estimator."""
+    """A stored evaluation whose report holds the two policies' diagnostics (SPREAD unless given) for its estimator,
+    judged as the first look at the first candidate against its champion (``Spending``) unless ``spending`` is given."""
     fields: dict[str, Any] = {
         "policy_id": "cand", "against": "champ", "at": NOW - HOUR, "since": NOW - 30 * 24 * HOUR, "until": NOW - 2 * HOUR,
         "decisions": 5000, "estimator": "snips", "lift": 0.8, "lift_lower": 0.3, "lift_upper": 1.3, "ess": 900.0,
         "gate_window": True,
     }  # fmt: skip
+    spending = changes.pop("spending", Spending(1))
     fields.update(changes)
     spread = {**SPREAD, "choices": fields["decisions"]}  # every decision offered a choice unless given
     row = {"candidate": {**spread, **(candidate or {})}, "baseline": {**spread, **(baseline or {})}, "difference": fields["lift"]}
-    fields.setdefault("report", {"estimators": {fields["estimator"]: row}})
+    judged = {} if spending is None else {"spending": spending.as_dict()}
+    fields.setdefault("report", {**judged, "estimators": {fields["estimator"]: row}})
     return EvaluationRecord(**fields)
 
 
@@ -567,6 +572,8 @@ def test_the_latest_evaluation_is_the_last_recorded_whatever_the_clock_that_date
 
 
 NOT_BEATEN = "cand does not beat champ with confidence: the lower bound of the"
+AT_FIRST = " (at 96.96%: its 1st look as the 1st candidate judged against champ)"
+"""The level a refusal names: the first look at the first candidate against champ, 1 - 0.05·6/π²."""
 GATE = GateConfig(estimator="snips", min_lift=0.0, min_decisions=1000, min_ess=100.0, max_weight_share=0.2, max_age_hours=24.0)
 UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
 
@@ -610,13 +617,13 @@ UNRELIABLE = "cand's snips evaluation against champ is unreliable:"
         (_evaluation(report={"estimators": {"snips": {"difference": 0.8}}}), GATE,
          f"{UNRELIABLE} it holds no diagnostics for cand (it was made before estimates carried them): evaluate it again"),
         (_evaluation(lift_lower=-0.25), GATE,
-         f"{NOT_BEATEN} snips lift is -0.250 per decision, not above the required +0"),
+         f"{NOT_BEATEN} snips lift is -0.250 per decision, not above the required +0{AT_FIRST}"),
         (_evaluation(lift_lower=0.0), GATE,
-         f"{NOT_BEATEN} snips lift is +0.000 per decision, not above the required +0"),
+         f"{NOT_BEATEN} snips lift is +0.000 per decision, not above the required +0{AT_FIRST}"),
         (_evaluation(lift_lower=0.3), GATE.model_copy(update={"min_lift": 0.5}),
-         f"{NOT_BEATEN} snips lift is +0.300 per decision, not above the required +0.5"),
+         f"{NOT_BEATEN} snips lift is +0.300 per decision, not above the required +0.5{AT_FIRST}"),
         (_evaluation(estimator="dr", lift_lower=-1.0), GATE.model_copy(update={"estimator": "dr"}),
-         f"{NOT_BEATEN} dr lift is -1.000 per decision, not above the required +0"),
+         f"{NOT_BEATEN} dr lift is -1.000 per decision, not above the required +0{AT_FIRST}"),
     ],
     ids=["none", "chosen-window", "other-champion", "other-estimator", "too-old", "too-old-custom", "dated-ahead",
          "just-beyond-the-tolerance", "too-few-decisions", "too-few-with-a-choice", "ess", "dominant-weight", "both-reasons",
@@ -657,7 +664,8 @@ def test_a_look_is_a_log_not_judged_before_against_that_champion() -> None:
     assert look([], "champ", judged) == 1
     assert look(evaluations, "champ", judged) == 2
     assert look(evaluations, "champ", (NOW - 30 * 24 * HOUR, NOW, 6000)) == 3
-    assert [look_alpha(k) for k in (1, 2, 3)] == [0.05, 0.05 / 4, 0.05 / 9]
+    assert [look_alpha(k) for k in (1, 2, 3)] == [0.05, 0.05 / 4, 0.05 / 9]  # of a candidate whose alpha is 0.05
+    assert [Spending(1, k).alpha for k in (1, 2, 3)] == [pytest.approx(0.05 * 6 / math.pi**2 / k**2) for k in (1, 2, 3)]
 
 
 def test_the_gate_takes_the_newest_evaluation_on_its_window_not_a_newer_one_on_a_chosen_window() -> None:
@@ -692,8 +700,8 @@ def test_a_promotion_commits_only_while_the_champion_is_the_one_the_gate_judged_
     check and its write; cand, never compared with 'other', is refused and nothing of it changes."""
     gated = config.model_copy(update={"gate": GATE})
     registry.register("other", "uniform", actor="test")
-    for policy_id in ("cand", "other"):
-        registry.record_evaluation(_evaluation(policy_id=policy_id, at=time.time() - HOUR))
+    for rank, policy_id in enumerate(("cand", "other"), 1):  # the 1st and the 2nd candidate judged against champ
+        registry.record_evaluation(_evaluation(policy_id=policy_id, at=time.time() - HOUR, spending=Spending(rank)))
     real_check = operations.check_gate
 
     def check_then_other_promoted(gate: GateConfig, evaluation: EvaluationRecord | None, candidate: str, *rest: Any) -> None:
