@@ -45,7 +45,7 @@ class ContactPolicy:
         for cap in self._caps:
             since, until = now - cap.seconds, now + cap.seconds
             if cap.per_channel:
-                counts = _per_channel(history, since, until)
+                counts = history.contacts_by_channel(since, until)
                 for channel in self._channels:
                     if counts.get(channel, 0) >= cap.max:
                         exclusions.exclude_channels(cap.channel_reasons[channel])
@@ -60,19 +60,6 @@ class ContactPolicy:
             if when is not None:
                 reason = f"suppressed: {when}, no such offer for {_days(rule.days)}"
                 exclusions.exclude_offers({offer: reason for offer in rule.offers})
-
-
-def _per_channel(history: CustomerHistory, since: float, until: float) -> dict[str, int]:
-    """Channel -> its contacts since ``since`` and those logged at or after the decision's time
-    before ``until`` (CustomerHistory.contacts_since plus contacts_before): one pass, not two a channel."""
-    counts: dict[str, int] = {}
-    for contact in history.contacts:
-        if contact.event_time >= since:
-            counts[contact.channel] = counts.get(contact.channel, 0) + 1
-    for contact in history.later:
-        if contact.event_time < until:
-            counts[contact.channel] = counts.get(contact.channel, 0) + 1
-    return counts
 
 
 def _near(history: CustomerHistory, outcome: str, now: float, days: float) -> str | None:

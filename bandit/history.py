@@ -40,10 +40,7 @@ def history_features(history: CustomerHistory, now: float, channels: Iterable[st
     features: dict[str, float] = {}
     for days in CONTACT_COUNT_DAYS if history.contacts else ():
         since = now - days * DAY
-        per_channel: dict[str, int] = {}  # one pass over the contacts, not one a channel
-        for contact in history.contacts:
-            if contact.event_time >= since:
-                per_channel[contact.channel] = per_channel.get(contact.channel, 0) + 1
+        per_channel = history.contacts_by_channel(since)
         if per_channel:
             features[f"contacts_{days}d"] = float(sum(per_channel.values()))
             for channel in channels:

@@ -49,16 +49,21 @@ class DecisionRequest:
     contact_consent: Mapping[str, ConsentValue] = field(default_factory=dict)
 
 
-def check_text(field_name: str, value: str, *, required: bool) -> None:
+def check_text(field_name: str, value: str, *, required: bool, key: str | None = None) -> None:
     """Every text a caller sends passes here: so no text reaches a store that one backend keeps and
-    another refuses (PostgreSQL's ``text`` cannot hold the NUL character; SQLite's can)."""
+    another refuses (PostgreSQL's ``text`` cannot hold the NUL character; SQLite's can). ``key``: the
+    value is ``field_name[key]``, a name made only for an error (a Decide checks a value a feature)."""
     if required and not value:
-        raise InvalidRequest(field_name, "is required")
+        raise InvalidRequest(_named(field_name, key), "is required")
     if "\x00" in value:
-        raise InvalidRequest(field_name, "contains a NUL character")
+        raise InvalidRequest(_named(field_name, key), "contains a NUL character")
     # ASCII text is as many bytes as characters; only other text needs encoding to be measured.
     if len(value) > MAX_TEXT_BYTES if value.isascii() else len(value.encode("utf-8")) > MAX_TEXT_BYTES:
-        raise OutOfRange(field_name, f"longer than {MAX_TEXT_BYTES} bytes", "text")
+        raise OutOfRange(_named(field_name, key), f"longer than {MAX_TEXT_BYTES} bytes", "text")
+
+
+def _named(field_name: str, key: str | None) -> str:
+    return field_name if key is None else f"{field_name}[{excerpt(key)}]"
 
 
 def resolve_event_time(field_name: str, event_time: float | None, now: float) -> float:
@@ -95,8 +100,7 @@ def validate_decision_request(request: DecisionRequest, config: BreinConfig, cat
             raise OutOfRange(f"context.numeric[{excerpt(key)}]", reason, "numeric_feature")
     for key, text in request.categorical.items():
         check_text("context.categorical key", key, required=True)
-        if len(text) > MAX_TEXT_BYTES or not text.isascii() or "\x00" in text:  # else it passes: its name is not made
-            check_text(f"context.categorical[{excerpt(key)}]", text, required=False)
+        check_text("context.categorical", text, required=False, key=key)
     if not request.numeric.keys().isdisjoint(request.categorical.keys()):  # no set made for none in common
         name = excerpt(min(request.numeric.keys() & request.categorical.keys()))
         both_kinds = f"{name} is both context.numeric[{name}] and context.categorical[{name}]: a feature has one value"

@@ -35,6 +35,7 @@ from store.sqlite import SQLiteStore
 from store.sqlite.connections import worker_file
 from store.sqlite.decisions import SQLiteDecisionLog
 from store.sqlite.engine import Engine
+from store.sqlite.forgets import Forgets
 from store.sqlite.joins import _queue_intake
 from store.sqlite.lease import FileLease, holder
 from store.sqlite.worker_schema import MOVED_TABLES
@@ -548,7 +549,7 @@ def test_a_store_from_main_with_a_queue_keyed_by_decision_migrates_in_place(tmp_
 
 
 def _fill_wal(engine: Engine, commits: int = 120) -> None:
-    log = SQLiteDecisionLog(engine)
+    log = SQLiteDecisionLog(engine, Forgets())
     for i in range(commits):
         log.submit_decisions([_decision(f"d{i}-{j}", f"c{j}", T0 + i) for j in range(30)]).result()
 

@@ -12,7 +12,6 @@ from typing import Any
 from store.errors import Conflict
 from store.postgres.engine import Connection, Engine
 from store.records import (
-    LEFTOVERS_ACTION,
     AuditEntry,
     EvaluationRecord,
     Leftovers,
@@ -126,8 +125,7 @@ class PostgresRegistryStorage:
             leftovers = _remove_leftovers(conn, entry.id)
             if model is not None:
                 conn.execute(f"INSERT INTO models ({MODEL_COLUMNS}, created_at) VALUES ({_marks(len(model))})", model)
-            found = [AuditEntry(event.at, event.actor, LEFTOVERS_ACTION, entry.id, leftovers.detail())] if leftovers else []
-            _append(conn, [event], [*found, *audit])
+            _append(conn, [event], [*leftovers.audit(event), *audit])
             _insert_evaluations(conn, evidence)
             return leftovers
 

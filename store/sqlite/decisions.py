@@ -122,9 +122,7 @@ class DecisionWrite(Mergeable):
 
     __slots__ = ("rows", "not_derived", "heads", "forgets")
 
-    def __init__(
-        self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None, forgets: Forgets | None = None
-    ) -> None:
+    def __init__(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None, forgets: Forgets) -> None:
         self.rows = [(*decision_row(r), int(r.decision_id == decision_id_for(r.request_id))) for r in records]
         self.not_derived = [row[1] for row in self.rows if not row[-1]]
         self.heads = heads
@@ -133,7 +131,7 @@ class DecisionWrite(Mergeable):
     @classmethod
     def merged(cls, conn: sqlite3.Connection, writes: Sequence[DecisionWrite]) -> None:
         for w in writes:  # a stale write fails alone (the writer then writes the others one by one)
-            if w.heads and w.forgets is not None and w.forgets.refuses(w.heads):
+            if w.heads and w.forgets.refuses(w.heads):
                 raise StaleHistory("the customer was forgotten after their history was read")
         insert_rows(conn, _INSERT_DECISIONS, [row for w in writes for row in w.rows])
         _check_not_derived(conn, [request_id for w in writes for request_id in w.not_derived])
@@ -153,10 +151,10 @@ def _contact_time(contact: Contact) -> float:
 
 
 class SQLiteDecisionLog:
-    def __init__(self, engine: Engine, forgets: Forgets | None = None) -> None:
+    def __init__(self, engine: Engine, forgets: Forgets) -> None:
         """``forgets``: the store's Forgets (store/sqlite/forgets.py), shared with its Privacy."""
         self._engine = engine
-        self._forgets = forgets if forgets is not None else Forgets()
+        self._forgets = forgets
 
     def submit_decisions(self, records: Sequence[DecisionRecord], heads: Mapping[str, Head] | None = None) -> Future[None]:
         return self._engine.submit(DecisionWrite(records, heads, self._forgets))

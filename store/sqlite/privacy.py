@@ -43,10 +43,10 @@ class SQLitePrivacy:
     (store/sqlite/joins.py). A Forget moves its customer's head (``forgets``, shared with the
     store's DecisionLog: store/sqlite/forgets.py) in the log's transaction."""
 
-    def __init__(self, engine: Engine, worker_engine: Engine, forgets: Forgets | None = None) -> None:
+    def __init__(self, engine: Engine, worker_engine: Engine, forgets: Forgets) -> None:
         self._engine = engine
         self._worker = worker_engine
-        self._forgets = forgets if forgets is not None else Forgets()
+        self._forgets = forgets
 
     def forget(self, customer_id: str, *, actor: str, at: float) -> Future[ForgetReport]:
         mine = (customer_id,)
